@@ -1,0 +1,77 @@
+"""The one Settings object. Every value comes from the environment with the prefix ``GIANTFLOW_``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_JWT_SECRET = "giantflow-development-secret-do-not-use-in-production"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GIANTFLOW_", env_file=None, extra="ignore")
+
+    environment: Environment = Environment.development
+    # None means "the embedded PostgreSQL server that `giantflow dev` starts in data_dir/postgres".
+    database_url: str | None = None
+    embedded_postgres_port: int = 5433
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "giantflow"
+    temporal_ui_port: int = 8233
+    jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
+    oidc_jwks_url: str | None = None
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    programs_dir: Path = PROJECT_ROOT / "programs"
+    bank_url: str = "http://127.0.0.1:8100"
+    data_dir: Path = PROJECT_ROOT / "var"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = True
+    max_upload_bytes: int = 10 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _refuse_development_secret(self) -> Settings:
+        if (
+            self.environment is Environment.production
+            and self.oidc_jwks_url is None
+            and self.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
+        ):
+            raise ValueError(
+                "GIANTFLOW_JWT_SECRET is the development default; set a real secret "
+                "or GIANTFLOW_OIDC_JWKS_URL outside development"
+            )
+        if self.environment is Environment.production and self.oidc_jwks_url is not None:
+            if not (self.oidc_issuer and self.oidc_audience):
+                raise ValueError("GIANTFLOW_OIDC_ISSUER and GIANTFLOW_OIDC_AUDIENCE are required with OIDC")
+        return self
+
+    @property
+    def embedded_database_url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.embedded_postgres_port}/giantflow"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or self.embedded_database_url
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url is None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
