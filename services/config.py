@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_development_secret(self) -> Settings:
         if (
-            self.environment is Environment.production
+            self.environment is not Environment.development
             and self.oidc_jwks_url is None
             and self.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
         ):
