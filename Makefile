@@ -1,0 +1,40 @@
+# Targets mirror CI (.ci/run). `make run` and `make test` set up .venv from bare python3 when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export XDG_RUNTIME_DIR ?= /tmp/giantflow-runtime-$(shell id -u)
+
+.PHONY: run test lint typecheck migrate revision fuzz chaos clean install
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	@mkdir -p -m 700 $(XDG_RUNTIME_DIR)
+	@$(BIN)/giantflow dev
+
+test: $(STAMP)
+	@mkdir -p -m 700 $(XDG_RUNTIME_DIR)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy services workflows
+
+migrate: $(STAMP)
+	$(BIN)/giantflow migrate
+
+revision: $(STAMP)
+	@test -n "$(m)" || (echo 'usage: make revision m="what changes"' && exit 2)
+	$(BIN)/alembic revision --autogenerate -m "$(m)"
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,174 @@
+"""ORM models of the applications domain: enterprises, applications, review tasks, audit, recognitions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.db import Base
+
+OPEN_STATUSES = ("screening", "in_review", "returned", "public_notice")
+
+
+class Enterprise(Base):
+    __tablename__ = "enterprises"
+
+    uscc: Mapped[str] = mapped_column(String(18), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    region_code: Mapped[str] = mapped_column(String(6))
+    industry: Mapped[str] = mapped_column(String(100))
+    founded_on: Mapped[date] = mapped_column(Date)
+    registered_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (CheckConstraint("region_code ~ '^[0-9]{6}$'", name="region_code_digits"),)
+
+
+class Application(Base):
+    __tablename__ = "applications"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    uscc: Mapped[str] = mapped_column(ForeignKey("enterprises.uscc"), index=True)
+    program: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(32))
+    batch: Mapped[str] = mapped_column(String(32))
+    ruleset: Mapped[str] = mapped_column(String(32))
+    region_code: Mapped[str] = mapped_column(String(6))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    stage: Mapped[str | None] = mapped_column(String(20))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    screening: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    submitted_by: Mapped[str] = mapped_column(String(200))
+    re_review_of: Mapped[uuid.UUID | None]  # the recognition this re-review renews
+    supplement_due_at: Mapped[datetime | None]
+    workflow_started: Mapped[bool] = mapped_column(server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index("uq_applications_open_per_batch", "uscc", "program", "tier", "batch", unique=True,
+              postgresql_where=text("status IN ('screening', 'in_review', 'returned', 'public_notice')")),
+        CheckConstraint(
+            "status IN ('screening', 'in_review', 'returned', 'public_notice', 'recognized', "
+            "'ineligible', 'rejected', 'withdrawn')", name="status_known"),
+    )
+
+    @property
+    def workflow_id(self) -> str:
+        return f"review-{self.id}"
+
+
+class Document(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    application_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("applications.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    uploaded_by: Mapped[str] = mapped_column(String(200))
+    uploaded_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ReviewTask(Base):
+    """The reviewer queue read model: written in the same transaction as the stage change."""
+
+    __tablename__ = "review_tasks"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    application_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("applications.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(20))
+    region_code: Mapped[str] = mapped_column(String(6))
+    status: Mapped[str] = mapped_column(String(20))  # open, decided, returned, closed
+    due_at: Mapped[datetime]
+    overdue: Mapped[bool] = mapped_column(server_default=text("false"))
+    escalated_to: Mapped[str | None] = mapped_column(String(100))
+    decision: Mapped[str | None] = mapped_column(String(20))
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("uq_review_tasks_one_open", "application_id", unique=True,
+              postgresql_where=text("status = 'open'")),
+        Index("ix_review_tasks_queue", "stage", "status", "created_at"),
+    )
+
+
+class Transition(Base):
+    """The append-only audit trail (a trigger refuses UPDATE and DELETE)."""
+
+    __tablename__ = "transitions"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    application_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("applications.id"), index=True)
+    event_key: Mapped[str] = mapped_column(String(200), unique=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(40))
+    from_status: Mapped[str | None] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    stage: Mapped[str | None] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    internal_note: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime]
+
+
+class Objection(Base):
+    __tablename__ = "objections"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    application_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("applications.id"), index=True)
+    filed_by: Mapped[str] = mapped_column(String(200))
+    filed_role: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))  # open, upheld, dismissed
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+    resolution_reason: Mapped[str | None] = mapped_column(Text)
+    filed_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+
+
+class Recognition(Base):
+    __tablename__ = "recognitions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    application_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("applications.id"), unique=True)
+    uscc: Mapped[str] = mapped_column(ForeignKey("enterprises.uscc"), index=True)
+    program: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(32))
+    certificate_no: Mapped[str] = mapped_column(String(80), unique=True)
+    valid_from: Mapped[datetime]
+    valid_until: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(20))  # active, expired, revoked
+    revoked_reason: Mapped[str | None] = mapped_column(Text)
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
+    revoked_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class CertificateSequence(Base):
+    __tablename__ = "certificate_sequences"
+
+    program: Mapped[str] = mapped_column(String(64), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tier: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last: Mapped[int] = mapped_column(Integer)

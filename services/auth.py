@@ -1,0 +1,144 @@
+"""Bearer JWT authentication: HS256 with the configured secret in development, RS256 via JWKS with OIDC."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+import httpx
+import jwt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from services.config import Settings
+from services.errors import Forbidden, Unauthorized
+
+Level = Literal["municipal", "provincial", "national"]
+LEVELS: tuple[Level, ...] = ("municipal", "provincial", "national")
+
+
+class Role(StrEnum):
+    enterprise = "enterprise"
+    reviewer = "reviewer"
+    finance = "finance"
+    admin = "admin"
+
+
+class CurrentUser(BaseModel):
+    """The authenticated caller, built from the token's claims."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    sub: str = Field(min_length=1, max_length=200)
+    role: Role
+    uscc: str | None = Field(default=None, pattern=r"^[0-9A-HJ-NP-RTUWXY]{18}$")
+    level: Level | None = None
+    region: str | None = Field(default=None, pattern=r"^\d{6}$")
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _claims_for_role(self) -> CurrentUser:
+        if self.role is Role.enterprise and self.uscc is None:
+            raise ValueError("an enterprise token needs a `uscc` claim")
+        if self.role is Role.reviewer and (self.level is None or self.region is None):
+            raise ValueError("a reviewer token needs `level` and `region` claims")
+        return self
+
+    def covers_region(self, region_code: str) -> bool:
+        """A reviewer's region covers a code: ...0000 its province, ..00 its city, else exactly."""
+        if self.region is None:
+            return False
+        if self.region.endswith("0000"):
+            return region_code[:2] == self.region[:2]
+        if self.region.endswith("00"):
+            return region_code[:4] == self.region[:4]
+        return region_code == self.region
+
+    def require(self, *roles: Role) -> None:
+        if self.role not in roles:
+            raise Forbidden(f"This action needs the role {' or '.join(r.value for r in roles)}.")
+
+
+class TokenVerifier:
+    """Verifies bearer tokens. One instance lives on the app for its lifetime."""
+
+    JWKS_TTL = 300.0
+
+    def __init__(self, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
+        self._settings = settings
+        self._http = http
+        self._jwks: dict[str, Any] = {}
+        self._jwks_fetched = 0.0
+
+    @property
+    def oidc(self) -> bool:
+        return self._settings.oidc_jwks_url is not None
+
+    async def _jwks_keys(self, *, refresh: bool = False) -> dict[str, Any]:
+        stale = time.monotonic() - self._jwks_fetched > self.JWKS_TTL
+        if refresh or stale or not self._jwks:
+            assert self._settings.oidc_jwks_url is not None
+            if self._http is None:
+                raise Unauthorized("The identity provider's keys cannot be fetched.")
+            try:
+                resp = await self._http.get(self._settings.oidc_jwks_url, timeout=5.0)
+                resp.raise_for_status()
+                keys = resp.json()["keys"]
+            except (httpx.HTTPError, KeyError, ValueError) as exc:
+                raise Unauthorized("The identity provider's keys are unavailable.") from exc
+            self._jwks = {k["kid"]: jwt.PyJWK(k).key for k in keys if "kid" in k}
+            self._jwks_fetched = time.monotonic()
+        return self._jwks
+
+    async def verify(self, token: str) -> CurrentUser:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("The bearer token is malformed.") from exc
+        options = {"require": ["exp", "sub"]}
+        try:
+            if self.oidc:
+                if header.get("alg") != "RS256":
+                    raise Unauthorized("Only RS256 tokens from the identity provider are accepted.")
+                kid = header.get("kid")
+                keys = await self._jwks_keys()
+                if kid not in keys:
+                    keys = await self._jwks_keys(refresh=True)
+                if kid not in keys:
+                    raise Unauthorized("The token was signed by an unknown key.")
+                claims = jwt.decode(token, keys[kid], algorithms=["RS256"],
+                                    audience=self._settings.oidc_audience,
+                                    issuer=self._settings.oidc_issuer, options=options)
+            else:
+                if header.get("alg") != "HS256":
+                    raise Unauthorized("Only HS256 tokens are accepted.")
+                claims = jwt.decode(token, self._settings.jwt_secret.get_secret_value(),
+                                    algorithms=["HS256"], options=options)
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("The bearer token has expired.") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"The bearer token is not valid: {exc}.") from exc
+        try:
+            return CurrentUser.model_validate(claims)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) or e["msg"] for e in exc.errors())
+            raise Unauthorized(f"The token's claims are not valid ({fields}).") from exc
+
+
+def issue_development_token(settings: Settings, *, role: Role, sub: str, ttl: timedelta = timedelta(hours=12),
+                            **claims: str) -> str:
+    """A development HS256 token signed with the configured secret (`giantflow token`)."""
+    now = datetime.now(UTC)
+    payload: dict[str, Any] = {"sub": sub, "role": role.value, "iat": now, "exp": now + ttl,
+                               **{k: v for k, v in claims.items() if v is not None}}
+    CurrentUser.model_validate({**payload, "role": role})
+    return jwt.encode(payload, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+
+
+def public_jwks(public_key: Any, kid: str) -> dict[str, Any]:
+    """The JWKS document for one RSA public key (used by tests and local OIDC set-ups)."""
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public_key))
+    jwk.update({"kid": kid, "use": "sig", "alg": "RS256"})
+    return {"keys": [jwk]}

@@ -1,0 +1,138 @@
+"""The `giantflow` command: dev, api, worker, migrate, token, bank-sim."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from services.config import get_settings
+
+app = typer.Typer(help="giantflow: SME cultivation workflows and benefits.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"giantflow: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"invalid settings: {first['msg']}")
+
+
+@app.command()
+def dev() -> None:
+    """Start embedded PostgreSQL, migrations, the Temporal dev server, bank simulator, worker and API."""
+    from services.devstack import DevStack
+
+    settings = _settings()
+    raise typer.Exit(DevStack(settings, out=lambda line: typer.echo(line)).run())
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    from services.app import create_app
+
+    settings = _settings()
+    _load_programs_or_fail(settings)
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None,
+                access_log=False, timeout_graceful_shutdown=10)
+
+
+@app.command()
+def worker() -> None:
+    """Run the Temporal worker (workflows and activities)."""
+    from workflows.worker import run_worker
+
+    settings = _settings()
+    _load_programs_or_fail(settings)
+    try:
+        asyncio.run(run_worker(settings))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def migrate(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Upgrade the database to a revision (default: head)."""
+    from alembic import command
+
+    from services.migrate import alembic_config
+
+    settings = _settings()
+    try:
+        command.upgrade(alembic_config(settings.effective_database_url), revision)
+    except (OSError, ConnectionError) as exc:
+        _fail(f"the database cannot be reached: {exc}")
+
+
+@app.command("bank-sim")
+def bank_sim(
+    port: Annotated[int | None, typer.Option(help="port (default: from GIANTFLOW_BANK_URL)")] = None,
+) -> None:
+    """Run the partner-bank simulator (payments under idempotency keys, with fault injection)."""
+    from urllib.parse import urlsplit
+
+    import uvicorn
+
+    from services.credit.banksim import create_bank_app
+
+    settings = _settings()
+    url = urlsplit(settings.bank_url)
+    uvicorn.run(create_bank_app(settings.data_dir / "bank"), host=url.hostname or "127.0.0.1",
+                port=port or url.port or 8100, log_config=None, access_log=False)
+
+
+@app.command()
+def token(
+    role: Annotated[str, typer.Option(help="enterprise, reviewer, finance or admin")],
+    sub: Annotated[str | None, typer.Option(help="user id (default: <role>-1)")] = None,
+    uscc: Annotated[str | None, typer.Option(help="enterprise: its USCC")] = None,
+    level: Annotated[str | None, typer.Option(help="reviewer: municipal, provincial or national")] = None,
+    region: Annotated[str | None, typer.Option(help="reviewer: 6-digit region code")] = None,
+    hours: Annotated[int, typer.Option(help="lifetime in hours")] = 12,
+) -> None:
+    """Print a development HS256 token for trying the API by hand."""
+    from pydantic import ValidationError
+
+    from services.auth import Role, issue_development_token
+
+    settings = _settings()
+    try:
+        typer.echo(issue_development_token(settings, role=Role(role), sub=sub or f"{role}-1",
+                                           ttl=timedelta(hours=hours), uscc=uscc, level=level, region=region))
+    except (ValueError, ValidationError) as exc:
+        _fail(str(exc).splitlines()[0] if not isinstance(exc, ValidationError)
+              else "; ".join(e["msg"] for e in exc.errors()))
+
+
+def _load_programs_or_fail(settings) -> None:  # type: ignore[no-untyped-def]
+    try:
+        from services.applications.programs import ProgramFileError, load_programs
+    except ImportError:  # pragma: no cover
+        return
+    try:
+        load_programs(settings.programs_dir)
+    except ProgramFileError as exc:
+        _fail(str(exc))
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

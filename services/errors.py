@@ -1,0 +1,155 @@
+"""RFC 9457 problem details: domain exceptions carry status and title; one set of handlers renders them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://giantflow.dev/problems/"
+
+log = structlog.get_logger(__name__)
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """The problem document every error answers with."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class GiantflowError(Exception):
+    """Base of every domain error. Subclasses set status, slug and title."""
+
+    status: ClassVar[int] = 400
+    slug: ClassVar[str] = "bad-request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(self, detail: str, *, errors: Sequence[FieldError] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors) if errors else None
+        self.headers = headers
+
+
+class BadRequest(GiantflowError):
+    status, slug, title = 400, "bad-request", "Bad request"
+
+
+class Unauthorized(GiantflowError):
+    status, slug, title = 401, "unauthorized", "Authentication required"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="giantflow"'})
+
+
+class Forbidden(GiantflowError):
+    status, slug, title = 403, "forbidden", "Not allowed"
+
+
+class NotFound(GiantflowError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(GiantflowError):
+    status, slug, title = 409, "conflict", "Conflict with the current state"
+
+
+class PayloadTooLarge(GiantflowError):
+    status, slug, title = 413, "payload-too-large", "Payload too large"
+
+
+class UnsupportedMediaType(GiantflowError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class Unprocessable(GiantflowError):
+    status, slug, title = 422, "validation-error", "The request is not valid"
+
+
+class ServiceUnavailable(GiantflowError):
+    status, slug, title = 503, "service-unavailable", "A dependency is unavailable"
+
+
+def problem_response(status: int, *, title: str, detail: str, slug: str, instance: str | None = None,
+                     errors: list[FieldError] | None = None,
+                     headers: dict[str, str] | None = None) -> JSONResponse:
+    problem = Problem(type=PROBLEM_BASE + slug, title=title, status=status, detail=detail,
+                      instance=instance, errors=errors)
+    return JSONResponse(problem.model_dump(exclude_none=True), status_code=status,
+                        media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_name(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def validation_errors(raw: Sequence[Any]) -> list[FieldError]:
+    return [FieldError(field=_field_name(e.get("loc", ())), message=str(e.get("msg", "invalid")))
+            for e in raw]
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each listed status documented as a problem."""
+    return {
+        s: {"model": Problem, "description": HTTPStatus(s).phrase,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        for s in statuses
+    }
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GiantflowError)
+        return problem_response(exc.status, title=exc.title, detail=exc.detail, slug=exc.slug,
+                                instance=request.url.path, errors=exc.errors, headers=exc.headers)
+
+    async def request_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = validation_errors(exc.errors())
+        return problem_response(422, title="The request is not valid", slug="validation-error",
+                                detail="; ".join(f"{e.field}: {e.message}" for e in errors),
+                                instance=request.url.path, errors=errors)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        status = exc.status_code
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+        detail = exc.detail if isinstance(exc.detail, str) else phrase
+        if status == 404 and detail == "Not Found":
+            detail = f"No resource at {request.url.path}"
+        if status == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        return problem_response(status, title=phrase, detail=detail,
+                                slug=phrase.lower().replace(" ", "-"), instance=request.url.path,
+                                headers=dict(exc.headers) if exc.headers else None)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path)
+        return problem_response(500, title="Internal server error", slug="internal",
+                                detail="The server could not complete the request; it has been logged.",
+                                instance=request.url.path)
+
+    app.add_exception_handler(GiantflowError, domain_error)
+    app.add_exception_handler(RequestValidationError, request_validation)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

