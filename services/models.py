@@ -1,9 +1,10 @@
 """Every ORM model, imported so that `metadata` is complete (Alembic and tests use it)."""
 
-from services.applications import models as applications_models
-from services.db import Base
 from services import idempotency_models
+from services.applications import models as applications_models
+from services.credit import models as credit_models
+from services.db import Base
 
 metadata = Base.metadata
 
-__all__ = ["applications_models", "idempotency_models", "metadata"]
+__all__ = ["applications_models", "credit_models", "idempotency_models", "metadata"]

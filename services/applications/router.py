@@ -1,0 +1,5 @@
+"""HTTP routes of the applications domain."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["applications"])

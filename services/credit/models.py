@@ -1,0 +1,1 @@
+"""ORM models of the credit domain (filled in by the credit issue)."""
