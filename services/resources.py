@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy import text
@@ -12,6 +13,9 @@ from temporalio.client import Client
 
 from services.config import Settings
 from services.db import create_engine, create_sessionmaker
+
+if TYPE_CHECKING:
+    from services.applications.programs import Program
 
 
 async def connect_temporal(settings: Settings, *, lazy: bool = True) -> Client:
@@ -29,6 +33,16 @@ class Resources:
     temporal: Client
     http: httpx.AsyncClient
     owns: bool = field(default=True)
+    _programs: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def programs(self) -> dict[str, Program]:
+        """The programs folder, loaded once (a malformed file already stopped start-up in the CLI)."""
+        if self._programs is None:
+            from services.applications.programs import load_programs
+
+            self._programs = load_programs(self.settings.programs_dir)
+        return self._programs
 
     @classmethod
     async def build(cls, settings: Settings) -> Resources:

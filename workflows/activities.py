@@ -1,11 +1,29 @@
-"""Activities of the review workflow."""
+"""Activities of the review workflow. Each attempt is one transaction and is idempotent: transitions are
+keyed by an event key from the workflow, so a retried attempt changes nothing twice."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from services.applications import service
 from services.resources import Resources
+from workflows.inputs import (
+    EscalationInput,
+    ObjectionUpdate,
+    RecognitionChange,
+    RecognitionOutcome,
+    RecognizeInput,
+    ReReviewInput,
+    ReReviewOutcome,
+    ScreenInput,
+    ScreenOutcome,
+    TransitionInput,
+)
 
 
 class ReviewActivities:
@@ -13,4 +31,43 @@ class ReviewActivities:
         self.resources = resources
 
     def all(self) -> list[Callable[..., Any]]:
-        return []
+        return [self.screen_application, self.apply_transition, self.escalate_task, self.record_objection,
+                self.recognize, self.change_recognition, self.open_re_review]
+
+    @activity.defn(name="screen_application")
+    async def screen_application(self, data: ScreenInput) -> ScreenOutcome:
+        async with self.resources.sessionmaker.begin() as session:
+            try:
+                return await service.record_screening(session, application_id=uuid.UUID(data.application_id))
+            except LookupError as exc:
+                raise ApplicationError(str(exc), type="NotFound", non_retryable=True) from exc
+
+    @activity.defn(name="apply_transition")
+    async def apply_transition(self, data: TransitionInput) -> None:
+        async with self.resources.sessionmaker.begin() as session:
+            await service.apply_transition(session, data=data)
+
+    @activity.defn(name="escalate_task")
+    async def escalate_task(self, data: EscalationInput) -> None:
+        async with self.resources.sessionmaker.begin() as session:
+            await service.escalate(session, data=data)
+
+    @activity.defn(name="record_objection")
+    async def record_objection(self, data: ObjectionUpdate) -> None:
+        async with self.resources.sessionmaker.begin() as session:
+            await service.record_objection(session, data=data)
+
+    @activity.defn(name="recognize")
+    async def recognize(self, data: RecognizeInput) -> RecognitionOutcome:
+        async with self.resources.sessionmaker.begin() as session:
+            return await service.recognize(session, data=data, programs=self.resources.programs)
+
+    @activity.defn(name="change_recognition")
+    async def change_recognition(self, data: RecognitionChange) -> None:
+        async with self.resources.sessionmaker.begin() as session:
+            await service.change_recognition(session, data=data)
+
+    @activity.defn(name="open_re_review")
+    async def open_re_review(self, data: ReReviewInput) -> ReReviewOutcome:
+        async with self.resources.sessionmaker.begin() as session:
+            return await service.open_re_review(session, data=data, programs=self.resources.programs)

@@ -31,8 +31,6 @@ class ReviewDurations(_Model):
     stage_sla: float
     supplement_deadline: float
     notice_period: float
-    validity_years: int = 3
-    validity_seconds: float | None = None  # set when the program's validity is not whole years
 
 
 class ReviewInput(_Model):
@@ -49,6 +47,7 @@ class ReviewInput(_Model):
 class Actor(_Model):
     sub: str
     role: str
+    uscc: str | None = None
     level: Stage | None = None
     region: str | None = None
 
@@ -161,8 +160,6 @@ class RecognizeInput(_Model):
     application_id: str
     event_key: str
     at: datetime
-    validity_years: int
-    validity_seconds: float | None = None
 
 
 class RecognitionOutcome(_Model):

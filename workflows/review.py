@@ -1,10 +1,436 @@
-"""Placeholder replaced below."""
+"""The review workflow: one per application (id ``review-{application_id}``).
+
+screening -> in_review (municipal -> provincial [-> national]) <-> returned -> public_notice -> recognized,
+or ineligible / rejected / withdrawn. Reviewer actions are Updates with validators; every state change is
+written by one activity in one transaction (application row, review-task read model, audit row), so the
+queue is right the moment an Update returns. After recognition the workflow starts the benefits workflow
+and waits for expiry (then opens a re-review) or revocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.inputs import (
+        TERMINAL,
+        Actor,
+        BenefitsInput,
+        BenefitsStop,
+        DecisionRequest,
+        EscalationInput,
+        ObjectionRequest,
+        ObjectionResolution,
+        ObjectionUpdate,
+        OpenTask,
+        ReReviewInput,
+        ReReviewOutcome,
+        RecognitionChange,
+        RecognitionOutcome,
+        RecognizeInput,
+        ReviewInput,
+        ReviewState,
+        RevokeRequest,
+        ScreenInput,
+        ScreenOutcome,
+        Stage,
+        Status,
+        SupplementRequest,
+        TransitionInput,
+        WithdrawRequest,
+    )
+
+SYSTEM = Actor(sub="system", role="system")
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                    maximum_interval=timedelta(seconds=30), maximum_attempts=0)
+OPEN: frozenset[str] = frozenset({"screening", "in_review", "returned", "public_notice"})
+
+
+def _forbidden(message: str) -> ApplicationError:
+    return ApplicationError(message, type="Forbidden", non_retryable=True)
+
+
+def _conflict(message: str) -> ApplicationError:
+    return ApplicationError(message, type="Conflict", non_retryable=True)
+
+
+def covers(region: str | None, code: str) -> bool:
+    """A region claim covers a code: ``..0000`` its province, ``..00`` its city, otherwise exactly."""
+    if region is None:
+        return False
+    if region.endswith("0000"):
+        return code[:2] == region[:2]
+    if region.endswith("00"):
+        return code[:4] == region[:4]
+    return code == region
 
 
 @workflow.defn(name="ReviewWorkflow")
 class ReviewWorkflow:
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._data: ReviewInput | None = None
+        self._status: Status = "screening"
+        self._stage_index = 0
+        self._due_at: datetime | None = None
+        self._overdue = False
+        self._supplement_due_at: datetime | None = None
+        self._notice_ends_at: datetime | None = None
+        self._objections: dict[str, str] = {}
+        self._recognition: RecognitionOutcome | None = None
+        self._revoked = False
+        self._generation = 0
+
+    # --- state -----------------------------------------------------------------------------------------
+
+    @property
+    def data(self) -> ReviewInput:
+        assert self._data is not None
+        return self._data
+
+    @property
+    def stage(self) -> Stage | None:
+        if self._status in ("in_review", "returned"):
+            return self.data.stages[self._stage_index]
+        return None
+
+    def state(self) -> ReviewState:
+        return ReviewState(
+            application_id=self.data.application_id, status=self._status, stage=self.stage,
+            due_at=self._due_at if self._status == "in_review" else None, overdue=self._overdue,
+            supplement_due_at=self._supplement_due_at if self._status == "returned" else None,
+            notice_ends_at=self._notice_ends_at if self._status == "public_notice" else None,
+            open_objections=sorted(k for k, v in self._objections.items() if v == "open"),
+            recognition_id=self._recognition.recognition_id if self._recognition else None,
+            certificate_no=self._recognition.certificate_no if self._recognition else None,
+        )
+
+    @workflow.query(name="state")
+    def query_state(self) -> ReviewState:
+        return self.state()
+
+    # --- the flow ----------------------------------------------------------------------------------------
+
     @workflow.run
-    async def run(self, application_id: str) -> str:
-        return application_id
+    async def run(self, data: ReviewInput) -> ReviewState:
+        self._data = data
+        outcome: ScreenOutcome = await workflow.execute_activity(
+            "screen_application", ScreenInput(application_id=data.application_id),
+            result_type=ScreenOutcome, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
+        async with self._lock:
+            if self._status == "screening":
+                if outcome.passed:
+                    await self._enter_stage(SYSTEM, action="screened", reason=f"passed {outcome.ruleset}")
+                else:
+                    await self._transition(SYSTEM, action="screened", to="ineligible",
+                                           reason=f"failed {outcome.ruleset}; see the screening result")
+        while self._status not in TERMINAL:
+            if self._status == "in_review":
+                await self._wait_in_review()
+            elif self._status == "returned":
+                await self._wait_for_supplement()
+            elif self._status == "public_notice":
+                await self._wait_out_notice()
+        if self._status == "recognized":
+            await self._recognized_lifecycle()
+        return self.state()
+
+    async def _wait_in_review(self) -> None:
+        generation = self._generation
+        timeout = None
+        if not self._overdue and self._due_at is not None:
+            timeout = max(self._due_at - workflow.now(), timedelta(0))
+        try:
+            await workflow.wait_condition(lambda: self._generation != generation, timeout=timeout)
+        except TimeoutError:
+            async with self._lock:
+                if self._generation == generation and not self._overdue:
+                    stage = self.stage
+                    assert stage is not None
+                    await workflow.execute_activity(
+                        "escalate_task",
+                        EscalationInput(application_id=self.data.application_id, event_key=self._key(),
+                                        stage=stage, escalated_to=self.data.escalation_group,
+                                        at=workflow.now()),
+                        start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
+                    self._overdue = True
+
+    async def _wait_for_supplement(self) -> None:
+        generation = self._generation
+        assert self._supplement_due_at is not None
+        try:
+            await workflow.wait_condition(lambda: self._generation != generation,
+                                          timeout=max(self._supplement_due_at - workflow.now(), timedelta(0)))
+        except TimeoutError:
+            async with self._lock:
+                if self._generation == generation and self._status == "returned":
+                    await self._transition(SYSTEM, action="supplement_deadline_missed", to="withdrawn",
+                                           reason="no supplement before the deadline", close_task_as="closed")
+
+    async def _wait_out_notice(self) -> None:
+        generation = self._generation
+        assert self._notice_ends_at is not None
+        remaining = self._notice_ends_at - workflow.now()
+        if remaining > timedelta(0):
+            try:
+                await workflow.wait_condition(lambda: self._generation != generation, timeout=remaining)
+            except TimeoutError:
+                pass
+            return
+        await workflow.wait_condition(
+            lambda: self._status != "public_notice" or "open" not in self._objections.values())
+        async with self._lock:
+            if self._status == "public_notice" and "open" not in self._objections.values():
+                self._recognition = await workflow.execute_activity(
+                    "recognize",
+                    RecognizeInput(application_id=self.data.application_id, event_key=self._key(),
+                                   at=workflow.now()),
+                    result_type=RecognitionOutcome, start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    retry_policy=RETRY)
+                self._status = "recognized"
+                self._generation += 1
+
+    async def _recognized_lifecycle(self) -> None:
+        recognition = self._recognition
+        assert recognition is not None
+        benefits_id = f"benefits-{recognition.recognition_id}"
+        await workflow.start_child_workflow(
+            "BenefitsWorkflow",
+            BenefitsInput(recognition_id=recognition.recognition_id, uscc=self.data.uscc, tier=self.data.tier,
+                          program=self.data.program, valid_until=recognition.valid_until),
+            id=benefits_id, parent_close_policy=workflow.ParentClosePolicy.ABANDON)
+        try:
+            await workflow.wait_condition(lambda: self._revoked,
+                                          timeout=max(recognition.valid_until - workflow.now(), timedelta(0)))
+            return  # revoked: the update handler recorded it and told the benefits to stop
+        except TimeoutError:
+            pass
+        async with self._lock:
+            if self._revoked:
+                return
+            await workflow.execute_activity(
+                "change_recognition",
+                RecognitionChange(recognition_id=recognition.recognition_id,
+                                  application_id=self.data.application_id, event_key=self._key(),
+                                  status="expired", actor=SYSTEM, reason="validity ended", at=workflow.now()),
+                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
+            await workflow.get_external_workflow_handle(benefits_id).signal(
+                "stop", BenefitsStop(reason="recognition expired", cause="expired"))
+            rereview: ReReviewOutcome = await workflow.execute_activity(
+                "open_re_review",
+                ReReviewInput(recognition_id=recognition.recognition_id,
+                              application_id=self.data.application_id, at=workflow.now()),
+                result_type=ReReviewOutcome, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
+            if rereview.review is not None:
+                await workflow.start_child_workflow(
+                    "ReviewWorkflow", rereview.review, id=f"review-{rereview.application_id}",
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON)
+
+    # --- transitions ---------------------------------------------------------------------------------------
+
+    def _key(self) -> str:
+        return str(workflow.uuid4())
+
+    async def _transition(self, actor: Actor, *, action: str, to: Status, reason: str | None = None,
+                          internal_note: str | None = None, close_task_as: str | None = None,
+                          open_task: OpenTask | None = None, supplement_due_at: datetime | None = None,
+                          stage: Stage | None = None) -> None:
+        await workflow.execute_activity(
+            "apply_transition",
+            TransitionInput(application_id=self.data.application_id, event_key=self._key(), actor=actor,
+                            action=action, from_status=self._status, to_status=to,
+                            stage=stage if stage is not None else self.stage, reason=reason,
+                            internal_note=internal_note, at=workflow.now(), close_task_as=close_task_as,
+                            open_task=open_task, supplement_due_at=supplement_due_at),
+            start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
+        self._status = to
+        self._generation += 1
+
+    async def _enter_stage(self, actor: Actor, *, action: str, reason: str | None = None,
+                           internal_note: str | None = None, close_task_as: str | None = None) -> None:
+        stage = self.data.stages[self._stage_index]
+        due = workflow.now() + timedelta(seconds=self.data.durations.stage_sla)
+        await self._transition(actor, action=action, to="in_review", reason=reason, internal_note=internal_note,
+                               close_task_as=close_task_as, stage=stage,
+                               open_task=OpenTask(stage=stage, region_code=self.data.region_code, due_at=due))
+        self._due_at = due
+        self._overdue = False
+
+    # --- reviewer decisions ------------------------------------------------------------------------------
+
+    def _check_decision(self, request: DecisionRequest) -> None:
+        actor = request.actor
+        if actor.role != "reviewer":
+            raise _forbidden("only reviewers decide applications")
+        if self._status != "in_review":
+            raise _conflict(f"the application is {self._status}, not waiting for a review decision")
+        stage = self.stage
+        if request.stage is not None and request.stage != stage:
+            raise _conflict(f"the {request.stage} stage is not current; the application is at {stage}")
+        if actor.level != stage:
+            raise _forbidden(f"the application is at the {stage} stage; a {actor.level} reviewer cannot decide")
+        if not covers(actor.region, self.data.region_code):
+            raise _forbidden("the application is outside the reviewer's region")
+
+    @workflow.update(name="decide")
+    async def decide(self, request: DecisionRequest) -> ReviewState:
+        async with self._lock:
+            self._check_decision(request)
+            note = request.internal_note
+            if request.decision == "reject":
+                await self._transition(request.actor, action="rejected", to="rejected", reason=request.reason,
+                                       internal_note=note, close_task_as="reject")
+            elif request.decision == "return":
+                due = workflow.now() + timedelta(seconds=self.data.durations.supplement_deadline)
+                await self._transition(request.actor, action="returned", to="returned", reason=request.reason,
+                                       internal_note=note, close_task_as="return", supplement_due_at=due)
+                self._supplement_due_at = due
+            elif self._stage_index + 1 < len(self.data.stages):
+                self._stage_index += 1
+                await self._enter_stage(request.actor, action="approved", reason=request.reason,
+                                        internal_note=note, close_task_as="approve")
+            else:
+                ends = workflow.now() + timedelta(seconds=self.data.durations.notice_period)
+                await self._transition(request.actor, action="approved", to="public_notice",
+                                       reason=request.reason, internal_note=note, close_task_as="approve",
+                                       stage=self.data.stages[self._stage_index])
+                self._notice_ends_at = ends
+            return self.state()
+
+    @decide.validator
+    def _validate_decide(self, request: DecisionRequest) -> None:
+        self._check_decision(request)
+
+    # --- enterprise actions --------------------------------------------------------------------------------
+
+    def _check_owner(self, actor: Actor, what: str) -> None:
+        if actor.role != "enterprise" or actor.uscc != self.data.uscc:
+            raise _forbidden(f"only the applicant {what}")
+
+    def _check_supplement(self, request: SupplementRequest) -> None:
+        self._check_owner(request.actor, "supplements an application")
+        if self._status != "returned":
+            raise _conflict(f"the application is {self._status}; there is no request for information")
+
+    @workflow.update(name="supplement")
+    async def supplement(self, request: SupplementRequest) -> ReviewState:
+        async with self._lock:
+            self._check_supplement(request)
+            await self._enter_stage(request.actor, action="supplemented", reason=request.note)
+            return self.state()
+
+    @supplement.validator
+    def _validate_supplement(self, request: SupplementRequest) -> None:
+        self._check_supplement(request)
+
+    def _check_withdraw(self, request: WithdrawRequest) -> None:
+        self._check_owner(request.actor, "withdraws an application")
+        if self._status not in OPEN:
+            raise _conflict(f"the application is {self._status} and can no longer be withdrawn")
+
+    @workflow.update(name="withdraw")
+    async def withdraw(self, request: WithdrawRequest) -> ReviewState:
+        async with self._lock:
+            self._check_withdraw(request)
+            await self._transition(request.actor, action="withdrawn", to="withdrawn",
+                                   reason=request.reason or "withdrawn by the applicant", close_task_as="closed")
+            return self.state()
+
+    @withdraw.validator
+    def _validate_withdraw(self, request: WithdrawRequest) -> None:
+        self._check_withdraw(request)
+
+    # --- public notice ---------------------------------------------------------------------------------------
+
+    def _check_objection(self, request: ObjectionRequest) -> None:
+        if self._status != "public_notice":
+            raise _conflict(f"the application is {self._status}, not on public notice")
+        if request.objection_id in self._objections:
+            raise _conflict("this objection was already filed")
+
+    @workflow.update(name="object")
+    async def object(self, request: ObjectionRequest) -> ReviewState:
+        async with self._lock:
+            self._check_objection(request)
+            await workflow.execute_activity(
+                "record_objection",
+                ObjectionUpdate(application_id=self.data.application_id, event_key=self._key(),
+                                objection_id=request.objection_id, actor=request.actor, at=workflow.now(),
+                                reason=request.reason, resolution="open"),
+                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
+            self._objections[request.objection_id] = "open"
+            self._generation += 1
+            return self.state()
+
+    @object.validator
+    def _validate_object(self, request: ObjectionRequest) -> None:
+        self._check_objection(request)
+
+    def _check_resolution(self, request: ObjectionResolution) -> None:
+        if request.actor.role != "reviewer":
+            raise _forbidden("only reviewers resolve objections")
+        if not covers(request.actor.region, self.data.region_code):
+            raise _forbidden("the application is outside the reviewer's region")
+        if self._objections.get(request.objection_id) != "open":
+            raise _conflict("the objection is not open")
+        if self._status != "public_notice":
+            raise _conflict(f"the application is {self._status}, not on public notice")
+
+    @workflow.update(name="resolve_objection")
+    async def resolve_objection(self, request: ObjectionResolution) -> ReviewState:
+        async with self._lock:
+            self._check_resolution(request)
+            resolution = "upheld" if request.upheld else "dismissed"
+            await workflow.execute_activity(
+                "record_objection",
+                ObjectionUpdate(application_id=self.data.application_id, event_key=self._key(),
+                                objection_id=request.objection_id, actor=request.actor, at=workflow.now(),
+                                reason=request.reason, resolution=resolution),
+                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
+            self._objections[request.objection_id] = resolution
+            if request.upheld:
+                await self._transition(request.actor, action="objection_upheld", to="rejected",
+                                       reason=request.reason)
+            else:
+                self._generation += 1
+            return self.state()
+
+    @resolve_objection.validator
+    def _validate_resolution(self, request: ObjectionResolution) -> None:
+        self._check_resolution(request)
+
+    # --- revocation -------------------------------------------------------------------------------------------
+
+    def _check_revoke(self, request: RevokeRequest) -> None:
+        if request.actor.role != "admin":
+            raise _forbidden("only an admin revokes a recognition")
+        if self._status != "recognized" or self._recognition is None or self._revoked:
+            raise _conflict("there is no active recognition to revoke")
+
+    @workflow.update(name="revoke")
+    async def revoke(self, request: RevokeRequest) -> ReviewState:
+        async with self._lock:
+            self._check_revoke(request)
+            recognition = self._recognition
+            assert recognition is not None
+            await workflow.execute_activity(
+                "change_recognition",
+                RecognitionChange(recognition_id=recognition.recognition_id,
+                                  application_id=self.data.application_id, event_key=self._key(),
+                                  status="revoked", actor=request.actor, reason=request.reason,
+                                  at=workflow.now()),
+                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
+            await workflow.get_external_workflow_handle(f"benefits-{recognition.recognition_id}").signal(
+                "stop", BenefitsStop(reason=request.reason, cause="revoked"))
+            self._revoked = True
+            return self.state()
+
+    @revoke.validator
+    def _validate_revoke(self, request: RevokeRequest) -> None:
+        self._check_revoke(request)

@@ -97,7 +97,8 @@ def upgrade() -> None:
     op.create_table(
         "documents",
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("application_id", sa.Uuid(), nullable=False),
+        sa.Column("uscc", sa.String(length=18), nullable=False),
+        sa.Column("application_id", sa.Uuid(), nullable=True),
         sa.Column("kind", sa.String(length=64), nullable=False),
         sa.Column("filename", sa.String(length=255), nullable=False),
         sa.Column("content_type", sa.String(length=100), nullable=False),
@@ -108,8 +109,10 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["application_id"], ["applications.id"], name=op.f("fk_documents_application_id_applications")
         ),
+        sa.ForeignKeyConstraint(["uscc"], ["enterprises.uscc"], name=op.f("fk_documents_uscc_enterprises")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_documents")),
     )
+    op.create_index(op.f("ix_documents_uscc"), "documents", ["uscc"], unique=False)
     op.create_index(op.f("ix_documents_application_id"), "documents", ["application_id"], unique=False)
     op.create_table(
         "objections",
@@ -226,6 +229,7 @@ def downgrade() -> None:
     op.drop_table("recognitions")
     op.drop_index(op.f("ix_objections_application_id"), table_name="objections")
     op.drop_table("objections")
+    op.drop_index(op.f("ix_documents_uscc"), table_name="documents")
     op.drop_index(op.f("ix_documents_application_id"), table_name="documents")
     op.drop_table("documents")
     op.drop_index(

@@ -62,11 +62,20 @@ class Application(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
-        Index("uq_applications_open_per_batch", "uscc", "program", "tier", "batch", unique=True,
-              postgresql_where=text("status IN ('screening', 'in_review', 'returned', 'public_notice')")),
+        Index(
+            "uq_applications_open_per_batch",
+            "uscc",
+            "program",
+            "tier",
+            "batch",
+            unique=True,
+            postgresql_where=text("status IN ('screening', 'in_review', 'returned', 'public_notice')"),
+        ),
         CheckConstraint(
             "status IN ('screening', 'in_review', 'returned', 'public_notice', 'recognized', "
-            "'ineligible', 'rejected', 'withdrawn')", name="status_known"),
+            "'ineligible', 'rejected', 'withdrawn')",
+            name="status_known",
+        ),
     )
 
     @property
@@ -78,7 +87,8 @@ class Document(Base):
     __tablename__ = "documents"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    application_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("applications.id"), index=True)
+    uscc: Mapped[str] = mapped_column(ForeignKey("enterprises.uscc"), index=True)
+    application_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("applications.id"), index=True)
     kind: Mapped[str] = mapped_column(String(64))
     filename: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(100))
@@ -107,8 +117,12 @@ class ReviewTask(Base):
     closed_at: Mapped[datetime | None]
 
     __table_args__ = (
-        Index("uq_review_tasks_one_open", "application_id", unique=True,
-              postgresql_where=text("status = 'open'")),
+        Index(
+            "uq_review_tasks_one_open",
+            "application_id",
+            unique=True,
+            postgresql_where=text("status = 'open'"),
+        ),
         Index("ix_review_tasks_queue", "stage", "status", "created_at"),
     )
 

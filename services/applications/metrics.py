@@ -1,0 +1,245 @@
+"""The figures an enterprise declares when it applies, and the ratios the screening rules read.
+
+Money is yuan with at most two decimals, given as a string, an integer or a ``Decimal`` - never a
+float. Ratios are exact ``Decimal`` fractions (``0.03`` is 3%). Where a ratio's denominator is zero:
+
+- R&D intensity, main-business share and net margin are ``0`` when revenue is ``0``;
+- the debt ratio is ``0`` when assets and liabilities are both ``0`` and ``Infinity`` when only assets are;
+- growth from ``0`` is ``Infinity`` if the figure grew and ``0`` if it stayed at ``0``.
+
+``Infinity`` keeps every "higher is better" comparison monotone: growing from nothing is at least as
+good as any finite growth, and debts without assets are worse than any finite debt ratio.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "INFINITY",
+    "Award",
+    "ComplianceDeclarations",
+    "DeclaredMetrics",
+    "RdInstitution",
+    "YearFigures",
+    "growth",
+    "ratio",
+]
+
+INFINITY = Decimal("Infinity")
+_ZERO = Decimal(0)
+
+
+def _no_float(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a yes/no value is not an amount")
+    if isinstance(value, float):
+        raise ValueError('give exact amounts as strings or integers (e.g. "1250000.50"), not floats')
+    return value
+
+
+Amount = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0, max_digits=18, decimal_places=2)]
+SignedAmount = Annotated[Decimal, BeforeValidator(_no_float), Field(max_digits=18, decimal_places=2)]
+Percent = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0, le=100, max_digits=5, decimal_places=2)]
+Year = Annotated[int, Field(ge=1900, le=2200)]
+Rank = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
+
+RdInstitution = Literal["none", "own", "joint", "provincial", "national"]
+
+
+def ratio(numerator: Decimal, denominator: Decimal) -> Decimal:
+    """``numerator / denominator``, or ``0`` when the denominator is ``0``."""
+    if denominator == 0:
+        return _ZERO
+    return numerator / denominator
+
+
+def growth(current: Decimal, previous: Decimal) -> Decimal:
+    """``current / previous - 1``; from ``0`` it is ``Infinity`` if the figure grew, else ``0``."""
+    if previous == 0:
+        return INFINITY if current > 0 else _ZERO
+    return current / previous - 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class YearFigures(_Frozen):
+    """One financial year's figures, in yuan."""
+
+    year: Year
+    revenue: Amount
+    main_business_revenue: Amount
+    rd_expense: Amount
+    net_profit: SignedAmount
+    assets: Amount
+    liabilities: Amount
+
+    @model_validator(mode="after")
+    def _main_within_revenue(self) -> YearFigures:
+        if self.main_business_revenue > self.revenue:
+            raise ValueError(
+                f"main_business_revenue ({self.main_business_revenue}) exceeds revenue ({self.revenue})"
+            )
+        return self
+
+    @property
+    def rd_intensity(self) -> Decimal:
+        """R&D expense / revenue."""
+        return ratio(self.rd_expense, self.revenue)
+
+    @property
+    def main_business_share(self) -> Decimal:
+        """Main-business revenue / revenue."""
+        return ratio(self.main_business_revenue, self.revenue)
+
+    @property
+    def net_margin(self) -> Decimal:
+        """Net profit / revenue."""
+        return ratio(self.net_profit, self.revenue)
+
+    @property
+    def debt_ratio(self) -> Decimal:
+        """Liabilities / assets (``Infinity`` for debts without assets)."""
+        if self.assets == 0:
+            return INFINITY if self.liabilities > 0 else _ZERO
+        return self.liabilities / self.assets
+
+
+class Award(_Frozen):
+    """A science-and-technology award; ``rank`` is the enterprise's place among the winning units."""
+
+    level: Literal["national", "provincial"]
+    rank: Rank | None = None
+    year: Year
+
+
+class ComplianceDeclarations(_Frozen):
+    """The eligibility declarations, each covering the last three years; ``True`` means "clean"."""
+
+    no_abnormal_operations: bool
+    no_serious_dishonesty: bool
+    no_prohibited_products: bool
+    no_major_incident: bool
+    no_tax_evasion: bool
+
+
+class DeclaredMetrics(_Frozen):
+    """Everything the screening rules read. ``years`` holds exactly the last three financial years."""
+
+    years: list[YearFigures]
+    niche_years: Count
+    market_share_pct: Percent | None = None
+    market_rank: Rank | None = Field(default=None, description="national rank of the main product")
+    global_market_rank: Rank | None = Field(default=None, description="global rank of the main product")
+    ip_class1_count: Count
+    ip_class2_count: Count
+    ip_high_value_class1: bool
+    ip_self_developed_class1: bool
+    rd_staff_share_pct: Percent
+    rd_institution: RdInstitution
+    own_brand: bool
+    management_certification: bool
+    core_business_on_information_systems: bool
+    strategic_emerging_industry: bool
+    fills_chain_gap_or_six_foundations: bool
+    certifications: list[str] = Field(
+        default_factory=list, description="product certifications recognised in developed markets"
+    )
+    awards: list[Award] = Field(default_factory=list)
+    maker_china_rank: Rank | None = None
+    high_tech_enterprise: bool
+    new_equity_2y: Amount
+    new_equity_3y: Amount
+    compliance: ComplianceDeclarations
+
+    @field_validator("years")
+    @classmethod
+    def _three_consecutive_years(cls, years: list[YearFigures]) -> list[YearFigures]:
+        if len(years) != 3:
+            raise ValueError(f"exactly 3 financial years are required, got {len(years)}")
+        ordered = sorted(years, key=lambda figures: figures.year)
+        numbers = [figures.year for figures in ordered]
+        if numbers != list(range(numbers[0], numbers[0] + 3)):
+            raise ValueError(f"the 3 years must be consecutive, got {numbers}")
+        return ordered
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeclaredMetrics:
+        if (self.ip_high_value_class1 or self.ip_self_developed_class1) and self.ip_class1_count < 1:
+            raise ValueError("a high-value or self-developed Class-I IP item needs ip_class1_count >= 1")
+        if self.new_equity_3y < self.new_equity_2y:
+            raise ValueError("new_equity_3y includes the last 2 years, so it cannot be below new_equity_2y")
+        return self
+
+    @property
+    def first(self) -> YearFigures:
+        """The earliest of the three years."""
+        return self.years[0]
+
+    @property
+    def prior(self) -> YearFigures:
+        """The year before the last."""
+        return self.years[1]
+
+    @property
+    def last(self) -> YearFigures:
+        """The last (most recent) financial year."""
+        return self.years[2]
+
+    def year(self, year: int) -> YearFigures:
+        """The figures of one declared year."""
+        for figures in self.years:
+            if figures.year == year:
+                return figures
+        raise KeyError(f"year {year} is not declared")
+
+    def rd_intensity(self, year: int | None = None) -> Decimal:
+        """R&D / revenue of ``year`` (default: the last year)."""
+        return (self.last if year is None else self.year(year)).rd_intensity
+
+    @property
+    def debt_ratio(self) -> Decimal:
+        """Liabilities / assets of the last year."""
+        return self.last.debt_ratio
+
+    @property
+    def main_business_share(self) -> Decimal:
+        """Main-business revenue / revenue of the last year."""
+        return self.last.main_business_share
+
+    @property
+    def net_margin(self) -> Decimal:
+        """Net profit / revenue of the last year."""
+        return self.last.net_margin
+
+    def main_growth(self, year: int | None = None) -> Decimal:
+        """Main-business growth of ``year`` over the year before (default: the last year)."""
+        current = self.last if year is None else self.year(year)
+        previous = self.year(current.year - 1)
+        return growth(current.main_business_revenue, previous.main_business_revenue)
+
+    @property
+    def main_growth_average_2y(self) -> Decimal:
+        """The average of the last two years' main-business growth rates."""
+        return (self.main_growth(self.prior.year) + self.main_growth(self.last.year)) / 2
+
+    @property
+    def rd_expense_2y(self) -> Decimal:
+        """R&D expense summed over the last two years."""
+        return self.prior.rd_expense + self.last.rd_expense
+
+    def awards_within(self, *, level: Literal["national", "provincial"] | None = None) -> list[Award]:
+        """Awards in the last three years: the declared years and the year of application after them.
+
+        ``level=None`` keeps both levels.
+        """
+        window = range(self.first.year, self.last.year + 2)
+        return [
+            award for award in self.awards if award.year in window and (level is None or award.level == level)
+        ]

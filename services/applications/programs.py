@@ -1,0 +1,435 @@
+"""Programs as data: each ``programs/*.toml`` file is one program's policy.
+
+A program names its tiers, criteria rulesets, batches, durations and money.
+
+Money is written as a string with exactly two decimals (``"2000000.00"``); TOML floats and integers are
+refused so that no amount ever passes through binary floating point. Durations are ISO 8601 strings
+(``"P7D"``, ``"PT30S"``, ``"P3Y"``). Dates are TOML local dates (``2026-04-01``).
+
+File layout (unknown keys are refused)::
+
+    key = "chongqing-2020"                  # unique across the folder
+    name = "..."
+    authority = "..."
+    region_code = "500000"                  # GB/T 2260, 6 digits
+    currency = "CNY"                        # optional
+    escalation_group = "cq-backup-reviewers"
+    dual_approval_threshold = "1000000.00"  # drawdowns above need two distinct finance approvers
+    listing_rewards = { growth = "250000.00" }           # optional: board -> one-time reward
+    listing_qualifying_tiers = ["specialized_new"]       # optional
+
+    [[rulesets]]                            # one or more, effective_from strictly increasing
+    version = "national-2022"               # a version in screening.RULESETS
+    effective_from = 2022-06-01
+
+    [[batches]]                             # zero or more, keys unique
+    key = "2026"
+    opens_on = 2026-04-25
+    closes_on = 2026-05-25
+
+    [durations]
+    notice_period = "P7D"
+    stage_sla = "P30D"
+    supplement_deadline = "P15D"
+    validity = "P3Y"
+    approval_deadline = "P10D"
+
+    [tiers.little_giant]                    # keys from screening.TIERS
+    name = "..."
+    review_levels = ["municipal", "provincial", "national"]   # non-empty, in this order
+    requires_tier = "specialized_new"       # optional, a lower tier
+    required_documents = ["business_licence"]
+    credit_line_limit = "3000000.00"        # optional
+
+    [bridge_pool]                           # optional
+    capacity = "3000000000.00"
+    per_use_cap = "80000000.00"
+    term_working_days = 15
+    qualifying_tiers = ["specialized_new"]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from itertools import pairwise
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import isodate
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import core_schema
+
+from services.applications.screening import RULESETS, TIERS, TierKey
+from services.applications.uscc import validate_region_code
+
+__all__ = [
+    "REVIEW_LEVELS",
+    "Batch",
+    "BridgePool",
+    "Durations",
+    "IsoDuration",
+    "Money",
+    "NoRulesetInForce",
+    "Program",
+    "ProgramFileError",
+    "ReviewLevel",
+    "RulesetChoice",
+    "TierKey",
+    "TierPolicy",
+    "load_program_file",
+    "load_programs",
+]
+
+ReviewLevel = Literal["municipal", "provincial", "national"]
+REVIEW_LEVELS: tuple[ReviewLevel, ...] = ("municipal", "provincial", "national")
+
+_When = TypeVar("_When", bound=date)
+
+
+class ProgramFileError(ValueError):
+    """A program file cannot be used; the one-line message names the file and the field."""
+
+
+class NoRulesetInForce(ValueError):
+    """No ruleset of the program is in force on the date asked about."""
+
+
+# -- durations --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IsoDuration:
+    """A positive ISO 8601 duration, kept with its original text.
+
+    ``timedelta`` is exact for days and times; years and months count as 365 and 30 days there, so
+    use :meth:`add_to` for calendar arithmetic (``P3Y`` from 29 Feb 2024 is 28 Feb 2027).
+    """
+
+    iso: str
+    _parsed: Any = field(compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, text: str) -> IsoDuration:
+        try:
+            parsed = isodate.parse_duration(text)
+        except isodate.ISO8601Error:
+            raise ValueError(f'{text!r} is not an ISO 8601 duration (e.g. "P5D", "PT30S", "P3Y")') from None
+        if isinstance(parsed, isodate.Duration):
+            years, months, rest = parsed.years, parsed.months, parsed.tdelta
+            if years != int(years) or months != int(months):
+                raise ValueError(f"{text!r}: years and months must be whole numbers")
+            if years < 0 or months < 0 or rest < timedelta(0) or (years == months == 0 and not rest):
+                raise ValueError(f"{text!r}: a duration must be positive")
+        elif parsed <= timedelta(0):
+            raise ValueError(f"{text!r}: a duration must be positive")
+        return cls(text, parsed)
+
+    @property
+    def timedelta(self) -> timedelta:
+        parsed = self._parsed
+        if isinstance(parsed, isodate.Duration):
+            days = int(parsed.years) * 365 + int(parsed.months) * 30
+            delta: timedelta = timedelta(days=days) + parsed.tdelta
+            return delta
+        assert isinstance(parsed, timedelta)
+        return parsed
+
+    def add_to(self, when: _When) -> _When:
+        """``when`` plus this duration, with calendar years and months."""
+        result: _When = when + self._parsed
+        return result
+
+    def __str__(self) -> str:
+        return self.iso
+
+    @classmethod
+    def _validate(cls, value: Any) -> IsoDuration:
+        if isinstance(value, IsoDuration):
+            return value
+        if not isinstance(value, str):
+            raise ValueError('a duration is an ISO 8601 string, e.g. "P5D", "PT30S", "P3Y"')
+        return cls.parse(value)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls._validate,
+            json_schema_input_schema=core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+        )
+
+
+# -- money ------------------------------------------------------------------------------------------
+
+
+def _money_input(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, str):
+        return value
+    kind = type(value).__name__
+    raise ValueError(f'money must be a quoted string with two decimals, e.g. "2000000.00", not {kind} {value!r}')
+
+
+def _two_decimals(value: Decimal) -> Decimal:
+    if value.as_tuple().exponent != -2:
+        raise ValueError(f'money needs exactly two decimals, e.g. "2000000.00", got "{value}"')
+    if value < 0:
+        raise ValueError(f"money cannot be negative, got {value}")
+    return value
+
+
+Money = Annotated[
+    Decimal, BeforeValidator(_money_input), Field(allow_inf_nan=False), AfterValidator(_two_decimals)
+]
+"""Yuan with exactly two decimals, written as a string."""
+
+PositiveMoney = Annotated[Money, Field(gt=0)]
+_Name = Annotated[str, Field(min_length=1)]
+_Id = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+
+
+# -- models -----------------------------------------------------------------------------------------
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RulesetChoice(_Frozen):
+    version: str
+    effective_from: date
+
+    @field_validator("version")
+    @classmethod
+    def _known(cls, version: str) -> str:
+        if version not in RULESETS:
+            raise ValueError(f"unknown ruleset {version!r}; known: {', '.join(sorted(RULESETS))}")
+        return version
+
+
+class Batch(_Frozen):
+    """An annual filing window; both dates are included."""
+
+    key: _Id
+    opens_on: date
+    closes_on: date
+
+    @field_validator("closes_on")
+    @classmethod
+    def _after_opening(cls, closes_on: date, info: ValidationInfo) -> date:
+        opens_on = info.data.get("opens_on")
+        if opens_on is not None and closes_on < opens_on:
+            raise ValueError(f"closes on {closes_on}, before it opens on {opens_on}")
+        return closes_on
+
+    def is_open(self, on: date) -> bool:
+        return self.opens_on <= on <= self.closes_on
+
+
+class Durations(_Frozen):
+    notice_period: IsoDuration
+    stage_sla: IsoDuration
+    supplement_deadline: IsoDuration
+    validity: IsoDuration
+    approval_deadline: IsoDuration
+
+
+class TierPolicy(_Frozen):
+    name: _Name
+    review_levels: list[ReviewLevel]
+    requires_tier: TierKey | None = None
+    required_documents: list[_Id] = Field(default_factory=list)
+    credit_line_limit: PositiveMoney | None = None
+
+    @field_validator("review_levels")
+    @classmethod
+    def _ordered(cls, levels: list[ReviewLevel]) -> list[ReviewLevel]:
+        if not levels:
+            raise ValueError("at least one review level is required")
+        order = [REVIEW_LEVELS.index(level) for level in levels]
+        if order != sorted(set(order)):
+            raise ValueError(f"levels must be distinct and in the order {', '.join(REVIEW_LEVELS)}")
+        return levels
+
+    @field_validator("required_documents")
+    @classmethod
+    def _distinct(cls, documents: list[str]) -> list[str]:
+        if len(set(documents)) != len(documents):
+            raise ValueError("a document is listed twice")
+        return documents
+
+
+class BridgePool(_Frozen):
+    """A municipal bridge ("转贷") fund: never committed beyond ``capacity``."""
+
+    capacity: PositiveMoney
+    per_use_cap: PositiveMoney
+    term_working_days: Annotated[int, Field(gt=0)]
+    qualifying_tiers: Annotated[list[TierKey], Field(min_length=1)]
+
+    @field_validator("per_use_cap")
+    @classmethod
+    def _within_capacity(cls, cap: Decimal, info: ValidationInfo) -> Decimal:
+        capacity = info.data.get("capacity")
+        if capacity is not None and cap > capacity:
+            raise ValueError(f"per-use cap {cap} exceeds the pool capacity {capacity}")
+        return cap
+
+
+class Program(_Frozen):
+    key: _Id
+    name: _Name
+    authority: _Name
+    region_code: Annotated[str, AfterValidator(validate_region_code)]
+    currency: Literal["CNY"] = "CNY"
+    rulesets: Annotated[list[RulesetChoice], Field(min_length=1)]
+    batches: list[Batch] = Field(default_factory=list)
+    durations: Durations
+    escalation_group: _Name
+    tiers: Annotated[dict[TierKey, TierPolicy], Field(min_length=1)]
+    dual_approval_threshold: PositiveMoney
+    bridge_pool: BridgePool | None = None
+    listing_rewards: dict[_Id, PositiveMoney] = Field(default_factory=dict)
+    listing_qualifying_tiers: list[TierKey] = Field(default_factory=list)
+
+    @field_validator("rulesets")
+    @classmethod
+    def _increasing(cls, rulesets: list[RulesetChoice]) -> list[RulesetChoice]:
+        dates = [choice.effective_from for choice in rulesets]
+        if any(later <= earlier for earlier, later in pairwise(dates)):
+            raise ValueError("effective_from dates must be strictly increasing")
+        return rulesets
+
+    @field_validator("batches")
+    @classmethod
+    def _unique_batches(cls, batches: list[Batch]) -> list[Batch]:
+        keys = [batch.key for batch in batches]
+        if len(set(keys)) != len(keys):
+            raise ValueError("batch keys must be unique")
+        return batches
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Program:
+        for key, policy in self.tiers.items():
+            required = policy.requires_tier
+            if required is not None and TIERS.index(required) >= TIERS.index(key):
+                raise ValueError(f"tiers.{key}.requires_tier: {required!r} is not a lower tier than {key!r}")
+        for index, batch in enumerate(self.batches):
+            if self._choice_on(batch.opens_on) is None:
+                raise ValueError(f"batches[{index}].opens_on: no ruleset is in force on {batch.opens_on}")
+        if self.bridge_pool is not None:
+            self._offered("bridge_pool.qualifying_tiers", self.bridge_pool.qualifying_tiers)
+        self._offered("listing_qualifying_tiers", self.listing_qualifying_tiers)
+        if self.listing_rewards and not self.listing_qualifying_tiers:
+            raise ValueError("listing_qualifying_tiers: listing rewards need at least one qualifying tier")
+        return self
+
+    def _offered(self, path: str, tiers: list[TierKey]) -> None:
+        missing = [tier for tier in tiers if tier not in self.tiers]
+        if missing:
+            raise ValueError(f"{path}: {', '.join(missing)} not among this program's tiers")
+
+    def _choice_on(self, on: date) -> RulesetChoice | None:
+        in_force = [choice for choice in self.rulesets if choice.effective_from <= on]
+        return in_force[-1] if in_force else None
+
+    def ruleset_for(self, on: date) -> str:
+        """The ruleset version in force on ``on``."""
+        choice = self._choice_on(on)
+        if choice is None:
+            raise NoRulesetInForce(f"program {self.key!r} has no ruleset in force on {on}")
+        return choice.version
+
+    def batch(self, key: str) -> Batch:
+        for batch in self.batches:
+            if batch.key == key:
+                return batch
+        raise KeyError(f"program {self.key!r} has no batch {key!r}")
+
+    def ruleset_for_batch(self, key: str) -> str:
+        """The ruleset an application in batch ``key`` is judged by: the one in force when it opens."""
+        return self.ruleset_for(self.batch(key).opens_on)
+
+    def open_batches(self, on: date) -> list[Batch]:
+        """Batches whose filing window includes ``on``."""
+        return [batch for batch in self.batches if batch.is_open(on)]
+
+
+# -- loading ----------------------------------------------------------------------------------------
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "[key]":
+            path += " (key)"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    where = _location(tuple(error["loc"]))
+    return f"{where}: {message}" if where else message
+
+
+def load_program_file(path: Path) -> Program:
+    """Read and validate one program file; raises :class:`ProgramFileError`."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ProgramFileError(f"{path}: TOML syntax error: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ProgramFileError(f"{path}: not UTF-8 text: {error}") from None
+    except OSError as error:
+        raise ProgramFileError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        return Program.model_validate(data)
+    except ValidationError as error:
+        details = "; ".join(_describe(item) for item in error.errors(include_url=False))
+        raise ProgramFileError(f"{path}: {details}") from None
+
+
+def load_programs(folder: Path) -> dict[str, Program]:
+    """Every ``*.toml`` program in ``folder`` by key, files read in name order.
+
+    Raises :class:`ProgramFileError` for an unreadable or malformed file, a key used twice, or a folder
+    without program files.
+    """
+    if not folder.is_dir():
+        raise ProgramFileError(f"{folder}: not a directory")
+    files = sorted(folder.glob("*.toml"))
+    if not files:
+        raise ProgramFileError(f"{folder}: no *.toml program files")
+    programs: dict[str, Program] = {}
+    sources: dict[str, Path] = {}
+    for path in files:
+        program = load_program_file(path)
+        if program.key in programs:
+            first = sources[program.key]
+            raise ProgramFileError(f"{path}: key: duplicate program key {program.key!r} (also in {first})")
+        programs[program.key] = program
+        sources[program.key] = path
+    return programs

@@ -1,0 +1,77 @@
+"""The Idempotency-Key header, as Stripe defines it: the first response is stored and replayed for a retry
+with the same key and body; the same key with another body is a 422; a retry racing the first is a 409."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.errors import Conflict, FieldError, Unprocessable
+from services.idempotency_models import IdempotencyRecord
+
+MAX_KEY_LENGTH = 255
+
+
+@dataclass
+class Replay:
+    status_code: int
+    body: Any
+
+
+@dataclass
+class IdempotencySlot:
+    session: AsyncSession
+    caller: str
+    key: str
+
+    async def store(self, status_code: int, body: Any) -> None:
+        record = await self.session.get(IdempotencyRecord, (self.caller, self.key))
+        assert record is not None
+        record.status_code = status_code
+        record.response = body
+        await self.session.flush()
+
+
+def fingerprint(endpoint: str, payload: Any) -> str:
+    canonical = json.dumps({"endpoint": endpoint, "payload": payload}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def begin(session: AsyncSession, *, caller: str, key: str | None, endpoint: str, payload: Any
+                ) -> IdempotencySlot | Replay | None:
+    """Claim the key inside the request's transaction. None when no key was sent."""
+    if key is None:
+        return None
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise Unprocessable("The Idempotency-Key header must be 1-255 printable characters.",
+                            errors=[FieldError(field="Idempotency-Key", message="invalid")])
+    digest = fingerprint(endpoint, payload)
+    try:
+        async with session.begin_nested():
+            await session.execute(text("SET LOCAL lock_timeout = '2s'"))
+            inserted = await session.execute(
+                insert(IdempotencyRecord).values(caller=caller, key=key, endpoint=endpoint, request_hash=digest)
+                .on_conflict_do_nothing().returning(IdempotencyRecord.key))
+            await session.execute(text("SET LOCAL lock_timeout = 0"))
+    except DBAPIError as exc:
+        if "lock timeout" in str(exc).lower() or "LockNotAvailable" in type(exc.orig).__name__:
+            raise Conflict("A request with this Idempotency-Key is still being processed.") from None
+        raise
+    if inserted.scalar_one_or_none() is not None:
+        return IdempotencySlot(session=session, caller=caller, key=key)
+    record = (await session.execute(
+        select(IdempotencyRecord).where(IdempotencyRecord.caller == caller, IdempotencyRecord.key == key)
+    )).scalar_one()
+    if record.request_hash != digest:
+        raise Unprocessable("This Idempotency-Key was used with a different request.",
+                            errors=[FieldError(field="Idempotency-Key", message="reused with another body")])
+    if record.status_code is None:
+        raise Conflict("A request with this Idempotency-Key is still being processed.")
+    return Replay(status_code=record.status_code, body=record.response)

@@ -1,0 +1,35 @@
+"""Keyset pagination: an opaque cursor of (created_at, id)."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Query
+
+from services.errors import FieldError, Unprocessable
+
+MAX_PAGE = 200
+LimitQuery = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"page size, at most {MAX_PAGE}")]
+CursorQuery = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
+
+
+def encode_cursor(at: datetime, ident: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{ident}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, ident = raw.split("|")
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None:
+            raise ValueError("naive")
+        return parsed, uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError):
+        raise Unprocessable("The cursor is not one this service issued.",
+                            errors=[FieldError(field="cursor", message="invalid cursor")]) from None

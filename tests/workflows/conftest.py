@@ -1,0 +1,94 @@
+"""Review workflows in the time-skipping test server, with the real activities on real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from services.applications.models import Application, Enterprise
+from services.applications.service import review_input
+from services.config import Settings
+from services.db import create_sessionmaker
+from services.resources import Resources
+from tests.support.factories import random_uscc, strong_metrics
+from workflows.inputs import ReviewState
+from workflows.worker import build_worker
+
+
+@dataclass
+class Harness:
+    env: WorkflowEnvironment
+    resources: Resources
+    task_queue: str
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        return self.resources.sessionmaker
+
+    async def seed(self, *, tier: str = "specialized_new", program: str = "demo", region: str = "500103",
+                   metrics: dict[str, Any] | None = None, uscc: str | None = None) -> Application:
+        uscc = uscc or random_uscc(region)
+        programs = self.resources.programs
+        now = datetime.now(UTC)
+        async with self.sessionmaker.begin() as session:
+            if await session.get(Enterprise, uscc) is None:
+                session.add(Enterprise(uscc=uscc, name=f"Test {uscc}", region_code=region, industry="machinery",
+                                       founded_on=date(2010, 1, 1), registered_by="test"))
+                await session.flush()
+            application = Application(
+                id=uuid.uuid4(), uscc=uscc, program=program, tier=tier, batch=programs[program].batches[0].key,
+                ruleset=programs[program].ruleset_for(now.date()), region_code=region, status="screening",
+                metrics=metrics or strong_metrics(), submitted_by="test", workflow_started=True,
+                created_at=now, updated_at=now)
+            session.add(application)
+        return application
+
+    async def start(self, application: Application) -> WorkflowHandle[Any, ReviewState]:
+        program = self.resources.programs[application.program]
+        return await self.env.client.start_workflow(
+            "ReviewWorkflow", review_input(application, program), id=f"review-{application.id}",
+            task_queue=self.task_queue, result_type=ReviewState)
+
+    async def state(self, handle: WorkflowHandle[Any, Any]) -> ReviewState:
+        result: ReviewState = await handle.query("state", result_type=ReviewState)
+        return result
+
+    async def wait_state(self, handle: WorkflowHandle[Any, Any], predicate: Callable[[ReviewState], bool],
+                         timeout: float = 15.0) -> ReviewState:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            state = await self.state(handle)
+            if predicate(state):
+                return state
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"state never matched; last {state}")
+            await asyncio.sleep(0.05)
+
+    async def row(self, application_id: uuid.UUID) -> Application:
+        async with self.sessionmaker() as session:
+            application = await session.get(Application, application_id)
+            assert application is not None
+            return application
+
+
+@pytest.fixture
+async def harness(time_skipping: WorkflowEnvironment, engine: AsyncEngine, settings: Settings
+                  ) -> AsyncIterator[Harness]:
+    queue = f"ts-{uuid.uuid4().hex[:10]}"
+    http = httpx.AsyncClient()
+    resources = Resources(settings=settings.model_copy(update={"temporal_task_queue": queue}), engine=engine,
+                          sessionmaker=create_sessionmaker(engine), temporal=time_skipping.client, http=http,
+                          owns=False)
+    async with build_worker(time_skipping.client, resources, task_queue=queue):
+        yield Harness(env=time_skipping, resources=resources, task_queue=queue)
+    await http.aclose()
