@@ -56,7 +56,9 @@ async def readyz(resources: ResourcesDep) -> Any:
     return Health(status="ready", checks=checks)
 
 
-def create_app(settings: Settings | None = None, *, resources_factory: ResourcesFactory | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, resources_factory: ResourcesFactory | None = None
+) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     factory = resources_factory or Resources.build
@@ -71,14 +73,20 @@ def create_app(settings: Settings | None = None, *, resources_factory: Resources
         finally:
             await resources.close()
 
-    app = FastAPI(title="giantflow", version="0.1.0", lifespan=lifespan,
-                  description="Graded SME cultivation: applications, reviews, recognitions and benefits.",
-                  docs_url="/docs", openapi_url="/openapi.json")
+    app = FastAPI(
+        title="giantflow",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Graded SME cultivation: applications, reviews, recognitions and benefits.",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
     install_problem_handlers(app)
 
     @app.middleware("http")
-    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                              ) -> Response:
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         if len(request_id) > 100 or not request_id.isprintable():
             request_id = uuid.uuid4().hex
@@ -88,16 +96,24 @@ def create_app(settings: Settings | None = None, *, resources_factory: Resources
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > _body_limit(request, settings)):
             response: Response = problem_response(
-                413, title="Payload too large", slug="payload-too-large",
+                413,
+                title="Payload too large",
+                slug="payload-too-large",
                 detail=f"The request body is over the limit of {_body_limit(request, settings)} bytes.",
-                instance=request.url.path)
+                instance=request.url.path,
+            )
         else:
             response = await call_next(request)
         response.headers["X-Request-ID"] = request_id
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-        log.info("request", method=request.method, path=request.url.path, status=response.status_code,
-                 ms=round((time.perf_counter() - started) * 1000, 1))
+        log.info(
+            "request",
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
         return response
 
     app.include_router(health_router)

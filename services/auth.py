@@ -97,7 +97,7 @@ class TokenVerifier:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise Unauthorized("The bearer token is malformed.") from exc
-        options = {"require": ["exp", "sub"]}
+        options: jwt.types.Options = {"require": ["exp", "sub"]}
         try:
             if self.oidc:
                 if header.get("alg") != "RS256":
@@ -108,14 +108,20 @@ class TokenVerifier:
                     keys = await self._jwks_keys(refresh=True)
                 if kid not in keys:
                     raise Unauthorized("The token was signed by an unknown key.")
-                claims = jwt.decode(token, keys[kid], algorithms=["RS256"],
-                                    audience=self._settings.oidc_audience,
-                                    issuer=self._settings.oidc_issuer, options=options)
+                claims = jwt.decode(
+                    token,
+                    keys[kid],
+                    algorithms=["RS256"],
+                    audience=self._settings.oidc_audience,
+                    issuer=self._settings.oidc_issuer,
+                    options=options,
+                )
             else:
                 if header.get("alg") != "HS256":
                     raise Unauthorized("Only HS256 tokens are accepted.")
-                claims = jwt.decode(token, self._settings.jwt_secret.get_secret_value(),
-                                    algorithms=["HS256"], options=options)
+                claims = jwt.decode(
+                    token, self._settings.jwt_secret.get_secret_value(), algorithms=["HS256"], options=options
+                )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("The bearer token has expired.") from exc
         except jwt.PyJWTError as exc:
@@ -127,12 +133,18 @@ class TokenVerifier:
             raise Unauthorized(f"The token's claims are not valid ({fields}).") from exc
 
 
-def issue_development_token(settings: Settings, *, role: Role, sub: str, ttl: timedelta = timedelta(hours=12),
-                            **claims: str) -> str:
+def issue_development_token(
+    settings: Settings, *, role: Role, sub: str, ttl: timedelta = timedelta(hours=12), **claims: str | None
+) -> str:
     """A development HS256 token signed with the configured secret (`giantflow token`)."""
     now = datetime.now(UTC)
-    payload: dict[str, Any] = {"sub": sub, "role": role.value, "iat": now, "exp": now + ttl,
-                               **{k: v for k, v in claims.items() if v is not None}}
+    payload: dict[str, Any] = {
+        "sub": sub,
+        "role": role.value,
+        "iat": now,
+        "exp": now + ttl,
+        **{k: v for k, v in claims.items() if v is not None},
+    }
     CurrentUser.model_validate({**payload, "role": role})
     return jwt.encode(payload, settings.jwt_secret.get_secret_value(), algorithm="HS256")
 

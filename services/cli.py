@@ -5,22 +5,26 @@ from __future__ import annotations
 import asyncio
 import sys
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
-from services.config import get_settings
+from services.config import Settings, get_settings
 
-app = typer.Typer(help="giantflow: SME cultivation workflows and benefits.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="giantflow: SME cultivation workflows and benefits.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"giantflow: {message}", err=True)
     raise typer.Exit(1)
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     from pydantic import ValidationError
 
     try:
@@ -48,8 +52,14 @@ def api() -> None:
 
     settings = _settings()
     _load_programs_or_fail(settings)
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
 
 
 @app.command()
@@ -92,8 +102,13 @@ def bank_sim(
 
     settings = _settings()
     url = urlsplit(settings.bank_url)
-    uvicorn.run(create_bank_app(settings.data_dir / "bank"), host=url.hostname or "127.0.0.1",
-                port=port or url.port or 8100, log_config=None, access_log=False)
+    uvicorn.run(
+        create_bank_app(settings.data_dir / "bank"),
+        host=url.hostname or "127.0.0.1",
+        port=port or url.port or 8100,
+        log_config=None,
+        access_log=False,
+    )
 
 
 @app.command()
@@ -112,14 +127,26 @@ def token(
 
     settings = _settings()
     try:
-        typer.echo(issue_development_token(settings, role=Role(role), sub=sub or f"{role}-1",
-                                           ttl=timedelta(hours=hours), uscc=uscc, level=level, region=region))
+        typer.echo(
+            issue_development_token(
+                settings,
+                role=Role(role),
+                sub=sub or f"{role}-1",
+                ttl=timedelta(hours=hours),
+                uscc=uscc,
+                level=level,
+                region=region,
+            )
+        )
     except (ValueError, ValidationError) as exc:
-        _fail(str(exc).splitlines()[0] if not isinstance(exc, ValidationError)
-              else "; ".join(e["msg"] for e in exc.errors()))
+        _fail(
+            str(exc).splitlines()[0]
+            if not isinstance(exc, ValidationError)
+            else "; ".join(e["msg"] for e in exc.errors())
+        )
 
 
-def _load_programs_or_fail(settings) -> None:  # type: ignore[no-untyped-def]
+def _load_programs_or_fail(settings: Settings) -> None:
     try:
         from services.applications.programs import ProgramFileError, load_programs
     except ImportError:  # pragma: no cover

@@ -20,7 +20,9 @@ class Environment(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GIANTFLOW_", env_file=None, extra="ignore", env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        env_prefix="GIANTFLOW_", env_file=None, extra="ignore", env_ignore_empty=True
+    )
 
     environment: Environment = Environment.development
     # None means "the embedded PostgreSQL server that `giantflow dev` starts in data_dir/postgres".

@@ -31,8 +31,9 @@ class TimestampMixin:
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True,
-                               connect_args={"timeout": 5})
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True, connect_args={"timeout": 5}
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -52,12 +52,14 @@ def get_temporal(resources: ResourcesDep) -> Client:
 
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 
-_bearer = HTTPBearer(auto_error=False, description="A JWT: HS256 in development, RS256 from OIDC in production")
+_bearer = HTTPBearer(
+    auto_error=False, description="A JWT: HS256 in development, RS256 from OIDC in production"
+)
 
 
-async def get_current_user(request: Request,
-                           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-                           ) -> CurrentUser:
+async def get_current_user(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> CurrentUser:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthorized("A bearer token is required.")
     verifier: TokenVerifier = request.app.state.verifier

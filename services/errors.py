@@ -42,8 +42,13 @@ class GiantflowError(Exception):
     slug: ClassVar[str] = "bad-request"
     title: ClassVar[str] = "Bad request"
 
-    def __init__(self, detail: str, *, errors: Sequence[FieldError] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = list(errors) if errors else None
@@ -89,13 +94,22 @@ class ServiceUnavailable(GiantflowError):
     status, slug, title = 503, "service-unavailable", "A dependency is unavailable"
 
 
-def problem_response(status: int, *, title: str, detail: str, slug: str, instance: str | None = None,
-                     errors: list[FieldError] | None = None,
-                     headers: dict[str, str] | None = None) -> JSONResponse:
-    problem = Problem(type=PROBLEM_BASE + slug, title=title, status=status, detail=detail,
-                      instance=instance, errors=errors)
-    return JSONResponse(problem.model_dump(exclude_none=True), status_code=status,
-                        media_type=PROBLEM_JSON, headers=headers)
+def problem_response(
+    status: int,
+    *,
+    title: str,
+    detail: str,
+    slug: str,
+    instance: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    problem = Problem(
+        type=PROBLEM_BASE + slug, title=title, status=status, detail=detail, instance=instance, errors=errors
+    )
+    return JSONResponse(
+        problem.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
 
 
 def _field_name(loc: Sequence[Any]) -> str:
@@ -104,15 +118,19 @@ def _field_name(loc: Sequence[Any]) -> str:
 
 
 def validation_errors(raw: Sequence[Any]) -> list[FieldError]:
-    return [FieldError(field=_field_name(e.get("loc", ())), message=str(e.get("msg", "invalid")))
-            for e in raw]
+    return [
+        FieldError(field=_field_name(e.get("loc", ())), message=str(e.get("msg", "invalid"))) for e in raw
+    ]
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` for a route: each listed status documented as a problem."""
     return {
-        s: {"model": Problem, "description": HTTPStatus(s).phrase,
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        s: {
+            "model": Problem,
+            "description": HTTPStatus(s).phrase,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
         for s in statuses
     }
 
@@ -120,15 +138,27 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def install_problem_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GiantflowError)
-        return problem_response(exc.status, title=exc.title, detail=exc.detail, slug=exc.slug,
-                                instance=request.url.path, errors=exc.errors, headers=exc.headers)
+        return problem_response(
+            exc.status,
+            title=exc.title,
+            detail=exc.detail,
+            slug=exc.slug,
+            instance=request.url.path,
+            errors=exc.errors,
+            headers=exc.headers,
+        )
 
     async def request_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = validation_errors(exc.errors())
-        return problem_response(422, title="The request is not valid", slug="validation-error",
-                                detail="; ".join(f"{e.field}: {e.message}" for e in errors),
-                                instance=request.url.path, errors=errors)
+        return problem_response(
+            422,
+            title="The request is not valid",
+            slug="validation-error",
+            detail="; ".join(f"{e.field}: {e.message}" for e in errors),
+            instance=request.url.path,
+            errors=errors,
+        )
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -139,15 +169,24 @@ def install_problem_handlers(app: FastAPI) -> None:
             detail = f"No resource at {request.url.path}"
         if status == 405:
             detail = f"{request.method} is not allowed on {request.url.path}"
-        return problem_response(status, title=phrase, detail=detail,
-                                slug=phrase.lower().replace(" ", "-"), instance=request.url.path,
-                                headers=dict(exc.headers) if exc.headers else None)
+        return problem_response(
+            status,
+            title=phrase,
+            detail=detail,
+            slug=phrase.lower().replace(" ", "-"),
+            instance=request.url.path,
+            headers=dict(exc.headers) if exc.headers else None,
+        )
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
-        return problem_response(500, title="Internal server error", slug="internal",
-                                detail="The server could not complete the request; it has been logged.",
-                                instance=request.url.path)
+        return problem_response(
+            500,
+            title="Internal server error",
+            slug="internal",
+            detail="The server could not complete the request; it has been logged.",
+            instance=request.url.path,
+        )
 
     app.add_exception_handler(GiantflowError, domain_error)
     app.add_exception_handler(RequestValidationError, request_validation)

@@ -44,21 +44,27 @@ def fingerprint(endpoint: str, payload: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def begin(session: AsyncSession, *, caller: str, key: str | None, endpoint: str, payload: Any
-                ) -> IdempotencySlot | Replay | None:
+async def begin(
+    session: AsyncSession, *, caller: str, key: str | None, endpoint: str, payload: Any
+) -> IdempotencySlot | Replay | None:
     """Claim the key inside the request's transaction. None when no key was sent."""
     if key is None:
         return None
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise Unprocessable("The Idempotency-Key header must be 1-255 printable characters.",
-                            errors=[FieldError(field="Idempotency-Key", message="invalid")])
+        raise Unprocessable(
+            "The Idempotency-Key header must be 1-255 printable characters.",
+            errors=[FieldError(field="Idempotency-Key", message="invalid")],
+        )
     digest = fingerprint(endpoint, payload)
     try:
         async with session.begin_nested():
             await session.execute(text("SET LOCAL lock_timeout = '2s'"))
             inserted = await session.execute(
-                insert(IdempotencyRecord).values(caller=caller, key=key, endpoint=endpoint, request_hash=digest)
-                .on_conflict_do_nothing().returning(IdempotencyRecord.key))
+                insert(IdempotencyRecord)
+                .values(caller=caller, key=key, endpoint=endpoint, request_hash=digest)
+                .on_conflict_do_nothing()
+                .returning(IdempotencyRecord.key)
+            )
             await session.execute(text("SET LOCAL lock_timeout = 0"))
     except DBAPIError as exc:
         if "lock timeout" in str(exc).lower() or "LockNotAvailable" in type(exc.orig).__name__:
@@ -66,12 +72,16 @@ async def begin(session: AsyncSession, *, caller: str, key: str | None, endpoint
         raise
     if inserted.scalar_one_or_none() is not None:
         return IdempotencySlot(session=session, caller=caller, key=key)
-    record = (await session.execute(
-        select(IdempotencyRecord).where(IdempotencyRecord.caller == caller, IdempotencyRecord.key == key)
-    )).scalar_one()
+    record = (
+        await session.execute(
+            select(IdempotencyRecord).where(IdempotencyRecord.caller == caller, IdempotencyRecord.key == key)
+        )
+    ).scalar_one()
     if record.request_hash != digest:
-        raise Unprocessable("This Idempotency-Key was used with a different request.",
-                            errors=[FieldError(field="Idempotency-Key", message="reused with another body")])
+        raise Unprocessable(
+            "This Idempotency-Key was used with a different request.",
+            errors=[FieldError(field="Idempotency-Key", message="reused with another body")],
+        )
     if record.status_code is None:
         raise Conflict("A request with this Idempotency-Key is still being processed.")
     return Replay(status_code=record.status_code, body=record.response)

@@ -31,5 +31,7 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
             raise ValueError("naive")
         return parsed, uuid.UUID(ident)
     except (ValueError, UnicodeDecodeError):
-        raise Unprocessable("The cursor is not one this service issued.",
-                            errors=[FieldError(field="cursor", message="invalid cursor")]) from None
+        raise Unprocessable(
+            "The cursor is not one this service issued.",
+            errors=[FieldError(field="cursor", message="invalid cursor")],
+        ) from None

@@ -21,8 +21,12 @@ if TYPE_CHECKING:
 async def connect_temporal(settings: Settings, *, lazy: bool = True) -> Client:
     from temporalio.contrib.pydantic import pydantic_data_converter
 
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                data_converter=pydantic_data_converter, lazy=lazy)
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        lazy=lazy,
+    )
 
 
 @dataclass
@@ -47,9 +51,13 @@ class Resources:
     @classmethod
     async def build(cls, settings: Settings) -> Resources:
         engine = create_engine(settings.effective_database_url)
-        return cls(settings=settings, engine=engine, sessionmaker=create_sessionmaker(engine),
-                   temporal=await connect_temporal(settings),
-                   http=httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0)))
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            temporal=await connect_temporal(settings),
+            http=httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0)),
+        )
 
     async def close(self) -> None:
         if self.owns:

@@ -39,9 +39,15 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(environment=Environment.test, database_url=postgres_url, jwt_secret=TEST_SECRET,  # type: ignore[arg-type]
-                    data_dir=tmp_path_factory.mktemp("data"), log_json=True, log_level="WARNING",
-                    temporal_task_queue="giantflow-test")
+    return Settings(
+        environment=Environment.test,
+        database_url=postgres_url,
+        jwt_secret=TEST_SECRET,  # type: ignore[arg-type]
+        data_dir=tmp_path_factory.mktemp("data"),
+        log_json=True,
+        log_level="WARNING",
+        temporal_task_queue="giantflow-test",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -75,13 +81,20 @@ async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 @pytest.fixture
 async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
-    async with AsyncSession(bind=connection, join_transaction_mode="create_savepoint",
-                            expire_on_commit=False) as s:
+    async with AsyncSession(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    ) as s:
         yield s
 
 
-def make_token(settings: Settings, role: Role | str, sub: str | None = None, *,
-               ttl: timedelta = timedelta(hours=1), **claims: Any) -> str:
+def make_token(
+    settings: Settings,
+    role: Role | str,
+    sub: str | None = None,
+    *,
+    ttl: timedelta = timedelta(hours=1),
+    **claims: Any,
+) -> str:
     role = Role(role)
     return issue_development_token(settings, role=role, sub=sub or f"{role.value}-test", ttl=ttl, **claims)
 
@@ -126,8 +139,11 @@ async def dev_server() -> AsyncIterator[Any]:
     from temporalio.testing import WorkflowEnvironment
 
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli_path(), data_converter=pydantic_data_converter,
-        ui=False, dev_server_log_level="error")
+        dev_server_existing_path=temporal_cli_path(),
+        data_converter=pydantic_data_converter,
+        ui=False,
+        dev_server_log_level="error",
+    )
     try:
         yield env
     finally:
@@ -141,7 +157,8 @@ async def time_skipping() -> AsyncIterator[Any]:
     from temporalio.testing import WorkflowEnvironment
 
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=temporal_test_server_path(), data_converter=pydantic_data_converter)
+        test_server_existing_path=temporal_test_server_path(), data_converter=pydantic_data_converter
+    )
     try:
         yield env
     finally:
@@ -155,8 +172,14 @@ async def resources(settings: Settings, engine: AsyncEngine, dev_server: Any) ->
     from services.resources import Resources
 
     http = httpx.AsyncClient(timeout=5.0)
-    res = Resources(settings=settings, engine=engine, sessionmaker=create_sessionmaker(engine),
-                    temporal=dev_server.client, http=http, owns=False)
+    res = Resources(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        temporal=dev_server.client,
+        http=http,
+        owns=False,
+    )
     yield res
     await http.aclose()
 
@@ -201,13 +224,19 @@ async def api_rollback(settings: Settings, connection: AsyncConnection) -> Async
 
     async def factory(s: Settings) -> Resources:
         unreachable = s.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
-        return Resources(settings=s, engine=connection.engine,  # type: ignore[arg-type]
-                         sessionmaker=create_sessionmaker(connection.engine),  # type: ignore[arg-type]
-                         temporal=await connect_temporal(unreachable), http=httpx.AsyncClient(), owns=False)
+        return Resources(
+            settings=s,
+            engine=connection.engine,  # type: ignore[arg-type]
+            sessionmaker=create_sessionmaker(connection.engine),  # type: ignore[arg-type]
+            temporal=await connect_temporal(unreachable),
+            http=httpx.AsyncClient(),
+            owns=False,
+        )
 
     async def session_override() -> AsyncIterator[AsyncSession]:
-        async with AsyncSession(bind=connection, join_transaction_mode="create_savepoint",
-                                expire_on_commit=False) as s:
+        async with AsyncSession(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        ) as s:
             yield s
             await s.commit()
 

@@ -31,8 +31,15 @@ class ReviewActivities:
         self.resources = resources
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.screen_application, self.apply_transition, self.escalate_task, self.record_objection,
-                self.recognize, self.change_recognition, self.open_re_review]
+        return [
+            self.screen_application,
+            self.apply_transition,
+            self.escalate_task,
+            self.record_objection,
+            self.recognize,
+            self.change_recognition,
+            self.open_re_review,
+        ]
 
     @activity.defn(name="screen_application")
     async def screen_application(self, data: ScreenInput) -> ScreenOutcome:

@@ -13,8 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Stage = Literal["municipal", "provincial", "national"]
-Status = Literal["screening", "in_review", "returned", "public_notice", "recognized", "ineligible",
-                 "rejected", "withdrawn"]
+Status = Literal[
+    "screening", "in_review", "returned", "public_notice", "recognized", "ineligible", "rejected", "withdrawn"
+]
 Decision = Literal["approve", "reject", "return"]
 TERMINAL: frozenset[str] = frozenset({"recognized", "ineligible", "rejected", "withdrawn"})
 
@@ -24,6 +25,7 @@ class _Model(BaseModel):
 
 
 # --- review workflow -------------------------------------------------------------------------------------
+
 
 class ReviewDurations(_Model):
     """Seconds, resolved from the program's ISO 8601 durations when the workflow starts."""
@@ -104,6 +106,7 @@ class ReviewState(_Model):
 
 
 # --- activities of the review workflow -------------------------------------------------------------------
+
 
 class ScreenInput(_Model):
     application_id: str
@@ -192,6 +195,7 @@ class ReReviewOutcome(_Model):
 
 # --- the benefits boundary (implemented by the credit domain) ------------------------------------------
 
+
 class BenefitsInput(_Model):
     """Started by the review workflow on recognition: workflow id ``benefits-{recognition_id}``."""
 
@@ -222,3 +226,71 @@ class BenefitsFreeze(_Model):
     recognition_id: str
     reason: str
     at: datetime
+
+
+# --- the credit domain: benefit schedule, drawdown approvals, disbursements -------------------------------
+
+DrawdownStatus = Literal["pending_approval", "approved", "disbursed", "rejected", "expired", "failed"]
+DRAWDOWN_OPEN: frozenset[str] = frozenset({"pending_approval", "approved"})
+
+
+class BenefitSchedule(_Model):
+    """What the recognition's program grants its tier (read by the benefits workflow through an activity)."""
+
+    credit_line_limit: Decimal | None = None
+    bridge_loan: bool = False
+    listing_reward: bool = False
+
+
+class DisbursementInput(_Model):
+    """Started when a drawdown is requested: workflow id ``disbursement-{drawdown_id}``. The workflow waits
+    for the approvals (Update ``decide``) until the deadline, then pays through the bank."""
+
+    drawdown_id: str
+    requested_by: str
+    approval_deadline: datetime
+
+
+class ApprovalRequest(_Model):
+    """Update ``decide`` of the disbursement workflow: one finance officer's decision."""
+
+    drawdown_id: str
+    approver: str
+    decision: Literal["approve", "reject"]
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class DrawdownState(_Model):
+    """A drawdown's state after an activity: what Updates return and the workflow ends with."""
+
+    drawdown_id: str
+    status: DrawdownStatus
+    approvals: int = 0
+    required_approvals: int = 1
+    reason: str | None = None
+
+
+class DrawdownCheck(_Model):
+    """Look at a drawdown; with ``expire`` a drawdown still awaiting approval expires (deadline passed)."""
+
+    drawdown_id: str
+    expire: bool
+    at: datetime
+
+
+class PaymentOrder(_Model):
+    drawdown_id: str
+    key: str  # the bank's Idempotency-Key, derived from the drawdown id
+    amount: Decimal
+    beneficiary: str
+    reference: str
+
+
+class PaymentReceipt(_Model):
+    drawdown_id: str
+    bank_reference: str
+
+
+class PaymentFailure(_Model):
+    drawdown_id: str
+    reason: str

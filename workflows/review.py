@@ -28,11 +28,11 @@ with workflow.unsafe.imports_passed_through():
         ObjectionResolution,
         ObjectionUpdate,
         OpenTask,
-        ReReviewInput,
-        ReReviewOutcome,
         RecognitionChange,
         RecognitionOutcome,
         RecognizeInput,
+        ReReviewInput,
+        ReReviewOutcome,
         ReviewInput,
         ReviewState,
         RevokeRequest,
@@ -47,8 +47,12 @@ with workflow.unsafe.imports_passed_through():
 
 SYSTEM = Actor(sub="system", role="system")
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                    maximum_interval=timedelta(seconds=30), maximum_attempts=0)
+RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+)
 OPEN: frozenset[str] = frozenset({"screening", "in_review", "returned", "public_notice"})
 
 
@@ -87,7 +91,7 @@ class ReviewWorkflow:
         self._revoked = False
         self._generation = 0
 
-    # --- state -----------------------------------------------------------------------------------------
+    # --- state ------------------------------------------------------------------------------------------
 
     @property
     def data(self) -> ReviewInput:
@@ -102,8 +106,11 @@ class ReviewWorkflow:
 
     def state(self) -> ReviewState:
         return ReviewState(
-            application_id=self.data.application_id, status=self._status, stage=self.stage,
-            due_at=self._due_at if self._status == "in_review" else None, overdue=self._overdue,
+            application_id=self.data.application_id,
+            status=self._status,
+            stage=self.stage,
+            due_at=self._due_at if self._status == "in_review" else None,
+            overdue=self._overdue,
             supplement_due_at=self._supplement_due_at if self._status == "returned" else None,
             notice_ends_at=self._notice_ends_at if self._status == "public_notice" else None,
             open_objections=sorted(k for k, v in self._objections.items() if v == "open"),
@@ -115,21 +122,29 @@ class ReviewWorkflow:
     def query_state(self) -> ReviewState:
         return self.state()
 
-    # --- the flow ----------------------------------------------------------------------------------------
+    # --- the flow ---------------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, data: ReviewInput) -> ReviewState:
         self._data = data
         outcome: ScreenOutcome = await workflow.execute_activity(
-            "screen_application", ScreenInput(application_id=data.application_id),
-            result_type=ScreenOutcome, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
+            "screen_application",
+            ScreenInput(application_id=data.application_id),
+            result_type=ScreenOutcome,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
         async with self._lock:
             if self._status == "screening":
                 if outcome.passed:
                     await self._enter_stage(SYSTEM, action="screened", reason=f"passed {outcome.ruleset}")
                 else:
-                    await self._transition(SYSTEM, action="screened", to="ineligible",
-                                           reason=f"failed {outcome.ruleset}; see the screening result")
+                    await self._transition(
+                        SYSTEM,
+                        action="screened",
+                        to="ineligible",
+                        reason=f"failed {outcome.ruleset}; see the screening result",
+                    )
         while self._status not in TERMINAL:
             if self._status == "in_review":
                 await self._wait_in_review()
@@ -155,23 +170,36 @@ class ReviewWorkflow:
                     assert stage is not None
                     await workflow.execute_activity(
                         "escalate_task",
-                        EscalationInput(application_id=self.data.application_id, event_key=self._key(),
-                                        stage=stage, escalated_to=self.data.escalation_group,
-                                        at=workflow.now()),
-                        start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
+                        EscalationInput(
+                            application_id=self.data.application_id,
+                            event_key=self._key(),
+                            stage=stage,
+                            escalated_to=self.data.escalation_group,
+                            at=workflow.now(),
+                        ),
+                        start_to_close_timeout=ACTIVITY_TIMEOUT,
+                        retry_policy=RETRY,
+                    )
                     self._overdue = True
 
     async def _wait_for_supplement(self) -> None:
         generation = self._generation
         assert self._supplement_due_at is not None
         try:
-            await workflow.wait_condition(lambda: self._generation != generation,
-                                          timeout=max(self._supplement_due_at - workflow.now(), timedelta(0)))
+            await workflow.wait_condition(
+                lambda: self._generation != generation,
+                timeout=max(self._supplement_due_at - workflow.now(), timedelta(0)),
+            )
         except TimeoutError:
             async with self._lock:
                 if self._generation == generation and self._status == "returned":
-                    await self._transition(SYSTEM, action="supplement_deadline_missed", to="withdrawn",
-                                           reason="no supplement before the deadline", close_task_as="closed")
+                    await self._transition(
+                        SYSTEM,
+                        action="supplement_deadline_missed",
+                        to="withdrawn",
+                        reason="no supplement before the deadline",
+                        close_task_as="closed",
+                    )
 
     async def _wait_out_notice(self) -> None:
         generation = self._generation
@@ -184,15 +212,19 @@ class ReviewWorkflow:
                 pass
             return
         await workflow.wait_condition(
-            lambda: self._status != "public_notice" or "open" not in self._objections.values())
+            lambda: self._status != "public_notice" or "open" not in self._objections.values()
+        )
         async with self._lock:
             if self._status == "public_notice" and "open" not in self._objections.values():
                 self._recognition = await workflow.execute_activity(
                     "recognize",
-                    RecognizeInput(application_id=self.data.application_id, event_key=self._key(),
-                                   at=workflow.now()),
-                    result_type=RecognitionOutcome, start_to_close_timeout=ACTIVITY_TIMEOUT,
-                    retry_policy=RETRY)
+                    RecognizeInput(
+                        application_id=self.data.application_id, event_key=self._key(), at=workflow.now()
+                    ),
+                    result_type=RecognitionOutcome,
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    retry_policy=RETRY,
+                )
                 self._status = "recognized"
                 self._generation += 1
 
@@ -202,12 +234,20 @@ class ReviewWorkflow:
         benefits_id = f"benefits-{recognition.recognition_id}"
         await workflow.start_child_workflow(
             "BenefitsWorkflow",
-            BenefitsInput(recognition_id=recognition.recognition_id, uscc=self.data.uscc, tier=self.data.tier,
-                          program=self.data.program, valid_until=recognition.valid_until),
-            id=benefits_id, parent_close_policy=workflow.ParentClosePolicy.ABANDON)
+            BenefitsInput(
+                recognition_id=recognition.recognition_id,
+                uscc=self.data.uscc,
+                tier=self.data.tier,
+                program=self.data.program,
+                valid_until=recognition.valid_until,
+            ),
+            id=benefits_id,
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+        )
         try:
-            await workflow.wait_condition(lambda: self._revoked,
-                                          timeout=max(recognition.valid_until - workflow.now(), timedelta(0)))
+            await workflow.wait_condition(
+                lambda: self._revoked, timeout=max(recognition.valid_until - workflow.now(), timedelta(0))
+            )
             return  # revoked: the update handler recorded it and told the benefits to stop
         except TimeoutError:
             pass
@@ -216,53 +256,113 @@ class ReviewWorkflow:
                 return
             await workflow.execute_activity(
                 "change_recognition",
-                RecognitionChange(recognition_id=recognition.recognition_id,
-                                  application_id=self.data.application_id, event_key=self._key(),
-                                  status="expired", actor=SYSTEM, reason="validity ended", at=workflow.now()),
-                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
-            await workflow.get_external_workflow_handle(benefits_id).signal(
-                "stop", BenefitsStop(reason="recognition expired", cause="expired"))
+                RecognitionChange(
+                    recognition_id=recognition.recognition_id,
+                    application_id=self.data.application_id,
+                    event_key=self._key(),
+                    status="expired",
+                    actor=SYSTEM,
+                    reason="validity ended",
+                    at=workflow.now(),
+                ),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=RETRY,
+            )
+            await self._stop_benefits(
+                benefits_id, BenefitsStop(reason="recognition expired", cause="expired")
+            )
             rereview: ReReviewOutcome = await workflow.execute_activity(
                 "open_re_review",
-                ReReviewInput(recognition_id=recognition.recognition_id,
-                              application_id=self.data.application_id, at=workflow.now()),
-                result_type=ReReviewOutcome, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
+                ReReviewInput(
+                    recognition_id=recognition.recognition_id,
+                    application_id=self.data.application_id,
+                    at=workflow.now(),
+                ),
+                result_type=ReReviewOutcome,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=RETRY,
+            )
             if rereview.review is not None:
                 await workflow.start_child_workflow(
-                    "ReviewWorkflow", rereview.review, id=f"review-{rereview.application_id}",
-                    parent_close_policy=workflow.ParentClosePolicy.ABANDON)
+                    "ReviewWorkflow",
+                    rereview.review,
+                    id=f"review-{rereview.application_id}",
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                )
 
-    # --- transitions ---------------------------------------------------------------------------------------
+    async def _stop_benefits(self, benefits_id: str, stop: BenefitsStop) -> None:
+        """Tell the benefits workflow to stop; one that already ended on its own needs no telling."""
+        try:
+            await workflow.get_external_workflow_handle(benefits_id).signal("stop", stop)
+        except ApplicationError as exc:
+            workflow.logger.info("benefits %s already closed: %s", benefits_id, exc.message)
+
+    # --- transitions ------------------------------------------------------------------------------------
 
     def _key(self) -> str:
         return str(workflow.uuid4())
 
-    async def _transition(self, actor: Actor, *, action: str, to: Status, reason: str | None = None,
-                          internal_note: str | None = None, close_task_as: str | None = None,
-                          open_task: OpenTask | None = None, supplement_due_at: datetime | None = None,
-                          stage: Stage | None = None) -> None:
+    async def _transition(
+        self,
+        actor: Actor,
+        *,
+        action: str,
+        to: Status,
+        reason: str | None = None,
+        internal_note: str | None = None,
+        close_task_as: str | None = None,
+        open_task: OpenTask | None = None,
+        supplement_due_at: datetime | None = None,
+        stage: Stage | None = None,
+    ) -> None:
         await workflow.execute_activity(
             "apply_transition",
-            TransitionInput(application_id=self.data.application_id, event_key=self._key(), actor=actor,
-                            action=action, from_status=self._status, to_status=to,
-                            stage=stage if stage is not None else self.stage, reason=reason,
-                            internal_note=internal_note, at=workflow.now(), close_task_as=close_task_as,
-                            open_task=open_task, supplement_due_at=supplement_due_at),
-            start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
+            TransitionInput(
+                application_id=self.data.application_id,
+                event_key=self._key(),
+                actor=actor,
+                action=action,
+                from_status=self._status,
+                to_status=to,
+                stage=stage if stage is not None else self.stage,
+                reason=reason,
+                internal_note=internal_note,
+                at=workflow.now(),
+                close_task_as=close_task_as,
+                open_task=open_task,
+                supplement_due_at=supplement_due_at,
+            ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
         self._status = to
         self._generation += 1
 
-    async def _enter_stage(self, actor: Actor, *, action: str, reason: str | None = None,
-                           internal_note: str | None = None, close_task_as: str | None = None) -> None:
+    async def _enter_stage(
+        self,
+        actor: Actor,
+        *,
+        action: str,
+        reason: str | None = None,
+        internal_note: str | None = None,
+        close_task_as: str | None = None,
+    ) -> None:
         stage = self.data.stages[self._stage_index]
         due = workflow.now() + timedelta(seconds=self.data.durations.stage_sla)
-        await self._transition(actor, action=action, to="in_review", reason=reason, internal_note=internal_note,
-                               close_task_as=close_task_as, stage=stage,
-                               open_task=OpenTask(stage=stage, region_code=self.data.region_code, due_at=due))
+        await self._transition(
+            actor,
+            action=action,
+            to="in_review",
+            reason=reason,
+            internal_note=internal_note,
+            close_task_as=close_task_as,
+            stage=stage,
+            open_task=OpenTask(stage=stage, region_code=self.data.region_code, due_at=due),
+        )
         self._due_at = due
         self._overdue = False
 
-    # --- reviewer decisions ------------------------------------------------------------------------------
+    # --- reviewer decisions -----------------------------------------------------------------------------
 
     def _check_decision(self, request: DecisionRequest) -> None:
         actor = request.actor
@@ -274,7 +374,12 @@ class ReviewWorkflow:
         if request.stage is not None and request.stage != stage:
             raise _conflict(f"the {request.stage} stage is not current; the application is at {stage}")
         if actor.level != stage:
-            raise _forbidden(f"the application is at the {stage} stage; a {actor.level} reviewer cannot decide")
+            stages = self.data.stages
+            if actor.level in stages and stages.index(actor.level) < self._stage_index:
+                raise _conflict(f"the {actor.level} stage is already decided; the application is at {stage}")
+            raise _forbidden(
+                f"the application is at the {stage} stage; a {actor.level} reviewer cannot decide"
+            )
         if not covers(actor.region, self.data.region_code):
             raise _forbidden("the application is outside the reviewer's region")
 
@@ -284,22 +389,46 @@ class ReviewWorkflow:
             self._check_decision(request)
             note = request.internal_note
             if request.decision == "reject":
-                await self._transition(request.actor, action="rejected", to="rejected", reason=request.reason,
-                                       internal_note=note, close_task_as="reject")
+                await self._transition(
+                    request.actor,
+                    action="rejected",
+                    to="rejected",
+                    reason=request.reason,
+                    internal_note=note,
+                    close_task_as="reject",
+                )
             elif request.decision == "return":
                 due = workflow.now() + timedelta(seconds=self.data.durations.supplement_deadline)
-                await self._transition(request.actor, action="returned", to="returned", reason=request.reason,
-                                       internal_note=note, close_task_as="return", supplement_due_at=due)
+                await self._transition(
+                    request.actor,
+                    action="returned",
+                    to="returned",
+                    reason=request.reason,
+                    internal_note=note,
+                    close_task_as="return",
+                    supplement_due_at=due,
+                )
                 self._supplement_due_at = due
             elif self._stage_index + 1 < len(self.data.stages):
                 self._stage_index += 1
-                await self._enter_stage(request.actor, action="approved", reason=request.reason,
-                                        internal_note=note, close_task_as="approve")
+                await self._enter_stage(
+                    request.actor,
+                    action="approved",
+                    reason=request.reason,
+                    internal_note=note,
+                    close_task_as="approve",
+                )
             else:
                 ends = workflow.now() + timedelta(seconds=self.data.durations.notice_period)
-                await self._transition(request.actor, action="approved", to="public_notice",
-                                       reason=request.reason, internal_note=note, close_task_as="approve",
-                                       stage=self.data.stages[self._stage_index])
+                await self._transition(
+                    request.actor,
+                    action="approved",
+                    to="public_notice",
+                    reason=request.reason,
+                    internal_note=note,
+                    close_task_as="approve",
+                    stage=self.data.stages[self._stage_index],
+                )
                 self._notice_ends_at = ends
             return self.state()
 
@@ -307,7 +436,7 @@ class ReviewWorkflow:
     def _validate_decide(self, request: DecisionRequest) -> None:
         self._check_decision(request)
 
-    # --- enterprise actions --------------------------------------------------------------------------------
+    # --- enterprise actions -----------------------------------------------------------------------------
 
     def _check_owner(self, actor: Actor, what: str) -> None:
         if actor.role != "enterprise" or actor.uscc != self.data.uscc:
@@ -338,15 +467,20 @@ class ReviewWorkflow:
     async def withdraw(self, request: WithdrawRequest) -> ReviewState:
         async with self._lock:
             self._check_withdraw(request)
-            await self._transition(request.actor, action="withdrawn", to="withdrawn",
-                                   reason=request.reason or "withdrawn by the applicant", close_task_as="closed")
+            await self._transition(
+                request.actor,
+                action="withdrawn",
+                to="withdrawn",
+                reason=request.reason or "withdrawn by the applicant",
+                close_task_as="closed",
+            )
             return self.state()
 
     @withdraw.validator
     def _validate_withdraw(self, request: WithdrawRequest) -> None:
         self._check_withdraw(request)
 
-    # --- public notice ---------------------------------------------------------------------------------------
+    # --- public notice ----------------------------------------------------------------------------------
 
     def _check_objection(self, request: ObjectionRequest) -> None:
         if self._status != "public_notice":
@@ -360,10 +494,18 @@ class ReviewWorkflow:
             self._check_objection(request)
             await workflow.execute_activity(
                 "record_objection",
-                ObjectionUpdate(application_id=self.data.application_id, event_key=self._key(),
-                                objection_id=request.objection_id, actor=request.actor, at=workflow.now(),
-                                reason=request.reason, resolution="open"),
-                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
+                ObjectionUpdate(
+                    application_id=self.data.application_id,
+                    event_key=self._key(),
+                    objection_id=request.objection_id,
+                    actor=request.actor,
+                    at=workflow.now(),
+                    reason=request.reason,
+                    resolution="open",
+                ),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=RETRY,
+            )
             self._objections[request.objection_id] = "open"
             self._generation += 1
             return self.state()
@@ -389,14 +531,23 @@ class ReviewWorkflow:
             resolution = "upheld" if request.upheld else "dismissed"
             await workflow.execute_activity(
                 "record_objection",
-                ObjectionUpdate(application_id=self.data.application_id, event_key=self._key(),
-                                objection_id=request.objection_id, actor=request.actor, at=workflow.now(),
-                                reason=request.reason, resolution=resolution),
-                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
+                ObjectionUpdate(
+                    application_id=self.data.application_id,
+                    event_key=self._key(),
+                    objection_id=request.objection_id,
+                    actor=request.actor,
+                    at=workflow.now(),
+                    reason=request.reason,
+                    resolution=resolution,
+                ),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=RETRY,
+            )
             self._objections[request.objection_id] = resolution
             if request.upheld:
-                await self._transition(request.actor, action="objection_upheld", to="rejected",
-                                       reason=request.reason)
+                await self._transition(
+                    request.actor, action="objection_upheld", to="rejected", reason=request.reason
+                )
             else:
                 self._generation += 1
             return self.state()
@@ -405,7 +556,7 @@ class ReviewWorkflow:
     def _validate_resolution(self, request: ObjectionResolution) -> None:
         self._check_resolution(request)
 
-    # --- revocation -------------------------------------------------------------------------------------------
+    # --- revocation -------------------------------------------------------------------------------------
 
     def _check_revoke(self, request: RevokeRequest) -> None:
         if request.actor.role != "admin":
@@ -421,13 +572,21 @@ class ReviewWorkflow:
             assert recognition is not None
             await workflow.execute_activity(
                 "change_recognition",
-                RecognitionChange(recognition_id=recognition.recognition_id,
-                                  application_id=self.data.application_id, event_key=self._key(),
-                                  status="revoked", actor=request.actor, reason=request.reason,
-                                  at=workflow.now()),
-                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY)
-            await workflow.get_external_workflow_handle(f"benefits-{recognition.recognition_id}").signal(
-                "stop", BenefitsStop(reason=request.reason, cause="revoked"))
+                RecognitionChange(
+                    recognition_id=recognition.recognition_id,
+                    application_id=self.data.application_id,
+                    event_key=self._key(),
+                    status="revoked",
+                    actor=request.actor,
+                    reason=request.reason,
+                    at=workflow.now(),
+                ),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=RETRY,
+            )
+            await self._stop_benefits(
+                f"benefits-{recognition.recognition_id}", BenefitsStop(reason=request.reason, cause="revoked")
+            )
             self._revoked = True
             return self.state()
 

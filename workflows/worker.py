@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,10 +34,16 @@ def activity_functions(resources: Resources) -> list[Callable[..., Any]]:
     return [*ReviewActivities(resources).all(), *CreditActivities(resources).all()]
 
 
-def build_worker(client: Client, resources: Resources, *, task_queue: str,
-                 workflows: Sequence[type] | None = None) -> Worker:
-    return Worker(client, task_queue=task_queue, workflows=list(workflows or workflow_classes()),
-                  activities=activity_functions(resources), max_concurrent_activities=50)
+def build_worker(
+    client: Client, resources: Resources, *, task_queue: str, workflows: Sequence[type] | None = None
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(workflows or workflow_classes()),
+        activities=activity_functions(resources),
+        max_concurrent_activities=50,
+    )
 
 
 async def run_worker(settings: Settings) -> None:
@@ -53,6 +60,26 @@ async def run_worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     log.info("worker_started", task_queue=settings.temporal_task_queue)
     async with worker:
+        reconciler = asyncio.create_task(reconcile_forever(resources, stop))
         await stop.wait()
         log.info("worker_stopping")
+        await reconciler
     await resources.close()
+
+
+async def reconcile_forever(resources: Resources, stop: asyncio.Event, *, every: float = 15.0) -> None:
+    """Start review workflows for committed applications that have none (an API died mid-request)."""
+    from services.applications.workflow_client import reconcile
+
+    while not stop.is_set():
+        try:
+            await reconcile(
+                resources.temporal,
+                resources.sessionmaker,
+                programs=resources.programs,
+                task_queue=resources.settings.temporal_task_queue,
+            )
+        except Exception:
+            log.exception("reconcile_failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)

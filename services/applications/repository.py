@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -25,8 +25,11 @@ from services.applications.models import (
 
 async def insert_enterprise(session: AsyncSession, values: dict[str, Any]) -> bool:
     result = await session.execute(
-        insert(Enterprise).values(**values).on_conflict_do_nothing(index_elements=["uscc"])
-        .returning(Enterprise.uscc))
+        insert(Enterprise)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["uscc"])
+        .returning(Enterprise.uscc)
+    )
     return result.scalar_one_or_none() is not None
 
 
@@ -34,26 +37,45 @@ async def get_enterprise(session: AsyncSession, uscc: str) -> Enterprise | None:
     return await session.get(Enterprise, uscc)
 
 
-async def get_application(session: AsyncSession, application_id: uuid.UUID, *,
-                          for_update: bool = False) -> Application | None:
+async def get_application(
+    session: AsyncSession, application_id: uuid.UUID, *, for_update: bool = False
+) -> Application | None:
     stmt = select(Application).where(Application.id == application_id)
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def open_application_exists(session: AsyncSession, *, uscc: str, program: str, tier: str,
-                                  batch: str) -> bool:
-    stmt = select(func.count()).select_from(Application).where(
-        Application.uscc == uscc, Application.program == program, Application.tier == tier,
-        Application.batch == batch,
-        Application.status.in_(("screening", "in_review", "returned", "public_notice")))
+async def open_application_exists(
+    session: AsyncSession, *, uscc: str, program: str, tier: str, batch: str
+) -> bool:
+    stmt = (
+        select(func.count())
+        .select_from(Application)
+        .where(
+            Application.uscc == uscc,
+            Application.program == program,
+            Application.tier == tier,
+            Application.batch == batch,
+            Application.status.in_(("screening", "in_review", "returned", "public_notice")),
+        )
+    )
     return bool((await session.execute(stmt)).scalar_one())
 
 
-async def active_recognition(session: AsyncSession, *, uscc: str, tier: str, at: datetime) -> Recognition | None:
-    stmt = select(Recognition).where(Recognition.uscc == uscc, Recognition.tier == tier,
-                                     Recognition.status == "active", Recognition.valid_until > at).limit(1)
+async def active_recognition(
+    session: AsyncSession, *, uscc: str, tier: str, at: datetime
+) -> Recognition | None:
+    stmt = (
+        select(Recognition)
+        .where(
+            Recognition.uscc == uscc,
+            Recognition.tier == tier,
+            Recognition.status == "active",
+            Recognition.valid_until > at,
+        )
+        .limit(1)
+    )
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -69,15 +91,18 @@ async def application_documents(session: AsyncSession, application_id: uuid.UUID
     return list((await session.execute(stmt)).scalars())
 
 
-def _page(stmt: Select[Any], order_col: Any, id_col: Any, cursor: tuple[datetime, uuid.UUID] | None,
-          limit: int) -> Select[Any]:
+_S = TypeVar("_S", bound=Select[*tuple[Any, ...]])
+
+
+def _page(stmt: _S, order_col: Any, id_col: Any, cursor: tuple[datetime, uuid.UUID] | None, limit: int) -> _S:
     if cursor is not None:
         stmt = stmt.where(or_(order_col > cursor[0], and_(order_col == cursor[0], id_col > cursor[1])))
     return stmt.order_by(order_col, id_col).limit(limit + 1)
 
 
-async def list_applications(session: AsyncSession, *, filters: Sequence[Any],
-                            cursor: tuple[datetime, uuid.UUID] | None, limit: int) -> list[Application]:
+async def list_applications(
+    session: AsyncSession, *, filters: Sequence[Any], cursor: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[Application]:
     stmt = _page(select(Application).where(*filters), Application.created_at, Application.id, cursor, limit)
     return list((await session.execute(stmt)).scalars())
 
@@ -92,13 +117,22 @@ async def open_task_for(session: AsyncSession, application_id: uuid.UUID) -> Rev
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def review_queue(session: AsyncSession, *, stage: str, region_filter: Any,
-                       cursor: tuple[datetime, uuid.UUID] | None, limit: int
-                       ) -> list[tuple[ReviewTask, Application]]:
-    stmt = (select(ReviewTask, Application).join(Application, Application.id == ReviewTask.application_id)
-            .where(ReviewTask.status == "open", ReviewTask.stage == stage, region_filter))
+async def review_queue(
+    session: AsyncSession,
+    *,
+    stage: str,
+    region_filter: Any,
+    cursor: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[tuple[ReviewTask, Application]]:
+    stmt = (
+        select(ReviewTask, Application)
+        .join(Application, Application.id == ReviewTask.application_id)
+        .where(ReviewTask.status == "open", ReviewTask.stage == stage, region_filter)
+    )
     stmt = _page(stmt, ReviewTask.created_at, ReviewTask.id, cursor, limit)
-    return [(t, a) for t, a in (await session.execute(stmt)).tuples()]
+    rows = (await session.execute(stmt)).all()
+    return [(row[0], row[1]) for row in rows]
 
 
 async def transition_exists(session: AsyncSession, event_key: str) -> bool:
@@ -106,17 +140,28 @@ async def transition_exists(session: AsyncSession, event_key: str) -> bool:
     return bool((await session.execute(stmt)).scalar_one())
 
 
-async def close_open_task(session: AsyncSession, application_id: uuid.UUID, *, status: str,
-                          decision: str | None, decided_by: str | None, at: datetime) -> None:
+async def close_open_task(
+    session: AsyncSession,
+    application_id: uuid.UUID,
+    *,
+    status: str,
+    decision: str | None,
+    decided_by: str | None,
+    at: datetime,
+) -> None:
     await session.execute(
-        update(ReviewTask).where(ReviewTask.application_id == application_id, ReviewTask.status == "open")
-        .values(status=status, decision=decision, decided_by=decided_by, closed_at=at))
+        update(ReviewTask)
+        .where(ReviewTask.application_id == application_id, ReviewTask.status == "open")
+        .values(status=status, decision=decision, decided_by=decided_by, closed_at=at)
+    )
 
 
 async def escalate_open_task(session: AsyncSession, application_id: uuid.UUID, *, escalated_to: str) -> None:
     await session.execute(
-        update(ReviewTask).where(ReviewTask.application_id == application_id, ReviewTask.status == "open")
-        .values(overdue=True, escalated_to=escalated_to))
+        update(ReviewTask)
+        .where(ReviewTask.application_id == application_id, ReviewTask.status == "open")
+        .values(overdue=True, escalated_to=escalated_to)
+    )
 
 
 async def get_objection(session: AsyncSession, objection_id: uuid.UUID) -> Objection | None:
@@ -129,10 +174,14 @@ async def objections_for(session: AsyncSession, application_id: uuid.UUID) -> li
 
 
 async def next_certificate_number(session: AsyncSession, *, program: str, year: int, tier: str) -> int:
-    stmt = (insert(CertificateSequence).values(program=program, year=year, tier=tier, last=1)
-            .on_conflict_do_update(index_elements=["program", "year", "tier"],
-                                   set_={"last": CertificateSequence.last + 1})
-            .returning(CertificateSequence.last))
+    stmt = (
+        insert(CertificateSequence)
+        .values(program=program, year=year, tier=tier, last=1)
+        .on_conflict_do_update(
+            index_elements=["program", "year", "tier"], set_={"last": CertificateSequence.last + 1}
+        )
+        .returning(CertificateSequence.last)
+    )
     return int((await session.execute(stmt)).scalar_one())
 
 
@@ -145,8 +194,9 @@ async def get_recognition(session: AsyncSession, recognition_id: uuid.UUID) -> R
     return await session.get(Recognition, recognition_id)
 
 
-async def list_recognitions(session: AsyncSession, *, filters: Sequence[Any],
-                            cursor: tuple[datetime, uuid.UUID] | None, limit: int) -> list[Recognition]:
+async def list_recognitions(
+    session: AsyncSession, *, filters: Sequence[Any], cursor: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[Recognition]:
     stmt = _page(select(Recognition).where(*filters), Recognition.created_at, Recognition.id, cursor, limit)
     return list((await session.execute(stmt)).scalars())
 
@@ -156,15 +206,22 @@ async def re_review_of(session: AsyncSession, recognition_id: uuid.UUID) -> Appl
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def applications_without_workflow(session: AsyncSession, *, older_than: datetime,
-                                        limit: int = 100) -> list[Application]:
-    stmt = (select(Application).where(Application.workflow_started.is_(False),
-                                      Application.created_at < older_than)
-            .order_by(Application.created_at).limit(limit))
+async def applications_without_workflow(
+    session: AsyncSession, *, older_than: datetime, limit: int = 100
+) -> list[Application]:
+    stmt = (
+        select(Application)
+        .where(Application.workflow_started.is_(False), Application.created_at < older_than)
+        .order_by(Application.created_at)
+        .limit(limit)
+    )
     return list((await session.execute(stmt)).scalars())
 
 
 async def current_tiers(session: AsyncSession, uscc: str, at: datetime) -> list[Recognition]:
-    stmt = select(Recognition).where(Recognition.uscc == uscc, Recognition.status == "active",
-                                     Recognition.valid_until > at).order_by(Recognition.valid_from)
+    stmt = (
+        select(Recognition)
+        .where(Recognition.uscc == uscc, Recognition.status == "active", Recognition.valid_until > at)
+        .order_by(Recognition.valid_from)
+    )
     return list((await session.execute(stmt)).scalars())

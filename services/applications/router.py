@@ -73,37 +73,69 @@ def _state(state: ReviewState) -> ReviewStateRead:
 
 # --- programs --------------------------------------------------------------------------------------------
 
+
 @router.get("/programs", response_model=list[ProgramRead], tags=["programs"])
 async def list_programs(resources: ResourcesDep) -> list[ProgramRead]:
     today = datetime.now(UTC).date()
     out = []
     for program in resources.programs.values():
         d = program.durations
-        out.append(ProgramRead(
-            key=program.key, name=program.name, authority=program.authority, region_code=program.region_code,
-            rulesets=[{"version": r.version, "effective_from": r.effective_from.isoformat()}
-                      for r in program.rulesets],
-            notice_period=str(d.notice_period), stage_sla=str(d.stage_sla),
-            supplement_deadline=str(d.supplement_deadline), validity=str(d.validity),
-            tiers=[ProgramTierRead(key=key, name=t.name, review_levels=list(t.review_levels),
-                                   requires_tier=t.requires_tier, required_documents=list(t.required_documents),
-                                   credit_line_limit=f"{t.credit_line_limit:.2f}" if t.credit_line_limit else None)
-                   for key, t in program.tiers.items()],
-            listing_rewards={board: f"{amount:.2f}" for board, amount in program.listing_rewards.items()},
-            open_batches=[BatchRead(key=b.key, opens_on=b.opens_on, closes_on=b.closes_on)
-                          for b in program.open_batches(today)]))
+        out.append(
+            ProgramRead(
+                key=program.key,
+                name=program.name,
+                authority=program.authority,
+                region_code=program.region_code,
+                rulesets=[
+                    {"version": r.version, "effective_from": r.effective_from.isoformat()}
+                    for r in program.rulesets
+                ],
+                notice_period=str(d.notice_period),
+                stage_sla=str(d.stage_sla),
+                supplement_deadline=str(d.supplement_deadline),
+                validity=str(d.validity),
+                tiers=[
+                    ProgramTierRead(
+                        key=key,
+                        name=t.name,
+                        review_levels=list(t.review_levels),
+                        requires_tier=t.requires_tier,
+                        required_documents=list(t.required_documents),
+                        credit_line_limit=f"{t.credit_line_limit:.2f}" if t.credit_line_limit else None,
+                    )
+                    for key, t in program.tiers.items()
+                ],
+                listing_rewards={board: f"{amount:.2f}" for board, amount in program.listing_rewards.items()},
+                open_batches=[
+                    BatchRead(key=b.key, opens_on=b.opens_on, closes_on=b.closes_on)
+                    for b in program.open_batches(today)
+                ],
+            )
+        )
     return out
 
 
 # --- enterprises -----------------------------------------------------------------------------------------
 
-@router.post("/enterprises", status_code=201, response_model=EnterpriseRead, tags=["enterprises"],
-             responses=problem_responses(401, 403, 409, 422))
-async def register_enterprise(data: EnterpriseCreate, user: CurrentUserDep, session: SessionDep,
-                              idempotency_key: IdempotencyKey = None) -> Any:
+
+@router.post(
+    "/enterprises",
+    status_code=201,
+    response_model=EnterpriseRead,
+    tags=["enterprises"],
+    responses=problem_responses(401, 403, 409, 422),
+)
+async def register_enterprise(
+    data: EnterpriseCreate, user: CurrentUserDep, session: SessionDep, idempotency_key: IdempotencyKey = None
+) -> Any:
     user.require(Role.enterprise, Role.admin)
-    slot = await begin(session, caller=user.sub, key=idempotency_key, endpoint="POST /enterprises",
-                       payload=data.model_dump(mode="json"))
+    slot = await begin(
+        session,
+        caller=user.sub,
+        key=idempotency_key,
+        endpoint="POST /enterprises",
+        payload=data.model_dump(mode="json"),
+    )
     if isinstance(slot, Replay):
         return _replay(slot)
     enterprise = await service.register_enterprise(session, user=user, data=data)
@@ -113,10 +145,13 @@ async def register_enterprise(data: EnterpriseCreate, user: CurrentUserDep, sess
     return body
 
 
-@router.get("/enterprises/{uscc}", response_model=EnterpriseRead, tags=["enterprises"],
-            responses=problem_responses(401, 404))
-async def read_enterprise(uscc: str, user: CurrentUserDep,
-                          session: SessionDep) -> EnterpriseRead:
+@router.get(
+    "/enterprises/{uscc}",
+    response_model=EnterpriseRead,
+    tags=["enterprises"],
+    responses=problem_responses(401, 404),
+)
+async def read_enterprise(uscc: str, user: CurrentUserDep, session: SessionDep) -> EnterpriseRead:
     enterprise = await service.get_enterprise(session, user=user, uscc=uscc)
     body = EnterpriseRead.model_validate(enterprise)
     tiers = await repo.current_tiers(session, enterprise.uscc, datetime.now(UTC))
@@ -126,44 +161,81 @@ async def read_enterprise(uscc: str, user: CurrentUserDep,
 
 # --- documents -------------------------------------------------------------------------------------------
 
-@router.post("/documents", status_code=201, response_model=DocumentRead, tags=["applications"],
-             responses=problem_responses(401, 403, 409, 413, 422))
-async def upload_document(user: CurrentUserDep, session: SessionDep, resources: ResourcesDep,
-                          kind: Annotated[str, Form(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")],
-                          file: Annotated[UploadFile, File(description="PDF, PNG or JPEG evidence")]) -> Any:
+
+@router.post(
+    "/documents",
+    status_code=201,
+    response_model=DocumentRead,
+    tags=["applications"],
+    responses=problem_responses(401, 403, 409, 413, 422),
+)
+async def upload_document(
+    user: CurrentUserDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    kind: Annotated[str, Form(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")],
+    file: Annotated[UploadFile, File(description="PDF, PNG or JPEG evidence")],
+) -> Any:
     limit = resources.settings.max_upload_bytes
     content = await file.read(limit + 1)
     if len(content) > limit:
         raise PayloadTooLarge(f"An evidence file may be at most {limit} bytes.")
     document = await service.store_document(
-        session, user=user, data_dir=resources.settings.data_dir, kind=kind, filename=file.filename or "upload",
-        content_type=(file.content_type or "application/octet-stream").split(";")[0].strip(), content=content)
+        session,
+        user=user,
+        data_dir=resources.settings.data_dir,
+        kind=kind,
+        filename=file.filename or "upload",
+        content_type=(file.content_type or "application/octet-stream").split(";")[0].strip(),
+        content=content,
+    )
     return DocumentRead.model_validate(document)
 
 
 # --- applications ----------------------------------------------------------------------------------------
 
-@router.post("/applications", status_code=201, response_model=ApplicationRead, tags=["applications"],
-             responses=problem_responses(401, 403, 409, 422, 503))
-async def submit_application(data: ApplicationCreate, user: CurrentUserDep, session: SessionDep,
-                             resources: ResourcesDep, temporal: TemporalDep,
-                             idempotency_key: IdempotencyKey = None) -> Any:
+
+@router.post(
+    "/applications",
+    status_code=201,
+    response_model=ApplicationRead,
+    tags=["applications"],
+    responses=problem_responses(401, 403, 409, 422, 503),
+)
+async def submit_application(
+    data: ApplicationCreate,
+    user: CurrentUserDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    temporal: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     user.require(Role.enterprise)
-    slot = await begin(session, caller=user.sub, key=idempotency_key, endpoint="POST /applications",
-                       payload=data.model_dump(mode="json"))
+    slot = await begin(
+        session,
+        caller=user.sub,
+        key=idempotency_key,
+        endpoint="POST /applications",
+        payload=data.model_dump(mode="json"),
+    )
     if isinstance(slot, Replay):
         return _replay(slot)
     programs = resources.programs
-    application = await service.create_application(session, user=user, data=data, programs=programs,
-                                                   now=datetime.now(UTC))
+    application = await service.create_application(
+        session, user=user, data=data, programs=programs, now=datetime.now(UTC)
+    )
     body = await _read(session, user, application)
     if slot is not None:
         await slot.store(201, body.model_dump(mode="json"))
     # Commit before the workflow starts so its first activity finds the row; if this process dies right
     # here, the worker's reconciler starts the workflow for the committed application.
     await session.commit()
-    await wf.start_review(temporal, application=application, program=programs[application.program],
-                          task_queue=resources.settings.temporal_task_queue)
+    await wf.start_review(
+        temporal,
+        application=application,
+        program=programs[application.program],
+        task_queue=resources.settings.temporal_task_queue,
+    )
     await wf.mark_started(session, application.id)
     return body
 
@@ -172,8 +244,12 @@ async def _read(session: SessionDep, user: CurrentUser, application: Application
     body = ApplicationRead.model_validate(application)
     task = await repo.open_task_for(session, application.id)
     body.task = ReviewTaskInfo.model_validate(task) if task else None
-    body.documents = [DocumentRead.model_validate(d) for d in await repo.application_documents(session, application.id)]
-    body.objections = [ObjectionRead.model_validate(o) for o in await repo.objections_for(session, application.id)]
+    body.documents = [
+        DocumentRead.model_validate(d) for d in await repo.application_documents(session, application.id)
+    ]
+    body.objections = [
+        ObjectionRead.model_validate(o) for o in await repo.objections_for(session, application.id)
+    ]
     body.history = [_history(t, user) for t in await repo.transitions_for(session, application.id)]
     return body
 
@@ -187,40 +263,84 @@ def _history(transition: Transition, user: CurrentUser) -> HistoryEntry:
     return entry
 
 
-@router.get("/applications", response_model=Page[ApplicationSummary], tags=["applications"],
-            responses=problem_responses(401, 403, 422))
-async def list_applications(user: CurrentUserDep, session: SessionDep, limit: LimitQuery = 50,
-                            cursor: CursorQuery = None, status: StatusName | None = None,
-                            tier: Tier | None = None, stage: StageName | None = None,
-                            program: Annotated[str | None, Query(max_length=64)] = None,
-                            uscc: Annotated[str | None, Query(max_length=18)] = None) -> Page[ApplicationSummary]:
+@router.get(
+    "/applications",
+    response_model=Page[ApplicationSummary],
+    tags=["applications"],
+    responses=problem_responses(401, 403, 422),
+)
+async def list_applications(
+    user: CurrentUserDep,
+    session: SessionDep,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+    status: StatusName | None = None,
+    tier: Tier | None = None,
+    stage: StageName | None = None,
+    program: Annotated[str | None, Query(max_length=64)] = None,
+    uscc: Annotated[str | None, Query(max_length=18)] = None,
+) -> Page[ApplicationSummary]:
     rows = await service.list_applications(
-        session, user=user, filters=ListFilters(status=status, tier=tier, stage=stage, program=program, uscc=uscc),
-        cursor=decode_cursor(cursor), limit=limit)
+        session,
+        user=user,
+        filters=ListFilters(status=status, tier=tier, stage=stage, program=program, uscc=uscc),
+        cursor=decode_cursor(cursor),
+        limit=limit,
+    )
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page(items=[ApplicationSummary.model_validate(a) for a in rows],
-                next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None)
+    return Page(
+        items=[ApplicationSummary.model_validate(a) for a in rows],
+        next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
+    )
 
 
-@router.get("/applications/{application_id}", response_model=ApplicationRead, tags=["applications"],
-            responses=problem_responses(401, 404, 422))
-async def read_application(application_id: uuid.UUID, user: CurrentUserDep, session: SessionDep) -> ApplicationRead:
+@router.get(
+    "/applications/{application_id}",
+    response_model=ApplicationRead,
+    tags=["applications"],
+    responses=problem_responses(401, 404, 422),
+)
+async def read_application(
+    application_id: uuid.UUID, user: CurrentUserDep, session: SessionDep
+) -> ApplicationRead:
     application = await service.get_application(session, user=user, application_id=application_id)
     return await _read(session, user, application)
 
 
-async def _act(session: SessionDep, temporal: TemporalDep, user: CurrentUser, *, application_id: uuid.UUID,
-               name: str, arg: Any, payload: Any, idempotency_key: str | None) -> Any:
-    """Send one action to the application's workflow, replaying the stored answer for a retried key."""
-    await service.get_application(session, user=user, application_id=application_id)
-    slot = await begin(session, caller=user.sub, key=idempotency_key,
-                       endpoint=f"POST /applications/{application_id}/{name}", payload=payload)
+async def _act(
+    session: SessionDep,
+    temporal: TemporalDep,
+    user: CurrentUser,
+    *,
+    application_id: uuid.UUID,
+    name: str,
+    arg: Any,
+    payload: Any,
+    idempotency_key: str | None,
+) -> Any:
+    """Send one action to the application's workflow, replaying the stored answer for a retried key.
+
+    A reviewer outside the application's level or region learns it exists (403, as the review rules
+    require); every other caller who may not see it gets 404."""
+    if user.role is Role.reviewer:
+        if await repo.get_application(session, application_id) is None:
+            raise NotFound(f"No application {application_id}.")
+    else:
+        await service.get_application(session, user=user, application_id=application_id)
+    slot = await begin(
+        session,
+        caller=user.sub,
+        key=idempotency_key,
+        endpoint=f"POST /applications/{application_id}/{name}",
+        payload=payload,
+    )
     if isinstance(slot, Replay):
         return _replay(slot)
     update_id = f"{name}-{user.sub}-{idempotency_key}" if idempotency_key else None
-    state = _state(await wf.send_update(temporal, application_id=application_id, name=name, arg=arg,
-                                        update_id=update_id))
+    state = _state(
+        await wf.send_update(temporal, application_id=application_id, name=name, arg=arg, update_id=update_id)
+    )
     if slot is not None:
         await slot.store(200, state.model_dump(mode="json"))
     return state
@@ -229,128 +349,290 @@ async def _act(session: SessionDep, temporal: TemporalDep, user: CurrentUser, *,
 ACTION_ERRORS = problem_responses(401, 403, 404, 409, 422, 503)
 
 
-@router.post("/applications/{application_id}/decisions", response_model=ReviewStateRead, tags=["reviews"],
-             responses=ACTION_ERRORS)
-async def decide(application_id: uuid.UUID, data: DecisionCreate, user: CurrentUserDep, session: SessionDep,
-                 temporal: TemporalDep, idempotency_key: IdempotencyKey = None) -> Any:
+@router.post(
+    "/applications/{application_id}/decisions",
+    response_model=ReviewStateRead,
+    tags=["reviews"],
+    responses=ACTION_ERRORS,
+)
+async def decide(
+    application_id: uuid.UUID,
+    data: DecisionCreate,
+    user: CurrentUserDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     user.require(Role.reviewer)
-    request = DecisionRequest(actor=service.actor_of(user), stage=data.stage, decision=data.decision,
-                              reason=data.reason, internal_note=data.internal_note)
-    return await _act(session, temporal, user, application_id=application_id, name="decide", arg=request,
-                      payload=data.model_dump(mode="json"), idempotency_key=idempotency_key)
+    request = DecisionRequest(
+        actor=service.actor_of(user),
+        stage=data.stage,
+        decision=data.decision,
+        reason=data.reason,
+        internal_note=data.internal_note,
+    )
+    return await _act(
+        session,
+        temporal,
+        user,
+        application_id=application_id,
+        name="decide",
+        arg=request,
+        payload=data.model_dump(mode="json"),
+        idempotency_key=idempotency_key,
+    )
 
 
-@router.post("/applications/{application_id}/supplements", response_model=ReviewStateRead, tags=["applications"],
-             responses=ACTION_ERRORS)
-async def supplement(application_id: uuid.UUID, data: SupplementCreate, user: CurrentUserDep, session: SessionDep,
-                     temporal: TemporalDep, idempotency_key: IdempotencyKey = None) -> Any:
+@router.post(
+    "/applications/{application_id}/supplements",
+    response_model=ReviewStateRead,
+    tags=["applications"],
+    responses=ACTION_ERRORS,
+)
+async def supplement(
+    application_id: uuid.UUID,
+    data: SupplementCreate,
+    user: CurrentUserDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     user.require(Role.enterprise)
     request = SupplementRequest(actor=service.actor_of(user), note=data.note)
-    return await _act(session, temporal, user, application_id=application_id, name="supplement", arg=request,
-                      payload=data.model_dump(mode="json"), idempotency_key=idempotency_key)
+    return await _act(
+        session,
+        temporal,
+        user,
+        application_id=application_id,
+        name="supplement",
+        arg=request,
+        payload=data.model_dump(mode="json"),
+        idempotency_key=idempotency_key,
+    )
 
 
-@router.post("/applications/{application_id}/withdraw", response_model=ReviewStateRead, tags=["applications"],
-             responses=ACTION_ERRORS)
-async def withdraw(application_id: uuid.UUID, user: CurrentUserDep, session: SessionDep, temporal: TemporalDep,
-                   data: WithdrawCreate | None = None, idempotency_key: IdempotencyKey = None) -> Any:
+@router.post(
+    "/applications/{application_id}/withdraw",
+    response_model=ReviewStateRead,
+    tags=["applications"],
+    responses=ACTION_ERRORS,
+)
+async def withdraw(
+    application_id: uuid.UUID,
+    user: CurrentUserDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    data: WithdrawCreate | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     user.require(Role.enterprise)
     data = data or WithdrawCreate()
     request = WithdrawRequest(actor=service.actor_of(user), reason=data.reason)
-    return await _act(session, temporal, user, application_id=application_id, name="withdraw", arg=request,
-                      payload=data.model_dump(mode="json"), idempotency_key=idempotency_key)
+    return await _act(
+        session,
+        temporal,
+        user,
+        application_id=application_id,
+        name="withdraw",
+        arg=request,
+        payload=data.model_dump(mode="json"),
+        idempotency_key=idempotency_key,
+    )
 
 
-@router.post("/applications/{application_id}/objections", status_code=201, response_model=ObjectionFiled,
-             tags=["reviews"], responses=ACTION_ERRORS)
-async def file_objection(application_id: uuid.UUID, data: ObjectionCreate, user: CurrentUserDep,
-                         session: SessionDep, temporal: TemporalDep, idempotency_key: IdempotencyKey = None) -> Any:
+@router.post(
+    "/applications/{application_id}/objections",
+    status_code=201,
+    response_model=ObjectionFiled,
+    tags=["reviews"],
+    responses=ACTION_ERRORS,
+)
+async def file_objection(
+    application_id: uuid.UUID,
+    data: ObjectionCreate,
+    user: CurrentUserDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     if await repo.get_application(session, application_id) is None:
         raise NotFound(f"No application {application_id}.")
-    slot = await begin(session, caller=user.sub, key=idempotency_key,
-                       endpoint=f"POST /applications/{application_id}/objections", payload=data.model_dump(mode="json"))
+    slot = await begin(
+        session,
+        caller=user.sub,
+        key=idempotency_key,
+        endpoint=f"POST /applications/{application_id}/objections",
+        payload=data.model_dump(mode="json"),
+    )
     if isinstance(slot, Replay):
         return _replay(slot)
     objection_id = uuid.uuid4()
-    request = ObjectionRequest(actor=service.actor_of(user), objection_id=str(objection_id), reason=data.reason)
-    state = await wf.send_update(temporal, application_id=application_id, name="object", arg=request,
-                                 update_id=f"object-{user.sub}-{idempotency_key}" if idempotency_key else None)
+    request = ObjectionRequest(
+        actor=service.actor_of(user), objection_id=str(objection_id), reason=data.reason
+    )
+    state = await wf.send_update(
+        temporal,
+        application_id=application_id,
+        name="object",
+        arg=request,
+        update_id=f"object-{user.sub}-{idempotency_key}" if idempotency_key else None,
+    )
     body = ObjectionFiled(objection_id=objection_id, state=_state(state))
     if slot is not None:
         await slot.store(201, body.model_dump(mode="json"))
     return body
 
 
-@router.post("/objections/{objection_id}/resolution", response_model=ReviewStateRead, tags=["reviews"],
-             responses=ACTION_ERRORS)
-async def resolve_objection(objection_id: uuid.UUID, data: ResolutionCreate, user: CurrentUserDep,
-                            session: SessionDep, temporal: TemporalDep, idempotency_key: IdempotencyKey = None) -> Any:
+@router.post(
+    "/objections/{objection_id}/resolution",
+    response_model=ReviewStateRead,
+    tags=["reviews"],
+    responses=ACTION_ERRORS,
+)
+async def resolve_objection(
+    objection_id: uuid.UUID,
+    data: ResolutionCreate,
+    user: CurrentUserDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     user.require(Role.reviewer)
     _, application = await service.objection_application(session, user=user, objection_id=objection_id)
-    request = ObjectionResolution(actor=service.actor_of(user), objection_id=str(objection_id), upheld=data.upheld,
-                                  reason=data.reason)
-    return await _act(session, temporal, user, application_id=application.id, name="resolve_objection",
-                      arg=request, payload=data.model_dump(mode="json"), idempotency_key=idempotency_key)
+    request = ObjectionResolution(
+        actor=service.actor_of(user), objection_id=str(objection_id), upheld=data.upheld, reason=data.reason
+    )
+    return await _act(
+        session,
+        temporal,
+        user,
+        application_id=application.id,
+        name="resolve_objection",
+        arg=request,
+        payload=data.model_dump(mode="json"),
+        idempotency_key=idempotency_key,
+    )
 
 
 # --- review queue ----------------------------------------------------------------------------------------
 
-@router.get("/review-tasks", response_model=Page[ReviewTaskRead], tags=["reviews"],
-            responses=problem_responses(401, 403, 422))
-async def review_tasks(user: CurrentUserDep, session: SessionDep, limit: LimitQuery = 50,
-                       cursor: CursorQuery = None) -> Page[ReviewTaskRead]:
+
+@router.get(
+    "/review-tasks",
+    response_model=Page[ReviewTaskRead],
+    tags=["reviews"],
+    responses=problem_responses(401, 403, 422),
+)
+async def review_tasks(
+    user: CurrentUserDep, session: SessionDep, limit: LimitQuery = 50, cursor: CursorQuery = None
+) -> Page[ReviewTaskRead]:
     rows = await service.review_queue(session, user=user, cursor=decode_cursor(cursor), limit=limit)
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [ReviewTaskRead(application_id=a.id, uscc=a.uscc, tier=a.tier, program=a.program,
-                            stage=t.stage,  # type: ignore[arg-type]
-                            region_code=t.region_code, created_at=t.created_at, due_at=t.due_at,
-                            overdue=t.overdue or t.due_at <= datetime.now(UTC), escalated_to=t.escalated_to)
-             for t, a in rows]
+    items = [
+        ReviewTaskRead(
+            application_id=a.id,
+            uscc=a.uscc,
+            tier=a.tier,
+            program=a.program,
+            stage=t.stage,
+            region_code=t.region_code,
+            created_at=t.created_at,
+            due_at=t.due_at,
+            overdue=t.overdue or t.due_at <= datetime.now(UTC),
+            escalated_to=t.escalated_to,
+        )
+        for t, a in rows
+    ]
     last = rows[-1][0] if rows else None
     return Page(items=items, next_cursor=encode_cursor(last.created_at, last.id) if more and last else None)
 
 
 # --- recognitions ----------------------------------------------------------------------------------------
 
-@router.get("/recognitions", response_model=Page[RecognitionRead], tags=["recognitions"],
-            responses=problem_responses(401, 422))
-async def list_recognitions(user: CurrentUserDep, session: SessionDep, limit: LimitQuery = 50,
-                            cursor: CursorQuery = None,
-                            uscc: Annotated[str | None, Query(max_length=18)] = None, tier: Tier | None = None,
-                            certificate_no: Annotated[str | None, Query(max_length=80)] = None,
-                            status: Annotated[str | None, Query(pattern="^(active|expired|revoked)$")] = None,
-                            valid_on: Annotated[datetime | None, Query(description="valid at this time")] = None
-                            ) -> Page[RecognitionRead]:
+
+@router.get(
+    "/recognitions",
+    response_model=Page[RecognitionRead],
+    tags=["recognitions"],
+    responses=problem_responses(401, 422),
+)
+async def list_recognitions(
+    user: CurrentUserDep,
+    session: SessionDep,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+    uscc: Annotated[str | None, Query(max_length=18)] = None,
+    tier: Tier | None = None,
+    certificate_no: Annotated[str | None, Query(max_length=80)] = None,
+    status: Annotated[str | None, Query(pattern="^(active|expired|revoked)$")] = None,
+    valid_on: Annotated[datetime | None, Query(description="valid at this time")] = None,
+) -> Page[RecognitionRead]:
     if user.role is Role.reviewer:
         raise Forbidden("Recognitions are read by their enterprise, finance and admins.")
     rows = await service.list_recognitions(
-        session, user=user, filters={"uscc": uscc, "tier": tier, "certificate_no": certificate_no, "status": status,
-                                     "valid_on": valid_on},
-        cursor=decode_cursor(cursor), limit=limit)
+        session,
+        user=user,
+        filters={
+            "uscc": uscc,
+            "tier": tier,
+            "certificate_no": certificate_no,
+            "status": status,
+            "valid_on": valid_on,
+        },
+        cursor=decode_cursor(cursor),
+        limit=limit,
+    )
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page(items=[RecognitionRead.model_validate(r) for r in rows],
-                next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None)
+    return Page(
+        items=[RecognitionRead.model_validate(r) for r in rows],
+        next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
+    )
 
 
-@router.get("/recognitions/{recognition_id}", response_model=RecognitionRead, tags=["recognitions"],
-            responses=problem_responses(401, 403, 404, 422))
-async def read_recognition(recognition_id: uuid.UUID, user: CurrentUserDep, session: SessionDep) -> RecognitionRead:
+@router.get(
+    "/recognitions/{recognition_id}",
+    response_model=RecognitionRead,
+    tags=["recognitions"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def read_recognition(
+    recognition_id: uuid.UUID, user: CurrentUserDep, session: SessionDep
+) -> RecognitionRead:
     if user.role is Role.reviewer:
         raise Forbidden("Recognitions are read by their enterprise, finance and admins.")
     return RecognitionRead.model_validate(
-        await service.get_recognition(session, user=user, recognition_id=recognition_id))
+        await service.get_recognition(session, user=user, recognition_id=recognition_id)
+    )
 
 
-@router.post("/recognitions/{recognition_id}/revocation", response_model=ReviewStateRead, tags=["recognitions"],
-             responses=ACTION_ERRORS)
-async def revoke(recognition_id: uuid.UUID, data: RevocationCreate, user: CurrentUserDep, session: SessionDep,
-                 temporal: TemporalDep, idempotency_key: IdempotencyKey = None) -> Any:
+@router.post(
+    "/recognitions/{recognition_id}/revocation",
+    response_model=ReviewStateRead,
+    tags=["recognitions"],
+    responses=ACTION_ERRORS,
+)
+async def revoke(
+    recognition_id: uuid.UUID,
+    data: RevocationCreate,
+    user: CurrentUserDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     user.require(Role.admin)
     recognition = await service.get_recognition(session, user=user, recognition_id=recognition_id)
     if recognition.status != "active":
         raise Conflict(f"The recognition is {recognition.status}; only an active one can be revoked.")
     request = RevokeRequest(actor=service.actor_of(user), reason=data.reason)
-    return await _act(session, temporal, user, application_id=recognition.application_id, name="revoke",
-                      arg=request, payload=data.model_dump(mode="json"), idempotency_key=idempotency_key)
+    return await _act(
+        session,
+        temporal,
+        user,
+        application_id=recognition.application_id,
+        name="revoke",
+        arg=request,
+        payload=data.model_dump(mode="json"),
+        idempotency_key=idempotency_key,
+    )

@@ -11,14 +11,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from services.applications.metrics import DeclaredMetrics
 from services.applications.uscc import validate_region_code, validate_uscc
 
-Uscc = Annotated[str, Field(min_length=1, max_length=40, examples=["91350100M000100Y43"]),
-                 AfterValidator(validate_uscc)]
+Uscc = Annotated[
+    str, Field(min_length=1, max_length=40, examples=["91350100M000100Y43"]), AfterValidator(validate_uscc)
+]
 RegionCode = Annotated[str, Field(examples=["500103"]), AfterValidator(validate_region_code)]
 T = TypeVar("T")
 Tier = Literal["innovative", "specialized_new", "little_giant", "invisible_champion", "single_champion"]
 StageName = Literal["municipal", "provincial", "national"]
-StatusName = Literal["screening", "in_review", "returned", "public_notice", "recognized", "ineligible",
-                     "rejected", "withdrawn"]
+StatusName = Literal[
+    "screening", "in_review", "returned", "public_notice", "recognized", "ineligible", "rejected", "withdrawn"
+]
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 
 
@@ -154,7 +156,9 @@ class DecisionCreate(_In):
     decision: Literal["approve", "reject", "return"]
     reason: Text
     stage: StageName | None = Field(default=None, description="the stage decided; refused unless current")
-    internal_note: Annotated[str | None, Field(max_length=4000, description="hidden from the applicant")] = None
+    internal_note: Annotated[str | None, Field(max_length=4000, description="hidden from the applicant")] = (
+        None
+    )
 
 
 class SupplementCreate(_In):

@@ -27,24 +27,34 @@ def workflow_id(application_id: uuid.UUID | str) -> str:
     return f"review-{application_id}"
 
 
-async def start_review(temporal: Client, *, application: Application, program: Program, task_queue: str) -> None:
+async def start_review(
+    temporal: Client, *, application: Application, program: Program, task_queue: str
+) -> None:
     """Start the application's review workflow; starting it again is harmless (same id, USE_EXISTING)."""
     try:
         await temporal.start_workflow(
-            "ReviewWorkflow", review_input(application, program), id=workflow_id(application.id),
-            task_queue=task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+            "ReviewWorkflow",
+            review_input(application, program),
+            id=workflow_id(application.id),
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
     except RPCError as exc:
-        raise ServiceUnavailable("The workflow engine is unavailable; the application is saved and its "
-                                 "review will start automatically.") from exc
+        raise ServiceUnavailable(
+            "The workflow engine is unavailable; the application is saved and its "
+            "review will start automatically."
+        ) from exc
 
 
 async def mark_started(session: AsyncSession, application_id: uuid.UUID) -> None:
-    await session.execute(update(Application).where(Application.id == application_id)
-                          .values(workflow_started=True))
+    await session.execute(
+        update(Application).where(Application.id == application_id).values(workflow_started=True)
+    )
 
 
-async def send_update(temporal: Client, *, application_id: uuid.UUID, name: str, arg: Any,
-                      update_id: str | None = None) -> ReviewState:
+async def send_update(
+    temporal: Client, *, application_id: uuid.UUID, name: str, arg: Any, update_id: str | None = None
+) -> ReviewState:
     handle = temporal.get_workflow_handle(workflow_id(application_id))
     try:
         result: ReviewState = await handle.execute_update(name, arg, id=update_id, result_type=ReviewState)
@@ -64,8 +74,14 @@ async def send_update(temporal: Client, *, application_id: uuid.UUID, name: str,
     return result
 
 
-async def reconcile(temporal: Client, sessionmaker: async_sessionmaker[AsyncSession], *,
-                    programs: dict[str, Program], task_queue: str, older_than_seconds: float = 30.0) -> int:
+async def reconcile(
+    temporal: Client,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    programs: dict[str, Program],
+    task_queue: str,
+    older_than_seconds: float = 30.0,
+) -> int:
     """Start workflows for committed applications that have none (the API died between commit and start)."""
     from datetime import UTC, datetime, timedelta
 

@@ -46,8 +46,9 @@ async def test_readyz_is_200_with_database_and_temporal(api: httpx.AsyncClient) 
 
 
 async def test_oversized_body_is_a_413_problem(api_rollback: httpx.AsyncClient) -> None:
-    resp = await api_rollback.post("/api/v1/enterprises", content=b"x" * (1024 * 1024 + 1),
-                                   headers={"Content-Type": "application/json"})
+    resp = await api_rollback.post(
+        "/api/v1/enterprises", content=b"x" * (1024 * 1024 + 1), headers={"Content-Type": "application/json"}
+    )
     assert resp.status_code == 413
     assert resp.headers["content-type"] == "application/problem+json"
 

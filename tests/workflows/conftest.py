@@ -35,36 +35,69 @@ class Harness:
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
         return self.resources.sessionmaker
 
-    async def seed(self, *, tier: str = "specialized_new", program: str = "demo", region: str = "500103",
-                   metrics: dict[str, Any] | None = None, uscc: str | None = None) -> Application:
+    async def seed(
+        self,
+        *,
+        tier: str = "specialized_new",
+        program: str = "demo",
+        region: str = "500103",
+        metrics: dict[str, Any] | None = None,
+        uscc: str | None = None,
+    ) -> Application:
         uscc = uscc or random_uscc(region)
         programs = self.resources.programs
         now = datetime.now(UTC)
         async with self.sessionmaker.begin() as session:
             if await session.get(Enterprise, uscc) is None:
-                session.add(Enterprise(uscc=uscc, name=f"Test {uscc}", region_code=region, industry="machinery",
-                                       founded_on=date(2010, 1, 1), registered_by="test"))
+                session.add(
+                    Enterprise(
+                        uscc=uscc,
+                        name=f"Test {uscc}",
+                        region_code=region,
+                        industry="machinery",
+                        founded_on=date(2010, 1, 1),
+                        registered_by="test",
+                    )
+                )
                 await session.flush()
             application = Application(
-                id=uuid.uuid4(), uscc=uscc, program=program, tier=tier, batch=programs[program].batches[0].key,
-                ruleset=programs[program].ruleset_for(now.date()), region_code=region, status="screening",
-                metrics=metrics or strong_metrics(), submitted_by="test", workflow_started=True,
-                created_at=now, updated_at=now)
+                id=uuid.uuid4(),
+                uscc=uscc,
+                program=program,
+                tier=tier,
+                batch=programs[program].batches[0].key,
+                ruleset=programs[program].ruleset_for(now.date()),
+                region_code=region,
+                status="screening",
+                metrics=metrics or strong_metrics(),
+                submitted_by="test",
+                workflow_started=True,
+                created_at=now,
+                updated_at=now,
+            )
             session.add(application)
         return application
 
     async def start(self, application: Application) -> WorkflowHandle[Any, ReviewState]:
         program = self.resources.programs[application.program]
         return await self.env.client.start_workflow(
-            "ReviewWorkflow", review_input(application, program), id=f"review-{application.id}",
-            task_queue=self.task_queue, result_type=ReviewState)
+            "ReviewWorkflow",
+            review_input(application, program),
+            id=f"review-{application.id}",
+            task_queue=self.task_queue,
+            result_type=ReviewState,
+        )
 
     async def state(self, handle: WorkflowHandle[Any, Any]) -> ReviewState:
         result: ReviewState = await handle.query("state", result_type=ReviewState)
         return result
 
-    async def wait_state(self, handle: WorkflowHandle[Any, Any], predicate: Callable[[ReviewState], bool],
-                         timeout: float = 15.0) -> ReviewState:
+    async def wait_state(
+        self,
+        handle: WorkflowHandle[Any, Any],
+        predicate: Callable[[ReviewState], bool],
+        timeout: float = 15.0,
+    ) -> ReviewState:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             state = await self.state(handle)
@@ -82,13 +115,19 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(time_skipping: WorkflowEnvironment, engine: AsyncEngine, settings: Settings
-                  ) -> AsyncIterator[Harness]:
+async def harness(
+    time_skipping: WorkflowEnvironment, engine: AsyncEngine, settings: Settings
+) -> AsyncIterator[Harness]:
     queue = f"ts-{uuid.uuid4().hex[:10]}"
     http = httpx.AsyncClient()
-    resources = Resources(settings=settings.model_copy(update={"temporal_task_queue": queue}), engine=engine,
-                          sessionmaker=create_sessionmaker(engine), temporal=time_skipping.client, http=http,
-                          owns=False)
+    resources = Resources(
+        settings=settings.model_copy(update={"temporal_task_queue": queue}),
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        temporal=time_skipping.client,
+        http=http,
+        owns=False,
+    )
     async with build_worker(time_skipping.client, resources, task_queue=queue):
         yield Harness(env=time_skipping, resources=resources, task_queue=queue)
     await http.aclose()

@@ -19,10 +19,20 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_there_is_a_history_for_every_review_path() -> None:
     names = {p.stem for p in HISTORIES}
-    expected = {"review-approved", "review-rejected-municipal", "review-rejected-provincial",
-                "review-rejected-national", "review-ineligible", "review-supplement-missed",
-                "review-sla-escalated", "review-objection-upheld", "review-objection-dismissed",
-                "review-withdrawn", "review-expired", "review-revoked"}
+    expected = {
+        "review-approved",
+        "review-rejected-municipal",
+        "review-rejected-provincial",
+        "review-rejected-national",
+        "review-ineligible",
+        "review-supplement-missed",
+        "review-sla-escalated",
+        "review-objection-upheld",
+        "review-objection-dismissed",
+        "review-withdrawn",
+        "review-expired",
+        "review-revoked",
+    }
     assert expected <= names, f"missing histories: {sorted(expected - names)}"
 
 

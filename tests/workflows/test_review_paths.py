@@ -49,8 +49,10 @@ async def record(handle: WorkflowHandle[Any, Any], name: str) -> None:
 
 async def decide(handle: WorkflowHandle[Any, Any], actor: Actor, decision: str, **kw: Any) -> ReviewState:
     result: ReviewState = await handle.execute_update(
-        "decide", DecisionRequest(actor=actor, decision=decision, reason=f"{decision} by {actor.sub}", **kw),  # type: ignore[arg-type]
-        result_type=ReviewState)
+        "decide",
+        DecisionRequest(actor=actor, decision=decision, reason=f"{decision} by {actor.sub}", **kw),  # type: ignore[arg-type]
+        result_type=ReviewState,
+    )
     return result
 
 
@@ -60,15 +62,17 @@ async def in_review(h: Harness, handle: WorkflowHandle[Any, Any], stage: str) ->
 
 async def transitions(h: Harness, application_id: uuid.UUID) -> list[Transition]:
     async with h.sessionmaker() as session:
-        rows = await session.execute(select(Transition).where(Transition.application_id == application_id)
-                                     .order_by(Transition.id))
+        rows = await session.execute(
+            select(Transition).where(Transition.application_id == application_id).order_by(Transition.id)
+        )
         return list(rows.scalars())
 
 
 async def open_tasks(h: Harness, application_id: uuid.UUID) -> list[ReviewTask]:
     async with h.sessionmaker() as session:
-        rows = await session.execute(select(ReviewTask).where(ReviewTask.application_id == application_id,
-                                                              ReviewTask.status == "open"))
+        rows = await session.execute(
+            select(ReviewTask).where(ReviewTask.application_id == application_id, ReviewTask.status == "open")
+        )
         return list(rows.scalars())
 
 
@@ -97,12 +101,15 @@ async def test_approved_through_every_stage_is_recognized(harness: Harness) -> N
     await harness.env.sleep(25)  # the demo notice period is 20 s
     state = await harness.wait_state(handle, lambda s: s.status == "recognized")
     assert state.certificate_no is not None
-    assert state.certificate_no.startswith(f"DEMO-{(await harness.row(app.id)).updated_at.year}-SPECIALIZED_NEW-")
+    assert state.certificate_no.startswith(
+        f"DEMO-{(await harness.row(app.id)).updated_at.year}-SPECIALIZED_NEW-"
+    )
     row = await harness.row(app.id)
     assert row.status == "recognized"
     async with harness.sessionmaker() as session:
-        recognition = (await session.execute(select(Recognition).where(Recognition.application_id == app.id))
-                       ).scalar_one()
+        recognition = (
+            await session.execute(select(Recognition).where(Recognition.application_id == app.id))
+        ).scalar_one()
     assert recognition.status == "active"
     assert (recognition.valid_until - recognition.valid_from).total_seconds() == 300
     actions = [t.action for t in await transitions(harness, app.id)]
@@ -159,8 +166,10 @@ async def test_returned_then_supplemented_goes_back_to_the_same_stage(harness: H
     assert (await harness.row(app.id)).status == "returned"
     assert await open_tasks(harness, app.id) == []
     state = await handle.execute_update(
-        "supplement", SupplementRequest(actor=applicant(app.uscc), note="audited statements attached"),
-        result_type=ReviewState)
+        "supplement",
+        SupplementRequest(actor=applicant(app.uscc), note="audited statements attached"),
+        result_type=ReviewState,
+    )
     assert (state.status, state.stage) == ("in_review", "provincial")
     assert [t.stage for t in await open_tasks(harness, app.id)] == ["provincial"]
     state = await decide(handle, reviewer("provincial"), "approve")
@@ -207,17 +216,28 @@ async def test_objection_during_notice(harness: Harness, upheld: bool) -> None:
     await approve_to_notice(harness, handle, ["municipal", "provincial"])
     objection_id = str(uuid.uuid4())
     state = await handle.execute_update(
-        "object", ObjectionRequest(actor=Actor(sub="citizen-7", role="enterprise", uscc="X"),
-                                   objection_id=objection_id, reason="the market share figure is inflated"),
-        result_type=ReviewState)
+        "object",
+        ObjectionRequest(
+            actor=Actor(sub="citizen-7", role="enterprise", uscc="X"),
+            objection_id=objection_id,
+            reason="the market share figure is inflated",
+        ),
+        result_type=ReviewState,
+    )
     assert state.open_objections == [objection_id]
     await harness.env.sleep(30)  # past the notice period: an open objection holds recognition
     state = await harness.state(handle)
     assert state.status == "public_notice"
     state = await handle.execute_update(
-        "resolve_objection", ObjectionResolution(actor=reviewer("provincial"), objection_id=objection_id,
-                                                 upheld=upheld, reason="checked against the customs data"),
-        result_type=ReviewState)
+        "resolve_objection",
+        ObjectionResolution(
+            actor=reviewer("provincial"),
+            objection_id=objection_id,
+            upheld=upheld,
+            reason="checked against the customs data",
+        ),
+        result_type=ReviewState,
+    )
     async with harness.sessionmaker() as session:
         objection = await session.get(Objection, uuid.UUID(objection_id))
         assert objection is not None
@@ -237,8 +257,9 @@ async def test_withdrawal_before_recognition(harness: Harness) -> None:
     app = await harness.seed()
     handle = await harness.start(app)
     await in_review(harness, handle, "municipal")
-    state = await handle.execute_update("withdraw", WithdrawRequest(actor=applicant(app.uscc), reason="not ready"),
-                                        result_type=ReviewState)
+    state = await handle.execute_update(
+        "withdraw", WithdrawRequest(actor=applicant(app.uscc), reason="not ready"), result_type=ReviewState
+    )
     assert state.status == "withdrawn"
     assert (await handle.result()).status == "withdrawn"
     assert await open_tasks(harness, app.id) == []
@@ -252,11 +273,13 @@ async def test_expiry_opens_a_re_review(harness: Harness) -> None:
     result = await handle.result()  # skips the notice period and the 300 s validity
     assert result.status == "recognized"
     async with harness.sessionmaker() as session:
-        recognition = (await session.execute(select(Recognition).where(Recognition.application_id == app.id))
-                       ).scalar_one()
+        recognition = (
+            await session.execute(select(Recognition).where(Recognition.application_id == app.id))
+        ).scalar_one()
         assert recognition.status == "expired"
-        renewal = (await session.execute(select(Application).where(Application.re_review_of == recognition.id))
-                   ).scalar_one()
+        renewal = (
+            await session.execute(select(Application).where(Application.re_review_of == recognition.id))
+        ).scalar_one()
     assert (renewal.uscc, renewal.tier) == (app.uscc, app.tier)
     child = harness.env.client.get_workflow_handle(f"review-{renewal.id}")
     state = await harness.wait_state(child, lambda s: s.status == "in_review")
@@ -273,8 +296,9 @@ async def test_revocation_stops_the_benefits(harness: Harness) -> None:
     await approve_to_notice(harness, handle, ["municipal", "provincial"])
     await harness.env.sleep(25)
     state = await harness.wait_state(handle, lambda s: s.status == "recognized")
-    state = await handle.execute_update("revoke", RevokeRequest(actor=ADMIN, reason="fraud found in audit"),
-                                        result_type=ReviewState)
+    state = await handle.execute_update(
+        "revoke", RevokeRequest(actor=ADMIN, reason="fraud found in audit"), result_type=ReviewState
+    )
     assert state.recognition_id is not None
     async with harness.sessionmaker() as session:
         recognition = await session.get(Recognition, uuid.UUID(state.recognition_id))
@@ -297,25 +321,38 @@ async def test_validators_refuse_wrong_level_region_stage_and_role(harness: Harn
     app = await harness.seed()
     handle = await harness.start(app)
     await in_review(harness, handle, "municipal")
-    wrong_level = await expect_refusal(handle, "decide", DecisionRequest(
-        actor=reviewer("provincial"), decision="approve", reason="x"))
+    wrong_level = await expect_refusal(
+        handle, "decide", DecisionRequest(actor=reviewer("provincial"), decision="approve", reason="x")
+    )
     assert wrong_level.type == "Forbidden"
-    wrong_region = await expect_refusal(handle, "decide", DecisionRequest(
-        actor=reviewer("municipal", region="110000"), decision="approve", reason="x"))
+    wrong_region = await expect_refusal(
+        handle,
+        "decide",
+        DecisionRequest(actor=reviewer("municipal", region="110000"), decision="approve", reason="x"),
+    )
     assert wrong_region.type == "Forbidden"
-    stale = await expect_refusal(handle, "decide", DecisionRequest(
-        actor=reviewer("municipal"), stage="provincial", decision="approve", reason="x"))
+    stale = await expect_refusal(
+        handle,
+        "decide",
+        DecisionRequest(actor=reviewer("municipal"), stage="provincial", decision="approve", reason="x"),
+    )
     assert stale.type == "Conflict"
     other = await expect_refusal(handle, "withdraw", WithdrawRequest(actor=applicant("91500103MA5U7C0X3D")))
     assert other.type == "Forbidden"
-    not_returned = await expect_refusal(handle, "supplement", SupplementRequest(actor=applicant(app.uscc), note="x"))
+    not_returned = await expect_refusal(
+        handle, "supplement", SupplementRequest(actor=applicant(app.uscc), note="x")
+    )
     assert not_returned.type == "Conflict"
-    no_notice = await expect_refusal(handle, "object", ObjectionRequest(
-        actor=ADMIN, objection_id=str(uuid.uuid4()), reason="x"))
+    no_notice = await expect_refusal(
+        handle, "object", ObjectionRequest(actor=ADMIN, objection_id=str(uuid.uuid4()), reason="x")
+    )
     assert no_notice.type == "Conflict"
     await decide(handle, reviewer("municipal"), "approve")
-    decided = await expect_refusal(handle, "decide", DecisionRequest(
-        actor=reviewer("municipal"), stage="municipal", decision="approve", reason="again"))
+    decided = await expect_refusal(
+        handle,
+        "decide",
+        DecisionRequest(actor=reviewer("municipal"), stage="municipal", decision="approve", reason="again"),
+    )
     assert decided.type == "Conflict"
     # Nothing refused reached the history or the audit trail.
     assert [t.action for t in await transitions(harness, app.id)] == ["screened", "approved"]

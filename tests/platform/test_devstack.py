@@ -1,0 +1,205 @@
+"""`make run`'s own supervisor (`giantflow dev`), end to end with real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from services.devstack import free_port
+from tests.conftest import BIN_DIR, TEST_SECRET
+
+pytestmark = pytest.mark.slow
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIANTFLOW_")}
+    ports = {name: free_port() for name in ("api", "pg", "temporal", "ui", "bank")}
+    env.update(
+        {
+            "GIANTFLOW_DATA_DIR": str(data_dir),
+            "GIANTFLOW_API_PORT": str(ports["api"]),
+            "GIANTFLOW_EMBEDDED_POSTGRES_PORT": str(ports["pg"]),
+            "GIANTFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}",
+            "GIANTFLOW_TEMPORAL_UI_PORT": str(ports["ui"]),
+            "GIANTFLOW_BANK_URL": f"http://127.0.0.1:{ports['bank']}",
+            "GIANTFLOW_LOG_LEVEL": "WARNING",
+        }
+    )
+    return env
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=3) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def _wait_ready(api: str, process: subprocess.Popen[str], timeout: float = 120) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            raise AssertionError(f"giantflow dev exited early with {process.returncode}")
+        if _get(f"{api}/readyz")[0] == 200:
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise AssertionError("never ready")
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    return _env(tmp_path / "var")
+
+
+def _start(env: dict[str, str]) -> subprocess.Popen[str]:
+    log = Path(env["GIANTFLOW_DATA_DIR"]).parent / "dev.out"
+    with log.open("a") as out:
+        return subprocess.Popen(
+            [str(BIN_DIR / "giantflow"), "dev"], env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+        )
+
+
+def _output(env: dict[str, str]) -> str:
+    return (Path(env["GIANTFLOW_DATA_DIR"]).parent / "dev.out").read_text()
+
+
+def _stop(process: subprocess.Popen[str]) -> list[psutil.Process]:
+    tree = psutil.Process(process.pid).children(recursive=True)
+    assert tree, "the supervisor started no children"
+    process.send_signal(signal.SIGTERM)
+    process.wait(60)
+    _, alive = psutil.wait_procs(tree, timeout=15)
+    return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_dev_stack_starts_serves_stops_cleanly_and_keeps_data(stack_env: dict[str, str]) -> None:
+    api = f"http://127.0.0.1:{stack_env['GIANTFLOW_API_PORT']}"
+    process = _start(stack_env)
+    try:
+        _wait_ready(api, process)
+        status, body = _get(f"{api}/openapi.json")
+        assert status == 200
+        assert "/api/v1/applications" in json.loads(body)["paths"]
+        assert _get(f"http://127.0.0.1:{stack_env['GIANTFLOW_TEMPORAL_UI_PORT']}/")[0] == 200
+        token = subprocess.run(
+            [str(BIN_DIR / "giantflow"), "token", "--role", "admin"],
+            env=stack_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        status, programs = _get(f"{api}/api/v1/programs", token)
+        assert status == 200
+        assert "demo" in {p["key"] for p in json.loads(programs)}
+        # Write something, so the restart below can find it.
+        request = urllib.request.Request(
+            f"{api}/api/v1/enterprises",
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            data=json.dumps(
+                {
+                    "uscc": "91350100M000100Y43",
+                    "name": "Kept",
+                    "region_code": "350100",
+                    "industry": "x",
+                    "founded_on": "2001-01-01",
+                }
+            ).encode(),
+        )
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            assert resp.status == 201
+    finally:
+        survivors = _stop(process)
+    assert process.returncode == 0
+    assert survivors == [], f"orphans: {[p.cmdline() for p in survivors]}"
+    output = _output(stack_env)
+    assert "api" in output
+    assert "postgres" in output
+
+    again = _start(stack_env)
+    try:
+        _wait_ready(api, again)
+        token = subprocess.run(
+            [str(BIN_DIR / "giantflow"), "token", "--role", "admin"],
+            env=stack_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        status, body = _get(f"{api}/api/v1/enterprises/91350100M000100Y43", token)
+        assert status == 200, body
+        assert json.loads(body)["name"] == "Kept"
+    finally:
+        assert _stop(again) == []
+
+
+def test_a_port_in_use_is_one_clear_line(stack_env: dict[str, str]) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", int(stack_env["GIANTFLOW_API_PORT"])))
+    holder.listen()
+    try:
+        result = subprocess.run(
+            [str(BIN_DIR / "giantflow"), "dev"], env=stack_env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        holder.close()
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "already in use" in lines[0]
+    assert stack_env["GIANTFLOW_API_PORT"] in lines[0]
+
+
+def test_an_unreachable_external_database_is_one_clear_line(stack_env: dict[str, str]) -> None:
+    env = {**stack_env, "GIANTFLOW_DATABASE_URL": f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/x"}
+    result = subprocess.run(
+        [str(BIN_DIR / "giantflow"), "dev"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "cannot be reached" in lines[0]
+
+
+def test_token_command_prints_a_verifiable_token(stack_env: dict[str, str]) -> None:
+    env = {**stack_env, "GIANTFLOW_ENVIRONMENT": "test", "GIANTFLOW_JWT_SECRET": TEST_SECRET}
+    result = subprocess.run(
+        [
+            str(BIN_DIR / "giantflow"),
+            "token",
+            "--role",
+            "reviewer",
+            "--level",
+            "municipal",
+            "--region",
+            "500100",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    import jwt
+
+    claims = jwt.decode(result.stdout.strip(), TEST_SECRET, algorithms=["HS256"])
+    assert (claims["role"], claims["level"], claims["region"]) == ("reviewer", "municipal", "500100")
+    bad = subprocess.run(
+        [str(BIN_DIR / "giantflow"), "token", "--role", "reviewer"], env=env, capture_output=True, text=True
+    )
+    assert bad.returncode != 0
+    assert "level" in bad.stderr
+    assert sys.executable
