@@ -18,6 +18,7 @@ from services.config import Settings, get_settings
 from services.deps import ResourcesDep
 from services.errors import install_problem_handlers, problem_response
 from services.logging import configure_logging
+from services.ratelimit import WriteLimiter
 from services.resources import Resources
 
 log = structlog.get_logger("giantflow.api")
@@ -68,6 +69,7 @@ def create_app(
         resources = await factory(settings)
         app.state.resources = resources
         app.state.verifier = TokenVerifier(settings, resources.http)
+        app.state.write_limiter = WriteLimiter(settings.write_rate_per_minute)
         try:
             yield
         finally:

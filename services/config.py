@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     max_upload_bytes: int = 10 * 1024 * 1024
+    write_rate_per_minute: int = 600
 
     @model_validator(mode="after")
     def _refuse_development_secret(self) -> Settings:

@@ -48,6 +48,7 @@ from services.deps import CurrentUserDep, ResourcesDep, SessionDep, TemporalDep
 from services.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, problem_responses
 from services.idempotency import Replay, begin
 from services.pagination import CursorQuery, LimitQuery, decode_cursor, encode_cursor
+from services.ratelimit import WriterDep
 from workflows.inputs import (
     DecisionRequest,
     ObjectionRequest,
@@ -126,7 +127,7 @@ async def list_programs(resources: ResourcesDep) -> list[ProgramRead]:
     responses=problem_responses(401, 403, 409, 422),
 )
 async def register_enterprise(
-    data: EnterpriseCreate, user: CurrentUserDep, session: SessionDep, idempotency_key: IdempotencyKey = None
+    data: EnterpriseCreate, user: WriterDep, session: SessionDep, idempotency_key: IdempotencyKey = None
 ) -> Any:
     user.require(Role.enterprise, Role.admin)
     slot = await begin(
@@ -170,7 +171,7 @@ async def read_enterprise(uscc: str, user: CurrentUserDep, session: SessionDep) 
     responses=problem_responses(401, 403, 409, 413, 422),
 )
 async def upload_document(
-    user: CurrentUserDep,
+    user: WriterDep,
     session: SessionDep,
     resources: ResourcesDep,
     kind: Annotated[str, Form(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")],
@@ -204,7 +205,7 @@ async def upload_document(
 )
 async def submit_application(
     data: ApplicationCreate,
-    user: CurrentUserDep,
+    user: WriterDep,
     session: SessionDep,
     resources: ResourcesDep,
     temporal: TemporalDep,
@@ -358,7 +359,7 @@ ACTION_ERRORS = problem_responses(401, 403, 404, 409, 422, 503)
 async def decide(
     application_id: uuid.UUID,
     data: DecisionCreate,
-    user: CurrentUserDep,
+    user: WriterDep,
     session: SessionDep,
     temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
@@ -392,7 +393,7 @@ async def decide(
 async def supplement(
     application_id: uuid.UUID,
     data: SupplementCreate,
-    user: CurrentUserDep,
+    user: WriterDep,
     session: SessionDep,
     temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
@@ -419,7 +420,7 @@ async def supplement(
 )
 async def withdraw(
     application_id: uuid.UUID,
-    user: CurrentUserDep,
+    user: WriterDep,
     session: SessionDep,
     temporal: TemporalDep,
     data: WithdrawCreate | None = None,
@@ -450,7 +451,7 @@ async def withdraw(
 async def file_objection(
     application_id: uuid.UUID,
     data: ObjectionCreate,
-    user: CurrentUserDep,
+    user: WriterDep,
     session: SessionDep,
     temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
@@ -492,7 +493,7 @@ async def file_objection(
 async def resolve_objection(
     objection_id: uuid.UUID,
     data: ResolutionCreate,
-    user: CurrentUserDep,
+    user: WriterDep,
     session: SessionDep,
     temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
@@ -616,7 +617,7 @@ async def read_recognition(
 async def revoke(
     recognition_id: uuid.UUID,
     data: RevocationCreate,
-    user: CurrentUserDep,
+    user: WriterDep,
     session: SessionDep,
     temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
