@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -178,6 +179,17 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers) if exc.headers else None,
         )
 
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
+        return problem_response(
+            503,
+            title="A dependency is unavailable",
+            slug="service-unavailable",
+            detail="The database is unavailable; nothing was changed. Try again shortly.",
+            instance=request.url.path,
+            headers={"Retry-After": "5"},
+        )
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
         return problem_response(
@@ -191,4 +203,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GiantflowError, domain_error)
     app.add_exception_handler(RequestValidationError, request_validation)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    for error in (OperationalError, InterfaceError, ConnectionError, TimeoutError):
+        app.add_exception_handler(error, database_unavailable)
     app.add_exception_handler(Exception, unexpected)
