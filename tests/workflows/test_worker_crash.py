@@ -1,0 +1,137 @@
+"""Kill the worker in the middle of a review, start a new one, and the review finishes exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from services.applications.models import Application, Enterprise, Transition
+from services.applications.service import review_input
+from services.resources import Resources
+from tests.conftest import BIN_DIR, TEST_SECRET
+from tests.support.factories import random_uscc, strong_metrics
+from workflows.inputs import Actor, DecisionRequest, ReviewState
+
+pytestmark = pytest.mark.slow
+
+
+def _worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(BIN_DIR / "giantflow"), "worker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+async def _state(handle: Any, predicate: Any, timeout: float = 20) -> ReviewState:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        state: ReviewState = await handle.query("state", result_type=ReviewState)
+        if predicate(state):
+            return state
+        assert asyncio.get_running_loop().time() < deadline, state
+        await asyncio.sleep(0.1)
+
+
+async def test_review_survives_a_killed_worker(resources: Resources, dev_server: Any, tmp_path: Path) -> None:
+    from datetime import UTC, date, datetime
+
+    queue = f"crash-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIANTFLOW_")}
+    env.update(
+        {
+            "GIANTFLOW_ENVIRONMENT": "test",
+            "GIANTFLOW_JWT_SECRET": TEST_SECRET,
+            "GIANTFLOW_DATABASE_URL": resources.settings.effective_database_url,
+            "GIANTFLOW_TEMPORAL_ADDRESS": dev_server.client.service_client.config.target_host,
+            "GIANTFLOW_TEMPORAL_TASK_QUEUE": queue,
+            "GIANTFLOW_DATA_DIR": str(tmp_path),
+            "GIANTFLOW_LOG_LEVEL": "WARNING",
+        }
+    )
+    uscc, now = random_uscc(), datetime.now(UTC)
+    async with resources.sessionmaker.begin() as session:
+        session.add(
+            Enterprise(
+                uscc=uscc,
+                name="x",
+                region_code="500103",
+                industry="x",
+                founded_on=date(2010, 1, 1),
+                registered_by="t",
+            )
+        )
+        await session.flush()
+        application = Application(
+            id=uuid.uuid4(),
+            uscc=uscc,
+            program="demo",
+            tier="specialized_new",
+            batch=resources.programs["demo"].batches[0].key,
+            ruleset="national-2022",
+            region_code="500103",
+            status="screening",
+            metrics=strong_metrics(),
+            submitted_by="t",
+            workflow_started=True,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(application)
+    first = _worker(env, tmp_path / "worker.log")
+    try:
+        handle = await dev_server.client.start_workflow(
+            "ReviewWorkflow",
+            review_input(application, resources.programs["demo"]),
+            id=f"review-{application.id}",
+            task_queue=queue,
+        )
+        await _state(handle, lambda s: s.status == "in_review")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    # The decision is sent while no worker runs; it completes once a new worker picks the workflow up.
+    decision = asyncio.create_task(
+        handle.execute_update(
+            "decide",
+            DecisionRequest(
+                actor=Actor(sub="m1", role="reviewer", level="municipal", region="500100"),
+                decision="approve",
+                reason="ok",
+            ),
+            result_type=ReviewState,
+        )
+    )
+    await asyncio.sleep(1)
+    assert not decision.done()
+    second = _worker(env, tmp_path / "worker.log")
+    try:
+        state = await asyncio.wait_for(decision, 30)
+        assert (state.status, state.stage) == ("in_review", "provincial")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+    assert second.returncode == 0
+    async with resources.sessionmaker() as session:
+        actions = list(
+            (
+                await session.execute(
+                    select(Transition.action)
+                    .where(Transition.application_id == application.id)
+                    .order_by(Transition.id)
+                )
+            ).scalars()
+        )
+    assert actions == ["screened", "approved"]  # exactly once, whatever the crash
+    await handle.terminate("test done")
