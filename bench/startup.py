@@ -79,10 +79,10 @@ def main() -> None:
             warm.append(ready_s)
             stops.append(stop_s)
             print(f"run {n + 1}: fresh data folder {fresh[-1]:.2f} s to ready, warm {warm[-1]:.2f} s")
+    cold, hot, stop = statistics.median(fresh), statistics.median(warm), statistics.median(stops)
     print(
-        f"median to /readyz 200: fresh {statistics.median(fresh):.2f} s, warm {statistics.median(warm):.2f} s "
-        f"(warm/fresh {statistics.median(warm) / statistics.median(fresh):.2f}); "
-        f"median clean stop {statistics.median(stops):.2f} s"
+        f"median to /readyz 200: fresh {cold:.2f} s, warm {hot:.2f} s (warm/fresh {hot / cold:.2f}); "
+        f"median clean stop {stop:.2f} s"
     )
 
 
