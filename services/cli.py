@@ -40,6 +40,7 @@ def dev() -> None:
     from services.devstack import DevStack
 
     settings = _settings()
+    _load_programs_or_fail(settings)
     raise typer.Exit(DevStack(settings, out=lambda line: typer.echo(line)).run())
 
 

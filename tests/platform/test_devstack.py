@@ -203,3 +203,143 @@ def test_token_command_prints_a_verifiable_token(stack_env: dict[str, str]) -> N
     assert bad.returncode != 0
     assert "level" in bad.stderr
     assert sys.executable
+
+
+def test_a_malformed_program_file_stops_start_up_with_one_line(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    programs = tmp_path / "programs"
+    programs.mkdir()
+    demo = (Path(__file__).resolve().parents[2] / "programs" / "demo.toml").read_text()
+    (programs / "demo.toml").write_text(demo.replace('stage_sla = "PT60S"', 'stage_sla = "sixty seconds"'))
+    env = {**stack_env, "GIANTFLOW_PROGRAMS_DIR": str(programs)}
+    for command in ("dev", "api", "worker"):
+        result = subprocess.run(
+            [str(BIN_DIR / "giantflow"), command], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 1, command
+        lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+        assert len(lines) == 1, lines
+        assert "demo.toml" in lines[0]
+        assert "stage_sla" in lines[0]
+
+
+def _call(method: str, url: str, token: str, body: object | None = None) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(
+        url,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        data=json.dumps(body).encode() if body is not None else None,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _upload(url: str, token: str, kind: str) -> str:
+    boundary = "giantflowboundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="kind"\r\n\r\n{kind}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{kind}.pdf"\r\n'
+        f"Content-Type: application/pdf\r\n\r\n%PDF-1.4 evidence\r\n--{boundary}--\r\n"
+    ).encode()
+    request = urllib.request.Request(
+        url,
+        method="POST",
+        data=body,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return str(json.loads(resp.read())["id"])
+
+
+def test_end_to_end_over_http_against_the_running_stack(stack_env: dict[str, str], tmp_path: Path) -> None:
+    """Register, submit, see screening, approve each stage, watch the notice pass, read the recognition -
+    over real HTTP against `giantflow dev`'s API, worker, Temporal dev server and PostgreSQL."""
+    from tests.support.factories import random_uscc, strong_metrics
+
+    programs = tmp_path / "programs"
+    programs.mkdir()
+    demo = (Path(__file__).resolve().parents[2] / "programs" / "demo.toml").read_text()
+    (programs / "demo.toml").write_text(demo.replace('notice_period = "PT20S"', 'notice_period = "PT2S"'))
+    env = {**stack_env, "GIANTFLOW_PROGRAMS_DIR": str(programs)}
+    api = f"http://127.0.0.1:{env['GIANTFLOW_API_PORT']}/api/v1"
+
+    def token(*args: str) -> str:
+        return subprocess.run(
+            [str(BIN_DIR / "giantflow"), "token", *args], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    process = _start(env)
+    try:
+        _wait_ready(api.removesuffix("/api/v1"), process)
+        uscc = random_uscc("500103")
+        enterprise = token("--role", "enterprise", "--uscc", uscc)
+        status, _ = _call(
+            "POST",
+            f"{api}/enterprises",
+            enterprise,
+            {
+                "uscc": uscc,
+                "name": "E2E Co",
+                "region_code": "500103",
+                "industry": "machinery",
+                "founded_on": "2012-03-01",
+            },
+        )
+        assert status == 201
+        evidence = [
+            _upload(f"{api}/documents", enterprise, k)
+            for k in ("business_licence", "financial_statements_3y")
+        ]
+        status, created = _call(
+            "POST",
+            f"{api}/applications",
+            enterprise,
+            {
+                "uscc": uscc,
+                "program": "demo",
+                "tier": "specialized_new",
+                "metrics": strong_metrics(),
+                "evidence": evidence,
+            },
+        )
+        assert status == 201, created
+        url = f"{api}/applications/{created['id']}"
+        deadline = time.monotonic() + 30
+        while (body := _call("GET", url, enterprise)[1])["status"] == "screening":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert body["status"] == "in_review"
+        assert body["screening"]["passed"] is True  # type: ignore[index]
+        for level, region in (("municipal", "500100"), ("provincial", "500000")):
+            status, state = _call(
+                "POST",
+                f"{url}/decisions",
+                token("--role", "reviewer", "--level", level, "--region", region),
+                {"decision": "approve", "reason": f"{level} review passed"},
+            )
+            assert status == 200, state
+        assert state["status"] == "public_notice"
+        deadline = time.monotonic() + 30
+        while (body := _call("GET", url, enterprise)[1])["status"] != "recognized":
+            assert time.monotonic() < deadline, body
+            time.sleep(0.3)
+        status, recognitions = _call("GET", f"{api}/recognitions", enterprise)
+        assert status == 200
+        [recognition] = recognitions["items"]  # type: ignore[misc]
+        assert recognition["certificate_no"].startswith("DEMO-")
+        assert [h["action"] for h in body["history"]] == [  # type: ignore[attr-defined]
+            "submitted",
+            "screened",
+            "approved",
+            "approved",
+            "recognized",
+        ]
+    finally:
+        assert _stop(process) == []
