@@ -117,7 +117,8 @@ class IsoDuration:
     """A positive ISO 8601 duration, kept with its original text.
 
     ``timedelta`` is exact for days and times; years and months count as 365 and 30 days there, so
-    use :meth:`add_to` for calendar arithmetic (``P3Y`` from 29 Feb 2024 is 28 Feb 2027).
+    use :meth:`add_to` for calendar arithmetic (``P3Y`` from 29 Feb 2024 is 28 Feb 2027). In a pydantic
+    model it validates from the ISO text and serializes back to it.
     """
 
     iso: str
@@ -180,12 +181,10 @@ class IsoDuration:
 
 
 def _money_input(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, str):
+    if isinstance(value, str | Decimal):
         return value
     kind = type(value).__name__
-    raise ValueError(f'money must be a quoted string with two decimals, e.g. "2000000.00", not {kind} {value!r}')
+    raise ValueError(f'money is a quoted string with two decimals, e.g. "2000000.00", not {kind} {value!r}')
 
 
 def _two_decimals(value: Decimal) -> Decimal:

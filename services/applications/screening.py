@@ -101,6 +101,8 @@ class UnknownRuleset(ValueError):
 
 
 class RuleResult(BaseModel):
+    """One rule's verdict: the declared value, the threshold, the points (scored indicators) and pass/fail."""
+
     model_config = ConfigDict(frozen=True)
 
     rule: str
@@ -112,6 +114,8 @@ class RuleResult(BaseModel):
 
 
 class ScreeningResult(BaseModel):
+    """Every rule in a fixed order, eligibility first; ``score`` only for scored tiers."""
+
     model_config = ConfigDict(frozen=True)
 
     ruleset: str
@@ -130,6 +134,7 @@ class ScreeningResult(BaseModel):
 
     @property
     def failed_rules(self) -> list[RuleResult]:
+        """Rules that did not pass (including direct paths not taken)."""
         return [result for result in self.rules if not result.passed]
 
 
@@ -194,8 +199,9 @@ class _Bands:
         return ", ".join(parts)
 
 
-def _bands(*edges: tuple[str, int], rest: int = 0, lower: bool = False) -> _Bands:
-    return _Bands(tuple((_D(bound), points) for bound, points in edges), rest=rest, lower_is_better=lower)
+def _bands(*edges: tuple[str, int], lower: bool = False) -> _Bands:
+    """Bands over fractions shown as percentages: ``_bands(("0.05", 20), ("0.03", 15))``."""
+    return _Bands(tuple((_D(bound), points) for bound, points in edges), lower_is_better=lower)
 
 
 # -- rule construction ------------------------------------------------------------------------------
@@ -213,12 +219,9 @@ def _scored(rule: str, description: str, value: str, threshold: str, points: int
     return _rule(rule, description, value, threshold, points > 0, points)
 
 
-def _banded(
-    rule: str, description: str, value: Decimal, bands: _Bands, *, shown: str | None = None
-) -> RuleResult:
-    points = bands.points(value)
-    text = shown if shown is not None else _pct(value, lower_is_better=bands.lower_is_better)
-    return _scored(rule, description, text, bands.describe(), points)
+def _banded(rule: str, description: str, value: Decimal, bands: _Bands) -> RuleResult:
+    text = _pct(value, lower_is_better=bands.lower_is_better)
+    return _scored(rule, description, text, bands.describe(), bands.points(value))
 
 
 def _subtotal(rule: str, description: str, points: int, minimum: int, maximum: int) -> RuleResult:

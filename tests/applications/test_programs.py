@@ -351,7 +351,7 @@ def test_missing_folder(tmp_path: Path) -> None:
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "demo.toml"
     path.write_bytes(b'key = "\xff"\n')
-    with pytest.raises(ProgramFileError, match="demo.toml"):
+    with pytest.raises(ProgramFileError, match=r"demo\.toml: not UTF-8 text"):
         load_programs(tmp_path)
 
 

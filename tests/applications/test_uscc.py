@@ -122,7 +122,10 @@ def test_region_codes_accepted(code: str) -> None:
     assert validate_region_code(code) == code
 
 
-@pytest.mark.parametrize("code", ["", "50000", "5000000", "50000a", " 500000", "50 000", "５０００００"])
+FULL_WIDTH_500000 = "\uff15\uff10\uff10\uff10\uff10\uff10"
+
+
+@pytest.mark.parametrize("code", ["", "50000", "5000000", "50000a", " 500000", "50 000", FULL_WIDTH_500000])
 def test_region_codes_rejected(code: str) -> None:
     with pytest.raises(InvalidRegionCode, match="exactly 6 digits"):
         validate_region_code(code)
