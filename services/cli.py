@@ -149,7 +149,7 @@ def token(
 
 def _load_programs_or_fail(settings: Settings) -> None:
     try:
-        from services.applications.programs import ProgramFileError, load_programs
+        from services.programs import ProgramFileError, load_programs
     except ImportError:  # pragma: no cover
         return
     try:

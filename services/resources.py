@@ -15,7 +15,7 @@ from services.config import Settings
 from services.db import create_engine, create_sessionmaker
 
 if TYPE_CHECKING:
-    from services.applications.programs import Program
+    from services.programs import Program
 
 
 async def connect_temporal(settings: Settings, *, lazy: bool = True) -> Client:
@@ -43,7 +43,7 @@ class Resources:
     def programs(self) -> dict[str, Program]:
         """The programs folder, loaded once (a malformed file already stopped start-up in the CLI)."""
         if self._programs is None:
-            from services.applications.programs import load_programs
+            from services.programs import load_programs
 
             self._programs = load_programs(self.settings.programs_dir)
         return self._programs

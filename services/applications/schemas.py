@@ -9,7 +9,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.applications.metrics import DeclaredMetrics
-from services.applications.uscc import validate_region_code, validate_uscc
+from services.identifiers import validate_region_code, validate_uscc
 
 Uscc = Annotated[
     str, Field(min_length=1, max_length=40, examples=["91350100M000100Y43"]), AfterValidator(validate_uscc)

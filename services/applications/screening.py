@@ -69,11 +69,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from services.applications.metrics import INFINITY, DeclaredMetrics
+from services.programs import RULESETS, TIERS, TierKey
 
 __all__ = [
     "RULESETS",
@@ -85,11 +86,9 @@ __all__ = [
     "screen",
 ]
 
-TierKey = Literal["innovative", "specialized_new", "little_giant", "invisible_champion", "single_champion"]
-TIERS: tuple[TierKey, ...] = get_args(TierKey)
+__all__ = ["RULESETS", "TIERS", "RuleResult", "ScreeningResult", "TierKey", "UnknownRuleset", "screen"]
 """Every tier, lowest to highest."""
 
-RULESETS: frozenset[str] = frozenset({"national-2022", "national-2026"})
 
 _D = Decimal
 _MILLION = _D(1_000_000)

@@ -22,11 +22,11 @@ from services.applications.models import (
     ReviewTask,
     Transition,
 )
-from services.applications.programs import Program
 from services.applications.schemas import ApplicationCreate, EnterpriseCreate, ListFilters
 from services.applications.screening import screen
 from services.auth import CurrentUser, Role
 from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
+from services.programs import Program
 from workflows.inputs import (
     Actor,
     EscalationInput,

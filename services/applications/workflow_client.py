@@ -15,9 +15,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from services.applications.models import Application
-from services.applications.programs import Program
 from services.applications.service import review_input
 from services.errors import Conflict, Forbidden, ServiceUnavailable
+from services.programs import Program
 from workflows.inputs import ReviewState
 
 log = structlog.get_logger(__name__)

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from services.applications.programs import load_programs
 from services.config import Settings
+from services.programs import load_programs
 from services.resources import Resources
 from tests.conftest import bearer, make_token
 from tests.support.factories import random_uscc, strong_metrics

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from services.applications.programs import (
+from services.programs import (
     IsoDuration,
     NoRulesetInForce,
     Program,

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.applications.uscc import (
+from services.identifiers import (
     CHARSET,
     InvalidRegionCode,
     InvalidUSCC,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from services.applications.uscc import make_uscc
+from services.identifiers import make_uscc
 
 CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 

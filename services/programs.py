@@ -57,7 +57,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import isodate
 from pydantic import (
@@ -74,8 +74,12 @@ from pydantic import (
 )
 from pydantic_core import core_schema
 
-from services.applications.screening import RULESETS, TIERS, TierKey
-from services.applications.uscc import validate_region_code
+from services.identifiers import validate_region_code
+
+TierKey = Literal["innovative", "specialized_new", "little_giant", "invisible_champion", "single_champion"]
+TIERS: tuple[TierKey, ...] = get_args(TierKey)
+# The criteria rulesets the screening engine implements (services.applications.screening).
+RULESETS: frozenset[str] = frozenset({"national-2022", "national-2026"})
 
 __all__ = [
     "REVIEW_LEVELS",
