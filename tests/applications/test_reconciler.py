@@ -4,47 +4,21 @@ worker's reconciler starts workflows for committed applications that have none."
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.applications.models import Application, Enterprise
+from services.applications.models import Application
 from services.applications.workflow_client import reconcile
 from services.resources import Resources
-from tests.support.factories import random_uscc, strong_metrics
+from tests.support.factories import seed_application
 from workflows.inputs import ReviewState
 
 
 async def test_reconciler_starts_missing_workflows_once(resources: Resources, worker: Any) -> None:
-    uscc, created = random_uscc(), datetime.now(UTC) - timedelta(minutes=2)
-    program = resources.programs["demo"]
     async with resources.sessionmaker.begin() as session:
-        session.add(
-            Enterprise(
-                uscc=uscc,
-                name="x",
-                region_code="500103",
-                industry="x",
-                founded_on=date(2010, 1, 1),
-                registered_by="t",
-            )
+        application = await seed_application(
+            session, workflow_started=False, created_at=datetime.now(UTC) - timedelta(minutes=2)
         )
-        await session.flush()
-        application = Application(
-            id=uuid.uuid4(),
-            uscc=uscc,
-            program="demo",
-            tier="specialized_new",
-            batch=program.batches[0].key,
-            ruleset="national-2022",
-            region_code="500103",
-            status="screening",
-            metrics=strong_metrics(),
-            submitted_by="t",
-            created_at=created,
-            updated_at=created,
-        )
-        session.add(application)
     queue = resources.settings.temporal_task_queue
     started = await reconcile(
         resources.temporal, resources.sessionmaker, programs=resources.programs, task_queue=queue

@@ -67,47 +67,23 @@ async def test_upgrade_downgrade_upgrade(scratch_database: str) -> None:
 
 
 async def test_audit_trail_is_append_only(session: AsyncSession) -> None:
-    from datetime import UTC, date, datetime
+    from datetime import UTC, datetime
 
     from sqlalchemy.exc import DBAPIError
 
-    from services.applications.models import Application, Enterprise, Transition
-    from tests.support.factories import random_uscc
+    from services.applications.models import Transition
+    from tests.support.factories import seed_application
 
-    uscc, now = random_uscc(), datetime.now(UTC)
-    session.add(
-        Enterprise(
-            uscc=uscc,
-            name="x",
-            region_code="500103",
-            industry="x",
-            founded_on=date(2010, 1, 1),
-            registered_by="t",
-        )
-    )
-    await session.flush()
-    application = Application(
-        uscc=uscc,
-        program="demo",
-        tier="specialized_new",
-        batch="b",
-        ruleset="national-2022",
-        region_code="500103",
-        status="screening",
-        metrics={},
-        submitted_by="t",
-    )
-    session.add(application)
-    await session.flush()
+    application = await seed_application(session)
     session.add(
         Transition(
             application_id=application.id,
-            event_key=f"k-{uscc}",
+            event_key=f"k-{application.id}",
             actor="t",
             role="system",
             action="submitted",
             to_status="screening",
-            at=now,
+            at=datetime.now(UTC),
         )
     )
     await session.flush()

@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -15,12 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from services.applications.models import Application, Enterprise
+from services.applications.models import Application
 from services.applications.service import review_input
 from services.config import Settings
 from services.db import create_sessionmaker
 from services.resources import Resources
-from tests.support.factories import random_uscc, strong_metrics
+from tests.support.factories import seed_application
 from workflows.inputs import ReviewState
 from workflows.worker import build_worker
 
@@ -44,39 +43,11 @@ class Harness:
         metrics: dict[str, Any] | None = None,
         uscc: str | None = None,
     ) -> Application:
-        uscc = uscc or random_uscc(region)
-        programs = self.resources.programs
-        now = datetime.now(UTC)
+        batch = self.resources.programs[program].batches[0].key
         async with self.sessionmaker.begin() as session:
-            if await session.get(Enterprise, uscc) is None:
-                session.add(
-                    Enterprise(
-                        uscc=uscc,
-                        name=f"Test {uscc}",
-                        region_code=region,
-                        industry="machinery",
-                        founded_on=date(2010, 1, 1),
-                        registered_by="test",
-                    )
-                )
-                await session.flush()
-            application = Application(
-                id=uuid.uuid4(),
-                uscc=uscc,
-                program=program,
-                tier=tier,
-                batch=programs[program].batches[0].key,
-                ruleset=programs[program].ruleset_for(now.date()),
-                region_code=region,
-                status="screening",
-                metrics=metrics or strong_metrics(),
-                submitted_by="test",
-                workflow_started=True,
-                created_at=now,
-                updated_at=now,
+            return await seed_application(
+                session, tier=tier, program=program, batch=batch, region=region, metrics=metrics, uscc=uscc
             )
-            session.add(application)
-        return application
 
     async def start(self, application: Application) -> WorkflowHandle[Any, ReviewState]:
         program = self.resources.programs[application.program]

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from services.applications.models import Application, Enterprise, Transition
+from services.applications.models import Transition
 from services.applications.service import review_input
 from services.resources import Resources
 from tests.conftest import BIN_DIR, TEST_SECRET
-from tests.support.factories import random_uscc, strong_metrics
+from tests.support.factories import seed_application
 from workflows.inputs import Actor, DecisionRequest, ReviewState
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,6 @@ async def _state(handle: Any, predicate: Any, timeout: float = 20) -> ReviewStat
 
 
 async def test_review_survives_a_killed_worker(resources: Resources, dev_server: Any, tmp_path: Path) -> None:
-    from datetime import UTC, date, datetime
 
     queue = f"crash-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIANTFLOW_")}
@@ -60,35 +59,8 @@ async def test_review_survives_a_killed_worker(resources: Resources, dev_server:
             "GIANTFLOW_LOG_LEVEL": "WARNING",
         }
     )
-    uscc, now = random_uscc(), datetime.now(UTC)
     async with resources.sessionmaker.begin() as session:
-        session.add(
-            Enterprise(
-                uscc=uscc,
-                name="x",
-                region_code="500103",
-                industry="x",
-                founded_on=date(2010, 1, 1),
-                registered_by="t",
-            )
-        )
-        await session.flush()
-        application = Application(
-            id=uuid.uuid4(),
-            uscc=uscc,
-            program="demo",
-            tier="specialized_new",
-            batch=resources.programs["demo"].batches[0].key,
-            ruleset="national-2022",
-            region_code="500103",
-            status="screening",
-            metrics=strong_metrics(),
-            submitted_by="t",
-            workflow_started=True,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(application)
+        application = await seed_application(session)
     first = _worker(env, tmp_path / "worker.log")
     try:
         handle = await dev_server.client.start_workflow(
