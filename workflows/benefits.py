@@ -1,13 +1,31 @@
 """The benefits workflow: started by the review workflow on recognition (id ``benefits-{recognition_id}``).
 
-Placeholder boundary; the credit domain implements the benefit schedule behind it.
+It reads the program's schedule for the tier, opens the credit line, registers bridge-loan eligibility and
+arms the listing rewards - each once per recognition, however often an activity is retried (the rows are
+unique per recognition and kind). Then it waits for the signal ``stop`` (revoked or expired) or the end of
+validity, and freezes: the credit line takes no new drawdowns and those awaiting approval are rejected with
+the reason.
 """
 
 from __future__ import annotations
 
-from temporalio import workflow
+from datetime import timedelta
+from typing import Literal
 
-from workflows.inputs import BenefitsInput, BenefitsStop
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.inputs import BenefitGrant, BenefitSchedule, BenefitsFreeze, BenefitsInput, BenefitsStop
+
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=0,
+    non_retryable_error_types=["NotFound", "Unprocessable", "Conflict"],
+)
 
 
 @workflow.defn(name="BenefitsWorkflow")
@@ -17,10 +35,60 @@ class BenefitsWorkflow:
 
     @workflow.run
     async def run(self, data: BenefitsInput) -> str:
-        await workflow.wait_condition(lambda: self._stop is not None)
-        assert self._stop is not None
-        return self._stop.cause
+        schedule: BenefitSchedule = await workflow.execute_activity(
+            "benefit_schedule",
+            data,
+            result_type=BenefitSchedule,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
+        grants: list[BenefitGrant] = []
+        if schedule.credit_line_limit is not None:
+            grants.append(self._grant(data, "credit_line", schedule))
+        if schedule.bridge_loan:
+            grants.append(self._grant(data, "bridge_loan", schedule))
+        if schedule.listing_reward:
+            grants.append(self._grant(data, "listing_reward", schedule))
+        for grant in grants:
+            if self._stop is not None:
+                break
+            await workflow.execute_activity(
+                "grant_benefit", grant, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY
+            )
+        remaining = (data.valid_until - workflow.now()).total_seconds()
+        if self._stop is None and remaining > 0:
+            try:
+                await workflow.wait_condition(
+                    lambda: self._stop is not None, timeout=timedelta(seconds=remaining)
+                )
+            except TimeoutError:
+                pass
+        stop = self._stop or BenefitsStop(reason="the recognition's validity ended", cause="expired")
+        await workflow.execute_activity(
+            "freeze_benefits",
+            BenefitsFreeze(recognition_id=data.recognition_id, reason=stop.reason, at=workflow.now()),
+            result_type=int,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
+        return stop.cause
+
+    @staticmethod
+    def _grant(
+        data: BenefitsInput,
+        kind: Literal["credit_line", "bridge_loan", "listing_reward"],
+        schedule: BenefitSchedule,
+    ) -> BenefitGrant:
+        return BenefitGrant(
+            recognition_id=data.recognition_id,
+            uscc=data.uscc,
+            tier=data.tier,
+            program=data.program,
+            kind=kind,
+            amount=schedule.credit_line_limit if kind == "credit_line" else None,
+        )
 
     @workflow.signal(name="stop")
     def stop(self, request: BenefitsStop) -> None:
-        self._stop = request
+        if self._stop is None:
+            self._stop = request

@@ -231,7 +231,6 @@ class BenefitsFreeze(_Model):
 # --- the credit domain: benefit schedule, drawdown approvals, disbursements -------------------------------
 
 DrawdownStatus = Literal["pending_approval", "approved", "disbursed", "rejected", "expired", "failed"]
-DRAWDOWN_OPEN: frozenset[str] = frozenset({"pending_approval", "approved"})
 
 
 class BenefitSchedule(_Model):

@@ -1,1 +1,277 @@
-"""ORM models of the credit domain (filled in by the credit issue)."""
+"""ORM models of the credit domain: the double-entry ledger, benefits, credit lines, drawdowns, disbursements.
+
+The ledger is append-only and balanced by the database itself (triggers in the credit-schema migration):
+an entry whose debits differ from its credits cannot be committed, and no ledger row can be updated or
+deleted; a correction is a reversing entry.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.db import Base, Money
+
+ZERO = Decimal("0.00")
+
+BENEFIT_KINDS = ("credit_line", "bridge_loan", "listing_reward")
+BENEFIT_STATUSES = ("active", "frozen")
+LINE_STATUSES = ("active", "frozen")
+DRAWDOWN_STATUSES = ("pending_approval", "approved", "disbursed", "rejected", "expired", "failed")
+DISBURSEMENT_STATUSES = ("pending", "paid", "failed")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+# --- ledger ------------------------------------------------------------------------------------------------
+
+
+class LedgerAccount(Base):
+    """An account, named by a code such as ``credit_receivable:<uscc>`` or ``bank_settlement``."""
+
+    __tablename__ = "ledger_accounts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(120), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class LedgerEntry(Base):
+    """One balanced posting; its lines are in ``ledger_lines``."""
+
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    memo: Mapped[str] = mapped_column(Text)
+    reverses_entry_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class LedgerLine(Base):
+    __tablename__ = "ledger_lines"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    entry_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ledger_entries.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"), index=True)
+    debit: Mapped[Money]
+    credit: Mapped[Money]
+
+    __table_args__ = (
+        CheckConstraint("(debit > 0 AND credit = 0) OR (debit = 0 AND credit > 0)", name="one_side_positive"),
+    )
+
+
+# --- benefits and credit -----------------------------------------------------------------------------------
+
+
+class Benefit(Base):
+    """What one recognition triggered: at most one benefit of each kind per recognition."""
+
+    __tablename__ = "benefits"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    recognition_id: Mapped[uuid.UUID]
+    uscc: Mapped[str] = mapped_column(String(18), index=True)
+    program: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(18, 2))
+    granted_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    frozen_at: Mapped[datetime | None]
+    freeze_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("recognition_id", "kind"),
+        CheckConstraint(_one_of("kind", BENEFIT_KINDS), name="kind_known"),
+        CheckConstraint(_one_of("status", BENEFIT_STATUSES), name="status_known"),
+    )
+
+
+class CreditLine(Base):
+    """An unsecured credit line opened on recognition. ``reserved`` is held by drawdowns awaiting approval
+    or payment, ``drawn`` has been paid out; the database refuses more than the limit."""
+
+    __tablename__ = "credit_lines"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    recognition_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    uscc: Mapped[str] = mapped_column(String(18), index=True)
+    program: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(32))
+    credit_limit: Mapped[Money]
+    reserved: Mapped[Money]
+    drawn: Mapped[Money]
+    status: Mapped[str] = mapped_column(String(20))
+    opened_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    frozen_at: Mapped[datetime | None]
+    freeze_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint(
+            "reserved >= 0 AND drawn >= 0 AND reserved + drawn <= credit_limit", name="within_limit"
+        ),
+        CheckConstraint(_one_of("status", LINE_STATUSES), name="status_known"),
+    )
+
+    @property
+    def available(self) -> Decimal:
+        return self.credit_limit - self.reserved - self.drawn
+
+
+class Drawdown(Base):
+    __tablename__ = "drawdowns"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    credit_line_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("credit_lines.id"), index=True)
+    uscc: Mapped[str] = mapped_column(String(18), index=True)
+    program: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(32))
+    amount: Mapped[Money]
+    status: Mapped[str] = mapped_column(String(20))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    required_approvals: Mapped[int] = mapped_column(Integer)
+    approval_deadline: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("required_approvals IN (1, 2)", name="required_approvals_known"),
+        CheckConstraint(_one_of("status", DRAWDOWN_STATUSES), name="status_known"),
+    )
+
+    @property
+    def workflow_id(self) -> str:
+        return disbursement_workflow_id(self.id)
+
+
+def disbursement_workflow_id(drawdown_id: uuid.UUID | str) -> str:
+    return f"disbursement-{drawdown_id}"
+
+
+class DrawdownApproval(Base):
+    """One finance officer's decision on a drawdown (maker-checker: never the requester, once each)."""
+
+    __tablename__ = "drawdown_approvals"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    drawdown_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("drawdowns.id"), index=True)
+    approver: Mapped[str] = mapped_column(String(200))
+    decision: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("drawdown_id", "approver"),
+        CheckConstraint("decision IN ('approve', 'reject')", name="decision_known"),
+    )
+
+
+class Disbursement(Base):
+    """The payment of a fully approved drawdown through the partner bank, under one bank idempotency key."""
+
+    __tablename__ = "disbursements"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    drawdown_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("drawdowns.id"), unique=True)
+    uscc: Mapped[str] = mapped_column(String(18))
+    program: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(32))
+    amount: Mapped[Money]
+    status: Mapped[str] = mapped_column(String(20))
+    bank_key: Mapped[str] = mapped_column(String(100), unique=True)
+    bank_reference: Mapped[str | None] = mapped_column(String(100))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    ledger_entry_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("ledger_entries.id"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    completed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint(_one_of("status", DISBURSEMENT_STATUSES), name="status_known"),
+        Index("ix_disbursements_status_created_at", "status", "created_at"),
+        Index("ix_disbursements_uscc_created_at", "uscc", "created_at"),
+    )
+
+
+# --- bridge-loan pools and listing rewards ------------------------------------------------------------
+
+
+class FundPool(Base):
+    """A program's bridge ("转贷") fund: ``committed`` can never pass ``capacity`` (checked by the database;
+    commitments are conditional UPDATEs). Created from the program's policy on first use."""
+
+    __tablename__ = "fund_pools"
+
+    program: Mapped[str] = mapped_column(String(64), primary_key=True)
+    capacity: Mapped[Money]
+    committed: Mapped[Money]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (CheckConstraint("committed >= 0 AND committed <= capacity", name="within_capacity"),)
+
+
+class BridgeLoan(Base):
+    __tablename__ = "bridge_loans"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    program: Mapped[str] = mapped_column(ForeignKey("fund_pools.program"), index=True)
+    uscc: Mapped[str] = mapped_column(String(18), index=True)
+    amount: Mapped[Money]
+    term_days: Mapped[int] = mapped_column(Integer)
+    purpose: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    ledger_entry_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("ledger_entries.id"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("term_days > 0", name="term_positive"),
+        CheckConstraint("status IN ('committed', 'repaid')", name="status_known"),
+    )
+
+
+class ListingReward(Base):
+    """The one-time reward for listing on a board of the regional equity market: once per enterprise and
+    board, however often or concurrently the listing is reported."""
+
+    __tablename__ = "listing_rewards"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    uscc: Mapped[str] = mapped_column(String(18))
+    board: Mapped[str] = mapped_column(String(64))
+    program: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[Money]
+    listed_on: Mapped[date] = mapped_column(Date)
+    security_code: Mapped[str] = mapped_column(String(20))
+    reported_by: Mapped[str] = mapped_column(String(200))
+    ledger_entry_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("ledger_entries.id"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("uscc", "board"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+    )

@@ -1,0 +1,383 @@
+"""Every query of the credit domain. Money moves here only through conditional UPDATEs, so that concurrent
+requests can never take a credit line past its limit (the CHECK constraint is the last line of defence)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.credit.models import (
+    ZERO,
+    Benefit,
+    CreditLine,
+    Disbursement,
+    Drawdown,
+    DrawdownApproval,
+    FundPool,
+    ListingReward,
+)
+from services.credit.schemas import DisbursementFilters
+
+_S = TypeVar("_S", bound="Select[*tuple[Any, ...]]")
+
+
+def _after(created: Any, row_id: Any, cursor: tuple[datetime, uuid.UUID] | None) -> Any:
+    """Keyset condition for newest-first pages: rows strictly after the cursor's (created, id)."""
+    if cursor is None:
+        return None
+    at, last_id = cursor
+    return or_(created < at, and_(created == at, row_id < last_id))
+
+
+def _page(stmt: _S, created: Any, row_id: Any, cursor: tuple[datetime, uuid.UUID] | None, limit: int) -> _S:
+    condition = _after(created, row_id, cursor)
+    if condition is not None:
+        stmt = stmt.where(condition)
+    return stmt.order_by(created.desc(), row_id.desc()).limit(limit)
+
+
+# --- benefits ----------------------------------------------------------------------------------------------
+
+
+async def insert_benefit(
+    session: AsyncSession,
+    *,
+    recognition_id: uuid.UUID,
+    uscc: str,
+    program: str,
+    tier: str,
+    kind: str,
+    amount: Decimal | None,
+) -> bool:
+    """Record a benefit once per recognition and kind; False when it was already there."""
+    inserted = await session.scalar(
+        insert(Benefit)
+        .values(
+            id=uuid.uuid4(),
+            recognition_id=recognition_id,
+            uscc=uscc,
+            program=program,
+            tier=tier,
+            kind=kind,
+            status="active",
+            amount=amount,
+        )
+        .on_conflict_do_nothing(index_elements=["recognition_id", "kind"])
+        .returning(Benefit.id)
+    )
+    return inserted is not None
+
+
+async def insert_credit_line(
+    session: AsyncSession, *, recognition_id: uuid.UUID, uscc: str, program: str, tier: str, limit: Decimal
+) -> uuid.UUID:
+    """Open the recognition's credit line once; returns its id either way."""
+    await session.execute(
+        insert(CreditLine)
+        .values(
+            id=uuid.uuid4(),
+            recognition_id=recognition_id,
+            uscc=uscc,
+            program=program,
+            tier=tier,
+            credit_limit=limit,
+            reserved=ZERO,
+            drawn=ZERO,
+            status="active",
+        )
+        .on_conflict_do_nothing(index_elements=["recognition_id"])
+    )
+    line_id = await session.scalar(select(CreditLine.id).where(CreditLine.recognition_id == recognition_id))
+    assert line_id is not None
+    return line_id
+
+
+async def list_benefits(
+    session: AsyncSession,
+    *,
+    uscc: str | None,
+    recognition_id: uuid.UUID | None,
+    kind: str | None,
+    status: str | None,
+    cursor: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[tuple[Benefit, uuid.UUID | None]]:
+    stmt = select(Benefit, CreditLine.id).join(
+        CreditLine,
+        and_(Benefit.kind == "credit_line", CreditLine.recognition_id == Benefit.recognition_id),
+        isouter=True,
+    )
+    if uscc is not None:
+        stmt = stmt.where(Benefit.uscc == uscc)
+    if recognition_id is not None:
+        stmt = stmt.where(Benefit.recognition_id == recognition_id)
+    if kind is not None:
+        stmt = stmt.where(Benefit.kind == kind)
+    if status is not None:
+        stmt = stmt.where(Benefit.status == status)
+    rows = await session.execute(_page(stmt, Benefit.granted_at, Benefit.id, cursor, limit))
+    return [(benefit, line_id) for benefit, line_id in rows]
+
+
+async def freeze_benefits(
+    session: AsyncSession, *, recognition_id: uuid.UUID, reason: str, at: datetime
+) -> None:
+    await session.execute(
+        update(Benefit)
+        .where(Benefit.recognition_id == recognition_id, Benefit.status == "active")
+        .values(status="frozen", frozen_at=at, freeze_reason=reason)
+    )
+
+
+async def freeze_credit_line(
+    session: AsyncSession, *, recognition_id: uuid.UUID, reason: str, at: datetime
+) -> CreditLine | None:
+    """Freeze the recognition's line (locking it); None when the recognition has no line."""
+    line = await session.scalar(
+        select(CreditLine)
+        .where(CreditLine.recognition_id == recognition_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if line is not None and line.status == "active":
+        line.status, line.frozen_at, line.freeze_reason = "frozen", at, reason
+    return line
+
+
+async def reject_pending_drawdowns(
+    session: AsyncSession, *, credit_line_id: uuid.UUID, reason: str, at: datetime
+) -> list[tuple[uuid.UUID, Decimal]]:
+    """Reject every drawdown of the line still awaiting approval; the caller holds the line's lock."""
+    rows = await session.execute(
+        update(Drawdown)
+        .where(Drawdown.credit_line_id == credit_line_id, Drawdown.status == "pending_approval")
+        .values(status="rejected", reason=reason, decided_at=at)
+        .returning(Drawdown.id, Drawdown.amount)
+    )
+    return [(drawdown_id, amount) for drawdown_id, amount in rows]
+
+
+# --- credit lines ------------------------------------------------------------------------------------------
+
+
+async def get_credit_line(
+    session: AsyncSession, line_id: uuid.UUID, *, lock: bool = False
+) -> CreditLine | None:
+    stmt = select(CreditLine).where(CreditLine.id == line_id).execution_options(populate_existing=True)
+    if lock:
+        stmt = stmt.with_for_update()
+    line: CreditLine | None = await session.scalar(stmt)
+    return line
+
+
+async def list_credit_lines(
+    session: AsyncSession,
+    *,
+    uscc: str | None,
+    status: str | None,
+    program: str | None,
+    tier: str | None,
+    cursor: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[CreditLine]:
+    stmt = select(CreditLine)
+    for column, value in (
+        (CreditLine.uscc, uscc),
+        (CreditLine.status, status),
+        (CreditLine.program, program),
+        (CreditLine.tier, tier),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    return list(await session.scalars(_page(stmt, CreditLine.opened_at, CreditLine.id, cursor, limit)))
+
+
+async def reserve(session: AsyncSession, *, line_id: uuid.UUID, amount: Decimal) -> bool:
+    """Hold ``amount`` on an active line if it fits, atomically: one conditional UPDATE, so concurrent
+    reservations serialize on the row and each re-checks what is left after the one before."""
+    reserved = await session.scalar(
+        update(CreditLine)
+        .where(
+            CreditLine.id == line_id,
+            CreditLine.status == "active",
+            CreditLine.credit_limit - CreditLine.reserved - CreditLine.drawn >= amount,
+        )
+        .values(reserved=CreditLine.reserved + amount)
+        .returning(CreditLine.id)
+    )
+    return reserved is not None
+
+
+async def release(session: AsyncSession, *, line_id: uuid.UUID, amount: Decimal) -> None:
+    await session.execute(
+        update(CreditLine).where(CreditLine.id == line_id).values(reserved=CreditLine.reserved - amount)
+    )
+
+
+async def settle(session: AsyncSession, *, line_id: uuid.UUID, amount: Decimal) -> None:
+    """A reserved amount was paid out: it moves from ``reserved`` to ``drawn``."""
+    await session.execute(
+        update(CreditLine)
+        .where(CreditLine.id == line_id)
+        .values(reserved=CreditLine.reserved - amount, drawn=CreditLine.drawn + amount)
+    )
+
+
+# --- drawdowns and approvals -------------------------------------------------------------------------------
+
+
+async def get_drawdown(
+    session: AsyncSession, drawdown_id: uuid.UUID, *, lock: bool = False
+) -> Drawdown | None:
+    stmt = select(Drawdown).where(Drawdown.id == drawdown_id).execution_options(populate_existing=True)
+    if lock:
+        stmt = stmt.with_for_update()
+    drawdown: Drawdown | None = await session.scalar(stmt)
+    return drawdown
+
+
+async def approvals(session: AsyncSession, drawdown_id: uuid.UUID) -> list[DrawdownApproval]:
+    return list(
+        await session.scalars(
+            select(DrawdownApproval)
+            .where(DrawdownApproval.drawdown_id == drawdown_id)
+            .order_by(DrawdownApproval.created_at, DrawdownApproval.id)
+        )
+    )
+
+
+def add(session: AsyncSession, row: Any) -> None:
+    session.add(row)
+
+
+# --- disbursements -----------------------------------------------------------------------------------------
+
+
+async def get_disbursement(
+    session: AsyncSession, drawdown_id: uuid.UUID, *, lock: bool = False
+) -> Disbursement | None:
+    stmt = (
+        select(Disbursement)
+        .where(Disbursement.drawdown_id == drawdown_id)
+        .execution_options(populate_existing=True)
+    )
+    if lock:
+        stmt = stmt.with_for_update()
+    disbursement: Disbursement | None = await session.scalar(stmt)
+    return disbursement
+
+
+def _day_start(day: Any) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _filtered(stmt: _S, filters: DisbursementFilters) -> _S:
+    for column, value in (
+        (Disbursement.status, filters.status),
+        (Disbursement.uscc, filters.uscc),
+        (Disbursement.tier, filters.tier),
+        (Disbursement.program, filters.program),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if filters.date_from is not None:
+        stmt = stmt.where(Disbursement.created_at >= _day_start(filters.date_from))
+    if filters.date_to is not None:
+        stmt = stmt.where(Disbursement.created_at < _day_start(filters.date_to) + timedelta(days=1))
+    return stmt
+
+
+async def list_disbursements(
+    session: AsyncSession,
+    *,
+    filters: DisbursementFilters,
+    cursor: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Disbursement]:
+    stmt = _filtered(select(Disbursement), filters)
+    return list(await session.scalars(_page(stmt, Disbursement.created_at, Disbursement.id, cursor, limit)))
+
+
+async def disbursement_totals(
+    session: AsyncSession, *, filters: DisbursementFilters
+) -> Sequence[tuple[str, int, Decimal]]:
+    stmt = _filtered(
+        select(Disbursement.status, func.count(), func.coalesce(func.sum(Disbursement.amount), ZERO)),
+        filters,
+    ).group_by(Disbursement.status)
+    rows = await session.execute(stmt)
+    return [(status, count, amount) for status, count, amount in rows]
+
+
+async def stream_disbursements(
+    session: AsyncSession, *, filters: DisbursementFilters
+) -> AsyncIterator[Disbursement]:
+    stmt = _filtered(select(Disbursement), filters).order_by(Disbursement.created_at, Disbursement.id)
+    result = await session.stream_scalars(stmt.execution_options(yield_per=500))
+    async for row in result:
+        yield row
+
+
+# --- bridge-loan pools and listing rewards ------------------------------------------------------------
+
+
+async def active_benefits(session: AsyncSession, *, uscc: str, kind: str) -> list[Benefit]:
+    return list(
+        await session.scalars(
+            select(Benefit)
+            .where(Benefit.uscc == uscc, Benefit.kind == kind, Benefit.status == "active")
+            .order_by(Benefit.granted_at, Benefit.id)
+        )
+    )
+
+
+async def committed_by_pool(session: AsyncSession, programs: Sequence[str]) -> dict[str, Decimal]:
+    rows = await session.execute(
+        select(FundPool.program, FundPool.committed).where(FundPool.program.in_(programs))
+    )
+    return dict(rows.all())
+
+
+async def ensure_pool(session: AsyncSession, *, program: str, capacity: Decimal) -> None:
+    await session.execute(
+        insert(FundPool)
+        .values(program=program, capacity=capacity, committed=ZERO)
+        .on_conflict_do_nothing(index_elements=["program"])
+    )
+
+
+async def commit_to_pool(session: AsyncSession, *, program: str, amount: Decimal) -> bool:
+    """Commit ``amount`` of the pool if it fits, atomically (one conditional UPDATE, like ``reserve``)."""
+    committed = await session.scalar(
+        update(FundPool)
+        .where(FundPool.program == program, FundPool.capacity - FundPool.committed >= amount)
+        .values(committed=FundPool.committed + amount)
+        .returning(FundPool.program)
+    )
+    return committed is not None
+
+
+async def pool_available(session: AsyncSession, program: str) -> Decimal:
+    pool = await session.get(FundPool, program, populate_existing=True)
+    return pool.capacity - pool.committed if pool is not None else ZERO
+
+
+async def insert_listing_reward(session: AsyncSession, **values: Any) -> ListingReward | None:
+    """The reward row, or None when the enterprise was already rewarded for the board (the unique index
+    decides between concurrent reports)."""
+    reward_id = await session.scalar(
+        insert(ListingReward)
+        .values(id=uuid.uuid4(), **values)
+        .on_conflict_do_nothing(index_elements=["uscc", "board"])
+        .returning(ListingReward.id)
+    )
+    if reward_id is None:
+        return None
+    return await session.get(ListingReward, reward_id)

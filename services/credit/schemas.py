@@ -1,0 +1,243 @@
+"""API schemas of the credit domain. Money is a string with exactly two decimals, both ways."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+USCC_PATTERN = "^[0-9A-HJ-NP-RTUWXY]{18}$"
+KEY_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"  # program keys (and other policy ids)
+Tier = Literal["innovative", "specialized_new", "little_giant", "invisible_champion", "single_champion"]
+CENT = Decimal("0.01")
+# The JSON schema states exactly what the parser accepts: two decimals, no sign, no leading zeros.
+MONEY_PATTERN = r"^(0|[1-9][0-9]{0,15})\.[0-9]{2}$"
+POSITIVE_MONEY_PATTERN = r"^(0\.(0[1-9]|[1-9][0-9])|[1-9][0-9]{0,15}\.[0-9]{2})$"
+
+
+def _money_parser(pattern: str, what: str) -> Callable[[Any], Decimal]:
+    compiled = re.compile(pattern)
+
+    def parse(value: Any) -> Decimal:
+        if isinstance(value, Decimal):  # from the database
+            return value.quantize(CENT)
+        if not isinstance(value, str):
+            raise ValueError('money is a string with two decimals, e.g. "3000000.00", never a JSON number')
+        if not compiled.fullmatch(value):
+            raise ValueError(f'money is {what} with exactly two decimals, e.g. "3000000.00"')
+        return Decimal(value)
+
+    return parse
+
+
+def format_money(value: Decimal) -> str:
+    return f"{value.quantize(CENT):.2f}"
+
+
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_money_parser(MONEY_PATTERN, "a non-negative amount")),
+    PlainSerializer(format_money, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": MONEY_PATTERN, "examples": ["3000000.00"]}),
+]
+"""Yuan: a string with two decimals in JSON; a Decimal in Python."""
+
+PositiveMoney = Annotated[
+    Decimal,
+    BeforeValidator(_money_parser(POSITIVE_MONEY_PATTERN, "a positive amount")),
+    PlainSerializer(format_money, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": POSITIVE_MONEY_PATTERN, "examples": ["1000000.00"]}),
+]
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+# --- reads -------------------------------------------------------------------------------------------------
+
+
+class _Read(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class BenefitRead(_Read):
+    id: uuid.UUID
+    recognition_id: uuid.UUID
+    uscc: str
+    program: str
+    tier: str
+    kind: Literal["credit_line", "bridge_loan", "listing_reward"]
+    status: Literal["active", "frozen"]
+    amount: Money | None = Field(description="the credit line's limit for kind credit_line")
+    credit_line_id: uuid.UUID | None = None
+    granted_at: datetime
+    frozen_at: datetime | None
+    freeze_reason: str | None
+
+
+class CreditLineRead(_Read):
+    id: uuid.UUID
+    recognition_id: uuid.UUID
+    uscc: str
+    program: str
+    tier: str
+    limit: Money = Field(validation_alias="credit_limit")
+    reserved: Money = Field(description="held by drawdowns awaiting approval or payment")
+    drawn: Money = Field(description="paid out")
+    available: Money = Field(description="limit - reserved - drawn")
+    status: Literal["active", "frozen"]
+    opened_at: datetime
+    frozen_at: datetime | None
+    freeze_reason: str | None
+
+
+class LedgerLineRead(BaseModel):
+    account: str
+    debit: Money
+    credit: Money
+
+
+class LedgerEntryRead(BaseModel):
+    id: uuid.UUID
+    memo: str
+    lines: list[LedgerLineRead]
+    reverses: uuid.UUID | None = None
+
+
+class DisbursementRead(_Read):
+    id: uuid.UUID
+    drawdown_id: uuid.UUID
+    uscc: str
+    program: str
+    tier: str
+    amount: Money
+    status: Literal["pending", "paid", "failed"]
+    bank_reference: str | None
+    failure_reason: str | None
+    ledger_entry_id: uuid.UUID | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class StatusTotal(BaseModel):
+    count: int
+    amount: Money
+
+
+class DisbursementPage(Page[DisbursementRead]):
+    totals: dict[str, StatusTotal] = Field(description="count and amount per status over every matching row")
+
+
+class ApprovalRead(_Read):
+    approver: str
+    decision: Literal["approve", "reject"]
+    reason: str | None
+    created_at: datetime
+
+
+class DrawdownRead(_Read):
+    id: uuid.UUID
+    credit_line_id: uuid.UUID
+    uscc: str
+    program: str
+    tier: str
+    amount: Money
+    status: Literal["pending_approval", "approved", "disbursed", "rejected", "expired", "failed"]
+    requested_by: str
+    required_approvals: int
+    approvals: list[ApprovalRead] = []
+    approval_deadline: datetime
+    reason: str | None
+    decided_at: datetime | None
+    created_at: datetime
+    disbursement: DisbursementRead | None = None
+    ledger_entries: list[LedgerEntryRead] = []
+
+
+# --- writes ------------------------------------------------------------------------------------------------
+
+
+class _Write(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DrawdownCreate(_Write):
+    amount: PositiveMoney
+
+
+class ApprovalCreate(_Write):
+    decision: Literal["approve", "reject"]
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class DisbursementFilters(BaseModel):
+    status: Literal["pending", "paid", "failed"] | None = None
+    uscc: str | None = None
+    tier: str | None = None
+    program: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+
+
+# --- bridge-loan pools and listing rewards ------------------------------------------------------------
+
+NO_NUL = "^[^\\x00]*$"  # PostgreSQL text cannot hold NUL
+
+
+class FundRead(BaseModel):
+    program: str
+    capacity: Money
+    committed: Money
+    available: Money
+    per_use_cap: Money
+    term_working_days: int
+
+
+class BridgeLoanCreate(_Write):
+    amount: PositiveMoney
+    term_days: Annotated[int, Field(ge=1, le=366, description="working days; at most the pool's term")]
+    purpose: Annotated[str, Field(min_length=1, max_length=500, pattern=NO_NUL)]
+    program: Annotated[
+        str | None, Field(pattern=KEY_PATTERN, description="needed only when several programs qualify")
+    ] = None
+
+
+class BridgeLoanRead(_Read):
+    id: uuid.UUID
+    program: str
+    uscc: str
+    amount: Money
+    term_days: int
+    purpose: str
+    status: Literal["committed", "repaid"]
+    requested_by: str
+    ledger_entry_id: uuid.UUID | None
+    created_at: datetime
+
+
+class ListingCreate(_Write):
+    board: Annotated[str, Field(pattern=KEY_PATTERN, description="a board with a reward in the program")]
+    listed_on: date
+    security_code: Annotated[str, Field(pattern="^[0-9A-Z]{4,12}$")]
+
+
+class ListingRewardRead(_Read):
+    id: uuid.UUID
+    uscc: str
+    board: str
+    program: str
+    amount: Money
+    listed_on: date
+    security_code: str
+    reported_by: str
+    ledger_entry_id: uuid.UUID | None
+    created_at: datetime
