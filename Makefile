@@ -38,3 +38,14 @@ revision: $(STAMP)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
+
+# Schemathesis over the whole OpenAPI at depth: 1000 generated requests per operation (make test runs 25).
+fuzz: $(STAMP)
+	@mkdir -p -m 700 $(XDG_RUNTIME_DIR)
+	GIANTFLOW_FUZZ_EXAMPLES=1000 $(BIN)/pytest tests/security/test_schemathesis.py
+
+# Seeded chaos run (bench/chaos.py): 1,000 drawdowns under worker and API SIGKILLs and bank faults, real
+# processes; prints requested, paid, duplicated, lost, ledger balanced and the seed. `make chaos SEED=n` replays.
+chaos: $(STAMP)
+	@mkdir -p -m 700 $(XDG_RUNTIME_DIR)
+	$(BIN)/python bench/chaos.py $(if $(SEED),--seed $(SEED),)

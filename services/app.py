@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,8 +16,8 @@ from pydantic import BaseModel
 
 from services.auth import TokenVerifier
 from services.config import Settings, get_settings
-from services.deps import ResourcesDep
-from services.errors import install_problem_handlers, problem_response
+from services.deps import ResourcesDep, StrictQuery
+from services.errors import FieldError, install_problem_handlers, internal_error, problem_response
 from services.logging import configure_logging
 from services.ratelimit import WriteLimiter
 from services.resources import Resources
@@ -32,7 +33,13 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
 }
+# Every answer is data, never a page to render or frame (OWASP REST Security); the Swagger UI pages at
+# /docs load their script and styles from a CDN, so they go without it.
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 MAX_BODY_BYTES = 1024 * 1024
+# JSON escapes for NUL and for UTF-16 surrogates: a body holding none of them needs no closer look.
+_SUSPECT_ESCAPES = (b"\\u0000", *(b"\\ud" + bytes([c]) for c in b"89abcdef"))
 
 
 class Health(BaseModel):
@@ -104,11 +111,27 @@ def create_app(
                 detail=f"The request body is over the limit of {_body_limit(request, settings)} bytes.",
                 instance=request.url.path,
             )
+        elif unstorable := await _unstorable_text(request):
+            response = problem_response(
+                422,
+                title="The request is not valid",
+                slug="validation-error",
+                detail=f"The body holds {unstorable}, which no field accepts.",
+                instance=request.url.path,
+                errors=[FieldError(field="body", message=unstorable)],
+            )
         else:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception:
+                # Answered here rather than by Starlette's outermost error middleware, so a 500 carries the
+                # request id and the security headers too.
+                response = internal_error(request)
         response.headers["X-Request-ID"] = request_id
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if request.url.path not in DOCS_PATHS:
+            response.headers.setdefault("Content-Security-Policy", API_CSP)
         log.info(
             "request",
             method=request.method,
@@ -121,7 +144,7 @@ def create_app(
     app.include_router(health_router)
     from services.routes import api_router
 
-    app.include_router(api_router, prefix="/api/v1")
+    app.include_router(api_router, prefix="/api/v1", dependencies=[StrictQuery])
     return app
 
 
@@ -129,3 +152,37 @@ def _body_limit(request: Request, settings: Settings) -> int:
     if request.url.path.endswith("/documents"):
         return settings.max_upload_bytes + 64 * 1024
     return MAX_BODY_BYTES
+
+
+async def _unstorable_text(request: Request) -> str | None:
+    """What in a JSON body no field may hold - a NUL character or an unpaired surrogate - or None.
+
+    JSON allows both; PostgreSQL text refuses NUL and UTF-8 cannot encode a lone surrogate, so a value
+    carrying one would fail wherever it is stored - in a workflow activity, over and over. Every domain's
+    bodies are refused here, before they reach a route."""
+    if request.method not in ("POST", "PUT", "PATCH") or "json" not in request.headers.get(
+        "content-type", ""
+    ):
+        return None
+    body = await request.body()
+    if not any(escape in body.lower() for escape in _SUSPECT_ESCAPES):
+        return None
+    try:
+        pending: list[Any] = [json.loads(body)]
+    except (ValueError, RecursionError):
+        return None  # not JSON: the route answers that itself
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str):
+            if "\x00" in value:
+                return "a NUL character"
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "an unpaired UTF-16 surrogate"
+    return None

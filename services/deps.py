@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, params
+from fastapi.dependencies.utils import get_flat_params
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from services.auth import CurrentUser, TokenVerifier
 from services.config import Settings
-from services.errors import Unauthorized
+from services.errors import FieldError, Unauthorized, Unprocessable
 from services.resources import Resources
 
 
@@ -69,3 +72,44 @@ async def get_current_user(
 
 
 CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
+
+
+def _repeatable(annotation: Any) -> bool:
+    """Whether a query parameter of this type may be given more than once (a list, or an optional list)."""
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        return any(_repeatable(arg) for arg in get_args(annotation) if arg is not type(None))
+    return origin in (list, set, tuple, frozenset) or annotation in (list, set, tuple, frozenset)
+
+
+def _declared_query(route: APIRoute) -> dict[str, bool]:
+    """The route's query parameters by name (alias): name -> may repeat."""
+    return {
+        param.alias: _repeatable(param.field_info.annotation)
+        for param in get_flat_params(route.dependant)
+        if isinstance(param.field_info, params.Query)
+    }
+
+
+async def reject_unknown_query(request: Request) -> None:
+    """Query parameters are exactly those documented: a misspelled filter is a 422, never silently ignored
+    (an export that drops `?stauts=failed` would hand out every row), and a scalar is given at most once."""
+    route = request.scope.get("route")
+    if not request.query_params or not isinstance(route, APIRoute):
+        return
+    declared = _declared_query(route)
+    errors = []
+    for name in dict.fromkeys(request.query_params.keys()):
+        if name not in declared:
+            errors.append(FieldError(field=name[:100], message="unknown query parameter"))
+        elif not declared[name] and len(request.query_params.getlist(name)) > 1:
+            errors.append(FieldError(field=name, message="given more than once"))
+    if errors:
+        raise Unprocessable(
+            "The query has parameters this operation does not take: "
+            + ", ".join(f"{e.field} ({e.message})" for e in errors),
+            errors=errors,
+        )
+
+
+StrictQuery = Depends(reject_unknown_query)

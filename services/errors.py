@@ -11,11 +11,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://giantflow.dev/problems/"
+# FastAPI's HTTPException (400) for a body it could not decode at all.
+BODY_PARSE_ERROR = "There was an error parsing the body"
+# PostgreSQL class 22 "data exception" (NUL in text, numeric or datetime out of range, ...): a value the
+# client sent that the database refuses to store or compare is bad input, never a 500.
+DATA_EXCEPTION_CLASS = "22"
 
 log = structlog.get_logger(__name__)
 
@@ -136,6 +141,19 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def internal_error(request: Request) -> JSONResponse:
+    """The 500 problem for an exception nothing else handled, logged with its traceback (never the request's
+    headers or body). Call it inside the `except` block."""
+    log.exception("unhandled_error", method=request.method, path=request.url.path)
+    return problem_response(
+        500,
+        title="Internal server error",
+        slug="internal",
+        detail="The server could not complete the request; it has been logged.",
+        instance=request.url.path,
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GiantflowError)
@@ -164,6 +182,18 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         status = exc.status_code
+        if status == 400:
+            # The framework's own 400s are all bodies it could not read (not UTF-8, broken multipart);
+            # our code raises BadRequest. Bad JSON is a 422 already, so an unreadable body is one too.
+            reason = "" if exc.detail in (None, BODY_PARSE_ERROR) else f" ({exc.detail})"
+            return problem_response(
+                422,
+                title="The request is not valid",
+                slug="validation-error",
+                detail=f"The request body could not be read{reason}: send UTF-8 JSON, multipart for uploads.",
+                instance=request.url.path,
+                errors=[FieldError(field="body", message="unreadable body")],
+            )
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
         detail = exc.detail if isinstance(exc.detail, str) else phrase
         if status == 404 and detail == "Not Found":
@@ -190,19 +220,35 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
         )
 
+    async def database_refused_value(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DBAPIError)
+        if _sqlstate(exc).startswith(DATA_EXCEPTION_CLASS):
+            log.warning("database_refused_value", path=request.url.path, sqlstate=_sqlstate(exc))
+            return problem_response(
+                422,
+                title="The request is not valid",
+                slug="validation-error",
+                detail="A value in the request cannot be stored or searched for (e.g. a NUL character "
+                "or a number out of range).",
+                instance=request.url.path,
+                errors=[FieldError(field="request", message="a value the database refuses")],
+            )
+        return await unexpected(request, exc)
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", path=request.url.path)
-        return problem_response(
-            500,
-            title="Internal server error",
-            slug="internal",
-            detail="The server could not complete the request; it has been logged.",
-            instance=request.url.path,
-        )
+        return internal_error(request)
 
     app.add_exception_handler(GiantflowError, domain_error)
     app.add_exception_handler(RequestValidationError, request_validation)
     app.add_exception_handler(StarletteHTTPException, http_error)
     for error in (OperationalError, InterfaceError, ConnectionError, TimeoutError):
         app.add_exception_handler(error, database_unavailable)
+    app.add_exception_handler(DBAPIError, database_refused_value)
     app.add_exception_handler(Exception, unexpected)
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    """The SQLSTATE of the driver error under a SQLAlchemy DBAPIError ("" when there is none)."""
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    return code if isinstance(code, str) else ""

@@ -1,7 +1,7 @@
-"""Activities of the credit domain (benefits, drawdown approvals, disbursements).
+"""Activities of the credit domain (benefits, payout approvals, disbursements).
 
 Each attempt is one transaction and is idempotent (unique constraints and conditional updates, ledger entries
-keyed by the drawdown), so a retried attempt changes nothing twice. Business failures are non-retryable
+keyed by the payout), so a retried attempt changes nothing twice. Business failures are non-retryable
 ``ApplicationError``s whose ``type`` names the problem (``Forbidden``, ``Conflict``, ``NotFound``,
 ``BankRejected``); everything else is retried by the workflow's retry policy.
 """
@@ -9,19 +9,15 @@ keyed by the drawdown), so a retried attempt changes nothing twice. Business fai
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
 
-from services.credit import policy, service
+from services.credit import payouts, policy, service
 from services.credit.bank import BankClient, BankRejected, BankUnavailable
 from services.credit.ledger import LedgerError
-from services.credit.models import disbursement_workflow_id
 from services.errors import GiantflowError
 from services.resources import Resources
 from workflows.inputs import (
@@ -30,14 +26,13 @@ from workflows.inputs import (
     BenefitSchedule,
     BenefitsFreeze,
     BenefitsInput,
-    DrawdownCheck,
-    DrawdownState,
     PaymentFailure,
     PaymentOrder,
     PaymentReceipt,
+    PayoutCheck,
+    PayoutRef,
+    PayoutState,
 )
-
-log = structlog.get_logger("giantflow.credit")
 
 
 @contextlib.contextmanager
@@ -61,8 +56,8 @@ class CreditActivities:
             self.benefit_schedule,
             self.grant_benefit,
             self.freeze_benefits,
-            self.record_drawdown_decision,
-            self.check_drawdown,
+            self.record_decision,
+            self.check_payout,
             self.payment_order,
             self.pay_through_bank,
             self.confirm_disbursement,
@@ -84,42 +79,38 @@ class CreditActivities:
 
     @activity.defn(name="freeze_benefits")
     async def freeze_benefits(self, data: BenefitsFreeze) -> int:
-        """Freeze in one transaction, then tell each rejected drawdown's workflow to look again (best effort:
+        """Freeze in one transaction, then tell each rejected payout's workflow to look again (best effort:
         a workflow not told ends at its approval deadline anyway). Returns how many were rejected."""
         with _business_failures():
             async with self.resources.sessionmaker.begin() as session:
                 rejected = await service.freeze_benefits(session, data=data)
-        for drawdown_id in rejected:
-            await self._refresh(drawdown_id)
+        for kind, payout_id in rejected:
+            await payouts.refresh(self.resources.temporal, kind, payout_id)
         return len(rejected)
 
-    async def _refresh(self, drawdown_id: uuid.UUID) -> None:
-        try:
-            await self.resources.temporal.get_workflow_handle(disbursement_workflow_id(drawdown_id)).signal(
-                "refresh"
-            )
-        except RPCError as exc:
-            log.warning("refresh_signal_failed", drawdown_id=str(drawdown_id), error=str(exc))
-
-    # --- drawdowns and disbursements -----------------------------------------------------------------------
+    # --- payouts (drawdowns, bridge loans, listing rewards) and their disbursements ------------------------
+    # "record_drawdown_decision" and "check_drawdown" are the names these activities had when every payout was
+    # a drawdown; workflow histories hold them.
 
     @activity.defn(name="record_drawdown_decision")
-    async def record_drawdown_decision(self, data: ApprovalRequest) -> DrawdownState:
+    async def record_decision(self, data: ApprovalRequest) -> PayoutState:
         with _business_failures():
             async with self.resources.sessionmaker.begin() as session:
-                return await service.record_decision(session, request=data)
+                return await payouts.record_decision(session, request=data)
 
     @activity.defn(name="check_drawdown")
-    async def check_drawdown(self, data: DrawdownCheck) -> DrawdownState:
+    async def check_payout(self, data: PayoutCheck) -> PayoutState:
         with _business_failures():
             async with self.resources.sessionmaker.begin() as session:
-                return await service.check_drawdown(session, check=data)
+                return await payouts.check(session, check=data)
 
     @activity.defn(name="payment_order")
-    async def payment_order(self, drawdown_id: str) -> PaymentOrder:
+    async def payment_order(self, data: PayoutRef | str) -> PaymentOrder:
+        """``data`` names the payout; a bare string is a drawdown id (scheduled before payouts had kinds)."""
+        ref = PayoutRef(payout_id=data) if isinstance(data, str) else data
         with _business_failures():
             async with self.resources.sessionmaker.begin() as session:
-                return await service.payment_order(session, drawdown_id=drawdown_id)
+                return await payouts.payment_order(session, ref=ref)
 
     @activity.defn(name="pay_through_bank")
     async def pay_through_bank(self, order: PaymentOrder) -> PaymentReceipt:
@@ -130,7 +121,7 @@ class CreditActivities:
             if activity.info().attempt > 1:
                 found = await self.bank.get_payment(order.key)
                 if found is not None:
-                    return PaymentReceipt(drawdown_id=order.drawdown_id, bank_reference=found.id)
+                    return PaymentReceipt(kind=order.kind, payout_id=order.payout_id, bank_reference=found.id)
             payment = await self.bank.create_payment(
                 key=order.key, amount=order.amount, beneficiary=order.beneficiary, reference=order.reference
             )
@@ -138,16 +129,16 @@ class CreditActivities:
             raise ApplicationError(exc.reason, type="BankRejected", non_retryable=True) from exc
         except BankUnavailable as exc:
             raise ApplicationError(exc.reason, type="BankUnavailable") from exc
-        return PaymentReceipt(drawdown_id=order.drawdown_id, bank_reference=payment.id)
+        return PaymentReceipt(kind=order.kind, payout_id=order.payout_id, bank_reference=payment.id)
 
     @activity.defn(name="confirm_disbursement")
-    async def confirm_disbursement(self, data: PaymentReceipt) -> DrawdownState:
+    async def confirm_disbursement(self, data: PaymentReceipt) -> PayoutState:
         with _business_failures():
             async with self.resources.sessionmaker.begin() as session:
-                return await service.confirm_disbursement(session, receipt=data)
+                return await payouts.confirm(session, receipt=data)
 
     @activity.defn(name="fail_disbursement")
-    async def fail_disbursement(self, data: PaymentFailure) -> DrawdownState:
+    async def fail_disbursement(self, data: PaymentFailure) -> PayoutState:
         with _business_failures():
             async with self.resources.sessionmaker.begin() as session:
-                return await service.fail_disbursement(session, failure=data)
+                return await payouts.fail(session, failure=data)

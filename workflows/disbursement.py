@@ -1,20 +1,28 @@
-"""The disbursement workflow: one per drawdown (id ``disbursement-{drawdown_id}``), started when the drawdown
-is requested and its amount reserved.
+"""The disbursement workflow: one per payout - a credit-line drawdown (id ``disbursement-{drawdown_id}``), a
+bridge loan (``disbursement-bridge-loan-{id}``) or a listing reward (``disbursement-listing-reward-{id}``) -
+started when the payout is requested (and what it draws on reserved).
 
 1. Approval: finance decisions arrive as the Update ``decide``; its validator refuses the requester and a
    second decision by the same officer before anything enters history, and its activity records the
-   decision under a row lock. When the program's approval deadline passes first, the drawdown expires and
-   its reservation is released. The signal ``refresh`` makes the workflow look again (the credit line was
-   frozen and the drawdown rejected).
-2. Payment: the bank is paid under an idempotency key derived from the drawdown id. Timeouts and 5xx are
+   decision under a row lock. When the program's approval deadline passes first, the payout expires and
+   its reservation is released. The signal ``refresh`` makes the workflow look again (the benefit was
+   frozen and the payout rejected).
+2. Payment: the bank is paid under an idempotency key derived from the payout's id. Timeouts and 5xx are
    retried with backoff, and after such an ambiguous failure the payment is looked up by its key before
-   paying again. On confirmation the ledger entry is posted (debit ``credit_receivable:<uscc>``, credit
-   ``bank_settlement``); a definite refusal releases the reservation and records the bank's reason.
+   paying again. On confirmation the ledger entry is posted (debit what the payout is owed as - the
+   enterprise's credit or bridge receivable, the program's fund for a reward - credit ``bank_settlement``);
+   a definite refusal releases the reservation and records the bank's reason.
+3. A bridge loan paid out is then watched until it falls due: at the due time (a timer) it is flagged
+   overdue unless it was repaid; the signal ``refresh`` (sent when the repayment is recorded) ends the watch
+   early.
+
+The activity types ``record_drawdown_decision`` and ``check_drawdown`` keep the names they had when every
+payout was a drawdown: they are in the histories of workflows started since then.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -24,11 +32,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows.inputs import (
         ApprovalRequest,
         DisbursementInput,
-        DrawdownCheck,
-        DrawdownState,
         PaymentFailure,
         PaymentOrder,
         PaymentReceipt,
+        PayoutCheck,
+        PayoutRef,
+        PayoutState,
     )
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
@@ -52,6 +61,9 @@ BANK_RETRY = RetryPolicy(
 )
 
 
+NOUNS = {"drawdown": "drawdown", "bridge_loan": "bridge loan", "listing_reward": "listing reward"}
+
+
 def _failure(message: str, kind: str) -> ApplicationError:
     return ApplicationError(message, type=kind, non_retryable=True)
 
@@ -61,7 +73,8 @@ class DisbursementWorkflow:
     @workflow.init
     def __init__(self, data: DisbursementInput) -> None:
         self._data = data
-        self._state = DrawdownState(drawdown_id=data.drawdown_id, status="pending_approval")
+        self._noun = NOUNS[data.kind]
+        self._state = PayoutState(kind=data.kind, payout_id=data.payout_id, status="pending_approval")
         self._deciders: set[str] = set()
         self._refresh = False
         self._expiring = False
@@ -69,13 +82,13 @@ class DisbursementWorkflow:
     def _decided(self) -> bool:
         return self._state.status != "pending_approval"
 
-    def _observe(self, state: DrawdownState) -> None:
-        # A drawdown only ever leaves "pending_approval"; an older read never undoes a newer one.
+    def _observe(self, state: PayoutState) -> None:
+        # A payout only ever leaves "pending_approval"; an older read never undoes a newer one.
         if state.status != "pending_approval" or not self._decided():
             self._state = state
 
     @workflow.run
-    async def run(self, data: DisbursementInput) -> DrawdownState:
+    async def run(self, data: DisbursementInput) -> PayoutState:
         while not self._decided():
             remaining = (data.approval_deadline - workflow.now()).total_seconds()
             if remaining > 0:
@@ -91,25 +104,50 @@ class DisbursementWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             if self._decided():
                 break
-            self._observe(
-                await workflow.execute_activity(
-                    "check_drawdown",
-                    DrawdownCheck(drawdown_id=data.drawdown_id, expire=expire, at=workflow.now()),
-                    result_type=DrawdownState,
-                    start_to_close_timeout=ACTIVITY_TIMEOUT,
-                    retry_policy=RETRY,
-                )
-            )
+            self._observe(await self._check(expire=expire))
         if self._state.status == "approved":
             await self._pay()
+        if self._state.status == "disbursed" and self._state.due_at is not None:
+            await self._watch_until_due(self._state.due_at)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
 
+    async def _check(self, *, expire: bool, overdue: bool = False) -> PayoutState:
+        state: PayoutState = await workflow.execute_activity(
+            "check_drawdown",
+            PayoutCheck(
+                kind=self._data.kind,
+                payout_id=self._data.payout_id,
+                expire=expire,
+                overdue=overdue,
+                at=workflow.now(),
+            ),
+            result_type=PayoutState,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
+        return state
+
+    async def _watch_until_due(self, due_at: datetime) -> None:
+        """A bridge loan paid out: wait for its repayment (signal ``refresh``) or its due time, then look."""
+        while True:
+            remaining = (due_at - workflow.now()).total_seconds()
+            if remaining > 0:
+                try:
+                    await workflow.wait_condition(lambda: self._refresh, timeout=timedelta(seconds=remaining))
+                except TimeoutError:
+                    pass
+            self._refresh = False
+            overdue = workflow.now() >= due_at
+            self._state = await self._check(expire=False, overdue=overdue)
+            if overdue or self._state.status != "disbursed":
+                return
+
     async def _pay(self) -> None:
-        drawdown_id = self._data.drawdown_id
+        payout_id = self._data.payout_id
         order: PaymentOrder = await workflow.execute_activity(
             "payment_order",
-            drawdown_id,
+            PayoutRef(kind=self._data.kind, payout_id=payout_id),
             result_type=PaymentOrder,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY,
@@ -128,8 +166,8 @@ class DisbursementWorkflow:
                 raise
             self._state = await workflow.execute_activity(
                 "fail_disbursement",
-                PaymentFailure(drawdown_id=drawdown_id, reason=cause.message),
-                result_type=DrawdownState,
+                PaymentFailure(kind=self._data.kind, payout_id=payout_id, reason=cause.message),
+                result_type=PayoutState,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=RETRY,
             )
@@ -137,19 +175,19 @@ class DisbursementWorkflow:
         self._state = await workflow.execute_activity(
             "confirm_disbursement",
             receipt,
-            result_type=DrawdownState,
+            result_type=PayoutState,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY,
         )
 
     @workflow.update(name="decide")
-    async def decide(self, request: ApprovalRequest) -> DrawdownState:
+    async def decide(self, request: ApprovalRequest) -> PayoutState:
         self._deciders.add(request.approver)
         try:
-            state: DrawdownState = await workflow.execute_activity(
+            state: PayoutState = await workflow.execute_activity(
                 "record_drawdown_decision",
                 request,
-                result_type=DrawdownState,
+                result_type=PayoutState,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=RETRY,
             )
@@ -164,23 +202,23 @@ class DisbursementWorkflow:
 
     @decide.validator
     def _validate_decision(self, request: ApprovalRequest) -> None:
-        if request.drawdown_id != self._data.drawdown_id:
-            raise _failure("The decision is for another drawdown.", "Unprocessable")
+        if (request.kind, request.payout_id) != (self._data.kind, self._data.payout_id):
+            raise _failure(f"The decision is for another {self._noun}.", "Unprocessable")
         if request.approver == self._data.requested_by:
-            raise _failure("The requester of a drawdown never decides on it.", "Forbidden")
+            raise _failure(f"The requester of a {self._noun} never decides on it.", "Forbidden")
         if self._decided():
             raise _failure(
-                f"The drawdown is {self._state.status}; it is no longer waiting for approval.", "Conflict"
+                f"The {self._noun} is {self._state.status}; it is no longer waiting for approval.", "Conflict"
             )
         if self._expiring or workflow.now() >= self._data.approval_deadline:
             raise _failure("The approval deadline has passed.", "Conflict")
         if request.approver in self._deciders:
-            raise _failure("This officer has already decided on the drawdown.", "Conflict")
+            raise _failure(f"This officer has already decided on the {self._noun}.", "Conflict")
 
     @workflow.signal(name="refresh")
     def refresh(self) -> None:
         self._refresh = True
 
     @workflow.query(name="state")
-    def state(self) -> DrawdownState:
+    def state(self) -> PayoutState:
         return self._state

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 Stage = Literal["municipal", "provincial", "national"]
 Status = Literal[
@@ -228,9 +228,20 @@ class BenefitsFreeze(_Model):
     at: datetime
 
 
-# --- the credit domain: benefit schedule, drawdown approvals, disbursements -------------------------------
+# --- the credit domain: benefit schedule, payout approvals, disbursements --------------------------------
+#
+# A payout is money the programs pay out through the partner bank after finance approves it: a credit-line
+# drawdown, a bridge loan from a program's fund, or a listing reward. One DisbursementWorkflow per payout
+# runs the approval and the payment for every kind. The models below were first written for drawdowns only:
+# ``payout_id`` still accepts the old name ``drawdown_id`` and ``kind`` defaults to ``drawdown``, so the
+# histories recorded then (and workflows running since then) decode unchanged.
 
-DrawdownStatus = Literal["pending_approval", "approved", "disbursed", "rejected", "expired", "failed"]
+PayoutKind = Literal["drawdown", "bridge_loan", "listing_reward"]
+PayoutStatus = Literal["pending_approval", "approved", "disbursed", "repaid", "rejected", "expired", "failed"]
+
+
+def _payout_id() -> Any:
+    return Field(validation_alias=AliasChoices("payout_id", "drawdown_id"))
 
 
 class BenefitSchedule(_Model):
@@ -242,54 +253,75 @@ class BenefitSchedule(_Model):
 
 
 class DisbursementInput(_Model):
-    """Started when a drawdown is requested: workflow id ``disbursement-{drawdown_id}``. The workflow waits
-    for the approvals (Update ``decide``) until the deadline, then pays through the bank."""
+    """Started when a payout is requested: workflow id ``disbursement-{drawdown_id}`` for a drawdown,
+    ``disbursement-bridge-loan-{id}`` and ``disbursement-listing-reward-{id}`` for the other kinds. The
+    workflow waits for the approvals (Update ``decide``) until the deadline, then pays through the bank; a
+    bridge loan is then watched until it is repaid or falls due."""
 
-    drawdown_id: str
+    kind: PayoutKind = "drawdown"
+    payout_id: str = _payout_id()
     requested_by: str
     approval_deadline: datetime
+
+
+class PayoutRef(_Model):
+    """Names one payout (input of the activity ``payment_order``)."""
+
+    kind: PayoutKind = "drawdown"
+    payout_id: str = _payout_id()
 
 
 class ApprovalRequest(_Model):
     """Update ``decide`` of the disbursement workflow: one finance officer's decision."""
 
-    drawdown_id: str
+    kind: PayoutKind = "drawdown"
+    payout_id: str = _payout_id()
     approver: str
     decision: Literal["approve", "reject"]
     reason: str | None = Field(default=None, max_length=2000)
 
 
-class DrawdownState(_Model):
-    """A drawdown's state after an activity: what Updates return and the workflow ends with."""
+class PayoutState(_Model):
+    """A payout's state after an activity: what Updates return and the workflow ends with. ``due_at`` and
+    ``overdue`` are a bridge loan's: when it falls due, and whether it was flagged overdue."""
 
-    drawdown_id: str
-    status: DrawdownStatus
+    kind: PayoutKind = "drawdown"
+    payout_id: str = _payout_id()
+    status: PayoutStatus
     approvals: int = 0
     required_approvals: int = 1
     reason: str | None = None
+    due_at: datetime | None = None
+    overdue: bool = False
 
 
-class DrawdownCheck(_Model):
-    """Look at a drawdown; with ``expire`` a drawdown still awaiting approval expires (deadline passed)."""
+class PayoutCheck(_Model):
+    """Look at a payout. With ``expire`` one still awaiting approval expires (deadline passed); with
+    ``overdue`` a bridge loan paid out and not repaid is flagged overdue (it fell due)."""
 
-    drawdown_id: str
+    kind: PayoutKind = "drawdown"
+    payout_id: str = _payout_id()
     expire: bool
+    overdue: bool = False
     at: datetime
 
 
 class PaymentOrder(_Model):
-    drawdown_id: str
-    key: str  # the bank's Idempotency-Key, derived from the drawdown id
+    kind: PayoutKind = "drawdown"
+    payout_id: str = _payout_id()
+    key: str  # the bank's Idempotency-Key, derived from the payout's id
     amount: Decimal
     beneficiary: str
     reference: str
 
 
 class PaymentReceipt(_Model):
-    drawdown_id: str
+    kind: PayoutKind = "drawdown"
+    payout_id: str = _payout_id()
     bank_reference: str
 
 
 class PaymentFailure(_Model):
-    drawdown_id: str
+    kind: PayoutKind = "drawdown"
+    payout_id: str = _payout_id()
     reason: str

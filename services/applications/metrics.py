@@ -16,7 +16,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "INFINITY",
@@ -41,9 +49,55 @@ def _no_float(value: Any) -> Any:
     return value
 
 
-Amount = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0, max_digits=18, decimal_places=2)]
-SignedAmount = Annotated[Decimal, BeforeValidator(_no_float), Field(max_digits=18, decimal_places=2)]
-Percent = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0, le=100, max_digits=5, decimal_places=2)]
+_WHOLE = 10**16 - 1  # max_digits=18 with decimal_places=2 leaves 16 digits before the point
+
+
+def _exact(*, pattern: str, minimum: int, maximum: int, description: str) -> WithJsonSchema:
+    """The JSON Schema of an exact amount: a decimal string or an integer, never a float."""
+    return WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": pattern},
+                {"type": "integer", "minimum": minimum, "maximum": maximum},
+            ],
+            "description": description,
+        }
+    )
+
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_no_float),
+    Field(ge=0, max_digits=18, decimal_places=2),
+    _exact(
+        pattern=r"^[0-9]{1,16}(\.[0-9]{1,2})?$",
+        minimum=0,
+        maximum=_WHOLE,
+        description='yuan, at most two decimals, as a string ("1250000.50") or an integer; never a float',
+    ),
+]
+SignedAmount = Annotated[
+    Decimal,
+    BeforeValidator(_no_float),
+    Field(max_digits=18, decimal_places=2),
+    _exact(
+        pattern=r"^-?[0-9]{1,16}(\.[0-9]{1,2})?$",
+        minimum=-_WHOLE,
+        maximum=_WHOLE,
+        description="yuan, may be negative, at most two decimals; never a float",
+    ),
+]
+Percent = Annotated[
+    Decimal,
+    BeforeValidator(_no_float),
+    Field(ge=0, le=100, max_digits=5, decimal_places=2),
+    _exact(
+        pattern=r"^(100(\.0{1,2})?|[0-9]{1,2}(\.[0-9]{1,2})?)$",
+        minimum=0,
+        maximum=100,
+        description='a percentage from 0 to 100, at most two decimals ("15.00"); never a float',
+    ),
+]
 Year = Annotated[int, Field(ge=1900, le=2200)]
 Rank = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
@@ -132,7 +186,10 @@ class ComplianceDeclarations(_Frozen):
 class DeclaredMetrics(_Frozen):
     """Everything the screening rules read. ``years`` holds exactly the last three financial years."""
 
-    years: list[YearFigures]
+    years: list[YearFigures] = Field(
+        json_schema_extra={"minItems": 3, "maxItems": 3},
+        description="the last three financial years, consecutive",
+    )
     niche_years: Count
     market_share_pct: Percent | None = None
     market_rank: Rank | None = Field(default=None, description="national rank of the main product")

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, Query, UploadFile
+from fastapi import APIRouter, File, Form, Header, Path, Query, UploadFile
 from fastapi.responses import JSONResponse
 
 from services.applications import repository as repo
@@ -14,6 +14,8 @@ from services.applications import service
 from services.applications import workflow_client as wf
 from services.applications.models import Application, Transition
 from services.applications.schemas import (
+    NO_NUL,
+    USCC_PATTERN,
     ApplicationCreate,
     ApplicationRead,
     ApplicationSummary,
@@ -75,7 +77,9 @@ def _state(state: ReviewState) -> ReviewStateRead:
 # --- programs --------------------------------------------------------------------------------------------
 
 
-@router.get("/programs", response_model=list[ProgramRead], tags=["programs"])
+@router.get(
+    "/programs", response_model=list[ProgramRead], tags=["programs"], responses=problem_responses(422)
+)
 async def list_programs(resources: ResourcesDep) -> list[ProgramRead]:
     today = datetime.now(UTC).date()
     out = []
@@ -124,7 +128,7 @@ async def list_programs(resources: ResourcesDep) -> list[ProgramRead]:
     status_code=201,
     response_model=EnterpriseRead,
     tags=["enterprises"],
-    responses=problem_responses(401, 403, 409, 422),
+    responses=problem_responses(401, 403, 409, 413, 422, 429),
 )
 async def register_enterprise(
     data: EnterpriseCreate, user: WriterDep, session: SessionDep, idempotency_key: IdempotencyKey = None
@@ -150,9 +154,11 @@ async def register_enterprise(
     "/enterprises/{uscc}",
     response_model=EnterpriseRead,
     tags=["enterprises"],
-    responses=problem_responses(401, 404),
+    responses=problem_responses(401, 404, 422),
 )
-async def read_enterprise(uscc: str, user: CurrentUserDep, session: SessionDep) -> EnterpriseRead:
+async def read_enterprise(
+    uscc: Annotated[str, Path(pattern=USCC_PATTERN)], user: CurrentUserDep, session: SessionDep
+) -> EnterpriseRead:
     enterprise = await service.get_enterprise(session, user=user, uscc=uscc)
     body = EnterpriseRead.model_validate(enterprise)
     tiers = await repo.current_tiers(session, enterprise.uscc, datetime.now(UTC))
@@ -168,7 +174,7 @@ async def read_enterprise(uscc: str, user: CurrentUserDep, session: SessionDep) 
     status_code=201,
     response_model=DocumentRead,
     tags=["applications"],
-    responses=problem_responses(401, 403, 409, 413, 422),
+    responses=problem_responses(401, 403, 409, 413, 422, 429),
 )
 async def upload_document(
     user: WriterDep,
@@ -201,7 +207,7 @@ async def upload_document(
     status_code=201,
     response_model=ApplicationRead,
     tags=["applications"],
-    responses=problem_responses(401, 403, 409, 422, 503),
+    responses=problem_responses(401, 403, 409, 413, 422, 429, 503),
 )
 async def submit_application(
     data: ApplicationCreate,
@@ -278,8 +284,8 @@ async def list_applications(
     status: StatusName | None = None,
     tier: Tier | None = None,
     stage: StageName | None = None,
-    program: Annotated[str | None, Query(max_length=64)] = None,
-    uscc: Annotated[str | None, Query(max_length=18)] = None,
+    program: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    uscc: Annotated[str | None, Query(pattern=USCC_PATTERN)] = None,
 ) -> Page[ApplicationSummary]:
     rows = await service.list_applications(
         session,
@@ -300,11 +306,12 @@ async def list_applications(
     "/applications/{application_id}",
     response_model=ApplicationRead,
     tags=["applications"],
-    responses=problem_responses(401, 404, 422),
+    responses=problem_responses(401, 403, 404, 422),
 )
 async def read_application(
     application_id: uuid.UUID, user: CurrentUserDep, session: SessionDep
 ) -> ApplicationRead:
+    user.require(Role.enterprise, Role.reviewer, Role.admin)  # before the lookup: says nothing about ids
     application = await service.get_application(session, user=user, application_id=application_id)
     return await _read(session, user, application)
 
@@ -347,7 +354,7 @@ async def _act(
     return state
 
 
-ACTION_ERRORS = problem_responses(401, 403, 404, 409, 422, 503)
+ACTION_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 429, 503)
 
 
 @router.post(
@@ -456,7 +463,12 @@ async def file_objection(
     temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    if await repo.get_application(session, application_id) is None:
+    # Anyone may object to an application on public notice (it is public); any other application is
+    # visible only to those who may read it, so nobody else learns whether an id exists.
+    application = await repo.get_application(session, application_id)
+    if application is None or (
+        application.status != "public_notice" and not service.can_see_application(user, application)
+    ):
         raise NotFound(f"No application {application_id}.")
     slot = await begin(
         session,
@@ -556,16 +568,16 @@ async def review_tasks(
     "/recognitions",
     response_model=Page[RecognitionRead],
     tags=["recognitions"],
-    responses=problem_responses(401, 422),
+    responses=problem_responses(401, 403, 422),
 )
 async def list_recognitions(
     user: CurrentUserDep,
     session: SessionDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
-    uscc: Annotated[str | None, Query(max_length=18)] = None,
+    uscc: Annotated[str | None, Query(pattern=USCC_PATTERN)] = None,
     tier: Tier | None = None,
-    certificate_no: Annotated[str | None, Query(max_length=80)] = None,
+    certificate_no: Annotated[str | None, Query(max_length=80, pattern=NO_NUL)] = None,
     status: Annotated[str | None, Query(pattern="^(active|expired|revoked)$")] = None,
     valid_on: Annotated[datetime | None, Query(description="valid at this time")] = None,
 ) -> Page[RecognitionRead]:

@@ -11,10 +11,25 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from services.applications.metrics import DeclaredMetrics
 from services.identifiers import validate_region_code, validate_uscc
 
+USCC_PATTERN = "^[0-9A-HJ-NP-RTUWXY]{2}[0-9]{6}[0-9A-HJ-NP-RTUWXY]{10}$"
+NO_NUL = "^[^\\x00]*$"  # PostgreSQL text cannot hold NUL; every free-text input says so in its schema
+NOT_BLANK = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"  # inputs are stripped, so a required text needs a visible char
 Uscc = Annotated[
-    str, Field(min_length=1, max_length=40, examples=["91350100M000100Y43"]), AfterValidator(validate_uscc)
+    str,
+    Field(
+        min_length=1,
+        max_length=40,
+        examples=["91350100M000100Y43"],
+        description="Unified Social Credit Code; the 18th character is a check character (GB 32100-2015)",
+        json_schema_extra={"pattern": USCC_PATTERN},
+    ),
+    AfterValidator(validate_uscc),
 ]
-RegionCode = Annotated[str, Field(examples=["500103"]), AfterValidator(validate_region_code)]
+RegionCode = Annotated[
+    str,
+    Field(examples=["500103"], json_schema_extra={"pattern": "^[0-9]{6}$"}),
+    AfterValidator(validate_region_code),
+]
 T = TypeVar("T")
 Tier = Literal["innovative", "specialized_new", "little_giant", "invisible_champion", "single_champion"]
 StageName = Literal["municipal", "provincial", "national"]
@@ -24,8 +39,17 @@ StatusName = Literal[
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 
 
+def _text_schema(schema: dict[str, Any]) -> None:
+    """Document what the app's body check (no NUL) and whitespace stripping enforce on free text."""
+    for prop in schema.get("properties", {}).values():
+        for option in [prop, *prop.get("anyOf", []), prop.get("items", {})]:
+            if option.get("type") == "string" and not {"pattern", "format", "enum", "const"} & set(option):
+                option["pattern"] = NOT_BLANK if option.get("minLength", 0) >= 1 else NO_NUL
+
+
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Bodies with NUL characters or unpaired surrogates are refused before any route (services/app.py).
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=_text_schema)
 
 
 class _Out(BaseModel):

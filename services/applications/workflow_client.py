@@ -23,6 +23,11 @@ from workflows.inputs import ReviewState
 log = structlog.get_logger(__name__)
 
 
+def _unreachable(exc: RuntimeError) -> bool:
+    """The lazy client could not connect: temporalio raises a plain RuntimeError for it, not an RPCError."""
+    return str(exc).startswith("Failed client connect")
+
+
 def workflow_id(application_id: uuid.UUID | str) -> str:
     return f"review-{application_id}"
 
@@ -39,7 +44,9 @@ async def start_review(
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
-    except RPCError as exc:
+    except (RPCError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not _unreachable(exc):
+            raise
         raise ServiceUnavailable(
             "The workflow engine is unavailable; the application is saved and its "
             "review will start automatically."
@@ -70,6 +77,10 @@ async def send_update(
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise Conflict("The application's review has finished; it no longer takes this action.") from None
+        raise ServiceUnavailable("The workflow engine is unavailable; try again shortly.") from None
+    except RuntimeError as exc:
+        if not _unreachable(exc):
+            raise
         raise ServiceUnavailable("The workflow engine is unavailable; try again shortly.") from None
     return result
 

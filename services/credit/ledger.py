@@ -39,14 +39,6 @@ def credit_receivable(uscc: str) -> str:
     return f"credit_receivable:{uscc}"
 
 
-def rewards_payable(program: str) -> str:
-    return f"rewards_payable:{program}"
-
-
-def bridge_pool(program: str) -> str:
-    return f"bridge_pool:{program}"
-
-
 def bridge_receivable(uscc: str) -> str:
     return f"bridge_receivable:{uscc}"
 
@@ -131,12 +123,33 @@ async def get_entry(session: AsyncSession, entry_id: uuid.UUID) -> Entry | None:
 
 
 async def entries(session: AsyncSession, entry_ids: Sequence[uuid.UUID]) -> list[Entry]:
+    """The entries with these ids, oldest first, in two queries however many there are."""
     if not entry_ids:
         return []
-    rows = await session.scalars(
-        select(LedgerEntry).where(LedgerEntry.id.in_(entry_ids)).order_by(LedgerEntry.created_at)
+    found = list(
+        await session.scalars(
+            select(LedgerEntry).where(LedgerEntry.id.in_(entry_ids)).order_by(LedgerEntry.created_at)
+        )
     )
-    return [await _load(session, entry) for entry in rows]
+    rows = await session.execute(
+        select(LedgerLine.entry_id, LedgerAccount.code, LedgerLine.debit, LedgerLine.credit)
+        .join(LedgerAccount, LedgerAccount.id == LedgerLine.account_id)
+        .where(LedgerLine.entry_id.in_([entry.id for entry in found]))
+        .order_by(LedgerLine.id)
+    )
+    lines: dict[uuid.UUID, list[Line]] = {}
+    for entry_id, code, debit, credit in rows:
+        lines.setdefault(entry_id, []).append(Line(code, debit=debit, credit=credit))
+    return [
+        Entry(
+            id=e.id,
+            key=e.idempotency_key,
+            memo=e.memo,
+            lines=tuple(lines.get(e.id, ())),
+            reverses=e.reverses_entry_id,
+        )
+        for e in found
+    ]
 
 
 async def _load(session: AsyncSession, entry: LedgerEntry) -> Entry:

@@ -1,4 +1,5 @@
-"""ORM models of the credit domain: the double-entry ledger, benefits, credit lines, drawdowns, disbursements.
+"""ORM models of the credit domain: the double-entry ledger, benefits, credit lines, the payouts (drawdowns,
+bridge loans, listing rewards) with their approvals and disbursements.
 
 The ledger is append-only and balanced by the database itself (triggers in the credit-schema migration):
 an entry whose debits differ from its credits cannot be committed, and no ledger row can be updated or
@@ -10,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
+from typing import get_args
 
 from sqlalchemy import (
     BigInteger,
@@ -27,18 +29,38 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.db import Base, Money
+from workflows.inputs import PayoutKind
 
 ZERO = Decimal("0.00")
 
 BENEFIT_KINDS = ("credit_line", "bridge_loan", "listing_reward")
 BENEFIT_STATUSES = ("active", "frozen")
 LINE_STATUSES = ("active", "frozen")
+# A payout is money paid out through the bank once finance approves it; every kind has a table of its own
+# with the same approval columns, and shares the approvals and disbursements tables (one foreign key column
+# per kind, named ``<kind>_id``).
+PAYOUT_KINDS: tuple[PayoutKind, ...] = get_args(PayoutKind)
 DRAWDOWN_STATUSES = ("pending_approval", "approved", "disbursed", "rejected", "expired", "failed")
+BRIDGE_LOAN_STATUSES = (*DRAWDOWN_STATUSES, "repaid")
+LISTING_REWARD_STATUSES = DRAWDOWN_STATUSES
 DISBURSEMENT_STATUSES = ("pending", "paid", "failed")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def column_values(row: Base) -> dict[str, object]:
+    """A row's column values by attribute name (to build a read model with a few fields added)."""
+    return {column.key: getattr(row, column.key) for column in row.__table__.columns}
+
+
+def payout_column(kind: PayoutKind) -> str:
+    """The column of ``payout_approvals`` and ``disbursements`` that points at a payout of ``kind``."""
+    return f"{kind}_id"
+
+
+_ONE_PAYOUT = f"num_nonnulls({', '.join(payout_column(kind) for kind in PAYOUT_KINDS)}) = 1"
 
 
 # --- ledger ------------------------------------------------------------------------------------------------
@@ -164,20 +186,25 @@ class Drawdown(Base):
 
     @property
     def workflow_id(self) -> str:
-        return disbursement_workflow_id(self.id)
+        return disbursement_workflow_id("drawdown", self.id)
 
 
-def disbursement_workflow_id(drawdown_id: uuid.UUID | str) -> str:
-    return f"disbursement-{drawdown_id}"
+def disbursement_workflow_id(kind: PayoutKind, payout_id: uuid.UUID | str) -> str:
+    """The id of a payout's DisbursementWorkflow (drawdowns keep the id they had before payouts had kinds)."""
+    if kind == "drawdown":
+        return f"disbursement-{payout_id}"
+    return f"disbursement-{kind.replace('_', '-')}-{payout_id}"
 
 
-class DrawdownApproval(Base):
-    """One finance officer's decision on a drawdown (maker-checker: never the requester, once each)."""
+class PayoutApproval(Base):
+    """One finance officer's decision on a payout (maker-checker: never the requester, once each)."""
 
-    __tablename__ = "drawdown_approvals"
+    __tablename__ = "payout_approvals"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    drawdown_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("drawdowns.id"), index=True)
+    drawdown_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("drawdowns.id"), index=True)
+    bridge_loan_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("bridge_loans.id"))
+    listing_reward_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("listing_rewards.id"))
     approver: Mapped[str] = mapped_column(String(200))
     decision: Mapped[str] = mapped_column(String(10))
     reason: Mapped[str | None] = mapped_column(Text)
@@ -185,17 +212,23 @@ class DrawdownApproval(Base):
 
     __table_args__ = (
         UniqueConstraint("drawdown_id", "approver"),
+        UniqueConstraint("bridge_loan_id", "approver"),
+        UniqueConstraint("listing_reward_id", "approver"),
         CheckConstraint("decision IN ('approve', 'reject')", name="decision_known"),
+        CheckConstraint(_ONE_PAYOUT, name="one_payout"),
     )
 
 
 class Disbursement(Base):
-    """The payment of a fully approved drawdown through the partner bank, under one bank idempotency key."""
+    """The payment of a fully approved payout through the partner bank, under one bank idempotency key."""
 
     __tablename__ = "disbursements"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    drawdown_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("drawdowns.id"), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    drawdown_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("drawdowns.id"), unique=True)
+    bridge_loan_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("bridge_loans.id"), unique=True)
+    listing_reward_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("listing_rewards.id"), unique=True)
     uscc: Mapped[str] = mapped_column(String(18))
     program: Mapped[str] = mapped_column(String(64))
     tier: Mapped[str] = mapped_column(String(32))
@@ -211,9 +244,20 @@ class Disbursement(Base):
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint(_one_of("status", DISBURSEMENT_STATUSES), name="status_known"),
+        CheckConstraint(_one_of("kind", PAYOUT_KINDS), name="kind_known"),
+        CheckConstraint(
+            " AND ".join(f"({payout_column(k)} IS NOT NULL) = (kind = '{k}')" for k in PAYOUT_KINDS),
+            name="payout_of_kind",
+        ),
         Index("ix_disbursements_status_created_at", "status", "created_at"),
         Index("ix_disbursements_uscc_created_at", "uscc", "created_at"),
     )
+
+    @property
+    def payout_id(self) -> uuid.UUID:
+        found = self.drawdown_id or self.bridge_loan_id or self.listing_reward_id
+        assert found is not None
+        return found
 
 
 # --- bridge-loan pools and listing rewards ------------------------------------------------------------
@@ -234,29 +278,48 @@ class FundPool(Base):
 
 
 class BridgeLoan(Base):
+    """A bridge loan from a program's fund. Requested: its amount is reserved in the pool at once
+    (``pending_approval``); finance approves (due date: ``term_days`` working days after approval) and the
+    bank pays (``disbursed``); finance records the repayment (``repaid``), which frees the capacity. A
+    rejection, the approval deadline or a bank refusal frees it as well."""
+
     __tablename__ = "bridge_loans"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     program: Mapped[str] = mapped_column(ForeignKey("fund_pools.program"), index=True)
     uscc: Mapped[str] = mapped_column(String(18), index=True)
+    tier: Mapped[str] = mapped_column(String(32))
+    recognition_id: Mapped[uuid.UUID]  # the recognition whose benefit qualified
     amount: Mapped[Money]
-    term_days: Mapped[int] = mapped_column(Integer)
+    term_days: Mapped[int] = mapped_column(Integer)  # working days (Mon-Fri) from approval
     purpose: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20))
     requested_by: Mapped[str] = mapped_column(String(200))
-    ledger_entry_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("ledger_entries.id"))
+    required_approvals: Mapped[int] = mapped_column(Integer)
+    approval_deadline: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None]
+    due_on: Mapped[date | None] = mapped_column(Date)
+    overdue_since: Mapped[datetime | None]
+    repaid_at: Mapped[datetime | None]
+    repaid_by: Mapped[str | None] = mapped_column(String(200))
+    repayment_reference: Mapped[str | None] = mapped_column(String(100))
+    repayment_entry_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("ledger_entries.id"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("term_days > 0", name="term_positive"),
-        CheckConstraint("status IN ('committed', 'repaid')", name="status_known"),
+        CheckConstraint("required_approvals IN (1, 2)", name="required_approvals_known"),
+        CheckConstraint(_one_of("status", BRIDGE_LOAN_STATUSES), name="status_known"),
+        Index("ix_bridge_loans_status_created_at", "status", "created_at"),
     )
 
 
 class ListingReward(Base):
     """The one-time reward for listing on a board of the regional equity market: once per enterprise and
-    board, however often or concurrently the listing is reported."""
+    board, however often or concurrently the listing is reported (a rejected or expired reward stays the
+    board's one). Paid through the bank once finance approves it."""
 
     __tablename__ = "listing_rewards"
 
@@ -264,14 +327,31 @@ class ListingReward(Base):
     uscc: Mapped[str] = mapped_column(String(18))
     board: Mapped[str] = mapped_column(String(64))
     program: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(32))
+    recognition_id: Mapped[uuid.UUID]  # the recognition whose benefit qualified
     amount: Mapped[Money]
     listed_on: Mapped[date] = mapped_column(Date)
     security_code: Mapped[str] = mapped_column(String(20))
-    reported_by: Mapped[str] = mapped_column(String(200))
-    ledger_entry_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("ledger_entries.id"))
+    status: Mapped[str] = mapped_column(String(20))
+    requested_by: Mapped[str] = mapped_column(String(200))  # who reported the listing
+    required_approvals: Mapped[int] = mapped_column(Integer)
+    approval_deadline: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
         UniqueConstraint("uscc", "board"),
         CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("required_approvals IN (1, 2)", name="required_approvals_known"),
+        CheckConstraint(_one_of("status", LISTING_REWARD_STATUSES), name="status_known"),
+        Index("ix_listing_rewards_status_created_at", "status", "created_at"),
     )
+
+
+Payout = Drawdown | BridgeLoan | ListingReward
+PAYOUT_MODELS: dict[PayoutKind, type[Payout]] = {
+    "drawdown": Drawdown,
+    "bridge_loan": BridgeLoan,
+    "listing_reward": ListingReward,
+}

@@ -1,20 +1,38 @@
 """The credit domain's one window on program policy: credit-line limits, approval thresholds and deadlines,
-the bridge pool, listing rewards. Programs are data (``programs/*.toml``, loaded once per process as
-``Resources.programs``); this is the only module of ``services.credit`` that imports their model, so moving
-it is a one-line change here.
+the bridge pool, listing rewards, and the working-day calendar of bridge-loan terms. Programs are data
+(``programs/*.toml``, loaded once per process as ``Resources.programs``); this is the only module of
+``services.credit`` that imports their model, so moving it is a one-line change here.
+
+Working days are Monday to Friday in China Standard Time (UTC+8, the programs' time zone; no daylight
+saving). Public holidays and the weekend days worked in their place are not modelled: a term that spans
+them falls due a little early or late, never silently beyond the policy's count of weekdays.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 
 from services.errors import Conflict, NotFound
 from services.programs import Program
 from workflows.inputs import BenefitSchedule
 
-__all__ = ["Program", "Programs", "approval_deadline", "approvals_required", "benefit_schedule", "program"]
+__all__ = [
+    "POLICY_TZ",
+    "Program",
+    "Programs",
+    "add_working_days",
+    "approval_deadline",
+    "approvals_required",
+    "benefit_schedule",
+    "due_at",
+    "due_on",
+    "program",
+    "today",
+]
+
+POLICY_TZ = timezone(timedelta(hours=8), "CST")
 
 Programs = Mapping[str, Program]
 
@@ -49,3 +67,30 @@ def approvals_required(policy: Program, amount: Decimal) -> int:
 
 def approval_deadline(policy: Program, requested_at: datetime) -> datetime:
     return policy.durations.approval_deadline.add_to(requested_at)
+
+
+def add_working_days(start: date, days: int) -> date:
+    """The ``days``-th working day (Monday to Friday) after ``start``; ``start`` itself never counts."""
+    if days < 1:
+        raise ValueError("a term is at least one working day")
+    current = start
+    while days:
+        current += timedelta(days=1)
+        if current.weekday() < 5:
+            days -= 1
+    return current
+
+
+def today(at: datetime) -> date:
+    """The calendar day of ``at`` in the programs' time zone."""
+    return at.astimezone(POLICY_TZ).date()
+
+
+def due_on(approved_at: datetime, term_days: int) -> date:
+    """The day a bridge loan approved at ``approved_at`` must be repaid: ``term_days`` working days later."""
+    return add_working_days(today(approved_at), term_days)
+
+
+def due_at(due: date) -> datetime:
+    """The moment a loan due on ``due`` is overdue: the start of the next day, China Standard Time."""
+    return datetime.combine(due + timedelta(days=1), time.min, tzinfo=POLICY_TZ)

@@ -1,29 +1,35 @@
 """Every query of the credit domain. Money moves here only through conditional UPDATEs, so that concurrent
-requests can never take a credit line past its limit (the CHECK constraint is the last line of defence)."""
+requests can never take a credit line past its limit or a fund past its capacity (the CHECK constraints are
+the last line of defence)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, case, false, func, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.credit.models import (
+    PAYOUT_MODELS,
     ZERO,
     Benefit,
+    BridgeLoan,
     CreditLine,
     Disbursement,
     Drawdown,
-    DrawdownApproval,
     FundPool,
     ListingReward,
+    Payout,
+    PayoutApproval,
+    payout_column,
 )
 from services.credit.schemas import DisbursementFilters
+from workflows.inputs import PayoutKind
 
 _S = TypeVar("_S", bound="Select[*tuple[Any, ...]]")
 
@@ -243,14 +249,36 @@ async def get_drawdown(
     return drawdown
 
 
-async def approvals(session: AsyncSession, drawdown_id: uuid.UUID) -> list[DrawdownApproval]:
-    return list(
-        await session.scalars(
-            select(DrawdownApproval)
-            .where(DrawdownApproval.drawdown_id == drawdown_id)
-            .order_by(DrawdownApproval.created_at, DrawdownApproval.id)
-        )
+async def get_payout(
+    session: AsyncSession, kind: PayoutKind, payout_id: uuid.UUID, *, lock: bool = False
+) -> Any:
+    """The drawdown, bridge loan or listing reward with this id (``Any``: the kind decides the class)."""
+    model = PAYOUT_MODELS[kind]
+    stmt = select(model).where(model.id == payout_id).execution_options(populate_existing=True)
+    if lock:
+        stmt = stmt.with_for_update()
+    row: Payout | None = await session.scalar(stmt)
+    return row
+
+
+async def approvals(session: AsyncSession, kind: PayoutKind, payout_id: uuid.UUID) -> list[PayoutApproval]:
+    return (await approvals_of(session, kind, [payout_id])).get(payout_id, [])
+
+
+async def approvals_of(
+    session: AsyncSession, kind: PayoutKind, payout_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[PayoutApproval]]:
+    """The decisions on each of these payouts, oldest first."""
+    column = getattr(PayoutApproval, payout_column(kind))
+    rows = await session.scalars(
+        select(PayoutApproval)
+        .where(column.in_(payout_ids))
+        .order_by(PayoutApproval.created_at, PayoutApproval.id)
     )
+    found: dict[uuid.UUID, list[PayoutApproval]] = {}
+    for approval in rows:
+        found.setdefault(getattr(approval, payout_column(kind)), []).append(approval)
+    return found
 
 
 def add(session: AsyncSession, row: Any) -> None:
@@ -261,17 +289,22 @@ def add(session: AsyncSession, row: Any) -> None:
 
 
 async def get_disbursement(
-    session: AsyncSession, drawdown_id: uuid.UUID, *, lock: bool = False
+    session: AsyncSession, kind: PayoutKind, payout_id: uuid.UUID, *, lock: bool = False
 ) -> Disbursement | None:
-    stmt = (
-        select(Disbursement)
-        .where(Disbursement.drawdown_id == drawdown_id)
-        .execution_options(populate_existing=True)
-    )
+    column = getattr(Disbursement, payout_column(kind))
+    stmt = select(Disbursement).where(column == payout_id).execution_options(populate_existing=True)
     if lock:
         stmt = stmt.with_for_update()
     disbursement: Disbursement | None = await session.scalar(stmt)
     return disbursement
+
+
+async def disbursements_of(
+    session: AsyncSession, kind: PayoutKind, payout_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Disbursement]:
+    column = getattr(Disbursement, payout_column(kind))
+    rows = await session.scalars(select(Disbursement).where(column.in_(payout_ids)))
+    return {row.payout_id: row for row in rows}
 
 
 def _day_start(day: Any) -> datetime:
@@ -280,6 +313,7 @@ def _day_start(day: Any) -> datetime:
 
 def _filtered(stmt: _S, filters: DisbursementFilters) -> _S:
     for column, value in (
+        (Disbursement.kind, filters.kind),
         (Disbursement.status, filters.status),
         (Disbursement.uscc, filters.uscc),
         (Disbursement.tier, filters.tier),
@@ -338,11 +372,28 @@ async def active_benefits(session: AsyncSession, *, uscc: str, kind: str) -> lis
     )
 
 
-async def committed_by_pool(session: AsyncSession, programs: Sequence[str]) -> dict[str, Decimal]:
-    rows = await session.execute(
-        select(FundPool.program, FundPool.committed).where(FundPool.program.in_(programs))
+async def pools(session: AsyncSession, programs: Sequence[str]) -> dict[str, FundPool]:
+    rows = await session.scalars(
+        select(FundPool).where(FundPool.program.in_(programs)).execution_options(populate_existing=True)
     )
-    return dict(rows.all())
+    return {pool.program: pool for pool in rows}
+
+
+async def pool_usage(session: AsyncSession, programs: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:
+    """Per fund: (reserved by loans awaiting approval or payment, lent out and not repaid)."""
+    waiting = BridgeLoan.status.in_(("pending_approval", "approved"))
+    rows = await session.execute(
+        select(
+            BridgeLoan.program,
+            func.coalesce(func.sum(case((waiting, BridgeLoan.amount), else_=ZERO)), ZERO),
+            func.coalesce(
+                func.sum(case((BridgeLoan.status == "disbursed", BridgeLoan.amount), else_=ZERO)), ZERO
+            ),
+        )
+        .where(BridgeLoan.program.in_(programs))
+        .group_by(BridgeLoan.program)
+    )
+    return {program: (reserved, lent) for program, reserved, lent in rows}
 
 
 async def ensure_pool(session: AsyncSession, *, program: str, capacity: Decimal) -> None:
@@ -364,9 +415,67 @@ async def commit_to_pool(session: AsyncSession, *, program: str, amount: Decimal
     return committed is not None
 
 
+async def release_from_pool(session: AsyncSession, *, program: str, amount: Decimal) -> None:
+    await session.execute(
+        update(FundPool).where(FundPool.program == program).values(committed=FundPool.committed - amount)
+    )
+
+
 async def pool_available(session: AsyncSession, program: str) -> Decimal:
     pool = await session.get(FundPool, program, populate_existing=True)
     return pool.capacity - pool.committed if pool is not None else ZERO
+
+
+async def list_bridge_loans(
+    session: AsyncSession,
+    *,
+    uscc: str | None,
+    status: str | None,
+    program: str | None,
+    overdue: bool | None,
+    today: date,
+    cursor: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[BridgeLoan]:
+    """Newest first. ``overdue``: only the loans that are (or are not) overdue ``today``: paid out, not
+    repaid, and flagged or due before today."""
+    stmt = select(BridgeLoan)
+    for column, value in (
+        (BridgeLoan.uscc, uscc),
+        (BridgeLoan.status, status),
+        (BridgeLoan.program, program),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if overdue is not None:
+        is_overdue = and_(
+            BridgeLoan.status == "disbursed",
+            or_(BridgeLoan.overdue_since.is_not(None), func.coalesce(BridgeLoan.due_on < today, false())),
+        )
+        stmt = stmt.where(is_overdue if overdue else not_(is_overdue))
+    return list(await session.scalars(_page(stmt, BridgeLoan.created_at, BridgeLoan.id, cursor, limit)))
+
+
+async def list_listing_rewards(
+    session: AsyncSession,
+    *,
+    uscc: str | None,
+    status: str | None,
+    board: str | None,
+    program: str | None,
+    cursor: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[ListingReward]:
+    stmt = select(ListingReward)
+    for column, value in (
+        (ListingReward.uscc, uscc),
+        (ListingReward.status, status),
+        (ListingReward.board, board),
+        (ListingReward.program, program),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    return list(await session.scalars(_page(stmt, ListingReward.created_at, ListingReward.id, cursor, limit)))
 
 
 async def insert_listing_reward(session: AsyncSession, **values: Any) -> ListingReward | None:
@@ -381,3 +490,23 @@ async def insert_listing_reward(session: AsyncSession, **values: Any) -> Listing
     if reward_id is None:
         return None
     return await session.get(ListingReward, reward_id)
+
+
+async def reject_pending(
+    session: AsyncSession,
+    model: type[BridgeLoan] | type[ListingReward],
+    *,
+    recognition_id: uuid.UUID,
+    reason: str,
+    at: datetime,
+) -> list[Any]:
+    """Reject the recognition's bridge loans (or listing rewards) still awaiting approval, locking their
+    rows; returns them (the caller releases what they held)."""
+    rows = await session.scalars(
+        update(model)
+        .where(model.recognition_id == recognition_id, model.status == "pending_approval")
+        .values(status="rejected", reason=reason, decided_at=at)
+        .returning(model)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows)

@@ -1,16 +1,21 @@
-"""HTTP routes of the credit domain (benefits, credit lines, drawdowns, disbursements). Routes parse, call the
-service and return; the request's session commits once after the route returns."""
+"""HTTP routes of the credit domain (benefits, credit lines, drawdowns, disbursements, bridge-loan funds and
+loans, listing rewards). Routes parse, call the service and return; the request's session commits once after
+the route returns."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.credit import service
+from services.auth import CurrentUser
+from services.credit import funds, service
 from services.credit.schemas import (
     KEY_PATTERN,
     USCC_PATTERN,
@@ -18,6 +23,7 @@ from services.credit.schemas import (
     BenefitRead,
     BridgeLoanCreate,
     BridgeLoanRead,
+    BridgeLoanStatus,
     CreditLineRead,
     DisbursementFilters,
     DisbursementPage,
@@ -27,6 +33,7 @@ from services.credit.schemas import (
     ListingCreate,
     ListingRewardRead,
     Page,
+    RepaymentCreate,
     Tier,
 )
 from services.deps import CurrentUserDep, ResourcesDep, SessionDep, TemporalDep
@@ -34,6 +41,7 @@ from services.errors import problem_responses
 from services.idempotency import Replay, begin
 from services.pagination import CursorQuery, LimitQuery
 from services.ratelimit import WriterDep
+from workflows.inputs import PayoutKind
 
 router = APIRouter(tags=["credit"])
 
@@ -53,8 +61,28 @@ READ_ERRORS = problem_responses(401, 403, 422)
 WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429, 503)
 
 
-def _replay(replay: Replay) -> JSONResponse:
-    return JSONResponse(replay.body, status_code=replay.status_code, headers={"Idempotent-Replayed": "true"})
+PayoutStatus = Literal["pending_approval", "approved", "disbursed", "rejected", "expired", "failed"]
+
+
+async def _once(
+    session: AsyncSession,
+    user: CurrentUser,
+    key: str | None,
+    endpoint: str,
+    body: BaseModel,
+    status_code: int,
+    act: Callable[[], Awaitable[BaseModel]],
+) -> Any:
+    """Honour the Idempotency-Key: a retry with the same key and body gets the first response back."""
+    slot = await begin(
+        session, caller=user.sub, key=key, endpoint=endpoint, payload=body.model_dump(mode="json")
+    )
+    if isinstance(slot, Replay):
+        return JSONResponse(slot.body, status_code=slot.status_code, headers={"Idempotent-Replayed": "true"})
+    result = await act()
+    if slot is not None:
+        await slot.store(status_code, result.model_dump(mode="json"))
+    return result
 
 
 @router.get("/benefits", response_model=Page[BenefitRead], responses=READ_ERRORS)
@@ -119,27 +147,23 @@ async def request_drawdown(
 ) -> Any:
     """Reserve `amount` on the owner's line at once (409 when it is more than `available`); finance then
     approves or rejects it before the program's approval deadline, which otherwise releases it."""
-    slot = await begin(
+    return await _once(
         session,
-        caller=user.sub,
-        key=idempotency_key,
-        endpoint=f"POST /credit-lines/{line_id}/drawdowns",
-        payload=body.model_dump(mode="json"),
+        user,
+        idempotency_key,
+        f"POST /credit-lines/{line_id}/drawdowns",
+        body,
+        201,
+        lambda: service.request_drawdown(
+            session,
+            user=user,
+            line_id=line_id,
+            data=body,
+            programs=resources.programs,
+            temporal=temporal,
+            task_queue=resources.settings.temporal_task_queue,
+        ),
     )
-    if isinstance(slot, Replay):
-        return _replay(slot)
-    drawdown = await service.request_drawdown(
-        session,
-        user=user,
-        line_id=line_id,
-        data=body,
-        programs=resources.programs,
-        temporal=temporal,
-        task_queue=resources.settings.temporal_task_queue,
-    )
-    if slot is not None:
-        await slot.store(201, drawdown.model_dump(mode="json"))
-    return drawdown
 
 
 @router.get(
@@ -161,21 +185,17 @@ async def decide_drawdown(
 ) -> Any:
     """Finance only, never the requester; above the program's threshold two distinct approvers are needed.
     The response is the drawdown's new state."""
-    slot = await begin(
+    return await _once(
         session,
-        caller=user.sub,
-        key=idempotency_key,
-        endpoint=f"POST /drawdowns/{drawdown_id}/approvals",
-        payload=body.model_dump(mode="json"),
+        user,
+        idempotency_key,
+        f"POST /drawdowns/{drawdown_id}/approvals",
+        body,
+        200,
+        lambda: service.decide_drawdown(
+            session, user=user, drawdown_id=drawdown_id, data=body, temporal=temporal
+        ),
     )
-    if isinstance(slot, Replay):
-        return _replay(slot)
-    drawdown = await service.decide_drawdown(
-        session, user=user, drawdown_id=drawdown_id, data=body, temporal=temporal
-    )
-    if slot is not None:
-        await slot.store(200, drawdown.model_dump(mode="json"))
-    return drawdown
 
 
 @router.get(
@@ -193,6 +213,7 @@ async def list_disbursements(
     request: Request,
     session: SessionDep,
     user: CurrentUserDep,
+    kind: PayoutKind | None = None,
     status: Literal["pending", "paid", "failed"] | None = None,
     uscc: UsccQuery = None,
     tier: Tier | None = None,
@@ -202,9 +223,10 @@ async def list_disbursements(
     cursor: CursorQuery = None,
     limit: LimitQuery = 50,
 ) -> Any:
-    """Filtered disbursements with totals per status; `Accept: text/csv` streams every matching row."""
+    """Filtered disbursements of every kind of payout (drawdowns, bridge loans, listing rewards) with totals
+    per status; `Accept: text/csv` streams every matching row."""
     filters = DisbursementFilters(
-        status=status, uscc=uscc, tier=tier, program=program, date_from=date_from, date_to=date_to
+        kind=kind, status=status, uscc=uscc, tier=tier, program=program, date_from=date_from, date_to=date_to
     )
     if "text/csv" in request.headers.get("accept", ""):
         rows = service.disbursements_csv(session, user=user, filters=filters)
@@ -218,8 +240,9 @@ async def list_disbursements(
 
 @router.get("/funds", response_model=Page[FundRead], responses=READ_ERRORS)
 async def list_funds(session: SessionDep, user: CurrentUserDep, resources: ResourcesDep) -> Page[FundRead]:
-    """Each bridge fund pool: `capacity`, `committed`, `available` (finance and admin)."""
-    return await service.list_funds(session, user=user, programs=resources.programs)
+    """Each bridge fund: `capacity`, `committed` (= `reserved` by loans awaiting approval or payment + `lent`
+    and not repaid), `available` (finance and admin)."""
+    return await funds.list_funds(session, user=user, programs=resources.programs)
 
 
 @router.post("/bridge-loans", status_code=201, response_model=BridgeLoanRead, responses=WRITE_ERRORS)
@@ -228,23 +251,106 @@ async def request_bridge_loan(
     session: SessionDep,
     user: WriterDep,
     resources: ResourcesDep,
+    temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    """Commit a bridge loan from the fund of the program the enterprise's recognition qualifies for; never
-    beyond the fund's available capacity (409), the per-use cap or the fund's term (422)."""
-    slot = await begin(
+    """Reserve a bridge loan in the fund of the program the enterprise's recognition qualifies for; never
+    beyond the fund's available capacity (409), the per-use cap or the fund's term (422). Finance approves
+    or rejects it (`POST /bridge-loans/{id}/approvals`) before the program's approval deadline, which
+    otherwise releases it; approved, it is paid through the bank and falls due `term_days` working days
+    (Mon-Fri) after approval."""
+    return await _once(
         session,
-        caller=user.sub,
-        key=idempotency_key,
-        endpoint="POST /bridge-loans",
-        payload=body.model_dump(mode="json"),
+        user,
+        idempotency_key,
+        "POST /bridge-loans",
+        body,
+        201,
+        lambda: funds.request_bridge_loan(
+            session,
+            user=user,
+            data=body,
+            programs=resources.programs,
+            temporal=temporal,
+            task_queue=resources.settings.temporal_task_queue,
+        ),
     )
-    if isinstance(slot, Replay):
-        return _replay(slot)
-    loan = await service.request_bridge_loan(session, user=user, data=body, programs=resources.programs)
-    if slot is not None:
-        await slot.store(201, loan.model_dump(mode="json"))
-    return loan
+
+
+@router.get("/bridge-loans", response_model=Page[BridgeLoanRead], responses=READ_ERRORS)
+async def list_bridge_loans(
+    session: SessionDep,
+    user: CurrentUserDep,
+    status: BridgeLoanStatus | None = None,
+    uscc: UsccQuery = None,
+    program: ProgramQuery = None,
+    overdue: Annotated[bool | None, Query(description="paid out, not repaid and past due")] = None,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = 50,
+) -> Page[BridgeLoanRead]:
+    """Bridge loans, newest first: enterprises see their own, finance and admin all."""
+    return await funds.list_bridge_loans(
+        session,
+        user=user,
+        uscc=uscc,
+        status=status,
+        program=program,
+        overdue=overdue,
+        cursor=cursor,
+        limit=limit,
+    )
+
+
+@router.get(
+    "/bridge-loans/{loan_id}", response_model=BridgeLoanRead, responses=problem_responses(401, 403, 404, 422)
+)
+async def get_bridge_loan(loan_id: uuid.UUID, session: SessionDep, user: CurrentUserDep) -> BridgeLoanRead:
+    """The loan, its approvals, due date and `overdue` flag, the disbursement and the ledger entries."""
+    return await funds.get_bridge_loan(session, user=user, loan_id=loan_id)
+
+
+@router.post("/bridge-loans/{loan_id}/approvals", response_model=BridgeLoanRead, responses=WRITE_ERRORS)
+async def decide_bridge_loan(
+    loan_id: uuid.UUID,
+    body: ApprovalCreate,
+    session: SessionDep,
+    user: WriterDep,
+    temporal: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """Finance only, never the requester; above the program's threshold two distinct approvers are needed.
+    A rejection releases the reservation. The response is the loan's new state."""
+    return await _once(
+        session,
+        user,
+        idempotency_key,
+        f"POST /bridge-loans/{loan_id}/approvals",
+        body,
+        200,
+        lambda: funds.decide_bridge_loan(session, user=user, loan_id=loan_id, data=body, temporal=temporal),
+    )
+
+
+@router.post("/bridge-loans/{loan_id}/repayment", response_model=BridgeLoanRead, responses=WRITE_ERRORS)
+async def repay_bridge_loan(
+    loan_id: uuid.UUID,
+    body: RepaymentCreate,
+    session: SessionDep,
+    user: WriterDep,
+    temporal: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """Finance or admin (never the requester) records the repayment of a loan paid out (409 otherwise) in full
+    (422 for another amount): the fund's capacity is freed and the payment's ledger entry is mirrored."""
+    return await _once(
+        session,
+        user,
+        idempotency_key,
+        f"POST /bridge-loans/{loan_id}/repayment",
+        body,
+        200,
+        lambda: funds.repay_bridge_loan(session, user=user, loan_id=loan_id, data=body, temporal=temporal),
+    )
 
 
 @router.post(
@@ -256,22 +362,87 @@ async def report_listing(
     session: SessionDep,
     user: WriterDep,
     resources: ResourcesDep,
+    temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    """The owner (or an admin) reports a listing; the board's one-time reward is granted once per enterprise
-    and board (409 after that)."""
-    slot = await begin(
+    """The owner (or an admin) reports a listing; the board's one-time reward is requested once per
+    enterprise and board (409 after that, whatever became of the first). Finance approves it
+    (`POST /listing-rewards/{id}/approvals`) before the program's approval deadline; then the bank pays it."""
+    return await _once(
         session,
-        caller=user.sub,
-        key=idempotency_key,
-        endpoint=f"POST /enterprises/{uscc}/listings",
-        payload=body.model_dump(mode="json"),
+        user,
+        idempotency_key,
+        f"POST /enterprises/{uscc}/listings",
+        body,
+        201,
+        lambda: funds.report_listing(
+            session,
+            user=user,
+            uscc=uscc,
+            data=body,
+            programs=resources.programs,
+            temporal=temporal,
+            task_queue=resources.settings.temporal_task_queue,
+        ),
     )
-    if isinstance(slot, Replay):
-        return _replay(slot)
-    reward = await service.report_listing(
-        session, user=user, uscc=uscc, data=body, programs=resources.programs
+
+
+@router.get("/listing-rewards", response_model=Page[ListingRewardRead], responses=READ_ERRORS)
+async def list_listing_rewards(
+    session: SessionDep,
+    user: CurrentUserDep,
+    status: PayoutStatus | None = None,
+    uscc: UsccQuery = None,
+    board: Annotated[str | None, Query(pattern=KEY_PATTERN)] = None,
+    program: ProgramQuery = None,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = 50,
+) -> Page[ListingRewardRead]:
+    """Listing rewards, newest first: enterprises see their own, finance and admin all."""
+    return await funds.list_listing_rewards(
+        session,
+        user=user,
+        uscc=uscc,
+        status=status,
+        board=board,
+        program=program,
+        cursor=cursor,
+        limit=limit,
     )
-    if slot is not None:
-        await slot.store(201, reward.model_dump(mode="json"))
-    return reward
+
+
+@router.get(
+    "/listing-rewards/{reward_id}",
+    response_model=ListingRewardRead,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_listing_reward(
+    reward_id: uuid.UUID, session: SessionDep, user: CurrentUserDep
+) -> ListingRewardRead:
+    """The reward, its approvals, the disbursement and the ledger entry."""
+    return await funds.get_listing_reward(session, user=user, reward_id=reward_id)
+
+
+@router.post(
+    "/listing-rewards/{reward_id}/approvals", response_model=ListingRewardRead, responses=WRITE_ERRORS
+)
+async def decide_listing_reward(
+    reward_id: uuid.UUID,
+    body: ApprovalCreate,
+    session: SessionDep,
+    user: WriterDep,
+    temporal: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """Finance only, never the reporter; the response is the reward's new state."""
+    return await _once(
+        session,
+        user,
+        idempotency_key,
+        f"POST /listing-rewards/{reward_id}/approvals",
+        body,
+        200,
+        lambda: funds.decide_listing_reward(
+            session, user=user, reward_id=reward_id, data=body, temporal=temporal
+        ),
+    )

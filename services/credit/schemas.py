@@ -11,6 +11,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
+from workflows.inputs import PayoutKind
+
 USCC_PATTERN = "^[0-9A-HJ-NP-RTUWXY]{18}$"
 KEY_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"  # program keys (and other policy ids)
 Tier = Literal["innovative", "specialized_new", "little_giant", "invisible_champion", "single_champion"]
@@ -115,7 +117,9 @@ class LedgerEntryRead(BaseModel):
 
 class DisbursementRead(_Read):
     id: uuid.UUID
-    drawdown_id: uuid.UUID
+    kind: PayoutKind = Field(description="what is paid out: a drawdown, a bridge loan or a listing reward")
+    payout_id: uuid.UUID = Field(description="the drawdown, bridge loan or listing reward paid")
+    drawdown_id: uuid.UUID | None = Field(description="the drawdown paid (kind `drawdown` only)")
     uscc: str
     program: str
     tier: str
@@ -144,23 +148,28 @@ class ApprovalRead(_Read):
     created_at: datetime
 
 
-class DrawdownRead(_Read):
+class _PayoutRead(_Read):
+    """What every payout shows: the maker-checker approvals, the disbursement and the ledger entries."""
+
     id: uuid.UUID
-    credit_line_id: uuid.UUID
     uscc: str
     program: str
     tier: str
     amount: Money
-    status: Literal["pending_approval", "approved", "disbursed", "rejected", "expired", "failed"]
     requested_by: str
-    required_approvals: int
+    required_approvals: int = Field(description="two distinct finance approvers above the threshold")
     approvals: list[ApprovalRead] = []
-    approval_deadline: datetime
-    reason: str | None
+    approval_deadline: datetime = Field(description="not approved by then, the payout expires")
+    reason: str | None = Field(description="why it was rejected, expired or failed")
     decided_at: datetime | None
     created_at: datetime
     disbursement: DisbursementRead | None = None
     ledger_entries: list[LedgerEntryRead] = []
+
+
+class DrawdownRead(_PayoutRead):
+    credit_line_id: uuid.UUID
+    status: Literal["pending_approval", "approved", "disbursed", "rejected", "expired", "failed"]
 
 
 # --- writes ------------------------------------------------------------------------------------------------
@@ -170,16 +179,20 @@ class _Write(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+NO_NUL = "^[^\\x00]*$"  # PostgreSQL text cannot hold NUL
+
+
 class DrawdownCreate(_Write):
     amount: PositiveMoney
 
 
 class ApprovalCreate(_Write):
     decision: Literal["approve", "reject"]
-    reason: Annotated[str, Field(max_length=2000)] | None = None
+    reason: Annotated[str, Field(max_length=2000, pattern=NO_NUL)] | None = None
 
 
 class DisbursementFilters(BaseModel):
+    kind: PayoutKind | None = None
     status: Literal["pending", "paid", "failed"] | None = None
     uscc: str | None = None
     tier: str | None = None
@@ -190,38 +203,53 @@ class DisbursementFilters(BaseModel):
 
 # --- bridge-loan pools and listing rewards ------------------------------------------------------------
 
-NO_NUL = "^[^\\x00]*$"  # PostgreSQL text cannot hold NUL
-
 
 class FundRead(BaseModel):
     program: str
     capacity: Money
-    committed: Money
-    available: Money
+    committed: Money = Field(description="reserved + lent: never more than the capacity")
+    available: Money = Field(description="capacity - committed")
+    reserved: Money = Field(description="held by loans awaiting approval or payment")
+    lent: Money = Field(description="paid out and not yet repaid")
     per_use_cap: Money
     term_working_days: int
 
 
 class BridgeLoanCreate(_Write):
     amount: PositiveMoney
-    term_days: Annotated[int, Field(ge=1, le=366, description="working days; at most the pool's term")]
+    term_days: Annotated[
+        int, Field(ge=1, le=366, description="working days (Mon-Fri) from approval; at most the fund's term")
+    ]
     purpose: Annotated[str, Field(min_length=1, max_length=500, pattern=NO_NUL)]
     program: Annotated[
         str | None, Field(pattern=KEY_PATTERN, description="needed only when several programs qualify")
     ] = None
 
 
-class BridgeLoanRead(_Read):
-    id: uuid.UUID
-    program: str
-    uscc: str
-    amount: Money
-    term_days: int
+BridgeLoanStatus = Literal[
+    "pending_approval", "approved", "disbursed", "repaid", "rejected", "expired", "failed"
+]
+
+
+class BridgeLoanRead(_PayoutRead):
+    term_days: int = Field(description="working days (Mon-Fri, China Standard Time) from approval")
     purpose: str
-    status: Literal["committed", "repaid"]
-    requested_by: str
-    ledger_entry_id: uuid.UUID | None
-    created_at: datetime
+    status: BridgeLoanStatus
+    due_on: date | None = Field(description="set on approval: the day it must be repaid")
+    overdue: bool = Field(description="paid out, not repaid, and past its due date")
+    overdue_since: datetime | None = Field(description="when the loan's workflow flagged it overdue")
+    repaid_at: datetime | None
+    repaid_by: str | None
+    repayment_reference: str | None
+
+
+class RepaymentCreate(_Write):
+    amount: Annotated[
+        PositiveMoney, Field(description="the whole amount lent; partial repayments are not taken")
+    ]
+    reference: Annotated[
+        str | None, Field(max_length=100, pattern="^[ -~]+$", description="the incoming transfer's reference")
+    ] = None
 
 
 class ListingCreate(_Write):
@@ -230,14 +258,9 @@ class ListingCreate(_Write):
     security_code: Annotated[str, Field(pattern="^[0-9A-Z]{4,12}$")]
 
 
-class ListingRewardRead(_Read):
-    id: uuid.UUID
-    uscc: str
+class ListingRewardRead(_PayoutRead):
     board: str
-    program: str
-    amount: Money
     listed_on: date
     security_code: str
-    reported_by: str
-    ledger_entry_id: uuid.UUID | None
-    created_at: datetime
+    reported_by: str = Field(description="who reported the listing (the reward's requester)")
+    status: Literal["pending_approval", "approved", "disbursed", "rejected", "expired", "failed"]

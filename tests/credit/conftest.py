@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowHandle
+from temporalio.worker import Worker
 
 from services.auth import Role
 from services.config import Settings
@@ -25,7 +26,11 @@ from services.credit import repository, service
 from services.credit.banksim import create_bank_app
 from services.db import create_sessionmaker
 from services.devstack import free_port
+from services.resources import Resources
 from tests.conftest import bearer, make_token
+from workflows.benefits import BenefitsWorkflow
+from workflows.credit_activities import CreditActivities
+from workflows.disbursement import DisbursementWorkflow
 from workflows.inputs import BenefitGrant
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -160,6 +165,53 @@ async def open_line(
             session, uscc=uscc, status=None, program=None, tier=None, cursor=None, limit=100
         )
         return next(line.id for line in lines if line.recognition_id == recognition_id)
+
+
+async def arm(
+    sessions: async_sessionmaker[AsyncSession],
+    uscc: str,
+    *kinds: Literal["credit_line", "bridge_loan", "listing_reward"],
+    program: str = PROGRAM,
+    tier: str = "specialized_new",
+) -> uuid.UUID:
+    """Benefits as the benefits workflow grants them on recognition; returns the recognition's id."""
+    recognition_id = uuid.uuid4()
+    async with sessions.begin() as session:
+        for kind in kinds:
+            await service.grant_benefit(
+                session,
+                grant=BenefitGrant(
+                    recognition_id=str(recognition_id),
+                    uscc=uscc,
+                    tier=tier,
+                    program=program,
+                    kind=kind,
+                    amount=Decimal("2000000.00") if kind == "credit_line" else None,
+                ),
+            )
+    return recognition_id
+
+
+@pytest.fixture
+async def skipping(time_skipping: Any, settings: Settings, engine: AsyncEngine) -> AsyncIterator[Resources]:
+    """A worker for the credit workflows on the time-skipping server, on the real database."""
+    queue = f"credit-skip-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient() as http:
+        res = Resources(
+            settings=settings.model_copy(update={"temporal_task_queue": queue}),
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            temporal=time_skipping.client,
+            http=http,
+            owns=False,
+        )
+        async with Worker(
+            time_skipping.client,
+            task_queue=queue,
+            workflows=[BenefitsWorkflow, DisbursementWorkflow],
+            activities=CreditActivities(res).all(),
+        ):
+            yield res
 
 
 async def record(handle: WorkflowHandle[Any, Any], name: str) -> None:

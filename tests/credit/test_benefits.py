@@ -5,30 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from services.auth import CurrentUser, Role
 from services.config import Settings
 from services.credit import repository, service
 from services.credit.schemas import ApprovalCreate, DrawdownCreate
-from services.db import create_sessionmaker
 from services.errors import Conflict
 from services.resources import Resources
 from tests.conftest import bearer
 from tests.credit.conftest import PROGRAM, auth, enterprise_token, new_uscc, open_line, record
 from workflows.benefits import BenefitsWorkflow
-from workflows.credit_activities import CreditActivities
-from workflows.disbursement import DisbursementWorkflow
-from workflows.inputs import BenefitsInput, BenefitsStop, DrawdownState
+from workflows.inputs import BenefitsInput, BenefitsStop, PayoutState
 
 D = Decimal
 
@@ -98,7 +93,7 @@ async def test_benefits_are_granted_once_and_frozen_on_revocation(
     await record(handles[0], "benefits-revoked")
 
     drawdown_id = pending.json()["id"]
-    closed = client.get_workflow_handle(f"disbursement-{drawdown_id}", result_type=DrawdownState)
+    closed = client.get_workflow_handle(f"disbursement-{drawdown_id}", result_type=PayoutState)
     async with asyncio.timeout(15):
         assert (await closed.result()).status == "rejected"  # told to look again by the freeze
     await record(closed, "disbursement-frozen")
@@ -151,28 +146,6 @@ async def test_a_tier_without_benefits_grants_nothing_and_an_unknown_program_fai
 # --- time-skipping: validity end and approval deadline ----------------------------------------------------
 
 
-@pytest.fixture
-async def skipping(time_skipping: Any, settings: Settings, engine: AsyncEngine) -> AsyncIterator[Resources]:
-    """A worker for the credit workflows on the time-skipping server, on the real database."""
-    queue = f"credit-skip-{uuid.uuid4().hex[:8]}"
-    async with httpx.AsyncClient() as http:
-        res = Resources(
-            settings=settings.model_copy(update={"temporal_task_queue": queue}),
-            engine=engine,
-            sessionmaker=create_sessionmaker(engine),
-            temporal=time_skipping.client,
-            http=http,
-            owns=False,
-        )
-        async with Worker(
-            time_skipping.client,
-            task_queue=queue,
-            workflows=[BenefitsWorkflow, DisbursementWorkflow],
-            activities=CreditActivities(res).all(),
-        ):
-            yield res
-
-
 async def _request(res: Resources, uscc: str, line_id: uuid.UUID, amount: str) -> str:
     user = CurrentUser(sub=f"ent-{uscc}", role=Role.enterprise, uscc=uscc)
     async with res.sessionmaker.begin() as session:
@@ -223,9 +196,7 @@ async def test_validity_end_freezes_the_line_and_rejects_pending_drawdowns(skipp
 
     assert await handle.result() == "expired"  # one day skipped: validity over
     await record(handle, "benefits-expired")
-    state = await client.get_workflow_handle(
-        f"disbursement-{drawdown_id}", result_type=DrawdownState
-    ).result()
+    state = await client.get_workflow_handle(f"disbursement-{drawdown_id}", result_type=PayoutState).result()
     assert state.status == "rejected"
     assert state.reason == "credit line frozen: the recognition's validity ended"
     after = await _line(skipping.sessionmaker, line.id)
@@ -257,7 +228,7 @@ async def test_approval_deadline_expires_the_drawdown_and_releases_it(
     await time_skipping.sleep(timedelta(days=10, hours=1))
     for drawdown_id in (single, dual):
         expiring = skipping.temporal.get_workflow_handle(
-            f"disbursement-{drawdown_id}", result_type=DrawdownState
+            f"disbursement-{drawdown_id}", result_type=PayoutState
         )
         state = await expiring.result()
         assert state.status == "expired"

@@ -29,7 +29,7 @@ from tests.credit.conftest import BankSim, new_uscc, open_line, record
 from workflows.benefits import BenefitsWorkflow
 from workflows.credit_activities import CreditActivities
 from workflows.disbursement import DisbursementWorkflow
-from workflows.inputs import DrawdownState
+from workflows.inputs import PayoutState
 
 D = Decimal
 AMOUNT = D("1234.56")
@@ -112,9 +112,9 @@ async def approved_batch(res: Resources, count: int) -> Batch:
     return Batch(uscc=uscc, line_id=line_id, drawdown_ids=ids)
 
 
-async def settle_all(res: Resources, batch: Batch, *, timeout: float = 45) -> list[DrawdownState]:
+async def settle_all(res: Resources, batch: Batch, *, timeout: float = 45) -> list[PayoutState]:
     handles = [
-        res.temporal.get_workflow_handle(f"disbursement-{d}", result_type=DrawdownState)
+        res.temporal.get_workflow_handle(f"disbursement-{d}", result_type=PayoutState)
         for d in batch.drawdown_ids
     ]
     async with asyncio.timeout(timeout):
@@ -140,7 +140,7 @@ async def assert_paid_exactly_once(res: Resources, bank: BankSim, batch: Batch) 
         assert line is not None
         assert (line.reserved, line.drawn) == (D("0.00"), total)
         for drawdown_id in batch.drawdown_ids:
-            disbursement = await repository.get_disbursement(session, uuid.UUID(drawdown_id))
+            disbursement = await repository.get_disbursement(session, "drawdown", uuid.UUID(drawdown_id))
             assert disbursement is not None
             assert disbursement.status == "paid"
             assert disbursement.bank_reference in {p["id"] for p in payments}

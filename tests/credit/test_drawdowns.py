@@ -19,7 +19,7 @@ from services.config import Settings
 from services.credit import ledger
 from tests.conftest import bearer
 from tests.credit.conftest import BankSim, auth, enterprise_token, new_uscc, open_line, record
-from workflows.inputs import DrawdownState
+from workflows.inputs import PayoutState
 
 D = Decimal
 
@@ -69,10 +69,10 @@ async def decide(
     )
 
 
-async def settled(resources: Any, drawdown_id: str, history: str | None = None) -> DrawdownState:
-    handle = resources.temporal.get_workflow_handle(f"disbursement-{drawdown_id}", result_type=DrawdownState)
+async def settled(resources: Any, drawdown_id: str, history: str | None = None) -> PayoutState:
+    handle = resources.temporal.get_workflow_handle(f"disbursement-{drawdown_id}", result_type=PayoutState)
     async with asyncio.timeout(30):
-        result: DrawdownState = await handle.result()
+        result: PayoutState = await handle.result()
     if history:
         await record(handle, history)
     return result

@@ -16,5 +16,14 @@ def test_there_is_a_history_for_every_credit_path() -> None:
         "disbursement-expired-half-approved",
         "disbursement-frozen",
         "disbursement-answer-lost-after-commit",
+        "bridge-loan-dual-approval-paid-repaid",
+        "bridge-loan-rejected",
+        "bridge-loan-bank-refused",
+        "bridge-loan-expired",
+        "bridge-loan-frozen",
+        "bridge-loan-overdue",
+        "listing-reward-paid",
+        "listing-reward-rejected",
+        "listing-reward-expired",
     }
     assert expected <= names, f"missing histories: {sorted(expected - names)}"

@@ -48,7 +48,7 @@ async def test_autogenerate_finds_no_drift_in_credit_tables(engine: AsyncEngine)
         "benefits",
         "credit_lines",
         "drawdowns",
-        "drawdown_approvals",
+        "payout_approvals",
         "disbursements",
     } <= CREDIT_TABLES
     async with engine.connect() as conn:

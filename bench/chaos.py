@@ -1,0 +1,1586 @@
+"""`make chaos`: a seeded chaos run of drawdowns and disbursements against real processes.
+
+    .venv/bin/python bench/chaos.py --seed 7 --disbursements 1000
+
+Set-up, all on loopback with free ports in a temporary data folder: an embedded PostgreSQL, `giantflow
+migrate`, the Temporal dev server (SQLite file), the bank simulator with seeded faults (500s, hangs past the
+worker's timeout, answers lost after commit, duplicate deliveries, one closed account), two `giantflow api`
+and two `giantflow worker` processes, each in its own process group. The enterprises and their credit lines
+come through the real path: registration, evidence, application, screening, municipal and provincial approval,
+public notice, recognition, and the benefits workflow opening the line (a generated program file with a
+3 s notice and a long validity and approval deadline, so nothing expires during the run).
+
+Load: every drawdown is requested with an Idempotency-Key and approved by finance (two distinct officers above
+the program's threshold; a few are rejected), by concurrent clients that retry timeouts, 5xx, 429, connection
+errors and "still being processed" with the SAME key, spread over both APIs like a load balancer would. A
+chaos thread with its own seeded RNG SIGKILLs a worker every few seconds and an API now and then; a supervisor
+restarts whatever died. Then the bank is calmed, everything settles (bounded wait) and the run is accounted
+from the bank's statement and PostgreSQL:
+
+- requested: drawdowns the API accepted (201, first answer or replay);
+- paid: payments on the bank's statement;
+- duplicated: bank payments beyond one per drawdown key or per client request;
+- lost: approved drawdowns not terminal (paid or definitely refused) after the settle wait, drawdowns the bank
+  paid that the ledger did not record, and approvals the API confirmed that the database does not hold;
+- ledger balanced: total debits == total credits and every entry balanced with at least two lines.
+
+The exit code is 1 when anything was duplicated or lost, the ledger is unbalanced, money moved that no
+approved drawdown explains, the figures of the bank and the ledger disagree, or a disbursement workflow failed
+or kept running on a finished drawdown. The seed fixes the plan (enterprises, amounts, approvers, rejections),
+the kill schedule and the bank's fault sequence; process timing is not reproducible, so a replay repeats the
+same attack, not the same interleaving. On failure the data folder (logs, PostgreSQL, Temporal database, bank
+file, report.json) is kept and its path printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import io
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+if TYPE_CHECKING:
+    from services.config import Settings
+    from services.devstack import EmbeddedPostgres
+
+# The service's code is imported from a snapshot taken at start-up (see `snapshot`), never at import time:
+# every process of the run, restarted ones included, and this runner then run the same code even while the
+# working tree changes under them.
+ROOT = Path(__file__).resolve().parent.parent
+SNAPSHOT_PATHS = ("services", "workflows", "migrations", "alembic.ini", "tests/__init__.py", "tests/support")
+
+BIN = Path(sys.executable).parent
+PROGRAM = "chaos"
+REGION = "500103"  # an enterprise's district; municipal reviewers of 500100, provincial of 500000
+USCC_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+THRESHOLD = Decimal("1000000.00")  # dual approval above this (the generated program's threshold)
+LINE_LIMIT = Decimal("2000000000.00")
+NOT_FOUND_AFTER_CREATE = "HTTP 404 for a drawdown the API had just answered 201 for"
+OFFICER_409 = "approval: 409 though this officer's earlier attempt was recorded"
+OFFICERS = [f"finance-{n}" for n in range(1, 7)]
+TERMINAL = {"disbursed", "failed", "rejected", "expired"}
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (OSError, ValueError):
+        return False
+
+
+def tcp_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def snapshot(dest: Path, ref: str | None) -> str:
+    """Copy the service's code into ``dest`` (the working tree, or a git ref through `git archive`, which
+    changes nothing in the repository) and put it first on this process's import path."""
+    dest.mkdir(parents=True)
+    if ref is None:
+        for name in SNAPSHOT_PATHS:
+            source = ROOT / name
+            if source.is_dir():
+                shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, dest / name)
+        what = f"working tree of {ROOT} (copied at start)"
+    else:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", ref, *SNAPSHOT_PATHS],
+            capture_output=True,
+            check=True,
+        )
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(dest, filter="data")
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", ref], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        what = f"git {ref} ({commit})"
+    sys.path.insert(0, str(dest))
+    return what
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the runner dying takes its children along
+
+
+# --- processes -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """One child process in its own process group; the chaos thread kills it, the supervisor restarts it."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    ready_url: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    killed: bool = False  # the last death was ours
+    died_at: float | None = None
+    kills: int = 0
+    restarts: int = 0
+    unexpected_exits: list[int] = field(default_factory=list)
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        self.died_at = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> bool:
+        """SIGKILL the whole process group (no goodbye: sockets, transactions and tasks are simply cut)."""
+        with self.lock:
+            if not self.alive:
+                return False
+            assert self.process is not None
+            self.killed = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.kills += 1
+            return True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self.lock:
+            if self.process is None:
+                return
+            pid = self.process.pid
+            if self.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(5)
+
+    def last_words(self) -> str:
+        lines = [
+            line
+            for line in self.log_path.read_text(errors="replace").splitlines()
+            if line.strip() and not line.startswith(" ")
+        ]
+        return lines[-1][:300] if lines else "(empty)"
+
+    def supervise(self, now: float, delay: float) -> str | None:
+        """Restart the process ``delay`` s after it died; returns a note when the death was not ours."""
+        with self.lock:
+            if self.process is None or self.process.poll() is None:
+                return None
+            note = None
+            if self.died_at is None:
+                self.died_at = now
+                if not self.killed:
+                    code = self.process.returncode
+                    self.unexpected_exits.append(code)
+                    note = f"{self.name} exited by itself with {code}"
+                    if len(self.unexpected_exits) >= 3:
+                        raise RuntimeError(
+                            f"{self.name} keeps exiting by itself ({self.unexpected_exits}); its log ends: "
+                            f"{self.last_words()}"
+                        )
+            if now - self.died_at < delay:
+                return note
+            self.killed = False
+            self.start()
+            self.restarts += 1
+            return note
+
+
+class Stack:
+    def __init__(self, data_dir: Path, *, seed: int, apis: int, workers: int, faults: dict[str, Any]) -> None:
+        self.data_dir = data_dir
+        self.logs = data_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.seed = seed
+        self.pg_port = free_port()
+        self.temporal_address = f"127.0.0.1:{free_port()}"
+        self.bank_url = f"http://127.0.0.1:{free_port()}"
+        self.api_urls = [f"http://127.0.0.1:{free_port()}" for _ in range(apis)]
+        self.secret = secrets.token_urlsafe(32)
+        self.programs_dir = data_dir / "programs"
+        self.postgres: EmbeddedPostgres | None = None
+        self.fixed: list[Proc] = []  # temporal, bank: never attacked
+        self.apis: list[Proc] = []
+        self.workers: list[Proc] = []
+        self.workers_wanted = workers
+        self.faults = faults
+        self._pg_log: Any = None
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.pg_port}/giantflow"
+
+    def settings(self) -> Settings:
+        from services.config import Environment, Settings
+
+        return Settings(
+            environment=Environment.test,
+            jwt_secret=self.secret,
+            database_url=self.database_url,
+            temporal_address=self.temporal_address,
+            bank_url=self.bank_url,
+            programs_dir=self.programs_dir,
+            data_dir=self.data_dir / "var",
+        )
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIANTFLOW_")}
+        env.setdefault("XDG_RUNTIME_DIR", "/tmp")
+        src = str(self.data_dir / "src")
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "GIANTFLOW_ENVIRONMENT": "test",
+                "GIANTFLOW_JWT_SECRET": self.secret,
+                "GIANTFLOW_DATABASE_URL": self.database_url,
+                "GIANTFLOW_TEMPORAL_ADDRESS": self.temporal_address,
+                "GIANTFLOW_BANK_URL": self.bank_url,
+                "GIANTFLOW_PROGRAMS_DIR": str(self.programs_dir),
+                "GIANTFLOW_DATA_DIR": str(self.data_dir / "var"),
+                "GIANTFLOW_LOG_LEVEL": "WARNING",
+                **extra,
+            }
+        )
+        return env
+
+    def _wait(self, what: str, check: Callable[[], bool], alive: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            if not alive():
+                raise RuntimeError(f"{what} exited while starting; see {self.logs}")
+            time.sleep(0.2)
+        raise RuntimeError(f"{what} was not ready after {timeout:.0f} s; see {self.logs}")
+
+    def start(self, write_program: Callable[[Path], None]) -> None:
+        self.programs_dir.mkdir(parents=True, exist_ok=True)
+        write_program(self.programs_dir)
+        from services.devstack import EmbeddedPostgres
+
+        self._pg_log = (self.logs / "postgres.log").open("a", buffering=1)
+        self.postgres = EmbeddedPostgres(self.data_dir / "postgres", port=self.pg_port, log=self._pg_log)
+        self.postgres.start()
+        say(f"  postgres      127.0.0.1:{self.pg_port} (data in {self.postgres.data_dir})")
+        migrate = subprocess.run(
+            [str(BIN / "giantflow"), "migrate"], env=self.env(), capture_output=True, text=True, check=False
+        )
+        if migrate.returncode != 0:
+            raise RuntimeError(f"giantflow migrate failed: {migrate.stderr.strip()[-500:]}")
+        say("  migrations    alembic upgrade head: done")
+        t_host, t_port = self.temporal_address.split(":")
+        temporal = Proc(
+            "temporal",
+            [
+                str(BIN / "temporal"),
+                "server",
+                "start-dev",
+                "--db-filename",
+                str(self.data_dir / "temporal.db"),
+                "--ip",
+                t_host,
+                "--port",
+                t_port,
+                "--headless",
+                "--namespace",
+                "default",
+                "--log-level",
+                "warn",
+                "--sqlite-pragma",
+                "journal_mode=wal",
+                "--sqlite-pragma",
+                "synchronous=normal",
+            ],
+            self.env(),
+            self.logs / "temporal.log",
+        )
+        bank_env = self.env(**{f"GIANTFLOW_BANK_{k.upper()}": str(v) for k, v in self.faults.items()})
+        bank = Proc(
+            "bank-sim",
+            [str(BIN / "giantflow"), "bank-sim"],
+            bank_env,
+            self.logs / "bank-sim.log",
+            ready_url=f"{self.bank_url}/healthz",
+        )
+        self.fixed = [temporal, bank]
+        temporal.start()
+        self._wait("temporal", lambda: tcp_open(t_host, int(t_port)), lambda: temporal.alive, 60)
+        say(f"  temporal      {self.temporal_address} (SQLite {self.data_dir / 'temporal.db'})")
+        bank.start()
+        self._wait("bank-sim", lambda: http_ok(f"{self.bank_url}/healthz"), lambda: bank.alive, 60)
+        say(f"  bank-sim      {self.bank_url} (faults {json.dumps(self.faults, sort_keys=True)})")
+        for n in range(self.workers_wanted):
+            worker = Proc(
+                f"worker-{n + 1}",
+                [str(BIN / "giantflow"), "worker"],
+                self.env(),
+                self.logs / f"worker-{n + 1}.log",
+            )
+            worker.start()
+            self.workers.append(worker)
+        for n, url in enumerate(self.api_urls):
+            port = url.rsplit(":", 1)[1]
+            api = Proc(
+                f"api-{n + 1}",
+                [str(BIN / "giantflow"), "api"],
+                self.env(GIANTFLOW_API_HOST="127.0.0.1", GIANTFLOW_API_PORT=port),
+                self.logs / f"api-{n + 1}.log",
+                ready_url=f"{url}/readyz",
+            )
+            api.start()
+            self.apis.append(api)
+        for api in self.apis:
+            self._wait(api.name, lambda a=api: http_ok(str(a.ready_url)), lambda a=api: a.alive, 90)  # type: ignore[misc]
+            say(f"  {api.name:<13} {api.ready_url}")
+        say(f"  workers       {len(self.workers)} on task queue 'giantflow'")
+        say(f"  logs          {self.logs}")
+
+    def check_fixed(self) -> None:
+        if self.postgres is not None and not self.postgres.alive:
+            raise RuntimeError("PostgreSQL died")
+        for proc in self.fixed:
+            if not proc.alive:
+                raise RuntimeError(f"{proc.name} died; see {proc.log_path}")
+
+    def stop(self) -> None:
+        for proc in [*self.apis, *self.workers, *reversed(self.fixed)]:
+            with contextlib.suppress(Exception):
+                proc.stop()
+        if self.postgres is not None:
+            with contextlib.suppress(Exception):
+                self.postgres.stop()
+        if self._pg_log is not None:
+            self._pg_log.close()
+
+
+def write_program(folder: Path) -> None:
+    """The demo program's shape with fast reviews, a 3 s notice and nothing expiring during the run."""
+    today = date.today()
+    (folder / f"{PROGRAM}.toml").write_text(
+        f"""# Generated by bench/chaos.py.
+key = "{PROGRAM}"
+name = "Chaos program"
+authority = "Chaos authority"
+region_code = "500000"
+currency = "CNY"
+escalation_group = "chaos-backup-reviewers"
+dual_approval_threshold = "{THRESHOLD}"
+
+[[rulesets]]
+version = "national-2022"
+effective_from = 2022-06-01
+
+[[batches]]
+key = "chaos"
+opens_on = {today - timedelta(days=30)}
+closes_on = {today + timedelta(days=365)}
+
+[durations]
+notice_period = "PT3S"
+stage_sla = "PT600S"
+supplement_deadline = "PT600S"
+validity = "PT7200S"
+approval_deadline = "PT1800S"
+
+[tiers.specialized_new]
+name = "Chaos SRDI SME"
+review_levels = ["municipal", "provincial"]
+required_documents = ["business_licence", "financial_statements_3y"]
+credit_line_limit = "{LINE_LIMIT}"
+""",
+        encoding="utf-8",
+    )
+
+
+# --- chaos and supervision -------------------------------------------------------------------------------
+
+
+@dataclass
+class ChaosLog:
+    events: list[tuple[float, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class Chaos(threading.Thread):
+    """SIGKILLs a random worker about every ``worker_every`` s and a random API about every ``api_every`` s
+    (0 disables either), on its own seeded RNG, until told to stop."""
+
+    def __init__(
+        self, stack: Stack, *, seed: int, worker_every: float, api_every: float, log: ChaosLog
+    ) -> None:
+        super().__init__(name="chaos", daemon=True)
+        self.stack = stack
+        self.rng = random.Random(seed)
+        self.worker_every = worker_every
+        self.api_every = api_every
+        self.stop_event = threading.Event()
+        self.log = log
+        self.started_at = time.monotonic()
+
+    def _next(self, every: float) -> float:
+        return time.monotonic() + self.rng.uniform(0.5, 1.5) * every if every > 0 else float("inf")
+
+    def run(self) -> None:
+        next_worker, next_api = self._next(self.worker_every), self._next(self.api_every)
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            if now >= next_worker:
+                self._kill(self.rng.choice(self.stack.workers))
+                next_worker = self._next(self.worker_every)
+            if now >= next_api:
+                # Never both APIs at once: the survivor keeps serving while the victim restarts.
+                alive = [api for api in self.stack.apis if api.alive]
+                if len(alive) == len(self.stack.apis) or len(self.stack.apis) == 1:
+                    self._kill(self.rng.choice(self.stack.apis))
+                next_api = self._next(self.api_every)
+            self.stop_event.wait(max(0.05, min(next_worker, next_api) - time.monotonic()))
+
+    def _kill(self, proc: Proc) -> None:
+        if proc.kill():
+            self.log.events.append((time.monotonic() - self.started_at, f"SIGKILL {proc.name}"))
+
+
+async def supervise(stack: Stack, stop: asyncio.Event, log: ChaosLog, delay: float) -> None:
+    """Restart what died (like systemd or Kubernetes would), in the main thread so that the children's
+    death-with-parent signal is tied to a thread that lives until the end."""
+    while not stop.is_set():
+        stack.check_fixed()
+        now = time.monotonic()
+        for proc in [*stack.workers, *stack.apis]:
+            note = proc.supervise(now, delay)
+            if note:
+                log.notes.append(note)
+                say(f"  ! {note}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.25)
+
+
+T = TypeVar("T")
+
+
+async def guarded(work: Awaitable[T], supervisor: asyncio.Task[None]) -> T:
+    """Await ``work``, unless the supervisor fails first (a part keeps dying by itself): then its error."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task, supervisor}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    supervisor.result()
+    raise RuntimeError("the supervisor stopped")
+
+
+# --- the load --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Enterprise:
+    uscc: str
+    token: str
+    line_id: str = ""
+    closed_account: bool = False
+
+
+@dataclass
+class Job:
+    n: int
+    enterprise: Enterprise
+    amount: Decimal
+    key: str
+    officers: list[str]
+    reject: bool
+    double_submit: bool
+
+
+@dataclass
+class Outcome:
+    job: Job
+    drawdown_id: str | None = None
+    ids_seen: set[str] = field(default_factory=set)
+    required: int = 0
+    result: str = "not started"  # approved, rejected, refused, gave up ..., unexpected ...
+    detail: str = ""
+    approvals_confirmed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadStats:
+    calls: Counter[str] = field(default_factory=Counter)
+    samples_500: list[str] = field(default_factory=list)
+    samples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def sample(self, kind: str, what: str) -> None:
+        if len(self.samples[kind]) < 10:
+            self.samples[kind].append(what)
+
+    unexpected: list[str] = field(default_factory=list)
+
+
+def plan(seed: int, count: int, enterprises: list[Enterprise], args: argparse.Namespace) -> list[Job]:
+    rng = random.Random(seed)
+    healthy = [e for e in enterprises if not e.closed_account]
+    closed = [e for e in enterprises if e.closed_account]
+    jobs = []
+    for n in range(count):
+        enterprise = (
+            rng.choice(closed) if closed and rng.random() < args.closed_share else rng.choice(healthy)
+        )
+        if rng.random() < args.dual_share:
+            cents = rng.randint(int(THRESHOLD * 100) + 1, 5_000_000_00)
+        else:
+            cents = rng.randint(1_000_00, int(THRESHOLD * 100))
+        jobs.append(
+            Job(
+                n=n,
+                enterprise=enterprise,
+                amount=Decimal(cents) / 100,
+                key=f"chaos-{seed}-{n:06d}",
+                officers=rng.sample(OFFICERS, 2),
+                reject=rng.random() < args.reject_share,
+                double_submit=rng.random() < args.double_submit_share,
+            )
+        )
+    return jobs
+
+
+class Api:
+    """A client that retries like a real one: timeouts, connection errors, 5xx, 429 and "still being
+    processed" are retried with the same Idempotency-Key, each attempt on any API (a load balancer)."""
+
+    def __init__(self, urls: list[str], http: httpx.AsyncClient, stats: LoadStats, deadline: float) -> None:
+        self.urls = urls
+        self.http = http
+        self.stats = stats
+        self.deadline = deadline
+        self.rng = random.Random()
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        token: str,
+        *,
+        body: Any = None,
+        key: str | None = None,
+        what: str,
+        files: Any = None,
+        data: Any = None,
+        created: bool = False,
+    ) -> tuple[httpx.Response | None, bool]:
+        """The first definite answer (2xx or 4xx other than 429 and busy), and whether an earlier attempt of
+        this call was ambiguous (it may have been done). None when the load deadline passed."""
+        headers = {"Authorization": f"Bearer {token}"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        ambiguous = False
+        attempt = 0
+        while True:
+            attempt += 1
+            url = self.rng.choice(self.urls) + "/api/v1" + path
+            wait = min(3.0, 0.2 * 2 ** min(attempt, 5)) * self.rng.uniform(0.5, 1.0)
+            try:
+                response = await self.http.request(
+                    method, url, headers=headers, json=body, files=files, data=data
+                )
+            except httpx.TimeoutException:
+                self.stats.calls[f"{what}: client timeout"] += 1
+                ambiguous = True
+            except httpx.TransportError as exc:
+                self.stats.calls[f"{what}: {type(exc).__name__}"] += 1
+                ambiguous = ambiguous or not isinstance(exc, httpx.ConnectError)
+            else:
+                status = response.status_code
+                if status >= 500:
+                    self.stats.calls[f"{what}: HTTP {status}"] += 1
+                    ambiguous = True
+                    if status == 500 and len(self.stats.samples_500) < 20:
+                        self.stats.samples_500.append(f"{method} {path} key={key}: {response.text[:300]}")
+                elif status == 429:
+                    self.stats.calls[f"{what}: HTTP 429"] += 1
+                    wait = float(response.headers.get("Retry-After", "1"))
+                elif status == 409 and "still being processed" in _detail(response):
+                    self.stats.calls[f"{what}: HTTP 409 busy"] += 1
+                    ambiguous = True
+                elif status == 404 and created and attempt <= 10:
+                    # The API answered 201 with this id a moment ago: it must exist (read-your-writes).
+                    self.stats.calls[f"{what}: {NOT_FOUND_AFTER_CREATE}"] += 1
+                    self.stats.sample(NOT_FOUND_AFTER_CREATE, f"{method} {path} (key {key})")
+                else:
+                    if attempt > 1:
+                        self.stats.calls[f"{what}: answered after retries"] += 1
+                    return response, ambiguous
+            if time.monotonic() + wait > self.deadline:
+                return None, ambiguous
+            await asyncio.sleep(wait)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", ""))
+    except (ValueError, AttributeError):
+        return response.text[:200]
+
+
+async def run_job(api: Api, job: Job, outcome: Outcome, finance_tokens: dict[str, str]) -> None:
+    token = job.enterprise.token
+    path = f"/credit-lines/{job.enterprise.line_id}/drawdowns"
+    body = {"amount": f"{job.amount:.2f}"}
+    copies = 2 if job.double_submit else 1
+    answers = await asyncio.gather(
+        *(api.call("POST", path, token, body=body, key=job.key, what="drawdown") for _ in range(copies))
+    )
+    accepted = None
+    for response, _ in answers:
+        if response is not None and response.status_code == 201:
+            accepted = response.json()
+            outcome.ids_seen.add(str(accepted["id"]))
+    if len(outcome.ids_seen) > 1:
+        api.stats.unexpected.append(f"{job.key}: one Idempotency-Key answered {sorted(outcome.ids_seen)}")
+    response = answers[0][0]
+    if accepted is None:
+        if response is None:
+            outcome.result = "gave up requesting"
+        elif response.status_code == 409:
+            outcome.result, outcome.detail = "refused", _detail(response)
+        else:
+            outcome.result = f"unexpected {response.status_code}"
+            outcome.detail = response.text[:300]
+            api.stats.unexpected.append(f"{job.key} drawdown: {response.status_code} {response.text[:300]}")
+        return
+    outcome.drawdown_id = str(accepted["id"])
+    outcome.required = int(accepted["required_approvals"])
+    for i, officer in enumerate(job.officers[: outcome.required]):
+        decision = "reject" if job.reject and i == 0 else "approve"
+        response, ambiguous = await api.call(
+            "POST",
+            f"/drawdowns/{outcome.drawdown_id}/approvals",
+            finance_tokens[officer],
+            body={"decision": decision, "reason": f"chaos {job.key}"},
+            key=f"{job.key}-{officer}",
+            what="approval",
+            created=True,
+        )
+        if response is None:
+            outcome.result = "gave up approving"
+            return
+        if response.status_code == 409:
+            # Maybe our own earlier attempt went through and its answer was lost: look before giving up.
+            seen, _ = await api.call(
+                "GET", f"/drawdowns/{outcome.drawdown_id}", finance_tokens[officer], what="read", created=True
+            )
+            mine = (
+                seen is not None
+                and seen.status_code == 200
+                and officer in {a["approver"] for a in seen.json()["approvals"]}
+            )
+            if mine and ambiguous:
+                api.stats.sample(
+                    OFFICER_409, f"{job.key} drawdown {outcome.drawdown_id} by {officer}: {_detail(response)}"
+                )
+            if mine:
+                api.stats.calls[
+                    OFFICER_409
+                    if ambiguous
+                    else "approval: 409 on the first definite answer, decision recorded"
+                ] += 1
+            else:
+                outcome.result, outcome.detail = "approval refused", _detail(response)
+                api.stats.unexpected.append(f"{job.key} approval by {officer}: 409 {_detail(response)}")
+                return
+        elif response.status_code != 200:
+            outcome.result = f"unexpected approval {response.status_code}"
+            outcome.detail = response.text[:300]
+            api.stats.unexpected.append(f"{job.key} approval: {response.status_code} {response.text[:300]}")
+            return
+        outcome.approvals_confirmed.append(officer)
+        if decision == "reject":
+            outcome.result = "rejected"
+            return
+    outcome.result = "approved"
+
+
+async def run_load(
+    api: Api, jobs: list[Job], finance_tokens: dict[str, str], concurrency: int
+) -> list[Outcome]:
+    outcomes = [Outcome(job) for job in jobs]
+    queue: asyncio.Queue[Outcome] = asyncio.Queue()
+    for outcome in outcomes:
+        queue.put_nowait(outcome)
+    done = 0
+    started = time.monotonic()
+
+    async def client() -> None:
+        nonlocal done
+        while True:
+            try:
+                outcome = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            if time.monotonic() > api.deadline:
+                outcome.result = "not started (load deadline)"
+                continue
+            await run_job(api, outcome.job, outcome, finance_tokens)
+            done += 1
+            if done % 100 == 0:
+                say(f"  {done:>6} drawdowns done ({time.monotonic() - started:.0f} s)")
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return outcomes
+
+
+# --- seeding through the real review path ----------------------------------------------------------------
+
+
+def token(settings: Settings, role: str, sub: str, **claims: str) -> str:
+    from services.auth import Role, issue_development_token
+
+    return issue_development_token(settings, role=Role(role), sub=sub, ttl=timedelta(hours=6), **claims)
+
+
+async def seed_enterprise(api: Api, settings: Settings, enterprise: Enterprise, timeout: float) -> None:
+    """Register, upload evidence, apply, pass screening and both reviews, wait out the notice, then wait for
+    the benefits workflow to open the credit line - all over HTTP."""
+    from tests.support.factories import strong_metrics
+
+    uscc, ent = enterprise.uscc, enterprise.token
+
+    async def ok(response: httpx.Response | None, *codes: int) -> dict[str, Any]:
+        if response is None or response.status_code not in codes:
+            text = "no answer" if response is None else f"{response.status_code} {response.text[:300]}"
+            raise RuntimeError(f"seeding {uscc}: {text}")
+        result: dict[str, Any] = response.json()
+        return result
+
+    body = {
+        "uscc": uscc,
+        "name": f"Chaos Co {uscc[-6:]}",
+        "region_code": REGION,
+        "industry": "machinery",
+        "founded_on": "2012-03-01",
+    }
+    await ok((await api.call("POST", "/enterprises", ent, body=body, key=f"reg-{uscc}", what="seed"))[0], 201)
+    evidence = []
+    for kind in ("business_licence", "financial_statements_3y"):
+        response, _ = await api.call(
+            "POST",
+            "/documents",
+            ent,
+            data={"kind": kind},
+            files={"file": (f"{kind}.pdf", b"%PDF-1.4 chaos evidence\n", "application/pdf")},
+            what="seed",
+        )
+        evidence.append((await ok(response, 201))["id"])
+    application = await ok(
+        (
+            await api.call(
+                "POST",
+                "/applications",
+                ent,
+                body={
+                    "uscc": uscc,
+                    "program": PROGRAM,
+                    "tier": "specialized_new",
+                    "metrics": strong_metrics(),
+                    "evidence": evidence,
+                },
+                key=f"apply-{uscc}",
+                what="seed",
+            )
+        )[0],
+        201,
+    )
+    path = f"/applications/{application['id']}"
+    deadline = time.monotonic() + timeout
+    reviewers = [("municipal", "500100"), ("provincial", "500000")]
+    while True:
+        state = await ok((await api.call("GET", path, ent, what="seed"))[0], 200)
+        if state["status"] == "recognized":
+            break
+        if state["status"] in ("ineligible", "rejected", "withdrawn"):
+            raise RuntimeError(f"seeding {uscc}: the application ended {state['status']}")
+        if state["status"] == "in_review" and reviewers and state.get("stage") == reviewers[0][0]:
+            level, region = reviewers.pop(0)
+            reviewer = token(settings, "reviewer", f"reviewer-{level}", level=level, region=region)
+            await ok(
+                (
+                    await api.call(
+                        "POST",
+                        f"{path}/decisions",
+                        reviewer,
+                        body={"decision": "approve", "reason": "chaos seed"},
+                        what="seed",
+                    )
+                )[0],
+                200,
+            )
+            continue
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"seeding {uscc}: still {state['status']} after {timeout:.0f} s")
+        await asyncio.sleep(0.3)
+    while True:
+        lines = await ok((await api.call("GET", "/credit-lines", ent, what="seed"))[0], 200)
+        if lines["items"]:
+            enterprise.line_id = lines["items"][0]["id"]
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"seeding {uscc}: no credit line after {timeout:.0f} s")
+        await asyncio.sleep(0.3)
+
+
+# --- settling and accounting -----------------------------------------------------------------------------
+
+
+async def calm_bank(bank_url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(
+            f"{bank_url}/admin/faults",
+            json={
+                "latency_ms": 0,
+                "error_rate": 0,
+                "timeout_rate": 0,
+                "answer_after_commit_error_rate": 0,
+                "duplicate_delivery_rate": 0,
+                "hang_seconds": 1,
+            },
+        )
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+
+async def settle(engine: Any, approved_ids: set[str], timeout: float) -> float:
+    """Wait until no approved drawdown is still being paid (bounded); returns the seconds waited."""
+    from sqlalchemy import text
+
+    started = time.monotonic()
+    last = -1
+    while True:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT id::text, status FROM drawdowns"))).all()
+        open_ = [i for i, s in rows if s == "approved" or (i in approved_ids and s == "pending_approval")]
+        if not open_:
+            return time.monotonic() - started
+        if len(open_) != last:
+            say(f"  settling: {len(open_)} approved drawdowns not yet paid or refused")
+            last = len(open_)
+        if time.monotonic() - started > timeout:
+            return time.monotonic() - started
+        await asyncio.sleep(2)
+
+
+async def ledger_check(engine: Any) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        debits, credits = (
+            await conn.execute(
+                text("SELECT coalesce(sum(debit), 0), coalesce(sum(credit), 0) FROM ledger_lines")
+            )
+        ).one()
+        unbalanced = (
+            (
+                await conn.execute(
+                    text(
+                        "SELECT e.id::text FROM ledger_entries e "
+                        "LEFT JOIN ledger_lines l ON l.entry_id = e.id "
+                        "GROUP BY e.id HAVING count(l.id) < 2 "
+                        "OR coalesce(sum(l.debit), 0) <> coalesce(sum(l.credit), 0)"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        entries = (await conn.execute(text("SELECT count(*) FROM ledger_entries"))).scalar_one()
+    return {
+        "debits": Decimal(debits),
+        "credits": Decimal(credits),
+        "entries": int(entries),
+        "unbalanced_entries": list(unbalanced),
+        "balanced": Decimal(debits) == Decimal(credits) and not unbalanced,
+    }
+
+
+async def read_rows(engine: Any) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        drawdowns = {
+            r.id: r._asdict()
+            for r in (
+                await conn.execute(
+                    text(
+                        "SELECT id::text AS id, status, amount, uscc, credit_line_id::text AS line, "
+                        "required_approvals, requested_by, reason FROM drawdowns"
+                    )
+                )
+            ).all()
+        }
+        disbursements = {
+            r.drawdown_id: r._asdict()
+            for r in (
+                await conn.execute(
+                    text(
+                        "SELECT drawdown_id::text AS drawdown_id, status, amount, bank_key, bank_reference, "
+                        "ledger_entry_id::text AS ledger_entry_id, failure_reason FROM disbursements "
+                        "WHERE drawdown_id IS NOT NULL"
+                    )
+                )
+            ).all()
+        }
+        bank_keys = set((await conn.execute(text("SELECT bank_key FROM disbursements"))).scalars().all())
+        entries = {  # the debits of each entry a disbursement points at
+            r[0]: Decimal(r[1])
+            for r in (
+                await conn.execute(
+                    text(
+                        "SELECT d.drawdown_id::text, coalesce(sum(l.debit), 0) FROM disbursements d "
+                        "JOIN ledger_lines l ON l.entry_id = d.ledger_entry_id "
+                        "WHERE d.drawdown_id IS NOT NULL GROUP BY d.drawdown_id"
+                    )
+                )
+            ).all()
+        }
+        lines = {
+            r.id: r._asdict()
+            for r in (
+                await conn.execute(
+                    text(
+                        "SELECT id::text AS id, uscc, credit_limit, reserved, drawn, status FROM credit_lines"
+                    )
+                )
+            ).all()
+        }
+        receivables = {
+            r[0].split(":", 1)[1]: Decimal(r[1])
+            for r in (
+                await conn.execute(
+                    text(
+                        "SELECT a.code, coalesce(sum(l.debit - l.credit), 0) FROM ledger_accounts a "
+                        "LEFT JOIN ledger_lines l ON l.account_id = a.id "
+                        "WHERE a.code LIKE 'credit_receivable:%' GROUP BY a.code"
+                    )
+                )
+            ).all()
+        }
+        idem = {
+            r[0]: (r[1], r[2])
+            for r in (
+                await conn.execute(
+                    text(
+                        "SELECT response->>'id', caller, key FROM idempotency_keys "
+                        "WHERE endpoint LIKE 'POST /credit-lines/%/drawdowns' AND response IS NOT NULL"
+                    )
+                )
+            ).all()
+        }
+    return {
+        "drawdowns": drawdowns,
+        "disbursements": disbursements,
+        "entries": entries,
+        "lines": lines,
+        "receivables": receivables,
+        "idempotency": idem,
+        "bank_keys": bank_keys,
+    }
+
+
+async def workflow_report(address: str, drawdown_ids: list[str], limit: int = 12) -> dict[str, Any]:
+    """Running and failed disbursement workflows, and the tail of the history of the ones named."""
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.client import Client, WorkflowExecutionStatus
+
+    client = await Client.connect(address)
+    by_status: Counter[str] = Counter()
+    running: list[str] = []
+    failed: list[str] = []
+    async for wf in client.list_workflows("WorkflowType = 'DisbursementWorkflow'"):
+        status = wf.status.name if wf.status else "UNKNOWN"
+        by_status[status] += 1
+        if wf.status == WorkflowExecutionStatus.RUNNING:
+            running.append(wf.id.removeprefix("disbursement-"))
+        elif wf.status not in (WorkflowExecutionStatus.COMPLETED, None):
+            failed.append(wf.id.removeprefix("disbursement-"))
+    histories: dict[str, Any] = {}
+    for drawdown_id in list(dict.fromkeys([*drawdown_ids, *failed]))[:limit]:
+        handle = client.get_workflow_handle(f"disbursement-{drawdown_id}")
+        try:
+            desc = await handle.describe()
+            history = await handle.fetch_history()
+        except Exception as exc:
+            histories[drawdown_id] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        events = []
+        for event in history.events:
+            name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+            extra = ""
+            attrs = event.WhichOneof("attributes")
+            if attrs:
+                payload = getattr(event, attrs)
+                failure = getattr(payload, "failure", None)
+                if failure is not None and failure.message:
+                    extra = f" {failure.message[:160]}"
+                activity = getattr(payload, "activity_type", None)
+                if activity is not None and activity.name:
+                    extra = f" {activity.name}{extra}"
+            events.append(f"{event.event_id} {name}{extra}")
+        histories[drawdown_id] = {
+            "status": desc.status.name if desc.status else "UNKNOWN",
+            "pending_activities": [
+                f"{a.activity_type.name} attempt {a.attempt} {a.last_failure.message[:160]}"
+                for a in desc.raw_description.pending_activities
+            ],
+            "events": len(events),
+            "tail": events[-25:],
+        }
+    return {"by_status": dict(by_status), "running": running, "failed": failed, "histories": histories}
+
+
+def log_errors(logs: Path) -> Counter[str]:
+    """Error-level JSON lines of the API and worker logs by event name, and the plain-text tracebacks (the
+    Temporal SDK logs every failed activity attempt with one) by the last exception of each chain."""
+    found: Counter[str] = Counter()
+    for path in sorted(logs.glob("*.log")):
+        if not path.name.startswith(("api", "worker")):
+            continue
+        part = path.stem.split("-")[0]
+        pending: str | None = None  # the last exception line of the traceback chain being read
+        in_traceback = False
+        for raw in path.read_text(errors="replace").splitlines():
+            if raw.startswith("Traceback"):
+                in_traceback = True
+                continue
+            if raw.startswith(("During handling", "The above exception")):
+                pending = None
+                continue
+            if in_traceback:
+                if raw.startswith(" ") or not raw.strip():
+                    continue
+                in_traceback = False
+                pending = raw.split(":", 1)[0][:80]
+                continue
+            if pending is not None and raw.strip():
+                found[f"{part}: {pending}"] += 1
+                pending = None
+            if '"error"' not in raw and '"critical"' not in raw:
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if record.get("level") in ("error", "critical"):
+                found[f"{part}: {record.get('event', '?')}"] += 1
+        if pending is not None:
+            found[f"{part}: {pending}"] += 1
+    return found
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--seed", type=int, default=None, help="default: a random one (printed)")
+    p.add_argument("--disbursements", type=int, default=1000, help="drawdowns to request (default 1000)")
+    p.add_argument("--enterprises", type=int, default=8, help="enterprises recognised through the API")
+    p.add_argument("--concurrency", type=int, default=24, help="concurrent clients")
+    p.add_argument("--apis", type=int, default=2, choices=(1, 2))
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--worker-kill-every", type=float, default=5.0, help="mean seconds between worker kills")
+    p.add_argument("--api-kill-every", type=float, default=15.0, help="mean seconds between API kills")
+    p.add_argument("--restart-delay", type=float, default=0.5, help="seconds before a killed part restarts")
+    p.add_argument("--load-timeout", type=float, default=240.0, help="bound of the load phase (s)")
+    p.add_argument("--settle-timeout", type=float, default=150.0, help="bound of the settle phase (s)")
+    p.add_argument("--client-timeout", type=float, default=15.0, help="a client's read timeout (s)")
+    p.add_argument("--bank-error-rate", type=float, default=0.10)
+    p.add_argument("--bank-timeout-rate", type=float, default=0.03)
+    p.add_argument("--bank-after-commit-rate", type=float, default=0.08)
+    p.add_argument("--bank-duplicate-rate", type=float, default=0.10)
+    p.add_argument(
+        "--bank-hang", type=float, default=11.0, help="seconds a bank hang lasts (> the 10 s client)"
+    )
+    p.add_argument("--bank-latency-ms", type=int, default=5)
+    p.add_argument("--bank-max-faults-per-key", type=int, default=4)
+    p.add_argument("--dual-share", type=float, default=0.25, help="share of drawdowns above the threshold")
+    p.add_argument("--reject-share", type=float, default=0.02, help="share finance rejects")
+    p.add_argument("--closed-share", type=float, default=0.03, help="share to the closed bank account")
+    p.add_argument("--double-submit-share", type=float, default=0.05, help="share sent twice at once")
+    p.add_argument(
+        "--ref", default=None, help="run the code of this git ref (git archive) instead of the working tree"
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="also fail on API contract violations (500s, 404 after 201, ...)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the data folder even when the run passes")
+    p.add_argument("--report", type=Path, default=None, help="also write the JSON report here")
+    return p.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
+    say(f"chaos run: seed {seed}, {args.disbursements} disbursements")
+    wall = time.monotonic()
+    data_dir = Path(tempfile.mkdtemp(prefix=f"giantflow-chaos-{seed}-"))
+    try:
+        say(f"code: {snapshot(data_dir / 'src', args.ref)}")
+        from services.identifiers import make_uscc
+    except (subprocess.CalledProcessError, OSError, ImportError) as exc:
+        say(f"chaos run could not take its code snapshot: {type(exc).__name__}: {exc}")
+        shutil.rmtree(data_dir, ignore_errors=True)
+        return 2
+    rng = random.Random(seed)
+    usccs = [
+        make_uscc("91" + REGION + "".join(rng.choice(USCC_CHARS) for _ in range(9)))
+        for _ in range(args.enterprises + 1)
+    ]
+    closed = usccs[-1] if args.closed_share > 0 else None
+    faults = {
+        "seed": seed,
+        "latency_ms": args.bank_latency_ms,
+        "error_rate": args.bank_error_rate,
+        "timeout_rate": args.bank_timeout_rate,
+        "answer_after_commit_error_rate": args.bank_after_commit_rate,
+        "duplicate_delivery_rate": args.bank_duplicate_rate,
+        "hang_seconds": args.bank_hang,
+        "max_faults_per_key": args.bank_max_faults_per_key,
+        **({"reject_beneficiaries": closed} if closed else {}),
+    }
+    stack = Stack(data_dir, seed=seed, apis=args.apis, workers=args.workers, faults=faults)
+
+    def on_signal(signum: int, _: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    passed = False
+    try:
+        say(f"set-up in {data_dir}")
+        stack.start(write_program)
+        passed = asyncio.run(
+            run(args, seed, stack, usccs[: args.enterprises] + ([closed] if closed else []), wall)
+        )
+    except KeyboardInterrupt:
+        say("interrupted")
+    except Exception as exc:
+        say(f"chaos run failed to complete: {type(exc).__name__}: {exc}")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stack.stop()
+        if passed and not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            say(f"data, logs and report.json kept in {data_dir}")
+        say(
+            f"seed {seed}: replay with  .venv/bin/python bench/chaos.py --seed {seed} "
+            f"--disbursements {args.disbursements}{f' --ref {args.ref}' if args.ref else ''}"
+            f"  (or make chaos SEED={seed})"
+        )
+        say(f"wall time {time.monotonic() - wall:.0f} s")
+    return 0 if passed else 1
+
+
+async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str], wall: float) -> bool:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    settings = stack.settings()
+    chaos_log = ChaosLog()
+    stats = LoadStats()
+    stop_supervisor = asyncio.Event()
+    supervisor = asyncio.create_task(supervise(stack, stop_supervisor, chaos_log, args.restart_delay))
+    timeout = httpx.Timeout(args.client_timeout, connect=2.0)
+    limits = httpx.Limits(
+        max_connections=args.concurrency * 2 + 8, max_keepalive_connections=args.concurrency
+    )
+    engine = create_async_engine(stack.database_url, pool_size=2)
+    try:
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+            # 1. enterprises, recognised through the whole review path, with their credit lines.
+            seeding = time.monotonic()
+            setup_api = Api(stack.api_urls, http, stats, deadline=time.monotonic() + 180)
+            enterprises = [
+                Enterprise(
+                    uscc=u,
+                    token=token(settings, "enterprise", f"ent-{u}", uscc=u),
+                    closed_account=(u == usccs[-1] and args.closed_share > 0),
+                )
+                for u in usccs
+            ]
+            await guarded(
+                asyncio.gather(*(seed_enterprise(setup_api, settings, e, 150) for e in enterprises)),
+                supervisor,
+            )
+            say(
+                f"seeded {len(enterprises)} recognised enterprises with credit lines through the API "
+                f"in {time.monotonic() - seeding:.0f} s (set-up total {time.monotonic() - wall:.0f} s)"
+            )
+            finance_tokens = {sub: token(settings, "finance", sub) for sub in OFFICERS}
+            jobs = plan(seed, args.disbursements, enterprises, args)
+
+            # 2. the load under chaos.
+            chaos = Chaos(
+                stack,
+                seed=seed + 1,
+                worker_every=args.worker_kill_every,
+                api_every=args.api_kill_every,
+                log=chaos_log,
+            )
+            say(
+                f"load: {len(jobs)} drawdowns, {args.concurrency} clients, a worker killed every "
+                f"~{args.worker_kill_every:g} s, an API every ~{args.api_kill_every:g} s, bank faults on"
+            )
+            load_started = time.monotonic()
+            chaos.start()
+            api = Api(stack.api_urls, http, stats, deadline=time.monotonic() + args.load_timeout)
+            try:
+                outcomes = await guarded(run_load(api, jobs, finance_tokens, args.concurrency), supervisor)
+            finally:
+                chaos.stop_event.set()
+                chaos.join()
+            load_time = time.monotonic() - load_started
+            say(f"load done in {load_time:.0f} s; {len(chaos_log.events)} kills; chaos stopped")
+
+        # 3. settle: every part back, bank calm, bounded wait for the payments.
+        for _ in range(300):
+            if all(p.alive for p in [*stack.apis, *stack.workers]) and all(
+                http_ok(str(a.ready_url)) for a in stack.apis
+            ):
+                break
+            await asyncio.sleep(0.2)
+        bank_faults = await calm_bank(stack.bank_url)
+        approved_ids = {o.drawdown_id for o in outcomes if o.result == "approved" and o.drawdown_id}
+        waited = await guarded(settle(engine, approved_ids, args.settle_timeout), supervisor)
+        say(f"settled after {waited:.0f} s")
+
+        # 4. accounting.
+        async with httpx.AsyncClient(timeout=30) as http:
+            statement = (await http.get(f"{stack.bank_url}/statement")).json()
+            bank_stats = (await http.get(f"{stack.bank_url}/admin/stats")).json()
+        rows = await read_rows(engine)
+        ledger = await ledger_check(engine)
+        report = account(outcomes, rows, statement)
+        wf = await workflow_report(stack.temporal_address, report["lost_ids"] + report["mismatch_ids"])
+        report["orphan_workflows"] = [d for d in wf["running"] if d not in rows["drawdowns"]]
+        report["stuck_workflows"] = [
+            d for d in wf["running"] if rows["drawdowns"].get(d, {}).get("status") in TERMINAL
+        ]
+    finally:
+        stop_supervisor.set()
+        with contextlib.suppress(Exception):
+            await supervisor
+        await engine.dispose()
+
+    errors = log_errors(stack.logs)
+    contract = contract_violations(stats, chaos_log)
+    failed = bool(
+        report["duplicated"]
+        or report["lost"]
+        or not ledger["balanced"]
+        or report["unexplained_payments"]
+        or report["mismatches"]
+        or report["stuck_workflows"]
+        or wf["failed"]
+        or (args.strict and contract)
+    )
+    full = {
+        "seed": seed,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "figures": {k: v for k, v in report.items() if not k.endswith("_ids")},
+        "lost_ids": report["lost_ids"],
+        "mismatch_ids": report["mismatch_ids"],
+        "ledger": {**ledger, "debits": str(ledger["debits"]), "credits": str(ledger["credits"])},
+        "kills": [f"{t:.1f}s {what}" for t, what in chaos_log.events],
+        "unexpected_exits": chaos_log.notes,
+        "client_calls": dict(stats.calls),
+        "api_500_samples": stats.samples_500,
+        "contract_samples": stats.samples,
+        "unexpected_answers": stats.unexpected[:50],
+        "bank_stats": bank_stats,
+        "bank_faults_at_end": bank_faults,
+        "workflows": wf,
+        "contract_violations": contract,
+        "log_errors": dict(errors),
+        "load_seconds": round(load_time, 1),
+        "settle_seconds": round(waited, 1),
+        "passed": not failed,
+    }
+    (stack.data_dir / "report.json").write_text(json.dumps(full, indent=2, default=str))
+    if args.report:
+        args.report.write_text(json.dumps(full, indent=2, default=str))
+    print_report(seed, report, ledger, chaos_log, stats, bank_stats, wf, errors, load_time, waited, contract)
+    return not failed
+
+
+def contract_violations(stats: LoadStats, chaos_log: ChaosLog) -> dict[str, int]:
+    """What the API answered against its contract (API.md) while no money went wrong: 500s, a 404 for a
+    drawdown it had just created, an approval retried with its Idempotency-Key answered 409 although the
+    first attempt was recorded, other unexpected answers, parts that died by themselves. They fail the run
+    with --strict."""
+    found = {
+        "API 500 answers": sum(v for k, v in stats.calls.items() if k.endswith("HTTP 500")),
+        "404 right after 201 (read-your-writes)": sum(
+            v for k, v in stats.calls.items() if k.endswith(NOT_FOUND_AFTER_CREATE)
+        ),
+        "approval retried with its key answered 409 though recorded": stats.calls.get(OFFICER_409, 0),
+        "other unexpected answers": len(stats.unexpected),
+        "parts that died by themselves": len(chaos_log.notes),
+    }
+    return {k: v for k, v in found.items() if v}
+
+
+def account(outcomes: list[Outcome], rows: dict[str, Any], statement: dict[str, Any]) -> dict[str, Any]:
+    drawdowns, disbursements = rows["drawdowns"], rows["disbursements"]
+    accepted = {o.drawdown_id for o in outcomes if o.drawdown_id}
+    payments: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in statement["payments"]:
+        payments[p["key"]].append(p)
+    # The bank knows keys, the database which drawdown each key pays: every payment must map to one.
+    key_owner = {disb["bank_key"]: d for d, disb in disbursements.items()}
+    by_drawdown = {key_owner[k]: v for k, v in payments.items() if k in key_owner}
+
+    duplicated = sum(len(v) - 1 for v in payments.values() if len(v) > 1)
+    # One client request (caller + Idempotency-Key) must never turn into two paid drawdowns.
+    per_request: Counter[tuple[str, str]] = Counter()
+    for drawdown_id in by_drawdown:
+        request = rows["idempotency"].get(drawdown_id)
+        if request is not None:
+            per_request[request] += 1
+    duplicated += sum(n - 1 for n in per_request.values() if n > 1)
+    for o in outcomes:  # one key answered with several drawdowns, each of them paid
+        if len(o.ids_seen) > 1:
+            duplicated += max(0, sum(1 for i in o.ids_seen if i in by_drawdown) - 1)
+
+    approved_db = {d for d, r in drawdowns.items() if r["status"] in ("approved", "disbursed", "failed")}
+    client_approved = {o.drawdown_id for o in outcomes if o.result == "approved" and o.drawdown_id}
+    lost_ids: list[str] = []
+    reasons: Counter[str] = Counter()
+    for d in sorted(approved_db | client_approved):
+        row = drawdowns.get(d)
+        status = row["status"] if row else None
+        if status is None:
+            reasons["approved by the API, no drawdown row"] += 1
+        elif status in ("pending_approval", "expired", "rejected"):
+            reasons[f"approved by the API, database says {status}"] += 1
+        elif status == "approved" and d in by_drawdown:
+            reasons["paid by the bank, not recorded in the ledger"] += 1
+        elif status == "approved":
+            reasons["approved, never paid or refused"] += 1
+        else:
+            continue
+        lost_ids.append(d)
+    for d in sorted(accepted - approved_db - client_approved):
+        if d not in drawdowns:
+            reasons["answered 201, never committed"] += 1
+            lost_ids.append(d)
+    mismatch_ids: list[str] = []
+    mismatches: Counter[str] = Counter()
+    unexplained = 0
+    for key in payments:
+        if key not in rows["bank_keys"]:
+            unexplained += 1
+            mismatches["bank payment under a key no disbursement uses"] += 1
+    for d, paid in by_drawdown.items():
+        row, disb = drawdowns.get(d), disbursements.get(d)
+        if row is None or row["status"] not in ("approved", "disbursed"):
+            unexplained += 1
+            mismatches[f"bank paid a drawdown that is {row['status'] if row else 'unknown'}"] += 1
+            mismatch_ids.append(d)
+            continue
+        if row["status"] == "approved" or disb is None or disb["status"] != "paid":
+            if d not in lost_ids:
+                lost_ids.append(d)
+                reasons["paid by the bank, not recorded in the ledger"] += 1
+            continue
+        if f"{Decimal(row['amount']):.2f}" != paid[0]["amount"] or disb["bank_reference"] != paid[0]["id"]:
+            mismatches["amount or bank reference differs from the bank's"] += 1
+            mismatch_ids.append(d)
+        if rows["entries"].get(d, Decimal(0)) != Decimal(row["amount"]):
+            mismatches["ledger entry missing or of another amount"] += 1
+            mismatch_ids.append(d)
+    for d, disb in disbursements.items():
+        if disb["status"] == "paid" and d not in by_drawdown:
+            mismatches["ledger says paid, the bank has no payment"] += 1
+            mismatch_ids.append(d)
+    for line in rows["lines"].values():
+        mine = [r for r in drawdowns.values() if r["line"] == line["id"]]
+        drawn = sum((Decimal(r["amount"]) for r in mine if r["status"] == "disbursed"), Decimal("0.00"))
+        reserved = sum(
+            (Decimal(r["amount"]) for r in mine if r["status"] in ("pending_approval", "approved")),
+            Decimal("0.00"),
+        )
+        if Decimal(line["drawn"]) != drawn or Decimal(line["reserved"]) != reserved:
+            mismatches["credit line drawn/reserved differ from its drawdowns"] += 1
+        if rows["receivables"].get(line["uscc"], Decimal("0.00")) != Decimal(line["drawn"]):
+            mismatches["credit receivable differs from the line's drawn"] += 1
+
+    statuses = Counter(r["status"] for d, r in drawdowns.items() if d in accepted)
+    results = Counter(o.result for o in outcomes)
+    return {
+        "planned": len(outcomes),
+        "requested": len(accepted),
+        "requested_in_database": len(drawdowns),
+        "approved": len(approved_db | client_approved),
+        "paid": sum(len(v) for v in payments.values()),
+        "paid_amount": statement.get("total"),
+        "duplicated": duplicated,
+        "lost": len(lost_ids),
+        "lost_reasons": dict(reasons),
+        "refused_by_bank": statuses.get("failed", 0),
+        "rejected_by_finance": statuses.get("rejected", 0),
+        "left_pending_approval": statuses.get("pending_approval", 0),
+        "expired": statuses.get("expired", 0),
+        "unexplained_payments": unexplained,
+        "mismatches": sum(mismatches.values()),
+        "mismatch_reasons": dict(mismatches),
+        "client_results": dict(results),
+        "statuses": dict(statuses),
+        "lost_ids": lost_ids,
+        "mismatch_ids": list(dict.fromkeys(mismatch_ids)),
+    }
+
+
+def print_report(
+    seed: int,
+    report: dict[str, Any],
+    ledger: dict[str, Any],
+    chaos_log: ChaosLog,
+    stats: LoadStats,
+    bank_stats: dict[str, Any],
+    wf: dict[str, Any],
+    errors: Counter[str],
+    load_time: float,
+    waited: float,
+    contract: dict[str, int],
+) -> None:
+    kills = Counter(what.split()[-1] for _, what in chaos_log.events)
+    say()
+    say(f"=== chaos run, seed {seed} ===")
+    say(
+        f"requested        {report['requested']:>7}   (planned {report['planned']}, "
+        f"drawdown rows {report['requested_in_database']})"
+    )
+    say(
+        f"approved         {report['approved']:>7}   (rejected by finance {report['rejected_by_finance']}, "
+        f"left pending {report['left_pending_approval']}, expired {report['expired']})"
+    )
+    say(
+        f"paid             {report['paid']:>7}   (total {report['paid_amount']}; refused by the bank "
+        f"{report['refused_by_bank']})"
+    )
+    say(f"duplicated       {report['duplicated']:>7}")
+    say(f"lost             {report['lost']:>7}   {report['lost_reasons'] or ''}")
+    say(
+        f"ledger balanced  {'yes' if ledger['balanced'] else 'NO':>7}   (debits {ledger['debits']}, credits "
+        f"{ledger['credits']}, {ledger['entries']} entries, {len(ledger['unbalanced_entries'])} unbalanced)"
+    )
+    say(f"mismatches       {report['mismatches']:>7}   {report['mismatch_reasons'] or ''}")
+    say(f"unexplained pay  {report['unexplained_payments']:>7}")
+    say(f"contract         {sum(contract.values()):>7}   {contract or ''}")
+    say(f"seed             {seed:>7}")
+    say()
+    say(
+        f"load {load_time:.0f} s, settle {waited:.0f} s; kills: "
+        + ", ".join(f"{n} x {name}" for name, n in sorted(kills.items()))
+    )
+    if chaos_log.notes:
+        say(f"parts that died by themselves: {chaos_log.notes}")
+    say("client results: " + ", ".join(f"{k} {v}" for k, v in sorted(report["client_results"].items())))
+    say("client retries: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.calls.items())))
+    faults = {k: v for k, v in bank_stats.items() if v}
+    say(f"bank: {faults}")
+    say(
+        f"disbursement workflows: {wf['by_status']}; waiting for approval "
+        f"{report['left_pending_approval']}, stuck on a terminal drawdown "
+        f"{len(report['stuck_workflows'])}, failed {len(wf['failed'])}, orphans (drawdown never committed, "
+        f"end at their approval deadline) {len(report['orphan_workflows'])}"
+    )
+    for kind, samples in stats.samples.items():
+        say(f"{kind}, e.g.:")
+        for sample in samples[:3]:
+            say(f"  {sample}")
+    if stats.samples_500:
+        say(f"API 500 answers ({sum(v for k, v in stats.calls.items() if k.endswith('HTTP 500'))}):")
+        for sample in stats.samples_500[:5]:
+            say(f"  {sample}")
+    if stats.unexpected:
+        say(f"unexpected answers ({len(stats.unexpected)}):")
+        for line in stats.unexpected[:10]:
+            say(f"  {line}")
+    if errors:
+        say(
+            "error lines in the logs (failed activity attempts are retried): "
+            + ", ".join(f"{k} {v}" for k, v in errors.most_common(10))
+        )
+    for drawdown_id, history in list(wf["histories"].items())[:5]:
+        say(f"workflow disbursement-{drawdown_id}: {history.get('status', history.get('error'))}")
+        for line in history.get("pending_activities", []):
+            say(f"    pending {line}")
+        for line in history.get("tail", [])[-12:]:
+            say(f"    {line}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

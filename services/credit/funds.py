@@ -1,0 +1,390 @@
+"""Bridge-loan funds and listing rewards: requested by enterprises, approved by finance and paid through the
+bank as payouts (``payouts``), like drawdowns.
+
+A bridge loan reserves its amount in the program's fund at once - one conditional UPDATE, so concurrent
+requests never commit the fund beyond its capacity - and holds it until finance records the repayment (or
+the loan is rejected, expires or is refused by the bank). Approved, it falls due ``term_days`` working days
+later; its workflow flags it overdue if it is not repaid by then. A listing reward is granted once per
+enterprise and board: the unique index decides between concurrent reports. Functions take the session first
+and never commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
+
+from services.auth import CurrentUser, Role
+from services.credit import ledger, payouts, policy, repository
+from services.credit.models import ZERO, Benefit, BridgeLoan, ListingReward, column_values
+from services.credit.schemas import (
+    ApprovalCreate,
+    BridgeLoanCreate,
+    BridgeLoanRead,
+    BridgeLoanStatus,
+    FundRead,
+    ListingCreate,
+    ListingRewardRead,
+    Page,
+    RepaymentCreate,
+    format_money,
+)
+from services.credit.service import reader_scope
+from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
+from services.pagination import decode_cursor, encode_cursor
+
+# --- funds -------------------------------------------------------------------------------------------------
+
+
+async def list_funds(
+    session: AsyncSession, *, user: CurrentUser, programs: policy.Programs
+) -> Page[FundRead]:
+    """Every program's bridge fund: capacity, committed (reserved + lent), available."""
+    user.require(Role.finance, Role.admin)
+    policies = {key: program.bridge_pool for key, program in sorted(programs.items()) if program.bridge_pool}
+    pools = await repository.pools(session, list(policies))
+    usage = await repository.pool_usage(session, list(policies))
+    items = []
+    for key, pool in policies.items():
+        row = pools.get(key)
+        capacity = row.capacity if row is not None else pool.capacity  # fixed when the fund is first used
+        committed = row.committed if row is not None else ZERO
+        reserved, lent = usage.get(key, (ZERO, ZERO))
+        items.append(
+            FundRead(
+                program=key,
+                capacity=capacity,
+                committed=committed,
+                available=capacity - committed,
+                reserved=reserved,
+                lent=lent,
+                per_use_cap=pool.per_use_cap,
+                term_working_days=pool.term_working_days,
+            )
+        )
+    return Page(items=items)
+
+
+# --- bridge loans ------------------------------------------------------------------------------------------
+
+
+async def _qualifying(session: AsyncSession, *, uscc: str, program: str | None) -> Benefit:
+    """The enterprise's active bridge-loan benefit in ``program`` (or in the only program that qualifies)."""
+    benefits = await repository.active_benefits(session, uscc=uscc, kind="bridge_loan")
+    eligible = sorted({b.program for b in benefits})
+    if program is not None:
+        if program not in eligible:
+            raise Conflict(f"No active recognition of yours qualifies for program {program!r}'s bridge fund.")
+    elif not eligible:
+        raise Conflict("No active recognition of yours qualifies for a bridge loan.")
+    elif len(eligible) > 1:
+        raise Unprocessable(
+            f"Several programs qualify ({', '.join(eligible)}); name one in `program`.",
+            errors=[FieldError(field="program", message="required when several qualify")],
+        )
+    key = program or eligible[0]
+    return next(b for b in benefits if b.program == key)
+
+
+async def request_bridge_loan(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    data: BridgeLoanCreate,
+    programs: policy.Programs,
+    temporal: Client,
+    task_queue: str,
+) -> BridgeLoanRead:
+    """Reserve the amount in the fund of the program the enterprise's recognition qualifies for (409 beyond
+    the fund's available capacity; 422 beyond the per-use cap or the fund's term) and start the loan's
+    workflow: finance approves it before the program's approval deadline, which otherwise releases it."""
+    user.require(Role.enterprise)
+    assert user.uscc is not None
+    benefit = await _qualifying(session, uscc=user.uscc, program=data.program)
+    program = policy.program(programs, benefit.program)
+    pool = program.bridge_pool
+    if pool is None:
+        raise Conflict(f"Program {program.key!r} no longer has a bridge fund.")
+    if data.amount > pool.per_use_cap:
+        raise Unprocessable(
+            f"A bridge loan is at most {format_money(pool.per_use_cap)}.",
+            errors=[FieldError(field="amount", message="over the per-use cap")],
+        )
+    if data.term_days > pool.term_working_days:
+        raise Unprocessable(
+            f"A bridge loan runs at most {pool.term_working_days} working days.",
+            errors=[FieldError(field="term_days", message="over the fund's term")],
+        )
+    await repository.ensure_pool(session, program=program.key, capacity=pool.capacity)
+    if not await repository.commit_to_pool(session, program=program.key, amount=data.amount):
+        available = await repository.pool_available(session, program.key)
+        raise Conflict(
+            f"The amount {format_money(data.amount)} is more than the fund's available "
+            f"{format_money(available)}."
+        )
+    now = payouts.now()
+    loan = BridgeLoan(
+        id=uuid.uuid4(),
+        program=program.key,
+        uscc=user.uscc,
+        tier=benefit.tier,
+        recognition_id=benefit.recognition_id,
+        amount=data.amount,
+        term_days=data.term_days,
+        purpose=data.purpose,
+        status="pending_approval",
+        requested_by=user.sub,
+        required_approvals=policy.approvals_required(program, data.amount),
+        approval_deadline=policy.approval_deadline(program, now),
+        created_at=now,
+    )
+    repository.add(session, loan)
+    await session.flush()
+    await payouts.start(temporal, kind="bridge_loan", row=loan, task_queue=task_queue)
+    return await _loan_read(session, loan)
+
+
+async def _loan_reads(session: AsyncSession, loans: Sequence[BridgeLoan]) -> list[BridgeLoanRead]:
+    rules, at = payouts.KINDS["bridge_loan"], payouts.now()
+    details = await payouts.details(
+        session, "bridge_loan", loans, more_entries=lambda loan: [loan.repayment_entry_id]
+    )
+    return [
+        BridgeLoanRead.model_validate({**column_values(loan), **found, "overdue": rules.overdue(loan, at)})
+        for loan, found in zip(loans, details, strict=True)
+    ]
+
+
+async def _loan_read(session: AsyncSession, loan: BridgeLoan) -> BridgeLoanRead:
+    [read] = await _loan_reads(session, [loan])
+    return read
+
+
+async def _visible_loan(session: AsyncSession, *, user: CurrentUser, loan_id: uuid.UUID) -> BridgeLoan:
+    scope = reader_scope(user)  # a wrong role is told so before any lookup
+    loan: BridgeLoan | None = await repository.get_payout(session, "bridge_loan", loan_id)
+    if loan is None or scope not in (None, loan.uscc):
+        raise NotFound(f"There is no bridge loan {loan_id}.")
+    return loan
+
+
+async def get_bridge_loan(session: AsyncSession, *, user: CurrentUser, loan_id: uuid.UUID) -> BridgeLoanRead:
+    return await _loan_read(session, await _visible_loan(session, user=user, loan_id=loan_id))
+
+
+async def list_bridge_loans(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    uscc: str | None = None,
+    status: BridgeLoanStatus | None = None,
+    program: str | None = None,
+    overdue: bool | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page[BridgeLoanRead]:
+    """Enterprises see their own loans, finance and admin all; newest first. ``overdue=true``: the loans
+    past due and not repaid; ``overdue=false``: every other loan."""
+    scope = reader_scope(user)
+    if scope is not None and uscc not in (None, scope):
+        return Page(items=[])
+    today = policy.today(payouts.now())
+    rows = await repository.list_bridge_loans(
+        session,
+        uscc=scope or uscc,
+        status=status,
+        program=program,
+        overdue=overdue,
+        today=today,
+        cursor=decode_cursor(cursor),
+        limit=limit + 1,
+    )
+    last = rows[limit - 1] if len(rows) > limit else None
+    return Page(
+        items=await _loan_reads(session, rows[:limit]),
+        next_cursor=encode_cursor(last.created_at, last.id) if last else None,
+    )
+
+
+async def decide_bridge_loan(
+    session: AsyncSession, *, user: CurrentUser, loan_id: uuid.UUID, data: ApprovalCreate, temporal: Client
+) -> BridgeLoanRead:
+    """One finance officer's decision (see ``payouts.decide``); the response is the loan's new state."""
+    await payouts.decide(
+        session, user=user, kind="bridge_loan", payout_id=loan_id, data=data, temporal=temporal
+    )
+    return await _loan_read(session, await _visible_loan(session, user=user, loan_id=loan_id))
+
+
+async def repay_bridge_loan(
+    session: AsyncSession, *, user: CurrentUser, loan_id: uuid.UUID, data: RepaymentCreate, temporal: Client
+) -> BridgeLoanRead:
+    """Finance (or an admin; never the requester) records that the enterprise repaid the whole loan into the
+    fund: the fund's capacity is freed and the ledger entry of the payment is mirrored (debit
+    ``bank_settlement``, credit the enterprise's bridge receivable). Then the loan's workflow stops watching
+    the due date."""
+    user.require(Role.finance, Role.admin)
+    rules = payouts.KINDS["bridge_loan"]
+    loan: BridgeLoan = await rules.lock(session, loan_id)
+    if loan.requested_by == user.sub:
+        raise Forbidden("The requester of a bridge loan never records its repayment.")
+    if loan.status != "disbursed":
+        raise Conflict(f"The bridge loan is {loan.status}; only a loan paid out and not repaid is repaid.")
+    if data.amount != loan.amount:
+        raise Unprocessable(
+            f"The loan is repaid in full: {format_money(loan.amount)}.",
+            errors=[FieldError(field="amount", message="not the amount lent")],
+        )
+    at = payouts.now()
+    entry = await ledger.post_entry(
+        session,
+        key=f"bridge-loan-repayment:{loan.id}",
+        memo=f"bridge loan {loan.id} repaid by {loan.uscc}"
+        + (f" (ref {data.reference})" if data.reference else ""),
+        lines=[
+            ledger.Line.dr(ledger.BANK_SETTLEMENT, loan.amount),
+            ledger.Line.cr(ledger.bridge_receivable(loan.uscc), loan.amount),
+        ],
+    )
+    loan.status, loan.repaid_at, loan.repaid_by = "repaid", at, user.sub
+    loan.repayment_reference, loan.repayment_entry_id = data.reference, entry.id
+    await rules.release(session, loan)
+    await session.flush()
+    # The workflow's check waits for this request's lock on the loan, so it reads the repayment once it
+    # commits (or the loan as it was, if it never does).
+    await payouts.refresh(temporal, "bridge_loan", loan.id)
+    return await _loan_read(session, loan)
+
+
+# --- listing rewards ---------------------------------------------------------------------------------------
+
+
+async def report_listing(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    uscc: str,
+    data: ListingCreate,
+    programs: policy.Programs,
+    temporal: Client,
+    task_queue: str,
+) -> ListingRewardRead:
+    """Record a listing and request the board's one-time reward: once per enterprise and board, even when the
+    listing is reported concurrently (the unique index decides; the others get a 409). Finance approves the
+    reward before the program's approval deadline; then the bank pays it."""
+    user.require(Role.enterprise, Role.admin)
+    if user.role is Role.enterprise and user.uscc != uscc:
+        raise NotFound(f"There is no enterprise {uscc}.")
+    now = payouts.now()
+    if data.listed_on > policy.today(now):
+        raise Unprocessable(
+            "A listing is reported once it has happened.",
+            errors=[FieldError(field="listed_on", message="in the future")],
+        )
+    armed = await repository.active_benefits(session, uscc=uscc, kind="listing_reward")
+    if not armed:
+        raise Conflict("No active recognition of this enterprise carries a listing reward.")
+    offered = [
+        (benefit, programs[benefit.program])
+        for benefit in armed
+        if benefit.program in programs and data.board in programs[benefit.program].listing_rewards
+    ]
+    if not offered:
+        raise Unprocessable(
+            f"No listing reward is offered for board {data.board!r}.",
+            errors=[FieldError(field="board", message="no reward for this board")],
+        )
+    benefit, program = offered[0]
+    amount = program.listing_rewards[data.board]
+    reward = await repository.insert_listing_reward(
+        session,
+        uscc=uscc,
+        board=data.board,
+        program=program.key,
+        tier=benefit.tier,
+        recognition_id=benefit.recognition_id,
+        amount=amount,
+        listed_on=data.listed_on,
+        security_code=data.security_code,
+        status="pending_approval",
+        requested_by=user.sub,
+        required_approvals=policy.approvals_required(program, amount),
+        approval_deadline=policy.approval_deadline(program, now),
+        created_at=now,
+    )
+    if reward is None:
+        raise Conflict(f"The enterprise was already rewarded for listing on {data.board!r}.")
+    await payouts.start(temporal, kind="listing_reward", row=reward, task_queue=task_queue)
+    return await _reward_read(session, reward)
+
+
+async def _reward_reads(session: AsyncSession, rewards: Sequence[ListingReward]) -> list[ListingRewardRead]:
+    details = await payouts.details(session, "listing_reward", rewards)
+    return [
+        ListingRewardRead.model_validate(
+            {**column_values(reward), **found, "reported_by": reward.requested_by}
+        )
+        for reward, found in zip(rewards, details, strict=True)
+    ]
+
+
+async def _reward_read(session: AsyncSession, reward: ListingReward) -> ListingRewardRead:
+    [read] = await _reward_reads(session, [reward])
+    return read
+
+
+async def _visible_reward(session: AsyncSession, *, user: CurrentUser, reward_id: uuid.UUID) -> ListingReward:
+    scope = reader_scope(user)
+    reward: ListingReward | None = await repository.get_payout(session, "listing_reward", reward_id)
+    if reward is None or scope not in (None, reward.uscc):
+        raise NotFound(f"There is no listing reward {reward_id}.")
+    return reward
+
+
+async def get_listing_reward(
+    session: AsyncSession, *, user: CurrentUser, reward_id: uuid.UUID
+) -> ListingRewardRead:
+    return await _reward_read(session, await _visible_reward(session, user=user, reward_id=reward_id))
+
+
+async def list_listing_rewards(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    uscc: str | None = None,
+    status: str | None = None,
+    board: str | None = None,
+    program: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page[ListingRewardRead]:
+    scope = reader_scope(user)
+    if scope is not None and uscc not in (None, scope):
+        return Page(items=[])
+    rows = await repository.list_listing_rewards(
+        session,
+        uscc=scope or uscc,
+        status=status,
+        board=board,
+        program=program,
+        cursor=decode_cursor(cursor),
+        limit=limit + 1,
+    )
+    last = rows[limit - 1] if len(rows) > limit else None
+    return Page(
+        items=await _reward_reads(session, rows[:limit]),
+        next_cursor=encode_cursor(last.created_at, last.id) if last else None,
+    )
+
+
+async def decide_listing_reward(
+    session: AsyncSession, *, user: CurrentUser, reward_id: uuid.UUID, data: ApprovalCreate, temporal: Client
+) -> ListingRewardRead:
+    """One finance officer's decision (see ``payouts.decide``); the response is the reward's new state."""
+    await payouts.decide(
+        session, user=user, kind="listing_reward", payout_id=reward_id, data=data, temporal=temporal
+    )
+    return await _reward_read(session, await _visible_reward(session, user=user, reward_id=reward_id))

@@ -1,0 +1,485 @@
+"""Payouts: money a program pays out through the partner bank once finance approves it - a credit-line
+drawdown, a bridge loan from a program's fund, a listing reward. One set of rules serves every kind:
+
+1. Requested: whatever the payout draws on is held at once (a drawdown's credit line, a bridge loan's fund;
+   a listing reward holds nothing), the payout is ``pending_approval`` and its DisbursementWorkflow starts.
+2. Maker-checker: finance officers decide, never the requester, each once; above the program's threshold
+   two distinct approvers are needed. A rejection, a freeze of the benefit or the approval deadline ends it
+   and frees the hold.
+3. Paid: the approval opens a disbursement under a bank key derived from the payout's id; the workflow pays
+   it. The bank's confirmation posts the ledger entry (debit what the payout is owed as, credit
+   ``bank_settlement``) and marks the payout ``disbursed``; a definite refusal marks it ``failed`` and frees
+   the hold.
+
+What differs by kind - what is held, what is debited, what happens on approval and payment - is one small
+class per kind below. Functions take the session first and never commit; the activity-side ones are
+idempotent, so a retried attempt changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, TypeVar, cast
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from services.auth import CurrentUser, Role
+from services.credit import ledger, policy, repository
+from services.credit.models import (
+    BridgeLoan,
+    Disbursement,
+    Drawdown,
+    ListingReward,
+    Payout,
+    PayoutApproval,
+    disbursement_workflow_id,
+    payout_column,
+)
+from services.credit.schemas import (
+    ApprovalCreate,
+    ApprovalRead,
+    DisbursementRead,
+    LedgerEntryRead,
+    LedgerLineRead,
+)
+from services.errors import Conflict, Forbidden, GiantflowError, NotFound, ServiceUnavailable, Unprocessable
+from workflows.inputs import (
+    ApprovalRequest,
+    DisbursementInput,
+    PaymentFailure,
+    PaymentOrder,
+    PaymentReceipt,
+    PayoutCheck,
+    PayoutKind,
+    PayoutRef,
+    PayoutState,
+    PayoutStatus,
+)
+
+log = structlog.get_logger("giantflow.credit")
+
+P = TypeVar("P", Drawdown, BridgeLoan, ListingReward)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- what differs by kind ----------------------------------------------------------------------------------
+
+
+class Kind(Generic[P]):
+    """The rules of one kind of payout. Subclasses hold what differs; the defaults hold nothing."""
+
+    name: ClassVar[PayoutKind]
+    noun: ClassVar[str]
+
+    async def lock(self, session: AsyncSession, payout_id: uuid.UUID) -> P:
+        """The payout, locked (with what it holds, in the order every writer of this kind uses)."""
+        row: P | None = await repository.get_payout(session, self.name, payout_id, lock=True)
+        if row is None:
+            raise NotFound(f"There is no {self.noun} {payout_id}.")
+        return row
+
+    async def release(self, session: AsyncSession, row: P) -> None:
+        """Free what the payout holds: it was rejected, expired, refused by the bank (or repaid)."""
+
+    def approved(self, row: P, at: datetime) -> None:
+        """The last approval came in at ``at``."""
+
+    async def paid(self, session: AsyncSession, row: P) -> None:
+        """The bank paid the payout out."""
+
+    def debit_account(self, row: P) -> str:
+        raise NotImplementedError
+
+    def bank_key(self, row: P) -> str:
+        """The bank's Idempotency-Key: derived from the payout's id, so it is paid once whatever happens."""
+        return f"{self.name.replace('_', '-')}-{row.id}"
+
+    def ledger_key(self, row: P) -> str:
+        return f"disbursement:{self.bank_key(row)}"
+
+    def due_at(self, row: P) -> datetime | None:
+        return None
+
+    def overdue(self, row: P, at: datetime) -> bool:
+        return False
+
+    def flag_overdue(self, row: P, at: datetime) -> None:
+        """The payout fell due at ``at`` (only a bridge loan ever does)."""
+
+
+class Drawdowns(Kind[Drawdown]):
+    name, noun = "drawdown", "drawdown"
+
+    async def lock(self, session: AsyncSession, payout_id: uuid.UUID) -> Drawdown:
+        """The drawdown and its line, locked line first (the order every writer of a line uses, the freeze
+        of the benefits included)."""
+        found = await repository.get_drawdown(session, payout_id)
+        if found is None:
+            raise NotFound(f"There is no drawdown {payout_id}.")
+        await repository.get_credit_line(session, found.credit_line_id, lock=True)
+        drawdown = await repository.get_drawdown(session, payout_id, lock=True)
+        assert drawdown is not None
+        return drawdown
+
+    async def release(self, session: AsyncSession, row: Drawdown) -> None:
+        await repository.release(session, line_id=row.credit_line_id, amount=row.amount)
+
+    async def paid(self, session: AsyncSession, row: Drawdown) -> None:
+        await repository.settle(session, line_id=row.credit_line_id, amount=row.amount)
+
+    def debit_account(self, row: Drawdown) -> str:
+        return ledger.credit_receivable(row.uscc)
+
+    def bank_key(self, row: Drawdown) -> str:
+        return f"drawdown-{row.id}"
+
+    def ledger_key(self, row: Drawdown) -> str:
+        return f"disbursement:{row.id}"  # the key drawdowns were paid under before payouts had kinds
+
+
+class BridgeLoans(Kind[BridgeLoan]):
+    """A bridge loan holds its amount in the program's fund until it is repaid (or never paid out). Its lock
+    is the loan's row; the fund's row is then changed by one conditional UPDATE, never locked first."""
+
+    name, noun = "bridge_loan", "bridge loan"
+
+    async def release(self, session: AsyncSession, row: BridgeLoan) -> None:
+        await repository.release_from_pool(session, program=row.program, amount=row.amount)
+
+    def approved(self, row: BridgeLoan, at: datetime) -> None:
+        row.due_on = policy.due_on(at, row.term_days)
+
+    def debit_account(self, row: BridgeLoan) -> str:
+        return ledger.bridge_receivable(row.uscc)
+
+    def due_at(self, row: BridgeLoan) -> datetime | None:
+        return policy.due_at(row.due_on) if row.due_on is not None else None
+
+    def overdue(self, row: BridgeLoan, at: datetime) -> bool:
+        """Paid out, not repaid, and past due: flagged by the workflow's timer, or by the clock on read."""
+        due = self.due_at(row)
+        return row.status == "disbursed" and (
+            row.overdue_since is not None or (due is not None and at >= due)
+        )
+
+    def flag_overdue(self, row: BridgeLoan, at: datetime) -> None:
+        if row.status == "disbursed" and row.overdue_since is None:
+            row.overdue_since = at
+
+
+class ListingRewards(Kind[ListingReward]):
+    name, noun = "listing_reward", "listing reward"
+
+    def debit_account(self, row: ListingReward) -> str:
+        return ledger.program_fund(row.program)
+
+
+KINDS: dict[PayoutKind, Kind[Any]] = {
+    kind.name: kind for kind in (Drawdowns(), BridgeLoans(), ListingRewards())
+}
+
+
+# --- reads -------------------------------------------------------------------------------------------------
+
+
+async def details(
+    session: AsyncSession,
+    kind: PayoutKind,
+    rows: Sequence[Payout],
+    *,
+    more_entries: Callable[[Any], Sequence[uuid.UUID | None]] = lambda row: (),
+) -> list[dict[str, Any]]:
+    """What every payout read shows, for each of ``rows`` (in four queries however many): its approvals, its
+    disbursement, and its ledger entries - the payment's, and ``more_entries`` of the row."""
+    ids = [row.id for row in rows]
+    approvals = await repository.approvals_of(session, kind, ids)
+    disbursements = await repository.disbursements_of(session, kind, ids)
+    entry_ids = {
+        row.id: [
+            e
+            for e in (getattr(disbursements.get(row.id), "ledger_entry_id", None), *more_entries(row))
+            if e is not None
+        ]
+        for row in rows
+    }
+    entries = {
+        e.id: e for e in await ledger.entries(session, [e for found in entry_ids.values() for e in found])
+    }
+    return [
+        {
+            "approvals": [ApprovalRead.model_validate(a) for a in approvals.get(row.id, [])],
+            "disbursement": (
+                DisbursementRead.model_validate(disbursements[row.id]) if row.id in disbursements else None
+            ),
+            "ledger_entries": [_entry_read(entries[e]) for e in entry_ids[row.id] if e in entries],
+        }
+        for row in rows
+    ]
+
+
+def _entry_read(entry: ledger.Entry) -> LedgerEntryRead:
+    return LedgerEntryRead(
+        id=entry.id,
+        memo=entry.memo,
+        reverses=entry.reverses,
+        lines=[LedgerLineRead(account=li.account, debit=li.debit, credit=li.credit) for li in entry.lines],
+    )
+
+
+# --- requests and decisions (HTTP) -------------------------------------------------------------------------
+
+
+async def start(temporal: Client, *, kind: PayoutKind, row: Payout, task_queue: str) -> None:
+    """Start the payout's workflow. Called once the payout is flushed and before the request commits: if the
+    commit then fails, the workflow finds no payout at its deadline and ends; nothing can approve a payout
+    that was never committed."""
+    try:
+        await temporal.start_workflow(
+            "DisbursementWorkflow",
+            DisbursementInput(
+                kind=kind,
+                payout_id=str(row.id),
+                requested_by=row.requested_by,
+                approval_deadline=row.approval_deadline,
+            ),
+            id=disbursement_workflow_id(kind, row.id),
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except RPCError as exc:
+        raise ServiceUnavailable(
+            f"The workflow service is unavailable; the {KINDS[kind].noun} was not recorded."
+        ) from exc
+
+
+_APPLICATION_ERRORS: dict[str, type[GiantflowError]] = {
+    "Forbidden": Forbidden,
+    "Conflict": Conflict,
+    "NotFound": NotFound,
+    "Unprocessable": Unprocessable,
+}
+
+
+def _application_error(exc: BaseException) -> ApplicationError | None:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            return cause
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    return None
+
+
+async def decide(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    kind: PayoutKind,
+    payout_id: uuid.UUID,
+    data: ApprovalCreate,
+    temporal: Client,
+) -> None:
+    """One finance officer's decision, sent to the payout's workflow as an Update: its activity writes the
+    decision in its own transaction (maker-checker enforced under a row lock). The caller reads the new
+    state afterwards."""
+    user.require(Role.finance)
+    rules = KINDS[kind]
+    row = await repository.get_payout(session, kind, payout_id)
+    if row is None:
+        raise NotFound(f"There is no {rules.noun} {payout_id}.")
+    if row.requested_by == user.sub:
+        raise Forbidden(f"The requester of a {rules.noun} never decides on it.")
+    if row.status != "pending_approval":
+        raise Conflict(f"The {rules.noun} is {row.status}; it is no longer waiting for approval.")
+    if any(a.approver == user.sub for a in await repository.approvals(session, kind, row.id)):
+        raise Conflict(
+            f"You have already decided on this {rules.noun}; another finance officer must approve it."
+        )
+    request = ApprovalRequest(
+        kind=kind, payout_id=str(row.id), approver=user.sub, decision=data.decision, reason=data.reason
+    )
+    try:
+        await temporal.get_workflow_handle(disbursement_workflow_id(kind, row.id)).execute_update(
+            "decide", request, id=f"decision-{user.sub}", result_type=PayoutState
+        )
+    except WorkflowUpdateFailedError as exc:
+        cause = _application_error(exc)
+        error = _APPLICATION_ERRORS.get(cause.type or "", Conflict) if cause else Conflict
+        raise error(cause.message if cause else "The decision could not be recorded.") from exc
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            raise Conflict(f"The {rules.noun} is no longer waiting for approval.") from exc
+        raise ServiceUnavailable("The workflow service is unavailable; nothing was decided.") from exc
+
+
+async def refresh(temporal: Client, kind: PayoutKind, payout_id: uuid.UUID) -> None:
+    """Tell a payout's workflow to look at the payout again (best effort: a workflow not told finds out at
+    its next deadline anyway)."""
+    try:
+        await temporal.get_workflow_handle(disbursement_workflow_id(kind, payout_id)).signal("refresh")
+    except RPCError as exc:
+        log.warning("refresh_signal_failed", kind=kind, payout_id=str(payout_id), error=str(exc))
+
+
+# --- activity-side writes, each idempotent -----------------------------------------------------------------
+
+
+async def state(session: AsyncSession, kind: PayoutKind, row: Payout) -> PayoutState:
+    rules = KINDS[kind]
+    approvals = await repository.approvals(session, kind, row.id)
+    return PayoutState(
+        kind=kind,
+        payout_id=str(row.id),
+        status=cast(PayoutStatus, row.status),  # the database CHECK keeps it one of them
+        approvals=sum(1 for a in approvals if a.decision == "approve"),
+        required_approvals=row.required_approvals,
+        reason=row.reason,
+        due_at=rules.due_at(row),
+        overdue=rules.overdue(row, now()),
+    )
+
+
+async def record_decision(session: AsyncSession, *, request: ApprovalRequest) -> PayoutState:
+    rules = KINDS[request.kind]
+    row = await rules.lock(session, uuid.UUID(request.payout_id))
+    approvals = await repository.approvals(session, request.kind, row.id)
+    if any(a.approver == request.approver for a in approvals):
+        return await state(session, request.kind, row)  # this decision was recorded by an earlier attempt
+    if request.approver == row.requested_by:
+        raise Forbidden(f"The requester of a {rules.noun} never decides on it.")
+    if row.status != "pending_approval":
+        raise Conflict(f"The {rules.noun} is {row.status}; it is no longer waiting for approval.")
+    at = now()
+    repository.add(
+        session,
+        PayoutApproval(
+            **{payout_column(request.kind): row.id},
+            approver=request.approver,
+            decision=request.decision,
+            reason=request.reason,
+            created_at=at,
+        ),
+    )
+    if request.decision == "reject":
+        row.status, row.decided_at = "rejected", at
+        row.reason = f"rejected by finance: {request.reason or 'no reason given'}"
+        await rules.release(session, row)
+    elif sum(1 for a in approvals if a.decision == "approve") + 1 >= row.required_approvals:
+        row.status, row.decided_at = "approved", at
+        rules.approved(row, at)
+        repository.add(
+            session,
+            Disbursement(
+                id=uuid.uuid4(),
+                kind=request.kind,
+                **{payout_column(request.kind): row.id},
+                uscc=row.uscc,
+                program=row.program,
+                tier=row.tier,
+                amount=row.amount,
+                status="pending",
+                bank_key=rules.bank_key(row),
+                created_at=at,
+            ),
+        )
+    await session.flush()
+    return await state(session, request.kind, row)
+
+
+async def check(session: AsyncSession, *, check: PayoutCheck) -> PayoutState:
+    """The payout's state. With ``expire`` one still awaiting approval expires and its hold is released; with
+    ``overdue`` a bridge loan paid out and not repaid is flagged overdue."""
+    rules = KINDS[check.kind]
+    try:
+        row = await rules.lock(session, uuid.UUID(check.payout_id))
+    except NotFound:
+        # Not committed (yet): before the deadline keep waiting; after it, the request that started the
+        # workflow never committed and nothing was held.
+        status: PayoutStatus = "expired" if check.expire else "pending_approval"
+        return PayoutState(kind=check.kind, payout_id=check.payout_id, status=status, reason="not recorded")
+    if check.expire and row.status == "pending_approval":
+        row.status, row.decided_at = "expired", check.at
+        row.reason = "the approval deadline passed"
+        await rules.release(session, row)
+    if check.overdue:
+        rules.flag_overdue(row, check.at)
+    await session.flush()
+    return await state(session, check.kind, row)
+
+
+async def _disbursement(session: AsyncSession, kind: PayoutKind, payout_id: uuid.UUID) -> Disbursement:
+    disbursement = await repository.get_disbursement(session, kind, payout_id, lock=True)
+    if disbursement is None:
+        raise NotFound(f"The {KINDS[kind].noun} {payout_id} has no disbursement.")
+    return disbursement
+
+
+async def payment_order(session: AsyncSession, *, ref: PayoutRef) -> PaymentOrder:
+    rules = KINDS[ref.kind]
+    disbursement = await repository.get_disbursement(session, ref.kind, uuid.UUID(ref.payout_id))
+    if disbursement is None:
+        raise NotFound(f"The {rules.noun} {ref.payout_id} has no disbursement.")
+    return PaymentOrder(
+        kind=ref.kind,
+        payout_id=ref.payout_id,
+        key=disbursement.bank_key,
+        amount=disbursement.amount,
+        beneficiary=disbursement.uscc,
+        reference=f"giantflow {rules.noun} {ref.payout_id}",
+    )
+
+
+async def confirm(session: AsyncSession, *, receipt: PaymentReceipt) -> PayoutState:
+    """The bank paid: post the ledger entry, mark the disbursement and the payout - once."""
+    rules = KINDS[receipt.kind]
+    row = await rules.lock(session, uuid.UUID(receipt.payout_id))
+    disbursement = await _disbursement(session, receipt.kind, row.id)
+    if disbursement.status == "paid":
+        return await state(session, receipt.kind, row)
+    if disbursement.status != "pending" or row.status != "approved":
+        raise Conflict(f"The disbursement is {disbursement.status} and the {rules.noun} {row.status}.")
+    entry = await ledger.post_entry(
+        session,
+        key=rules.ledger_key(row),
+        memo=f"{rules.noun} {row.id} paid to {row.uscc} (bank {receipt.bank_reference})",
+        lines=[
+            ledger.Line.dr(rules.debit_account(row), row.amount),
+            ledger.Line.cr(ledger.BANK_SETTLEMENT, row.amount),
+        ],
+    )
+    disbursement.status, disbursement.bank_reference = "paid", receipt.bank_reference
+    disbursement.ledger_entry_id, disbursement.completed_at = entry.id, now()
+    row.status = "disbursed"
+    await rules.paid(session, row)
+    await session.flush()
+    return await state(session, receipt.kind, row)
+
+
+async def fail(session: AsyncSession, *, failure: PaymentFailure) -> PayoutState:
+    """The bank definitely refused: record the reason and release the hold - once."""
+    rules = KINDS[failure.kind]
+    row = await rules.lock(session, uuid.UUID(failure.payout_id))
+    disbursement = await _disbursement(session, failure.kind, row.id)
+    if disbursement.status == "failed":
+        return await state(session, failure.kind, row)
+    if disbursement.status != "pending":
+        raise Conflict(f"The disbursement is already {disbursement.status}.")
+    disbursement.status, disbursement.failure_reason, disbursement.completed_at = (
+        "failed",
+        failure.reason,
+        now(),
+    )
+    row.status, row.reason = "failed", f"the bank refused the payment: {failure.reason}"
+    await rules.release(session, row)
+    await session.flush()
+    return await state(session, failure.kind, row)
