@@ -21,15 +21,22 @@ from the bank's statement and PostgreSQL:
 - paid: payments on the bank's statement;
 - duplicated: bank payments beyond one per drawdown key or per client request;
 - lost: approved drawdowns not terminal (paid or definitely refused) after the settle wait, drawdowns the bank
-  paid that the ledger did not record, and approvals the API confirmed that the database does not hold;
+  paid that the ledger did not record, approvals the API confirmed that the database does not hold, and
+  drawdowns answered 201 that were never committed;
 - ledger balanced: total debits == total credits and every entry balanced with at least two lines.
 
 The exit code is 1 when anything was duplicated or lost, the ledger is unbalanced, money moved that no
 approved drawdown explains, the figures of the bank and the ledger disagree, or a disbursement workflow failed
-or kept running on a finished drawdown. The seed fixes the plan (enterprises, amounts, approvers, rejections),
+or kept running on a finished drawdown; with --strict also on API contract violations (500s, a 404 for a
+drawdown just answered 201, a retried approval answered 409 though it was recorded), which are otherwise
+printed on the `contract` line. The seed fixes the plan (enterprises, amounts, approvers, rejections),
 the kill schedule and the bank's fault sequence; process timing is not reproducible, so a replay repeats the
 same attack, not the same interleaving. On failure the data folder (logs, PostgreSQL, Temporal database, bank
 file, report.json) is kept and its path printed.
+
+Every process of the run (and this runner's own imports of the service) uses a copy of the code taken at
+start-up in the data folder - the working tree, or `--ref REF` through `git archive` - so edits made to the
+working tree during the run cannot mix versions between restarts.
 """
 
 from __future__ import annotations
@@ -195,7 +202,7 @@ class Proc:
             self.kills += 1
             return True
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
         with self.lock:
             if self.process is None:
                 return
@@ -1215,6 +1222,7 @@ def main() -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)  # also when started in the background with SIGINT ignored
     passed = False
     try:
         say(f"set-up in {data_dir}")
@@ -1233,7 +1241,8 @@ def main() -> int:
         if passed and not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
         else:
-            say(f"data, logs and report.json kept in {data_dir}")
+            kept = "data, logs and report.json" if (data_dir / "report.json").exists() else "data and logs"
+            say(f"{kept} kept in {data_dir}")
         say(
             f"seed {seed}: replay with  .venv/bin/python bench/chaos.py --seed {seed} "
             f"--disbursements {args.disbursements}{f' --ref {args.ref}' if args.ref else ''}"

@@ -267,7 +267,9 @@ def downgrade() -> None:
     # --- approvals: drawdowns only -------------------------------------------------------------------------
     op.drop_constraint(op.f("ck_payout_approvals_one_payout"), "payout_approvals", type_="check")
     for kind in NEW_KINDS:
-        op.drop_constraint(op.f(f"uq_payout_approvals_{kind}_id_approver"), "payout_approvals", type_="unique")
+        op.drop_constraint(
+            op.f(f"uq_payout_approvals_{kind}_id_approver"), "payout_approvals", type_="unique"
+        )
         op.drop_constraint(
             op.f(f"fk_payout_approvals_{kind}_id_{kind}s"), "payout_approvals", type_="foreignkey"
         )

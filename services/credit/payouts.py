@@ -140,9 +140,6 @@ class Drawdowns(Kind[Drawdown]):
     def debit_account(self, row: Drawdown) -> str:
         return ledger.credit_receivable(row.uscc)
 
-    def bank_key(self, row: Drawdown) -> str:
-        return f"drawdown-{row.id}"
-
     def ledger_key(self, row: Drawdown) -> str:
         return f"disbursement:{row.id}"  # the key drawdowns were paid under before payouts had kinds
 
