@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError, RPCStatusCode
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://giantflow.dev/problems/"
@@ -154,6 +155,14 @@ def internal_error(request: Request) -> JSONResponse:
     )
 
 
+def temporal_unreachable(exc: BaseException) -> bool:
+    """Temporal cannot be reached: an RPC that found no server, or the lazy client failing to connect
+    (temporalio raises a plain RuntimeError for that, not an RPCError)."""
+    if isinstance(exc, RPCError):
+        return exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+    return isinstance(exc, RuntimeError) and str(exc).startswith("Failed client connect")
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GiantflowError)
@@ -222,7 +231,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def database_refused_value(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DBAPIError)
-        if _sqlstate(exc).startswith(DATA_EXCEPTION_CLASS):
+        if refused_value(exc):
             log.warning("database_refused_value", path=request.url.path, sqlstate=_sqlstate(exc))
             return problem_response(
                 422,
@@ -235,6 +244,19 @@ def install_problem_handlers(app: FastAPI) -> None:
             )
         return await unexpected(request, exc)
 
+    async def workflow_engine_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if not temporal_unreachable(exc):
+            return internal_error(request)
+        log.warning("temporal_unavailable", path=request.url.path, error=type(exc).__name__)
+        return problem_response(
+            503,
+            title="A dependency is unavailable",
+            slug="service-unavailable",
+            detail="The workflow engine is unavailable; try again shortly.",
+            instance=request.url.path,
+            headers={"Retry-After": "5"},
+        )
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         return internal_error(request)
 
@@ -244,7 +266,15 @@ def install_problem_handlers(app: FastAPI) -> None:
     for error in (OperationalError, InterfaceError, ConnectionError, TimeoutError):
         app.add_exception_handler(error, database_unavailable)
     app.add_exception_handler(DBAPIError, database_refused_value)
+    app.add_exception_handler(RPCError, workflow_engine_unavailable)
+    app.add_exception_handler(RuntimeError, workflow_engine_unavailable)
     app.add_exception_handler(Exception, unexpected)
+
+
+def refused_value(exc: BaseException) -> bool:
+    """PostgreSQL refused a value itself (SQLSTATE class 22: a NUL byte, a number out of range...):
+    asking again with the same value can never succeed."""
+    return isinstance(exc, DBAPIError) and _sqlstate(exc).startswith(DATA_EXCEPTION_CLASS)
 
 
 def _sqlstate(exc: DBAPIError) -> str:

@@ -137,7 +137,9 @@ class ReviewWorkflow:
         async with self._lock:
             if self._status == "screening":
                 if outcome.passed:
-                    await self._enter_stage(SYSTEM, action="screened", reason=f"passed {outcome.ruleset}")
+                    await self._enter_stage(
+                        SYSTEM, index=0, action="screened", reason=f"passed {outcome.ruleset}"
+                    )
                 else:
                     await self._transition(
                         SYSTEM,
@@ -342,12 +344,14 @@ class ReviewWorkflow:
         self,
         actor: Actor,
         *,
+        index: int,
         action: str,
         reason: str | None = None,
         internal_note: str | None = None,
         close_task_as: str | None = None,
     ) -> None:
-        stage = self.data.stages[self._stage_index]
+        """Open stage `index` (the same one again after a supplement); state changes only once written."""
+        stage = self.data.stages[index]
         due = workflow.now() + timedelta(seconds=self.data.durations.stage_sla)
         await self._transition(
             actor,
@@ -359,6 +363,7 @@ class ReviewWorkflow:
             stage=stage,
             open_task=OpenTask(stage=stage, region_code=self.data.region_code, due_at=due),
         )
+        self._stage_index = index
         self._due_at = due
         self._overdue = False
 
@@ -410,9 +415,9 @@ class ReviewWorkflow:
                 )
                 self._supplement_due_at = due
             elif self._stage_index + 1 < len(self.data.stages):
-                self._stage_index += 1
                 await self._enter_stage(
                     request.actor,
+                    index=self._stage_index + 1,
                     action="approved",
                     reason=request.reason,
                     internal_note=note,
@@ -451,7 +456,9 @@ class ReviewWorkflow:
     async def supplement(self, request: SupplementRequest) -> ReviewState:
         async with self._lock:
             self._check_supplement(request)
-            await self._enter_stage(request.actor, action="supplemented", reason=request.note)
+            await self._enter_stage(
+                request.actor, index=self._stage_index, action="supplemented", reason=request.note
+            )
             return self.state()
 
     @supplement.validator

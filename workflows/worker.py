@@ -9,10 +9,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Worker
 
 from services.config import Settings
+from services.errors import refused_value
 from services.logging import configure_logging
 from services.resources import Resources
 
@@ -34,6 +37,28 @@ def activity_functions(resources: Resources) -> list[Callable[..., Any]]:
     return [*ReviewActivities(resources).all(), *CreditActivities(resources).all()]
 
 
+class _RefusedValuesFail(ActivityInboundInterceptor):
+    """A value PostgreSQL refuses is refused on every attempt: fail the activity at once instead of
+    retrying it forever (the API refuses such input first; this is the backstop for every activity)."""
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        try:
+            return await super().execute_activity(input)
+        except DBAPIError as exc:
+            if refused_value(exc):
+                raise ApplicationError(
+                    "the database refused a value of this activity's input",
+                    type="RefusedValue",
+                    non_retryable=True,
+                ) from exc
+            raise
+
+
+class RefusedValuesInterceptor(Interceptor):
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _RefusedValuesFail(next)
+
+
 def build_worker(
     client: Client, resources: Resources, *, task_queue: str, workflows: Sequence[type] | None = None
 ) -> Worker:
@@ -42,6 +67,7 @@ def build_worker(
         task_queue=task_queue,
         workflows=list(workflows or workflow_classes()),
         activities=activity_functions(resources),
+        interceptors=[RefusedValuesInterceptor()],
         max_concurrent_activities=50,
     )
 

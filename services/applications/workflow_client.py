@@ -16,16 +16,11 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from services.applications.models import Application
 from services.applications.service import review_input
-from services.errors import Conflict, Forbidden, ServiceUnavailable
+from services.errors import Conflict, Forbidden, ServiceUnavailable, temporal_unreachable
 from services.programs import Program
 from workflows.inputs import ReviewState
 
 log = structlog.get_logger(__name__)
-
-
-def _unreachable(exc: RuntimeError) -> bool:
-    """The lazy client could not connect: temporalio raises a plain RuntimeError for it, not an RPCError."""
-    return str(exc).startswith("Failed client connect")
 
 
 def workflow_id(application_id: uuid.UUID | str) -> str:
@@ -45,7 +40,7 @@ async def start_review(
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
     except (RPCError, RuntimeError) as exc:
-        if isinstance(exc, RuntimeError) and not _unreachable(exc):
+        if not temporal_unreachable(exc):
             raise
         raise ServiceUnavailable(
             "The workflow engine is unavailable; the application is saved and its "
@@ -77,11 +72,7 @@ async def send_update(
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise Conflict("The application's review has finished; it no longer takes this action.") from None
-        raise ServiceUnavailable("The workflow engine is unavailable; try again shortly.") from None
-    except RuntimeError as exc:
-        if not _unreachable(exc):
-            raise
-        raise ServiceUnavailable("The workflow engine is unavailable; try again shortly.") from None
+        raise
     return result
 
 

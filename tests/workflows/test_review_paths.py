@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from pathlib import Path
@@ -356,4 +357,26 @@ async def test_validators_refuse_wrong_level_region_stage_and_role(harness: Harn
     assert decided.type == "Conflict"
     # Nothing refused reached the history or the audit trail.
     assert [t.action for t in await transitions(harness, app.id)] == ["screened", "approved"]
+    await handle.terminate("test done")
+
+
+async def test_a_value_the_database_refuses_fails_the_update_at_once(harness: Harness) -> None:
+    """A NUL byte reaching an activity (the API refuses it first) fails the action instead of retrying
+    forever, and the application stays where it was."""
+    app = await harness.seed()
+    handle = await harness.start(app)
+    await in_review(harness, handle, "municipal")
+    with pytest.raises(WorkflowUpdateFailedError):
+        await asyncio.wait_for(
+            handle.execute_update(
+                "decide",
+                DecisionRequest(actor=reviewer("municipal"), decision="approve", reason="nul \x00 byte"),
+                result_type=ReviewState,
+            ),
+            15,
+        )
+    state = await harness.state(handle)
+    assert (state.status, state.stage) == ("in_review", "municipal")
+    ok = await decide(handle, reviewer("municipal"), "approve")
+    assert ok.stage == "provincial"
     await handle.terminate("test done")
