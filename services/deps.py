@@ -46,7 +46,22 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
             await session.commit()
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the commit runs when the route returns and BEFORE the response is sent, so a client
+# never holds an answer for something that was not committed (FastAPI's default for `yield` dependencies
+# closes them after the response).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def get_read_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+    """A read-only session that stays open while a streamed response is sent; it never commits."""
+    async with resources.sessionmaker() as session:
+        try:
+            yield session
+        finally:
+            await session.rollback()
+
+
+StreamingReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="request")]
 
 
 def get_temporal(resources: ResourcesDep) -> Client:

@@ -219,7 +219,7 @@ async def api_rollback(settings: Settings, connection: AsyncConnection) -> Async
     """The API through ASGITransport inside the test's rolled-back transaction (no Temporal reachable)."""
     from services.app import create_app
     from services.db import create_sessionmaker
-    from services.deps import get_session
+    from services.deps import get_read_session, get_session
     from services.resources import Resources, connect_temporal
 
     async def factory(s: Settings) -> Resources:
@@ -242,6 +242,7 @@ async def api_rollback(settings: Settings, connection: AsyncConnection) -> Async
 
     app = create_app(settings, resources_factory=factory)
     app.dependency_overrides[get_session] = session_override
+    app.dependency_overrides[get_read_session] = session_override
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

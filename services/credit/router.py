@@ -36,7 +36,7 @@ from services.credit.schemas import (
     RepaymentCreate,
     Tier,
 )
-from services.deps import CurrentUserDep, ResourcesDep, SessionDep, TemporalDep
+from services.deps import CurrentUserDep, ResourcesDep, SessionDep, StreamingReadSessionDep, TemporalDep
 from services.errors import problem_responses
 from services.idempotency import Replay, begin
 from services.pagination import CursorQuery, LimitQuery
@@ -211,7 +211,7 @@ async def decide_drawdown(
 )
 async def list_disbursements(
     request: Request,
-    session: SessionDep,
+    session: StreamingReadSessionDep,
     user: CurrentUserDep,
     kind: PayoutKind | None = None,
     status: Literal["pending", "paid", "failed"] | None = None,

@@ -272,3 +272,22 @@ async def test_unauthenticated_and_bad_tokens(api: httpx.AsyncClient, settings: 
     assert (
         await api.get("/api/v1/applications?cursor=@@@", headers=bearer(make_token(settings, "admin")))
     ).status_code == 422
+
+
+async def test_the_commit_happens_before_the_response(
+    applicant: Applicant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that fails reaches the client as a problem; it never got a 201 for a row that is not there."""
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    async def failing_commit(self: AsyncSession) -> None:
+        raise OperationalError("COMMIT", {}, ConnectionResetError("connection lost during commit"))
+
+    monkeypatch.setattr(AsyncSession, "commit", failing_commit)
+    resp = await applicant.register()
+    monkeypatch.undo()
+    assert resp.status_code == 503, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    again = await applicant.register()
+    assert again.status_code == 201  # nothing was half-written by the failed attempt
