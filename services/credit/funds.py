@@ -210,11 +210,17 @@ async def list_bridge_loans(
 
 
 async def decide_bridge_loan(
-    session: AsyncSession, *, user: CurrentUser, loan_id: uuid.UUID, data: ApprovalCreate, temporal: Client
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    loan_id: uuid.UUID,
+    data: ApprovalCreate,
+    temporal: Client,
+    retry: bool = False,
 ) -> BridgeLoanRead:
     """One finance officer's decision (see ``payouts.decide``); the response is the loan's new state."""
     await payouts.decide(
-        session, user=user, kind="bridge_loan", payout_id=loan_id, data=data, temporal=temporal
+        session, user=user, kind="bridge_loan", payout_id=loan_id, data=data, temporal=temporal, retry=retry
     )
     return await _loan_read(session, await _visible_loan(session, user=user, loan_id=loan_id))
 
@@ -381,10 +387,22 @@ async def list_listing_rewards(
 
 
 async def decide_listing_reward(
-    session: AsyncSession, *, user: CurrentUser, reward_id: uuid.UUID, data: ApprovalCreate, temporal: Client
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    reward_id: uuid.UUID,
+    data: ApprovalCreate,
+    temporal: Client,
+    retry: bool = False,
 ) -> ListingRewardRead:
     """One finance officer's decision (see ``payouts.decide``); the response is the reward's new state."""
     await payouts.decide(
-        session, user=user, kind="listing_reward", payout_id=reward_id, data=data, temporal=temporal
+        session,
+        user=user,
+        kind="listing_reward",
+        payout_id=reward_id,
+        data=data,
+        temporal=temporal,
+        retry=retry,
     )
     return await _reward_read(session, await _visible_reward(session, user=user, reward_id=reward_id))

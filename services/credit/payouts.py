@@ -285,10 +285,15 @@ async def decide(
     payout_id: uuid.UUID,
     data: ApprovalCreate,
     temporal: Client,
+    retry: bool = False,
 ) -> None:
     """One finance officer's decision, sent to the payout's workflow as an Update: its activity writes the
     decision in its own transaction (maker-checker enforced under a row lock). The caller reads the new
-    state afterwards."""
+    state afterwards.
+
+    `retry` (an Idempotency-Key was sent): the same officer's identical decision, already recorded, is
+    the first attempt whose answer was lost (the API died after the Update and before its commit); it is
+    answered with the current state instead of a conflict."""
     user.require(Role.finance)
     rules = KINDS[kind]
     row = await repository.get_payout(session, kind, payout_id)
@@ -296,12 +301,15 @@ async def decide(
         raise NotFound(f"There is no {rules.noun} {payout_id}.")
     if row.requested_by == user.sub:
         raise Forbidden(f"The requester of a {rules.noun} never decides on it.")
-    if row.status != "pending_approval":
-        raise Conflict(f"The {rules.noun} is {row.status}; it is no longer waiting for approval.")
-    if any(a.approver == user.sub for a in await repository.approvals(session, kind, row.id)):
+    mine = [a for a in await repository.approvals(session, kind, row.id) if a.approver == user.sub]
+    if mine:
+        if retry and mine[0].decision == data.decision and mine[0].reason == data.reason:
+            return
         raise Conflict(
             f"You have already decided on this {rules.noun}; another finance officer must approve it."
         )
+    if row.status != "pending_approval":
+        raise Conflict(f"The {rules.noun} is {row.status}; it is no longer waiting for approval.")
     request = ApprovalRequest(
         kind=kind, payout_id=str(row.id), approver=user.sub, decision=data.decision, reason=data.reason
     )

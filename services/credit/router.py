@@ -193,7 +193,12 @@ async def decide_drawdown(
         body,
         200,
         lambda: service.decide_drawdown(
-            session, user=user, drawdown_id=drawdown_id, data=body, temporal=temporal
+            session,
+            user=user,
+            drawdown_id=drawdown_id,
+            data=body,
+            temporal=temporal,
+            retry=idempotency_key is not None,
         ),
     )
 
@@ -327,7 +332,14 @@ async def decide_bridge_loan(
         f"POST /bridge-loans/{loan_id}/approvals",
         body,
         200,
-        lambda: funds.decide_bridge_loan(session, user=user, loan_id=loan_id, data=body, temporal=temporal),
+        lambda: funds.decide_bridge_loan(
+            session,
+            user=user,
+            loan_id=loan_id,
+            data=body,
+            temporal=temporal,
+            retry=idempotency_key is not None,
+        ),
     )
 
 
@@ -443,6 +455,11 @@ async def decide_listing_reward(
         body,
         200,
         lambda: funds.decide_listing_reward(
-            session, user=user, reward_id=reward_id, data=body, temporal=temporal
+            session,
+            user=user,
+            reward_id=reward_id,
+            data=body,
+            temporal=temporal,
+            retry=idempotency_key is not None,
         ),
     )

@@ -345,10 +345,11 @@ async def decide_drawdown(
     drawdown_id: uuid.UUID,
     data: ApprovalCreate,
     temporal: Client,
+    retry: bool = False,
 ) -> DrawdownRead:
     """One finance officer's decision (see ``payouts.decide``); the response is the drawdown's new state."""
     await payouts.decide(
-        session, user=user, kind="drawdown", payout_id=drawdown_id, data=data, temporal=temporal
+        session, user=user, kind="drawdown", payout_id=drawdown_id, data=data, temporal=temporal, retry=retry
     )
     refreshed = await repository.get_drawdown(session, drawdown_id)
     assert refreshed is not None

@@ -345,3 +345,35 @@ async def test_disbursements_filter_total_and_export_csv(
         headers={**auth(settings, "reviewer", level="national", region="500000"), "Accept": "text/csv"},
     )
     assert refused.status_code == 403
+
+
+async def test_a_decision_retried_after_its_answer_was_lost_is_answered_not_refused(
+    api: httpx.AsyncClient,
+    settings: Settings,
+    enterprise: Enterprise,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The API died after the approval Update completed and before its idempotency row committed (seen in
+    the chaos run): the retry with the same key gets the current state, not 409. Another decision by the
+    same officer, or the same one without a key, is still a conflict."""
+    from sqlalchemy import delete
+
+    from services.idempotency_models import IdempotencyRecord
+
+    drawdown_id = (await enterprise.draw("1500000.00")).json()["id"]
+    headers = {**finance(settings, "finance-r"), "Idempotency-Key": f"approve-{drawdown_id}"}
+    url = f"/api/v1/drawdowns/{drawdown_id}/approvals"
+    first = await api.post(url, headers=headers, json={"decision": "approve", "reason": "ok"})
+    assert first.status_code == 200, first.text
+    async with sessions.begin() as session:  # the lost commit
+        await session.execute(
+            delete(IdempotencyRecord).where(IdempotencyRecord.key == f"approve-{drawdown_id}")
+        )
+    retried = await api.post(url, headers=headers, json={"decision": "approve", "reason": "ok"})
+    assert retried.status_code == 200, retried.text
+    assert [a["approver"] for a in retried.json()["approvals"]] == ["finance-r"]  # recorded once
+    other = await api.post(
+        url, headers={**headers, "Idempotency-Key": "another"}, json={"decision": "reject", "reason": "no"}
+    )
+    assert other.status_code == 409
+    assert (await decide(api, finance(settings, "finance-r"), drawdown_id, reason="ok")).status_code == 409
