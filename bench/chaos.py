@@ -52,14 +52,12 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -97,27 +95,23 @@ def say(line: str = "") -> None:
     print(line, flush=True)
 
 
+# The dev stack's own probes, imported from the snapshot of the code (see `snapshot`), not copied here.
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    from services.devstack import free_port as pick
+
+    return pick()
 
 
 def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except (OSError, ValueError):
-        return False
+    from services.devstack import http_ok as probe
+
+    return probe(url)
 
 
 def tcp_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
+    from services.devstack import tcp_open as probe
+
+    return probe(host, port)
 
 
 def snapshot(dest: Path, ref: str | None) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 from fastapi import Query
+from pydantic import BaseModel
 
 from services.errors import FieldError, Unprocessable
 
@@ -35,3 +37,23 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
             "The cursor is not one this service issued.",
             errors=[FieldError(field="cursor", message="invalid cursor")],
         ) from None
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; `next_cursor` is null on the last page."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+def split_page(
+    rows: Sequence[R], limit: int, position: Callable[[R], tuple[datetime, uuid.UUID]]
+) -> tuple[Sequence[R], str | None]:
+    """The rows of this page (queried with one extra row) and the cursor of the next page, if any."""
+    if len(rows) > limit:
+        return rows[:limit], encode_cursor(*position(rows[limit - 1]))
+    return rows, None

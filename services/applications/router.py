@@ -29,7 +29,6 @@ from services.applications.schemas import (
     ObjectionCreate,
     ObjectionFiled,
     ObjectionRead,
-    Page,
     ProgramRead,
     ProgramTierRead,
     RecognitionRead,
@@ -49,7 +48,7 @@ from services.auth import CurrentUser, Role
 from services.deps import CurrentUserDep, ResourcesDep, SessionDep, TemporalDep
 from services.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, problem_responses
 from services.idempotency import Replay, begin
-from services.pagination import CursorQuery, LimitQuery, decode_cursor, encode_cursor
+from services.pagination import CursorQuery, LimitQuery, Page, decode_cursor, split_page
 from services.ratelimit import WriterDep
 from workflows.inputs import (
     DecisionRequest,
@@ -294,12 +293,8 @@ async def list_applications(
         cursor=decode_cursor(cursor),
         limit=limit,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(
-        items=[ApplicationSummary.model_validate(a) for a in rows],
-        next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
-    )
+    page, next_cursor = split_page(rows, limit, lambda a: (a.created_at, a.id))
+    return Page(items=[ApplicationSummary.model_validate(a) for a in page], next_cursor=next_cursor)
 
 
 @router.get(
@@ -540,8 +535,7 @@ async def review_tasks(
     user: CurrentUserDep, session: SessionDep, limit: LimitQuery = 50, cursor: CursorQuery = None
 ) -> Page[ReviewTaskRead]:
     rows = await service.review_queue(session, user=user, cursor=decode_cursor(cursor), limit=limit)
-    more = len(rows) > limit
-    rows = rows[:limit]
+    page, next_cursor = split_page(rows, limit, lambda row: (row[0].created_at, row[0].id))
     items = [
         ReviewTaskRead(
             application_id=a.id,
@@ -555,10 +549,9 @@ async def review_tasks(
             overdue=t.overdue or t.due_at <= datetime.now(UTC),
             escalated_to=t.escalated_to,
         )
-        for t, a in rows
+        for t, a in page
     ]
-    last = rows[-1][0] if rows else None
-    return Page(items=items, next_cursor=encode_cursor(last.created_at, last.id) if more and last else None)
+    return Page(items=items, next_cursor=next_cursor)
 
 
 # --- recognitions ----------------------------------------------------------------------------------------
@@ -596,12 +589,8 @@ async def list_recognitions(
         cursor=decode_cursor(cursor),
         limit=limit,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(
-        items=[RecognitionRead.model_validate(r) for r in rows],
-        next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
-    )
+    page, next_cursor = split_page(rows, limit, lambda r: (r.created_at, r.id))
+    return Page(items=[RecognitionRead.model_validate(r) for r in page], next_cursor=next_cursor)
 
 
 @router.get(

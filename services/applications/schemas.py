@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -30,7 +30,6 @@ RegionCode = Annotated[
     Field(examples=["500103"], json_schema_extra={"pattern": "^[0-9]{6}$"}),
     AfterValidator(validate_region_code),
 ]
-T = TypeVar("T")
 Tier = Literal["innovative", "specialized_new", "little_giant", "invisible_champion", "single_champion"]
 StageName = Literal["municipal", "provincial", "national"]
 StatusName = Literal[
@@ -169,11 +168,6 @@ class ApplicationSummary(_Out):
     stage: StageName | None
     created_at: datetime
     updated_at: datetime
-
-
-class Page(BaseModel, Generic[T]):
-    items: list[T]
-    next_cursor: str | None
 
 
 class DecisionCreate(_In):

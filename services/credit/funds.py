@@ -28,13 +28,12 @@ from services.credit.schemas import (
     FundRead,
     ListingCreate,
     ListingRewardRead,
-    Page,
     RepaymentCreate,
     format_money,
 )
 from services.credit.service import reader_scope
 from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
-from services.pagination import decode_cursor, encode_cursor
+from services.pagination import Page, decode_cursor, split_page
 
 # --- funds -------------------------------------------------------------------------------------------------
 
@@ -202,10 +201,10 @@ async def list_bridge_loans(
         cursor=decode_cursor(cursor),
         limit=limit + 1,
     )
-    last = rows[limit - 1] if len(rows) > limit else None
+    page, next_cursor = split_page(rows, limit, lambda loan: (loan.created_at, loan.id))
     return Page(
-        items=await _loan_reads(session, rows[:limit]),
-        next_cursor=encode_cursor(last.created_at, last.id) if last else None,
+        items=await _loan_reads(session, page),
+        next_cursor=next_cursor,
     )
 
 
@@ -379,10 +378,10 @@ async def list_listing_rewards(
         cursor=decode_cursor(cursor),
         limit=limit + 1,
     )
-    last = rows[limit - 1] if len(rows) > limit else None
+    page, next_cursor = split_page(rows, limit, lambda reward: (reward.created_at, reward.id))
     return Page(
-        items=await _reward_reads(session, rows[:limit]),
-        next_cursor=encode_cursor(last.created_at, last.id) if last else None,
+        items=await _reward_reads(session, page),
+        next_cursor=next_cursor,
     )
 
 

@@ -32,14 +32,13 @@ from services.credit.schemas import (
     FundRead,
     ListingCreate,
     ListingRewardRead,
-    Page,
     RepaymentCreate,
     Tier,
 )
 from services.deps import CurrentUserDep, ResourcesDep, SessionDep, StreamingReadSessionDep, TemporalDep
 from services.errors import problem_responses
 from services.idempotency import Replay, begin
-from services.pagination import CursorQuery, LimitQuery
+from services.pagination import CursorQuery, LimitQuery, Page
 from services.ratelimit import WriterDep
 from workflows.inputs import PayoutKind
 

@@ -7,10 +7,11 @@ import uuid
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
+from services.pagination import Page
 from workflows.inputs import PayoutKind
 
 USCC_PATTERN = "^[0-9A-HJ-NP-RTUWXY]{18}$"
@@ -55,13 +56,6 @@ PositiveMoney = Annotated[
     PlainSerializer(format_money, return_type=str),
     WithJsonSchema({"type": "string", "pattern": POSITIVE_MONEY_PATTERN, "examples": ["1000000.00"]}),
 ]
-
-T = TypeVar("T")
-
-
-class Page(BaseModel, Generic[T]):
-    items: list[T]
-    next_cursor: str | None = None
 
 
 # --- reads -------------------------------------------------------------------------------------------------

@@ -35,12 +35,11 @@ from services.credit.schemas import (
     DisbursementRead,
     DrawdownCreate,
     DrawdownRead,
-    Page,
     StatusTotal,
     format_money,
 )
 from services.errors import Conflict, NotFound, Unprocessable
-from services.pagination import decode_cursor, encode_cursor
+from services.pagination import Page, decode_cursor, split_page
 from workflows.inputs import BenefitGrant, BenefitsFreeze, PayoutKind
 
 READERS = (Role.enterprise, Role.finance, Role.admin)
@@ -144,12 +143,12 @@ async def list_benefits(
         cursor=decode_cursor(cursor),
         limit=limit + 1,
     )
+    page, next_cursor = split_page(rows, limit, lambda row: (row[0].granted_at, row[0].id))
     items = [
         BenefitRead.model_validate({**column_values(benefit), "credit_line_id": line_id})
-        for benefit, line_id in rows[:limit]
+        for benefit, line_id in page
     ]
-    last = rows[limit - 1][0] if len(rows) > limit else None
-    return Page(items=items, next_cursor=encode_cursor(last.granted_at, last.id) if last else None)
+    return Page(items=items, next_cursor=next_cursor)
 
 
 async def list_credit_lines(
@@ -175,10 +174,10 @@ async def list_credit_lines(
         cursor=decode_cursor(cursor),
         limit=limit + 1,
     )
-    last = rows[limit - 1] if len(rows) > limit else None
+    page, next_cursor = split_page(rows, limit, lambda line: (line.opened_at, line.id))
     return Page(
-        items=[CreditLineRead.model_validate(line) for line in rows[:limit]],
-        next_cursor=encode_cursor(last.opened_at, last.id) if last else None,
+        items=[CreditLineRead.model_validate(line) for line in page],
+        next_cursor=next_cursor,
     )
 
 
@@ -231,10 +230,10 @@ async def list_disbursements(
         session, filters=scoped, cursor=decode_cursor(cursor), limit=limit + 1
     )
     totals = await repository.disbursement_totals(session, filters=scoped)
-    last = rows[limit - 1] if len(rows) > limit else None
+    page, next_cursor = split_page(rows, limit, lambda row: (row.created_at, row.id))
     return DisbursementPage(
-        items=[DisbursementRead.model_validate(row) for row in rows[:limit]],
-        next_cursor=encode_cursor(last.created_at, last.id) if last else None,
+        items=[DisbursementRead.model_validate(row) for row in page],
+        next_cursor=next_cursor,
         totals={status: StatusTotal(count=count, amount=amount) for status, count, amount in totals},
     )
 
