@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 import psutil
@@ -341,5 +342,42 @@ def test_end_to_end_over_http_against_the_running_stack(stack_env: dict[str, str
             "approved",
             "recognized",
         ]
+
+        # The benefits: the credit line opens, a drawdown is approved by finance, paid by the bank simulator.
+        deadline = time.monotonic() + 30
+        while not (lines := _call("GET", f"{api}/credit-lines", enterprise)[1]["items"]):
+            assert time.monotonic() < deadline, "the credit line never opened"
+            time.sleep(0.3)
+        [line] = lines  # type: ignore[misc]
+        assert (line["limit"], line["available"]) == ("2000000.00", "2000000.00")
+        status, drawdown = _call(
+            "POST", f"{api}/credit-lines/{line['id']}/drawdowns", enterprise, {"amount": "500000.00"}
+        )
+        assert status == 201, drawdown
+        finance = token("--role", "finance", "--sub", "finance-1")
+        status, decided = _call(
+            "POST",
+            f"{api}/drawdowns/{drawdown['id']}/approvals",
+            finance,
+            {"decision": "approve", "reason": "checked"},
+        )
+        assert status == 200, decided
+        deadline = time.monotonic() + 30
+        while (paid := _call("GET", f"{api}/drawdowns/{drawdown['id']}", enterprise)[1])[
+            "status"
+        ] != "disbursed":
+            assert time.monotonic() < deadline, paid
+            time.sleep(0.3)
+        assert paid["disbursement"]["bank_reference"]  # type: ignore[index]
+        [entry] = paid["ledger_entries"]  # type: ignore[misc]
+        debits = sum(Decimal(li["debit"]) for li in entry["lines"])
+        credits = sum(Decimal(li["credit"]) for li in entry["lines"])
+        assert debits == credits == Decimal("500000.00")
+        request = urllib.request.Request(
+            f"{api}/disbursements", headers={"Authorization": f"Bearer {finance}", "Accept": "text/csv"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.headers["content-type"].startswith("text/csv")
+            assert str(drawdown["id"]) in resp.read().decode()
     finally:
         assert _stop(process) == []
