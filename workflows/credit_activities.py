@@ -8,8 +8,9 @@ keyed by the payout), so a retried attempt changes nothing twice. Business failu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from temporalio import activity
@@ -44,6 +45,24 @@ def _business_failures() -> Iterator[None]:
         raise ApplicationError(exc.detail, type=type(exc).__name__, non_retryable=True) from exc
     except LedgerError as exc:
         raise ApplicationError(str(exc), type="LedgerError", non_retryable=True) from exc
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating(every: float = 1.0) -> AsyncIterator[None]:
+    """Heartbeat while the body waits on the outside world, so the server notices a dead worker quickly."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class CreditActivities:
@@ -117,6 +136,10 @@ class CreditActivities:
         """Pay once under the order's key. After an ambiguous failure (an earlier attempt timed out or got a
         5xx) the payment is looked up by its key before paying again; the bank's own idempotency on the key
         is the second guard. A definite refusal is non-retryable."""
+        async with _heartbeating():
+            return await self._pay(order)
+
+    async def _pay(self, order: PaymentOrder) -> PaymentReceipt:
         try:
             if activity.info().attempt > 1:
                 found = await self.bank.get_payment(order.key)

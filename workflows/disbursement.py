@@ -52,6 +52,9 @@ RETRY = RetryPolicy(
 # Ambiguous bank failures are retried for as long as it takes: giving up could not release the reservation
 # (the money may have moved), so the workflow keeps asking. Definite refusals are not retried.
 BANK_TIMEOUT = timedelta(seconds=30)
+# The payment activity heartbeats while it waits for the bank, so a worker that dies mid-payment is noticed
+# in seconds rather than at the 30 s timeout (the retry then looks the payment up by its key first).
+BANK_HEARTBEAT = timedelta(seconds=5)
 BANK_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     backoff_coefficient=2.0,
@@ -158,6 +161,7 @@ class DisbursementWorkflow:
                 order,
                 result_type=PaymentReceipt,
                 start_to_close_timeout=BANK_TIMEOUT,
+                heartbeat_timeout=BANK_HEARTBEAT,
                 retry_policy=BANK_RETRY,
             )
         except ActivityError as exc:
