@@ -61,6 +61,22 @@ def _without_cursor(case: Any) -> Any:
     return case
 
 
+def _fits_a_query_string(case: Any) -> bool:
+    """A negative case whose mutation a query string cannot carry (e.g. `uscc=[{}]`, which httpx sends as
+    no parameter at all) would reach the API as a valid request and be "accepted": found by `make fuzz`
+    at 1,000 examples. Such cases test the HTTP client, not the service; they are not generated."""
+
+    def scalar(value: Any) -> bool:
+        return value is None or isinstance(value, str | int | float | bool)
+
+    for value in (case.query or {}).values():
+        if isinstance(value, dict) or (isinstance(value, list) and not all(scalar(v) for v in value)):
+            return False
+        if isinstance(value, list) and not value:
+            return False
+    return True
+
+
 def _config() -> Any:
     return schemathesis.Config.from_dict(
         {
@@ -164,7 +180,7 @@ def test_operation_conforms_to_its_schema(
     operation = fuzz_schema[path][method]
     cases = st.one_of(
         operation.as_strategy(generation_mode=GenerationMode.POSITIVE).map(_without_cursor),
-        operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
+        operation.as_strategy(generation_mode=GenerationMode.NEGATIVE).filter(_fits_a_query_string),
     )
 
     @given(case=cases, caller=st.sampled_from(CALLERS))
