@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -489,6 +490,25 @@ class ReviewWorkflow:
 
     # --- public notice ----------------------------------------------------------------------------------
 
+    async def _record_objection(
+        self, actor: Actor, objection_id: str, reason: str, resolution: Literal["open", "upheld", "dismissed"]
+    ) -> None:
+        await workflow.execute_activity(
+            "record_objection",
+            ObjectionUpdate(
+                application_id=self.data.application_id,
+                event_key=self._key(),
+                objection_id=objection_id,
+                actor=actor,
+                at=workflow.now(),
+                reason=reason,
+                resolution=resolution,
+            ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
+        self._objections[objection_id] = resolution
+
     def _check_objection(self, request: ObjectionRequest) -> None:
         if self._status != "public_notice":
             raise _conflict(f"the application is {self._status}, not on public notice")
@@ -499,21 +519,7 @@ class ReviewWorkflow:
     async def object(self, request: ObjectionRequest) -> ReviewState:
         async with self._lock:
             self._check_objection(request)
-            await workflow.execute_activity(
-                "record_objection",
-                ObjectionUpdate(
-                    application_id=self.data.application_id,
-                    event_key=self._key(),
-                    objection_id=request.objection_id,
-                    actor=request.actor,
-                    at=workflow.now(),
-                    reason=request.reason,
-                    resolution="open",
-                ),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=RETRY,
-            )
-            self._objections[request.objection_id] = "open"
+            await self._record_objection(request.actor, request.objection_id, request.reason, "open")
             self._generation += 1
             return self.state()
 
@@ -535,22 +541,8 @@ class ReviewWorkflow:
     async def resolve_objection(self, request: ObjectionResolution) -> ReviewState:
         async with self._lock:
             self._check_resolution(request)
-            resolution = "upheld" if request.upheld else "dismissed"
-            await workflow.execute_activity(
-                "record_objection",
-                ObjectionUpdate(
-                    application_id=self.data.application_id,
-                    event_key=self._key(),
-                    objection_id=request.objection_id,
-                    actor=request.actor,
-                    at=workflow.now(),
-                    reason=request.reason,
-                    resolution=resolution,
-                ),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=RETRY,
-            )
-            self._objections[request.objection_id] = resolution
+            resolution: Literal["upheld", "dismissed"] = "upheld" if request.upheld else "dismissed"
+            await self._record_objection(request.actor, request.objection_id, request.reason, resolution)
             if request.upheld:
                 await self._transition(
                     request.actor, action="objection_upheld", to="rejected", reason=request.reason
