@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, BeforeValidator
 
 from services.errors import FieldError, Unprocessable
 
@@ -57,3 +58,23 @@ def split_page(
     if len(rows) > limit:
         return rows[:limit], encode_cursor(*position(rows[limit - 1]))
     return rows, None
+
+
+RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+
+
+def _rfc3339(value: object) -> object:
+    """Times in queries are RFC 3339 with an offset (API.md); pydantic alone would also take a bare number
+    as a Unix timestamp (`make fuzz` found `?valid_on=-3990260844` accepted)."""
+    if isinstance(value, str) and not re.fullmatch(RFC3339, value):
+        raise ValueError("a time is RFC 3339 with an offset, e.g. 2026-11-22T08:00:00+08:00")
+    return value
+
+
+Rfc3339Query = Annotated[
+    AwareDatetime | None,
+    BeforeValidator(_rfc3339),
+    Query(
+        description="RFC 3339 with an offset", json_schema_extra={"format": "date-time", "pattern": RFC3339}
+    ),
+]

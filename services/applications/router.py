@@ -48,7 +48,7 @@ from services.auth import CurrentUser, Role
 from services.deps import CurrentUserDep, ResourcesDep, SessionDep, TemporalDep
 from services.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, problem_responses
 from services.idempotency import Replay, begin
-from services.pagination import CursorQuery, LimitQuery, Page, decode_cursor, split_page
+from services.pagination import CursorQuery, LimitQuery, Page, Rfc3339Query, decode_cursor, split_page
 from services.ratelimit import WriterDep
 from workflows.inputs import (
     DecisionRequest,
@@ -572,7 +572,7 @@ async def list_recognitions(
     tier: Tier | None = None,
     certificate_no: Annotated[str | None, Query(max_length=80, pattern=NO_NUL)] = None,
     status: Annotated[str | None, Query(pattern="^(active|expired|revoked)$")] = None,
-    valid_on: Annotated[datetime | None, Query(description="valid at this time")] = None,
+    valid_on: Rfc3339Query = None,
 ) -> Page[RecognitionRead]:
     if user.role is Role.reviewer:
         raise Forbidden("Recognitions are read by their enterprise, finance and admins.")

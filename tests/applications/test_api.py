@@ -291,3 +291,22 @@ async def test_the_commit_happens_before_the_response(
     assert resp.headers["content-type"] == "application/problem+json"
     again = await applicant.register()
     assert again.status_code == 201  # nothing was half-written by the failed attempt
+
+
+@pytest.mark.parametrize(
+    ("valid_on", "status"),
+    [
+        ("2026-11-22T08:00:00+08:00", 200),
+        ("2026-11-22T00:00:00Z", 200),
+        ("-3990260844", 422),
+        ("1700000000", 422),
+        ("2026-11-22T08:00:00", 422),
+        ("2026-11-22", 422),
+    ],
+)
+async def test_times_in_queries_are_rfc3339_with_an_offset(
+    api: httpx.AsyncClient, settings: Settings, valid_on: str, status: int
+) -> None:
+    admin = bearer(make_token(settings, "admin"))
+    resp = await api.get("/api/v1/recognitions", params={"valid_on": valid_on}, headers=admin)
+    assert resp.status_code == status, resp.text
