@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export XDG_RUNTIME_DIR ?= /tmp/giantflow-runtime-$(shell id -u)
 
-.PHONY: run test lint typecheck migrate revision fuzz chaos clean install
+.PHONY: run test lint typecheck migrate revision fuzz chaos bench clean install
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,3 +49,10 @@ fuzz: $(STAMP)
 chaos: $(STAMP)
 	@mkdir -p -m 700 $(XDG_RUNTIME_DIR)
 	$(BIN)/python bench/chaos.py $(if $(SEED),--seed $(SEED),)
+
+# Benchmarks (bench/run.py) against the embedded stack `make run` starts: prints one `name: value` line per
+# figure and writes them to docs/performance.md. BENCH_SCALE=0.1 runs a tenth of every workload.
+bench: $(STAMP)
+	@mkdir -p -m 700 $(XDG_RUNTIME_DIR)
+	@bash .ci/install-debian-tools.sh wrk
+	$(BIN)/python -m bench.run

@@ -59,16 +59,28 @@ class RefusedValuesInterceptor(Interceptor):
         return _RefusedValuesFail(next)
 
 
+# The worker's tuning, in one place: bench/raw_worker.py runs its no-op ceiling with exactly these.
+WORKER_OPTIONS: dict[str, Any] = {"max_concurrent_activities": 50}
+
+
 def build_worker(
-    client: Client, resources: Resources, *, task_queue: str, workflows: Sequence[type] | None = None
+    client: Client,
+    resources: Resources | None,
+    *,
+    task_queue: str,
+    workflows: Sequence[type] | None = None,
+    activities: Sequence[Callable[..., Any]] | None = None,
 ) -> Worker:
+    if activities is None:
+        assert resources is not None, "the service's activities need its resources"
+        activities = activity_functions(resources)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=list(workflows or workflow_classes()),
-        activities=activity_functions(resources),
+        activities=list(activities),
         interceptors=[RefusedValuesInterceptor()],
-        max_concurrent_activities=50,
+        **WORKER_OPTIONS,
     )
 
 

@@ -47,7 +47,7 @@ APP_DEPENDS_ON = {
 def docker_compose() -> str:
     path = shutil.which("docker-compose")
     if path is None:
-        pytest.fail("docker-compose is not installed: run .ci/install-docker-compose.sh")
+        pytest.fail("docker-compose is not installed: run .ci/install-debian-tools.sh docker-compose")
     return path
 
 
