@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +14,10 @@ import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.applications.views import ApplicationViews
 from services.auth import TokenVerifier
 from services.config import Settings, get_settings
 from services.deps import ResourcesDep, StrictQuery
@@ -77,9 +81,14 @@ def create_app(
         app.state.resources = resources
         app.state.verifier = TokenVerifier(settings, resources.http)
         app.state.write_limiter = WriteLimiter(settings.write_rate_per_minute)
+        app.state.application_views = ApplicationViews(resources.settings.effective_database_url)
+        # What start-up built lives as long as the process: keep it out of the collector's full passes,
+        # which otherwise walk every module, model and compiled query on each run (tail latency).
+        gc.freeze()
         try:
             yield
         finally:
+            await app.state.application_views.close()
             await resources.close()
 
     app = FastAPI(
@@ -92,55 +101,7 @@ def create_app(
     )
     install_problem_handlers(app)
 
-    @app.middleware("http")
-    async def request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        if len(request_id) > 100 or not request_id.isprintable():
-            request_id = uuid.uuid4().hex
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > _body_limit(request, settings)):
-            response: Response = problem_response(
-                413,
-                title="Payload too large",
-                slug="payload-too-large",
-                detail=f"The request body is over the limit of {_body_limit(request, settings)} bytes.",
-                instance=request.url.path,
-            )
-        elif unstorable := await _unstorable_text(request):
-            response = problem_response(
-                422,
-                title="The request is not valid",
-                slug="validation-error",
-                detail=f"The body holds {unstorable}, which no field accepts.",
-                instance=request.url.path,
-                errors=[FieldError(field="body", message=unstorable)],
-            )
-        else:
-            try:
-                response = await call_next(request)
-            except Exception:
-                # Answered here rather than by Starlette's outermost error middleware, so a 500 carries the
-                # request id and the security headers too.
-                response = internal_error(request)
-        response.headers["X-Request-ID"] = request_id
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if request.url.path not in DOCS_PATHS:
-            response.headers.setdefault("Content-Security-Policy", API_CSP)
-        log.info(
-            "request",
-            method=request.method,
-            path=request.url.path,
-            status=response.status_code,
-            ms=round((time.perf_counter() - started) * 1000, 1),
-        )
-        return response
-
+    app.add_middleware(RequestContext, settings=settings)
     app.include_router(health_router)
     from services.routes import api_router
 
@@ -148,23 +109,126 @@ def create_app(
     return app
 
 
-def _body_limit(request: Request, settings: Settings) -> int:
-    if request.url.path.endswith("/documents"):
+class RequestContext:
+    """Pure ASGI middleware around every request: a request id (bound to the logs and echoed back), the body
+    limit (413), the refusal of text no field may store (422), the security headers on every answer - a 500
+    included - and one log line. Pure ASGI rather than ``@app.middleware("http")``: Starlette's
+    BaseHTTPMiddleware runs every request through an extra task and memory streams, which cost the hot read
+    paths a measurable share of their time (docs/performance.md)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        request_id = headers.get("x-request-id") or os.urandom(16).hex()
+        if len(request_id) > 100 or not request_id.isprintable():
+            request_id = os.urandom(16).hex()
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        path: str = scope["path"]
+        status = 500
+        started_response = False
+        extra = [(b"x-request-id", request_id.encode("latin-1")), *_SECURITY_RAW]
+        if path not in DOCS_PATHS:
+            extra.append((b"content-security-policy", API_CSP.encode()))
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, started_response
+            if message["type"] == "http.response.start":
+                status, started_response = message["status"], True
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *((name, value) for name, value in extra if name not in present),
+                ]
+            await send(message)
+
+        limit = _body_limit(path, self.settings)
+        length = headers.get("content-length")
+        refusal: Response | None = None
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            refusal = problem_response(
+                413,
+                title="Payload too large",
+                slug="payload-too-large",
+                detail=f"The request body is over the limit of {limit} bytes.",
+                instance=path,
+            )
+        elif scope["method"] in ("POST", "PUT", "PATCH") and "json" in headers.get("content-type", ""):
+            body, receive = await _buffered(receive)
+            if unstorable := _unstorable_text(body):
+                refusal = problem_response(
+                    422,
+                    title="The request is not valid",
+                    slug="validation-error",
+                    detail=f"The body holds {unstorable}, which no field accepts.",
+                    instance=path,
+                    errors=[FieldError(field="body", message=unstorable)],
+                )
+        try:
+            if refusal is not None:
+                await refusal(scope, receive, send_with_headers)
+            else:
+                await self.app(scope, receive, send_with_headers)
+        except Exception:
+            if started_response:
+                raise
+            # Answered here rather than by Starlette's outermost error middleware, so a 500 carries the
+            # request id and the security headers too.
+            await internal_error(Request(scope))(scope, receive, send_with_headers)
+        log.info(
+            "request",
+            method=scope["method"],
+            path=path,
+            status=status,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+
+_SECURITY_RAW = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+
+
+async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
+    """The whole request body, and a `receive` that hands it to the app again."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
+def _body_limit(path: str, settings: Settings) -> int:
+    if path.endswith("/documents"):
         return settings.max_upload_bytes + 64 * 1024
     return MAX_BODY_BYTES
 
 
-async def _unstorable_text(request: Request) -> str | None:
+def _unstorable_text(body: bytes) -> str | None:
     """What in a JSON body no field may hold - a NUL character or an unpaired surrogate - or None.
 
     JSON allows both; PostgreSQL text refuses NUL and UTF-8 cannot encode a lone surrogate, so a value
     carrying one would fail wherever it is stored - in a workflow activity, over and over. Every domain's
     bodies are refused here, before they reach a route."""
-    if request.method not in ("POST", "PUT", "PATCH") or "json" not in request.headers.get(
-        "content-type", ""
-    ):
-        return None
-    body = await request.body()
     if not any(escape in body.lower() for escape in _SUSPECT_ESCAPES):
         return None
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -65,12 +66,17 @@ class TokenVerifier:
     """Verifies bearer tokens. One instance lives on the app for its lifetime."""
 
     JWKS_TTL = 300.0
+    # Verified tokens are remembered (until they expire, and for at most CACHE_TTL) so a client's every
+    # request does not pay for the signature check and claim validation again. Bounded, least recently used.
+    CACHE_SIZE = 4096
+    CACHE_TTL = 300.0
 
     def __init__(self, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
         self._settings = settings
         self._http = http
         self._jwks: dict[str, Any] = {}
         self._jwks_fetched = 0.0
+        self._verified: OrderedDict[str, tuple[CurrentUser, float]] = OrderedDict()
 
     @property
     def oidc(self) -> bool:
@@ -93,6 +99,20 @@ class TokenVerifier:
         return self._jwks
 
     async def verify(self, token: str) -> CurrentUser:
+        cached = self._verified.get(token)
+        if cached is not None:
+            user, until = cached
+            if time.time() < until:
+                self._verified.move_to_end(token)
+                return user
+            del self._verified[token]
+        user, expires = await self._verify(token)
+        self._verified[token] = (user, min(expires, time.time() + self.CACHE_TTL))
+        if len(self._verified) > self.CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return user
+
+    async def _verify(self, token: str) -> tuple[CurrentUser, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -127,7 +147,7 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"The bearer token is not valid: {exc}.") from exc
         try:
-            return CurrentUser.model_validate(claims)
+            return CurrentUser.model_validate(claims), float(claims["exp"])
         except ValidationError as exc:
             fields = ", ".join(".".join(str(p) for p in e["loc"]) or e["msg"] for e in exc.errors())
             raise Unauthorized(f"The token's claims are not valid ({fields}).") from exc

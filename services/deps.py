@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -13,13 +13,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
+from services.applications.views import ApplicationViews
 from services.auth import CurrentUser, TokenVerifier
 from services.config import Settings
 from services.errors import FieldError, Unauthorized, Unprocessable
 from services.resources import Resources
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
     resources: Resources = request.app.state.resources
     return resources
 
@@ -27,7 +28,7 @@ def get_resources(request: Request) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-def get_settings_dep(resources: ResourcesDep) -> Settings:
+async def get_settings_dep(resources: ResourcesDep) -> Settings:
     return resources.settings
 
 
@@ -64,7 +65,16 @@ async def get_read_session(resources: ResourcesDep) -> AsyncIterator[AsyncSessio
 StreamingReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="request")]
 
 
-def get_temporal(resources: ResourcesDep) -> Client:
+async def get_session_factory(resources: ResourcesDep) -> Callable[[], AsyncSession]:
+    """For a read that needs a session only on some paths (the cached view of an application): the route
+    opens one with ``async with factory() as session`` when it must, and nothing is paid when it need not."""
+    return resources.sessionmaker
+
+
+SessionFactoryDep = Annotated[Callable[[], AsyncSession], Depends(get_session_factory)]
+
+
+async def get_temporal(resources: ResourcesDep) -> Client:
     return resources.temporal
 
 
@@ -87,6 +97,14 @@ async def get_current_user(
 
 
 CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
+
+
+async def get_application_views(request: Request) -> ApplicationViews:
+    views: ApplicationViews = request.app.state.application_views
+    return views
+
+
+ViewsDep = Annotated[ApplicationViews, Depends(get_application_views)]
 
 
 def _repeatable(annotation: Any) -> bool:

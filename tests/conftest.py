@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -219,7 +219,7 @@ async def api_rollback(settings: Settings, connection: AsyncConnection) -> Async
     """The API through ASGITransport inside the test's rolled-back transaction (no Temporal reachable)."""
     from services.app import create_app
     from services.db import create_sessionmaker
-    from services.deps import get_read_session, get_session
+    from services.deps import get_read_session, get_session, get_session_factory
     from services.resources import Resources, connect_temporal
 
     async def factory(s: Settings) -> Resources:
@@ -240,9 +240,15 @@ async def api_rollback(settings: Settings, connection: AsyncConnection) -> Async
             yield s
             await s.commit()
 
+    async def session_factory_override() -> Callable[[], AsyncSession]:
+        return lambda: AsyncSession(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+
     app = create_app(settings, resources_factory=factory)
     app.dependency_overrides[get_session] = session_override
     app.dependency_overrides[get_read_session] = session_override
+    app.dependency_overrides[get_session_factory] = session_factory_override
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

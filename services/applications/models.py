@@ -60,6 +60,9 @@ class Application(Base):
     workflow_started: Mapped[bool] = mapped_column(server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Bumped by database triggers on every change to the application or to a row its read view shows
+    # (tasks, transitions, documents, objections): the key of the rendered-view cache (views.py).
+    version: Mapped[int] = mapped_column(BigInteger, server_default=text("1"))
 
     __table_args__ = (
         Index(

@@ -258,14 +258,19 @@ async def create_application(
     return application
 
 
-def can_see_application(user: CurrentUser, application: Application) -> bool:
+def can_see(user: CurrentUser, *, uscc: str, region_code: str) -> bool:
+    """Who reads an application: admins, its own enterprise, and reviewers whose region covers it."""
     if user.role is Role.admin:
         return True
     if user.role is Role.enterprise:
-        return user.uscc == application.uscc
+        return user.uscc == uscc
     if user.role is Role.reviewer:
-        return user.covers_region(application.region_code)
+        return user.covers_region(region_code)
     return False
+
+
+def can_see_application(user: CurrentUser, application: Application) -> bool:
+    return can_see(user, uscc=application.uscc, region_code=application.region_code)
 
 
 async def get_application(
