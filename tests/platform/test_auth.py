@@ -167,3 +167,34 @@ def test_development_secret_is_refused_outside_development() -> None:
 def test_oidc_needs_issuer_and_audience() -> None:
     with pytest.raises(ValidationError, match="ISSUER"):
         Settings(environment=Environment.production, oidc_jwks_url="https://idp.example.test/jwks")
+
+
+async def test_a_verified_token_is_remembered_only_until_it_expires(settings: Settings) -> None:
+    import asyncio
+    import time
+
+    verifier = TokenVerifier(settings)
+    token = jwt.encode(
+        {"sub": "admin-1", "role": "admin", "exp": int(time.time()) + 2},
+        settings.jwt_secret.get_secret_value(),
+        algorithm="HS256",
+    )
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) is first  # the second check is answered from the cache
+    while time.time() < first_exp(token) + 0.05:
+        await asyncio.sleep(0.1)
+    with pytest.raises(Unauthorized, match="expired"):
+        await verifier.verify(token)
+
+
+def first_exp(token: str) -> float:
+    return float(jwt.decode(token, options={"verify_signature": False})["exp"])
+
+
+async def test_the_token_cache_is_bounded(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(TokenVerifier, "CACHE_SIZE", 3)
+    verifier = TokenVerifier(settings)
+    tokens = [make_token(settings, "admin", f"admin-{n}") for n in range(5)]
+    for token in tokens:
+        await verifier.verify(token)
+    assert list(verifier._verified) == tokens[2:]

@@ -1,0 +1,163 @@
+"""GET /applications/{id} answers from a cache of rendered views keyed by ``applications.version``, which
+database triggers bump on every change the view shows. The cache must save work and never show anything
+stale or to anyone else."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from services.applications import service
+from services.config import Settings
+from tests.applications.conftest import Applicant, poll, reviewer_headers
+from tests.conftest import bearer, make_token
+from tests.support.factories import random_uscc, seed_application
+
+
+class RenderCount:
+    """Counts the reads that went the ordinary (ORM) way rather than the cached one."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        original = service.get_application
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return await original(*args, **kwargs)
+
+        monkeypatch.setattr(service, "get_application", counting)
+
+
+async def in_review(applicant: Applicant) -> str:
+    await applicant.register()
+    created = await applicant.submit()
+    assert created.status_code == 201, created.text
+    app_id: str = created.json()["id"]
+    await poll(
+        applicant.api,
+        f"/api/v1/applications/{app_id}",
+        applicant.headers,
+        lambda b: b["stage"] == "municipal",
+    )
+    return app_id
+
+
+async def test_a_repeated_read_is_served_from_the_cache_and_any_change_renders_again(
+    applicant: Applicant, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app_id = await in_review(applicant)
+    url = f"/api/v1/applications/{app_id}"
+    renders = RenderCount(monkeypatch)
+    first = await applicant.api.get(url, headers=applicant.headers)
+    second = await applicant.api.get(url, headers=applicant.headers)
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    assert renders.calls <= 1  # the second answer came from the cache
+
+    # A change written behind the API's back - here as an operator's SQL - shows on the very next read.
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE review_tasks SET overdue = true WHERE application_id = :id AND status = 'open'"),
+            {"id": app_id},
+        )
+    before = renders.calls
+    changed = (await applicant.api.get(url, headers=applicant.headers)).json()
+    assert changed["task"]["overdue"] is True
+    assert renders.calls == before + 1
+
+    # So does a document attached to the application (a row of another table).
+    [extra] = await applicant.evidence("ip_certificates")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE documents SET application_id = :a WHERE id = :d"), {"a": app_id, "d": extra}
+        )
+    shown = (await applicant.api.get(url, headers=applicant.headers)).json()
+    assert extra in [d["id"] for d in shown["documents"]]
+
+
+async def test_a_cached_view_is_never_shown_to_another_caller_or_audience(
+    applicant: Applicant, settings: Settings
+) -> None:
+    app_id = await in_review(applicant)
+    url = f"/api/v1/applications/{app_id}"
+    api = applicant.api
+    municipal = reviewer_headers(settings, "municipal", "500100")
+    decided = await api.post(
+        f"{url}/decisions",
+        headers=municipal,
+        json={"decision": "approve", "reason": "complete", "internal_note": "strong file"},
+    )
+    assert decided.status_code == 200, decided.text
+    provincial = reviewer_headers(settings, "provincial", "500000")
+    for _ in range(2):  # the second round is answered from the cache
+        owner = (await api.get(url, headers=applicant.headers)).json()
+        staff = (await api.get(url, headers=provincial)).json()
+        assert [h.get("internal_note") for h in owner["history"]] == [None] * len(owner["history"])
+        assert "strong file" in [h.get("internal_note") for h in staff["history"]]
+        other = bearer(make_token(settings, "enterprise", "someone-else", uscc=random_uscc()))
+        assert (await api.get(url, headers=other)).status_code == 404
+        assert (
+            await api.get(url, headers=reviewer_headers(settings, "municipal", "110100"))
+        ).status_code == 404
+        finance = bearer(make_token(settings, "finance", "finance-1"))
+        assert (await api.get(url, headers=finance)).status_code == 403
+
+
+async def test_unknown_ids_are_404_whatever_the_cache_holds(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    admin = bearer(make_token(settings, "admin"))
+    resp = await api.get(f"/api/v1/applications/{uuid.uuid4()}", headers=admin)
+    assert resp.status_code == 404
+    assert resp.headers["content-type"] == "application/problem+json"
+
+
+async def version(session: AsyncSession, application_id: uuid.UUID) -> int:
+    value = await session.scalar(
+        text("SELECT version FROM applications WHERE id = :id"), {"id": application_id}
+    )
+    assert value is not None
+    return int(value)
+
+
+async def test_triggers_bump_the_version_for_every_row_the_view_shows(session: AsyncSession) -> None:
+    app = await seed_application(session)
+    other = await seed_application(session, uscc=app.uscc, tier="little_giant")
+    await session.flush()
+    start = await version(session, app.id)
+
+    await session.execute(text("UPDATE applications SET stage = 'municipal' WHERE id = :id"), {"id": app.id})
+    assert await version(session, app.id) == start + 1
+    for statement in (
+        "INSERT INTO review_tasks (id, application_id, stage, region_code, status, due_at, created_at) "
+        "VALUES (gen_random_uuid(), :id, 'municipal', '500103', 'open', now(), now())",
+        "UPDATE review_tasks SET overdue = true WHERE application_id = :id",
+        "DELETE FROM review_tasks WHERE application_id = :id",
+    ):
+        before = await version(session, app.id)
+        await session.execute(text(statement), {"id": app.id})
+        assert await version(session, app.id) == before + 1, statement
+
+    document = uuid.uuid4()
+    await session.execute(
+        text(
+            "INSERT INTO documents (id, uscc, kind, filename, content_type, size, sha256, uploaded_by) "
+            "VALUES (:d, :u, 'business_licence', 'x.pdf', 'application/pdf', 1, :h, 'x')"
+        ),
+        {"d": document, "u": app.uscc, "h": "0" * 64},
+    )
+    moved_from, moved_to = await version(session, app.id), await version(session, other.id)
+    await session.execute(
+        text("UPDATE documents SET application_id = :a WHERE id = :d"), {"a": app.id, "d": document}
+    )
+    assert await version(session, app.id) == moved_from + 1
+    await session.execute(
+        text("UPDATE documents SET application_id = :a WHERE id = :d"), {"a": other.id, "d": document}
+    )
+    assert await version(session, app.id) == moved_from + 2  # it left this application
+    assert await version(session, other.id) == moved_to + 1  # and joined that one
