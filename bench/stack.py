@@ -48,7 +48,6 @@ class Stack:
                 "GIANTFLOW_TEMPORAL_UI_PORT": str(self.ui_port),
                 "GIANTFLOW_BANK_URL": self.bank_url,
                 "GIANTFLOW_PROGRAMS_DIR": str(PROGRAMS),
-                "GIANTFLOW_LOG_LEVEL": "WARNING",
                 "PYTHONPATH": str(ROOT),
             }
         )

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.applications.views import ApplicationViews
 from services.auth import TokenVerifier
 from services.config import Settings, get_settings
-from services.deps import ResourcesDep, StrictQuery
+from services.deps import ResourcesDep
 from services.errors import FieldError, install_problem_handlers, internal_error, problem_response
 from services.logging import configure_logging
 from services.ratelimit import WriteLimiter
@@ -103,9 +103,10 @@ def create_app(
 
     app.add_middleware(RequestContext, settings=settings)
     app.include_router(health_router)
-    from services.routes import api_router
+    from services.routes import API_PREFIX, DOMAIN_ROUTERS
 
-    app.include_router(api_router, prefix="/api/v1", dependencies=[StrictQuery])
+    for router in DOMAIN_ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
     return app
 
 

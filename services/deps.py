@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from fastapi import Depends, Request, params
+from fastapi import Depends, Request, Response, params
 from fastapi.dependencies.utils import get_flat_params
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -65,9 +65,10 @@ async def get_read_session(resources: ResourcesDep) -> AsyncIterator[AsyncSessio
 StreamingReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="request")]
 
 
-async def get_session_factory(resources: ResourcesDep) -> Callable[[], AsyncSession]:
+async def get_session_factory(request: Request) -> Callable[[], AsyncSession]:
     """For a read that needs a session only on some paths (the cached view of an application): the route
     opens one with ``async with factory() as session`` when it must, and nothing is paid when it need not."""
+    resources: Resources = request.app.state.resources
     return resources.sessionmaker
 
 
@@ -80,22 +81,24 @@ async def get_temporal(resources: ResourcesDep) -> Client:
 
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 
-_bearer = HTTPBearer(
-    auto_error=False, description="A JWT: HS256 in development, RS256 from OIDC in production"
+
+class BearerUser(HTTPBearer):
+    """The caller, from the bearer token: one dependency that is also the OpenAPI security scheme (rather than
+    an HTTPBearer dependency feeding another one - every request resolves it)."""
+
+    async def __call__(self, request: Request) -> CurrentUser:  # type: ignore[override]
+        credentials: HTTPAuthorizationCredentials | None = await super().__call__(request)
+        if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+            raise Unauthorized("A bearer token is required.")
+        verifier: TokenVerifier = request.app.state.verifier
+        return await verifier.verify(credentials.credentials)
+
+
+get_current_user = BearerUser(
+    scheme_name="HTTPBearer",
+    auto_error=False,
+    description="A JWT: HS256 in development, RS256 from OIDC in production",
 )
-
-
-async def get_current_user(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> CurrentUser:
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise Unauthorized("A bearer token is required.")
-    verifier: TokenVerifier = request.app.state.verifier
-    user = await verifier.verify(credentials.credentials)
-    request.state.user = user
-    return user
-
-
 CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
 
 
@@ -124,13 +127,9 @@ def _declared_query(route: APIRoute) -> dict[str, bool]:
     }
 
 
-async def reject_unknown_query(request: Request) -> None:
+def reject_unknown_query(request: Request, declared: dict[str, bool]) -> None:
     """Query parameters are exactly those documented: a misspelled filter is a 422, never silently ignored
     (an export that drops `?stauts=failed` would hand out every row), and a scalar is given at most once."""
-    route = request.scope.get("route")
-    if not request.query_params or not isinstance(route, APIRoute):
-        return
-    declared = _declared_query(route)
     errors = []
     for name in dict.fromkeys(request.query_params.keys()):
         if name not in declared:
@@ -145,4 +144,20 @@ async def reject_unknown_query(request: Request) -> None:
         )
 
 
-StrictQuery = Depends(reject_unknown_query)
+class StrictQueryRoute(APIRoute):
+    """The route class of every API router: the query is checked (``reject_unknown_query``) before anything
+    else - authentication included - against the parameters the route declares, worked out once."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        declared: dict[str, bool] | None = None
+
+        async def strict(request: Request) -> Response:
+            nonlocal declared
+            if request.scope.get("query_string"):
+                if declared is None:
+                    declared = _declared_query(self)
+                reject_unknown_query(request, declared)
+            return await handler(request)
+
+        return strict

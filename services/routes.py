@@ -1,10 +1,10 @@
-"""Every domain router, mounted under /api/v1."""
+"""Every domain router, each mounted under /api/v1 by create_app (directly on the app: a router nested in
+another is matched level by level on every request)."""
 
 from fastapi import APIRouter
 
 from services.applications.router import router as applications_router
 from services.credit.router import router as credit_router
 
-api_router = APIRouter()
-api_router.include_router(applications_router)
-api_router.include_router(credit_router)
+API_PREFIX = "/api/v1"
+DOMAIN_ROUTERS: list[APIRouter] = [applications_router, credit_router]

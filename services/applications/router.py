@@ -51,6 +51,7 @@ from services.deps import (
     ResourcesDep,
     SessionDep,
     SessionFactoryDep,
+    StrictQueryRoute,
     TemporalDep,
     ViewsDep,
 )
@@ -68,7 +69,7 @@ from workflows.inputs import (
     WithdrawRequest,
 )
 
-router = APIRouter()
+router = APIRouter(route_class=StrictQueryRoute)
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 AUTH = (401, 403, 404, 422)
 

@@ -35,14 +35,21 @@ from services.credit.schemas import (
     RepaymentCreate,
     Tier,
 )
-from services.deps import CurrentUserDep, ResourcesDep, SessionDep, StreamingReadSessionDep, TemporalDep
+from services.deps import (
+    CurrentUserDep,
+    ResourcesDep,
+    SessionDep,
+    StreamingReadSessionDep,
+    StrictQueryRoute,
+    TemporalDep,
+)
 from services.errors import problem_responses
 from services.idempotency import Replay, begin
 from services.pagination import CursorQuery, LimitQuery, Page
 from services.ratelimit import WriterDep
 from workflows.inputs import PayoutKind
 
-router = APIRouter(tags=["credit"])
+router = APIRouter(tags=["credit"], route_class=StrictQueryRoute)
 
 IdempotencyKey = Annotated[
     str | None,
