@@ -20,6 +20,7 @@ from workflows.inputs import (
     RecognizeInput,
     ReReviewInput,
     ReReviewOutcome,
+    ScreenAndEnterInput,
     ScreenInput,
     ScreenOutcome,
     TransitionInput,
@@ -33,6 +34,7 @@ class ReviewActivities:
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.screen_application,
+            self.screen_and_enter,
             self.apply_transition,
             self.escalate_task,
             self.record_objection,
@@ -46,6 +48,15 @@ class ReviewActivities:
         async with self.resources.sessionmaker.begin() as session:
             try:
                 return await service.record_screening(session, application_id=uuid.UUID(data.application_id))
+            except LookupError as exc:
+                raise ApplicationError(str(exc), type="NotFound", non_retryable=True) from exc
+
+    @activity.defn(name="screen_and_enter")
+    async def screen_and_enter(self, data: ScreenAndEnterInput) -> ScreenOutcome:
+        """Run as a local activity: the review's first step costs the workflow no task round trips."""
+        async with self.resources.sessionmaker.begin() as session:
+            try:
+                return await service.screen_and_enter(session, data=data)
             except LookupError as exc:
                 raise ApplicationError(str(exc), type="NotFound", non_retryable=True) from exc
 

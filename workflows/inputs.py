@@ -123,6 +123,16 @@ class OpenTask(_Model):
     due_at: datetime
 
 
+class ScreenAndEnterInput(_Model):
+    """Screen, mark the workflow as running, and enter the first stage (or ``ineligible``) in one
+    transaction; ``event_key`` makes a retried attempt change nothing twice."""
+
+    application_id: str
+    event_key: str
+    at: datetime
+    open_task: OpenTask
+
+
 class TransitionInput(_Model):
     """One state change, written in one transaction: application row, review task, audit row."""
 

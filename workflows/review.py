@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ReviewInput,
         ReviewState,
         RevokeRequest,
+        ScreenAndEnterInput,
         ScreenInput,
         ScreenOutcome,
         Stage,
@@ -47,6 +48,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 SYSTEM = Actor(sub="system", role="system")
+# Patch: screening and entering the first stage became one local activity (screen_and_enter).
+SCREEN_IN_ONE_STEP = "screen-in-one-local-activity"
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -128,6 +131,51 @@ class ReviewWorkflow:
     @workflow.run
     async def run(self, data: ReviewInput) -> ReviewState:
         self._data = data
+        if workflow.patched(SCREEN_IN_ONE_STEP):
+            await self._screen_and_enter()
+        else:
+            await self._screen_then_enter()
+        while self._status not in TERMINAL:
+            if self._status == "in_review":
+                await self._wait_in_review()
+            elif self._status == "returned":
+                await self._wait_for_supplement()
+            elif self._status == "public_notice":
+                await self._wait_out_notice()
+        if self._status == "recognized":
+            await self._recognized_lifecycle()
+        return self.state()
+
+    async def _screen_and_enter(self) -> None:
+        """Screening and the first stage's queue in one local activity (one transaction, no task round trips
+        through the server): what a batch of thousands of applications costs the stack, halved."""
+        async with self._lock:
+            if self._status != "screening":
+                return  # withdrawn before screening ran
+            stage = self.data.stages[0]
+            due = workflow.now() + timedelta(seconds=self.data.durations.stage_sla)
+            outcome: ScreenOutcome = await workflow.execute_local_activity(
+                "screen_and_enter",
+                ScreenAndEnterInput(
+                    application_id=self.data.application_id,
+                    event_key=self._key(),
+                    at=workflow.now(),
+                    open_task=OpenTask(stage=stage, region_code=self.data.region_code, due_at=due),
+                ),
+                result_type=ScreenOutcome,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=RETRY,
+            )
+            if outcome.passed:
+                self._entered(index=0, due=due)
+            else:
+                self._status = "ineligible"
+            self._generation += 1
+
+    async def _screen_then_enter(self) -> None:
+        """Before SCREEN_IN_ONE_STEP: a screening activity, then a transition activity (kept for the
+        workflows started before it; their histories replay through here)."""
+        data = self.data
         outcome: ScreenOutcome = await workflow.execute_activity(
             "screen_application",
             ScreenInput(application_id=data.application_id),
@@ -148,16 +196,6 @@ class ReviewWorkflow:
                         to="ineligible",
                         reason=f"failed {outcome.ruleset}; see the screening result",
                     )
-        while self._status not in TERMINAL:
-            if self._status == "in_review":
-                await self._wait_in_review()
-            elif self._status == "returned":
-                await self._wait_for_supplement()
-            elif self._status == "public_notice":
-                await self._wait_out_notice()
-        if self._status == "recognized":
-            await self._recognized_lifecycle()
-        return self.state()
 
     async def _wait_in_review(self) -> None:
         generation = self._generation
@@ -364,6 +402,11 @@ class ReviewWorkflow:
             stage=stage,
             open_task=OpenTask(stage=stage, region_code=self.data.region_code, due_at=due),
         )
+        self._entered(index=index, due=due)
+
+    def _entered(self, *, index: int, due: datetime) -> None:
+        """The state once stage `index` is open in the database (the status change came with it)."""
+        self._status = "in_review"
         self._stage_index = index
         self._due_at = due
         self._overdue = False

@@ -12,7 +12,13 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Worker
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    UnsandboxedWorkflowRunner,
+    Worker,
+)
 
 from services.config import Settings
 from services.errors import refused_value
@@ -60,7 +66,10 @@ class RefusedValuesInterceptor(Interceptor):
 
 
 # The worker's tuning, in one place: bench/raw_worker.py runs its no-op ceiling with exactly these.
-WORKER_OPTIONS: dict[str, Any] = {"max_concurrent_activities": 50}
+WORKER_OPTIONS: dict[str, Any] = {
+    "max_concurrent_activities": 50,
+    "workflow_runner": UnsandboxedWorkflowRunner(),
+}
 
 
 def build_worker(

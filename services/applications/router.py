@@ -243,7 +243,8 @@ async def submit_application(
     if slot is not None:
         await slot.store(201, body.model_dump(mode="json"))
     # Commit before the workflow starts so its first activity finds the row; if this process dies right
-    # here, the worker's reconciler starts the workflow for the committed application.
+    # here, the worker's reconciler starts the workflow for the committed application. The workflow's first
+    # activity marks the application as started.
     await session.commit()
     await wf.start_review(
         temporal,
@@ -251,7 +252,6 @@ async def submit_application(
         program=programs[application.program],
         task_queue=resources.settings.temporal_task_queue,
     )
-    await wf.mark_started(session, application.id)
     return body
 
 

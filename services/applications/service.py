@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,6 +39,7 @@ from workflows.inputs import (
     ReReviewOutcome,
     ReviewDurations,
     ReviewInput,
+    ScreenAndEnterInput,
     ScreenOutcome,
     TransitionInput,
 )
@@ -387,6 +389,42 @@ async def record_screening(session: AsyncSession, *, application_id: uuid.UUID) 
     )
     application.screening = result.model_dump(mode="json")
     return ScreenOutcome(passed=result.passed, ruleset=result.ruleset)
+
+
+SYSTEM_ACTOR = Actor(sub="system", role="system")
+
+
+async def screen_and_enter(session: AsyncSession, *, data: ScreenAndEnterInput) -> ScreenOutcome:
+    """The review's first step in one transaction: the screening result, ``workflow_started`` (the workflow
+    is evidently running), and the transition to the first stage's queue - or to ``ineligible``."""
+    application_id = uuid.UUID(data.application_id)
+    if await repo.transition_exists(session, data.event_key):  # a retry of an attempt that committed
+        application = await repo.get_application(session, application_id)
+        screening = application.screening if application is not None else None
+        assert screening is not None, "a screened transition without a screening result"
+        return ScreenOutcome(passed=screening["passed"], ruleset=screening["ruleset"])
+    outcome = await record_screening(session, application_id=application_id)
+    await session.execute(
+        update(Application).where(Application.id == application_id).values(workflow_started=True)
+    )
+    await apply_transition(
+        session,
+        data=TransitionInput(
+            application_id=data.application_id,
+            event_key=data.event_key,
+            actor=SYSTEM_ACTOR,
+            action="screened",
+            from_status="screening",
+            to_status="in_review" if outcome.passed else "ineligible",
+            stage=data.open_task.stage if outcome.passed else None,
+            reason=f"passed {outcome.ruleset}"
+            if outcome.passed
+            else f"failed {outcome.ruleset}; see the screening result",
+            at=data.at,
+            open_task=data.open_task if outcome.passed else None,
+        ),
+    )
+    return outcome
 
 
 def _audit(

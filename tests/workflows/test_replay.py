@@ -17,9 +17,10 @@ from workflows.worker import workflow_classes
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
-def test_there_is_a_history_for_every_review_path() -> None:
+@pytest.mark.parametrize("generation", ["", "-one-step-screening"])
+def test_there_is_a_history_for_every_review_path(generation: str) -> None:
     names = {p.stem for p in HISTORIES}
-    expected = {
+    paths = {
         "review-approved",
         "review-rejected-municipal",
         "review-rejected-provincial",
@@ -33,6 +34,7 @@ def test_there_is_a_history_for_every_review_path() -> None:
         "review-expired",
         "review-revoked",
     }
+    expected = {f"{path}{generation}" for path in paths}
     assert expected <= names, f"missing histories: {sorted(expected - names)}"
 
 

@@ -41,11 +41,18 @@ def applicant(uscc: str) -> Actor:
 ADMIN = Actor(sub="admin-1", role="admin")
 
 
+# Histories of each generation of the review workflow are kept side by side: "" before screening became one
+# local activity (workflow.patched SCREEN_IN_ONE_STEP), "-one-step-screening" since.
+GENERATION = "-one-step-screening"
+
+
 async def record(handle: WorkflowHandle[Any, Any], name: str) -> None:
-    """With GIANTFLOW_RECORD_HISTORIES=1, keep this run's history for the replay tests."""
-    if os.environ.get("GIANTFLOW_RECORD_HISTORIES"):
+    """With GIANTFLOW_RECORD_HISTORIES=1, keep this run's history for the replay tests (never overwriting a
+    committed one)."""
+    path = HISTORIES / f"review-{name}{GENERATION}.json"
+    if os.environ.get("GIANTFLOW_RECORD_HISTORIES") and not path.exists():
         history = await handle.fetch_history()
-        (HISTORIES / f"review-{name}.json").write_text(history.to_json())
+        path.write_text(history.to_json())
 
 
 async def decide(handle: WorkflowHandle[Any, Any], actor: Actor, decision: str, **kw: Any) -> ReviewState:
