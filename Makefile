@@ -20,6 +20,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	@mkdir -p -m 700 $(XDG_RUNTIME_DIR)
+	@bash .ci/install-debian-tools.sh
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -1,0 +1,64 @@
+"""`make bench` works: the whole benchmark run at a tiny BENCH_SCALE against a real embedded stack. Only that
+every figure is produced and written is checked here - never a timing (goals live in docs/performance.md)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.run import BEGIN, END, Figures, write_report
+
+ROOT = Path(__file__).resolve().parents[2]
+FIGURES = [
+    "raw_workflows_per_s",
+    "batch_intake_per_s",
+    "batch_intake_ratio",
+    "worker_rss_mib_10k",
+    "bare_api_rps",
+    "read_api_rps",
+    "read_api_ratio",
+    "read_api_p99_ms",
+    "disbursement_p50_ms",
+    "disbursement_p99_ms",
+    "lifecycle_seconds",
+]
+
+
+def test_make_bench_prints_and_writes_every_figure(tmp_path: Path) -> None:
+    output = tmp_path / "performance.md"
+    output.write_text("# Performance\n\nProse kept by hand.\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIANTFLOW_")}
+    env["BENCH_SCALE"] = "0.002"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--output", str(output)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    printed = dict(re.findall(r"^([a-z0-9_]+): ([0-9.]+)$", result.stdout, re.MULTILINE))
+    assert list(printed) == FIGURES, result.stdout
+    assert all(float(value) > 0 for value in printed.values()), printed
+    report = output.read_text()
+    assert report.startswith("# Performance\n\nProse kept by hand.\n")
+    assert "BENCH_SCALE=0.002" in report
+    for name in FIGURES:
+        assert f"| `{name}` | {printed[name]} " in report
+
+
+def test_a_new_run_replaces_only_the_figures(tmp_path: Path) -> None:
+    output = tmp_path / "performance.md"
+    output.write_text(f"# Performance\n\nBefore.\n\n{BEGIN}\nold figures\n{END}\n\nAfter: what changed.\n")
+    figures = Figures()
+    figures.add("read_api_ratio", 0.42, "", goal=">= 0.3", met=True)
+    write_report(output, figures, elapsed=12.0)
+    report = output.read_text()
+    assert "old figures" not in report
+    assert report.startswith("# Performance\n\nBefore.\n\n" + BEGIN)
+    assert report.endswith(END + "\n\nAfter: what changed.\n")
+    assert "| `read_api_ratio` | 0.420  | >= 0.3 | yes |" in report
