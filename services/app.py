@@ -81,7 +81,9 @@ def create_app(
         app.state.resources = resources
         app.state.verifier = TokenVerifier(settings, resources.http)
         app.state.write_limiter = WriteLimiter(settings.write_rate_per_minute)
-        app.state.application_views = ApplicationViews(resources.settings.effective_database_url)
+        app.state.application_views = ApplicationViews(
+            resources.settings.effective_database_url, resources.sessionmaker
+        )
         # What start-up built lives as long as the process: keep it out of the collector's full passes,
         # which otherwise walk every module, model and compiled query on each run (tail latency).
         gc.freeze()
@@ -102,11 +104,11 @@ def create_app(
     install_problem_handlers(app)
 
     app.add_middleware(RequestContext, settings=settings)
-    app.include_router(health_router)
     from services.routes import API_PREFIX, DOMAIN_ROUTERS
 
     for router in DOMAIN_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(health_router)
     return app
 
 
@@ -129,7 +131,7 @@ class RequestContext:
         request_id = headers.get("x-request-id") or os.urandom(16).hex()
         if len(request_id) > 100 or not request_id.isprintable():
             request_id = os.urandom(16).hex()
-        structlog.contextvars.clear_contextvars()
+        # Each request runs in a task of its own, whose context starts without any request's bindings.
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         path: str = scope["path"]

@@ -65,16 +65,6 @@ async def get_read_session(resources: ResourcesDep) -> AsyncIterator[AsyncSessio
 StreamingReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="request")]
 
 
-async def get_session_factory(request: Request) -> Callable[[], AsyncSession]:
-    """For a read that needs a session only on some paths (the cached view of an application): the route
-    opens one with ``async with factory() as session`` when it must, and nothing is paid when it need not."""
-    resources: Resources = request.app.state.resources
-    return resources.sessionmaker
-
-
-SessionFactoryDep = Annotated[Callable[[], AsyncSession], Depends(get_session_factory)]
-
-
 async def get_temporal(resources: ResourcesDep) -> Client:
     return resources.temporal
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -217,9 +217,12 @@ async def api(resources: Any, worker: Any) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def api_rollback(settings: Settings, connection: AsyncConnection) -> AsyncIterator[httpx.AsyncClient]:
     """The API through ASGITransport inside the test's rolled-back transaction (no Temporal reachable)."""
+    from fastapi import Request
+
     from services.app import create_app
+    from services.applications.views import ApplicationViews
     from services.db import create_sessionmaker
-    from services.deps import get_read_session, get_session, get_session_factory
+    from services.deps import get_application_views, get_read_session, get_session
     from services.resources import Resources, connect_temporal
 
     async def factory(s: Settings) -> Resources:
@@ -240,15 +243,18 @@ async def api_rollback(settings: Settings, connection: AsyncConnection) -> Async
             yield s
             await s.commit()
 
-    async def session_factory_override() -> Callable[[], AsyncSession]:
-        return lambda: AsyncSession(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-        )
+    def test_session() -> AsyncSession:
+        return AsyncSession(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+
+    async def views_override(request: Request) -> ApplicationViews:
+        views: ApplicationViews = request.app.state.application_views
+        views.open_session = test_session
+        return views
 
     app = create_app(settings, resources_factory=factory)
     app.dependency_overrides[get_session] = session_override
     app.dependency_overrides[get_read_session] = session_override
-    app.dependency_overrides[get_session_factory] = session_factory_override
+    app.dependency_overrides[get_application_views] = views_override
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

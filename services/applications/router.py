@@ -50,7 +50,6 @@ from services.deps import (
     CurrentUserDep,
     ResourcesDep,
     SessionDep,
-    SessionFactoryDep,
     StrictQueryRoute,
     TemporalDep,
     ViewsDep,
@@ -80,6 +79,33 @@ def _replay(replay: Replay) -> JSONResponse:
 
 def _state(state: ReviewState) -> ReviewStateRead:
     return ReviewStateRead.model_validate(state.model_dump())
+
+
+# --- the hottest read first: routes are matched in order ------------------------------------------------
+
+
+@router.get(
+    "/applications/{application_id}",
+    response_model=ApplicationRead,
+    tags=["applications"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def read_application(application_id: uuid.UUID, user: CurrentUserDep, views: ViewsDep) -> Response:
+    """The hottest read: answered from the version-checked cache of rendered views when it can be
+    (services/applications/views.py), rendered through the ORM otherwise."""
+    user.require(Role.enterprise, Role.reviewer, Role.admin)  # before the lookup: says nothing about ids
+    who = audience(user)
+    access = await views.access(application_id)
+    if access is not None and service.can_see(user, uscc=access.uscc, region_code=access.region_code):
+        cached = views.cached(application_id, who, access.version)
+        if cached is not None:
+            return Response(cached, media_type="application/json")
+    async with views.open_session() as session:  # a read: closed without a commit
+        application = await service.get_application(session, user=user, application_id=application_id)
+        version = application.version  # read before the rows the view shows: a later change makes it stale
+        body = (await _read(session, user, application)).model_dump_json(by_alias=True).encode()
+    views.store(application_id, who, version, body)
+    return Response(body, media_type="application/json")
 
 
 # --- programs --------------------------------------------------------------------------------------------
@@ -304,32 +330,6 @@ async def list_applications(
     )
     page, next_cursor = split_page(rows, limit, lambda a: (a.created_at, a.id))
     return Page(items=[ApplicationSummary.model_validate(a) for a in page], next_cursor=next_cursor)
-
-
-@router.get(
-    "/applications/{application_id}",
-    response_model=ApplicationRead,
-    tags=["applications"],
-    responses=problem_responses(401, 403, 404, 422),
-)
-async def read_application(
-    application_id: uuid.UUID, user: CurrentUserDep, open_session: SessionFactoryDep, views: ViewsDep
-) -> Response:
-    """The hottest read: answered from the version-checked cache of rendered views when it can be
-    (services/applications/views.py), rendered through the ORM otherwise."""
-    user.require(Role.enterprise, Role.reviewer, Role.admin)  # before the lookup: says nothing about ids
-    who = audience(user)
-    access = await views.access(application_id)
-    if access is not None and service.can_see(user, uscc=access.uscc, region_code=access.region_code):
-        cached = views.cached(application_id, who, access.version)
-        if cached is not None:
-            return Response(cached, media_type="application/json")
-    async with open_session() as session:
-        application = await service.get_application(session, user=user, application_id=application_id)
-        version = application.version  # read before the rows the view shows: a later change makes it stale
-        body = (await _read(session, user, application)).model_dump_json(by_alias=True).encode()
-    views.store(application_id, who, version, body)
-    return Response(body, media_type="application/json")
 
 
 async def _act(

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,6 +23,7 @@ import asyncpg
 import asyncpg.prepared_stmt
 import structlog
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.auth import CurrentUser, Role
 
@@ -44,7 +46,16 @@ def audience(user: CurrentUser) -> Audience:
 
 
 class ApplicationViews:
-    def __init__(self, database_url: str, *, size: int = 2048, connections: int = 16) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        open_session: Callable[[], AsyncSession],
+        *,
+        size: int = 2048,
+        connections: int = 16,
+    ) -> None:
+        # The ordinary path's sessions: `async with views.open_session() as session` on a miss.
+        self.open_session = open_session
         self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
         self._size, self._connections = size, connections
         self._views: OrderedDict[tuple[uuid.UUID, Audience], tuple[int, bytes]] = OrderedDict()
