@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import time
@@ -84,9 +83,6 @@ def create_app(
         app.state.application_views = ApplicationViews(
             resources.settings.effective_database_url, resources.sessionmaker
         )
-        # What start-up built lives as long as the process: keep it out of the collector's full passes,
-        # which otherwise walk every module, model and compiled query on each run (tail latency).
-        gc.freeze()
         try:
             yield
         finally:
