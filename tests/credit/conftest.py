@@ -214,8 +214,16 @@ async def skipping(time_skipping: Any, settings: Settings, engine: AsyncEngine) 
             yield res
 
 
+# Payout histories of each generation of the disbursement workflow are kept side by side: "" from before the
+# bookkeeping steps became local activities (BOOKKEEPING_LOCAL), "-local-bookkeeping" since.
+PAYOUT_GENERATION = "-local-bookkeeping"
+
+
 async def record(handle: WorkflowHandle[Any, Any], name: str) -> None:
-    """With GIANTFLOW_RECORD_HISTORIES=1, keep this run's history for the replay tests (tests/workflows)."""
-    if os.environ.get("GIANTFLOW_RECORD_HISTORIES"):
+    """With GIANTFLOW_RECORD_HISTORIES=1, keep this run's history for the replay tests (tests/workflows),
+    never overwriting a committed one."""
+    suffix = "" if name.startswith("benefits-") else PAYOUT_GENERATION
+    path = HISTORIES / f"{name}{suffix}.json"
+    if os.environ.get("GIANTFLOW_RECORD_HISTORIES") and not path.exists():
         history = await handle.fetch_history()
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
+        path.write_text(history.to_json())

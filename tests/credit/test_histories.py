@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from tests.credit.conftest import HISTORIES
+import pytest
+
+from tests.credit.conftest import HISTORIES, PAYOUT_GENERATION
 
 
-def test_there_is_a_history_for_every_credit_path() -> None:
+def test_there_is_a_history_for_every_benefits_path() -> None:
     names = {path.stem for path in HISTORIES.glob("*.json")}
-    expected = {
-        "benefits-revoked",
-        "benefits-expired",
+    assert {"benefits-revoked", "benefits-expired"} <= names
+
+
+@pytest.mark.parametrize("generation", ["", PAYOUT_GENERATION])
+def test_there_is_a_history_for_every_payout_path(generation: str) -> None:
+    names = {path.stem for path in HISTORIES.glob("*.json")}
+    paths = {
         "disbursement-dual-approval-paid",
         "disbursement-rejected",
         "disbursement-bank-refused",
@@ -26,4 +32,5 @@ def test_there_is_a_history_for_every_credit_path() -> None:
         "listing-reward-rejected",
         "listing-reward-expired",
     }
+    expected = {f"{path}{generation}" for path in paths}
     assert expected <= names, f"missing histories: {sorted(expected - names)}"
