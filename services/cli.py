@@ -51,10 +51,14 @@ def api() -> None:
 
     from services.app import create_app
 
+    from services.runtime import settle_heap
+
     settings = _settings()
     _load_programs_or_fail(settings)
+    application = create_app(settings)
+    settle_heap(settings.gc_gen0_threshold)
     uvicorn.run(
-        create_app(settings),
+        application,
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,
@@ -66,10 +70,12 @@ def api() -> None:
 @app.command()
 def worker() -> None:
     """Run the Temporal worker (workflows and activities)."""
+    from services.runtime import settle_heap
     from workflows.worker import run_worker
 
     settings = _settings()
     _load_programs_or_fail(settings)
+    settle_heap(settings.gc_gen0_threshold)
     try:
         asyncio.run(run_worker(settings))
     except KeyboardInterrupt:

@@ -6,7 +6,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_JWT_SECRET = "giantflow-development-secret-do-not-use-in-production"
@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     log_json: bool = True
     max_upload_bytes: int = 10 * 1024 * 1024
     write_rate_per_minute: int = 600
+    # Allocations between collections of the youngest generation in `giantflow api` and `worker`
+    # (CPython's default is 700); see services/runtime.py.
+    gc_gen0_threshold: int = Field(default=10_000, ge=100)
 
     @model_validator(mode="after")
     def _refuse_development_secret(self) -> Settings:
