@@ -1,12 +1,12 @@
 """The hot read path of ``GET /applications/{id}``: rendered views cached per application and audience, each
 tagged with the application's ``version`` (bumped by database triggers on every change the view could show).
 
-A request looks the application up by primary key - owner, region and version, one indexed row over a small
-asyncpg pool of its own - checks the caller may read it, and answers the cached bytes when the version still
-matches. Anything else (no cached view, an older version, a row this pool cannot see, an error) goes the
-ordinary way through the ORM session, which renders and caches again. So the cache can only ever save work:
-it never answers a view older than the committed row, and who may read what is decided by the same rule as
-on the ORM path (``service.can_see``).
+A request looks the application up by primary key - owner, region and version, one indexed row, in a query it
+shares with the other requests waiting at that moment, over asyncpg connections of its own - checks the
+caller may read it, and answers the cached bytes when the version still matches. Anything else (no cached
+view, an older version, a row the lookup cannot see, an error) goes the ordinary way through the ORM session,
+which renders and caches again. So the cache can only ever save work: it never answers a view older than the
+committed row, and who may read what is decided by the same rule as on the ORM path (``service.can_see``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -30,7 +30,7 @@ from services.auth import CurrentUser, Role
 log = structlog.get_logger(__name__)
 
 Audience = Literal["enterprise", "staff"]  # enterprises see reviewers' names and notes masked
-LOOKUP = "SELECT uscc, region_code, version FROM applications WHERE id = $1"
+LOOKUP = "SELECT id, uscc, region_code, version FROM applications WHERE id = ANY($1::uuid[])"
 _Held = tuple[asyncpg.Connection, asyncpg.prepared_stmt.PreparedStatement]
 
 
@@ -52,80 +52,84 @@ class ApplicationViews:
         open_session: Callable[[], AsyncSession],
         *,
         size: int = 2048,
-        connections: int = 16,
+        lookups: int = 2,
     ) -> None:
         # The ordinary path's sessions: `async with views.open_session() as session` on a miss.
         self.open_session = open_session
         self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-        self._size, self._connections = size, connections
+        self._size, self._lookups = size, lookups
         self._views: OrderedDict[tuple[uuid.UUID, Audience], tuple[int, bytes]] = OrderedDict()
-        # Idle connections, each with LOOKUP prepared; at most `connections` exist, and a caller finding none
-        # idle waits in line for the next one handed back. A free list rather than asyncpg's Pool: these
-        # connections only ever run LOOKUP, so there is no session state to reset between uses, and the
-        # lookup is the one round trip of a cached answer.
+        # Ids whose callers wait for a lookup not sent yet; at most `lookups` are in flight, each on a
+        # connection of its own with LOOKUP prepared (idle ones wait in `_idle`).
+        self._pending: dict[uuid.UUID, list[asyncio.Future[Access | None]]] = {}
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._flush_scheduled = False
         self._idle: list[_Held] = []
-        self._waiting: deque[asyncio.Future[_Held | None]] = deque()
-        self._opened = 0
         self._closed = False
-
-    async def _checkout(self) -> _Held | None:
-        if self._idle:
-            return self._idle.pop()
-        if self._opened >= self._connections:
-            waiter: asyncio.Future[_Held | None] = asyncio.get_running_loop().create_future()
-            self._waiting.append(waiter)
-            try:
-                return await waiter  # a connection handed back, or None: its owner broke it, open anew
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._hand_on(waiter.result())  # handed to us just as we were cancelled: pass it on
-                raise
-        self._opened += 1
-        try:
-            conn = await asyncpg.connect(self._dsn, timeout=5, command_timeout=5)
-            return conn, await conn.prepare(LOOKUP)
-        except BaseException:
-            self._opened -= 1
-            self._hand_on(None)
-            raise
-
-    def _hand_on(self, held: _Held | None) -> None:
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(held)
-                return
-        if held is not None:
-            self._idle.append(held)
-
-    def _checkin(self, held: _Held, *, broken: bool) -> None:
-        if broken or self._closed:
-            self._opened -= 1
-            held[0].terminate()
-            self._hand_on(None)
-        else:
-            self._hand_on(held)
 
     async def access(self, application_id: uuid.UUID) -> Access | None:
         """The application's owner, region and version as committed, or None when unknown or unreachable
-        (the caller then takes the ordinary path, which answers the error properly)."""
+        (the caller then takes the ordinary path, which answers the error properly).
+
+        Concurrent callers share lookups: their ids go out together in one query once one of the `lookups`
+        slots is free. A caller only ever joins a query sent after it asked, so the version it gets is never
+        older than the one committed when its request arrived."""
+        if self._closed:
+            return None
+        future: asyncio.Future[Access | None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(application_id, []).append(future)
+        self._schedule_flush()
+        return await future
+
+    def _schedule_flush(self) -> None:
+        if self._pending and len(self._in_flight) < self._lookups and not self._flush_scheduled:
+            self._flush_scheduled = True
+            # On the loop's next turn, so callers that arrive in this one go out in the same query.
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending or len(self._in_flight) >= self._lookups:
+            return
+        batch, self._pending = self._pending, {}
+        task = asyncio.get_running_loop().create_task(self._lookup(batch))
+        self._in_flight.add(task)
+        task.add_done_callback(self._lookup_done)
+
+    def _lookup_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not self._closed:
+            self._schedule_flush()
+
+    async def _lookup(self, batch: dict[uuid.UUID, list[asyncio.Future[Access | None]]]) -> None:
+        found: dict[uuid.UUID, Access] = {}
+        held: _Held | None = None
         try:
-            held = await self._checkout()
-            while held is None:
-                held = await self._checkout()
+            held = self._idle.pop() if self._idle else await self._connect()
+            rows = await held[1].fetch(list(batch))  # the connection's command_timeout bounds it
+            found = {row["id"]: Access(row["uscc"], row["region_code"], row["version"]) for row in rows}
+            if self._closed:
+                held[0].terminate()
+            else:
+                self._idle.append(held)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning("view_lookup_failed", error=type(exc).__name__)
-            return None
-        broken = True
-        try:
-            row = await held[1].fetchrow(application_id)  # the connection's command_timeout bounds it
-            broken = False
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            log.warning("view_lookup_failed", error=type(exc).__name__)
-            return None
+            if held is not None:
+                held[0].terminate()
         finally:
-            self._checkin(held, broken=broken)
-        return None if row is None else Access(row["uscc"], row["region_code"], row["version"])
+            # Whatever happened, nobody is left waiting: a caller without an answer goes the ordinary way.
+            for application_id, futures in batch.items():
+                for future in futures:
+                    if not future.done():
+                        future.set_result(found.get(application_id))
+
+    async def _connect(self) -> _Held:
+        conn = await asyncpg.connect(self._dsn, timeout=5, command_timeout=5)
+        try:
+            return conn, await conn.prepare(LOOKUP)
+        except BaseException:
+            conn.terminate()
+            raise
 
     def cached(self, application_id: uuid.UUID, who: Audience, version: int) -> bytes | None:
         entry = self._views.get((application_id, who))
@@ -146,8 +150,14 @@ class ApplicationViews:
 
     async def close(self) -> None:
         self._closed = True
+        pending, self._pending = self._pending, {}
+        for futures in pending.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+        if self._in_flight:  # each bounded by the connection's command_timeout
+            await asyncio.wait(set(self._in_flight), timeout=10)
         idle, self._idle = self._idle, []
-        self._opened -= len(idle)
         for conn, _ in idle:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 5)

@@ -4,6 +4,7 @@ stale or to anyone else."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.applications import service
+from services.applications.views import ApplicationViews
 from services.config import Settings
 from tests.applications.conftest import Applicant, poll, reviewer_headers
 from tests.conftest import bearer, make_token
@@ -161,3 +163,78 @@ async def test_triggers_bump_the_version_for_every_row_the_view_shows(session: A
     )
     assert await version(session, app.id) == moved_from + 2  # it left this application
     assert await version(session, other.id) == moved_to + 1  # and joined that one
+
+
+class GatedStatement:
+    """LOOKUP as prepared, but the first query's answer is held back until the test opens the gate."""
+
+    def __init__(self, statement: Any, fetched: asyncio.Event, gate: asyncio.Event) -> None:
+        self.statement, self.fetched, self.gate = statement, fetched, gate
+
+    async def fetch(self, *args: Any) -> Any:
+        rows = await self.statement.fetch(*args)
+        if not self.fetched.is_set():
+            self.fetched.set()
+            await self.gate.wait()
+        return rows
+
+
+async def test_waiting_lookups_share_one_query_but_never_one_sent_before_they_asked(
+    engine: AsyncEngine, migrated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with AsyncSession(engine, expire_on_commit=False) as s:
+        apps = [await seed_application(s) for _ in range(3)]
+        await s.commit()
+    views = ApplicationViews(migrated, lambda: AsyncSession(engine), lookups=1)
+    batches: list[int] = []
+    fetched, gate = asyncio.Event(), asyncio.Event()
+    connect, lookup = views._connect, views._lookup
+
+    async def gated_connect() -> Any:
+        conn, statement = await connect()
+        return conn, GatedStatement(statement, fetched, gate)
+
+    async def counted_lookup(batch: Any) -> None:
+        batches.append(len(batch))
+        await lookup(batch)
+
+    monkeypatch.setattr(views, "_connect", gated_connect)
+    monkeypatch.setattr(views, "_lookup", counted_lookup)
+    try:
+        unknown = uuid.uuid4()
+        ids = [a.id for a in apps]
+        first = asyncio.gather(*(views.access(i) for i in [*ids, ids[0], unknown]))
+        await asyncio.wait_for(fetched.wait(), 10)  # that query has read the rows; its answer is held back
+        assert batches == [4]  # five callers, four distinct ids, one query
+
+        # A change commits after that query read the row; a caller asking now must see it.
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE applications SET stage = 'municipal' WHERE id = :id"), {"id": ids[0]}
+            )
+        later = asyncio.ensure_future(views.access(ids[0]))
+        await asyncio.sleep(0.05)
+        assert not later.done()
+        assert batches == [4]
+        gate.set()
+        answers = await first
+        fresh = await later
+        assert [a.uscc if a else None for a in answers] == [a.uscc for a in apps] + [apps[0].uscc, None]
+        assert answers[0] is not None
+        assert fresh is not None
+        assert fresh.version == answers[0].version + 1
+        assert batches == [4, 1]
+    finally:
+        gate.set()
+        await views.close()
+
+
+async def test_a_closed_or_unreachable_lookup_answers_none(engine: AsyncEngine, migrated: str) -> None:
+    unreachable = ApplicationViews(
+        "postgresql+asyncpg://nobody@127.0.0.1:9/none", lambda: AsyncSession(engine), lookups=1
+    )
+    assert await asyncio.gather(*(unreachable.access(uuid.uuid4()) for _ in range(3))) == [None] * 3
+    await unreachable.close()
+    views = ApplicationViews(migrated, lambda: AsyncSession(engine))
+    await views.close()
+    assert await views.access(uuid.uuid4()) is None
