@@ -50,7 +50,6 @@ def api() -> None:
     import uvicorn
 
     from services.app import create_app
-
     from services.runtime import settle_heap
 
     settings = _settings()
@@ -75,7 +74,7 @@ def worker() -> None:
 
     settings = _settings()
     _load_programs_or_fail(settings)
-    settle_heap(settings.gc_gen0_threshold)
+    settle_heap()
     try:
         asyncio.run(run_worker(settings))
     except KeyboardInterrupt:

@@ -45,8 +45,8 @@ class Settings(BaseSettings):
     log_json: bool = True
     max_upload_bytes: int = 10 * 1024 * 1024
     write_rate_per_minute: int = 600
-    # Allocations between collections of the youngest generation in `giantflow api` and `worker`
-    # (CPython's default is 700); see services/runtime.py.
+    # Allocations between collections of the youngest generation in `giantflow api` (CPython's default
+    # is 700); see services/runtime.py.
     gc_gen0_threshold: int = Field(default=10_000, ge=100)
 
     @model_validator(mode="after")

@@ -11,12 +11,16 @@ from __future__ import annotations
 import gc
 
 
-def settle_heap(gen0_threshold: int) -> None:
+def settle_heap(gen0_threshold: int | None = None) -> None:
     """Call once start-up has built what lives for the whole process: collect, then move every surviving
-    object to the permanent generation (``gc.freeze``) so later collections never walk it again, and collect
-    the youngest generation every ``gen0_threshold`` allocations instead of 700, so that objects of the
-    requests in flight are promoted, and the older generations collected, less often."""
+    object to the permanent generation (``gc.freeze``) so later collections never walk it again.
+
+    With ``gen0_threshold`` (the API), the youngest generation is collected every that many allocations
+    instead of 700, so the objects of requests in flight are promoted, and the older generations collected,
+    less often. The worker keeps CPython's thresholds: the workflows it evicts from its cache are cycles, and
+    collecting them less often raised its memory from 223 to 271 MiB with 3,000 workflows open."""
     gc.collect()
     gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(gen0_threshold, gen1, gen2)
+    if gen0_threshold is not None:
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(gen0_threshold, gen1, gen2)
