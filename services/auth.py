@@ -98,14 +98,22 @@ class TokenVerifier:
             self._jwks_fetched = time.monotonic()
         return self._jwks
 
-    async def verify(self, token: str) -> CurrentUser:
+    def remembered(self, token: str) -> CurrentUser | None:
+        """The caller of a token this verifier has verified and remembers, still unexpired; else None."""
         cached = self._verified.get(token)
-        if cached is not None:
-            user, until = cached
-            if time.time() < until:
-                self._verified.move_to_end(token)
-                return user
+        if cached is None:
+            return None
+        user, until = cached
+        if time.time() >= until:
             del self._verified[token]
+            return None
+        self._verified.move_to_end(token)
+        return user
+
+    async def verify(self, token: str) -> CurrentUser:
+        user = self.remembered(token)
+        if user is not None:
+            return user
         user, expires = await self._verify(token)
         self._verified[token] = (user, min(expires, time.time() + self.CACHE_TTL))
         if len(self._verified) > self.CACHE_SIZE:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, Path, Query, UploadFile
+from fastapi import APIRouter, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from services.applications import repository as repo
@@ -44,8 +45,8 @@ from services.applications.schemas import (
     TierHeld,
     WithdrawCreate,
 )
-from services.applications.views import audience
-from services.auth import CurrentUser, Role
+from services.applications.views import READERS, ApplicationViews, audience
+from services.auth import CurrentUser, Role, TokenVerifier
 from services.deps import (
     CurrentUserDep,
     ResourcesDep,
@@ -84,28 +85,70 @@ def _state(state: ReviewState) -> ReviewStateRead:
 # --- the hottest read first: routes are matched in order ------------------------------------------------
 
 
-@router.get(
-    "/applications/{application_id}",
-    response_model=ApplicationRead,
-    tags=["applications"],
-    responses=problem_responses(401, 403, 404, 422),
-)
+class CachedViewRoute(StrictQueryRoute):
+    """``GET /applications/{id}``: a request that carries no query, a bearer token this API has verified and
+    remembers, and a canonical id is answered from the view cache (``ApplicationViews.answer``) before
+    FastAPI solves any dependency. Anything else - a miss included - takes the route's ordinary handler,
+    which answers exactly as it would have: the shortcut can only answer what the ordinary path answers
+    from the same cache."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        ordinary = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            body = await _cached_answer(request)
+            if body is not None:
+                return Response(body, media_type="application/json")
+            return await ordinary(request)
+
+        return handler
+
+
+async def _cached_answer(request: Request) -> bytes | None:
+    if request.scope.get("query_string"):
+        return None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    verifier: TokenVerifier = request.app.state.verifier
+    user = verifier.remembered(token)
+    if user is None:
+        return None
+    raw = request.path_params.get("application_id", "")
+    try:
+        application_id = uuid.UUID(raw)
+    except ValueError:
+        return None
+    if str(application_id) != raw:  # only the canonical spelling; the ordinary path judges the others
+        return None
+    views: ApplicationViews = request.app.state.application_views
+    return await views.answer(user, application_id)
+
+
 async def read_application(application_id: uuid.UUID, user: CurrentUserDep, views: ViewsDep) -> Response:
     """The hottest read: answered from the version-checked cache of rendered views when it can be
     (services/applications/views.py), rendered through the ORM otherwise."""
-    user.require(Role.enterprise, Role.reviewer, Role.admin)  # before the lookup: says nothing about ids
-    who = audience(user)
-    access = await views.access(application_id)
-    if access is not None and service.can_see(user, uscc=access.uscc, region_code=access.region_code):
-        cached = views.cached(application_id, who, access.version)
-        if cached is not None:
-            return Response(cached, media_type="application/json")
+    user.require(*READERS)  # before the lookup: says nothing about ids
+    cached = await views.answer(user, application_id)
+    if cached is not None:
+        return Response(cached, media_type="application/json")
     async with views.open_session() as session:  # a read: closed without a commit
         application = await service.get_application(session, user=user, application_id=application_id)
         version = application.version  # read before the rows the view shows: a later change makes it stale
         body = (await _read(session, user, application)).model_dump_json(by_alias=True).encode()
-    views.store(application_id, who, version, body)
+    views.store(application_id, audience(user), version, body)
     return Response(body, media_type="application/json")
+
+
+router.add_api_route(
+    "/applications/{application_id}",
+    read_application,
+    methods=["GET"],
+    response_model=ApplicationRead,
+    tags=["applications"],
+    responses=problem_responses(401, 403, 404, 422),
+    route_class_override=CachedViewRoute,
+)
 
 
 # --- programs --------------------------------------------------------------------------------------------

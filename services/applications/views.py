@@ -25,6 +25,7 @@ import structlog
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.applications.service import can_see
 from services.auth import CurrentUser, Role
 
 log = structlog.get_logger(__name__)
@@ -39,6 +40,10 @@ class Access:
     uscc: str
     region_code: str
     version: int
+
+
+# Who may read an application at all; which ones each may see is ``service.can_see``.
+READERS = frozenset({Role.enterprise, Role.reviewer, Role.admin})
 
 
 def audience(user: CurrentUser) -> Audience:
@@ -130,6 +135,16 @@ class ApplicationViews:
         except BaseException:
             conn.terminate()
             raise
+
+    async def answer(self, user: CurrentUser, application_id: uuid.UUID) -> bytes | None:
+        """The cached view ``user`` may read, as current as the committed row, or None: not a reader, not
+        theirs to see, unknown, not cached or stale. None says nothing more; the ordinary path decides."""
+        if user.role not in READERS:
+            return None
+        access = await self.access(application_id)
+        if access is None or not can_see(user, uscc=access.uscc, region_code=access.region_code):
+            return None
+        return self.cached(application_id, audience(user), access.version)
 
     def cached(self, application_id: uuid.UUID, who: Audience, version: int) -> bytes | None:
         entry = self._views.get((application_id, who))

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.applications import service
 from services.applications.views import ApplicationViews
+from services.auth import TokenVerifier
 from services.config import Settings
 from tests.applications.conftest import Applicant, poll, reviewer_headers
 from tests.conftest import bearer, make_token
@@ -238,3 +239,52 @@ async def test_a_closed_or_unreachable_lookup_answers_none(engine: AsyncEngine, 
     views = ApplicationViews(migrated, lambda: AsyncSession(engine))
     await views.close()
     assert await views.access(uuid.uuid4()) is None
+
+
+class VerifyCount:
+    """Counts full token verifications: every request the ordinary route handler takes makes one."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        original = TokenVerifier.verify
+
+        async def counting(verifier: TokenVerifier, token: str) -> Any:
+            self.calls += 1
+            return await original(verifier, token)
+
+        monkeypatch.setattr(TokenVerifier, "verify", counting)
+
+
+async def test_a_remembered_caller_is_answered_from_the_cache_before_any_dependency(
+    applicant: Applicant, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app_id = await in_review(applicant)
+    url = f"/api/v1/applications/{app_id}"
+    api = applicant.api
+    first = await api.get(url, headers=applicant.headers)  # verified, rendered, cached
+    verifies, renders = VerifyCount(monkeypatch), RenderCount(monkeypatch)
+    second = await api.get(url, headers=applicant.headers)
+    assert second.status_code == 200
+    assert second.content == first.content
+    assert (verifies.calls, renders.calls) == (0, 0)  # the shortcut answered
+    assert second.headers["content-type"] == first.headers["content-type"] == "application/json"
+    assert {k: v for k, v in second.headers.items() if k not in ("x-request-id", "date")} == {
+        k: v for k, v in first.headers.items() if k not in ("x-request-id", "date")
+    }
+    assert second.headers["x-request-id"] != first.headers["x-request-id"]
+
+    # Whatever the shortcut does not judge goes the ordinary way and gets the ordinary answer.
+    upper = await api.get(
+        url.upper().replace("/API/V1/APPLICATIONS/", "/api/v1/applications/"), headers=applicant.headers
+    )
+    assert upper.status_code == 200
+    assert upper.content == first.content
+    assert (verifies.calls, renders.calls) == (1, 0)  # the ordinary handler, answering from the same cache
+    assert (await api.get(f"{url}?fields=all", headers=applicant.headers)).status_code == 422
+    assert (await api.get(url, headers={"Authorization": "Basic " + "x" * 20})).status_code == 401
+    finance = bearer(make_token(settings, "finance", "finance-1"))
+    elsewhere = reviewer_headers(settings, "municipal", "110100")
+    for _ in range(2):  # the second time these callers are remembered, and still refused the same way
+        assert (await api.get(url, headers=finance)).status_code == 403
+        assert (await api.get(url, headers=elsewhere)).status_code == 404
+    assert renders.calls == 2  # the reviewer from elsewhere, refused twice on the ordinary path
