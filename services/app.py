@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -41,6 +42,7 @@ SECURITY_HEADERS = {
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 MAX_BODY_BYTES = 1024 * 1024
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # JSON escapes for NUL and for UTF-16 surrogates: a body holding none of them needs no closer look.
 _SUSPECT_ESCAPES = (b"\\u0000", *(b"\\ud" + bytes([c]) for c in b"89abcdef"))
 
@@ -148,39 +150,38 @@ class RequestContext:
                 ]
             await send(message)
 
-        limit = _body_limit(path, self.settings)
-        length = headers.get("content-length")
+        async def send_limited(message: Message) -> None:
+            if not body.over:
+                await send_with_headers(message)
+
+        body = _CountedBody(receive, _body_limit(path, self.settings))
+        receive = body
         refusal: Response | None = None
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            refusal = problem_response(
-                413,
-                title="Payload too large",
-                slug="payload-too-large",
-                detail=f"The request body is over the limit of {limit} bytes.",
-                instance=path,
-            )
-        elif scope["method"] in ("POST", "PUT", "PATCH") and "json" in headers.get("content-type", ""):
-            body, receive = await _buffered(receive)
-            if unstorable := _unstorable_text(body):
-                refusal = problem_response(
-                    422,
-                    title="The request is not valid",
-                    slug="validation-error",
-                    detail=f"The body holds {unstorable}, which no field accepts.",
-                    instance=path,
-                    errors=[FieldError(field="body", message=unstorable)],
-                )
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > body.limit):
+            refusal = _too_large(body.limit, path)
+        elif scope["method"] in BODY_METHODS and _json_or_unlabelled(headers.get("content-type")):
+            content, receive = await _buffered(body)
+            if body.over:
+                refusal = _too_large(body.limit, path)
+            else:
+                refusal = _refused_json(headers.get("content-type"), content, path)
         try:
             if refusal is not None:
                 await refusal(scope, receive, send_with_headers)
             else:
-                await self.app(scope, receive, send_with_headers)
+                await self.app(scope, receive, send_limited)
         except Exception:
             if started_response:
                 raise
-            # Answered here rather than by Starlette's outermost error middleware, so a 500 carries the
-            # request id and the security headers too.
-            await internal_error(Request(scope))(scope, receive, send_with_headers)
+            if not body.over:
+                # Answered here rather than by Starlette's outermost error middleware, so a 500 carries the
+                # request id and the security headers too.
+                await internal_error(Request(scope))(scope, receive, send_with_headers)
+        if body.over and not started_response:
+            # The app met the end of what it was allowed to read (a "disconnect"), and whatever it made of
+            # that was dropped: the answer is that the body is too large.
+            await _too_large(body.limit, path)(scope, receive, send_with_headers)
         log.info(
             "request",
             method=scope["method"],
@@ -191,6 +192,29 @@ class RequestContext:
 
 
 _SECURITY_RAW = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+
+
+class _CountedBody:
+    """The request's `receive`, counting body bytes as they stream in, whatever the framing (Content-Length
+    or chunked) and media type (JSON or multipart). Past the limit it reads no further and tells the app the
+    client has gone (`http.disconnect`), so nothing beyond the limit is ever held in memory; the middleware
+    then answers 413 instead of whatever the app made of the disconnect."""
+
+    __slots__ = ("limit", "over", "read", "receive")
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self.receive, self.limit, self.read, self.over = receive, limit, 0, False
+
+    async def __call__(self) -> Message:
+        if self.over:
+            return {"type": "http.disconnect"}
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.read += len(message.get("body", b""))
+            if self.read > self.limit:
+                self.over = True
+                return {"type": "http.disconnect"}
+        return message
 
 
 async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
@@ -214,6 +238,83 @@ async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
         return await receive()
 
     return body, replay
+
+
+def _too_large(limit: int, path: str) -> Response:
+    return problem_response(
+        413,
+        title="Payload too large",
+        slug="payload-too-large",
+        detail=f"The request body is over the limit of {limit} bytes.",
+        instance=path,
+    )
+
+
+def _media_type(content_type: str) -> tuple[str, dict[str, str]]:
+    """`type/subtype` (lower case) and the parameters (names lower case, values unquoted) of a media type
+    (RFC 9110 section 8.3.1)."""
+    kind, *rest = content_type.split(";")
+    params = {}
+    for param in rest:
+        name, _, value = param.partition("=")
+        params[name.strip().lower()] = value.strip().strip('"')
+    return kind.strip().lower(), params
+
+
+def _json_or_unlabelled(content_type: str | None) -> bool:
+    """Whether a body would be read as JSON: labelled `application/json` or `application/*+json` in any case,
+    or not labelled at all (which FastAPI may parse as JSON too)."""
+    if content_type is None:
+        return True
+    kind, _ = _media_type(content_type)
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+# A UTF-8 JSON text never holds a raw C0 control byte but tab, line feed and carriage return (RFC 8259
+# section 7: control characters in strings are escaped); UTF-16 and UTF-32 put a NUL beside every ASCII one.
+_RAW_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _refused_json(content_type: str | None, body: bytes, path: str) -> Response | None:
+    """The refusal of a JSON body labelled with another charset than UTF-8 (415: RFC 8259 section 8.1 makes
+    UTF-8 the only encoding between systems), one whose bytes are not UTF-8 JSON text (422, like any other
+    malformed JSON) or one holding text no field may store (422); None for a body the routes may read."""
+    charset = _media_type(content_type)[1].get("charset", "utf-8").lower() if content_type else "utf-8"
+    if charset not in ("utf-8", "utf8"):
+        return problem_response(
+            415,
+            title="Unsupported media type",
+            slug="unsupported-media-type",
+            detail=f"JSON is accepted in UTF-8 only (RFC 8259), not {charset[:40]}.",
+            instance=path,
+        )
+    if body and (_RAW_CONTROL.search(body) or not _is_utf8(body)):
+        return problem_response(
+            422,
+            title="The request is not valid",
+            slug="validation-error",
+            detail="The body is not UTF-8 JSON text: JSON is accepted in UTF-8 only (RFC 8259).",
+            instance=path,
+            errors=[FieldError(field="body", message="not UTF-8 JSON text")],
+        )
+    if unstorable := _unstorable_text(body):
+        return problem_response(
+            422,
+            title="The request is not valid",
+            slug="validation-error",
+            detail=f"The body holds {unstorable}, which no field accepts.",
+            instance=path,
+            errors=[FieldError(field="body", message=unstorable)],
+        )
+    return None
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _body_limit(path: str, settings: Settings) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import OrderedDict
@@ -56,6 +57,15 @@ class CurrentUser(BaseModel):
         if self.region.endswith("00"):
             return region_code[:4] == self.region[:4]
         return region_code == self.region
+
+    @property
+    def identity(self) -> str:
+        """The caller's whole identity - role, `sub` and the tenant claims that scope what it may touch - as
+        one opaque key (64 hex digits). Whatever a caller leaves behind for a later request to find (a stored
+        idempotent response, an Update id) belongs to this, never to `sub` alone: two identity providers, or
+        a careless one, may give an enterprise and a reviewer, or two enterprises, the same `sub`."""
+        claims = (self.role.value, self.sub, self.uscc or "", self.level or "", self.region or "")
+        return hashlib.sha256("\x1f".join(claims).encode()).hexdigest()
 
     def require(self, *roles: Role) -> None:
         if self.role not in roles:
@@ -159,6 +169,17 @@ class TokenVerifier:
         except ValidationError as exc:
             fields = ", ".join(".".join(str(p) for p in e["loc"]) or e["msg"] for e in exc.errors())
             raise Unauthorized(f"The token's claims are not valid ({fields}).") from exc
+
+
+def default_sub(
+    role: Role, *, uscc: str | None = None, level: str | None = None, region: str | None = None
+) -> str:
+    """The development token's `sub` when none is given: one per identity, never shared between tenants."""
+    if role is Role.enterprise and uscc:
+        return f"enterprise-{uscc}"
+    if role is Role.reviewer and level and region:
+        return f"reviewer-{level}-{region}"
+    return f"{role.value}-1"
 
 
 def issue_development_token(

@@ -120,7 +120,13 @@ def bank_sim(
 @app.command()
 def token(
     role: Annotated[str, typer.Option(help="enterprise, reviewer, finance or admin")],
-    sub: Annotated[str | None, typer.Option(help="user id (default: <role>-1)")] = None,
+    sub: Annotated[
+        str | None,
+        typer.Option(
+            help="user id (default: one per identity - enterprise-<uscc>, reviewer-<level>-<region>, "
+            "finance-1, admin-1)"
+        ),
+    ] = None,
     uscc: Annotated[str | None, typer.Option(help="enterprise: its USCC")] = None,
     level: Annotated[str | None, typer.Option(help="reviewer: municipal, provincial or national")] = None,
     region: Annotated[str | None, typer.Option(help="reviewer: 6-digit region code")] = None,
@@ -129,15 +135,16 @@ def token(
     """Print a development HS256 token for trying the API by hand."""
     from pydantic import ValidationError
 
-    from services.auth import Role, issue_development_token
+    from services.auth import Role, default_sub, issue_development_token
 
     settings = _settings()
     try:
+        kind = Role(role)
         typer.echo(
             issue_development_token(
                 settings,
-                role=Role(role),
-                sub=sub or f"{role}-1",
+                role=kind,
+                sub=sub or default_sub(kind, uscc=uscc, level=level, region=region),
                 ttl=timedelta(hours=hours),
                 uscc=uscc,
                 level=level,

@@ -1,18 +1,26 @@
 """The Idempotency-Key header, as Stripe defines it: the first response is stored and replayed for a retry
-with the same key and body; the same key with another body is a 422; a retry racing the first is a 409."""
+with the same key and body; the same key with another body is a 422; a retry racing the first is a 409.
+
+A key belongs to the caller's whole identity (``CurrentUser.identity``: role, `sub` and tenant claims), and
+the route's access check runs before any replay (``once``): a stored answer is only ever handed back to the
+identity that caused it, and only while that identity may still do what it asks."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.auth import CurrentUser
 from services.errors import Conflict, FieldError, Unprocessable
 from services.idempotency_models import IdempotencyRecord
 
@@ -85,3 +93,33 @@ async def begin(
     if record.status_code is None:
         raise Conflict("A request with this Idempotency-Key is still being processed.")
     return Replay(status_code=record.status_code, body=record.response)
+
+
+async def once(
+    session: AsyncSession,
+    user: CurrentUser,
+    key: str | None,
+    *,
+    endpoint: str,
+    payload: BaseModel | Any,
+    act: Callable[[], Awaitable[BaseModel]],
+    status_code: int = 200,
+    authorize: Callable[[], Awaitable[object]] | None = None,
+) -> Any:
+    """Run `act` once per Idempotency-Key of this caller: `authorize` (the route's access check) first,
+    always - a replay never answers a caller who may not make the request - then either the stored response
+    of an earlier identical request or `act`'s result, stored for the next retry."""
+    if authorize is not None:
+        await authorize()
+    body = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
+    slot = await begin(session, caller=user.identity, key=key, endpoint=endpoint, payload=body)
+    if isinstance(slot, Replay):
+        return replay_response(slot)
+    result = await act()
+    if slot is not None:
+        await slot.store(status_code, result.model_dump(mode="json"))
+    return result
+
+
+def replay_response(replay: Replay) -> JSONResponse:
+    return JSONResponse(replay.body, status_code=replay.status_code, headers={"Idempotent-Replayed": "true"})

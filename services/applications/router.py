@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Path, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from services.applications import repository as repo
 from services.applications import service
@@ -56,7 +56,7 @@ from services.deps import (
     ViewsDep,
 )
 from services.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, problem_responses
-from services.idempotency import Replay, begin
+from services.idempotency import Replay, begin, once, replay_response
 from services.pagination import CursorQuery, LimitQuery, Page, Rfc3339Query, decode_cursor, split_page
 from services.ratelimit import WriterDep
 from workflows.inputs import (
@@ -72,10 +72,6 @@ from workflows.inputs import (
 router = APIRouter(route_class=StrictQueryRoute)
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 AUTH = (401, 403, 404, 422)
-
-
-def _replay(replay: Replay) -> JSONResponse:
-    return JSONResponse(replay.body, status_code=replay.status_code, headers={"Idempotent-Replayed": "true"})
 
 
 def _state(state: ReviewState) -> ReviewStateRead:
@@ -211,20 +207,19 @@ async def register_enterprise(
     data: EnterpriseCreate, user: WriterDep, session: SessionDep, idempotency_key: IdempotencyKey = None
 ) -> Any:
     user.require(Role.enterprise, Role.admin)
-    slot = await begin(
+
+    async def register() -> EnterpriseRead:
+        return EnterpriseRead.model_validate(await service.register_enterprise(session, user=user, data=data))
+
+    return await once(
         session,
-        caller=user.sub,
-        key=idempotency_key,
+        user,
+        idempotency_key,
         endpoint="POST /enterprises",
-        payload=data.model_dump(mode="json"),
+        payload=data,
+        status_code=201,
+        act=register,
     )
-    if isinstance(slot, Replay):
-        return _replay(slot)
-    enterprise = await service.register_enterprise(session, user=user, data=data)
-    body = EnterpriseRead.model_validate(enterprise)
-    if slot is not None:
-        await slot.store(201, body.model_dump(mode="json"))
-    return body
 
 
 @router.get(
@@ -297,13 +292,13 @@ async def submit_application(
     user.require(Role.enterprise)
     slot = await begin(
         session,
-        caller=user.sub,
+        caller=user.identity,
         key=idempotency_key,
         endpoint="POST /applications",
         payload=data.model_dump(mode="json"),
     )
     if isinstance(slot, Replay):
-        return _replay(slot)
+        return replay_response(slot)
     programs = resources.programs
     application = await service.create_application(
         session, user=user, data=data, programs=programs, now=datetime.now(UTC)
@@ -397,14 +392,14 @@ async def _act(
         await service.get_application(session, user=user, application_id=application_id)
     slot = await begin(
         session,
-        caller=user.sub,
+        caller=user.identity,
         key=idempotency_key,
         endpoint=f"POST /applications/{application_id}/{name}",
         payload=payload,
     )
     if isinstance(slot, Replay):
-        return _replay(slot)
-    update_id = f"{name}-{user.sub}-{idempotency_key}" if idempotency_key else None
+        return replay_response(slot)
+    update_id = f"{name}-{user.identity}-{idempotency_key}" if idempotency_key else None
     state = _state(
         await wf.send_update(temporal, application_id=application_id, name=name, arg=arg, update_id=update_id)
     )
@@ -531,13 +526,13 @@ async def file_objection(
         raise NotFound(f"No application {application_id}.")
     slot = await begin(
         session,
-        caller=user.sub,
+        caller=user.identity,
         key=idempotency_key,
         endpoint=f"POST /applications/{application_id}/objections",
         payload=data.model_dump(mode="json"),
     )
     if isinstance(slot, Replay):
-        return _replay(slot)
+        return replay_response(slot)
     objection_id = uuid.uuid4()
     request = ObjectionRequest(
         actor=service.actor_of(user), objection_id=str(objection_id), reason=data.reason
@@ -547,7 +542,7 @@ async def file_objection(
         application_id=application_id,
         name="object",
         arg=request,
-        update_id=f"object-{user.sub}-{idempotency_key}" if idempotency_key else None,
+        update_id=f"object-{user.identity}-{idempotency_key}" if idempotency_key else None,
     )
     body = ObjectionFiled(objection_id=objection_id, state=_state(state))
     if slot is not None:

@@ -88,6 +88,11 @@ async def _qualifying(session: AsyncSession, *, uscc: str, program: str | None) 
     return next(b for b in benefits if b.program == key)
 
 
+async def authorize_bridge_loan(user: CurrentUser) -> None:
+    """Who may ask for a bridge loan: an enterprise, for itself (its token's `uscc`)."""
+    user.require(Role.enterprise)
+
+
 async def request_bridge_loan(
     session: AsyncSession,
     *,
@@ -100,7 +105,7 @@ async def request_bridge_loan(
     """Reserve the amount in the fund of the program the enterprise's recognition qualifies for (409 beyond
     the fund's available capacity; 422 beyond the per-use cap or the fund's term) and start the loan's
     workflow: finance approves it before the program's approval deadline, which otherwise releases it."""
-    user.require(Role.enterprise)
+    await authorize_bridge_loan(user)
     assert user.uscc is not None
     benefit = await _qualifying(session, uscc=user.uscc, program=data.program)
     program = policy.program(programs, benefit.program)
@@ -224,6 +229,16 @@ async def decide_bridge_loan(
     return await _loan_read(session, await _visible_loan(session, user=user, loan_id=loan_id))
 
 
+async def authorize_repayment(session: AsyncSession, *, user: CurrentUser, loan_id: uuid.UUID) -> None:
+    """Who may record a repayment: finance or an admin, never the loan's requester."""
+    user.require(Role.finance, Role.admin)
+    loan: BridgeLoan | None = await repository.get_payout(session, "bridge_loan", loan_id)
+    if loan is None:
+        raise NotFound(f"There is no bridge loan {loan_id}.")
+    if loan.requested_by == user.sub:
+        raise Forbidden("The requester of a bridge loan never records its repayment.")
+
+
 async def repay_bridge_loan(
     session: AsyncSession, *, user: CurrentUser, loan_id: uuid.UUID, data: RepaymentCreate, temporal: Client
 ) -> BridgeLoanRead:
@@ -231,11 +246,9 @@ async def repay_bridge_loan(
     fund: the fund's capacity is freed and the ledger entry of the payment is mirrored (debit
     ``bank_settlement``, credit the enterprise's bridge receivable). Then the loan's workflow stops watching
     the due date."""
-    user.require(Role.finance, Role.admin)
+    await authorize_repayment(session, user=user, loan_id=loan_id)
     rules = payouts.KINDS["bridge_loan"]
     loan: BridgeLoan = await rules.lock(session, loan_id)
-    if loan.requested_by == user.sub:
-        raise Forbidden("The requester of a bridge loan never records its repayment.")
     if loan.status != "disbursed":
         raise Conflict(f"The bridge loan is {loan.status}; only a loan paid out and not repaid is repaid.")
     if data.amount != loan.amount:
@@ -267,6 +280,13 @@ async def repay_bridge_loan(
 # --- listing rewards ---------------------------------------------------------------------------------------
 
 
+async def authorize_listing(user: CurrentUser, uscc: str) -> None:
+    """Who may report an enterprise's listing: the enterprise itself or an admin."""
+    user.require(Role.enterprise, Role.admin)
+    if user.role is Role.enterprise and user.uscc != uscc:
+        raise NotFound(f"There is no enterprise {uscc}.")
+
+
 async def report_listing(
     session: AsyncSession,
     *,
@@ -280,9 +300,7 @@ async def report_listing(
     """Record a listing and request the board's one-time reward: once per enterprise and board, even when the
     listing is reported concurrently (the unique index decides; the others get a 409). Finance approves the
     reward before the program's approval deadline; then the bank pays it."""
-    user.require(Role.enterprise, Role.admin)
-    if user.role is Role.enterprise and user.uscc != uscc:
-        raise NotFound(f"There is no enterprise {uscc}.")
+    await authorize_listing(user, uscc)
     now = payouts.now()
     if data.listed_on > policy.today(now):
         raise Unprocessable(

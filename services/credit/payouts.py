@@ -277,6 +277,20 @@ def _application_error(exc: BaseException) -> ApplicationError | None:
     return None
 
 
+async def authorize_decision(
+    session: AsyncSession, *, user: CurrentUser, kind: PayoutKind, payout_id: uuid.UUID
+) -> Payout:
+    """Who may decide on a payout: finance, never its requester (maker-checker)."""
+    user.require(Role.finance)
+    rules = KINDS[kind]
+    row: Payout | None = await repository.get_payout(session, kind, payout_id)
+    if row is None:
+        raise NotFound(f"There is no {rules.noun} {payout_id}.")
+    if row.requested_by == user.sub:
+        raise Forbidden(f"The requester of a {rules.noun} never decides on it.")
+    return row
+
+
 async def decide(
     session: AsyncSession,
     *,
@@ -294,13 +308,8 @@ async def decide(
     `retry` (an Idempotency-Key was sent): the same officer's identical decision, already recorded, is
     the first attempt whose answer was lost (the API died after the Update and before its commit); it is
     answered with the current state instead of a conflict."""
-    user.require(Role.finance)
     rules = KINDS[kind]
-    row = await repository.get_payout(session, kind, payout_id)
-    if row is None:
-        raise NotFound(f"There is no {rules.noun} {payout_id}.")
-    if row.requested_by == user.sub:
-        raise Forbidden(f"The requester of a {rules.noun} never decides on it.")
+    row = await authorize_decision(session, user=user, kind=kind, payout_id=payout_id)
     mine = [a for a in await repository.approvals(session, kind, row.id) if a.approver == user.sub]
     if mine:
         if retry and mine[0].decision == data.decision and mine[0].reason == data.reason:

@@ -5,17 +5,13 @@ the route returns."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi.responses import StreamingResponse
 
-from services.auth import CurrentUser
-from services.credit import funds, service
+from services.credit import funds, payouts, service
 from services.credit.schemas import (
     KEY_PATTERN,
     USCC_PATTERN,
@@ -44,7 +40,7 @@ from services.deps import (
     TemporalDep,
 )
 from services.errors import problem_responses
-from services.idempotency import Replay, begin
+from services.idempotency import once
 from services.pagination import CursorQuery, LimitQuery, Page
 from services.ratelimit import WriterDep
 from workflows.inputs import PayoutKind
@@ -68,27 +64,6 @@ WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429, 503)
 
 
 PayoutStatus = Literal["pending_approval", "approved", "disbursed", "rejected", "expired", "failed"]
-
-
-async def _once(
-    session: AsyncSession,
-    user: CurrentUser,
-    key: str | None,
-    endpoint: str,
-    body: BaseModel,
-    status_code: int,
-    act: Callable[[], Awaitable[BaseModel]],
-) -> Any:
-    """Honour the Idempotency-Key: a retry with the same key and body gets the first response back."""
-    slot = await begin(
-        session, caller=user.sub, key=key, endpoint=endpoint, payload=body.model_dump(mode="json")
-    )
-    if isinstance(slot, Replay):
-        return JSONResponse(slot.body, status_code=slot.status_code, headers={"Idempotent-Replayed": "true"})
-    result = await act()
-    if slot is not None:
-        await slot.store(status_code, result.model_dump(mode="json"))
-    return result
 
 
 @router.get("/benefits", response_model=Page[BenefitRead], responses=READ_ERRORS)
@@ -153,14 +128,15 @@ async def request_drawdown(
 ) -> Any:
     """Reserve `amount` on the owner's line at once (409 when it is more than `available`); finance then
     approves or rejects it before the program's approval deadline, which otherwise releases it."""
-    return await _once(
+    return await once(
         session,
         user,
         idempotency_key,
-        f"POST /credit-lines/{line_id}/drawdowns",
-        body,
-        201,
-        lambda: service.request_drawdown(
+        endpoint=f"POST /credit-lines/{line_id}/drawdowns",
+        payload=body,
+        status_code=201,
+        authorize=lambda: service.authorize_drawdown(session, user=user, line_id=line_id),
+        act=lambda: service.request_drawdown(
             session,
             user=user,
             line_id=line_id,
@@ -191,14 +167,17 @@ async def decide_drawdown(
 ) -> Any:
     """Finance only, never the requester; above the program's threshold two distinct approvers are needed.
     The response is the drawdown's new state."""
-    return await _once(
+    return await once(
         session,
         user,
         idempotency_key,
-        f"POST /drawdowns/{drawdown_id}/approvals",
-        body,
-        200,
-        lambda: service.decide_drawdown(
+        endpoint=f"POST /drawdowns/{drawdown_id}/approvals",
+        payload=body,
+        status_code=200,
+        authorize=lambda: payouts.authorize_decision(
+            session, user=user, kind="drawdown", payout_id=drawdown_id
+        ),
+        act=lambda: service.decide_drawdown(
             session,
             user=user,
             drawdown_id=drawdown_id,
@@ -270,14 +249,15 @@ async def request_bridge_loan(
     or rejects it (`POST /bridge-loans/{id}/approvals`) before the program's approval deadline, which
     otherwise releases it; approved, it is paid through the bank and falls due `term_days` working days
     (Mon-Fri) after approval."""
-    return await _once(
+    return await once(
         session,
         user,
         idempotency_key,
-        "POST /bridge-loans",
-        body,
-        201,
-        lambda: funds.request_bridge_loan(
+        endpoint="POST /bridge-loans",
+        payload=body,
+        status_code=201,
+        authorize=lambda: funds.authorize_bridge_loan(user),
+        act=lambda: funds.request_bridge_loan(
             session,
             user=user,
             data=body,
@@ -331,14 +311,17 @@ async def decide_bridge_loan(
 ) -> Any:
     """Finance only, never the requester; above the program's threshold two distinct approvers are needed.
     A rejection releases the reservation. The response is the loan's new state."""
-    return await _once(
+    return await once(
         session,
         user,
         idempotency_key,
-        f"POST /bridge-loans/{loan_id}/approvals",
-        body,
-        200,
-        lambda: funds.decide_bridge_loan(
+        endpoint=f"POST /bridge-loans/{loan_id}/approvals",
+        payload=body,
+        status_code=200,
+        authorize=lambda: payouts.authorize_decision(
+            session, user=user, kind="bridge_loan", payout_id=loan_id
+        ),
+        act=lambda: funds.decide_bridge_loan(
             session,
             user=user,
             loan_id=loan_id,
@@ -360,14 +343,17 @@ async def repay_bridge_loan(
 ) -> Any:
     """Finance or admin (never the requester) records the repayment of a loan paid out (409 otherwise) in full
     (422 for another amount): the fund's capacity is freed and the payment's ledger entry is mirrored."""
-    return await _once(
+    return await once(
         session,
         user,
         idempotency_key,
-        f"POST /bridge-loans/{loan_id}/repayment",
-        body,
-        200,
-        lambda: funds.repay_bridge_loan(session, user=user, loan_id=loan_id, data=body, temporal=temporal),
+        endpoint=f"POST /bridge-loans/{loan_id}/repayment",
+        payload=body,
+        status_code=200,
+        authorize=lambda: funds.authorize_repayment(session, user=user, loan_id=loan_id),
+        act=lambda: funds.repay_bridge_loan(
+            session, user=user, loan_id=loan_id, data=body, temporal=temporal
+        ),
     )
 
 
@@ -386,14 +372,15 @@ async def report_listing(
     """The owner (or an admin) reports a listing; the board's one-time reward is requested once per
     enterprise and board (409 after that, whatever became of the first). Finance approves it
     (`POST /listing-rewards/{id}/approvals`) before the program's approval deadline; then the bank pays it."""
-    return await _once(
+    return await once(
         session,
         user,
         idempotency_key,
-        f"POST /enterprises/{uscc}/listings",
-        body,
-        201,
-        lambda: funds.report_listing(
+        endpoint=f"POST /enterprises/{uscc}/listings",
+        payload=body,
+        status_code=201,
+        authorize=lambda: funds.authorize_listing(user, uscc),
+        act=lambda: funds.report_listing(
             session,
             user=user,
             uscc=uscc,
@@ -453,14 +440,17 @@ async def decide_listing_reward(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Finance only, never the reporter; the response is the reward's new state."""
-    return await _once(
+    return await once(
         session,
         user,
         idempotency_key,
-        f"POST /listing-rewards/{reward_id}/approvals",
-        body,
-        200,
-        lambda: funds.decide_listing_reward(
+        endpoint=f"POST /listing-rewards/{reward_id}/approvals",
+        payload=body,
+        status_code=200,
+        authorize=lambda: payouts.authorize_decision(
+            session, user=user, kind="listing_reward", payout_id=reward_id
+        ),
+        act=lambda: funds.decide_listing_reward(
             session,
             user=user,
             reward_id=reward_id,

@@ -292,6 +292,12 @@ async def _csv_rows(session: AsyncSession, filters: DisbursementFilters | None) 
 # --- drawdowns: request and decide (HTTP) ------------------------------------------------------------------
 
 
+async def authorize_drawdown(session: AsyncSession, *, user: CurrentUser, line_id: uuid.UUID) -> CreditLine:
+    """Who may draw on a line: the enterprise that holds it (anyone else's line does not exist for them)."""
+    user.require(Role.enterprise)
+    return await _visible_line(session, user=user, line_id=line_id)
+
+
 async def request_drawdown(
     session: AsyncSession,
     *,
@@ -304,8 +310,7 @@ async def request_drawdown(
 ) -> DrawdownRead:
     """Reserve the amount on the line at once (never past the limit) and start the drawdown's workflow,
     which waits for the approvals until the program's deadline and then pays."""
-    user.require(Role.enterprise)
-    line = await _visible_line(session, user=user, line_id=line_id)
+    line = await authorize_drawdown(session, user=user, line_id=line_id)
     program = policy.program(programs, line.program)
     if not await repository.reserve(session, line_id=line.id, amount=data.amount):
         now_line = await repository.get_credit_line(session, line.id)

@@ -198,3 +198,44 @@ async def test_the_token_cache_is_bounded(settings: Settings, monkeypatch: pytes
     for token in tokens:
         await verifier.verify(token)
     assert list(verifier._verified) == tokens[2:]
+
+
+def test_the_identity_is_the_whole_set_of_claims_not_the_sub() -> None:
+    """What a caller leaves behind (an idempotent answer, an Update id) is keyed by this: two tenants with
+    one `sub` never share it."""
+    a = CurrentUser(sub="enterprise-1", role=Role.enterprise, uscc="91350100M000100Y43")
+    b = CurrentUser(sub="enterprise-1", role=Role.enterprise, uscc="91500230MA5UABCD1X")
+    reviewer = CurrentUser(sub="enterprise-1", role=Role.reviewer, level="municipal", region="500200")
+    other_region = CurrentUser(sub="enterprise-1", role=Role.reviewer, level="municipal", region="500100")
+    finance = CurrentUser(sub="enterprise-1", role=Role.finance)
+    identities = {u.identity for u in (a, b, reviewer, other_region, finance)}
+    assert len(identities) == 5
+    assert a.identity == CurrentUser(sub="enterprise-1", role=Role.enterprise, uscc=a.uscc, name="x").identity
+    assert len(a.identity) <= 200  # fits the idempotency table's caller column
+
+
+def test_giantflow_token_gives_each_identity_its_own_sub(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from services.cli import app
+    from services.config import get_settings
+
+    monkeypatch.setenv("GIANTFLOW_ENVIRONMENT", "development")
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+
+        def sub_of(*args: str) -> str:
+            result = runner.invoke(app, ["token", *args])
+            assert result.exit_code == 0, result.output
+            claims = jwt.decode(result.output.strip(), options={"verify_signature": False})
+            return str(claims["sub"])
+
+        a = sub_of("--role", "enterprise", "--uscc", "91350100M000100Y43")
+        b = sub_of("--role", "enterprise", "--uscc", "91500230MA5UABCD1X")
+        municipal = sub_of("--role", "reviewer", "--level", "municipal", "--region", "500200")
+        provincial = sub_of("--role", "reviewer", "--level", "provincial", "--region", "500000")
+        assert len({a, b, municipal, provincial}) == 4
+        assert sub_of("--role", "enterprise", "--uscc", "91350100M000100Y43", "--sub", "me") == "me"
+    finally:
+        get_settings.cache_clear()

@@ -119,6 +119,11 @@ class World:
     def owner(self, obj: Obj) -> dict[str, str]:
         return bearer(make_token(self.settings, "enterprise", obj.owner_sub, uscc=obj.uscc))
 
+    def twin(self, obj: Obj) -> dict[str, str]:
+        """Another enterprise (`other`) whose token carries the same `sub` as `obj`'s owner: a careless
+        identity provider, or two tenants of one, can hand out the same subject twice."""
+        return bearer(make_token(self.settings, "enterprise", obj.owner_sub, uscc=self.other.uscc))
+
     @property
     def admin(self) -> dict[str, str]:
         return bearer(make_token(self.settings, "admin", "admin-matrix"))
@@ -687,6 +692,79 @@ async def _run_row(world: World, row: Row, fresh: dict[str, list[Obj]]) -> list[
     return failures
 
 
+@dataclass(frozen=True)
+class Replayed:
+    """A write the owner sends with an Idempotency-Key, then `other` with the owner's `sub` sends again with
+    the same key and body: the twin must get its own answer (`twin`), never the owner's stored one."""
+
+    name: str
+    path: str
+    target: str
+    json: Body
+    owner: int
+    twin: int
+
+
+REPLAYED: list[Replayed] = [
+    Replayed("register the owner's enterprise", f"{API}/enterprises", "fresh", _enterprise_body, 201, 403),
+    Replayed(
+        "request a drawdown on the owner's line",
+        f"{API}/credit-lines/{{line_id}}/drawdowns",
+        "recognition",
+        lambda o: {"amount": "1000.00"},
+        201,
+        404,
+    ),
+    Replayed(
+        "request a bridge loan",
+        f"{API}/bridge-loans",
+        "recognition",
+        lambda o: {"amount": "1000.00", "term_days": 10, "purpose": "matrix replay"},
+        201,
+        409,  # the twin's own enterprise holds no recognition
+    ),
+    Replayed(
+        "withdraw the owner's application",
+        f"{API}/applications/{{application_id}}/withdraw",
+        "review",
+        lambda o: {"reason": "matrix replay"},
+        200,
+        404,
+    ),
+]
+
+
+async def _cross_tenant(world: World) -> list[str]:
+    """Every case of REPLAYED; each owner's retry is still replayed (the key works for its own identity)."""
+    failures = []
+    for case in REPLAYED:
+        if case.target == "fresh":
+            target = Obj(uscc=random_uscc(REGION))
+        elif case.target == "review":
+            target = await in_review(world)  # rows have consumed the pool's spares
+        else:
+            target = world.pools[case.target][0]  # shared by the rows, never consumed
+        url = case.path.format(**target.ids)
+        key = {"Idempotency-Key": f"replay-{uuid.uuid4()}"}
+        first = await world.api.post(url, headers={**world.owner(target), **key}, json=case.json(target))
+        again = await world.api.post(url, headers={**world.owner(target), **key}, json=case.json(target))
+        twin = await world.api.post(url, headers={**world.twin(target), **key}, json=case.json(target))
+        where = f"{case.name} ({url})"
+        if first.status_code != case.owner:
+            failures.append(
+                f"{where}: the owner got {first.status_code}, expected {case.owner}: {first.text}"
+            )
+        elif again.status_code != case.owner or again.headers.get("Idempotent-Replayed") != "true":
+            failures.append(f"{where}: the owner's retry was not replayed: {again.status_code}")
+        if twin.status_code != case.twin or twin.headers.get("Idempotent-Replayed"):
+            failures.append(
+                f"{where}: another tenant with the owner's sub and key got {twin.status_code} "
+                f"(replayed: {twin.headers.get('Idempotent-Replayed')}), expected {case.twin}: "
+                + twin.text[:200]
+            )
+    return failures
+
+
 async def test_every_operation_x_every_caller(
     matrix_api: httpx.AsyncClient, settings: Settings, resources: Resources
 ) -> None:
@@ -706,5 +784,6 @@ async def test_every_operation_x_every_caller(
 
     results = await asyncio.gather(*(_run_row(world, row, fresh) for row in ROWS))
     failures = [f for row_failures in results for f in row_failures]
-    cells = len(ROWS) * len(CALLERS)
+    failures += await _cross_tenant(world)
+    cells = len(ROWS) * len(CALLERS) + len(REPLAYED)
     assert not failures, f"{len(failures)} of {cells} cells are wrong:\n" + "\n".join(failures)

@@ -172,6 +172,15 @@ def _application(**year_changes: Any) -> dict[str, Any]:
     return {"uscc": random_uscc(), "program": "demo", "tier": "specialized_new", "metrics": metrics}
 
 
+# An objection to an application that does not exist: the route would answer 404, so a 422 proves the body
+# was refused before any route read it.
+NOBODY_OBJECTS = "/api/v1/applications/00000000-0000-4000-8000-000000000000/objections"
+
+
+def _nul_objection(encoding: str = "utf-8") -> bytes:
+    return json.dumps({"reason": "a\x00b"}).encode(encoding)
+
+
 JSON = {"Content-Type": "application/json"}
 HOSTILE: list[tuple[str, str, str, dict[str, Any]]] = [
     ("NUL in a JSON string", "POST", "/api/v1/enterprises", {"json": _enterprise(name="a\x00b")}),
@@ -218,6 +227,45 @@ HOSTILE: list[tuple[str, str, str, dict[str, Any]]] = [
         {"json": {"decision": "reject", "reason": "a\x00b"}},
     ),
     ("NUL in an object key", "POST", "/api/v1/enterprises", {"json": {"a\x00": 1}}),
+    # The media type is matched as RFC 9110 says (case-insensitive, with parameters), and only UTF-8 JSON
+    # text is read: a NUL must not slip past the check under another spelling or encoding.
+    (
+        "NUL under an upper-case media type",
+        "POST",
+        NOBODY_OBJECTS,
+        {"content": _nul_objection(), "headers": {"Content-Type": "Application/JSON"}},
+    ),
+    (
+        "NUL under a charset parameter",
+        "POST",
+        NOBODY_OBJECTS,
+        {"content": _nul_objection(), "headers": {"Content-Type": 'application/json; Charset="UTF-8"'}},
+    ),
+    (
+        "NUL under a +json media type",
+        "POST",
+        NOBODY_OBJECTS,
+        {"content": _nul_objection(), "headers": {"Content-Type": "application/merge-patch+json"}},
+    ),
+    ("NUL without a media type", "POST", NOBODY_OBJECTS, {"content": _nul_objection()}),
+    (
+        "UTF-16 body with a byte-order mark",
+        "POST",
+        NOBODY_OBJECTS,
+        {"content": _nul_objection("utf-16"), "headers": JSON},
+    ),
+    (
+        "UTF-16 body without a byte-order mark",
+        "POST",
+        NOBODY_OBJECTS,
+        {"content": _nul_objection("utf-16-le"), "headers": {"Content-Type": "APPLICATION/JSON"}},
+    ),
+    (
+        "UTF-32 body",
+        "POST",
+        NOBODY_OBJECTS,
+        {"content": json.dumps({"reason": "x\x00y"}).encode("utf-32"), "headers": JSON},
+    ),
 ]
 HOSTILE[1][3]["json"]["metrics"]["certifications"] = ["ISO\x009001"]
 
@@ -302,3 +350,28 @@ async def test_a_value_the_database_refuses_is_a_422(
     assert resp.headers["content-type"] == PROBLEM
     assert resp.json()["errors"] == [{"field": "request", "message": "a value the database refuses"}]
     assert "sql" not in resp.text.lower()
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json; charset=utf-16",
+        "application/json;charset=ISO-8859-1",
+        "Application/Json; charset=x",
+    ],
+)
+async def test_json_in_another_charset_is_a_415_and_changes_nothing(
+    api_rollback: httpx.AsyncClient, settings: Settings, content_type: str
+) -> None:
+    """RFC 8259 section 8.1: JSON between systems is UTF-8; a body labelled otherwise is not read at all."""
+    uscc = random_uscc()
+    owner = bearer(make_token(settings, "enterprise", f"enterprise-{uscc}", uscc=uscc))
+    body = json.dumps(_enterprise(uscc=uscc)).encode()
+    resp = await api_rollback.post(
+        "/api/v1/enterprises", headers={**owner, "Content-Type": content_type}, content=body
+    )
+    assert resp.status_code == 415, resp.text
+    assert resp.headers["content-type"] == PROBLEM
+    assert "UTF-8" in resp.json()["detail"]
+    missing = await api_rollback.get(f"/api/v1/enterprises/{uscc}", headers=owner)
+    assert missing.status_code == 404
