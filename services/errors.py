@@ -15,6 +15,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
+from services.methods import MethodsLayer, PathMethods, allow_header, route_path
+
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://giantflow.dev/problems/"
 # FastAPI's HTTPException (400) for a body it could not decode at all.
@@ -164,6 +166,10 @@ def temporal_unreachable(exc: BaseException) -> bool:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
+    # Every method a path serves, for the 405's `Allow`; HEAD and OPTIONS answered (services/methods.py).
+    path_methods = PathMethods(app)
+    app.add_middleware(MethodsLayer, methods=path_methods)
+
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GiantflowError)
         return problem_response(
@@ -207,15 +213,20 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else phrase
         if status == 404 and detail == "Not Found":
             detail = f"No resource at {request.url.path}"
+        headers = dict(exc.headers) if exc.headers else None
         if status == 405:
             detail = f"{request.method} is not allowed on {request.url.path}"
+            # The route that raised it names only its own methods; the path may have other routes.
+            allowed = path_methods.allowed(route_path(request.scope))
+            if allowed:
+                headers = {**(headers or {}), "Allow": allow_header(allowed)}
         return problem_response(
             status,
             title=phrase,
             detail=detail,
             slug=phrase.lower().replace(" ", "-"),
             instance=request.url.path,
-            headers=dict(exc.headers) if exc.headers else None,
+            headers=headers,
         )
 
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
