@@ -12,6 +12,7 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt ./
 COPY services/ services/
 COPY workflows/ workflows/
+COPY devtools/ devtools/
 RUN pip install -c constraints.txt .
 
 FROM ${PYTHON_IMAGE}
@@ -34,6 +35,9 @@ WORKDIR /app
 COPY alembic.ini ./
 COPY services/ services/
 COPY workflows/ workflows/
+# The partner-bank simulator (`giantflow bank-sim`, the compose file's stand-in bank) lives in devtools;
+# `api`, `worker` and `migrate` never import it.
+COPY devtools/ devtools/
 COPY migrations/ migrations/
 COPY programs/ programs/
 USER giantflow

@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import io
 import json
 import os
@@ -63,55 +62,42 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 if TYPE_CHECKING:
+    from devtools.devstack import EmbeddedPostgres, Part
+    from services.auth import Role
     from services.config import Settings
-    from services.devstack import EmbeddedPostgres
 
-# The service's code is imported from a snapshot taken at start-up (see `snapshot`), never at import time:
-# every process of the run, restarted ones included, and this runner then run the same code even while the
-# working tree changes under them.
+# The service's code, and the devtools and bench/journey.py this runner drives it with, are imported from a
+# snapshot taken at start-up (see `snapshot`), never at import time: every process of the run, restarted ones
+# included, and this runner then run the same code even while the working tree changes under them.
 ROOT = Path(__file__).resolve().parent.parent
-SNAPSHOT_PATHS = ("services", "workflows", "migrations", "alembic.ini", "tests/__init__.py", "tests/support")
+SNAPSHOT_PATHS = (
+    "services",
+    "workflows",
+    "devtools",
+    "migrations",
+    "alembic.ini",
+    "bench/__init__.py",
+    "bench/journey.py",
+)
 
-BIN = Path(sys.executable).parent
 PROGRAM = "chaos"
-REGION = "500103"  # an enterprise's district; municipal reviewers of 500100, provincial of 500000
-USCC_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 THRESHOLD = Decimal("1000000.00")  # dual approval above this (the generated program's threshold)
 LINE_LIMIT = Decimal("2000000000.00")
 NOT_FOUND_AFTER_CREATE = "HTTP 404 for a drawdown the API had just answered 201 for"
 OFFICER_409 = "approval: 409 though this officer's earlier attempt was recorded"
 OFFICERS = [f"finance-{n}" for n in range(1, 7)]
 TERMINAL = {"disbursed", "failed", "rejected", "expired"}
-_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def say(line: str = "") -> None:
     print(line, flush=True)
-
-
-# The dev stack's own probes, imported from the snapshot of the code (see `snapshot`), not copied here.
-def free_port() -> int:
-    from services.devstack import free_port as pick
-
-    return pick()
-
-
-def http_ok(url: str) -> bool:
-    from services.devstack import http_ok as probe
-
-    return probe(url)
-
-
-def tcp_open(host: str, port: int) -> bool:
-    from services.devstack import tcp_open as probe
-
-    return probe(host, port)
 
 
 def snapshot(dest: Path, ref: str | None) -> str:
@@ -143,23 +129,17 @@ def snapshot(dest: Path, ref: str | None) -> str:
     return what
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the runner dying takes its children along
-
-
 # --- processes -------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Proc:
-    """One child process in its own process group; the chaos thread kills it, the supervisor restarts it."""
+    """A part of the stack (`devtools.devstack.Part`: its own process group, SIGKILLed when the runner's main
+    thread ends) that the chaos thread kills and the supervisor restarts."""
 
-    name: str
-    argv: list[str]
+    part: Part
     env: dict[str, str]
     log_path: Path
-    ready_url: str | None = None
-    process: subprocess.Popen[bytes] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     killed: bool = False  # the last death was ours
     died_at: float | None = None
@@ -167,51 +147,34 @@ class Proc:
     restarts: int = 0
     unexpected_exits: list[int] = field(default_factory=list)
 
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        self.died_at = None
+    @property
+    def name(self) -> str:
+        return self.part.name
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.part.alive
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.part.start(self.env, log)
+        self.died_at = None
 
     def kill(self) -> bool:
         """SIGKILL the whole process group (no goodbye: sockets, transactions and tasks are simply cut)."""
         with self.lock:
             if not self.alive:
                 return False
-            assert self.process is not None
+            assert self.part.process is not None
             self.killed = True
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+                os.killpg(self.part.process.pid, signal.SIGKILL)
             self.kills += 1
             return True
 
     def stop(self, timeout: float = 3.0) -> None:
         with self.lock:
-            if self.process is None:
-                return
-            pid = self.process.pid
-            if self.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGTERM)
-                try:
-                    self.process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    pass
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(5)
+            self.part.stop(timeout)
 
     def last_words(self) -> str:
         lines = [
@@ -224,13 +187,14 @@ class Proc:
     def supervise(self, now: float, delay: float) -> str | None:
         """Restart the process ``delay`` s after it died; returns a note when the death was not ours."""
         with self.lock:
-            if self.process is None or self.process.poll() is None:
+            process = self.part.process
+            if process is None or process.poll() is None:
                 return None
             note = None
             if self.died_at is None:
                 self.died_at = now
                 if not self.killed:
-                    code = self.process.returncode
+                    code = process.returncode
                     self.unexpected_exits.append(code)
                     note = f"{self.name} exited by itself with {code}"
                     if len(self.unexpected_exits) >= 3:
@@ -248,6 +212,8 @@ class Proc:
 
 class Stack:
     def __init__(self, data_dir: Path, *, seed: int, apis: int, workers: int, faults: dict[str, Any]) -> None:
+        from devtools.devstack import free_port
+
         self.data_dir = data_dir
         self.logs = data_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -283,6 +249,11 @@ class Stack:
             data_dir=self.data_dir / "var",
         )
 
+    def token(self, role: Role, sub: str, **claims: str) -> str:
+        from services.auth import issue_development_token
+
+        return issue_development_token(self.settings(), role=role, sub=sub, ttl=timedelta(hours=6), **claims)
+
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GIANTFLOW_")}
         env.setdefault("XDG_RUNTIME_DIR", "/tmp")
@@ -304,95 +275,77 @@ class Stack:
         )
         return env
 
-    def _wait(self, what: str, check: Callable[[], bool], alive: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            if not alive():
-                raise RuntimeError(f"{what} exited while starting; see {self.logs}")
-            time.sleep(0.2)
-        raise RuntimeError(f"{what} was not ready after {timeout:.0f} s; see {self.logs}")
+    def _proc(
+        self, name: str, argv: list[str], ready: Callable[[], bool], listens: str, env: dict[str, str]
+    ) -> Proc:
+        from devtools.devstack import Part
+
+        part = Part(name, argv, ready=ready, listens=listens, death_signal=signal.SIGKILL)
+        return Proc(part, env, self.logs / f"{name}.log")
+
+    def _wait(self, proc: Proc, timeout: float) -> None:
+        from devtools.devstack import wait_until
+
+        wait_until(proc.part.ready, timeout=timeout, what=proc.name, alive=lambda: proc.alive)
+        say(f"  {proc.name:<13} {proc.part.listens}")
 
     def start(self, write_program: Callable[[Path], None]) -> None:
+        from devtools.devstack import (
+            EmbeddedPostgres,
+            giantflow,
+            http_ok,
+            migrate,
+            tcp_open,
+            temporal_dev_server,
+        )
+
         self.programs_dir.mkdir(parents=True, exist_ok=True)
         write_program(self.programs_dir)
-        from services.devstack import EmbeddedPostgres
-
         self._pg_log = (self.logs / "postgres.log").open("a", buffering=1)
         self.postgres = EmbeddedPostgres(self.data_dir / "postgres", port=self.pg_port, log=self._pg_log)
         self.postgres.start()
         say(f"  postgres      127.0.0.1:{self.pg_port} (data in {self.postgres.data_dir})")
-        migrate = subprocess.run(
-            [str(BIN / "giantflow"), "migrate"], env=self.env(), capture_output=True, text=True, check=False
-        )
-        if migrate.returncode != 0:
-            raise RuntimeError(f"giantflow migrate failed: {migrate.stderr.strip()[-500:]}")
+        migrate(self.env())
         say("  migrations    alembic upgrade head: done")
         t_host, t_port = self.temporal_address.split(":")
-        temporal = Proc(
+        db_file = self.data_dir / "temporal.db"
+        temporal = self._proc(
             "temporal",
-            [
-                str(BIN / "temporal"),
-                "server",
-                "start-dev",
-                "--db-filename",
-                str(self.data_dir / "temporal.db"),
-                "--ip",
-                t_host,
-                "--port",
-                t_port,
-                "--headless",
-                "--namespace",
-                "default",
-                "--log-level",
-                "warn",
-                "--sqlite-pragma",
-                "journal_mode=wal",
-                "--sqlite-pragma",
-                "synchronous=normal",
-            ],
+            temporal_dev_server(db_file, t_host, int(t_port), namespace="default", ui_port=None),
+            lambda: tcp_open(t_host, int(t_port)),
+            f"{self.temporal_address} (SQLite {db_file})",
             self.env(),
-            self.logs / "temporal.log",
         )
-        bank_env = self.env(**{f"GIANTFLOW_BANK_{k.upper()}": str(v) for k, v in self.faults.items()})
-        bank = Proc(
+        bank = self._proc(
             "bank-sim",
-            [str(BIN / "giantflow"), "bank-sim"],
-            bank_env,
-            self.logs / "bank-sim.log",
-            ready_url=f"{self.bank_url}/healthz",
+            giantflow("bank-sim"),
+            lambda: http_ok(f"{self.bank_url}/healthz"),
+            f"{self.bank_url} (faults {json.dumps(self.faults, sort_keys=True)})",
+            self.env(**{f"GIANTFLOW_BANK_{k.upper()}": str(v) for k, v in self.faults.items()}),
         )
         self.fixed = [temporal, bank]
-        temporal.start()
-        self._wait("temporal", lambda: tcp_open(t_host, int(t_port)), lambda: temporal.alive, 60)
-        say(f"  temporal      {self.temporal_address} (SQLite {self.data_dir / 'temporal.db'})")
-        bank.start()
-        self._wait("bank-sim", lambda: http_ok(f"{self.bank_url}/healthz"), lambda: bank.alive, 60)
-        say(f"  bank-sim      {self.bank_url} (faults {json.dumps(self.faults, sort_keys=True)})")
+        for proc in self.fixed:
+            proc.start()
+            self._wait(proc, 60)
         for n in range(self.workers_wanted):
-            worker = Proc(
-                f"worker-{n + 1}",
-                [str(BIN / "giantflow"), "worker"],
-                self.env(),
-                self.logs / f"worker-{n + 1}.log",
+            worker = self._proc(
+                f"worker-{n + 1}", giantflow("worker"), lambda: True, "task queue 'giantflow'", self.env()
             )
             worker.start()
             self.workers.append(worker)
         for n, url in enumerate(self.api_urls):
             port = url.rsplit(":", 1)[1]
-            api = Proc(
+            api = self._proc(
                 f"api-{n + 1}",
-                [str(BIN / "giantflow"), "api"],
+                giantflow("api"),
+                partial(http_ok, f"{url}/readyz"),
+                f"{url}/readyz",
                 self.env(GIANTFLOW_API_HOST="127.0.0.1", GIANTFLOW_API_PORT=port),
-                self.logs / f"api-{n + 1}.log",
-                ready_url=f"{url}/readyz",
             )
             api.start()
             self.apis.append(api)
         for api in self.apis:
-            self._wait(api.name, lambda a=api: http_ok(str(a.ready_url)), lambda a=api: a.alive, 90)  # type: ignore[misc]
-            say(f"  {api.name:<13} {api.ready_url}")
+            self._wait(api, 90)
         say(f"  workers       {len(self.workers)} on task queue 'giantflow'")
         say(f"  logs          {self.logs}")
 
@@ -538,7 +491,7 @@ async def guarded(work: Awaitable[T], supervisor: asyncio.Task[None]) -> T:
 @dataclass
 class Enterprise:
     uscc: str
-    token: str
+    token: str = ""  # its owner's, set by the seeding
     line_id: str = ""
     closed_account: bool = False
 
@@ -793,100 +746,23 @@ async def run_load(
 # --- seeding through the real review path ----------------------------------------------------------------
 
 
-def token(settings: Settings, role: str, sub: str, **claims: str) -> str:
-    from services.auth import Role, issue_development_token
-
-    return issue_development_token(settings, role=Role(role), sub=sub, ttl=timedelta(hours=6), **claims)
-
-
-async def seed_enterprise(api: Api, settings: Settings, enterprise: Enterprise, timeout: float) -> None:
+async def seed_enterprise(api: Api, stack: Stack, enterprise: Enterprise, timeout: float) -> None:
     """Register, upload evidence, apply, pass screening and both reviews, wait out the notice, then wait for
-    the benefits workflow to open the credit line - all over HTTP."""
-    from tests.support.factories import strong_metrics
+    the benefits workflow to open the credit line - all over HTTP (bench/journey.py's way), each call retried
+    like the load's."""
+    from bench.journey import Journey
 
-    uscc, ent = enterprise.uscc, enterprise.token
+    async def send(
+        method: str, path: str, token: str, *, key: str | None = None, json: Any = None, **request: Any
+    ) -> httpx.Response | None:
+        response, _ = await api.call(method, path, token, body=json, key=key, what="seed", **request)
+        return response
 
-    async def ok(response: httpx.Response | None, *codes: int) -> dict[str, Any]:
-        if response is None or response.status_code not in codes:
-            text = "no answer" if response is None else f"{response.status_code} {response.text[:300]}"
-            raise RuntimeError(f"seeding {uscc}: {text}")
-        result: dict[str, Any] = response.json()
-        return result
-
-    body = {
-        "uscc": uscc,
-        "name": f"Chaos Co {uscc[-6:]}",
-        "region_code": REGION,
-        "industry": "machinery",
-        "founded_on": "2012-03-01",
-    }
-    await ok((await api.call("POST", "/enterprises", ent, body=body, key=f"reg-{uscc}", what="seed"))[0], 201)
-    evidence = []
-    for kind in ("business_licence", "financial_statements_3y"):
-        response, _ = await api.call(
-            "POST",
-            "/documents",
-            ent,
-            data={"kind": kind},
-            files={"file": (f"{kind}.pdf", b"%PDF-1.4 chaos evidence\n", "application/pdf")},
-            what="seed",
-        )
-        evidence.append((await ok(response, 201))["id"])
-    application = await ok(
-        (
-            await api.call(
-                "POST",
-                "/applications",
-                ent,
-                body={
-                    "uscc": uscc,
-                    "program": PROGRAM,
-                    "tier": "specialized_new",
-                    "metrics": strong_metrics(),
-                    "evidence": evidence,
-                },
-                key=f"apply-{uscc}",
-                what="seed",
-            )
-        )[0],
-        201,
+    journey = Journey(
+        api.http, stack.token, enterprise.uscc, program=PROGRAM, send=send, timeout=timeout, poll=0.3
     )
-    path = f"/applications/{application['id']}"
-    deadline = time.monotonic() + timeout
-    reviewers = [("municipal", "500100"), ("provincial", "500000")]
-    while True:
-        state = await ok((await api.call("GET", path, ent, what="seed"))[0], 200)
-        if state["status"] == "recognized":
-            break
-        if state["status"] in ("ineligible", "rejected", "withdrawn"):
-            raise RuntimeError(f"seeding {uscc}: the application ended {state['status']}")
-        if state["status"] == "in_review" and reviewers and state.get("stage") == reviewers[0][0]:
-            level, region = reviewers.pop(0)
-            reviewer = token(settings, "reviewer", f"reviewer-{level}", level=level, region=region)
-            await ok(
-                (
-                    await api.call(
-                        "POST",
-                        f"{path}/decisions",
-                        reviewer,
-                        body={"decision": "approve", "reason": "chaos seed"},
-                        what="seed",
-                    )
-                )[0],
-                200,
-            )
-            continue
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"seeding {uscc}: still {state['status']} after {timeout:.0f} s")
-        await asyncio.sleep(0.3)
-    while True:
-        lines = await ok((await api.call("GET", "/credit-lines", ent, what="seed"))[0], 200)
-        if lines["items"]:
-            enterprise.line_id = lines["items"][0]["id"]
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"seeding {uscc}: no credit line after {timeout:.0f} s")
-        await asyncio.sleep(0.3)
+    enterprise.token = journey.owner
+    enterprise.line_id = (await journey.to_credit_line())["id"]
 
 
 # --- settling and accounting -----------------------------------------------------------------------------
@@ -967,74 +843,54 @@ async def read_rows(engine: Any) -> dict[str, Any]:
     from sqlalchemy import text
 
     async with engine.connect() as conn:
+
+        async def rows(sql: str) -> list[Any]:
+            return list((await conn.execute(text(sql))).all())
+
         drawdowns = {
             r.id: r._asdict()
-            for r in (
-                await conn.execute(
-                    text(
-                        "SELECT id::text AS id, status, amount, uscc, credit_line_id::text AS line, "
-                        "required_approvals, requested_by, reason FROM drawdowns"
-                    )
-                )
-            ).all()
+            for r in await rows(
+                "SELECT id::text AS id, status, amount, uscc, credit_line_id::text AS line, "
+                "required_approvals, requested_by, reason FROM drawdowns"
+            )
         }
         disbursements = {
             r.drawdown_id: r._asdict()
-            for r in (
-                await conn.execute(
-                    text(
-                        "SELECT drawdown_id::text AS drawdown_id, status, amount, bank_key, bank_reference, "
-                        "ledger_entry_id::text AS ledger_entry_id, failure_reason FROM disbursements "
-                        "WHERE drawdown_id IS NOT NULL"
-                    )
-                )
-            ).all()
+            for r in await rows(
+                "SELECT drawdown_id::text AS drawdown_id, status, amount, bank_key, bank_reference, "
+                "ledger_entry_id::text AS ledger_entry_id, failure_reason FROM disbursements "
+                "WHERE drawdown_id IS NOT NULL"
+            )
         }
-        bank_keys = set((await conn.execute(text("SELECT bank_key FROM disbursements"))).scalars().all())
+        bank_keys = {r[0] for r in await rows("SELECT bank_key FROM disbursements")}
         entries = {  # the debits of each entry a disbursement points at
             r[0]: Decimal(r[1])
-            for r in (
-                await conn.execute(
-                    text(
-                        "SELECT d.drawdown_id::text, coalesce(sum(l.debit), 0) FROM disbursements d "
-                        "JOIN ledger_lines l ON l.entry_id = d.ledger_entry_id "
-                        "WHERE d.drawdown_id IS NOT NULL GROUP BY d.drawdown_id"
-                    )
-                )
-            ).all()
+            for r in await rows(
+                "SELECT d.drawdown_id::text, coalesce(sum(l.debit), 0) FROM disbursements d "
+                "JOIN ledger_lines l ON l.entry_id = d.ledger_entry_id "
+                "WHERE d.drawdown_id IS NOT NULL GROUP BY d.drawdown_id"
+            )
         }
         lines = {
             r.id: r._asdict()
-            for r in (
-                await conn.execute(
-                    text(
-                        "SELECT id::text AS id, uscc, credit_limit, reserved, drawn, status FROM credit_lines"
-                    )
-                )
-            ).all()
+            for r in await rows(
+                "SELECT id::text AS id, uscc, credit_limit, reserved, drawn, status FROM credit_lines"
+            )
         }
         receivables = {
             r[0].split(":", 1)[1]: Decimal(r[1])
-            for r in (
-                await conn.execute(
-                    text(
-                        "SELECT a.code, coalesce(sum(l.debit - l.credit), 0) FROM ledger_accounts a "
-                        "LEFT JOIN ledger_lines l ON l.account_id = a.id "
-                        "WHERE a.code LIKE 'credit_receivable:%' GROUP BY a.code"
-                    )
-                )
-            ).all()
+            for r in await rows(
+                "SELECT a.code, coalesce(sum(l.debit - l.credit), 0) FROM ledger_accounts a "
+                "LEFT JOIN ledger_lines l ON l.account_id = a.id "
+                "WHERE a.code LIKE 'credit_receivable:%' GROUP BY a.code"
+            )
         }
         idem = {
             r[0]: (r[1], r[2])
-            for r in (
-                await conn.execute(
-                    text(
-                        "SELECT response->>'id', caller, key FROM idempotency_keys "
-                        "WHERE endpoint LIKE 'POST /credit-lines/%/drawdowns' AND response IS NOT NULL"
-                    )
-                )
-            ).all()
+            for r in await rows(
+                "SELECT response->>'id', caller, key FROM idempotency_keys "
+                "WHERE endpoint LIKE 'POST /credit-lines/%/drawdowns' AND response IS NOT NULL"
+            )
         }
     return {
         "drawdowns": drawdowns,
@@ -1188,16 +1044,14 @@ def main() -> int:
     data_dir = Path(tempfile.mkdtemp(prefix=f"giantflow-chaos-{seed}-"))
     try:
         say(f"code: {snapshot(data_dir / 'src', args.ref)}")
-        from services.identifiers import make_uscc
+        from bench.journey import DISTRICT
+        from devtools.seeding import random_uscc
     except (subprocess.CalledProcessError, OSError, ImportError) as exc:
         say(f"chaos run could not take its code snapshot: {type(exc).__name__}: {exc}")
         shutil.rmtree(data_dir, ignore_errors=True)
         return 2
     rng = random.Random(seed)
-    usccs = [
-        make_uscc("91" + REGION + "".join(rng.choice(USCC_CHARS) for _ in range(9)))
-        for _ in range(args.enterprises + 1)
-    ]
+    usccs = [random_uscc(DISTRICT, rng) for _ in range(args.enterprises + 1)]
     closed = usccs[-1] if args.closed_share > 0 else None
     faults = {
         "seed": seed,
@@ -1249,7 +1103,8 @@ def main() -> int:
 async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str], wall: float) -> bool:
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    settings = stack.settings()
+    from services.auth import Role
+
     chaos_log = ChaosLog()
     stats = LoadStats()
     stop_supervisor = asyncio.Event()
@@ -1265,22 +1120,17 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
             seeding = time.monotonic()
             setup_api = Api(stack.api_urls, http, stats, deadline=time.monotonic() + 180)
             enterprises = [
-                Enterprise(
-                    uscc=u,
-                    token=token(settings, "enterprise", f"ent-{u}", uscc=u),
-                    closed_account=(u == usccs[-1] and args.closed_share > 0),
-                )
-                for u in usccs
+                Enterprise(uscc=u, closed_account=(u == usccs[-1] and args.closed_share > 0)) for u in usccs
             ]
             await guarded(
-                asyncio.gather(*(seed_enterprise(setup_api, settings, e, 150) for e in enterprises)),
+                asyncio.gather(*(seed_enterprise(setup_api, stack, e, 150) for e in enterprises)),
                 supervisor,
             )
             say(
                 f"seeded {len(enterprises)} recognised enterprises with credit lines through the API "
                 f"in {time.monotonic() - seeding:.0f} s (set-up total {time.monotonic() - wall:.0f} s)"
             )
-            finance_tokens = {sub: token(settings, "finance", sub) for sub in OFFICERS}
+            finance_tokens = {sub: stack.token(Role.finance, sub) for sub in OFFICERS}
             jobs = plan(seed, args.disbursements, enterprises, args)
 
             # 2. the load under chaos.
@@ -1309,7 +1159,7 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
         # 3. settle: every part back, bank calm, bounded wait for the payments.
         for _ in range(300):
             if all(p.alive for p in [*stack.apis, *stack.workers]) and all(
-                http_ok(str(a.ready_url)) for a in stack.apis
+                a.part.ready() for a in stack.apis
             ):
                 break
             await asyncio.sleep(0.2)

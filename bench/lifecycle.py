@@ -21,13 +21,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from bench.journey import Journey, expect
+from bench.journey import Journey
 from bench.stack import BIN, Stack
+from devtools.seeding import random_uscc
 from services.app import create_app
 from services.config import Settings
 from services.db import create_engine, create_sessionmaker
 from services.resources import Resources
-from tests.support.factories import random_uscc
 from workflows.worker import build_worker
 
 DATABASE = "lifecycle"
@@ -90,7 +90,7 @@ async def lifecycle(stack: Stack) -> float:
             await env.sleep(timedelta(days=3 * 366))  # the recognition's three years run out
 
             async def re_review() -> str | None:
-                page = expect(await http.get("/api/v1/applications", headers=journey.owner), 200)
+                page = await journey.call("GET", "/applications", journey.owner, 200)
                 renewals = [a for a in page["items"] if a["id"] != application_id]
                 return next((a["id"] for a in renewals if a["status"] == "in_review"), None)
 

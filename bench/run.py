@@ -37,12 +37,12 @@ sys.path.insert(0, str(ROOT))
 from bench import noop  # noqa: E402
 from bench.journey import BATCH, DISTRICT, EVIDENCE, PROGRAM, Journey, application_body  # noqa: E402
 from bench.stack import BIN, Stack, process, running  # noqa: E402
+from devtools.devstack import free_port  # noqa: E402
+from devtools.seeding import random_uscc  # noqa: E402
 from services.applications.models import Application, Document, Enterprise, ReviewTask  # noqa: E402
 from services.auth import Role  # noqa: E402
 from services.credit.models import Disbursement  # noqa: E402
-from services.devstack import free_port  # noqa: E402
 from services.resources import connect_temporal  # noqa: E402
-from tests.support.factories import random_uscc  # noqa: E402
 
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 CONCURRENCY = 32
@@ -327,9 +327,7 @@ async def disbursements(stack: Stack, engine: AsyncEngine, figures: Figures, cou
     committed (visible in the database), one drawdown at a time."""
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as http:
         journey = Journey(http, stack.token, random_uscc(DISTRICT))
-        application_id = await journey.submit()
-        await journey.approve_both_levels(application_id)
-        line = await journey.credit_line()
+        line = await journey.to_credit_line()
         latencies = []
         for _ in range(count):
             drawdown_id = await journey.request_drawdown(line["id"], "5000.00")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import psutil
 
+from devtools.devstack import free_port, http_ok
 from services.auth import Role, issue_development_token
 from services.config import Settings
-from services.devstack import free_port, http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -16,21 +16,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from services.devstack import free_port
+from devtools.devstack import free_port, http_ok
 
 BIN = Path(sys.executable).parent
-
-
-def ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 def one_run(data_dir: Path) -> tuple[float, float]:
@@ -52,7 +43,7 @@ def one_run(data_dir: Path) -> tuple[float, float]:
         [str(BIN / "giantflow"), "dev"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        while not ready(f"http://127.0.0.1:{api_port}/readyz"):
+        while not http_ok(f"http://127.0.0.1:{api_port}/readyz"):
             if process.poll() is not None:
                 raise SystemExit(f"giantflow dev exited with {process.returncode}")
             time.sleep(0.05)

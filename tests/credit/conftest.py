@@ -20,18 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowHandle
 from temporalio.worker import Worker
 
+from devtools.banksim import create_bank_app
+from devtools.devstack import free_port
 from services.auth import Role
 from services.config import Settings
+from services.contracts import BenefitGrant
 from services.credit import repository, service
-from services.credit.banksim import create_bank_app
 from services.db import create_sessionmaker
-from services.devstack import free_port
 from services.resources import Resources
 from tests.conftest import bearer, make_token
 from workflows.benefits import BenefitsWorkflow
 from workflows.credit_activities import CreditActivities
 from workflows.disbursement import DisbursementWorkflow
-from workflows.inputs import BenefitGrant
 
 PROGRAMS = Path(__file__).parent / "programs"
 HISTORIES = Path(__file__).parent.parent / "workflows" / "histories"

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.banksim import create_bank_app
 from services.credit.bank import BankClient, BankRejected, BankUnavailable
-from services.credit.banksim import create_bank_app
 from tests.credit.conftest import BankSim, new_uscc
 
 

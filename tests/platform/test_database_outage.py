@@ -12,10 +12,10 @@ import httpx
 import pytest
 from alembic import command
 
+from devtools.devstack import EmbeddedPostgres, free_port
 from services.app import create_app
 from services.config import Settings
 from services.db import create_engine, create_sessionmaker
-from services.devstack import EmbeddedPostgres, free_port
 from services.migrate import alembic_config
 from services.resources import Resources
 from tests.conftest import bearer, make_token

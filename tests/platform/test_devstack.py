@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import psutil
 import pytest
 
-from services.devstack import free_port
+from devtools.devstack import free_port
 from tests.conftest import BIN_DIR, TEST_SECRET
 
 pytestmark = pytest.mark.slow
@@ -259,16 +261,35 @@ def _upload(url: str, token: str, kind: str) -> str:
         return str(json.loads(resp.read())["id"])
 
 
-def test_end_to_end_over_http_against_the_running_stack(stack_env: dict[str, str], tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """One `giantflow dev` shared by the tests that drive a whole application over HTTP: the demo program
+    with a 2 s public notice instead of 20 s. Yields the stack's environment."""
+    root = tmp_path_factory.mktemp("demo-stack")
+    programs = root / "programs"
+    programs.mkdir()
+    demo = (Path(__file__).resolve().parents[2] / "programs" / "demo.toml").read_text()
+    (programs / "demo.toml").write_text(demo.replace('notice_period = "PT20S"', 'notice_period = "PT2S"'))
+    env = {**_env(root / "var"), "GIANTFLOW_PROGRAMS_DIR": str(programs)}
+    process = _start(env)
+    try:
+        _wait_ready(f"http://127.0.0.1:{env['GIANTFLOW_API_PORT']}", process)
+    except AssertionError as exc:
+        if process.poll() is None:
+            _stop(process)
+        raise AssertionError(f"{exc}; its output:\n{_output(env)}") from None
+    try:
+        yield env
+    finally:
+        assert _stop(process) == []
+
+
+def test_end_to_end_over_http_against_the_running_stack(demo_stack: dict[str, str]) -> None:
     """Register, submit, see screening, approve each stage, watch the notice pass, read the recognition -
     over real HTTP against `giantflow dev`'s API, worker, Temporal dev server and PostgreSQL."""
     from tests.support.factories import random_uscc, strong_metrics
 
-    programs = tmp_path / "programs"
-    programs.mkdir()
-    demo = (Path(__file__).resolve().parents[2] / "programs" / "demo.toml").read_text()
-    (programs / "demo.toml").write_text(demo.replace('notice_period = "PT20S"', 'notice_period = "PT2S"'))
-    env = {**stack_env, "GIANTFLOW_PROGRAMS_DIR": str(programs)}
+    env = demo_stack
     api = f"http://127.0.0.1:{env['GIANTFLOW_API_PORT']}/api/v1"
 
     def token(*args: str) -> str:
@@ -276,108 +297,128 @@ def test_end_to_end_over_http_against_the_running_stack(stack_env: dict[str, str
             [str(BIN_DIR / "giantflow"), "token", *args], env=env, capture_output=True, text=True, check=True
         ).stdout.strip()
 
-    process = _start(env)
-    try:
-        _wait_ready(api.removesuffix("/api/v1"), process)
-        uscc = random_uscc("500103")
-        enterprise = token("--role", "enterprise", "--uscc", uscc)
-        status, _ = _call(
+    uscc = random_uscc("500103")
+    enterprise = token("--role", "enterprise", "--uscc", uscc)
+    status, _ = _call(
+        "POST",
+        f"{api}/enterprises",
+        enterprise,
+        {
+            "uscc": uscc,
+            "name": "E2E Co",
+            "region_code": "500103",
+            "industry": "machinery",
+            "founded_on": "2012-03-01",
+        },
+    )
+    assert status == 201
+    evidence = [
+        _upload(f"{api}/documents", enterprise, k) for k in ("business_licence", "financial_statements_3y")
+    ]
+    status, created = _call(
+        "POST",
+        f"{api}/applications",
+        enterprise,
+        {
+            "uscc": uscc,
+            "program": "demo",
+            "tier": "specialized_new",
+            "metrics": strong_metrics(),
+            "evidence": evidence,
+        },
+    )
+    assert status == 201, created
+    url = f"{api}/applications/{created['id']}"
+    deadline = time.monotonic() + 30
+    while (body := _call("GET", url, enterprise)[1])["status"] == "screening":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert body["status"] == "in_review"
+    assert body["screening"]["passed"] is True  # type: ignore[index]
+    for level, region in (("municipal", "500100"), ("provincial", "500000")):
+        status, state = _call(
             "POST",
-            f"{api}/enterprises",
-            enterprise,
-            {
-                "uscc": uscc,
-                "name": "E2E Co",
-                "region_code": "500103",
-                "industry": "machinery",
-                "founded_on": "2012-03-01",
-            },
+            f"{url}/decisions",
+            token("--role", "reviewer", "--level", level, "--region", region),
+            {"decision": "approve", "reason": f"{level} review passed"},
         )
-        assert status == 201
-        evidence = [
-            _upload(f"{api}/documents", enterprise, k)
-            for k in ("business_licence", "financial_statements_3y")
-        ]
-        status, created = _call(
-            "POST",
-            f"{api}/applications",
-            enterprise,
-            {
-                "uscc": uscc,
-                "program": "demo",
-                "tier": "specialized_new",
-                "metrics": strong_metrics(),
-                "evidence": evidence,
-            },
-        )
-        assert status == 201, created
-        url = f"{api}/applications/{created['id']}"
-        deadline = time.monotonic() + 30
-        while (body := _call("GET", url, enterprise)[1])["status"] == "screening":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        assert body["status"] == "in_review"
-        assert body["screening"]["passed"] is True  # type: ignore[index]
-        for level, region in (("municipal", "500100"), ("provincial", "500000")):
-            status, state = _call(
-                "POST",
-                f"{url}/decisions",
-                token("--role", "reviewer", "--level", level, "--region", region),
-                {"decision": "approve", "reason": f"{level} review passed"},
-            )
-            assert status == 200, state
-        assert state["status"] == "public_notice"
-        deadline = time.monotonic() + 30
-        while (body := _call("GET", url, enterprise)[1])["status"] != "recognized":
-            assert time.monotonic() < deadline, body
-            time.sleep(0.3)
-        status, recognitions = _call("GET", f"{api}/recognitions", enterprise)
-        assert status == 200
-        [recognition] = recognitions["items"]  # type: ignore[misc]
-        assert recognition["certificate_no"].startswith("DEMO-")
-        assert [h["action"] for h in body["history"]] == [  # type: ignore[attr-defined]
-            "submitted",
-            "screened",
-            "approved",
-            "approved",
-            "recognized",
-        ]
+        assert status == 200, state
+    assert state["status"] == "public_notice"
+    deadline = time.monotonic() + 30
+    while (body := _call("GET", url, enterprise)[1])["status"] != "recognized":
+        assert time.monotonic() < deadline, body
+        time.sleep(0.3)
+    status, recognitions = _call("GET", f"{api}/recognitions", enterprise)
+    assert status == 200
+    [recognition] = recognitions["items"]  # type: ignore[misc]
+    assert recognition["certificate_no"].startswith("DEMO-")
+    assert [h["action"] for h in body["history"]] == [  # type: ignore[attr-defined]
+        "submitted",
+        "screened",
+        "approved",
+        "approved",
+        "recognized",
+    ]
 
-        # The benefits: the credit line opens, a drawdown is approved by finance, paid by the bank simulator.
-        deadline = time.monotonic() + 30
-        while not (lines := _call("GET", f"{api}/credit-lines", enterprise)[1]["items"]):
-            assert time.monotonic() < deadline, "the credit line never opened"
-            time.sleep(0.3)
-        [line] = lines  # type: ignore[misc]
-        assert (line["limit"], line["available"]) == ("2000000.00", "2000000.00")
-        status, drawdown = _call(
-            "POST", f"{api}/credit-lines/{line['id']}/drawdowns", enterprise, {"amount": "500000.00"}
-        )
-        assert status == 201, drawdown
-        finance = token("--role", "finance", "--sub", "finance-1")
-        status, decided = _call(
-            "POST",
-            f"{api}/drawdowns/{drawdown['id']}/approvals",
-            finance,
-            {"decision": "approve", "reason": "checked"},
-        )
-        assert status == 200, decided
-        deadline = time.monotonic() + 30
-        while (paid := _call("GET", f"{api}/drawdowns/{drawdown['id']}", enterprise)[1])[
-            "status"
-        ] != "disbursed":
-            assert time.monotonic() < deadline, paid
-            time.sleep(0.3)
-        assert paid["disbursement"]["bank_reference"]  # type: ignore[index]
-        [entry] = paid["ledger_entries"]  # type: ignore[misc]
-        debits = sum(Decimal(li["debit"]) for li in entry["lines"])
-        credits = sum(Decimal(li["credit"]) for li in entry["lines"])
-        assert debits == credits == Decimal("500000.00")
-        request = urllib.request.Request(
-            f"{api}/disbursements", headers={"Authorization": f"Bearer {finance}", "Accept": "text/csv"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            assert resp.headers["content-type"].startswith("text/csv")
-            assert str(drawdown["id"]) in resp.read().decode()
-    finally:
-        assert _stop(process) == []
+    # The benefits: the credit line opens, a drawdown is approved by finance, paid by the bank simulator.
+    deadline = time.monotonic() + 30
+    while not (lines := _call("GET", f"{api}/credit-lines", enterprise)[1]["items"]):
+        assert time.monotonic() < deadline, "the credit line never opened"
+        time.sleep(0.3)
+    [line] = lines  # type: ignore[misc]
+    assert (line["limit"], line["available"]) == ("2000000.00", "2000000.00")
+    status, drawdown = _call(
+        "POST", f"{api}/credit-lines/{line['id']}/drawdowns", enterprise, {"amount": "500000.00"}
+    )
+    assert status == 201, drawdown
+    finance = token("--role", "finance", "--sub", "finance-1")
+    status, decided = _call(
+        "POST",
+        f"{api}/drawdowns/{drawdown['id']}/approvals",
+        finance,
+        {"decision": "approve", "reason": "checked"},
+    )
+    assert status == 200, decided
+    deadline = time.monotonic() + 30
+    while (paid := _call("GET", f"{api}/drawdowns/{drawdown['id']}", enterprise)[1])["status"] != "disbursed":
+        assert time.monotonic() < deadline, paid
+        time.sleep(0.3)
+    assert paid["disbursement"]["bank_reference"]  # type: ignore[index]
+    [entry] = paid["ledger_entries"]  # type: ignore[misc]
+    debits = sum(Decimal(li["debit"]) for li in entry["lines"])
+    credits = sum(Decimal(li["credit"]) for li in entry["lines"])
+    assert debits == credits == Decimal("500000.00")
+    request = urllib.request.Request(
+        f"{api}/disbursements", headers={"Authorization": f"Bearer {finance}", "Accept": "text/csv"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.headers["content-type"].startswith("text/csv")
+        assert str(drawdown["id"]) in resp.read().decode()
+
+
+def test_the_readme_walkthrough_script_runs_against_the_stack(demo_stack: dict[str, str]) -> None:
+    """examples/walkthrough.py, as a newcomer runs it against `make run`: every step to a paid drawdown."""
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [
+            str(BIN_DIR / "python"),
+            str(root / "examples" / "walkthrough.py"),
+            "--api",
+            f"http://127.0.0.1:{demo_stack['GIANTFLOW_API_PORT']}",
+            "--timeout",
+            "30",
+        ],
+        env=demo_stack,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert re.search(r"^application \S+ is recognized after .*certificate DEMO-", out, re.M), out
+    assert re.search(
+        r"^drawdown \S+ is disbursed: 500000\.00 paid, bank reference (?!None)\S+$", out, re.M
+    ), out
+    assert re.search(r"^  credit_receivable:\S+ +debit +500000\.00 +credit +0\.00$", out, re.M), out
+    assert out.rstrip().endswith("walkthrough complete"), out

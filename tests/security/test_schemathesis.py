@@ -21,10 +21,10 @@ from schemathesis import GenerationMode
 from schemathesis.python import asgi
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, AsyncTransaction, async_sessionmaker
 
+from devtools.devstack import free_port
 from services.app import create_app
 from services.config import Environment, Settings
 from services.db import create_engine
-from services.devstack import free_port
 from services.resources import Resources, connect_temporal
 from tests.conftest import TEST_SECRET, make_token
 from tests.support.factories import random_uscc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import http.client
 import importlib.util
 import os
 import signal
@@ -33,10 +34,22 @@ class StartupError(RuntimeError):
     """A part could not start; the message is the one line shown to the person running it."""
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# Resolved once, here: a child must not load a library between fork and exec (another thread of the parent
+# may hold the loader's lock).
+try:
+    _PRCTL: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # pragma: no cover - not Linux
+    _PRCTL = None
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets ``sig`` when the thread that started it ends (PR_SET_PDEATHSIG)."""
+
+    def arm() -> None:  # pragma: no cover - runs in the child between fork and exec
+        if _PRCTL is not None:
+            _PRCTL(1, sig)
+
+    return arm
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -73,8 +86,8 @@ def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+        return False  # nothing listening yet, or something that does not speak HTTP (another server)
 
 
 def tcp_open(host: str, port: int) -> bool:
@@ -83,6 +96,46 @@ def tcp_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def giantflow(command: str) -> list[str]:
+    """The argv of a `giantflow` sub-command of this environment."""
+    return [str(BIN_DIR / "giantflow"), command]
+
+
+def migrate(env: dict[str, str]) -> None:
+    """``giantflow migrate`` (alembic upgrade head) against the database that ``env`` names."""
+    result = subprocess.run(giantflow("migrate"), env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise StartupError(f"migrations failed: {last}")
+
+
+def temporal_dev_server(
+    db_file: Path, host: str, port: int, *, namespace: str, ui_port: int | None
+) -> list[str]:
+    """The argv of the Temporal dev server on a SQLite file in WAL mode; ``ui_port=None``: no UI."""
+    ui = ["--ui-port", str(ui_port)] if ui_port is not None else ["--headless"]
+    return [
+        str(BIN_DIR / "temporal"),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(db_file),
+        "--ip",
+        host,
+        "--port",
+        str(port),
+        *ui,
+        "--namespace",
+        namespace,
+        "--log-level",
+        "warn",
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
+    ]
 
 
 def postgres_bin_dir() -> Path:
@@ -190,7 +243,7 @@ class EmbeddedPostgres:
             stderr=subprocess.STDOUT,
             user=self.system_user,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(),
         )
         wait_until(self.ready, timeout=timeout, what="PostgreSQL", alive=lambda: self.alive)
         self.ensure_database("giantflow")
@@ -246,7 +299,8 @@ class EmbeddedPostgres:
 
 @dataclass
 class Part:
-    """One supervised child process."""
+    """One supervised child process, in a process group of its own, sent ``death_signal`` when the thread
+    that started it ends."""
 
     name: str
     argv: Sequence[str]
@@ -257,15 +311,17 @@ class Part:
     ready_timeout: float = 60.0
     process: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    death_signal: int = signal.SIGTERM
 
-    def start(self, base_env: dict[str, str], log: IO[str]) -> None:
+    def start(self, base_env: dict[str, str], log: IO[Any]) -> None:
         self.process = subprocess.Popen(
             list(self.argv),
             env={**base_env, **self.env},
+            stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(self.death_signal),
         )
 
     @property
@@ -410,58 +466,39 @@ class DevStack:
                 f"  postgres     postgresql://postgres@127.0.0.1:{s.embedded_postgres_port}/giantflow "
                 f"(data in {self.postgres.data_dir})"
             )
-        migrate = subprocess.run(
-            [str(BIN_DIR / "giantflow"), "migrate"], env=env, capture_output=True, text=True, check=False
-        )
-        if migrate.returncode != 0:
-            last = (migrate.stderr.strip().splitlines() or ["unknown error"])[-1]
-            raise StartupError(f"migrations failed: {last}")
+        migrate(env)
         self.out("  migrations   alembic upgrade head: done")
         t_host, t_port = self._host_port(s.temporal_address)
         api = f"http://{s.api_host}:{s.api_port}"
         self.parts = [
             Part(
                 "temporal",
-                [
-                    str(BIN_DIR / "temporal"),
-                    "server",
-                    "start-dev",
-                    "--db-filename",
-                    str(self.data_dir / "temporal.db"),
-                    "--ip",
+                temporal_dev_server(
+                    self.data_dir / "temporal.db",
                     t_host,
-                    "--port",
-                    str(t_port),
-                    "--ui-port",
-                    str(s.temporal_ui_port),
-                    "--namespace",
-                    s.temporal_namespace,
-                    "--log-level",
-                    "warn",
-                    "--sqlite-pragma",
-                    "journal_mode=wal",
-                    "--sqlite-pragma",
-                    "synchronous=normal",
-                ],
+                    t_port,
+                    namespace=s.temporal_namespace,
+                    ui_port=s.temporal_ui_port,
+                ),
                 ready=lambda: tcp_open(t_host, t_port) and http_ok(f"http://{t_host}:{s.temporal_ui_port}"),
                 listens=f"{t_host}:{t_port} (gRPC), UI http://{t_host}:{s.temporal_ui_port}",
                 restartable=False,
             ),
             Part(
                 "bank-sim",
-                [str(BIN_DIR / "giantflow"), "bank-sim"],
+                giantflow("bank-sim"),
                 ready=lambda: http_ok(f"{s.bank_url}/healthz"),
                 listens=s.bank_url,
             ),
             Part(
                 "worker",
-                [str(BIN_DIR / "giantflow"), "worker"],
+                giantflow("worker"),
                 ready=lambda: True,
                 listens=f"task queue {s.temporal_task_queue!r}",
             ),
             Part(
                 "api",
-                [str(BIN_DIR / "giantflow"), "api"],
+                giantflow("api"),
                 ready=lambda: http_ok(f"{api}/readyz"),
                 listens=f"{api} (docs {api}/docs)",
             ),
