@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export XDG_RUNTIME_DIR ?= /tmp/giantflow-runtime-$(shell id -u)
 
-.PHONY: run test lint typecheck migrate revision fuzz chaos bench clean install
+.PHONY: run test check lint typecheck migrate revision fuzz chaos bench clean install
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,12 +23,19 @@ test: $(STAMP)
 	@bash .ci/install-debian-tools.sh
 	$(BIN)/pytest
 
+# The quick loop: lint, typecheck and every test but those marked slow (they start real processes - the dev
+# stack, `giantflow api`, docker-compose, the bench stack - or take over ~10 s each). `make test` runs them all.
+check: lint typecheck
+	@mkdir -p -m 700 $(XDG_RUNTIME_DIR)
+	$(BIN)/pytest -m "not slow"
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy services workflows
+	$(BIN)/mypy services workflows devtools
 
 migrate: $(STAMP)
 	$(BIN)/giantflow migrate

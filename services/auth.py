@@ -8,7 +8,7 @@ import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import jwt
@@ -16,9 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from services.config import Settings
 from services.errors import Forbidden, Unauthorized
-
-Level = Literal["municipal", "provincial", "national"]
-LEVELS: tuple[Level, ...] = ("municipal", "provincial", "national")
+from services.vocabulary import Level, covers_region
 
 
 class Role(StrEnum):
@@ -50,13 +48,7 @@ class CurrentUser(BaseModel):
 
     def covers_region(self, region_code: str) -> bool:
         """A reviewer's region covers a code: ...0000 its province, ..00 its city, else exactly."""
-        if self.region is None:
-            return False
-        if self.region.endswith("0000"):
-            return region_code[:2] == self.region[:2]
-        if self.region.endswith("00"):
-            return region_code[:4] == self.region[:4]
-        return region_code == self.region
+        return covers_region(self.region, region_code)
 
     @property
     def identity(self) -> str:

@@ -37,7 +37,7 @@ def _settings() -> Settings:
 @app.command()
 def dev() -> None:
     """Start embedded PostgreSQL, migrations, the Temporal dev server, bank simulator, worker and API."""
-    from services.devstack import DevStack
+    from devtools.devstack import DevStack
 
     settings = _settings()
     _load_programs_or_fail(settings)
@@ -104,7 +104,7 @@ def bank_sim(
 
     import uvicorn
 
-    from services.credit.banksim import create_bank_app
+    from devtools.banksim import create_bank_app
 
     settings = _settings()
     url = urlsplit(settings.bank_url)

@@ -1,4 +1,6 @@
-"""The data that crosses the workflow boundary: one input model per workflow, activity and message.
+"""What crosses the Temporal boundary: workflow names and ids, Update names, and one input model per
+workflow, activity and message. The API (``services.temporal``) and the workflows both import it; it imports
+nothing of either.
 
 Plain pydantic models (the client and worker use the pydantic data converter); standard library and
 pydantic only, so workflow code may import this module freely.
@@ -12,16 +14,50 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-Stage = Literal["municipal", "provincial", "national"]
-Status = Literal[
-    "screening", "in_review", "returned", "public_notice", "recognized", "ineligible", "rejected", "withdrawn"
-]
-Decision = Literal["approve", "reject", "return"]
-TERMINAL: frozenset[str] = frozenset({"recognized", "ineligible", "rejected", "withdrawn"})
+from services.vocabulary import (
+    TERMINAL,
+    ApplicationStatus,
+    ApprovalDecision,
+    BenefitKind,
+    Decision,
+    Level,
+    PayoutKind,
+    PayoutStatus,
+)
+
+__all__ = ["TERMINAL", "Decision", "PayoutKind", "PayoutStatus"]  # re-exported for workflow code
+
+Stage = Level  # a stage of the review is a review level
+Status = ApplicationStatus
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+
+# --- workflows, their ids and their Updates ----------------------------------------------------------------
+
+REVIEW_WORKFLOW = "ReviewWorkflow"
+BENEFITS_WORKFLOW = "BenefitsWorkflow"
+DISBURSEMENT_WORKFLOW = "DisbursementWorkflow"
+ReviewUpdate = Literal["decide", "supplement", "withdraw", "object", "resolve_objection", "revoke"]
+
+
+def review_workflow_id(application_id: object) -> str:
+    """The id of an application's ReviewWorkflow."""
+    return f"review-{application_id}"
+
+
+def benefits_workflow_id(recognition_id: object) -> str:
+    """The id of a recognition's BenefitsWorkflow."""
+    return f"benefits-{recognition_id}"
+
+
+def disbursement_workflow_id(kind: PayoutKind, payout_id: object) -> str:
+    """The id of a payout's DisbursementWorkflow (drawdowns keep the id they had before payouts had kinds)."""
+    if kind == "drawdown":
+        return f"disbursement-{payout_id}"
+    return f"disbursement-{kind.replace('_', '-')}-{payout_id}"
 
 
 # --- review workflow -------------------------------------------------------------------------------------
@@ -228,7 +264,7 @@ class BenefitGrant(_Model):
     uscc: str
     tier: str
     program: str
-    kind: Literal["credit_line", "bridge_loan", "listing_reward"]
+    kind: BenefitKind
     amount: Decimal | None = None
 
 
@@ -245,9 +281,6 @@ class BenefitsFreeze(_Model):
 # runs the approval and the payment for every kind. The models below were first written for drawdowns only:
 # ``payout_id`` still accepts the old name ``drawdown_id`` and ``kind`` defaults to ``drawdown``, so the
 # histories recorded then (and workflows running since then) decode unchanged.
-
-PayoutKind = Literal["drawdown", "bridge_loan", "listing_reward"]
-PayoutStatus = Literal["pending_approval", "approved", "disbursed", "repaid", "rejected", "expired", "failed"]
 
 
 def _payout_id() -> Any:
@@ -287,7 +320,7 @@ class ApprovalRequest(_Model):
     kind: PayoutKind = "drawdown"
     payout_id: str = _payout_id()
     approver: str
-    decision: Literal["approve", "reject"]
+    decision: ApprovalDecision
     reason: str | None = Field(default=None, max_length=2000)
 
 

@@ -13,7 +13,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
-from services.applications.views import ApplicationViews
 from services.auth import CurrentUser, TokenVerifier
 from services.config import Settings
 from services.errors import FieldError, Unauthorized, Unprocessable
@@ -90,14 +89,6 @@ get_current_user = BearerUser(
     description="A JWT: HS256 in development, RS256 from OIDC in production",
 )
 CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
-
-
-async def get_application_views(request: Request) -> ApplicationViews:
-    views: ApplicationViews = request.app.state.application_views
-    return views
-
-
-ViewsDep = Annotated[ApplicationViews, Depends(get_application_views)]
 
 
 def _repeatable(annotation: Any) -> bool:

@@ -105,10 +105,13 @@ async def once(
     act: Callable[[], Awaitable[BaseModel]],
     status_code: int = 200,
     authorize: Callable[[], Awaitable[object]] | None = None,
+    then: Callable[[Any], Awaitable[None]] | None = None,
 ) -> Any:
     """Run `act` once per Idempotency-Key of this caller: `authorize` (the route's access check) first,
     always - a replay never answers a caller who may not make the request - then either the stored response
-    of an earlier identical request or `act`'s result, stored for the next retry."""
+    of an earlier identical request or `act`'s result, stored for the next retry. `then` runs after a fresh
+    `act` (with its result) and never for a replay: the write-then-start protocol's commit and start
+    (services/temporal.py), whose answer is already stored when it commits."""
     if authorize is not None:
         await authorize()
     body = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
@@ -118,6 +121,8 @@ async def once(
     result = await act()
     if slot is not None:
         await slot.store(status_code, result.model_dump(mode="json"))
+    if then is not None:
+        await then(result)
     return result
 
 

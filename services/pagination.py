@@ -1,16 +1,21 @@
-"""Keyset pagination: an opaque cursor of (created_at, id)."""
+"""Keyset pagination: an opaque cursor of (created_at, id). Every list pages the same way: its repository
+query goes through `paginate` (one row beyond the page, one sort rule), its service turns the rows into a
+`Page` with `split_page`."""
 
 from __future__ import annotations
 
 import base64
+import operator
 import re
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import AwareDatetime, BaseModel, BeforeValidator
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.orm import QueryableAttribute
 
 from services.errors import FieldError, Unprocessable
 
@@ -19,11 +24,15 @@ LimitQuery = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"page size, at
 CursorQuery = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
 
 
+Cursor = tuple[datetime, uuid.UUID]
+"""Where a page ended: the (created_at, id) of its last row."""
+
+
 def encode_cursor(at: datetime, ident: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(f"{at.isoformat()}|{ident}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+def decode_cursor(cursor: str | None) -> Cursor | None:
     if cursor is None:
         return None
     try:
@@ -42,6 +51,27 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
 
 T = TypeVar("T")
 R = TypeVar("R")
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])
+
+
+def paginate(
+    stmt: S,
+    *,
+    key: tuple[QueryableAttribute[datetime], QueryableAttribute[uuid.UUID]],
+    cursor: Cursor | None,
+    limit: int,
+    newest_first: bool,
+) -> S:
+    """`stmt` as one page of a list ordered by `key` (a timestamp and the id that breaks its ties), newest
+    first or oldest first: only the rows past `cursor` in that order, sorted so, and `limit` + 1 of them, the
+    extra row telling `split_page` that another page follows."""
+    at, ident = key
+    past = operator.lt if newest_first else operator.gt
+    if cursor is not None:
+        cursor_at, cursor_id = cursor
+        stmt = stmt.where(or_(past(at, cursor_at), and_(at == cursor_at, past(ident, cursor_id))))
+    order = (at.desc(), ident.desc()) if newest_first else (at.asc(), ident.asc())
+    return stmt.order_by(*order).limit(limit + 1)
 
 
 class Page(BaseModel, Generic[T]):
@@ -52,9 +82,10 @@ class Page(BaseModel, Generic[T]):
 
 
 def split_page(
-    rows: Sequence[R], limit: int, position: Callable[[R], tuple[datetime, uuid.UUID]]
+    rows: Sequence[R], limit: int, position: Callable[[R], Cursor]
 ) -> tuple[Sequence[R], str | None]:
-    """The rows of this page (queried with one extra row) and the cursor of the next page, if any."""
+    """The rows of this page, from a `paginate` query with the same `limit`, and the cursor of the next page
+    (null on the last); `position` reads a row's key."""
     if len(rows) > limit:
         return rows[:limit], encode_cursor(*position(rows[limit - 1]))
     return rows, None

@@ -57,7 +57,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar
 
 import isodate
 from pydantic import (
@@ -75,9 +75,9 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from services.identifiers import validate_region_code
+from services.vocabulary import LEVELS, TIERS, Level, Tier
 
-TierKey = Literal["innovative", "specialized_new", "little_giant", "invisible_champion", "single_champion"]
-TIERS: tuple[TierKey, ...] = get_args(TierKey)
+TierKey = Tier
 # The criteria rulesets the screening engine implements (services.applications.screening).
 RULESETS: frozenset[str] = frozenset({"national-2022", "national-2026"})
 
@@ -99,8 +99,8 @@ __all__ = [
     "load_programs",
 ]
 
-ReviewLevel = Literal["municipal", "provincial", "national"]
-REVIEW_LEVELS: tuple[ReviewLevel, ...] = ("municipal", "provincial", "national")
+ReviewLevel = Level
+REVIEW_LEVELS = LEVELS
 
 _When = TypeVar("_When", bound=date)
 

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from devtools.devstack import EmbeddedPostgres, free_port
 from services.auth import Role, issue_development_token
 from services.config import Environment, Settings
 from services.db import create_engine
-from services.devstack import EmbeddedPostgres, free_port
 
 TEST_SECRET = "test-secret-for-giantflow-tests-only-0123456789"
 
@@ -220,9 +220,9 @@ async def api_rollback(settings: Settings, connection: AsyncConnection) -> Async
     from fastapi import Request
 
     from services.app import create_app
-    from services.applications.views import ApplicationViews
+    from services.applications.views import ApplicationViews, get_application_views
     from services.db import create_sessionmaker
-    from services.deps import get_application_views, get_read_session, get_session
+    from services.deps import get_read_session, get_session
     from services.resources import Resources, connect_temporal
 
     async def factory(s: Settings) -> Resources:

@@ -1,5 +1,7 @@
 """Activities of the review workflow. Each attempt is one transaction and is idempotent: transitions are
-keyed by an event key from the workflow, so a retried attempt changes nothing twice."""
+keyed by an event key from the workflow, so a retried attempt changes nothing twice. What is not worth
+retrying (a row that is gone, a business rule, a refused value) is decided for every activity by the worker's
+interceptor (``services.temporal.activity_failure``)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from services.applications import service
-from services.resources import Resources
-from workflows.inputs import (
+from services.contracts import (
     EscalationInput,
     ObjectionUpdate,
     RecognitionChange,
@@ -25,6 +25,7 @@ from workflows.inputs import (
     ScreenOutcome,
     TransitionInput,
 )
+from services.resources import Resources
 
 
 class ReviewActivities:
@@ -46,19 +47,13 @@ class ReviewActivities:
     @activity.defn(name="screen_application")
     async def screen_application(self, data: ScreenInput) -> ScreenOutcome:
         async with self.resources.sessionmaker.begin() as session:
-            try:
-                return await service.record_screening(session, application_id=uuid.UUID(data.application_id))
-            except LookupError as exc:
-                raise ApplicationError(str(exc), type="NotFound", non_retryable=True) from exc
+            return await service.record_screening(session, application_id=uuid.UUID(data.application_id))
 
     @activity.defn(name="screen_and_enter")
     async def screen_and_enter(self, data: ScreenAndEnterInput) -> ScreenOutcome:
         """Run as a local activity: the review's first step costs the workflow no task round trips."""
         async with self.resources.sessionmaker.begin() as session:
-            try:
-                return await service.screen_and_enter(session, data=data)
-            except LookupError as exc:
-                raise ApplicationError(str(exc), type="NotFound", non_retryable=True) from exc
+            return await service.screen_and_enter(session, data=data)
 
     @activity.defn(name="apply_transition")
     async def apply_transition(self, data: TransitionInput) -> None:

@@ -16,7 +16,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.inputs import BenefitGrant, BenefitSchedule, BenefitsFreeze, BenefitsInput, BenefitsStop
+    from services.contracts import BenefitGrant, BenefitSchedule, BenefitsFreeze, BenefitsInput, BenefitsStop
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 RETRY = RetryPolicy(

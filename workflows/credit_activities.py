@@ -1,27 +1,23 @@
 """Activities of the credit domain (benefits, payout approvals, disbursements).
 
 Each attempt is one transaction and is idempotent (unique constraints and conditional updates, ledger entries
-keyed by the payout), so a retried attempt changes nothing twice. Business failures are non-retryable
-``ApplicationError``s whose ``type`` names the problem (``Forbidden``, ``Conflict``, ``NotFound``,
-``BankRejected``); everything else is retried by the workflow's retry policy.
+keyed by the payout), so a retried attempt changes nothing twice. Business failures become non-retryable
+``ApplicationError``s whose ``type`` names the problem (``Forbidden``, ``Conflict``, ``NotFound``, ...) in the
+worker's interceptor (``services.temporal.activity_failure``); the bank's answers are named here
+(``BankRejected`` is final, ``BankUnavailable`` is retried); everything else is retried by the policy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from services.credit import payouts, policy, service
-from services.credit.bank import BankClient, BankRejected, BankUnavailable
-from services.credit.ledger import LedgerError
-from services.errors import GiantflowError
-from services.resources import Resources
-from workflows.inputs import (
+from services.contracts import (
     ApprovalRequest,
     BenefitGrant,
     BenefitSchedule,
@@ -34,17 +30,9 @@ from workflows.inputs import (
     PayoutRef,
     PayoutState,
 )
-
-
-@contextlib.contextmanager
-def _business_failures() -> Iterator[None]:
-    """Domain errors end the activity for good; the workflow decides what they mean."""
-    try:
-        yield
-    except GiantflowError as exc:
-        raise ApplicationError(exc.detail, type=type(exc).__name__, non_retryable=True) from exc
-    except LedgerError as exc:
-        raise ApplicationError(str(exc), type="LedgerError", non_retryable=True) from exc
+from services.credit import payouts, policy, service
+from services.credit.bank import BankClient, BankRejected, BankUnavailable
+from services.resources import Resources
 
 
 @contextlib.asynccontextmanager
@@ -87,22 +75,19 @@ class CreditActivities:
 
     @activity.defn(name="benefit_schedule")
     async def benefit_schedule(self, data: BenefitsInput) -> BenefitSchedule:
-        with _business_failures():
-            return policy.benefit_schedule(self.resources.programs, program_key=data.program, tier=data.tier)
+        return policy.benefit_schedule(self.resources.programs, program_key=data.program, tier=data.tier)
 
     @activity.defn(name="grant_benefit")
     async def grant_benefit(self, data: BenefitGrant) -> None:
-        with _business_failures():
-            async with self.resources.sessionmaker.begin() as session:
-                await service.grant_benefit(session, grant=data)
+        async with self.resources.sessionmaker.begin() as session:
+            await service.grant_benefit(session, grant=data)
 
     @activity.defn(name="freeze_benefits")
     async def freeze_benefits(self, data: BenefitsFreeze) -> int:
         """Freeze in one transaction, then tell each rejected payout's workflow to look again (best effort:
         a workflow not told ends at its approval deadline anyway). Returns how many were rejected."""
-        with _business_failures():
-            async with self.resources.sessionmaker.begin() as session:
-                rejected = await service.freeze_benefits(session, data=data)
+        async with self.resources.sessionmaker.begin() as session:
+            rejected = await service.freeze_benefits(session, data=data)
         for kind, payout_id in rejected:
             await payouts.refresh(self.resources.temporal, kind, payout_id)
         return len(rejected)
@@ -113,23 +98,20 @@ class CreditActivities:
 
     @activity.defn(name="record_drawdown_decision")
     async def record_decision(self, data: ApprovalRequest) -> PayoutState:
-        with _business_failures():
-            async with self.resources.sessionmaker.begin() as session:
-                return await payouts.record_decision(session, request=data)
+        async with self.resources.sessionmaker.begin() as session:
+            return await payouts.record_decision(session, request=data)
 
     @activity.defn(name="check_drawdown")
     async def check_payout(self, data: PayoutCheck) -> PayoutState:
-        with _business_failures():
-            async with self.resources.sessionmaker.begin() as session:
-                return await payouts.check(session, check=data)
+        async with self.resources.sessionmaker.begin() as session:
+            return await payouts.check(session, check=data)
 
     @activity.defn(name="payment_order")
     async def payment_order(self, data: PayoutRef | str) -> PaymentOrder:
         """``data`` names the payout; a bare string is a drawdown id (scheduled before payouts had kinds)."""
         ref = PayoutRef(payout_id=data) if isinstance(data, str) else data
-        with _business_failures():
-            async with self.resources.sessionmaker.begin() as session:
-                return await payouts.payment_order(session, ref=ref)
+        async with self.resources.sessionmaker.begin() as session:
+            return await payouts.payment_order(session, ref=ref)
 
     @activity.defn(name="pay_through_bank")
     async def pay_through_bank(self, order: PaymentOrder) -> PaymentReceipt:
@@ -156,12 +138,10 @@ class CreditActivities:
 
     @activity.defn(name="confirm_disbursement")
     async def confirm_disbursement(self, data: PaymentReceipt) -> PayoutState:
-        with _business_failures():
-            async with self.resources.sessionmaker.begin() as session:
-                return await payouts.confirm(session, receipt=data)
+        async with self.resources.sessionmaker.begin() as session:
+            return await payouts.confirm(session, receipt=data)
 
     @activity.defn(name="fail_disbursement")
     async def fail_disbursement(self, data: PaymentFailure) -> PayoutState:
-        with _business_failures():
-            async with self.resources.sessionmaker.begin() as session:
-                return await payouts.fail(session, failure=data)
+        async with self.resources.sessionmaker.begin() as session:
+            return await payouts.fail(session, failure=data)

@@ -33,7 +33,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.inputs import (
+    from services.contracts import (
         ApprovalRequest,
         DisbursementInput,
         PaymentFailure,

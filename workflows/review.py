@@ -18,7 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.inputs import (
+    from services.contracts import (
         TERMINAL,
         Actor,
         BenefitsInput,
@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         TransitionInput,
         WithdrawRequest,
     )
+    from services.vocabulary import covers_region
 
 SYSTEM = Actor(sub="system", role="system")
 # Patch: screening and entering the first stage became one local activity (screen_and_enter).
@@ -68,15 +69,7 @@ def _conflict(message: str) -> ApplicationError:
     return ApplicationError(message, type="Conflict", non_retryable=True)
 
 
-def covers(region: str | None, code: str) -> bool:
-    """A region claim covers a code: ``..0000`` its province, ``..00`` its city, otherwise exactly."""
-    if region is None:
-        return False
-    if region.endswith("0000"):
-        return code[:2] == region[:2]
-    if region.endswith("00"):
-        return code[:4] == region[:4]
-    return code == region
+covers = covers_region  # the region rule (services.vocabulary)
 
 
 @workflow.defn(name="ReviewWorkflow")

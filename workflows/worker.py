@@ -9,9 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -21,9 +19,9 @@ from temporalio.worker import (
 )
 
 from services.config import Settings
-from services.errors import refused_value
 from services.logging import configure_logging
 from services.resources import Resources
+from services.temporal import activity_failure
 
 log = structlog.get_logger("giantflow.worker")
 
@@ -43,26 +41,24 @@ def activity_functions(resources: Resources) -> list[Callable[..., Any]]:
     return [*ReviewActivities(resources).all(), *CreditActivities(resources).all()]
 
 
-class _RefusedValuesFail(ActivityInboundInterceptor):
-    """A value PostgreSQL refuses is refused on every attempt: fail the activity at once instead of
-    retrying it forever (the API refuses such input first; this is the backstop for every activity)."""
+class _FailuresMapped(ActivityInboundInterceptor):
+    """Every activity's exceptions go through the boundary's one table (``services.temporal``): what would
+    fail the same way on every attempt - a business rule, a row that is gone, a refused value - ends the
+    activity with a non-retryable ApplicationError naming it; anything else is retried by the policy."""
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         try:
             return await super().execute_activity(input)
-        except DBAPIError as exc:
-            if refused_value(exc):
-                raise ApplicationError(
-                    "the database refused a value of this activity's input",
-                    type="RefusedValue",
-                    non_retryable=True,
-                ) from exc
-            raise
+        except Exception as exc:
+            failure = activity_failure(exc)
+            if failure is None:
+                raise
+            raise failure from exc
 
 
-class RefusedValuesInterceptor(Interceptor):
+class FailuresInterceptor(Interceptor):
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        return _RefusedValuesFail(next)
+        return _FailuresMapped(next)
 
 
 # The worker's tuning, in one place: bench/raw_worker.py runs its no-op ceiling with exactly these.
@@ -88,7 +84,7 @@ def build_worker(
         task_queue=task_queue,
         workflows=list(workflows or workflow_classes()),
         activities=list(activities),
-        interceptors=[RefusedValuesInterceptor()],
+        interceptors=[FailuresInterceptor()],
         **WORKER_OPTIONS,
     )
 
@@ -115,17 +111,18 @@ async def run_worker(settings: Settings) -> None:
 
 
 async def reconcile_forever(resources: Resources, stop: asyncio.Event, *, every: float = 15.0) -> None:
-    """Start review workflows for committed applications that have none (an API died mid-request)."""
-    from services.applications.workflow_client import reconcile
+    """The write-then-start protocol's safety net (services/temporal.py): start the workflows of committed
+    applications and payouts that have none (an API died between its commit and the start)."""
+    from services.applications.workflow_client import reconcile as reconcile_applications
+    from services.credit.payouts import reconcile as reconcile_payouts
 
+    queue = resources.settings.temporal_task_queue
     while not stop.is_set():
         try:
-            await reconcile(
-                resources.temporal,
-                resources.sessionmaker,
-                programs=resources.programs,
-                task_queue=resources.settings.temporal_task_queue,
+            await reconcile_applications(
+                resources.temporal, resources.sessionmaker, programs=resources.programs, task_queue=queue
             )
+            await reconcile_payouts(resources.temporal, resources.sessionmaker, task_queue=queue)
         except Exception:
             log.exception("reconcile_failed")
         with contextlib.suppress(TimeoutError):

@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from services.contracts import review_workflow_id
 from services.db import Base
 
 OPEN_STATUSES = ("screening", "in_review", "returned", "public_notice")
@@ -65,6 +66,8 @@ class Application(Base):
     version: Mapped[int] = mapped_column(BigInteger, server_default=text("1"))
 
     __table_args__ = (
+        # The reconciler's query: committed applications whose review workflow is not known to run.
+        Index("ix_applications_unstarted", "created_at", postgresql_where=text("NOT workflow_started")),
         Index(
             "uq_applications_open_per_batch",
             "uscc",
@@ -83,7 +86,7 @@ class Application(Base):
 
     @property
     def workflow_id(self) -> str:
-        return f"review-{self.id}"
+        return review_workflow_id(self.id)
 
 
 class Document(Base):

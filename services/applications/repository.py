@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,7 @@ from services.applications.models import (
     ReviewTask,
     Transition,
 )
+from services.pagination import Cursor, paginate
 
 
 async def insert_enterprise(session: AsyncSession, values: dict[str, Any]) -> bool:
@@ -91,19 +92,17 @@ async def application_documents(session: AsyncSession, application_id: uuid.UUID
     return list((await session.execute(stmt)).scalars())
 
 
-_S = TypeVar("_S", bound=Select[*tuple[Any, ...]])
-
-
-def _page(stmt: _S, order_col: Any, id_col: Any, cursor: tuple[datetime, uuid.UUID] | None, limit: int) -> _S:
-    if cursor is not None:
-        stmt = stmt.where(or_(order_col > cursor[0], and_(order_col == cursor[0], id_col > cursor[1])))
-    return stmt.order_by(order_col, id_col).limit(limit + 1)
-
-
 async def list_applications(
-    session: AsyncSession, *, filters: Sequence[Any], cursor: tuple[datetime, uuid.UUID] | None, limit: int
+    session: AsyncSession, *, filters: Sequence[Any], cursor: Cursor | None, limit: int
 ) -> list[Application]:
-    stmt = _page(select(Application).where(*filters), Application.created_at, Application.id, cursor, limit)
+    """Oldest first, paged (services/pagination.py)."""
+    stmt = paginate(
+        select(Application).where(*filters),
+        key=(Application.created_at, Application.id),
+        cursor=cursor,
+        limit=limit,
+        newest_first=False,
+    )
     return list((await session.execute(stmt)).scalars())
 
 
@@ -122,15 +121,18 @@ async def review_queue(
     *,
     stage: str,
     region_filter: Any,
-    cursor: tuple[datetime, uuid.UUID] | None,
+    cursor: Cursor | None,
     limit: int,
 ) -> list[tuple[ReviewTask, Application]]:
+    """The open tasks of `stage`, oldest first, paged (services/pagination.py)."""
     stmt = (
         select(ReviewTask, Application)
         .join(Application, Application.id == ReviewTask.application_id)
         .where(ReviewTask.status == "open", ReviewTask.stage == stage, region_filter)
     )
-    stmt = _page(stmt, ReviewTask.created_at, ReviewTask.id, cursor, limit)
+    stmt = paginate(
+        stmt, key=(ReviewTask.created_at, ReviewTask.id), cursor=cursor, limit=limit, newest_first=False
+    )
     rows = (await session.execute(stmt)).all()
     return [(row[0], row[1]) for row in rows]
 
@@ -195,9 +197,16 @@ async def get_recognition(session: AsyncSession, recognition_id: uuid.UUID) -> R
 
 
 async def list_recognitions(
-    session: AsyncSession, *, filters: Sequence[Any], cursor: tuple[datetime, uuid.UUID] | None, limit: int
+    session: AsyncSession, *, filters: Sequence[Any], cursor: Cursor | None, limit: int
 ) -> list[Recognition]:
-    stmt = _page(select(Recognition).where(*filters), Recognition.created_at, Recognition.id, cursor, limit)
+    """Oldest first, paged (services/pagination.py)."""
+    stmt = paginate(
+        select(Recognition).where(*filters),
+        key=(Recognition.created_at, Recognition.id),
+        cursor=cursor,
+        limit=limit,
+        newest_first=False,
+    )
     return list((await session.execute(stmt)).scalars())
 
 

@@ -41,33 +41,33 @@ from services.applications.schemas import (
     StageName,
     StatusName,
     SupplementCreate,
-    Tier,
     TierHeld,
     WithdrawCreate,
 )
-from services.applications.views import READERS, ApplicationViews, audience
+from services.applications.views import READERS, ApplicationViews, ViewsDep, audience
 from services.auth import CurrentUser, Role, TokenVerifier
+from services.contracts import (
+    DecisionRequest,
+    ObjectionRequest,
+    ObjectionResolution,
+    ReviewState,
+    ReviewUpdate,
+    RevokeRequest,
+    SupplementRequest,
+    WithdrawRequest,
+)
 from services.deps import (
     CurrentUserDep,
     ResourcesDep,
     SessionDep,
     StrictQueryRoute,
     TemporalDep,
-    ViewsDep,
 )
 from services.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, problem_responses
 from services.idempotency import Replay, begin, once, replay_response
-from services.pagination import CursorQuery, LimitQuery, Page, Rfc3339Query, decode_cursor, split_page
+from services.pagination import CursorQuery, LimitQuery, Page, Rfc3339Query
 from services.ratelimit import WriterDep
-from workflows.inputs import (
-    DecisionRequest,
-    ObjectionRequest,
-    ObjectionResolution,
-    ReviewState,
-    RevokeRequest,
-    SupplementRequest,
-    WithdrawRequest,
-)
+from services.vocabulary import Tier
 
 router = APIRouter(route_class=StrictQueryRoute)
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
@@ -290,33 +290,29 @@ async def submit_application(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     user.require(Role.enterprise)
-    slot = await begin(
+
+    async def create() -> ApplicationRead:
+        application = await service.create_application(
+            session, user=user, data=data, programs=resources.programs, now=datetime.now(UTC)
+        )
+        return await _read(session, user, application)
+
+    return await once(
         session,
-        caller=user.identity,
-        key=idempotency_key,
+        user,
+        idempotency_key,
         endpoint="POST /applications",
-        payload=data.model_dump(mode="json"),
+        payload=data,
+        status_code=201,
+        act=create,
+        then=lambda body: wf.start_after_commit(
+            session,
+            temporal,
+            application_id=body.id,
+            programs=resources.programs,
+            task_queue=resources.settings.temporal_task_queue,
+        ),
     )
-    if isinstance(slot, Replay):
-        return replay_response(slot)
-    programs = resources.programs
-    application = await service.create_application(
-        session, user=user, data=data, programs=programs, now=datetime.now(UTC)
-    )
-    body = await _read(session, user, application)
-    if slot is not None:
-        await slot.store(201, body.model_dump(mode="json"))
-    # Commit before the workflow starts so its first activity finds the row; if this process dies right
-    # here, the worker's reconciler starts the workflow for the committed application. The workflow's first
-    # activity marks the application as started.
-    await session.commit()
-    await wf.start_review(
-        temporal,
-        application=application,
-        program=programs[application.program],
-        task_queue=resources.settings.temporal_task_queue,
-    )
-    return body
 
 
 async def _read(session: SessionDep, user: CurrentUser, application: Application) -> ApplicationRead:
@@ -359,15 +355,13 @@ async def list_applications(
     program: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
     uscc: Annotated[str | None, Query(pattern=USCC_PATTERN)] = None,
 ) -> Page[ApplicationSummary]:
-    rows = await service.list_applications(
+    return await service.list_applications(
         session,
         user=user,
         filters=ListFilters(status=status, tier=tier, stage=stage, program=program, uscc=uscc),
-        cursor=decode_cursor(cursor),
+        cursor=cursor,
         limit=limit,
     )
-    page, next_cursor = split_page(rows, limit, lambda a: (a.created_at, a.id))
-    return Page(items=[ApplicationSummary.model_validate(a) for a in page], next_cursor=next_cursor)
 
 
 async def _act(
@@ -376,7 +370,7 @@ async def _act(
     user: CurrentUser,
     *,
     application_id: uuid.UUID,
-    name: str,
+    name: ReviewUpdate,
     arg: Any,
     payload: Any,
     idempotency_key: str | None,
@@ -460,6 +454,7 @@ async def supplement(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     user.require(Role.enterprise)
+    await service.check_supplement(session, user=user, application_id=application_id, evidence=data.evidence)
     request = SupplementRequest(actor=service.actor_of(user), note=data.note)
     return await _act(
         session,
@@ -593,24 +588,7 @@ async def resolve_objection(
 async def review_tasks(
     user: CurrentUserDep, session: SessionDep, limit: LimitQuery = 50, cursor: CursorQuery = None
 ) -> Page[ReviewTaskRead]:
-    rows = await service.review_queue(session, user=user, cursor=decode_cursor(cursor), limit=limit)
-    page, next_cursor = split_page(rows, limit, lambda row: (row[0].created_at, row[0].id))
-    items = [
-        ReviewTaskRead(
-            application_id=a.id,
-            uscc=a.uscc,
-            tier=a.tier,
-            program=a.program,
-            stage=t.stage,
-            region_code=t.region_code,
-            created_at=t.created_at,
-            due_at=t.due_at,
-            overdue=t.overdue or t.due_at <= datetime.now(UTC),
-            escalated_to=t.escalated_to,
-        )
-        for t, a in page
-    ]
-    return Page(items=items, next_cursor=next_cursor)
+    return await service.review_queue(session, user=user, cursor=cursor, limit=limit)
 
 
 # --- recognitions ----------------------------------------------------------------------------------------
@@ -635,7 +613,7 @@ async def list_recognitions(
 ) -> Page[RecognitionRead]:
     if user.role is Role.reviewer:
         raise Forbidden("Recognitions are read by their enterprise, finance and admins.")
-    rows = await service.list_recognitions(
+    return await service.list_recognitions(
         session,
         user=user,
         filters={
@@ -645,11 +623,9 @@ async def list_recognitions(
             "status": status,
             "valid_on": valid_on,
         },
-        cursor=decode_cursor(cursor),
+        cursor=cursor,
         limit=limit,
     )
-    page, next_cursor = split_page(rows, limit, lambda r: (r.created_at, r.id))
-    return Page(items=[RecognitionRead.model_validate(r) for r in page], next_cursor=next_cursor)
 
 
 @router.get(

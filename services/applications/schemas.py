@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.applications.metrics import DeclaredMetrics
 from services.identifiers import validate_region_code, validate_uscc
+from services.vocabulary import ApplicationStatus, Decision, Level, Tier
 
 USCC_PATTERN = "^[0-9A-HJ-NP-RTUWXY]{2}[0-9]{6}[0-9A-HJ-NP-RTUWXY]{10}$"
 NO_NUL = "^[^\\x00]*$"  # PostgreSQL text cannot hold NUL; every free-text input says so in its schema
@@ -30,11 +31,8 @@ RegionCode = Annotated[
     Field(examples=["500103"], json_schema_extra={"pattern": "^[0-9]{6}$"}),
     AfterValidator(validate_region_code),
 ]
-Tier = Literal["innovative", "specialized_new", "little_giant", "invisible_champion", "single_champion"]
-StageName = Literal["municipal", "provincial", "national"]
-StatusName = Literal[
-    "screening", "in_review", "returned", "public_notice", "recognized", "ineligible", "rejected", "withdrawn"
-]
+StageName = Level
+StatusName = ApplicationStatus
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 
 
@@ -171,7 +169,7 @@ class ApplicationSummary(_Out):
 
 
 class DecisionCreate(_In):
-    decision: Literal["approve", "reject", "return"]
+    decision: Decision
     reason: Text
     stage: StageName | None = Field(default=None, description="the stage decided; refused unless current")
     internal_note: Annotated[str | None, Field(max_length=4000, description="hidden from the applicant")] = (

@@ -74,7 +74,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from services.applications.metrics import INFINITY, DeclaredMetrics
-from services.programs import RULESETS, TIERS, TierKey
+from services.programs import RULESETS, TierKey
+from services.vocabulary import TIERS
 
 __all__ = [
     "RULESETS",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,17 @@ from services.applications.models import (
     ReviewTask,
     Transition,
 )
-from services.applications.schemas import ApplicationCreate, EnterpriseCreate, ListFilters
+from services.applications.schemas import (
+    ApplicationCreate,
+    ApplicationSummary,
+    EnterpriseCreate,
+    ListFilters,
+    RecognitionRead,
+    ReviewTaskRead,
+)
 from services.applications.screening import screen
 from services.auth import CurrentUser, Role
-from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
-from services.programs import Program
-from workflows.inputs import (
+from services.contracts import (
     Actor,
     EscalationInput,
     ObjectionUpdate,
@@ -43,6 +49,10 @@ from workflows.inputs import (
     ScreenOutcome,
     TransitionInput,
 )
+from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
+from services.pagination import Page, decode_cursor, split_page
+from services.programs import Program
+from services.vocabulary import region_prefix
 
 ALLOWED_DOCUMENT_TYPES = {"application/pdf", "image/png", "image/jpeg"}
 
@@ -147,6 +157,21 @@ async def store_document(
     return document
 
 
+async def evidence_documents(session: AsyncSession, *, uscc: str, ids: Sequence[uuid.UUID]) -> list[Document]:
+    """The documents of enterprise `uscc` that `ids` cite as evidence. An id that is not one of them is a 422
+    naming it - another enterprise's document too, refused exactly like one that does not exist, so nobody
+    learns that it does."""
+    documents = await repo.documents_for(session, uscc=uscc, ids=ids)
+    found = {d.id for d in documents}
+    missing_ids = [str(i) for i in ids if i not in found]
+    if missing_ids:
+        raise Unprocessable(
+            "Some evidence documents do not exist.",
+            errors=[FieldError(field="evidence", message=f"unknown document {i}") for i in missing_ids],
+        )
+    return documents
+
+
 # --- applications -------------------------------------------------------------------------------------------
 
 
@@ -198,14 +223,7 @@ async def create_application(
         and await repo.active_recognition(session, uscc=data.uscc, tier=tier.requires_tier, at=now) is None
     ):
         raise Conflict(f"A {data.tier} application needs an active {tier.requires_tier} recognition.")
-    documents = await repo.documents_for(session, uscc=data.uscc, ids=data.evidence)
-    found = {d.id for d in documents}
-    missing_ids = [str(i) for i in data.evidence if i not in found]
-    if missing_ids:
-        raise Unprocessable(
-            "Some evidence documents do not exist.",
-            errors=[FieldError(field="evidence", message=f"unknown document {i}") for i in missing_ids],
-        )
+    documents = await evidence_documents(session, uscc=data.uscc, ids=data.evidence)
     if any(d.application_id is not None for d in documents):
         raise Conflict("An evidence document already belongs to another application.")
     missing_kinds = sorted(set(tier.required_documents) - {d.kind for d in documents})
@@ -284,14 +302,25 @@ async def get_application(
     return application
 
 
+async def check_supplement(
+    session: AsyncSession, *, user: CurrentUser, application_id: uuid.UUID, evidence: Sequence[uuid.UUID]
+) -> None:
+    """Before a supplement reaches the workflow: the application must be one the caller sees (404), and every
+    document it cites one of the application's enterprise's own (422 naming each other id). Nothing is
+    written either way."""
+    application = await get_application(session, user=user, application_id=application_id)
+    await evidence_documents(session, uscc=application.uscc, ids=evidence)
+
+
 async def list_applications(
     session: AsyncSession,
     *,
     user: CurrentUser,
     filters: ListFilters,
-    cursor: tuple[datetime, uuid.UUID] | None,
+    cursor: str | None,
     limit: int,
-) -> list[Application]:
+) -> Page[ApplicationSummary]:
+    position = decode_cursor(cursor)
     clauses: list[Any] = []
     if user.role is Role.enterprise:
         clauses.append(Application.uscc == user.uscc)
@@ -303,16 +332,14 @@ async def list_applications(
         value = getattr(filters, name)
         if value is not None:
             clauses.append(getattr(Application, name) == value)
-    return await repo.list_applications(session, filters=clauses, cursor=cursor, limit=limit)
+    rows = await repo.list_applications(session, filters=clauses, cursor=position, limit=limit)
+    page, next_cursor = split_page(rows, limit, lambda a: (a.created_at, a.id))
+    return Page(items=[ApplicationSummary.model_validate(a) for a in page], next_cursor=next_cursor)
 
 
 def region_clause(column: Any, user: CurrentUser) -> Any:
-    region = user.region or ""
-    if region.endswith("0000"):
-        return column.like(f"{region[:2]}%")
-    if region.endswith("00"):
-        return column.like(f"{region[:4]}%")
-    return column == region
+    prefix = region_prefix(user.region or "")
+    return column == prefix if len(prefix) == 6 else column.like(f"{prefix}%")
 
 
 async def history(session: AsyncSession, *, user: CurrentUser, application_id: uuid.UUID) -> list[Transition]:
@@ -320,17 +347,36 @@ async def history(session: AsyncSession, *, user: CurrentUser, application_id: u
 
 
 async def review_queue(
-    session: AsyncSession, *, user: CurrentUser, cursor: tuple[datetime, uuid.UUID] | None, limit: int
-) -> list[tuple[ReviewTask, Application]]:
+    session: AsyncSession, *, user: CurrentUser, cursor: str | None, limit: int
+) -> Page[ReviewTaskRead]:
+    position = decode_cursor(cursor)
     if user.role is not Role.reviewer or user.level is None:
         raise Forbidden("The review queue is for reviewers.")
-    return await repo.review_queue(
+    rows = await repo.review_queue(
         session,
         stage=user.level,
         region_filter=region_clause(ReviewTask.region_code, user),
-        cursor=cursor,
+        cursor=position,
         limit=limit,
     )
+    page, next_cursor = split_page(rows, limit, lambda row: (row[0].created_at, row[0].id))
+    now = datetime.now(UTC)
+    items = [
+        ReviewTaskRead(
+            application_id=a.id,
+            uscc=a.uscc,
+            tier=a.tier,
+            program=a.program,
+            stage=t.stage,
+            region_code=t.region_code,
+            created_at=t.created_at,
+            due_at=t.due_at,
+            overdue=t.overdue or t.due_at <= now,
+            escalated_to=t.escalated_to,
+        )
+        for t, a in page
+    ]
+    return Page(items=items, next_cursor=next_cursor)
 
 
 async def objection_application(
@@ -357,9 +403,10 @@ async def list_recognitions(
     *,
     user: CurrentUser,
     filters: dict[str, Any],
-    cursor: tuple[datetime, uuid.UUID] | None,
+    cursor: str | None,
     limit: int,
-) -> list[Recognition]:
+) -> Page[RecognitionRead]:
+    position = decode_cursor(cursor)
     clauses: list[Any] = []
     if user.role is Role.enterprise:
         clauses.append(Recognition.uscc == user.uscc)
@@ -370,7 +417,9 @@ async def list_recognitions(
             clauses += [Recognition.valid_from <= value, Recognition.valid_until > value]
         else:
             clauses.append(getattr(Recognition, name) == value)
-    return await repo.list_recognitions(session, filters=clauses, cursor=cursor, limit=limit)
+    rows = await repo.list_recognitions(session, filters=clauses, cursor=position, limit=limit)
+    page, next_cursor = split_page(rows, limit, lambda r: (r.created_at, r.id))
+    return Page(items=[RecognitionRead.model_validate(r) for r in page], next_cursor=next_cursor)
 
 
 # --- what the review workflow's activities do, one transaction per attempt ----------------------------------

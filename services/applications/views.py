@@ -17,11 +17,12 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import asyncpg
 import asyncpg.prepared_stmt
 import structlog
+from fastapi import Depends, Request
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -176,3 +177,11 @@ class ApplicationViews:
         for conn, _ in idle:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 5)
+
+
+async def get_application_views(request: Request) -> ApplicationViews:
+    views: ApplicationViews = request.app.state.application_views
+    return views
+
+
+ViewsDep = Annotated[ApplicationViews, Depends(get_application_views)]

@@ -9,43 +9,51 @@ from typing import Any
 import structlog
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
+from services import temporal as temporal_boundary
+from services.applications import repository as repo
 from services.applications.models import Application
 from services.applications.service import review_input
-from services.errors import Conflict, Forbidden, ServiceUnavailable, temporal_unreachable
+from services.contracts import REVIEW_WORKFLOW, ReviewState, ReviewUpdate, review_workflow_id
 from services.programs import Program
-from workflows.inputs import ReviewState
 
 log = structlog.get_logger(__name__)
-
-
-def workflow_id(application_id: uuid.UUID | str) -> str:
-    return f"review-{application_id}"
 
 
 async def start_review(
     temporal: Client, *, application: Application, program: Program, task_queue: str
 ) -> None:
-    """Start the application's review workflow; starting it again is harmless (same id, USE_EXISTING)."""
-    try:
-        await temporal.start_workflow(
-            "ReviewWorkflow",
-            review_input(application, program),
-            id=workflow_id(application.id),
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
-    except (RPCError, RuntimeError) as exc:
-        if not temporal_unreachable(exc):
-            raise
-        raise ServiceUnavailable(
-            "The workflow engine is unavailable; the application is saved and its "
-            "review will start automatically."
-        ) from exc
+    """Start the application's review workflow; starting it again is harmless (same id)."""
+    await temporal_boundary.start_workflow(
+        temporal,
+        REVIEW_WORKFLOW,
+        review_input(application, program),
+        id=review_workflow_id(application.id),
+        task_queue=task_queue,
+        unavailable="The workflow engine is unavailable; the application is saved and its "
+        "review will start automatically.",
+    )
+
+
+async def start_after_commit(
+    session: AsyncSession,
+    temporal: Client,
+    *,
+    application_id: uuid.UUID,
+    programs: dict[str, Program],
+    task_queue: str,
+) -> None:
+    """The write-then-start protocol's second half (services/temporal.py) for an application the request
+    has written: commit it (with the request's idempotent answer), then start its review. The workflow's
+    first activity marks the application started; an API that dies in between leaves a committed,
+    unstarted application for ``reconcile``."""
+    await session.commit()
+    application = await repo.get_application(session, application_id)
+    assert application is not None
+    await start_review(
+        temporal, application=application, program=programs[application.program], task_queue=task_queue
+    )
 
 
 async def mark_started(session: AsyncSession, application_id: uuid.UUID) -> None:
@@ -55,25 +63,23 @@ async def mark_started(session: AsyncSession, application_id: uuid.UUID) -> None
 
 
 async def send_update(
-    temporal: Client, *, application_id: uuid.UUID, name: str, arg: Any, update_id: str | None = None
+    temporal: Client,
+    *,
+    application_id: uuid.UUID,
+    name: ReviewUpdate,
+    arg: Any,
+    update_id: str | None = None,
 ) -> ReviewState:
-    handle = temporal.get_workflow_handle(workflow_id(application_id))
-    try:
-        result: ReviewState = await handle.execute_update(name, arg, id=update_id, result_type=ReviewState)
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        if isinstance(cause, ApplicationError):
-            if cause.type == "Forbidden":
-                raise Forbidden(cause.message) from None
-            if cause.type == "Conflict":
-                raise Conflict(cause.message) from None
-        log.warning("update_failed", name=name, error=str(cause))
-        raise Conflict("The application could not take this action in its current state.") from None
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise Conflict("The application's review has finished; it no longer takes this action.") from None
-        raise
-    return result
+    return await temporal_boundary.execute_update(
+        temporal,
+        review_workflow_id(application_id),
+        name,
+        arg,
+        update_id=update_id,
+        result_type=ReviewState,
+        refused="The application could not take this action in its current state.",
+        finished="The application's review has finished; it no longer takes this action.",
+    )
 
 
 async def reconcile(
@@ -86,8 +92,6 @@ async def reconcile(
 ) -> int:
     """Start workflows for committed applications that have none (the API died between commit and start)."""
     from datetime import UTC, datetime, timedelta
-
-    from services.applications import repository as repo
 
     started = 0
     async with sessionmaker.begin() as session:

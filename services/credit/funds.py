@@ -99,12 +99,11 @@ async def request_bridge_loan(
     user: CurrentUser,
     data: BridgeLoanCreate,
     programs: policy.Programs,
-    temporal: Client,
-    task_queue: str,
 ) -> BridgeLoanRead:
     """Reserve the amount in the fund of the program the enterprise's recognition qualifies for (409 beyond
-    the fund's available capacity; 422 beyond the per-use cap or the fund's term) and start the loan's
-    workflow: finance approves it before the program's approval deadline, which otherwise releases it."""
+    the fund's available capacity; 422 beyond the per-use cap or the fund's term) and write the loan; once the
+    request commits, its workflow starts: finance approves it before the program's approval deadline, which
+    otherwise releases it."""
     await authorize_bridge_loan(user)
     assert user.uscc is not None
     benefit = await _qualifying(session, uscc=user.uscc, program=data.program)
@@ -147,7 +146,6 @@ async def request_bridge_loan(
     )
     repository.add(session, loan)
     await session.flush()
-    await payouts.start(temporal, kind="bridge_loan", row=loan, task_queue=task_queue)
     return await _loan_read(session, loan)
 
 
@@ -204,7 +202,7 @@ async def list_bridge_loans(
         overdue=overdue,
         today=today,
         cursor=decode_cursor(cursor),
-        limit=limit + 1,
+        limit=limit,
     )
     page, next_cursor = split_page(rows, limit, lambda loan: (loan.created_at, loan.id))
     return Page(
@@ -294,8 +292,6 @@ async def report_listing(
     uscc: str,
     data: ListingCreate,
     programs: policy.Programs,
-    temporal: Client,
-    task_queue: str,
 ) -> ListingRewardRead:
     """Record a listing and request the board's one-time reward: once per enterprise and board, even when the
     listing is reported concurrently (the unique index decides; the others get a 409). Finance approves the
@@ -340,7 +336,6 @@ async def report_listing(
     )
     if reward is None:
         raise Conflict(f"The enterprise was already rewarded for listing on {data.board!r}.")
-    await payouts.start(temporal, kind="listing_reward", row=reward, task_queue=task_queue)
     return await _reward_read(session, reward)
 
 
@@ -394,7 +389,7 @@ async def list_listing_rewards(
         board=board,
         program=program,
         cursor=decode_cursor(cursor),
-        limit=limit + 1,
+        limit=limit,
     )
     page, next_cursor = split_page(rows, limit, lambda reward: (reward.created_at, reward.id))
     return Page(

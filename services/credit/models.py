@@ -25,25 +25,27 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from services.contracts import disbursement_workflow_id
 from services.db import Base, Money
-from workflows.inputs import PayoutKind
+from services.vocabulary import PAYOUT_KINDS, PAYOUT_STATUSES, BenefitStatus, DisbursementStatus, PayoutKind
 
 ZERO = Decimal("0.00")
 
 BENEFIT_KINDS = ("credit_line", "bridge_loan", "listing_reward")
-BENEFIT_STATUSES = ("active", "frozen")
-LINE_STATUSES = ("active", "frozen")
+BENEFIT_STATUSES = get_args(BenefitStatus)
+LINE_STATUSES = get_args(BenefitStatus)
 # A payout is money paid out through the bank once finance approves it; every kind has a table of its own
 # with the same approval columns, and shares the approvals and disbursements tables (one foreign key column
 # per kind, named ``<kind>_id``).
-PAYOUT_KINDS: tuple[PayoutKind, ...] = get_args(PayoutKind)
-DRAWDOWN_STATUSES = ("pending_approval", "approved", "disbursed", "rejected", "expired", "failed")
+# Only a bridge loan is repaid (so far): the other kinds' CHECK constraints leave `repaid` out.
+DRAWDOWN_STATUSES = tuple(s for s in PAYOUT_STATUSES if s != "repaid")
 BRIDGE_LOAN_STATUSES = (*DRAWDOWN_STATUSES, "repaid")
 LISTING_REWARD_STATUSES = DRAWDOWN_STATUSES
-DISBURSEMENT_STATUSES = ("pending", "paid", "failed")
+DISBURSEMENT_STATUSES = get_args(DisbursementStatus)
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -177,8 +179,12 @@ class Drawdown(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # False from the request's commit until its DisbursementWorkflow is known to run (services/temporal.py:
+    # write, commit, then start; the worker's reconciler starts what an API that died in between left).
+    workflow_started: Mapped[bool] = mapped_column(server_default=text("false"))
 
     __table_args__ = (
+        Index("ix_drawdowns_unstarted", "created_at", postgresql_where=text("NOT workflow_started")),
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("required_approvals IN (1, 2)", name="required_approvals_known"),
         CheckConstraint(_one_of("status", DRAWDOWN_STATUSES), name="status_known"),
@@ -187,13 +193,6 @@ class Drawdown(Base):
     @property
     def workflow_id(self) -> str:
         return disbursement_workflow_id("drawdown", self.id)
-
-
-def disbursement_workflow_id(kind: PayoutKind, payout_id: uuid.UUID | str) -> str:
-    """The id of a payout's DisbursementWorkflow (drawdowns keep the id they had before payouts had kinds)."""
-    if kind == "drawdown":
-        return f"disbursement-{payout_id}"
-    return f"disbursement-{kind.replace('_', '-')}-{payout_id}"
 
 
 class PayoutApproval(Base):
@@ -306,8 +305,12 @@ class BridgeLoan(Base):
     repayment_reference: Mapped[str | None] = mapped_column(String(100))
     repayment_entry_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("ledger_entries.id"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # False from the request's commit until its DisbursementWorkflow is known to run (services/temporal.py:
+    # write, commit, then start; the worker's reconciler starts what an API that died in between left).
+    workflow_started: Mapped[bool] = mapped_column(server_default=text("false"))
 
     __table_args__ = (
+        Index("ix_bridge_loans_unstarted", "created_at", postgresql_where=text("NOT workflow_started")),
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("term_days > 0", name="term_positive"),
         CheckConstraint("required_approvals IN (1, 2)", name="required_approvals_known"),
@@ -339,8 +342,12 @@ class ListingReward(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # False from the request's commit until its DisbursementWorkflow is known to run (services/temporal.py:
+    # write, commit, then start; the worker's reconciler starts what an API that died in between left).
+    workflow_started: Mapped[bool] = mapped_column(server_default=text("false"))
 
     __table_args__ = (
+        Index("ix_listing_rewards_unstarted", "created_at", postgresql_where=text("NOT workflow_started")),
         UniqueConstraint("uscc", "board"),
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("required_approvals IN (1, 2)", name="required_approvals_known"),

@@ -20,37 +20,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
 
+from services import temporal as temporal_boundary
 from services.auth import CurrentUser, Role
-from services.credit import ledger, policy, repository
-from services.credit.models import (
-    BridgeLoan,
-    Disbursement,
-    Drawdown,
-    ListingReward,
-    Payout,
-    PayoutApproval,
-    disbursement_workflow_id,
-    payout_column,
-)
-from services.credit.schemas import (
-    ApprovalCreate,
-    ApprovalRead,
-    DisbursementRead,
-    LedgerEntryRead,
-    LedgerLineRead,
-)
-from services.errors import Conflict, Forbidden, GiantflowError, NotFound, ServiceUnavailable, Unprocessable
-from workflows.inputs import (
+from services.contracts import (
+    DISBURSEMENT_WORKFLOW,
     ApprovalRequest,
     DisbursementInput,
     PaymentFailure,
@@ -61,7 +41,26 @@ from workflows.inputs import (
     PayoutRef,
     PayoutState,
     PayoutStatus,
+    disbursement_workflow_id,
 )
+from services.credit import ledger, policy, repository
+from services.credit.models import (
+    BridgeLoan,
+    Disbursement,
+    Drawdown,
+    ListingReward,
+    Payout,
+    PayoutApproval,
+    payout_column,
+)
+from services.credit.schemas import (
+    ApprovalCreate,
+    ApprovalRead,
+    DisbursementRead,
+    LedgerEntryRead,
+    LedgerLineRead,
+)
+from services.errors import Conflict, Forbidden, NotFound
 
 log = structlog.get_logger("giantflow.credit")
 
@@ -237,44 +236,57 @@ def _entry_read(entry: ledger.Entry) -> LedgerEntryRead:
 
 
 async def start(temporal: Client, *, kind: PayoutKind, row: Payout, task_queue: str) -> None:
-    """Start the payout's workflow. Called once the payout is flushed and before the request commits: if the
-    commit then fails, the workflow finds no payout at its deadline and ends; nothing can approve a payout
-    that was never committed."""
-    try:
-        await temporal.start_workflow(
-            "DisbursementWorkflow",
-            DisbursementInput(
-                kind=kind,
-                payout_id=str(row.id),
-                requested_by=row.requested_by,
-                approval_deadline=row.approval_deadline,
-            ),
-            id=disbursement_workflow_id(kind, row.id),
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-    except RPCError as exc:
-        raise ServiceUnavailable(
-            f"The workflow service is unavailable; the {KINDS[kind].noun} was not recorded."
-        ) from exc
+    """Start the committed payout's workflow (again: harmless, the id is the payout's)."""
+    await temporal_boundary.start_workflow(
+        temporal,
+        DISBURSEMENT_WORKFLOW,
+        DisbursementInput(
+            kind=kind,
+            payout_id=str(row.id),
+            requested_by=row.requested_by,
+            approval_deadline=row.approval_deadline,
+        ),
+        id=disbursement_workflow_id(kind, row.id),
+        task_queue=task_queue,
+        unavailable=f"The workflow service is unavailable; the {KINDS[kind].noun} is saved and its "
+        "approval will start automatically.",
+    )
 
 
-_APPLICATION_ERRORS: dict[str, type[GiantflowError]] = {
-    "Forbidden": Forbidden,
-    "Conflict": Conflict,
-    "NotFound": NotFound,
-    "Unprocessable": Unprocessable,
-}
+async def start_after_commit(
+    session: AsyncSession, temporal: Client, *, kind: PayoutKind, payout_id: uuid.UUID, task_queue: str
+) -> None:
+    """The write-then-start protocol's second half (services/temporal.py) for a payout the request has
+    written: commit it (with the request's idempotent answer), start its workflow, mark it started. An API
+    that dies in between leaves a committed, unstarted payout for ``reconcile``; never a workflow for a
+    payout that was not committed."""
+    await session.commit()
+    row = await repository.get_payout(session, kind, payout_id)
+    await start(temporal, kind=kind, row=row, task_queue=task_queue)
+    await repository.mark_started(session, kind, payout_id)
 
 
-def _application_error(exc: BaseException) -> ApplicationError | None:
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ApplicationError):
-            return cause
-        cause = cause.__cause__ or getattr(cause, "cause", None)
-    return None
+async def reconcile(
+    temporal: Client,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    task_queue: str,
+    older_than_seconds: float = 30.0,
+) -> int:
+    """Start the workflows of committed payouts that have none (the API died between commit and start);
+    the worker runs it every period. A payout past its approval deadline is started too: its workflow
+    expires it at once and frees what it holds."""
+    started = 0
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+    for kind in KINDS:
+        async with sessionmaker.begin() as session:
+            for row in await repository.payouts_without_workflow(session, kind, older_than=cutoff):
+                await start(temporal, kind=kind, row=row, task_queue=task_queue)
+                await repository.mark_started(session, kind, row.id)
+                started += 1
+    if started:
+        log.info("payouts_reconciled", started=started)
+    return started
 
 
 async def authorize_decision(
@@ -322,27 +334,22 @@ async def decide(
     request = ApprovalRequest(
         kind=kind, payout_id=str(row.id), approver=user.sub, decision=data.decision, reason=data.reason
     )
-    try:
-        await temporal.get_workflow_handle(disbursement_workflow_id(kind, row.id)).execute_update(
-            "decide", request, id=f"decision-{user.sub}", result_type=PayoutState
-        )
-    except WorkflowUpdateFailedError as exc:
-        cause = _application_error(exc)
-        error = _APPLICATION_ERRORS.get(cause.type or "", Conflict) if cause else Conflict
-        raise error(cause.message if cause else "The decision could not be recorded.") from exc
-    except RPCError as exc:
-        if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-            raise Conflict(f"The {rules.noun} is no longer waiting for approval.") from exc
-        raise ServiceUnavailable("The workflow service is unavailable; nothing was decided.") from exc
+    await temporal_boundary.execute_update(
+        temporal,
+        disbursement_workflow_id(kind, row.id),
+        "decide",
+        request,
+        update_id=f"decision-{user.sub}",
+        result_type=PayoutState,
+        refused="The decision could not be recorded.",
+        finished=f"The {rules.noun} is no longer waiting for approval.",
+    )
 
 
 async def refresh(temporal: Client, kind: PayoutKind, payout_id: uuid.UUID) -> None:
     """Tell a payout's workflow to look at the payout again (best effort: a workflow not told finds out at
     its next deadline anyway)."""
-    try:
-        await temporal.get_workflow_handle(disbursement_workflow_id(kind, payout_id)).signal("refresh")
-    except RPCError as exc:
-        log.warning("refresh_signal_failed", kind=kind, payout_id=str(payout_id), error=str(exc))
+    await temporal_boundary.signal(temporal, disbursement_workflow_id(kind, payout_id), "refresh")
 
 
 # --- activity-side writes, each idempotent -----------------------------------------------------------------

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 
+from services.contracts import BenefitSchedule
 from services.errors import Conflict, NotFound
 from services.programs import Program
-from workflows.inputs import BenefitSchedule
 
 __all__ = [
     "POLICY_TZ",

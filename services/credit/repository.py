@@ -14,6 +14,7 @@ from sqlalchemy import Select, and_, case, false, func, not_, or_, select, updat
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.contracts import PayoutKind
 from services.credit.models import (
     PAYOUT_MODELS,
     ZERO,
@@ -29,24 +30,9 @@ from services.credit.models import (
     payout_column,
 )
 from services.credit.schemas import DisbursementFilters
-from workflows.inputs import PayoutKind
+from services.pagination import Cursor, paginate
 
 _S = TypeVar("_S", bound="Select[*tuple[Any, ...]]")
-
-
-def _after(created: Any, row_id: Any, cursor: tuple[datetime, uuid.UUID] | None) -> Any:
-    """Keyset condition for newest-first pages: rows strictly after the cursor's (created, id)."""
-    if cursor is None:
-        return None
-    at, last_id = cursor
-    return or_(created < at, and_(created == at, row_id < last_id))
-
-
-def _page(stmt: _S, created: Any, row_id: Any, cursor: tuple[datetime, uuid.UUID] | None, limit: int) -> _S:
-    condition = _after(created, row_id, cursor)
-    if condition is not None:
-        stmt = stmt.where(condition)
-    return stmt.order_by(created.desc(), row_id.desc()).limit(limit)
 
 
 # --- benefits ----------------------------------------------------------------------------------------------
@@ -112,9 +98,10 @@ async def list_benefits(
     recognition_id: uuid.UUID | None,
     kind: str | None,
     status: str | None,
-    cursor: tuple[datetime, uuid.UUID] | None,
+    cursor: Cursor | None,
     limit: int,
 ) -> list[tuple[Benefit, uuid.UUID | None]]:
+    """Newest first, paged (services/pagination.py)."""
     stmt = select(Benefit, CreditLine.id).join(
         CreditLine,
         and_(Benefit.kind == "credit_line", CreditLine.recognition_id == Benefit.recognition_id),
@@ -128,7 +115,9 @@ async def list_benefits(
         stmt = stmt.where(Benefit.kind == kind)
     if status is not None:
         stmt = stmt.where(Benefit.status == status)
-    rows = await session.execute(_page(stmt, Benefit.granted_at, Benefit.id, cursor, limit))
+    rows = await session.execute(
+        paginate(stmt, key=(Benefit.granted_at, Benefit.id), cursor=cursor, limit=limit, newest_first=True)
+    )
     return [(benefit, line_id) for benefit, line_id in rows]
 
 
@@ -190,9 +179,10 @@ async def list_credit_lines(
     status: str | None,
     program: str | None,
     tier: str | None,
-    cursor: tuple[datetime, uuid.UUID] | None,
+    cursor: Cursor | None,
     limit: int,
 ) -> list[CreditLine]:
+    """Newest first, paged (services/pagination.py)."""
     stmt = select(CreditLine)
     for column, value in (
         (CreditLine.uscc, uscc),
@@ -202,7 +192,10 @@ async def list_credit_lines(
     ):
         if value is not None:
             stmt = stmt.where(column == value)
-    return list(await session.scalars(_page(stmt, CreditLine.opened_at, CreditLine.id, cursor, limit)))
+    stmt = paginate(
+        stmt, key=(CreditLine.opened_at, CreditLine.id), cursor=cursor, limit=limit, newest_first=True
+    )
+    return list(await session.scalars(stmt))
 
 
 async def reserve(session: AsyncSession, *, line_id: uuid.UUID, amount: Decimal) -> bool:
@@ -247,6 +240,25 @@ async def get_drawdown(
         stmt = stmt.with_for_update()
     drawdown: Drawdown | None = await session.scalar(stmt)
     return drawdown
+
+
+async def payouts_without_workflow(
+    session: AsyncSession, kind: PayoutKind, *, older_than: datetime, limit: int = 100
+) -> list[Any]:
+    """Committed payouts of a kind whose workflow is not known to run, requested before `older_than`."""
+    model = PAYOUT_MODELS[kind]
+    stmt = (
+        select(model)
+        .where(model.workflow_started.is_(False), model.created_at < older_than)
+        .order_by(model.created_at)
+        .limit(limit)
+    )
+    return list(await session.scalars(stmt))
+
+
+async def mark_started(session: AsyncSession, kind: PayoutKind, payout_id: uuid.UUID) -> None:
+    model = PAYOUT_MODELS[kind]
+    await session.execute(update(model).where(model.id == payout_id).values(workflow_started=True))
 
 
 async def get_payout(
@@ -332,11 +344,18 @@ async def list_disbursements(
     session: AsyncSession,
     *,
     filters: DisbursementFilters,
-    cursor: tuple[datetime, uuid.UUID] | None,
+    cursor: Cursor | None,
     limit: int,
 ) -> list[Disbursement]:
-    stmt = _filtered(select(Disbursement), filters)
-    return list(await session.scalars(_page(stmt, Disbursement.created_at, Disbursement.id, cursor, limit)))
+    """Newest first, paged (services/pagination.py)."""
+    stmt = paginate(
+        _filtered(select(Disbursement), filters),
+        key=(Disbursement.created_at, Disbursement.id),
+        cursor=cursor,
+        limit=limit,
+        newest_first=True,
+    )
+    return list(await session.scalars(stmt))
 
 
 async def disbursement_totals(
@@ -434,11 +453,11 @@ async def list_bridge_loans(
     program: str | None,
     overdue: bool | None,
     today: date,
-    cursor: tuple[datetime, uuid.UUID] | None,
+    cursor: Cursor | None,
     limit: int,
 ) -> list[BridgeLoan]:
-    """Newest first. ``overdue``: only the loans that are (or are not) overdue ``today``: paid out, not
-    repaid, and flagged or due before today."""
+    """Newest first, paged (services/pagination.py). ``overdue``: only the loans that are (or are not)
+    overdue ``today``: paid out, not repaid, and flagged or due before today."""
     stmt = select(BridgeLoan)
     for column, value in (
         (BridgeLoan.uscc, uscc),
@@ -453,7 +472,10 @@ async def list_bridge_loans(
             or_(BridgeLoan.overdue_since.is_not(None), func.coalesce(BridgeLoan.due_on < today, false())),
         )
         stmt = stmt.where(is_overdue if overdue else not_(is_overdue))
-    return list(await session.scalars(_page(stmt, BridgeLoan.created_at, BridgeLoan.id, cursor, limit)))
+    stmt = paginate(
+        stmt, key=(BridgeLoan.created_at, BridgeLoan.id), cursor=cursor, limit=limit, newest_first=True
+    )
+    return list(await session.scalars(stmt))
 
 
 async def list_listing_rewards(
@@ -463,9 +485,10 @@ async def list_listing_rewards(
     status: str | None,
     board: str | None,
     program: str | None,
-    cursor: tuple[datetime, uuid.UUID] | None,
+    cursor: Cursor | None,
     limit: int,
 ) -> list[ListingReward]:
+    """Newest first, paged (services/pagination.py)."""
     stmt = select(ListingReward)
     for column, value in (
         (ListingReward.uscc, uscc),
@@ -475,7 +498,10 @@ async def list_listing_rewards(
     ):
         if value is not None:
             stmt = stmt.where(column == value)
-    return list(await session.scalars(_page(stmt, ListingReward.created_at, ListingReward.id, cursor, limit)))
+    stmt = paginate(
+        stmt, key=(ListingReward.created_at, ListingReward.id), cursor=cursor, limit=limit, newest_first=True
+    )
+    return list(await session.scalars(stmt))
 
 
 async def insert_listing_reward(session: AsyncSession, **values: Any) -> ListingReward | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
@@ -29,7 +29,6 @@ from services.credit.schemas import (
     ListingCreate,
     ListingRewardRead,
     RepaymentCreate,
-    Tier,
 )
 from services.deps import (
     CurrentUserDep,
@@ -43,7 +42,7 @@ from services.errors import problem_responses
 from services.idempotency import once
 from services.pagination import CursorQuery, LimitQuery, Page
 from services.ratelimit import WriterDep
-from workflows.inputs import PayoutKind
+from services.vocabulary import BenefitKind, BenefitStatus, DisbursementStatus, PayoutKind, PayoutStatus, Tier
 
 router = APIRouter(tags=["credit"], route_class=StrictQueryRoute)
 
@@ -63,17 +62,14 @@ READ_ERRORS = problem_responses(401, 403, 422)
 WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429, 503)
 
 
-PayoutStatus = Literal["pending_approval", "approved", "disbursed", "rejected", "expired", "failed"]
-
-
 @router.get("/benefits", response_model=Page[BenefitRead], responses=READ_ERRORS)
 async def list_benefits(
     session: SessionDep,
     user: CurrentUserDep,
     uscc: UsccQuery = None,
     recognition_id: uuid.UUID | None = None,
-    kind: Literal["credit_line", "bridge_loan", "listing_reward"] | None = None,
-    status: Literal["active", "frozen"] | None = None,
+    kind: BenefitKind | None = None,
+    status: BenefitStatus | None = None,
     cursor: CursorQuery = None,
     limit: LimitQuery = 50,
 ) -> Page[BenefitRead]:
@@ -95,7 +91,7 @@ async def list_credit_lines(
     session: SessionDep,
     user: CurrentUserDep,
     uscc: UsccQuery = None,
-    status: Literal["active", "frozen"] | None = None,
+    status: BenefitStatus | None = None,
     program: ProgramQuery = None,
     tier: Tier | None = None,
     cursor: CursorQuery = None,
@@ -137,12 +133,13 @@ async def request_drawdown(
         status_code=201,
         authorize=lambda: service.authorize_drawdown(session, user=user, line_id=line_id),
         act=lambda: service.request_drawdown(
+            session, user=user, line_id=line_id, data=body, programs=resources.programs
+        ),
+        then=lambda drawdown: payouts.start_after_commit(
             session,
-            user=user,
-            line_id=line_id,
-            data=body,
-            programs=resources.programs,
-            temporal=temporal,
+            temporal,
+            kind="drawdown",
+            payout_id=drawdown.id,
             task_queue=resources.settings.temporal_task_queue,
         ),
     )
@@ -204,7 +201,7 @@ async def list_disbursements(
     session: StreamingReadSessionDep,
     user: CurrentUserDep,
     kind: PayoutKind | None = None,
-    status: Literal["pending", "paid", "failed"] | None = None,
+    status: DisbursementStatus | None = None,
     uscc: UsccQuery = None,
     tier: Tier | None = None,
     program: ProgramQuery = None,
@@ -257,12 +254,12 @@ async def request_bridge_loan(
         payload=body,
         status_code=201,
         authorize=lambda: funds.authorize_bridge_loan(user),
-        act=lambda: funds.request_bridge_loan(
+        act=lambda: funds.request_bridge_loan(session, user=user, data=body, programs=resources.programs),
+        then=lambda loan: payouts.start_after_commit(
             session,
-            user=user,
-            data=body,
-            programs=resources.programs,
-            temporal=temporal,
+            temporal,
+            kind="bridge_loan",
+            payout_id=loan.id,
             task_queue=resources.settings.temporal_task_queue,
         ),
     )
@@ -381,12 +378,13 @@ async def report_listing(
         status_code=201,
         authorize=lambda: funds.authorize_listing(user, uscc),
         act=lambda: funds.report_listing(
+            session, user=user, uscc=uscc, data=body, programs=resources.programs
+        ),
+        then=lambda reward: payouts.start_after_commit(
             session,
-            user=user,
-            uscc=uscc,
-            data=body,
-            programs=resources.programs,
-            temporal=temporal,
+            temporal,
+            kind="listing_reward",
+            payout_id=reward.id,
             task_queue=resources.settings.temporal_task_queue,
         ),
     )

@@ -7,16 +7,22 @@ import uuid
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
+from services.contracts import PayoutKind
 from services.pagination import Page
-from workflows.inputs import PayoutKind
+from services.vocabulary import (
+    ApprovalDecision,
+    BenefitKind,
+    BenefitStatus,
+    DisbursementStatus,
+    PayoutStatus,
+)
 
 USCC_PATTERN = "^[0-9A-HJ-NP-RTUWXY]{18}$"
 KEY_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"  # program keys (and other policy ids)
-Tier = Literal["innovative", "specialized_new", "little_giant", "invisible_champion", "single_champion"]
 CENT = Decimal("0.01")
 # The JSON schema states exactly what the parser accepts: two decimals, no sign, no leading zeros.
 MONEY_PATTERN = r"^(0|[1-9][0-9]{0,15})\.[0-9]{2}$"
@@ -71,8 +77,8 @@ class BenefitRead(_Read):
     uscc: str
     program: str
     tier: str
-    kind: Literal["credit_line", "bridge_loan", "listing_reward"]
-    status: Literal["active", "frozen"]
+    kind: BenefitKind
+    status: BenefitStatus
     amount: Money | None = Field(description="the credit line's limit for kind credit_line")
     credit_line_id: uuid.UUID | None = None
     granted_at: datetime
@@ -90,7 +96,7 @@ class CreditLineRead(_Read):
     reserved: Money = Field(description="held by drawdowns awaiting approval or payment")
     drawn: Money = Field(description="paid out")
     available: Money = Field(description="limit - reserved - drawn")
-    status: Literal["active", "frozen"]
+    status: BenefitStatus
     opened_at: datetime
     frozen_at: datetime | None
     freeze_reason: str | None
@@ -118,7 +124,7 @@ class DisbursementRead(_Read):
     program: str
     tier: str
     amount: Money
-    status: Literal["pending", "paid", "failed"]
+    status: DisbursementStatus
     bank_reference: str | None
     failure_reason: str | None
     ledger_entry_id: uuid.UUID | None
@@ -137,7 +143,7 @@ class DisbursementPage(Page[DisbursementRead]):
 
 class ApprovalRead(_Read):
     approver: str
-    decision: Literal["approve", "reject"]
+    decision: ApprovalDecision
     reason: str | None
     created_at: datetime
 
@@ -163,7 +169,7 @@ class _PayoutRead(_Read):
 
 class DrawdownRead(_PayoutRead):
     credit_line_id: uuid.UUID
-    status: Literal["pending_approval", "approved", "disbursed", "rejected", "expired", "failed"]
+    status: PayoutStatus
 
 
 # --- writes ------------------------------------------------------------------------------------------------
@@ -181,13 +187,13 @@ class DrawdownCreate(_Write):
 
 
 class ApprovalCreate(_Write):
-    decision: Literal["approve", "reject"]
+    decision: ApprovalDecision
     reason: Annotated[str, Field(max_length=2000, pattern=NO_NUL)] | None = None
 
 
 class DisbursementFilters(BaseModel):
     kind: PayoutKind | None = None
-    status: Literal["pending", "paid", "failed"] | None = None
+    status: DisbursementStatus | None = None
     uscc: str | None = None
     tier: str | None = None
     program: str | None = None
@@ -220,9 +226,7 @@ class BridgeLoanCreate(_Write):
     ] = None
 
 
-BridgeLoanStatus = Literal[
-    "pending_approval", "approved", "disbursed", "repaid", "rejected", "expired", "failed"
-]
+BridgeLoanStatus = PayoutStatus
 
 
 class BridgeLoanRead(_PayoutRead):
@@ -257,4 +261,4 @@ class ListingRewardRead(_PayoutRead):
     listed_on: date
     security_code: str
     reported_by: str = Field(description="who reported the listing (the reward's requester)")
-    status: Literal["pending_approval", "approved", "disbursed", "rejected", "expired", "failed"]
+    status: PayoutStatus

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from services.auth import CurrentUser, Role
+from services.contracts import BenefitGrant, BenefitsFreeze, PayoutKind
 from services.credit import payouts, policy, repository
 from services.credit.models import (
     ZERO,
@@ -40,7 +41,6 @@ from services.credit.schemas import (
 )
 from services.errors import Conflict, NotFound, Unprocessable
 from services.pagination import Page, decode_cursor, split_page
-from workflows.inputs import BenefitGrant, BenefitsFreeze, PayoutKind
 
 READERS = (Role.enterprise, Role.finance, Role.admin)
 # Payouts a recognition's benefits qualified, rejected while awaiting approval when the benefits freeze.
@@ -141,7 +141,7 @@ async def list_benefits(
         kind=kind,
         status=status,
         cursor=decode_cursor(cursor),
-        limit=limit + 1,
+        limit=limit,
     )
     page, next_cursor = split_page(rows, limit, lambda row: (row[0].granted_at, row[0].id))
     items = [
@@ -172,7 +172,7 @@ async def list_credit_lines(
         program=program,
         tier=tier,
         cursor=decode_cursor(cursor),
-        limit=limit + 1,
+        limit=limit,
     )
     page, next_cursor = split_page(rows, limit, lambda line: (line.opened_at, line.id))
     return Page(
@@ -227,7 +227,7 @@ async def list_disbursements(
     if scoped is None:
         return DisbursementPage(items=[], totals={})
     rows = await repository.list_disbursements(
-        session, filters=scoped, cursor=decode_cursor(cursor), limit=limit + 1
+        session, filters=scoped, cursor=decode_cursor(cursor), limit=limit
     )
     totals = await repository.disbursement_totals(session, filters=scoped)
     page, next_cursor = split_page(rows, limit, lambda row: (row.created_at, row.id))
@@ -305,11 +305,10 @@ async def request_drawdown(
     line_id: uuid.UUID,
     data: DrawdownCreate,
     programs: policy.Programs,
-    temporal: Client,
-    task_queue: str,
 ) -> DrawdownRead:
-    """Reserve the amount on the line at once (never past the limit) and start the drawdown's workflow,
-    which waits for the approvals until the program's deadline and then pays."""
+    """Reserve the amount on the line at once (never past the limit) and write the drawdown; once the
+    request commits, its workflow (``payouts.start_after_commit``) waits for the approvals until the
+    program's deadline and then pays."""
     line = await authorize_drawdown(session, user=user, line_id=line_id)
     program = policy.program(programs, line.program)
     if not await repository.reserve(session, line_id=line.id, amount=data.amount):
@@ -338,7 +337,6 @@ async def request_drawdown(
     )
     repository.add(session, drawdown)
     await session.flush()
-    await payouts.start(temporal, kind="drawdown", row=drawdown, task_queue=task_queue)
     return await _drawdown_read(session, drawdown)
 
 

@@ -265,6 +265,45 @@ async def test_withdraw_and_return_over_http(
     assert [a["id"] for a in listed["items"]] == [app_id]
 
 
+async def test_a_supplement_citing_an_unknown_document_is_a_422_and_changes_nothing(
+    applicant: Applicant, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """Evidence a supplement cites must be the applicant's own documents: an id that does not exist and
+    another enterprise's document are refused alike (nobody learns the other one exists), before the
+    workflow hears of it."""
+    await applicant.register()
+    app_id = (await applicant.submit()).json()["id"]
+    url = f"/api/v1/applications/{app_id}"
+    await poll(api, url, applicant.headers, lambda b: b["status"] == "in_review")
+    municipal = reviewer_headers(settings, "municipal", "500103")
+    returned = await api.post(
+        f"{url}/decisions", headers=municipal, json={"decision": "return", "reason": "more"}
+    )
+    assert returned.json()["status"] == "returned"
+    other = Applicant(api=api, settings=settings, uscc=random_uscc("500103"))
+    assert (await other.register()).status_code == 201
+    (theirs,) = await other.evidence("business_licence")
+    (mine,) = await applicant.evidence("business_licence")
+    before = (await api.get(url, headers=applicant.headers)).json()
+    for cited in (new_id(), theirs):
+        refused = await api.post(
+            f"{url}/supplements",
+            headers={**applicant.headers, "Idempotency-Key": new_id()},
+            json={"note": "attached", "evidence": [mine, cited]},
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["errors"] == [{"field": "evidence", "message": f"unknown document {cited}"}]
+    after = (await api.get(url, headers=applicant.headers)).json()
+    assert after["status"] == "returned"
+    assert [h["action"] for h in after["history"]] == [h["action"] for h in before["history"]]
+    accepted = await api.post(
+        f"{url}/supplements", headers=applicant.headers, json={"note": "attached", "evidence": [mine]}
+    )
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["stage"] == "municipal"
+
+
 async def test_unauthenticated_and_bad_tokens(api: httpx.AsyncClient, settings: Settings) -> None:
     assert (await api.get("/api/v1/applications")).status_code == 401
     finance = bearer(make_token(settings, "finance"))

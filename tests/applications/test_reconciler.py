@@ -9,9 +9,9 @@ from typing import Any
 
 from services.applications.models import Application
 from services.applications.workflow_client import reconcile
+from services.contracts import ReviewState
 from services.resources import Resources
 from tests.support.factories import seed_application
-from workflows.inputs import ReviewState
 
 
 async def test_reconciler_starts_missing_workflows_once(resources: Resources, worker: Any) -> None:

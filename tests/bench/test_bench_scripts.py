@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.run import BEGIN, END, Figures, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +29,7 @@ FIGURES = [
 ]
 
 
+@pytest.mark.slow  # the whole embedded stack and wrk as real processes, ~16 s
 def test_make_bench_prints_and_writes_every_figure(tmp_path: Path) -> None:
     output = tmp_path / "performance.md"
     output.write_text("# Performance\n\nProse kept by hand.\n")

@@ -16,14 +16,14 @@ from temporalio.client import Client
 
 from services.auth import CurrentUser, Role
 from services.config import Settings
-from services.credit import repository, service
+from services.contracts import BenefitsInput, BenefitsStop, PayoutState
+from services.credit import payouts, repository, service
 from services.credit.schemas import ApprovalCreate, DrawdownCreate
 from services.errors import Conflict
 from services.resources import Resources
 from tests.conftest import bearer
 from tests.credit.conftest import PROGRAM, auth, enterprise_token, new_uscc, open_line, record
 from workflows.benefits import BenefitsWorkflow
-from workflows.inputs import BenefitsInput, BenefitsStop, PayoutState
 
 D = Decimal
 
@@ -148,16 +148,22 @@ async def test_a_tier_without_benefits_grants_nothing_and_an_unknown_program_fai
 
 async def _request(res: Resources, uscc: str, line_id: uuid.UUID, amount: str) -> str:
     user = CurrentUser(sub=f"ent-{uscc}", role=Role.enterprise, uscc=uscc)
-    async with res.sessionmaker.begin() as session:
+    async with res.sessionmaker() as session:  # as the route does: write, commit, then start
         drawdown = await service.request_drawdown(
             session,
             user=user,
             line_id=line_id,
             data=DrawdownCreate(amount=amount),  # type: ignore[arg-type]
-            temporal=res.temporal,
-            task_queue=res.settings.temporal_task_queue,
             programs=res.programs,
         )
+        await payouts.start_after_commit(
+            session,
+            res.temporal,
+            kind="drawdown",
+            payout_id=drawdown.id,
+            task_queue=res.settings.temporal_task_queue,
+        )
+        await session.commit()
     return str(drawdown.id)
 
 

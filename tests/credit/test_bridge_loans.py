@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.auth import CurrentUser, Role
 from services.config import Settings
-from services.credit import funds, ledger, policy, repository
+from services.contracts import BenefitsInput, BenefitsStop, PayoutKind, PayoutState
+from services.credit import funds, ledger, payouts, policy, repository
 from services.credit.models import BridgeLoan
 from services.credit.schemas import ApprovalCreate, BridgeLoanCreate, ListingCreate, RepaymentCreate
 from services.errors import Conflict
@@ -26,7 +27,6 @@ from tests.conftest import bearer
 from tests.credit.conftest import PROGRAM, BankSim, arm, auth, enterprise_token, new_uscc, record
 from tests.credit.test_funds_and_listings import finished, fund, loan, until
 from workflows.benefits import BenefitsWorkflow
-from workflows.inputs import BenefitsInput, BenefitsStop, PayoutState
 
 D = Decimal
 
@@ -311,33 +311,40 @@ async def test_deadlines_expire_payouts_and_a_loan_past_due_is_flagged_overdue(
     await arm(skipping.sessionmaker, uscc, "bridge_loan", "listing_reward")
     maker = CurrentUser(sub=f"ent-{uscc}", role=Role.enterprise, uscc=uscc)
     checker = CurrentUser(sub="finance-a", role=Role.finance)
-    queue = {"temporal": skipping.temporal, "task_queue": skipping.settings.temporal_task_queue}
+    queue = skipping.settings.temporal_task_queue
 
-    async with skipping.sessionmaker.begin() as session:
+    async def started(session: AsyncSession, kind: PayoutKind, payout_id: uuid.UUID) -> None:
+        """What the route does after the request's writes: commit, then start the payout's workflow."""
+        await payouts.start_after_commit(
+            session, skipping.temporal, kind=kind, payout_id=payout_id, task_queue=queue
+        )
+        await session.commit()
+
+    async with skipping.sessionmaker() as session:
         forgotten = await funds.request_bridge_loan(
             session,
             user=maker,
             data=BridgeLoanCreate(amount=D("4000.00"), term_days=5, purpose="never approved"),
             programs=skipping.programs,
-            **queue,
         )
-    async with skipping.sessionmaker.begin() as session:
+        await started(session, "bridge_loan", forgotten.id)
+    async with skipping.sessionmaker() as session:
         reward = await funds.report_listing(
             session,
             user=maker,
             uscc=uscc,
             data=ListingCreate(board="srdi", listed_on=date(2026, 6, 30), security_code="870125"),
             programs=skipping.programs,
-            **queue,
         )
-    async with skipping.sessionmaker.begin() as session:
+        await started(session, "listing_reward", reward.id)
+    async with skipping.sessionmaker() as session:
         late = await funds.request_bridge_loan(
             session,
             user=maker,
             data=BridgeLoanCreate(amount=D("6000.00"), term_days=1, purpose="repaid late"),
             programs=skipping.programs,
-            **queue,
         )
+        await started(session, "bridge_loan", late.id)
     async with skipping.sessionmaker.begin() as session:
         await funds.decide_bridge_loan(
             session,
@@ -399,7 +406,6 @@ async def test_deadlines_expire_payouts_and_a_loan_past_due_is_flagged_overdue(
                 uscc=uscc,
                 data=ListingCreate(board="srdi", listed_on=date(2026, 6, 30), security_code="870125"),
                 programs=skipping.programs,
-                **queue,
             )
     async with skipping.sessionmaker.begin() as session:
         repaid = await funds.repay_bridge_loan(

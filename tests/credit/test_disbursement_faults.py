@@ -19,7 +19,8 @@ from temporalio.worker import Worker
 
 from services.auth import CurrentUser, Role
 from services.config import Settings
-from services.credit import ledger, repository, service
+from services.contracts import PayoutState
+from services.credit import ledger, payouts, repository, service
 from services.credit.bank import BankClient
 from services.credit.models import LedgerEntry
 from services.credit.schemas import ApprovalCreate, DrawdownCreate
@@ -29,7 +30,6 @@ from tests.credit.conftest import BankSim, new_uscc, open_line, record
 from workflows.benefits import BenefitsWorkflow
 from workflows.credit_activities import CreditActivities
 from workflows.disbursement import DisbursementWorkflow
-from workflows.inputs import PayoutState
 
 D = Decimal
 AMOUNT = D("1234.56")
@@ -83,16 +83,22 @@ async def approved_batch(res: Resources, count: int) -> Batch:
     checker = CurrentUser(sub="finance-1", role=Role.finance)
     ids = []
     for _ in range(count):
-        async with res.sessionmaker.begin() as session:
+        async with res.sessionmaker() as session:  # as the route does: write, commit, then start
             drawdown = await service.request_drawdown(
                 session,
                 user=maker,
                 line_id=line_id,
                 data=DrawdownCreate(amount=AMOUNT),
-                temporal=res.temporal,
-                task_queue=res.settings.temporal_task_queue,
                 programs=res.programs,
             )
+            await payouts.start_after_commit(
+                session,
+                res.temporal,
+                kind="drawdown",
+                payout_id=drawdown.id,
+                task_queue=res.settings.temporal_task_queue,
+            )
+            await session.commit()
         ids.append(str(drawdown.id))
 
     async def approve(drawdown_id: str) -> None:

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.config import Settings
+from services.contracts import PayoutState
 from services.credit import ledger
 from tests.conftest import bearer
 from tests.credit.conftest import BankSim, auth, enterprise_token, new_uscc, open_line, record
-from workflows.inputs import PayoutState
 
 D = Decimal
 

@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.config import Settings
+from services.contracts import PayoutState
 from services.credit import ledger
 from services.credit.models import BridgeLoan, FundPool
 from tests.conftest import bearer
 from tests.credit.conftest import PROGRAM, BankSim, arm, auth, enterprise_token, new_uscc, record
-from workflows.inputs import PayoutState
 
 D = Decimal
 CENT = D("0.01")

@@ -20,12 +20,12 @@ import pytest
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import WorkflowHandle
 
+from services.contracts import PayoutState
 from services.credit import repository
 from services.resources import Resources
 from tests.conftest import BIN_DIR, TEST_SECRET
 from tests.credit.conftest import PROGRAMS, BankSim
 from tests.credit.test_disbursement_faults import approved_batch, assert_paid_exactly_once
-from workflows.inputs import PayoutState
 
 pytestmark = pytest.mark.slow
 

@@ -42,6 +42,8 @@ APP_DEPENDS_ON = {
     "temporal": "service_healthy",
 }
 
+pytestmark = pytest.mark.slow  # runs docker-compose, a Debian tool only `make test` installs
+
 
 @pytest.fixture(scope="module")
 def docker_compose() -> str:

@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import BIN_DIR
 
+pytestmark = pytest.mark.slow  # each test starts a Python process of its own
+
 PROBE = """
 import gc, json
 import services.app, workflows.worker

@@ -16,9 +16,9 @@ import httpx
 import psutil
 import pytest
 
+from devtools.devstack import free_port
 from services.app import MAX_BODY_BYTES
 from services.config import Settings
-from services.devstack import free_port
 from tests.conftest import BIN_DIR, TEST_SECRET, bearer, make_token
 from tests.support.factories import random_uscc
 

@@ -17,10 +17,10 @@ from temporalio.testing import WorkflowEnvironment
 from services.applications.models import Application
 from services.applications.service import review_input
 from services.config import Settings
+from services.contracts import ReviewState
 from services.db import create_sessionmaker
 from services.resources import Resources
 from tests.support.factories import seed_application
-from workflows.inputs import ReviewState
 from workflows.worker import build_worker
 
 

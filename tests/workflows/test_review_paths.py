@@ -14,9 +14,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
 from services.applications.models import Application, Objection, Recognition, ReviewTask, Transition
-from tests.support.factories import weak_metrics
-from tests.workflows.conftest import Harness
-from workflows.inputs import (
+from services.contracts import (
     Actor,
     DecisionRequest,
     ObjectionRequest,
@@ -26,6 +24,8 @@ from workflows.inputs import (
     SupplementRequest,
     WithdrawRequest,
 )
+from tests.support.factories import weak_metrics
+from tests.workflows.conftest import Harness
 
 HISTORIES = Path(__file__).parent / "histories"
 

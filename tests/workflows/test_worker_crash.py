@@ -15,10 +15,10 @@ from sqlalchemy import select
 
 from services.applications.models import Transition
 from services.applications.service import review_input
+from services.contracts import Actor, DecisionRequest, ReviewState
 from services.resources import Resources
 from tests.conftest import BIN_DIR, TEST_SECRET
 from tests.support.factories import seed_application
-from workflows.inputs import Actor, DecisionRequest, ReviewState
 
 pytestmark = pytest.mark.slow
 
