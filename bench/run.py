@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import noop  # noqa: E402
+from bench.body_limit import peak_rss_mib, send_chunked  # noqa: E402
 from bench.journey import BATCH, DISTRICT, EVIDENCE, PROGRAM, Journey, application_body  # noqa: E402
 from bench.stack import BIN, Stack, process, running  # noqa: E402
 from devtools.devstack import free_port  # noqa: E402
@@ -277,6 +278,27 @@ async def worker_memory(stack: Stack, figures: Figures, open_workflows: int) -> 
     )
 
 
+# --- api_peak_rss_growth_mib ---------------------------------------------------------------------------
+
+
+async def oversized_body(stack: Stack, figures: Figures) -> None:
+    """A 200 MB chunked body (no Content-Length) to the freshly started API: how far its peak memory rises."""
+    api = stack.part("api")
+    before = peak_rss_mib(api.pid)
+    status, sent = await asyncio.to_thread(
+        send_chunked, "127.0.0.1", stack.api_port, "/api/v1/enterprises", 200 * 2**20
+    )
+    grown = peak_rss_mib(api.pid) - before
+    figures.add(
+        "api_peak_rss_growth_mib",
+        grown,
+        "MiB",
+        goal="<= 32",
+        met=grown <= 32 and status == 413,
+        note=f"200 MB chunked JSON body: answered {status} after {sent / 2**20:.1f} MiB sent",
+    )
+
+
 # --- read API --------------------------------------------------------------------------------------------
 
 
@@ -354,6 +376,7 @@ async def measure(stack: Stack, figures: Figures) -> None:
     engine = create_async_engine(stack.database_url, pool_size=2)
     try:
         applications = scaled(10_000, 20)
+        await oversized_body(stack, figures)
         await raw_workflows(stack, figures, applications)
         created = await batch_intake(stack, engine, figures, applications)
         await worker_memory(stack, figures, applications)

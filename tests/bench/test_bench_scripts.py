@@ -15,6 +15,7 @@ from bench.run import BEGIN, END, Figures, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = [
+    "api_peak_rss_growth_mib",
     "raw_workflows_per_s",
     "batch_intake_per_s",
     "batch_intake_ratio",

@@ -6,7 +6,6 @@ process's memory stays flat under a 200 MB chunked body (a real uvicorn process,
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +15,7 @@ import httpx
 import psutil
 import pytest
 
+from bench.body_limit import peak_rss_mib, send_chunked
 from devtools.devstack import free_port
 from services.app import MAX_BODY_BYTES
 from services.config import Settings
@@ -146,67 +146,16 @@ def api_process(migrated: str, tmp_path: Path) -> Iterator[tuple[str, psutil.Pro
         process.wait(timeout=20)
 
 
-def _peak_rss_mib(process: psutil.Process) -> float:
-    """The process's high-water mark of resident memory (VmHWM), in MiB."""
-    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
-def _send_chunked(url: str, path: str, total: int) -> tuple[int, int]:
-    """POST `total` bytes of JSON-looking text as a chunked body over a raw socket, until the server answers
-    or closes; the answer's status and how many bytes were sent."""
-    host, port = url.removeprefix("http://").split(":")
-    sent = 0
-    chunk = b" " * (256 * 1024)
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(
-            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            "Transfer-Encoding: chunked\r\n\r\n".encode()
-        )
-        sock.setblocking(False)
-        answer = b""
-        try:
-            while sent < total:
-                try:
-                    answer += sock.recv(65536)
-                    if answer:
-                        break
-                except BlockingIOError:
-                    pass
-                frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
-                try:
-                    sock.sendall(frame)
-                except BlockingIOError:
-                    time.sleep(0.005)
-                    continue
-                sent += len(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        sock.setblocking(True)
-        sock.settimeout(10)
-        try:
-            while b"\r\n" not in answer:
-                more = sock.recv(65536)
-                if not more:
-                    break
-                answer += more
-        except (ConnectionResetError, TimeoutError):
-            pass
-    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
-    return status, sent
-
-
 @pytest.mark.slow
 def test_the_api_process_memory_stays_flat_under_a_200_mb_chunked_body(
     api_process: tuple[str, psutil.Process],
 ) -> None:
     url, process = api_process
-    before = _peak_rss_mib(process)
-    status, sent = _send_chunked(url, "/api/v1/enterprises", 200 * 1024 * 1024)
+    before = peak_rss_mib(process.pid)
+    host, port = url.removeprefix("http://").split(":")
+    status, sent = send_chunked(host, int(port), "/api/v1/enterprises", 200 * 1024 * 1024)
     assert status == 413
     assert sent < 200 * 1024 * 1024, "the server read the whole 200 MB body"
     assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
-    grown = _peak_rss_mib(process) - before
+    grown = peak_rss_mib(process.pid) - before
     assert grown < 32, f"peak RSS grew by {grown:.0f} MiB (from {before:.0f} MiB)"
