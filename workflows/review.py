@@ -406,25 +406,6 @@ class ReviewWorkflow:
 
     # --- reviewer decisions -----------------------------------------------------------------------------
 
-    def _check_decision(self, request: DecisionRequest) -> None:
-        actor = request.actor
-        if actor.role != "reviewer":
-            raise _forbidden("only reviewers decide applications")
-        if self._status != "in_review":
-            raise _conflict(f"the application is {self._status}, not waiting for a review decision")
-        stage = self.stage
-        if request.stage is not None and request.stage != stage:
-            raise _conflict(f"the {request.stage} stage is not current; the application is at {stage}")
-        if actor.level != stage:
-            stages = self.data.stages
-            if actor.level in stages and stages.index(actor.level) < self._stage_index:
-                raise _conflict(f"the {actor.level} stage is already decided; the application is at {stage}")
-            raise _forbidden(
-                f"the application is at the {stage} stage; a {actor.level} reviewer cannot decide"
-            )
-        if not covers(actor.region, self.data.region_code):
-            raise _forbidden("the application is outside the reviewer's region")
-
     @workflow.update(name="decide")
     async def decide(self, request: DecisionRequest) -> ReviewState:
         async with self._lock:
@@ -475,19 +456,30 @@ class ReviewWorkflow:
             return self.state()
 
     @decide.validator
-    def _validate_decide(self, request: DecisionRequest) -> None:
-        self._check_decision(request)
+    def _check_decision(self, request: DecisionRequest) -> None:
+        actor = request.actor
+        if actor.role != "reviewer":
+            raise _forbidden("only reviewers decide applications")
+        if self._status != "in_review":
+            raise _conflict(f"the application is {self._status}, not waiting for a review decision")
+        stage = self.stage
+        if request.stage is not None and request.stage != stage:
+            raise _conflict(f"the {request.stage} stage is not current; the application is at {stage}")
+        if actor.level != stage:
+            stages = self.data.stages
+            if actor.level in stages and stages.index(actor.level) < self._stage_index:
+                raise _conflict(f"the {actor.level} stage is already decided; the application is at {stage}")
+            raise _forbidden(
+                f"the application is at the {stage} stage; a {actor.level} reviewer cannot decide"
+            )
+        if not covers(actor.region, self.data.region_code):
+            raise _forbidden("the application is outside the reviewer's region")
 
     # --- enterprise actions -----------------------------------------------------------------------------
 
     def _check_owner(self, actor: Actor, what: str) -> None:
         if actor.role != "enterprise" or actor.uscc != self.data.uscc:
             raise _forbidden(f"only the applicant {what}")
-
-    def _check_supplement(self, request: SupplementRequest) -> None:
-        self._check_owner(request.actor, "supplements an application")
-        if self._status != "returned":
-            raise _conflict(f"the application is {self._status}; there is no request for information")
 
     @workflow.update(name="supplement")
     async def supplement(self, request: SupplementRequest) -> ReviewState:
@@ -499,13 +491,10 @@ class ReviewWorkflow:
             return self.state()
 
     @supplement.validator
-    def _validate_supplement(self, request: SupplementRequest) -> None:
-        self._check_supplement(request)
-
-    def _check_withdraw(self, request: WithdrawRequest) -> None:
-        self._check_owner(request.actor, "withdraws an application")
-        if self._status not in OPEN:
-            raise _conflict(f"the application is {self._status} and can no longer be withdrawn")
+    def _check_supplement(self, request: SupplementRequest) -> None:
+        self._check_owner(request.actor, "supplements an application")
+        if self._status != "returned":
+            raise _conflict(f"the application is {self._status}; there is no request for information")
 
     @workflow.update(name="withdraw")
     async def withdraw(self, request: WithdrawRequest) -> ReviewState:
@@ -521,8 +510,10 @@ class ReviewWorkflow:
             return self.state()
 
     @withdraw.validator
-    def _validate_withdraw(self, request: WithdrawRequest) -> None:
-        self._check_withdraw(request)
+    def _check_withdraw(self, request: WithdrawRequest) -> None:
+        self._check_owner(request.actor, "withdraws an application")
+        if self._status not in OPEN:
+            raise _conflict(f"the application is {self._status} and can no longer be withdrawn")
 
     # --- public notice ----------------------------------------------------------------------------------
 
@@ -545,12 +536,6 @@ class ReviewWorkflow:
         )
         self._objections[objection_id] = resolution
 
-    def _check_objection(self, request: ObjectionRequest) -> None:
-        if self._status != "public_notice":
-            raise _conflict(f"the application is {self._status}, not on public notice")
-        if request.objection_id in self._objections:
-            raise _conflict("this objection was already filed")
-
     @workflow.update(name="object")
     async def object(self, request: ObjectionRequest) -> ReviewState:
         async with self._lock:
@@ -560,18 +545,11 @@ class ReviewWorkflow:
             return self.state()
 
     @object.validator
-    def _validate_object(self, request: ObjectionRequest) -> None:
-        self._check_objection(request)
-
-    def _check_resolution(self, request: ObjectionResolution) -> None:
-        if request.actor.role != "reviewer":
-            raise _forbidden("only reviewers resolve objections")
-        if not covers(request.actor.region, self.data.region_code):
-            raise _forbidden("the application is outside the reviewer's region")
-        if self._objections.get(request.objection_id) != "open":
-            raise _conflict("the objection is not open")
+    def _check_objection(self, request: ObjectionRequest) -> None:
         if self._status != "public_notice":
             raise _conflict(f"the application is {self._status}, not on public notice")
+        if request.objection_id in self._objections:
+            raise _conflict("this objection was already filed")
 
     @workflow.update(name="resolve_objection")
     async def resolve_objection(self, request: ObjectionResolution) -> ReviewState:
@@ -588,16 +566,17 @@ class ReviewWorkflow:
             return self.state()
 
     @resolve_objection.validator
-    def _validate_resolution(self, request: ObjectionResolution) -> None:
-        self._check_resolution(request)
+    def _check_resolution(self, request: ObjectionResolution) -> None:
+        if request.actor.role != "reviewer":
+            raise _forbidden("only reviewers resolve objections")
+        if not covers(request.actor.region, self.data.region_code):
+            raise _forbidden("the application is outside the reviewer's region")
+        if self._objections.get(request.objection_id) != "open":
+            raise _conflict("the objection is not open")
+        if self._status != "public_notice":
+            raise _conflict(f"the application is {self._status}, not on public notice")
 
     # --- revocation -------------------------------------------------------------------------------------
-
-    def _check_revoke(self, request: RevokeRequest) -> None:
-        if request.actor.role != "admin":
-            raise _forbidden("only an admin revokes a recognition")
-        if self._status != "recognized" or self._recognition is None or self._revoked:
-            raise _conflict("there is no active recognition to revoke")
 
     @workflow.update(name="revoke")
     async def revoke(self, request: RevokeRequest) -> ReviewState:
@@ -626,5 +605,8 @@ class ReviewWorkflow:
             return self.state()
 
     @revoke.validator
-    def _validate_revoke(self, request: RevokeRequest) -> None:
-        self._check_revoke(request)
+    def _check_revoke(self, request: RevokeRequest) -> None:
+        if request.actor.role != "admin":
+            raise _forbidden("only an admin revokes a recognition")
+        if self._status != "recognized" or self._recognition is None or self._revoked:
+            raise _conflict("there is no active recognition to revoke")
