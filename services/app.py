@@ -17,7 +17,6 @@ from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.applications.views import ApplicationViews
 from services.auth import TokenVerifier
 from services.config import Settings, get_settings
 from services.deps import ResourcesDep
@@ -82,13 +81,9 @@ def create_app(
         app.state.resources = resources
         app.state.verifier = TokenVerifier(settings, resources.http)
         app.state.write_limiter = WriteLimiter(settings.write_rate_per_minute)
-        app.state.application_views = ApplicationViews(
-            resources.settings.effective_database_url, resources.sessionmaker
-        )
         try:
             yield
         finally:
-            await app.state.application_views.close()
             await resources.close()
 
     app = FastAPI(

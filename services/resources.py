@@ -1,4 +1,5 @@
-"""Long-lived resources built once per process: engine, sessionmaker, Temporal client, httpx client."""
+"""Long-lived resources built once per process: engine, sessionmaker, Temporal client, httpx client, and the
+API's cache of rendered application views."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from services.config import Settings
 from services.db import create_engine, create_sessionmaker
 
 if TYPE_CHECKING:
+    from services.applications.views import ApplicationViews
     from services.programs import Program
 
 
@@ -38,6 +40,7 @@ class Resources:
     http: httpx.AsyncClient
     owns: bool = field(default=True)
     _programs: dict[str, Any] | None = field(default=None, repr=False)
+    _views: ApplicationViews | None = field(default=None, repr=False)
 
     @property
     def programs(self) -> dict[str, Program]:
@@ -47,6 +50,16 @@ class Resources:
 
             self._programs = load_programs(self.settings.programs_dir)
         return self._programs
+
+    @property
+    def views(self) -> ApplicationViews:
+        """The cache of rendered application views that ``GET /applications/{id}`` answers from
+        (services/applications/views.py), made on first use: its lookups connect only when a read asks."""
+        if self._views is None:
+            from services.applications.views import ApplicationViews
+
+            self._views = ApplicationViews(self.settings.effective_database_url, self.sessionmaker)
+        return self._views
 
     @classmethod
     async def build(cls, settings: Settings) -> Resources:
@@ -60,6 +73,9 @@ class Resources:
         )
 
     async def close(self) -> None:
+        views, self._views = self._views, None
+        if views is not None:  # made by these resources, whoever owns the engine
+            await views.close()
         if self.owns:
             await self.http.aclose()
             await self.engine.dispose()

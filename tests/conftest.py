@@ -216,13 +216,11 @@ async def api(resources: Any, worker: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def api_rollback(settings: Settings, connection: AsyncConnection) -> AsyncIterator[httpx.AsyncClient]:
-    """The API through ASGITransport inside the test's rolled-back transaction (no Temporal reachable)."""
-    from fastapi import Request
+    """The API through ASGITransport inside the test's rolled-back transaction (no Temporal reachable): every
+    session of the app - the request's, and the view cache's on a miss - is a savepoint on this connection."""
+    from sqlalchemy.ext.asyncio import async_sessionmaker
 
     from services.app import create_app
-    from services.applications.views import ApplicationViews, get_application_views
-    from services.db import create_sessionmaker
-    from services.deps import get_read_session, get_session
     from services.resources import Resources, connect_temporal
 
     async def factory(s: Settings) -> Resources:
@@ -230,31 +228,15 @@ async def api_rollback(settings: Settings, connection: AsyncConnection) -> Async
         return Resources(
             settings=s,
             engine=connection.engine,  # type: ignore[arg-type]
-            sessionmaker=create_sessionmaker(connection.engine),  # type: ignore[arg-type]
+            sessionmaker=async_sessionmaker(
+                bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+            ),
             temporal=await connect_temporal(unreachable),
             http=httpx.AsyncClient(),
             owns=False,
         )
 
-    async def session_override() -> AsyncIterator[AsyncSession]:
-        async with AsyncSession(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-        ) as s:
-            yield s
-            await s.commit()
-
-    def test_session() -> AsyncSession:
-        return AsyncSession(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
-
-    async def views_override(request: Request) -> ApplicationViews:
-        views: ApplicationViews = request.app.state.application_views
-        views.open_session = test_session
-        return views
-
     app = create_app(settings, resources_factory=factory)
-    app.dependency_overrides[get_session] = session_override
-    app.dependency_overrides[get_read_session] = session_override
-    app.dependency_overrides[get_application_views] = views_override
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

@@ -11,7 +11,7 @@ from typing import Any
 
 from temporalio import activity
 
-from services.applications import service
+from services.applications import records
 from services.contracts import (
     EscalationInput,
     ObjectionUpdate,
@@ -47,40 +47,40 @@ class ReviewActivities:
     @activity.defn(name="screen_application")
     async def screen_application(self, data: ScreenInput) -> ScreenOutcome:
         async with self.resources.sessionmaker.begin() as session:
-            return await service.record_screening(session, application_id=uuid.UUID(data.application_id))
+            return await records.record_screening(session, application_id=uuid.UUID(data.application_id))
 
     @activity.defn(name="screen_and_enter")
     async def screen_and_enter(self, data: ScreenAndEnterInput) -> ScreenOutcome:
         """Run as a local activity: the review's first step costs the workflow no task round trips."""
         async with self.resources.sessionmaker.begin() as session:
-            return await service.screen_and_enter(session, data=data)
+            return await records.screen_and_enter(session, data=data)
 
     @activity.defn(name="apply_transition")
     async def apply_transition(self, data: TransitionInput) -> None:
         async with self.resources.sessionmaker.begin() as session:
-            await service.apply_transition(session, data=data)
+            await records.apply_transition(session, data=data)
 
     @activity.defn(name="escalate_task")
     async def escalate_task(self, data: EscalationInput) -> None:
         async with self.resources.sessionmaker.begin() as session:
-            await service.escalate(session, data=data)
+            await records.escalate(session, data=data)
 
     @activity.defn(name="record_objection")
     async def record_objection(self, data: ObjectionUpdate) -> None:
         async with self.resources.sessionmaker.begin() as session:
-            await service.record_objection(session, data=data)
+            await records.record_objection(session, data=data)
 
     @activity.defn(name="recognize")
     async def recognize(self, data: RecognizeInput) -> RecognitionOutcome:
         async with self.resources.sessionmaker.begin() as session:
-            return await service.recognize(session, data=data, programs=self.resources.programs)
+            return await records.recognize(session, data=data, programs=self.resources.programs)
 
     @activity.defn(name="change_recognition")
     async def change_recognition(self, data: RecognitionChange) -> None:
         async with self.resources.sessionmaker.begin() as session:
-            await service.change_recognition(session, data=data)
+            await records.change_recognition(session, data=data)
 
     @activity.defn(name="open_re_review")
     async def open_re_review(self, data: ReReviewInput) -> ReReviewOutcome:
         async with self.resources.sessionmaker.begin() as session:
-            return await service.open_re_review(session, data=data, programs=self.resources.programs)
+            return await records.open_re_review(session, data=data, programs=self.resources.programs)

@@ -1,61 +1,43 @@
-"""HTTP routes of the applications domain: parse, call a service, return."""
+"""HTTP routes of the applications domain: parse, call a service, return. Creations run once per
+Idempotency-Key (``once``); the review actions do so in ``reviews``, which keys them by the application they
+act on. The hot cached read, ``GET /applications/{id}``, is answered by services/applications/views.py."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 
-from services.applications import repository as repo
-from services.applications import service
+from services.applications import reviews, service
 from services.applications import workflow_client as wf
-from services.applications.models import Application, Transition
 from services.applications.schemas import (
     NO_NUL,
     USCC_PATTERN,
     ApplicationCreate,
     ApplicationRead,
     ApplicationSummary,
-    BatchRead,
     DecisionCreate,
     DocumentRead,
     EnterpriseCreate,
     EnterpriseRead,
-    HistoryEntry,
     ListFilters,
     ObjectionCreate,
     ObjectionFiled,
-    ObjectionRead,
     ProgramRead,
-    ProgramTierRead,
     RecognitionRead,
     ResolutionCreate,
     ReviewStateRead,
-    ReviewTaskInfo,
     ReviewTaskRead,
     RevocationCreate,
     StageName,
     StatusName,
     SupplementCreate,
-    TierHeld,
     WithdrawCreate,
 )
-from services.applications.views import READERS, ApplicationViews, ViewsDep, audience
-from services.auth import CurrentUser, Role, TokenVerifier
-from services.contracts import (
-    DecisionRequest,
-    ObjectionRequest,
-    ObjectionResolution,
-    ReviewState,
-    ReviewUpdate,
-    RevokeRequest,
-    SupplementRequest,
-    WithdrawRequest,
-)
+from services.applications.views import CachedViewRoute
 from services.deps import (
     CurrentUserDep,
     ResourcesDep,
@@ -63,76 +45,25 @@ from services.deps import (
     StrictQueryRoute,
     TemporalDep,
 )
-from services.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, problem_responses
-from services.idempotency import Replay, begin, once, replay_response
+from services.errors import PayloadTooLarge, problem_responses
+from services.idempotency import once
 from services.pagination import CursorQuery, LimitQuery, Page, Rfc3339Query
 from services.ratelimit import WriterDep
 from services.vocabulary import Tier
 
 router = APIRouter(route_class=StrictQueryRoute)
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
-AUTH = (401, 403, 404, 422)
-
-
-def _state(state: ReviewState) -> ReviewStateRead:
-    return ReviewStateRead.model_validate(state.model_dump())
 
 
 # --- the hottest read first: routes are matched in order ------------------------------------------------
 
 
-class CachedViewRoute(StrictQueryRoute):
-    """``GET /applications/{id}``: a request that carries no query, a bearer token this API has verified and
-    remembers, and a canonical id is answered from the view cache (``ApplicationViews.answer``) before
-    FastAPI solves any dependency. Anything else - a miss included - takes the route's ordinary handler,
-    which answers exactly as it would have: the shortcut can only answer what the ordinary path answers
-    from the same cache."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        ordinary = super().get_route_handler()
-
-        async def handler(request: Request) -> Response:
-            body = await _cached_answer(request)
-            if body is not None:
-                return Response(body, media_type="application/json")
-            return await ordinary(request)
-
-        return handler
-
-
-async def _cached_answer(request: Request) -> bytes | None:
-    if request.scope.get("query_string"):
-        return None
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return None
-    verifier: TokenVerifier = request.app.state.verifier
-    user = verifier.remembered(token)
-    if user is None:
-        return None
-    raw = request.path_params.get("application_id", "")
-    try:
-        application_id = uuid.UUID(raw)
-    except ValueError:
-        return None
-    if str(application_id) != raw:  # only the canonical spelling; the ordinary path judges the others
-        return None
-    views: ApplicationViews = request.app.state.application_views
-    return await views.answer(user, application_id)
-
-
-async def read_application(application_id: uuid.UUID, user: CurrentUserDep, views: ViewsDep) -> Response:
-    """The hottest read: answered from the version-checked cache of rendered views when it can be
-    (services/applications/views.py), rendered through the ORM otherwise."""
-    user.require(*READERS)  # before the lookup: says nothing about ids
-    cached = await views.answer(user, application_id)
-    if cached is not None:
-        return Response(cached, media_type="application/json")
-    async with views.open_session() as session:  # a read: closed without a commit
-        application = await service.get_application(session, user=user, application_id=application_id)
-        version = application.version  # read before the rows the view shows: a later change makes it stale
-        body = (await _read(session, user, application)).model_dump_json(by_alias=True).encode()
-    views.store(application_id, audience(user), version, body)
+async def read_application(
+    request: Request, application_id: uuid.UUID, user: CurrentUserDep, resources: ResourcesDep
+) -> Response:
+    """The hottest read: answered from the version-checked cache of rendered views when it can be, rendered
+    through the ORM otherwise (services/applications/views.py)."""
+    body = await resources.views.read(request, user, application_id)
     return Response(body, media_type="application/json")
 
 
@@ -154,43 +85,7 @@ router.add_api_route(
     "/programs", response_model=list[ProgramRead], tags=["programs"], responses=problem_responses(422)
 )
 async def list_programs(resources: ResourcesDep) -> list[ProgramRead]:
-    today = datetime.now(UTC).date()
-    out = []
-    for program in resources.programs.values():
-        d = program.durations
-        out.append(
-            ProgramRead(
-                key=program.key,
-                name=program.name,
-                authority=program.authority,
-                region_code=program.region_code,
-                rulesets=[
-                    {"version": r.version, "effective_from": r.effective_from.isoformat()}
-                    for r in program.rulesets
-                ],
-                notice_period=str(d.notice_period),
-                stage_sla=str(d.stage_sla),
-                supplement_deadline=str(d.supplement_deadline),
-                validity=str(d.validity),
-                tiers=[
-                    ProgramTierRead(
-                        key=key,
-                        name=t.name,
-                        review_levels=list(t.review_levels),
-                        requires_tier=t.requires_tier,
-                        required_documents=list(t.required_documents),
-                        credit_line_limit=f"{t.credit_line_limit:.2f}" if t.credit_line_limit else None,
-                    )
-                    for key, t in program.tiers.items()
-                ],
-                listing_rewards={board: f"{amount:.2f}" for board, amount in program.listing_rewards.items()},
-                open_batches=[
-                    BatchRead(key=b.key, opens_on=b.opens_on, closes_on=b.closes_on)
-                    for b in program.open_batches(today)
-                ],
-            )
-        )
-    return out
+    return service.list_programs(resources.programs)
 
 
 # --- enterprises -----------------------------------------------------------------------------------------
@@ -206,11 +101,6 @@ async def list_programs(resources: ResourcesDep) -> list[ProgramRead]:
 async def register_enterprise(
     data: EnterpriseCreate, user: WriterDep, session: SessionDep, idempotency_key: IdempotencyKey = None
 ) -> Any:
-    user.require(Role.enterprise, Role.admin)
-
-    async def register() -> EnterpriseRead:
-        return EnterpriseRead.model_validate(await service.register_enterprise(session, user=user, data=data))
-
     return await once(
         session,
         user,
@@ -218,7 +108,8 @@ async def register_enterprise(
         endpoint="POST /enterprises",
         payload=data,
         status_code=201,
-        act=register,
+        authorize=lambda: service.authorize_registration(user),
+        act=lambda: service.register_enterprise(session, user=user, data=data),
     )
 
 
@@ -231,11 +122,7 @@ async def register_enterprise(
 async def read_enterprise(
     uscc: Annotated[str, Path(pattern=USCC_PATTERN)], user: CurrentUserDep, session: SessionDep
 ) -> EnterpriseRead:
-    enterprise = await service.get_enterprise(session, user=user, uscc=uscc)
-    body = EnterpriseRead.model_validate(enterprise)
-    tiers = await repo.current_tiers(session, enterprise.uscc, datetime.now(UTC))
-    body.current_tiers = [TierHeld.model_validate(r) for r in tiers]
-    return body
+    return await service.read_enterprise(session, user=user, uscc=uscc)
 
 
 # --- documents -------------------------------------------------------------------------------------------
@@ -259,7 +146,7 @@ async def upload_document(
     content = await file.read(limit + 1)
     if len(content) > limit:
         raise PayloadTooLarge(f"An evidence file may be at most {limit} bytes.")
-    document = await service.store_document(
+    return await service.store_document(
         session,
         user=user,
         data_dir=resources.settings.data_dir,
@@ -268,7 +155,6 @@ async def upload_document(
         content_type=(file.content_type or "application/octet-stream").split(";")[0].strip(),
         content=content,
     )
-    return DocumentRead.model_validate(document)
 
 
 # --- applications ----------------------------------------------------------------------------------------
@@ -289,14 +175,6 @@ async def submit_application(
     temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    user.require(Role.enterprise)
-
-    async def create() -> ApplicationRead:
-        application = await service.create_application(
-            session, user=user, data=data, programs=resources.programs, now=datetime.now(UTC)
-        )
-        return await _read(session, user, application)
-
     return await once(
         session,
         user,
@@ -304,7 +182,10 @@ async def submit_application(
         endpoint="POST /applications",
         payload=data,
         status_code=201,
-        act=create,
+        authorize=lambda: service.authorize_submission(user),
+        act=lambda: service.create_application(
+            session, user=user, data=data, programs=resources.programs, now=datetime.now(UTC)
+        ),
         then=lambda body: wf.start_after_commit(
             session,
             temporal,
@@ -313,29 +194,6 @@ async def submit_application(
             task_queue=resources.settings.temporal_task_queue,
         ),
     )
-
-
-async def _read(session: SessionDep, user: CurrentUser, application: Application) -> ApplicationRead:
-    body = ApplicationRead.model_validate(application)
-    task = await repo.open_task_for(session, application.id)
-    body.task = ReviewTaskInfo.model_validate(task) if task else None
-    body.documents = [
-        DocumentRead.model_validate(d) for d in await repo.application_documents(session, application.id)
-    ]
-    body.objections = [
-        ObjectionRead.model_validate(o) for o in await repo.objections_for(session, application.id)
-    ]
-    body.history = [_history(t, user) for t in await repo.transitions_for(session, application.id)]
-    return body
-
-
-def _history(transition: Transition, user: CurrentUser) -> HistoryEntry:
-    entry = HistoryEntry.model_validate(transition)
-    if user.role is Role.enterprise:
-        entry.internal_note = None
-        if transition.role == "reviewer":
-            entry.actor = "reviewer"
-    return entry
 
 
 @router.get(
@@ -364,44 +222,6 @@ async def list_applications(
     )
 
 
-async def _act(
-    session: SessionDep,
-    temporal: TemporalDep,
-    user: CurrentUser,
-    *,
-    application_id: uuid.UUID,
-    name: ReviewUpdate,
-    arg: Any,
-    payload: Any,
-    idempotency_key: str | None,
-) -> Any:
-    """Send one action to the application's workflow, replaying the stored answer for a retried key.
-
-    A reviewer outside the application's level or region learns it exists (403, as the review rules
-    require); every other caller who may not see it gets 404."""
-    if user.role is Role.reviewer:
-        if await repo.get_application(session, application_id) is None:
-            raise NotFound(f"No application {application_id}.")
-    else:
-        await service.get_application(session, user=user, application_id=application_id)
-    slot = await begin(
-        session,
-        caller=user.identity,
-        key=idempotency_key,
-        endpoint=f"POST /applications/{application_id}/{name}",
-        payload=payload,
-    )
-    if isinstance(slot, Replay):
-        return replay_response(slot)
-    update_id = f"{name}-{user.identity}-{idempotency_key}" if idempotency_key else None
-    state = _state(
-        await wf.send_update(temporal, application_id=application_id, name=name, arg=arg, update_id=update_id)
-    )
-    if slot is not None:
-        await slot.store(200, state.model_dump(mode="json"))
-    return state
-
-
 ACTION_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 429, 503)
 
 
@@ -419,24 +239,7 @@ async def decide(
     temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    user.require(Role.reviewer)
-    request = DecisionRequest(
-        actor=service.actor_of(user),
-        stage=data.stage,
-        decision=data.decision,
-        reason=data.reason,
-        internal_note=data.internal_note,
-    )
-    return await _act(
-        session,
-        temporal,
-        user,
-        application_id=application_id,
-        name="decide",
-        arg=request,
-        payload=data.model_dump(mode="json"),
-        idempotency_key=idempotency_key,
-    )
+    return await reviews.Actions(session, temporal, user, idempotency_key).decide(application_id, data)
 
 
 @router.post(
@@ -453,19 +256,7 @@ async def supplement(
     temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    user.require(Role.enterprise)
-    await service.check_supplement(session, user=user, application_id=application_id, evidence=data.evidence)
-    request = SupplementRequest(actor=service.actor_of(user), note=data.note)
-    return await _act(
-        session,
-        temporal,
-        user,
-        application_id=application_id,
-        name="supplement",
-        arg=request,
-        payload=data.model_dump(mode="json"),
-        idempotency_key=idempotency_key,
-    )
+    return await reviews.Actions(session, temporal, user, idempotency_key).supplement(application_id, data)
 
 
 @router.post(
@@ -482,18 +273,8 @@ async def withdraw(
     data: WithdrawCreate | None = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    user.require(Role.enterprise)
-    data = data or WithdrawCreate()
-    request = WithdrawRequest(actor=service.actor_of(user), reason=data.reason)
-    return await _act(
-        session,
-        temporal,
-        user,
-        application_id=application_id,
-        name="withdraw",
-        arg=request,
-        payload=data.model_dump(mode="json"),
-        idempotency_key=idempotency_key,
+    return await reviews.Actions(session, temporal, user, idempotency_key).withdraw(
+        application_id, data or WithdrawCreate()
     )
 
 
@@ -512,37 +293,7 @@ async def file_objection(
     temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    # Anyone may object to an application on public notice (it is public); any other application is
-    # visible only to those who may read it, so nobody else learns whether an id exists.
-    application = await repo.get_application(session, application_id)
-    if application is None or (
-        application.status != "public_notice" and not service.can_see_application(user, application)
-    ):
-        raise NotFound(f"No application {application_id}.")
-    slot = await begin(
-        session,
-        caller=user.identity,
-        key=idempotency_key,
-        endpoint=f"POST /applications/{application_id}/objections",
-        payload=data.model_dump(mode="json"),
-    )
-    if isinstance(slot, Replay):
-        return replay_response(slot)
-    objection_id = uuid.uuid4()
-    request = ObjectionRequest(
-        actor=service.actor_of(user), objection_id=str(objection_id), reason=data.reason
-    )
-    state = await wf.send_update(
-        temporal,
-        application_id=application_id,
-        name="object",
-        arg=request,
-        update_id=f"object-{user.identity}-{idempotency_key}" if idempotency_key else None,
-    )
-    body = ObjectionFiled(objection_id=objection_id, state=_state(state))
-    if slot is not None:
-        await slot.store(201, body.model_dump(mode="json"))
-    return body
+    return await reviews.Actions(session, temporal, user, idempotency_key).object_to(application_id, data)
 
 
 @router.post(
@@ -559,20 +310,8 @@ async def resolve_objection(
     temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    user.require(Role.reviewer)
-    _, application = await service.objection_application(session, user=user, objection_id=objection_id)
-    request = ObjectionResolution(
-        actor=service.actor_of(user), objection_id=str(objection_id), upheld=data.upheld, reason=data.reason
-    )
-    return await _act(
-        session,
-        temporal,
-        user,
-        application_id=application.id,
-        name="resolve_objection",
-        arg=request,
-        payload=data.model_dump(mode="json"),
-        idempotency_key=idempotency_key,
+    return await reviews.Actions(session, temporal, user, idempotency_key).resolve_objection(
+        objection_id, data
     )
 
 
@@ -611,8 +350,6 @@ async def list_recognitions(
     status: Annotated[str | None, Query(pattern="^(active|expired|revoked)$")] = None,
     valid_on: Rfc3339Query = None,
 ) -> Page[RecognitionRead]:
-    if user.role is Role.reviewer:
-        raise Forbidden("Recognitions are read by their enterprise, finance and admins.")
     return await service.list_recognitions(
         session,
         user=user,
@@ -637,11 +374,7 @@ async def list_recognitions(
 async def read_recognition(
     recognition_id: uuid.UUID, user: CurrentUserDep, session: SessionDep
 ) -> RecognitionRead:
-    if user.role is Role.reviewer:
-        raise Forbidden("Recognitions are read by their enterprise, finance and admins.")
-    return RecognitionRead.model_validate(
-        await service.get_recognition(session, user=user, recognition_id=recognition_id)
-    )
+    return await service.read_recognition(session, user=user, recognition_id=recognition_id)
 
 
 @router.post(
@@ -658,18 +391,4 @@ async def revoke(
     temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    user.require(Role.admin)
-    recognition = await service.get_recognition(session, user=user, recognition_id=recognition_id)
-    if recognition.status != "active":
-        raise Conflict(f"The recognition is {recognition.status}; only an active one can be revoked.")
-    request = RevokeRequest(actor=service.actor_of(user), reason=data.reason)
-    return await _act(
-        session,
-        temporal,
-        user,
-        application_id=recognition.application_id,
-        name="revoke",
-        arg=request,
-        payload=data.model_dump(mode="json"),
-        idempotency_key=idempotency_key,
-    )
+    return await reviews.Actions(session, temporal, user, idempotency_key).revoke(recognition_id, data)

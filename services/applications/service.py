@@ -1,5 +1,6 @@
-"""Rules of the applications domain. Functions take the session first and the rest keyword-only; they
-never commit (the request, or the activity attempt, owns the transaction)."""
+"""The rules the API applies in the applications domain: who may see and do what, what a request may create,
+and the answers it reads. Functions take the session first and the rest keyword-only; they never commit (the
+request owns the transaction). What the review workflow's activities write is in ``records``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,29 +26,24 @@ from services.applications.models import (
 )
 from services.applications.schemas import (
     ApplicationCreate,
+    ApplicationRead,
     ApplicationSummary,
+    BatchRead,
+    DocumentRead,
     EnterpriseCreate,
+    EnterpriseRead,
+    HistoryEntry,
     ListFilters,
+    ObjectionRead,
+    ProgramRead,
+    ProgramTierRead,
     RecognitionRead,
+    ReviewTaskInfo,
     ReviewTaskRead,
+    TierHeld,
 )
-from services.applications.screening import screen
 from services.auth import CurrentUser, Role
-from services.contracts import (
-    Actor,
-    EscalationInput,
-    ObjectionUpdate,
-    RecognitionChange,
-    RecognitionOutcome,
-    RecognizeInput,
-    ReReviewInput,
-    ReReviewOutcome,
-    ReviewDurations,
-    ReviewInput,
-    ScreenAndEnterInput,
-    ScreenOutcome,
-    TransitionInput,
-)
+from services.contracts import Actor, ReviewDurations, ReviewInput
 from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
 from services.pagination import Page, decode_cursor, split_page
 from services.programs import Program
@@ -80,12 +75,61 @@ def review_input(application: Application, program: Program) -> ReviewInput:
     )
 
 
+# --- programs ----------------------------------------------------------------------------------------------
+
+
+def list_programs(programs: dict[str, Program]) -> list[ProgramRead]:
+    """Every program with its rulesets, durations, tiers, listing rewards and the batches open today."""
+    today = datetime.now(UTC).date()
+    out = []
+    for program in programs.values():
+        d = program.durations
+        out.append(
+            ProgramRead(
+                key=program.key,
+                name=program.name,
+                authority=program.authority,
+                region_code=program.region_code,
+                rulesets=[
+                    {"version": r.version, "effective_from": r.effective_from.isoformat()}
+                    for r in program.rulesets
+                ],
+                notice_period=str(d.notice_period),
+                stage_sla=str(d.stage_sla),
+                supplement_deadline=str(d.supplement_deadline),
+                validity=str(d.validity),
+                tiers=[
+                    ProgramTierRead(
+                        key=key,
+                        name=t.name,
+                        review_levels=list(t.review_levels),
+                        requires_tier=t.requires_tier,
+                        required_documents=list(t.required_documents),
+                        credit_line_limit=f"{t.credit_line_limit:.2f}" if t.credit_line_limit else None,
+                    )
+                    for key, t in program.tiers.items()
+                ],
+                listing_rewards={board: f"{amount:.2f}" for board, amount in program.listing_rewards.items()},
+                open_batches=[
+                    BatchRead(key=b.key, opens_on=b.opens_on, closes_on=b.closes_on)
+                    for b in program.open_batches(today)
+                ],
+            )
+        )
+    return out
+
+
 # --- enterprises -------------------------------------------------------------------------------------------
+
+
+async def authorize_registration(user: CurrentUser) -> None:
+    """Who may register an enterprise: the enterprise itself (its USCC is checked with the body), an admin."""
+    user.require(Role.enterprise, Role.admin)
 
 
 async def register_enterprise(
     session: AsyncSession, *, user: CurrentUser, data: EnterpriseCreate
-) -> Enterprise:
+) -> EnterpriseRead:
     if user.role is Role.enterprise and user.uscc != data.uscc:
         raise Forbidden("An enterprise token may only register its own USCC.")
     created = await repo.insert_enterprise(session, {**data.model_dump(), "registered_by": user.sub})
@@ -93,7 +137,7 @@ async def register_enterprise(
         raise Conflict(f"An enterprise with USCC {data.uscc} is already registered.")
     enterprise = await repo.get_enterprise(session, data.uscc)
     assert enterprise is not None
-    return enterprise
+    return EnterpriseRead.model_validate(enterprise)
 
 
 async def get_enterprise(session: AsyncSession, *, user: CurrentUser, uscc: str) -> Enterprise:
@@ -101,6 +145,15 @@ async def get_enterprise(session: AsyncSession, *, user: CurrentUser, uscc: str)
     if enterprise is None or not can_see_enterprise(user, enterprise.uscc, enterprise.region_code):
         raise NotFound(f"No enterprise {uscc}.")
     return enterprise
+
+
+async def read_enterprise(session: AsyncSession, *, user: CurrentUser, uscc: str) -> EnterpriseRead:
+    """The enterprise with the tiers it holds now (its active, unexpired recognitions)."""
+    enterprise = await get_enterprise(session, user=user, uscc=uscc)
+    body = EnterpriseRead.model_validate(enterprise)
+    tiers = await repo.current_tiers(session, enterprise.uscc, datetime.now(UTC))
+    body.current_tiers = [TierHeld.model_validate(r) for r in tiers]
+    return body
 
 
 def can_see_enterprise(user: CurrentUser, uscc: str, region_code: str) -> bool:
@@ -123,7 +176,7 @@ async def store_document(
     filename: str,
     content_type: str,
     content: bytes,
-) -> Document:
+) -> DocumentRead:
     if user.role is not Role.enterprise or user.uscc is None:
         raise Forbidden("Only an enterprise uploads evidence.")
     if await repo.get_enterprise(session, user.uscc) is None:
@@ -154,7 +207,7 @@ async def store_document(
     )
     session.add(document)
     await session.flush()
-    return document
+    return DocumentRead.model_validate(document)
 
 
 async def evidence_documents(session: AsyncSession, *, uscc: str, ids: Sequence[uuid.UUID]) -> list[Document]:
@@ -175,6 +228,11 @@ async def evidence_documents(session: AsyncSession, *, uscc: str, ids: Sequence[
 # --- applications -------------------------------------------------------------------------------------------
 
 
+async def authorize_submission(user: CurrentUser) -> None:
+    """Who may submit an application: an enterprise (for itself, checked with the body)."""
+    user.require(Role.enterprise)
+
+
 async def create_application(
     session: AsyncSession,
     *,
@@ -182,7 +240,7 @@ async def create_application(
     data: ApplicationCreate,
     programs: dict[str, Program],
     now: datetime,
-) -> Application:
+) -> ApplicationRead:
     if user.role is not Role.enterprise or user.uscc != data.uscc:
         raise Forbidden("Only the enterprise itself submits its applications.")
     enterprise = await repo.get_enterprise(session, data.uscc)
@@ -275,7 +333,7 @@ async def create_application(
         )
     )
     await session.flush()
-    return application
+    return await application_read(session, user=user, application=application)
 
 
 def can_see(user: CurrentUser, *, uscc: str, region_code: str) -> bool:
@@ -300,6 +358,54 @@ async def get_application(
     if application is None or not can_see_application(user, application):
         raise NotFound(f"No application {application_id}.")
     return application
+
+
+async def application_read(
+    session: AsyncSession, *, user: CurrentUser, application: Application
+) -> ApplicationRead:
+    """The application as ``user`` reads it: its open task, documents, objections and history - with the
+    reviewers' names and internal notes masked for an enterprise."""
+    body = ApplicationRead.model_validate(application)
+    task = await repo.open_task_for(session, application.id)
+    body.task = ReviewTaskInfo.model_validate(task) if task else None
+    body.documents = [
+        DocumentRead.model_validate(d) for d in await repo.application_documents(session, application.id)
+    ]
+    body.objections = [
+        ObjectionRead.model_validate(o) for o in await repo.objections_for(session, application.id)
+    ]
+    body.history = [_history_entry(t, user) for t in await repo.transitions_for(session, application.id)]
+    return body
+
+
+def _history_entry(transition: Transition, user: CurrentUser) -> HistoryEntry:
+    entry = HistoryEntry.model_validate(transition)
+    if user.role is Role.enterprise:
+        entry.internal_note = None
+        if transition.role == "reviewer":
+            entry.actor = "reviewer"
+    return entry
+
+
+async def authorize_action(session: AsyncSession, *, user: CurrentUser, application_id: uuid.UUID) -> None:
+    """Who may act on an application's review. A reviewer outside its level or region learns that it exists
+    (the workflow's validator answers 403, as the review rules require); every other caller who may not see
+    it gets 404."""
+    if user.role is Role.reviewer:
+        if await repo.get_application(session, application_id) is None:
+            raise NotFound(f"No application {application_id}.")
+    else:
+        await get_application(session, user=user, application_id=application_id)
+
+
+async def authorize_objection(session: AsyncSession, *, user: CurrentUser, application_id: uuid.UUID) -> None:
+    """Anyone may object to an application on public notice (it is public); any other application is
+    visible only to those who may read it, so nobody else learns whether an id exists."""
+    application = await repo.get_application(session, application_id)
+    if application is None or (
+        application.status != "public_notice" and not can_see_application(user, application)
+    ):
+        raise NotFound(f"No application {application_id}.")
 
 
 async def check_supplement(
@@ -340,10 +446,6 @@ async def list_applications(
 def region_clause(column: Any, user: CurrentUser) -> Any:
     prefix = region_prefix(user.region or "")
     return column == prefix if len(prefix) == 6 else column.like(f"{prefix}%")
-
-
-async def history(session: AsyncSession, *, user: CurrentUser, application_id: uuid.UUID) -> list[Transition]:
-    return await repo.transitions_for(session, application_id)
 
 
 async def review_queue(
@@ -389,12 +491,37 @@ async def objection_application(
     return objection, application
 
 
+def _may_read_recognitions(user: CurrentUser) -> None:
+    if user.role is Role.reviewer:
+        raise Forbidden("Recognitions are read by their enterprise, finance and admins.")
+
+
 async def get_recognition(
     session: AsyncSession, *, user: CurrentUser, recognition_id: uuid.UUID
 ) -> Recognition:
     recognition = await repo.get_recognition(session, recognition_id)
     if recognition is None or (user.role is Role.enterprise and recognition.uscc != user.uscc):
         raise NotFound(f"No recognition {recognition_id}.")
+    return recognition
+
+
+async def read_recognition(
+    session: AsyncSession, *, user: CurrentUser, recognition_id: uuid.UUID
+) -> RecognitionRead:
+    _may_read_recognitions(user)
+    return RecognitionRead.model_validate(
+        await get_recognition(session, user=user, recognition_id=recognition_id)
+    )
+
+
+async def revocable_recognition(
+    session: AsyncSession, *, user: CurrentUser, recognition_id: uuid.UUID
+) -> Recognition:
+    """The recognition an admin revokes: only an active one can be (409 otherwise)."""
+    user.require(Role.admin)
+    recognition = await get_recognition(session, user=user, recognition_id=recognition_id)
+    if recognition.status != "active":
+        raise Conflict(f"The recognition is {recognition.status}; only an active one can be revoked.")
     return recognition
 
 
@@ -406,6 +533,7 @@ async def list_recognitions(
     cursor: str | None,
     limit: int,
 ) -> Page[RecognitionRead]:
+    _may_read_recognitions(user)
     position = decode_cursor(cursor)
     clauses: list[Any] = []
     if user.role is Role.enterprise:
@@ -420,322 +548,3 @@ async def list_recognitions(
     rows = await repo.list_recognitions(session, filters=clauses, cursor=position, limit=limit)
     page, next_cursor = split_page(rows, limit, lambda r: (r.created_at, r.id))
     return Page(items=[RecognitionRead.model_validate(r) for r in page], next_cursor=next_cursor)
-
-
-# --- what the review workflow's activities do, one transaction per attempt ----------------------------------
-
-
-async def record_screening(session: AsyncSession, *, application_id: uuid.UUID) -> ScreenOutcome:
-    from services.applications.metrics import DeclaredMetrics
-
-    application = await repo.get_application(session, application_id, for_update=True)
-    if application is None:
-        raise LookupError(f"application {application_id} does not exist")
-    result = screen(
-        tier=application.tier,
-        ruleset=application.ruleset,
-        metrics=DeclaredMetrics.model_validate(application.metrics),
-    )
-    application.screening = result.model_dump(mode="json")
-    return ScreenOutcome(passed=result.passed, ruleset=result.ruleset)
-
-
-SYSTEM_ACTOR = Actor(sub="system", role="system")
-
-
-async def screen_and_enter(session: AsyncSession, *, data: ScreenAndEnterInput) -> ScreenOutcome:
-    """The review's first step in one transaction: the screening result, ``workflow_started`` (the workflow
-    is evidently running), and the transition to the first stage's queue - or to ``ineligible``."""
-    application_id = uuid.UUID(data.application_id)
-    if await repo.transition_exists(session, data.event_key):  # a retry of an attempt that committed
-        application = await repo.get_application(session, application_id)
-        screening = application.screening if application is not None else None
-        assert screening is not None, "a screened transition without a screening result"
-        return ScreenOutcome(passed=screening["passed"], ruleset=screening["ruleset"])
-    outcome = await record_screening(session, application_id=application_id)
-    await session.execute(
-        update(Application).where(Application.id == application_id).values(workflow_started=True)
-    )
-    await apply_transition(
-        session,
-        data=TransitionInput(
-            application_id=data.application_id,
-            event_key=data.event_key,
-            actor=SYSTEM_ACTOR,
-            action="screened",
-            from_status="screening",
-            to_status="in_review" if outcome.passed else "ineligible",
-            stage=data.open_task.stage if outcome.passed else None,
-            reason=f"passed {outcome.ruleset}"
-            if outcome.passed
-            else f"failed {outcome.ruleset}; see the screening result",
-            at=data.at,
-            open_task=data.open_task if outcome.passed else None,
-        ),
-    )
-    return outcome
-
-
-def _audit(
-    data: TransitionInput | EscalationInput | ObjectionUpdate | RecognitionChange,
-    *,
-    application_id: uuid.UUID,
-    actor: Actor,
-    action: str,
-    from_status: str | None,
-    to_status: str,
-    stage: str | None,
-    reason: str | None,
-    internal_note: str | None = None,
-) -> Transition:
-    return Transition(
-        application_id=application_id,
-        event_key=data.event_key,
-        actor=actor.sub,
-        role=actor.role,
-        action=action,
-        from_status=from_status,
-        to_status=to_status,
-        stage=stage,
-        reason=reason,
-        internal_note=internal_note,
-        at=data.at,
-    )
-
-
-async def apply_transition(session: AsyncSession, *, data: TransitionInput) -> None:
-    if await repo.transition_exists(session, data.event_key):
-        return
-    application_id = uuid.UUID(data.application_id)
-    application = await repo.get_application(session, application_id, for_update=True)
-    if application is None:
-        raise LookupError(f"application {application_id} does not exist")
-    application.status = data.to_status
-    application.stage = data.stage if data.to_status in ("in_review", "returned") else None
-    application.supplement_due_at = data.supplement_due_at
-    application.updated_at = data.at
-    if data.close_task_as is not None:
-        decided = data.close_task_as in ("approve", "reject", "return")
-        await repo.close_open_task(
-            session,
-            application_id,
-            status="decided" if decided else "closed",
-            decision=data.close_task_as if decided else None,
-            decided_by=data.actor.sub if decided else None,
-            at=data.at,
-        )
-    if data.open_task is not None:
-        session.add(
-            ReviewTask(
-                application_id=application_id,
-                stage=data.open_task.stage,
-                region_code=data.open_task.region_code,
-                status="open",
-                due_at=data.open_task.due_at,
-                created_at=data.at,
-            )
-        )
-    session.add(
-        _audit(
-            data,
-            application_id=application_id,
-            actor=data.actor,
-            action=data.action,
-            from_status=data.from_status,
-            to_status=data.to_status,
-            stage=data.stage,
-            reason=data.reason,
-            internal_note=data.internal_note,
-        )
-    )
-    await session.flush()
-
-
-async def escalate(session: AsyncSession, *, data: EscalationInput) -> None:
-    if await repo.transition_exists(session, data.event_key):
-        return
-    application_id = uuid.UUID(data.application_id)
-    await repo.escalate_open_task(session, application_id, escalated_to=data.escalated_to)
-    session.add(
-        _audit(
-            data,
-            application_id=application_id,
-            actor=Actor(sub="system", role="system"),
-            action="sla_escalated",
-            from_status="in_review",
-            to_status="in_review",
-            stage=data.stage,
-            reason=f"stage SLA passed; escalated to {data.escalated_to}",
-        )
-    )
-    await session.flush()
-
-
-async def record_objection(session: AsyncSession, *, data: ObjectionUpdate) -> None:
-    if await repo.transition_exists(session, data.event_key):
-        return
-    application_id, objection_id = uuid.UUID(data.application_id), uuid.UUID(data.objection_id)
-    if data.resolution == "open":
-        session.add(
-            Objection(
-                id=objection_id,
-                application_id=application_id,
-                filed_by=data.actor.sub,
-                filed_role=data.actor.role,
-                reason=data.reason,
-                status="open",
-                filed_at=data.at,
-            )
-        )
-        action = "objection_filed"
-    else:
-        objection = await repo.get_objection(session, objection_id)
-        if objection is None:
-            raise LookupError(f"objection {objection_id} does not exist")
-        objection.status = data.resolution
-        objection.resolved_by = data.actor.sub
-        objection.resolution_reason = data.reason
-        objection.resolved_at = data.at
-        action = f"objection_{data.resolution}"
-    session.add(
-        _audit(
-            data,
-            application_id=application_id,
-            actor=data.actor,
-            action=action,
-            from_status="public_notice",
-            to_status="public_notice",
-            stage=None,
-            reason=data.reason,
-        )
-    )
-    await session.flush()
-
-
-async def recognize(
-    session: AsyncSession, *, data: RecognizeInput, programs: dict[str, Program]
-) -> RecognitionOutcome:
-    application_id = uuid.UUID(data.application_id)
-    existing = await repo.recognition_for_application(session, application_id)
-    if existing is None:
-        application = await repo.get_application(session, application_id, for_update=True)
-        if application is None:
-            raise LookupError(f"application {application_id} does not exist")
-        program = programs[application.program]
-        year = data.at.astimezone(UTC).year
-        sequence = await repo.next_certificate_number(
-            session, program=program.key, year=year, tier=application.tier
-        )
-        existing = Recognition(
-            application_id=application_id,
-            uscc=application.uscc,
-            program=program.key,
-            tier=application.tier,
-            certificate_no=f"{program.key.upper()}-{year}-{application.tier.upper()}-{sequence:05d}",
-            valid_from=data.at,
-            valid_until=program.durations.validity.add_to(data.at),
-            status="active",
-        )
-        session.add(existing)
-        session.add(
-            Transition(
-                application_id=application_id,
-                event_key=data.event_key,
-                actor="system",
-                role="system",
-                action="recognized",
-                from_status="public_notice",
-                to_status="recognized",
-                stage=None,
-                reason=f"notice period passed; certificate {existing.certificate_no}",
-                at=data.at,
-            )
-        )
-        application.status = "recognized"
-        application.stage = None
-        application.updated_at = data.at
-        await session.flush()
-    return RecognitionOutcome(
-        recognition_id=str(existing.id),
-        certificate_no=existing.certificate_no,
-        valid_from=existing.valid_from,
-        valid_until=existing.valid_until,
-    )
-
-
-async def change_recognition(session: AsyncSession, *, data: RecognitionChange) -> None:
-    if await repo.transition_exists(session, data.event_key):
-        return
-    recognition = await repo.get_recognition(session, uuid.UUID(data.recognition_id))
-    if recognition is None:
-        raise LookupError(f"recognition {data.recognition_id} does not exist")
-    if recognition.status == "active":
-        recognition.status = data.status
-        if data.status == "revoked":
-            recognition.revoked_reason = data.reason
-            recognition.revoked_by = data.actor.sub
-            recognition.revoked_at = data.at
-    session.add(
-        _audit(
-            data,
-            application_id=uuid.UUID(data.application_id),
-            actor=data.actor,
-            action=f"recognition_{data.status}",
-            from_status="recognized",
-            to_status="recognized",
-            stage=None,
-            reason=data.reason,
-        )
-    )
-    await session.flush()
-
-
-async def open_re_review(
-    session: AsyncSession, *, data: ReReviewInput, programs: dict[str, Program]
-) -> ReReviewOutcome:
-    recognition_id = uuid.UUID(data.recognition_id)
-    existing = await repo.re_review_of(session, recognition_id)
-    original = await repo.get_application(session, uuid.UUID(data.application_id))
-    if original is None:
-        raise LookupError(f"application {data.application_id} does not exist")
-    program = programs.get(original.program)
-    if existing is None:
-        if program is None:
-            return ReReviewOutcome(application_id="", review=None)
-        open_batches = program.open_batches(data.at.date())
-        batch = open_batches[0].key if open_batches else original.batch
-        existing = Application(
-            id=uuid.uuid4(),
-            uscc=original.uscc,
-            program=original.program,
-            tier=original.tier,
-            batch=batch,
-            ruleset=program.ruleset_for(data.at.date()),
-            region_code=original.region_code,
-            status="screening",
-            metrics=original.metrics,
-            submitted_by="system",
-            re_review_of=recognition_id,
-            workflow_started=True,
-            created_at=data.at,
-            updated_at=data.at,
-        )
-        session.add(existing)
-        await session.flush()
-        session.add(
-            Transition(
-                application_id=existing.id,
-                event_key=f"re-review-{recognition_id}",
-                actor="system",
-                role="system",
-                action="opened_for_re_review",
-                from_status=None,
-                to_status="screening",
-                stage=None,
-                reason=f"recognition {recognition_id} expired; re-review (复核)",
-                at=data.at,
-            )
-        )
-        await session.flush()
-    assert program is not None
-    return ReReviewOutcome(application_id=str(existing.id), review=review_input(existing, program))

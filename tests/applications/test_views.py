@@ -189,17 +189,16 @@ async def test_waiting_lookups_share_one_query_but_never_one_sent_before_they_as
     views = ApplicationViews(migrated, lambda: AsyncSession(engine), lookups=1)
     batches: list[int] = []
     fetched, gate = asyncio.Event(), asyncio.Event()
-    connect, lookup = views._connect, views._lookup
+    fetch, lookup = views._fetch, views._lookup
 
-    async def gated_connect() -> Any:
-        conn, statement = await connect()
-        return conn, GatedStatement(statement, fetched, gate)
+    async def gated_fetch(conn: Any, ids: Any) -> Any:
+        return await fetch(GatedStatement(conn, fetched, gate), ids)
 
     async def counted_lookup(batch: Any) -> None:
         batches.append(len(batch))
         await lookup(batch)
 
-    monkeypatch.setattr(views, "_connect", gated_connect)
+    monkeypatch.setattr(views, "_fetch", gated_fetch)
     monkeypatch.setattr(views, "_lookup", counted_lookup)
     try:
         unknown = uuid.uuid4()

@@ -1,0 +1,347 @@
+"""What the review workflow's activities write (workflows/activities.py), one transaction per attempt: the
+screening result, each state change with its reviewer-queue row and audit row, escalations, objections,
+recognitions and re-reviews. Each function takes the session first and the rest keyword-only, never commits
+(the activity attempt owns the transaction) and is idempotent: a change is keyed by the workflow's event key,
+so a retried attempt writes nothing twice. The rules the API applies are in ``service``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.applications import repository as repo
+from services.applications.models import Application, Objection, Recognition, ReviewTask, Transition
+from services.applications.screening import screen
+from services.applications.service import review_input
+from services.contracts import (
+    Actor,
+    EscalationInput,
+    ObjectionUpdate,
+    RecognitionChange,
+    RecognitionOutcome,
+    RecognizeInput,
+    ReReviewInput,
+    ReReviewOutcome,
+    ScreenAndEnterInput,
+    ScreenOutcome,
+    TransitionInput,
+)
+from services.programs import Program
+
+SYSTEM_ACTOR = Actor(sub="system", role="system")
+
+
+async def record_screening(session: AsyncSession, *, application_id: uuid.UUID) -> ScreenOutcome:
+    from services.applications.metrics import DeclaredMetrics
+
+    application = await repo.get_application(session, application_id, for_update=True)
+    if application is None:
+        raise LookupError(f"application {application_id} does not exist")
+    result = screen(
+        tier=application.tier,
+        ruleset=application.ruleset,
+        metrics=DeclaredMetrics.model_validate(application.metrics),
+    )
+    application.screening = result.model_dump(mode="json")
+    return ScreenOutcome(passed=result.passed, ruleset=result.ruleset)
+
+
+async def screen_and_enter(session: AsyncSession, *, data: ScreenAndEnterInput) -> ScreenOutcome:
+    """The review's first step in one transaction: the screening result, ``workflow_started`` (the workflow
+    is evidently running), and the transition to the first stage's queue - or to ``ineligible``."""
+    application_id = uuid.UUID(data.application_id)
+    if await repo.transition_exists(session, data.event_key):  # a retry of an attempt that committed
+        application = await repo.get_application(session, application_id)
+        screening = application.screening if application is not None else None
+        assert screening is not None, "a screened transition without a screening result"
+        return ScreenOutcome(passed=screening["passed"], ruleset=screening["ruleset"])
+    outcome = await record_screening(session, application_id=application_id)
+    await session.execute(
+        update(Application).where(Application.id == application_id).values(workflow_started=True)
+    )
+    await apply_transition(
+        session,
+        data=TransitionInput(
+            application_id=data.application_id,
+            event_key=data.event_key,
+            actor=SYSTEM_ACTOR,
+            action="screened",
+            from_status="screening",
+            to_status="in_review" if outcome.passed else "ineligible",
+            stage=data.open_task.stage if outcome.passed else None,
+            reason=f"passed {outcome.ruleset}"
+            if outcome.passed
+            else f"failed {outcome.ruleset}; see the screening result",
+            at=data.at,
+            open_task=data.open_task if outcome.passed else None,
+        ),
+    )
+    return outcome
+
+
+def _audit(
+    data: TransitionInput | EscalationInput | ObjectionUpdate | RecognitionChange,
+    *,
+    application_id: uuid.UUID,
+    actor: Actor,
+    action: str,
+    from_status: str | None,
+    to_status: str,
+    stage: str | None,
+    reason: str | None,
+    internal_note: str | None = None,
+) -> Transition:
+    return Transition(
+        application_id=application_id,
+        event_key=data.event_key,
+        actor=actor.sub,
+        role=actor.role,
+        action=action,
+        from_status=from_status,
+        to_status=to_status,
+        stage=stage,
+        reason=reason,
+        internal_note=internal_note,
+        at=data.at,
+    )
+
+
+async def apply_transition(session: AsyncSession, *, data: TransitionInput) -> None:
+    if await repo.transition_exists(session, data.event_key):
+        return
+    application_id = uuid.UUID(data.application_id)
+    application = await repo.get_application(session, application_id, for_update=True)
+    if application is None:
+        raise LookupError(f"application {application_id} does not exist")
+    application.status = data.to_status
+    application.stage = data.stage if data.to_status in ("in_review", "returned") else None
+    application.supplement_due_at = data.supplement_due_at
+    application.updated_at = data.at
+    if data.close_task_as is not None:
+        decided = data.close_task_as in ("approve", "reject", "return")
+        await repo.close_open_task(
+            session,
+            application_id,
+            status="decided" if decided else "closed",
+            decision=data.close_task_as if decided else None,
+            decided_by=data.actor.sub if decided else None,
+            at=data.at,
+        )
+    if data.open_task is not None:
+        session.add(
+            ReviewTask(
+                application_id=application_id,
+                stage=data.open_task.stage,
+                region_code=data.open_task.region_code,
+                status="open",
+                due_at=data.open_task.due_at,
+                created_at=data.at,
+            )
+        )
+    session.add(
+        _audit(
+            data,
+            application_id=application_id,
+            actor=data.actor,
+            action=data.action,
+            from_status=data.from_status,
+            to_status=data.to_status,
+            stage=data.stage,
+            reason=data.reason,
+            internal_note=data.internal_note,
+        )
+    )
+    await session.flush()
+
+
+async def escalate(session: AsyncSession, *, data: EscalationInput) -> None:
+    if await repo.transition_exists(session, data.event_key):
+        return
+    application_id = uuid.UUID(data.application_id)
+    await repo.escalate_open_task(session, application_id, escalated_to=data.escalated_to)
+    session.add(
+        _audit(
+            data,
+            application_id=application_id,
+            actor=SYSTEM_ACTOR,
+            action="sla_escalated",
+            from_status="in_review",
+            to_status="in_review",
+            stage=data.stage,
+            reason=f"stage SLA passed; escalated to {data.escalated_to}",
+        )
+    )
+    await session.flush()
+
+
+async def record_objection(session: AsyncSession, *, data: ObjectionUpdate) -> None:
+    if await repo.transition_exists(session, data.event_key):
+        return
+    application_id, objection_id = uuid.UUID(data.application_id), uuid.UUID(data.objection_id)
+    if data.resolution == "open":
+        session.add(
+            Objection(
+                id=objection_id,
+                application_id=application_id,
+                filed_by=data.actor.sub,
+                filed_role=data.actor.role,
+                reason=data.reason,
+                status="open",
+                filed_at=data.at,
+            )
+        )
+        action = "objection_filed"
+    else:
+        objection = await repo.get_objection(session, objection_id)
+        if objection is None:
+            raise LookupError(f"objection {objection_id} does not exist")
+        objection.status = data.resolution
+        objection.resolved_by = data.actor.sub
+        objection.resolution_reason = data.reason
+        objection.resolved_at = data.at
+        action = f"objection_{data.resolution}"
+    session.add(
+        _audit(
+            data,
+            application_id=application_id,
+            actor=data.actor,
+            action=action,
+            from_status="public_notice",
+            to_status="public_notice",
+            stage=None,
+            reason=data.reason,
+        )
+    )
+    await session.flush()
+
+
+async def recognize(
+    session: AsyncSession, *, data: RecognizeInput, programs: dict[str, Program]
+) -> RecognitionOutcome:
+    application_id = uuid.UUID(data.application_id)
+    existing = await repo.recognition_for_application(session, application_id)
+    if existing is None:
+        application = await repo.get_application(session, application_id, for_update=True)
+        if application is None:
+            raise LookupError(f"application {application_id} does not exist")
+        program = programs[application.program]
+        year = data.at.astimezone(UTC).year
+        sequence = await repo.next_certificate_number(
+            session, program=program.key, year=year, tier=application.tier
+        )
+        existing = Recognition(
+            application_id=application_id,
+            uscc=application.uscc,
+            program=program.key,
+            tier=application.tier,
+            certificate_no=f"{program.key.upper()}-{year}-{application.tier.upper()}-{sequence:05d}",
+            valid_from=data.at,
+            valid_until=program.durations.validity.add_to(data.at),
+            status="active",
+        )
+        session.add(existing)
+        session.add(
+            Transition(
+                application_id=application_id,
+                event_key=data.event_key,
+                actor="system",
+                role="system",
+                action="recognized",
+                from_status="public_notice",
+                to_status="recognized",
+                stage=None,
+                reason=f"notice period passed; certificate {existing.certificate_no}",
+                at=data.at,
+            )
+        )
+        application.status = "recognized"
+        application.stage = None
+        application.updated_at = data.at
+        await session.flush()
+    return RecognitionOutcome(
+        recognition_id=str(existing.id),
+        certificate_no=existing.certificate_no,
+        valid_from=existing.valid_from,
+        valid_until=existing.valid_until,
+    )
+
+
+async def change_recognition(session: AsyncSession, *, data: RecognitionChange) -> None:
+    if await repo.transition_exists(session, data.event_key):
+        return
+    recognition = await repo.get_recognition(session, uuid.UUID(data.recognition_id))
+    if recognition is None:
+        raise LookupError(f"recognition {data.recognition_id} does not exist")
+    if recognition.status == "active":
+        recognition.status = data.status
+        if data.status == "revoked":
+            recognition.revoked_reason = data.reason
+            recognition.revoked_by = data.actor.sub
+            recognition.revoked_at = data.at
+    session.add(
+        _audit(
+            data,
+            application_id=uuid.UUID(data.application_id),
+            actor=data.actor,
+            action=f"recognition_{data.status}",
+            from_status="recognized",
+            to_status="recognized",
+            stage=None,
+            reason=data.reason,
+        )
+    )
+    await session.flush()
+
+
+async def open_re_review(
+    session: AsyncSession, *, data: ReReviewInput, programs: dict[str, Program]
+) -> ReReviewOutcome:
+    recognition_id = uuid.UUID(data.recognition_id)
+    existing = await repo.re_review_of(session, recognition_id)
+    original = await repo.get_application(session, uuid.UUID(data.application_id))
+    if original is None:
+        raise LookupError(f"application {data.application_id} does not exist")
+    program = programs.get(original.program)
+    if existing is None:
+        if program is None:
+            return ReReviewOutcome(application_id="", review=None)
+        open_batches = program.open_batches(data.at.date())
+        batch = open_batches[0].key if open_batches else original.batch
+        existing = Application(
+            id=uuid.uuid4(),
+            uscc=original.uscc,
+            program=original.program,
+            tier=original.tier,
+            batch=batch,
+            ruleset=program.ruleset_for(data.at.date()),
+            region_code=original.region_code,
+            status="screening",
+            metrics=original.metrics,
+            submitted_by="system",
+            re_review_of=recognition_id,
+            workflow_started=True,
+            created_at=data.at,
+            updated_at=data.at,
+        )
+        session.add(existing)
+        await session.flush()
+        session.add(
+            Transition(
+                application_id=existing.id,
+                event_key=f"re-review-{recognition_id}",
+                actor="system",
+                role="system",
+                action="opened_for_re_review",
+                from_status=None,
+                to_status="screening",
+                stage=None,
+                reason=f"recognition {recognition_id} expired; re-review (复核)",
+                at=data.at,
+            )
+        )
+        await session.flush()
+    assert program is not None
+    return ReReviewOutcome(application_id=str(existing.id), review=review_input(existing, program))
