@@ -13,19 +13,14 @@ from datetime import timedelta
 from typing import Literal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+
+from workflows.retries import until_done
 
 with workflow.unsafe.imports_passed_through():
     from services.contracts import BenefitGrant, BenefitSchedule, BenefitsFreeze, BenefitsInput, BenefitsStop
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
-RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=60),
-    maximum_attempts=0,
-    non_retryable_error_types=["NotFound", "Unprocessable", "Conflict"],
-)
+RETRY = until_done(timedelta(seconds=1), timedelta(seconds=60), but=["NotFound", "Unprocessable", "Conflict"])
 
 
 @workflow.defn(name="BenefitsWorkflow")

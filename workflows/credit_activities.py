@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -33,6 +33,8 @@ from services.contracts import (
 from services.credit import payouts, policy, service
 from services.credit.bank import BankClient, BankRejected, BankUnavailable
 from services.resources import Resources
+
+T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
@@ -71,6 +73,11 @@ class CreditActivities:
             self.fail_disbursement,
         ]
 
+    async def _in_transaction(self, step: Callable[..., Awaitable[T]], /, **data: Any) -> T:
+        """``step(session, **data)`` in one transaction: an attempt's."""
+        async with self.resources.sessionmaker.begin() as session:
+            return await step(session, **data)
+
     # --- benefits ------------------------------------------------------------------------------------------
 
     @activity.defn(name="benefit_schedule")
@@ -79,15 +86,13 @@ class CreditActivities:
 
     @activity.defn(name="grant_benefit")
     async def grant_benefit(self, data: BenefitGrant) -> None:
-        async with self.resources.sessionmaker.begin() as session:
-            await service.grant_benefit(session, grant=data)
+        await self._in_transaction(service.grant_benefit, grant=data)
 
     @activity.defn(name="freeze_benefits")
     async def freeze_benefits(self, data: BenefitsFreeze) -> int:
         """Freeze in one transaction, then tell each rejected payout's workflow to look again (best effort:
         a workflow not told ends at its approval deadline anyway). Returns how many were rejected."""
-        async with self.resources.sessionmaker.begin() as session:
-            rejected = await service.freeze_benefits(session, data=data)
+        rejected = await self._in_transaction(service.freeze_benefits, data=data)
         for kind, payout_id in rejected:
             await payouts.refresh(self.resources.temporal, kind, payout_id)
         return len(rejected)
@@ -98,20 +103,17 @@ class CreditActivities:
 
     @activity.defn(name="record_drawdown_decision")
     async def record_decision(self, data: ApprovalRequest) -> PayoutState:
-        async with self.resources.sessionmaker.begin() as session:
-            return await payouts.record_decision(session, request=data)
+        return await self._in_transaction(payouts.record_decision, request=data)
 
     @activity.defn(name="check_drawdown")
     async def check_payout(self, data: PayoutCheck) -> PayoutState:
-        async with self.resources.sessionmaker.begin() as session:
-            return await payouts.check(session, check=data)
+        return await self._in_transaction(payouts.check, check=data)
 
     @activity.defn(name="payment_order")
     async def payment_order(self, data: PayoutRef | str) -> PaymentOrder:
         """``data`` names the payout; a bare string is a drawdown id (scheduled before payouts had kinds)."""
         ref = PayoutRef(payout_id=data) if isinstance(data, str) else data
-        async with self.resources.sessionmaker.begin() as session:
-            return await payouts.payment_order(session, ref=ref)
+        return await self._in_transaction(payouts.payment_order, ref=ref)
 
     @activity.defn(name="pay_through_bank")
     async def pay_through_bank(self, order: PaymentOrder) -> PaymentReceipt:
@@ -138,10 +140,8 @@ class CreditActivities:
 
     @activity.defn(name="confirm_disbursement")
     async def confirm_disbursement(self, data: PaymentReceipt) -> PayoutState:
-        async with self.resources.sessionmaker.begin() as session:
-            return await payouts.confirm(session, receipt=data)
+        return await self._in_transaction(payouts.confirm, receipt=data)
 
     @activity.defn(name="fail_disbursement")
     async def fail_disbursement(self, data: PaymentFailure) -> PayoutState:
-        async with self.resources.sessionmaker.begin() as session:
-            return await payouts.fail(session, failure=data)
+        return await self._in_transaction(payouts.fail, failure=data)

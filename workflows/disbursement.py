@@ -29,43 +29,24 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.retries import until_done
+
 with workflow.unsafe.imports_passed_through():
-    from services.contracts import (
-        ApprovalRequest,
-        DisbursementInput,
-        PaymentFailure,
-        PaymentOrder,
-        PaymentReceipt,
-        PayoutCheck,
-        PayoutRef,
-        PayoutState,
-    )
+    from services import contracts
+
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 BUSINESS_ERRORS = ["Forbidden", "Conflict", "NotFound", "Unprocessable", "LedgerError"]
-RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=0,
-    non_retryable_error_types=BUSINESS_ERRORS,
-)
+RETRY = until_done(timedelta(seconds=1), timedelta(seconds=30), but=BUSINESS_ERRORS)
 # Ambiguous bank failures are retried for as long as it takes: giving up could not release the reservation
 # (the money may have moved), so the workflow keeps asking. Definite refusals are not retried.
 BANK_TIMEOUT = timedelta(seconds=30)
 # The payment activity heartbeats while it waits for the bank, so a worker that dies mid-payment is noticed
 # in seconds rather than at the 30 s timeout (the retry then looks the payment up by its key first).
 BANK_HEARTBEAT = timedelta(seconds=5)
-BANK_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=500),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=60),
-    maximum_attempts=0,
-    non_retryable_error_types=["BankRejected"],
-)
+BANK_RETRY = until_done(timedelta(milliseconds=500), timedelta(seconds=60), but=["BankRejected"])
 
 
 NOUNS = {"drawdown": "drawdown", "bridge_loan": "bridge loan", "listing_reward": "listing reward"}
@@ -81,10 +62,12 @@ def _failure(message: str, kind: str) -> ApplicationError:
 @workflow.defn(name="DisbursementWorkflow")
 class DisbursementWorkflow:
     @workflow.init
-    def __init__(self, data: DisbursementInput) -> None:
+    def __init__(self, data: contracts.DisbursementInput) -> None:
         self._data = data
         self._noun = NOUNS[data.kind]
-        self._state = PayoutState(kind=data.kind, payout_id=data.payout_id, status="pending_approval")
+        self._state = contracts.PayoutState(
+            kind=data.kind, payout_id=data.payout_id, status="pending_approval"
+        )
         self._deciders: set[str] = set()
         self._refresh = False
         self._expiring = False
@@ -92,13 +75,13 @@ class DisbursementWorkflow:
     def _decided(self) -> bool:
         return self._state.status != "pending_approval"
 
-    def _observe(self, state: PayoutState) -> None:
+    def _observe(self, state: contracts.PayoutState) -> None:
         # A payout only ever leaves "pending_approval"; an older read never undoes a newer one.
         if state.status != "pending_approval" or not self._decided():
             self._state = state
 
     @workflow.run
-    async def run(self, data: DisbursementInput) -> PayoutState:
+    async def run(self, data: contracts.DisbursementInput) -> contracts.PayoutState:
         while not self._decided():
             remaining = (data.approval_deadline - workflow.now()).total_seconds()
             if remaining > 0:
@@ -122,17 +105,17 @@ class DisbursementWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
 
-    async def _check(self, *, expire: bool, overdue: bool = False) -> PayoutState:
-        state: PayoutState = await self._book(
+    async def _check(self, *, expire: bool, overdue: bool = False) -> contracts.PayoutState:
+        state: contracts.PayoutState = await self._book(
             "check_drawdown",
-            PayoutCheck(
+            contracts.PayoutCheck(
                 kind=self._data.kind,
                 payout_id=self._data.payout_id,
                 expire=expire,
                 overdue=overdue,
                 at=workflow.now(),
             ),
-            PayoutState,
+            contracts.PayoutState,
         )
         return state
 
@@ -153,14 +136,16 @@ class DisbursementWorkflow:
 
     async def _pay(self) -> None:
         payout_id = self._data.payout_id
-        order: PaymentOrder = await self._book(
-            "payment_order", PayoutRef(kind=self._data.kind, payout_id=payout_id), PaymentOrder
+        order: contracts.PaymentOrder = await self._book(
+            "payment_order",
+            contracts.PayoutRef(kind=self._data.kind, payout_id=payout_id),
+            contracts.PaymentOrder,
         )
         try:
-            receipt: PaymentReceipt = await workflow.execute_activity(
+            receipt: contracts.PaymentReceipt = await workflow.execute_activity(
                 "pay_through_bank",
                 order,
-                result_type=PaymentReceipt,
+                result_type=contracts.PaymentReceipt,
                 start_to_close_timeout=BANK_TIMEOUT,
                 heartbeat_timeout=BANK_HEARTBEAT,
                 retry_policy=BANK_RETRY,
@@ -171,26 +156,19 @@ class DisbursementWorkflow:
                 raise
             self._state = await self._book(
                 "fail_disbursement",
-                PaymentFailure(kind=self._data.kind, payout_id=payout_id, reason=cause.message),
-                PayoutState,
+                contracts.PaymentFailure(kind=self._data.kind, payout_id=payout_id, reason=cause.message),
+                contracts.PayoutState,
             )
             return
-        self._state = await self._book("confirm_disbursement", receipt, PayoutState)
+        self._state = await self._book("confirm_disbursement", receipt, contracts.PayoutState)
 
     async def _book(self, activity: str, arg: Any, result_type: type[T]) -> T:
         """One bookkeeping step - a short transaction on our own database - as a local activity: no task
         round trips through the server (the bank payment stays a regular activity, with its heartbeat).
         Histories from before BOOKKEEPING_LOCAL replay through regular activities."""
-        if workflow.patched(BOOKKEEPING_LOCAL):
-            result: T = await workflow.execute_local_activity(
-                activity,
-                arg,
-                result_type=result_type,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=RETRY,
-            )
-            return result
-        result = await workflow.execute_activity(
+        local = workflow.patched(BOOKKEEPING_LOCAL)
+        execute = workflow.execute_local_activity if local else workflow.execute_activity
+        result: T = await execute(
             activity,
             arg,
             result_type=result_type,
@@ -200,10 +178,12 @@ class DisbursementWorkflow:
         return result
 
     @workflow.update(name="decide")
-    async def decide(self, request: ApprovalRequest) -> PayoutState:
+    async def decide(self, request: contracts.ApprovalRequest) -> contracts.PayoutState:
         self._deciders.add(request.approver)
         try:
-            state: PayoutState = await self._book("record_drawdown_decision", request, PayoutState)
+            state: contracts.PayoutState = await self._book(
+                "record_drawdown_decision", request, contracts.PayoutState
+            )
         except ActivityError as exc:
             self._deciders.discard(request.approver)
             cause = exc.cause
@@ -214,7 +194,7 @@ class DisbursementWorkflow:
         return state
 
     @decide.validator
-    def _validate_decision(self, request: ApprovalRequest) -> None:
+    def _validate_decision(self, request: contracts.ApprovalRequest) -> None:
         if (request.kind, request.payout_id) != (self._data.kind, self._data.payout_id):
             raise _failure(f"The decision is for another {self._noun}.", "Unprocessable")
         if request.approver == self._data.requested_by:
@@ -233,5 +213,5 @@ class DisbursementWorkflow:
         self._refresh = True
 
     @workflow.query(name="state")
-    def state(self) -> PayoutState:
+    def state(self) -> contracts.PayoutState:
         return self._state

@@ -12,28 +12,26 @@ and never commit.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from services.auth import CurrentUser, Role
 from services.credit import ledger, payouts, policy, repository
-from services.credit.models import ZERO, Benefit, BridgeLoan, ListingReward, column_values
+from services.credit.models import ZERO, Benefit, BridgeLoan
 from services.credit.schemas import (
-    ApprovalCreate,
     BridgeLoanCreate,
-    BridgeLoanRead,
-    BridgeLoanStatus,
     FundRead,
+    ListFilters,
     ListingCreate,
-    ListingRewardRead,
+    PayoutRead,
     RepaymentCreate,
     format_money,
 )
-from services.credit.service import reader_scope
+from services.credit.service import Listing
 from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
-from services.pagination import Page, decode_cursor, split_page
+from services.pagination import Cursor, Page
 
 # --- funds -------------------------------------------------------------------------------------------------
 
@@ -88,6 +86,12 @@ async def _qualifying(session: AsyncSession, *, uscc: str, program: str | None) 
     return next(b for b in benefits if b.program == key)
 
 
+def _qualified_by(benefit: Benefit) -> dict[str, Any]:
+    """What a bridge loan or a listing reward takes from the benefit that qualified it: the recognition, the
+    enterprise and its tier."""
+    return {"recognition_id": benefit.recognition_id, "uscc": benefit.uscc, "tier": benefit.tier}
+
+
 async def authorize_bridge_loan(user: CurrentUser) -> None:
     """Who may ask for a bridge loan: an enterprise, for itself (its token's `uscc`)."""
     user.require(Role.enterprise)
@@ -99,7 +103,7 @@ async def request_bridge_loan(
     user: CurrentUser,
     data: BridgeLoanCreate,
     programs: policy.Programs,
-) -> BridgeLoanRead:
+) -> PayoutRead:
     """Reserve the amount in the fund of the program the enterprise's recognition qualifies for (409 beyond
     the fund's available capacity; 422 beyond the per-use cap or the fund's term) and write the loan; once the
     request commits, its workflow starts: finance approves it before the program's approval deadline, which
@@ -124,107 +128,35 @@ async def request_bridge_loan(
     await repository.ensure_pool(session, program=program.key, capacity=pool.capacity)
     if not await repository.commit_to_pool(session, program=program.key, amount=data.amount):
         available = await repository.pool_available(session, program.key)
-        raise Conflict(
-            f"The amount {format_money(data.amount)} is more than the fund's available "
-            f"{format_money(available)}."
-        )
-    now = payouts.now()
+        raise payouts.beyond(data.amount, "the fund's available", available)
     loan = BridgeLoan(
         id=uuid.uuid4(),
         program=program.key,
-        uscc=user.uscc,
-        tier=benefit.tier,
-        recognition_id=benefit.recognition_id,
+        **_qualified_by(benefit),
         amount=data.amount,
         term_days=data.term_days,
         purpose=data.purpose,
-        status="pending_approval",
-        requested_by=user.sub,
-        required_approvals=policy.approvals_required(program, data.amount),
-        approval_deadline=policy.approval_deadline(program, now),
-        created_at=now,
+        **payouts.requested(program, data.amount, by=user.sub, at=payouts.now()),
     )
-    repository.add(session, loan)
-    await session.flush()
-    return await _loan_read(session, loan)
+    return await payouts.add(session, "bridge_loan", loan)
 
 
-async def _loan_reads(session: AsyncSession, loans: Sequence[BridgeLoan]) -> list[BridgeLoanRead]:
-    rules, at = payouts.KINDS["bridge_loan"], payouts.now()
-    details = await payouts.details(
-        session, "bridge_loan", loans, more_entries=lambda loan: [loan.repayment_entry_id]
-    )
-    return [
-        BridgeLoanRead.model_validate({**column_values(loan), **found, "overdue": rules.overdue(loan, at)})
-        for loan, found in zip(loans, details, strict=True)
-    ]
-
-
-async def _loan_read(session: AsyncSession, loan: BridgeLoan) -> BridgeLoanRead:
-    [read] = await _loan_reads(session, [loan])
-    return read
-
-
-async def _visible_loan(session: AsyncSession, *, user: CurrentUser, loan_id: uuid.UUID) -> BridgeLoan:
-    scope = reader_scope(user)  # a wrong role is told so before any lookup
-    loan: BridgeLoan | None = await repository.get_payout(session, "bridge_loan", loan_id)
-    if loan is None or scope not in (None, loan.uscc):
-        raise NotFound(f"There is no bridge loan {loan_id}.")
-    return loan
-
-
-async def get_bridge_loan(session: AsyncSession, *, user: CurrentUser, loan_id: uuid.UUID) -> BridgeLoanRead:
-    return await _loan_read(session, await _visible_loan(session, user=user, loan_id=loan_id))
-
-
-async def list_bridge_loans(
-    session: AsyncSession,
-    *,
-    user: CurrentUser,
-    uscc: str | None = None,
-    status: BridgeLoanStatus | None = None,
-    program: str | None = None,
-    overdue: bool | None = None,
-    cursor: str | None = None,
-    limit: int = 50,
-) -> Page[BridgeLoanRead]:
-    """Enterprises see their own loans, finance and admin all; newest first. ``overdue=true``: the loans
-    past due and not repaid; ``overdue=false``: every other loan."""
-    scope = reader_scope(user)
-    if scope is not None and uscc not in (None, scope):
-        return Page(items=[])
+async def _loans(
+    session: AsyncSession, *, filters: ListFilters, cursor: Cursor | None, limit: int
+) -> list[BridgeLoan]:
+    """``overdue=true``: the loans past due and not repaid (today); ``overdue=false``: every other loan."""
     today = policy.today(payouts.now())
-    rows = await repository.list_bridge_loans(
-        session,
-        uscc=scope or uscc,
-        status=status,
-        program=program,
-        overdue=overdue,
-        today=today,
-        cursor=decode_cursor(cursor),
-        limit=limit,
-    )
-    page, next_cursor = split_page(rows, limit, lambda loan: (loan.created_at, loan.id))
-    return Page(
-        items=await _loan_reads(session, page),
-        next_cursor=next_cursor,
+    return await repository.list_bridge_loans(
+        session, filters=filters, today=today, cursor=cursor, limit=limit
     )
 
 
-async def decide_bridge_loan(
-    session: AsyncSession,
-    *,
-    user: CurrentUser,
-    loan_id: uuid.UUID,
-    data: ApprovalCreate,
-    temporal: Client,
-    retry: bool = False,
-) -> BridgeLoanRead:
-    """One finance officer's decision (see ``payouts.decide``); the response is the loan's new state."""
-    await payouts.decide(
-        session, user=user, kind="bridge_loan", payout_id=loan_id, data=data, temporal=temporal, retry=retry
-    )
-    return await _loan_read(session, await _visible_loan(session, user=user, loan_id=loan_id))
+# Enterprises see their own loans, finance and admin all; newest first (service.Listing).
+list_bridge_loans = Listing(
+    _loans,
+    lambda loan: (loan.created_at, loan.id),
+    lambda session, loans: payouts.reads(session, "bridge_loan", loans),
+).page
 
 
 async def authorize_repayment(session: AsyncSession, *, user: CurrentUser, loan_id: uuid.UUID) -> None:
@@ -239,7 +171,7 @@ async def authorize_repayment(session: AsyncSession, *, user: CurrentUser, loan_
 
 async def repay_bridge_loan(
     session: AsyncSession, *, user: CurrentUser, loan_id: uuid.UUID, data: RepaymentCreate, temporal: Client
-) -> BridgeLoanRead:
+) -> PayoutRead:
     """Finance (or an admin; never the requester) records that the enterprise repaid the whole loan into the
     fund: the fund's capacity is freed and the ledger entry of the payment is mirrored (debit
     ``bank_settlement``, credit the enterprise's bridge receivable). Then the loan's workflow stops watching
@@ -272,7 +204,7 @@ async def repay_bridge_loan(
     # The workflow's check waits for this request's lock on the loan, so it reads the repayment once it
     # commits (or the loan as it was, if it never does).
     await payouts.refresh(temporal, "bridge_loan", loan.id)
-    return await _loan_read(session, loan)
+    return await payouts.read(session, "bridge_loan", loan)
 
 
 # --- listing rewards ---------------------------------------------------------------------------------------
@@ -292,7 +224,7 @@ async def report_listing(
     uscc: str,
     data: ListingCreate,
     programs: policy.Programs,
-) -> ListingRewardRead:
+) -> PayoutRead:
     """Record a listing and request the board's one-time reward: once per enterprise and board, even when the
     listing is reported concurrently (the unique index decides; the others get a 409). Finance approves the
     reward before the program's approval deadline; then the bank pays it."""
@@ -320,101 +252,22 @@ async def report_listing(
     amount = program.listing_rewards[data.board]
     reward = await repository.insert_listing_reward(
         session,
-        uscc=uscc,
         board=data.board,
         program=program.key,
-        tier=benefit.tier,
-        recognition_id=benefit.recognition_id,
+        **_qualified_by(benefit),
         amount=amount,
         listed_on=data.listed_on,
         security_code=data.security_code,
-        status="pending_approval",
-        requested_by=user.sub,
-        required_approvals=policy.approvals_required(program, amount),
-        approval_deadline=policy.approval_deadline(program, now),
-        created_at=now,
+        **payouts.requested(program, amount, by=user.sub, at=now),
     )
     if reward is None:
         raise Conflict(f"The enterprise was already rewarded for listing on {data.board!r}.")
-    return await _reward_read(session, reward)
+    return await payouts.read(session, "listing_reward", reward)
 
 
-async def _reward_reads(session: AsyncSession, rewards: Sequence[ListingReward]) -> list[ListingRewardRead]:
-    details = await payouts.details(session, "listing_reward", rewards)
-    return [
-        ListingRewardRead.model_validate(
-            {**column_values(reward), **found, "reported_by": reward.requested_by}
-        )
-        for reward, found in zip(rewards, details, strict=True)
-    ]
-
-
-async def _reward_read(session: AsyncSession, reward: ListingReward) -> ListingRewardRead:
-    [read] = await _reward_reads(session, [reward])
-    return read
-
-
-async def _visible_reward(session: AsyncSession, *, user: CurrentUser, reward_id: uuid.UUID) -> ListingReward:
-    scope = reader_scope(user)
-    reward: ListingReward | None = await repository.get_payout(session, "listing_reward", reward_id)
-    if reward is None or scope not in (None, reward.uscc):
-        raise NotFound(f"There is no listing reward {reward_id}.")
-    return reward
-
-
-async def get_listing_reward(
-    session: AsyncSession, *, user: CurrentUser, reward_id: uuid.UUID
-) -> ListingRewardRead:
-    return await _reward_read(session, await _visible_reward(session, user=user, reward_id=reward_id))
-
-
-async def list_listing_rewards(
-    session: AsyncSession,
-    *,
-    user: CurrentUser,
-    uscc: str | None = None,
-    status: str | None = None,
-    board: str | None = None,
-    program: str | None = None,
-    cursor: str | None = None,
-    limit: int = 50,
-) -> Page[ListingRewardRead]:
-    scope = reader_scope(user)
-    if scope is not None and uscc not in (None, scope):
-        return Page(items=[])
-    rows = await repository.list_listing_rewards(
-        session,
-        uscc=scope or uscc,
-        status=status,
-        board=board,
-        program=program,
-        cursor=decode_cursor(cursor),
-        limit=limit,
-    )
-    page, next_cursor = split_page(rows, limit, lambda reward: (reward.created_at, reward.id))
-    return Page(
-        items=await _reward_reads(session, page),
-        next_cursor=next_cursor,
-    )
-
-
-async def decide_listing_reward(
-    session: AsyncSession,
-    *,
-    user: CurrentUser,
-    reward_id: uuid.UUID,
-    data: ApprovalCreate,
-    temporal: Client,
-    retry: bool = False,
-) -> ListingRewardRead:
-    """One finance officer's decision (see ``payouts.decide``); the response is the reward's new state."""
-    await payouts.decide(
-        session,
-        user=user,
-        kind="listing_reward",
-        payout_id=reward_id,
-        data=data,
-        temporal=temporal,
-        retry=retry,
-    )
-    return await _reward_read(session, await _visible_reward(session, user=user, reward_id=reward_id))
+# Enterprises see their own rewards, finance and admin all; newest first (service.Listing).
+list_listing_rewards = Listing(
+    repository.list_listing_rewards,
+    lambda reward: (reward.created_at, reward.id),
+    lambda session, rewards: payouts.reads(session, "listing_reward", rewards),
+).page

@@ -11,11 +11,12 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from typing import get_args
+from typing import Any, Protocol, get_args
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Constraint,
     Date,
     ForeignKey,
     Index,
@@ -55,6 +56,23 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 def column_values(row: Base) -> dict[str, object]:
     """A row's column values by attribute name (to build a read model with a few fields added)."""
     return {column.key: getattr(row, column.key) for column in row.__table__.columns}
+
+
+class Owned(Protocol):
+    """A row of an enterprise under a program and tier: a benefit, a credit line, a payout, a disbursement."""
+
+    @property
+    def uscc(self) -> str: ...
+    @property
+    def program(self) -> str: ...
+    @property
+    def tier(self) -> str: ...
+
+
+def whose(row: Owned) -> dict[str, str]:
+    """The enterprise, program and tier of ``row``: what a row made from it copies (a drawdown from its credit
+    line, a disbursement from its payout)."""
+    return {"uscc": row.uscc, "program": row.program, "tier": row.tier}
 
 
 def payout_column(kind: PayoutKind) -> str:
@@ -163,7 +181,39 @@ class CreditLine(Base):
         return self.credit_limit - self.reserved - self.drawn
 
 
-class Drawdown(Base):
+# Where columns go in a payout's table (``mapped_column(sort_order=...)``; the kind's own columns are 0).
+_AFTER_APPROVAL, _LAST = 1, 2
+
+
+class PayoutColumns:
+    """The columns every payout table has besides its own: the maker-checker approval and the write-then-start
+    flag. They follow the kind's own columns; ``created_at`` and ``workflow_started`` end the table
+    (``sort_order``), after a bridge loan's repayment columns."""
+
+    status: Mapped[str] = mapped_column(String(20))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    required_approvals: Mapped[int] = mapped_column(Integer)
+    approval_deadline: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), sort_order=_LAST)
+    # False from the request's commit until its DisbursementWorkflow is known to run (services/temporal.py:
+    # write, commit, then start; the worker's reconciler starts what an API that died in between left).
+    workflow_started: Mapped[bool] = mapped_column(server_default=text("false"), sort_order=_LAST)
+
+
+def _payout_table_args(table: str, statuses: tuple[str, ...], *more: Index | Constraint) -> tuple[Any, ...]:
+    """The ``__table_args__`` of a payout table: what ``PayoutColumns`` needs, then ``more`` of its own."""
+    return (
+        Index(f"ix_{table}_unstarted", "created_at", postgresql_where=text("NOT workflow_started")),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("required_approvals IN (1, 2)", name="required_approvals_known"),
+        CheckConstraint(_one_of("status", statuses), name="status_known"),
+        *more,
+    )
+
+
+class Drawdown(PayoutColumns, Base):
     __tablename__ = "drawdowns"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -172,23 +222,8 @@ class Drawdown(Base):
     program: Mapped[str] = mapped_column(String(64))
     tier: Mapped[str] = mapped_column(String(32))
     amount: Mapped[Money]
-    status: Mapped[str] = mapped_column(String(20))
-    requested_by: Mapped[str] = mapped_column(String(200))
-    required_approvals: Mapped[int] = mapped_column(Integer)
-    approval_deadline: Mapped[datetime]
-    reason: Mapped[str | None] = mapped_column(Text)
-    decided_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    # False from the request's commit until its DisbursementWorkflow is known to run (services/temporal.py:
-    # write, commit, then start; the worker's reconciler starts what an API that died in between left).
-    workflow_started: Mapped[bool] = mapped_column(server_default=text("false"))
 
-    __table_args__ = (
-        Index("ix_drawdowns_unstarted", "created_at", postgresql_where=text("NOT workflow_started")),
-        CheckConstraint("amount > 0", name="amount_positive"),
-        CheckConstraint("required_approvals IN (1, 2)", name="required_approvals_known"),
-        CheckConstraint(_one_of("status", DRAWDOWN_STATUSES), name="status_known"),
-    )
+    __table_args__ = _payout_table_args("drawdowns", DRAWDOWN_STATUSES)
 
     @property
     def workflow_id(self) -> str:
@@ -276,7 +311,7 @@ class FundPool(Base):
     __table_args__ = (CheckConstraint("committed >= 0 AND committed <= capacity", name="within_capacity"),)
 
 
-class BridgeLoan(Base):
+class BridgeLoan(PayoutColumns, Base):
     """A bridge loan from a program's fund. Requested: its amount is reserved in the pool at once
     (``pending_approval``); finance approves (due date: ``term_days`` working days after approval) and the
     bank pays (``disbursed``); finance records the repayment (``repaid``), which frees the capacity. A
@@ -292,34 +327,25 @@ class BridgeLoan(Base):
     amount: Mapped[Money]
     term_days: Mapped[int] = mapped_column(Integer)  # working days (Mon-Fri) from approval
     purpose: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20))
-    requested_by: Mapped[str] = mapped_column(String(200))
-    required_approvals: Mapped[int] = mapped_column(Integer)
-    approval_deadline: Mapped[datetime]
-    reason: Mapped[str | None] = mapped_column(Text)
-    decided_at: Mapped[datetime | None]
-    due_on: Mapped[date | None] = mapped_column(Date)
-    overdue_since: Mapped[datetime | None]
-    repaid_at: Mapped[datetime | None]
-    repaid_by: Mapped[str | None] = mapped_column(String(200))
-    repayment_reference: Mapped[str | None] = mapped_column(String(100))
-    repayment_entry_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("ledger_entries.id"))
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    # False from the request's commit until its DisbursementWorkflow is known to run (services/temporal.py:
-    # write, commit, then start; the worker's reconciler starts what an API that died in between left).
-    workflow_started: Mapped[bool] = mapped_column(server_default=text("false"))
+    # After the approval columns of PayoutColumns:
+    due_on: Mapped[date | None] = mapped_column(Date, sort_order=_AFTER_APPROVAL)
+    overdue_since: Mapped[datetime | None] = mapped_column(sort_order=_AFTER_APPROVAL)
+    repaid_at: Mapped[datetime | None] = mapped_column(sort_order=_AFTER_APPROVAL)
+    repaid_by: Mapped[str | None] = mapped_column(String(200), sort_order=_AFTER_APPROVAL)
+    repayment_reference: Mapped[str | None] = mapped_column(String(100), sort_order=_AFTER_APPROVAL)
+    repayment_entry_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("ledger_entries.id"), sort_order=_AFTER_APPROVAL
+    )
 
-    __table_args__ = (
-        Index("ix_bridge_loans_unstarted", "created_at", postgresql_where=text("NOT workflow_started")),
-        CheckConstraint("amount > 0", name="amount_positive"),
+    __table_args__ = _payout_table_args(
+        "bridge_loans",
+        BRIDGE_LOAN_STATUSES,
         CheckConstraint("term_days > 0", name="term_positive"),
-        CheckConstraint("required_approvals IN (1, 2)", name="required_approvals_known"),
-        CheckConstraint(_one_of("status", BRIDGE_LOAN_STATUSES), name="status_known"),
         Index("ix_bridge_loans_status_created_at", "status", "created_at"),
     )
 
 
-class ListingReward(Base):
+class ListingReward(PayoutColumns, Base):
     """The one-time reward for listing on a board of the regional equity market: once per enterprise and
     board, however often or concurrently the listing is reported (a rejected or expired reward stays the
     board's one). Paid through the bank once finance approves it."""
@@ -335,23 +361,12 @@ class ListingReward(Base):
     amount: Mapped[Money]
     listed_on: Mapped[date] = mapped_column(Date)
     security_code: Mapped[str] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(20))
-    requested_by: Mapped[str] = mapped_column(String(200))  # who reported the listing
-    required_approvals: Mapped[int] = mapped_column(Integer)
-    approval_deadline: Mapped[datetime]
-    reason: Mapped[str | None] = mapped_column(Text)
-    decided_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    # False from the request's commit until its DisbursementWorkflow is known to run (services/temporal.py:
-    # write, commit, then start; the worker's reconciler starts what an API that died in between left).
-    workflow_started: Mapped[bool] = mapped_column(server_default=text("false"))
+    # ``requested_by`` (PayoutColumns) is who reported the listing.
 
-    __table_args__ = (
-        Index("ix_listing_rewards_unstarted", "created_at", postgresql_where=text("NOT workflow_started")),
+    __table_args__ = _payout_table_args(
+        "listing_rewards",
+        LISTING_REWARD_STATUSES,
         UniqueConstraint("uscc", "board"),
-        CheckConstraint("amount > 0", name="amount_positive"),
-        CheckConstraint("required_approvals IN (1, 2)", name="required_approvals_known"),
-        CheckConstraint(_one_of("status", LISTING_REWARD_STATUSES), name="status_known"),
         Index("ix_listing_rewards_status_created_at", "status", "created_at"),
     )
 

@@ -19,8 +19,9 @@ idempotent, so a retried attempt changes nothing twice.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import structlog
@@ -51,14 +52,21 @@ from services.credit.models import (
     ListingReward,
     Payout,
     PayoutApproval,
+    column_values,
     payout_column,
+    whose,
 )
 from services.credit.schemas import (
     ApprovalCreate,
     ApprovalRead,
+    BridgeLoanRead,
     DisbursementRead,
+    DrawdownRead,
     LedgerEntryRead,
     LedgerLineRead,
+    ListingRewardRead,
+    PayoutRead,
+    format_money,
 )
 from services.errors import Conflict, Forbidden, NotFound
 
@@ -79,6 +87,7 @@ class Kind(Generic[P]):
 
     name: ClassVar[PayoutKind]
     noun: ClassVar[str]
+    read_model: ClassVar[type[PayoutRead]]
 
     async def lock(self, session: AsyncSession, payout_id: uuid.UUID) -> P:
         """The payout, locked (with what it holds, in the order every writer of this kind uses)."""
@@ -115,9 +124,17 @@ class Kind(Generic[P]):
     def flag_overdue(self, row: P, at: datetime) -> None:
         """The payout fell due at ``at`` (only a bridge loan ever does)."""
 
+    def more_entries(self, row: P) -> Sequence[uuid.UUID | None]:
+        """The payout's ledger entries besides its payment's."""
+        return ()
+
+    def read_fields(self, row: P, at: datetime) -> dict[str, Any]:
+        """What the kind's read model shows at ``at`` besides the row's columns and ``details``."""
+        return {}
+
 
 class Drawdowns(Kind[Drawdown]):
-    name, noun = "drawdown", "drawdown"
+    name, noun, read_model = "drawdown", "drawdown", DrawdownRead
 
     async def lock(self, session: AsyncSession, payout_id: uuid.UUID) -> Drawdown:
         """The drawdown and its line, locked line first (the order every writer of a line uses, the freeze
@@ -147,7 +164,7 @@ class BridgeLoans(Kind[BridgeLoan]):
     """A bridge loan holds its amount in the program's fund until it is repaid (or never paid out). Its lock
     is the loan's row; the fund's row is then changed by one conditional UPDATE, never locked first."""
 
-    name, noun = "bridge_loan", "bridge loan"
+    name, noun, read_model = "bridge_loan", "bridge loan", BridgeLoanRead
 
     async def release(self, session: AsyncSession, row: BridgeLoan) -> None:
         await repository.release_from_pool(session, program=row.program, amount=row.amount)
@@ -172,12 +189,21 @@ class BridgeLoans(Kind[BridgeLoan]):
         if row.status == "disbursed" and row.overdue_since is None:
             row.overdue_since = at
 
+    def more_entries(self, row: BridgeLoan) -> Sequence[uuid.UUID | None]:
+        return [row.repayment_entry_id]
+
+    def read_fields(self, row: BridgeLoan, at: datetime) -> dict[str, Any]:
+        return {"overdue": self.overdue(row, at)}
+
 
 class ListingRewards(Kind[ListingReward]):
-    name, noun = "listing_reward", "listing reward"
+    name, noun, read_model = "listing_reward", "listing reward", ListingRewardRead
 
     def debit_account(self, row: ListingReward) -> str:
         return ledger.program_fund(row.program)
+
+    def read_fields(self, row: ListingReward, at: datetime) -> dict[str, Any]:
+        return {"reported_by": row.requested_by}
 
 
 KINDS: dict[PayoutKind, Kind[Any]] = {
@@ -188,15 +214,26 @@ KINDS: dict[PayoutKind, Kind[Any]] = {
 # --- reads -------------------------------------------------------------------------------------------------
 
 
-async def details(
-    session: AsyncSession,
-    kind: PayoutKind,
-    rows: Sequence[Payout],
-    *,
-    more_entries: Callable[[Any], Sequence[uuid.UUID | None]] = lambda row: (),
-) -> list[dict[str, Any]]:
+async def reads(session: AsyncSession, kind: PayoutKind, rows: Sequence[Payout]) -> list[PayoutRead]:
+    """The read models (the kind's ``read_model``) of ``rows`` of a kind: their columns, their ``details`` and
+    the kind's ``read_fields``."""
+    rules, at = KINDS[kind], now()
+    found = await details(session, kind, rows)
+    return [
+        rules.read_model.model_validate({**column_values(row), **more, **rules.read_fields(row, at)})
+        for row, more in zip(rows, found, strict=True)
+    ]
+
+
+async def read(session: AsyncSession, kind: PayoutKind, row: Payout) -> PayoutRead:
+    [one] = await reads(session, kind, [row])
+    return one
+
+
+async def details(session: AsyncSession, kind: PayoutKind, rows: Sequence[Payout]) -> list[dict[str, Any]]:
     """What every payout read shows, for each of ``rows`` (in four queries however many): its approvals, its
-    disbursement, and its ledger entries - the payment's, and ``more_entries`` of the row."""
+    disbursement, and its ledger entries - the payment's, and the kind's ``more_entries`` of the row."""
+    more_entries = KINDS[kind].more_entries
     ids = [row.id for row in rows]
     approvals = await repository.approvals_of(session, kind, ids)
     disbursements = await repository.disbursements_of(session, kind, ids)
@@ -233,6 +270,30 @@ def _entry_read(entry: ledger.Entry) -> LedgerEntryRead:
 
 
 # --- requests and decisions (HTTP) -------------------------------------------------------------------------
+
+
+def requested(program: policy.Program, amount: Decimal, *, by: str, at: datetime) -> dict[str, Any]:
+    """The approval columns (``PayoutColumns``) of a payout of ``amount`` requested ``by`` someone ``at``: it
+    awaits the approvals the program asks for the amount, until the program's deadline."""
+    return {
+        "status": "pending_approval",
+        "requested_by": by,
+        "required_approvals": policy.approvals_required(program, amount),
+        "approval_deadline": policy.approval_deadline(program, at),
+        "created_at": at,
+    }
+
+
+def beyond(amount: Decimal, what: str, available: Decimal) -> Conflict:
+    """The 409 for a payout of ``amount`` beyond ``what`` it draws on has ``available``."""
+    return Conflict(f"The amount {format_money(amount)} is more than {what} {format_money(available)}.")
+
+
+async def add(session: AsyncSession, kind: PayoutKind, row: Payout) -> PayoutRead:
+    """Write a payout just requested (its ``requested`` columns set); returns its read model."""
+    repository.add(session, row)
+    await session.flush()
+    return await read(session, kind, row)
 
 
 async def start(temporal: Client, *, kind: PayoutKind, row: Payout, task_queue: str) -> None:
@@ -312,10 +373,10 @@ async def decide(
     data: ApprovalCreate,
     temporal: Client,
     retry: bool = False,
-) -> None:
+) -> PayoutRead:
     """One finance officer's decision, sent to the payout's workflow as an Update: its activity writes the
-    decision in its own transaction (maker-checker enforced under a row lock). The caller reads the new
-    state afterwards.
+    decision in its own transaction (maker-checker enforced under a row lock). Returns the payout's new
+    state.
 
     `retry` (an Idempotency-Key was sent): the same officer's identical decision, already recorded, is
     the first attempt whose answer was lost (the API died after the Update and before its commit); it is
@@ -323,26 +384,33 @@ async def decide(
     rules = KINDS[kind]
     row = await authorize_decision(session, user=user, kind=kind, payout_id=payout_id)
     mine = [a for a in await repository.approvals(session, kind, row.id) if a.approver == user.sub]
-    if mine:
-        if retry and mine[0].decision == data.decision and mine[0].reason == data.reason:
-            return
+    if not mine:
+        await _send_decision(temporal, kind, row, approver=user.sub, data=data)
+    elif not (retry and mine[0].decision == data.decision and mine[0].reason == data.reason):
         raise Conflict(
             f"You have already decided on this {rules.noun}; another finance officer must approve it."
         )
+    return await read(session, kind, await repository.get_payout(session, kind, payout_id))
+
+
+async def _send_decision(
+    temporal: Client, kind: PayoutKind, row: Payout, *, approver: str, data: ApprovalCreate
+) -> None:
+    noun = KINDS[kind].noun
     if row.status != "pending_approval":
-        raise Conflict(f"The {rules.noun} is {row.status}; it is no longer waiting for approval.")
+        raise Conflict(f"The {noun} is {row.status}; it is no longer waiting for approval.")
     request = ApprovalRequest(
-        kind=kind, payout_id=str(row.id), approver=user.sub, decision=data.decision, reason=data.reason
+        kind=kind, payout_id=str(row.id), approver=approver, decision=data.decision, reason=data.reason
     )
     await temporal_boundary.execute_update(
         temporal,
         disbursement_workflow_id(kind, row.id),
         "decide",
         request,
-        update_id=f"decision-{user.sub}",
+        update_id=f"decision-{approver}",
         result_type=PayoutState,
         refused="The decision could not be recorded.",
-        finished=f"The {rules.noun} is no longer waiting for approval.",
+        finished=f"The {noun} is no longer waiting for approval.",
     )
 
 
@@ -404,9 +472,7 @@ async def record_decision(session: AsyncSession, *, request: ApprovalRequest) ->
                 id=uuid.uuid4(),
                 kind=request.kind,
                 **{payout_column(request.kind): row.id},
-                uscc=row.uscc,
-                program=row.program,
-                tier=row.tier,
+                **whose(row),
                 amount=row.amount,
                 status="pending",
                 bank_key=rules.bank_key(row),
@@ -438,11 +504,17 @@ async def check(session: AsyncSession, *, check: PayoutCheck) -> PayoutState:
     return await state(session, check.kind, row)
 
 
-async def _disbursement(session: AsyncSession, kind: PayoutKind, payout_id: uuid.UUID) -> Disbursement:
-    disbursement = await repository.get_disbursement(session, kind, payout_id, lock=True)
+async def _paying(
+    session: AsyncSession, kind: PayoutKind, payout_id: str
+) -> tuple[Kind[Any], Any, Disbursement]:
+    """For the bank's answer: the kind's rules, the payout (locked, with what it holds) and its disbursement
+    (locked)."""
+    rules = KINDS[kind]
+    row = await rules.lock(session, uuid.UUID(payout_id))
+    disbursement = await repository.get_disbursement(session, kind, row.id, lock=True)
     if disbursement is None:
-        raise NotFound(f"The {KINDS[kind].noun} {payout_id} has no disbursement.")
-    return disbursement
+        raise NotFound(f"The {rules.noun} {row.id} has no disbursement.")
+    return rules, row, disbursement
 
 
 async def payment_order(session: AsyncSession, *, ref: PayoutRef) -> PaymentOrder:
@@ -462,9 +534,7 @@ async def payment_order(session: AsyncSession, *, ref: PayoutRef) -> PaymentOrde
 
 async def confirm(session: AsyncSession, *, receipt: PaymentReceipt) -> PayoutState:
     """The bank paid: post the ledger entry, mark the disbursement and the payout - once."""
-    rules = KINDS[receipt.kind]
-    row = await rules.lock(session, uuid.UUID(receipt.payout_id))
-    disbursement = await _disbursement(session, receipt.kind, row.id)
+    rules, row, disbursement = await _paying(session, receipt.kind, receipt.payout_id)
     if disbursement.status == "paid":
         return await state(session, receipt.kind, row)
     if disbursement.status != "pending" or row.status != "approved":
@@ -488,9 +558,7 @@ async def confirm(session: AsyncSession, *, receipt: PaymentReceipt) -> PayoutSt
 
 async def fail(session: AsyncSession, *, failure: PaymentFailure) -> PayoutState:
     """The bank definitely refused: record the reason and release the hold - once."""
-    rules = KINDS[failure.kind]
-    row = await rules.lock(session, uuid.UUID(failure.payout_id))
-    disbursement = await _disbursement(session, failure.kind, row.id)
+    rules, row, disbursement = await _paying(session, failure.kind, failure.payout_id)
     if disbursement.status == "failed":
         return await state(session, failure.kind, row)
     if disbursement.status != "pending":

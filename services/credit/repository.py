@@ -10,11 +10,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, case, false, func, not_, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, case, false, func, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
-from services.contracts import PayoutKind
+from services.contracts import BenefitGrant, PayoutKind
 from services.credit.models import (
     PAYOUT_MODELS,
     ZERO,
@@ -25,98 +26,114 @@ from services.credit.models import (
     Drawdown,
     FundPool,
     ListingReward,
-    Payout,
     PayoutApproval,
     payout_column,
 )
-from services.credit.schemas import DisbursementFilters
+from services.credit.schemas import ListFilters
+from services.db import Base
 from services.pagination import Cursor, paginate
 
 _S = TypeVar("_S", bound="Select[*tuple[Any, ...]]")
+_M = TypeVar("_M", bound=Base)
+
+
+async def _fresh(session: AsyncSession, model: type[_M], *where: Any, lock: bool) -> _M | None:
+    """The row of ``model`` matching ``where``, read anew from the database (``populate_existing``), and with
+    ``lock`` locked for the rest of the transaction."""
+    stmt = select(model).where(*where).execution_options(populate_existing=True)
+    if lock:
+        stmt = stmt.with_for_update()
+    row: _M | None = await session.scalar(stmt)
+    return row
+
+
+# The filters that are no column of the listed rows: the lists that take them apply them.
+_NOT_COLUMNS = ("overdue", "date_from", "date_to")
+
+
+def _matching(stmt: _S, model: type[Base], filters: ListFilters) -> _S:
+    """``stmt`` narrowed to the rows whose column of each filter's name equals the value given (None: any),
+    but for ``_NOT_COLUMNS``."""
+    for name, value in filters:
+        if value is not None and name not in _NOT_COLUMNS:
+            stmt = stmt.where(getattr(model, name) == value)
+    return stmt
+
+
+async def _newest_first(
+    session: AsyncSession,
+    model: type[_M],
+    key: tuple[QueryableAttribute[datetime], QueryableAttribute[uuid.UUID]],
+    *,
+    filters: ListFilters,
+    cursor: Cursor | None,
+    limit: int,
+    where: Sequence[ColumnElement[bool]] = (),
+) -> list[_M]:
+    """A page of the rows of ``model`` matching ``filters`` (``_matching``) and ``where``, newest first by
+    ``key`` (services/pagination.py)."""
+    stmt = _matching(select(model).where(*where), model, filters)
+    return list(await session.scalars(paginate(stmt, key=key, cursor=cursor, limit=limit, newest_first=True)))
 
 
 # --- benefits ----------------------------------------------------------------------------------------------
 
 
-async def insert_benefit(
-    session: AsyncSession,
-    *,
-    recognition_id: uuid.UUID,
-    uscc: str,
-    program: str,
-    tier: str,
-    kind: str,
-    amount: Decimal | None,
-) -> bool:
+def _granted(grant: BenefitGrant) -> dict[str, Any]:
+    """A new row's id and what a benefit and the credit line it opens take from their grant: the recognition,
+    the enterprise, the program and the tier."""
+    return {
+        "id": uuid.uuid4(),
+        "recognition_id": uuid.UUID(grant.recognition_id),
+        "uscc": grant.uscc,
+        "program": grant.program,
+        "tier": grant.tier,
+    }
+
+
+async def insert_benefit(session: AsyncSession, *, grant: BenefitGrant) -> bool:
     """Record a benefit once per recognition and kind; False when it was already there."""
     inserted = await session.scalar(
         insert(Benefit)
-        .values(
-            id=uuid.uuid4(),
-            recognition_id=recognition_id,
-            uscc=uscc,
-            program=program,
-            tier=tier,
-            kind=kind,
-            status="active",
-            amount=amount,
-        )
+        .values(**_granted(grant), kind=grant.kind, status="active", amount=grant.amount)
         .on_conflict_do_nothing(index_elements=["recognition_id", "kind"])
         .returning(Benefit.id)
     )
     return inserted is not None
 
 
-async def insert_credit_line(
-    session: AsyncSession, *, recognition_id: uuid.UUID, uscc: str, program: str, tier: str, limit: Decimal
-) -> uuid.UUID:
+async def insert_credit_line(session: AsyncSession, *, grant: BenefitGrant, limit: Decimal) -> uuid.UUID:
     """Open the recognition's credit line once; returns its id either way."""
+    values = _granted(grant)
     await session.execute(
         insert(CreditLine)
-        .values(
-            id=uuid.uuid4(),
-            recognition_id=recognition_id,
-            uscc=uscc,
-            program=program,
-            tier=tier,
-            credit_limit=limit,
-            reserved=ZERO,
-            drawn=ZERO,
-            status="active",
-        )
+        .values(**values, credit_limit=limit, reserved=ZERO, drawn=ZERO, status="active")
         .on_conflict_do_nothing(index_elements=["recognition_id"])
     )
-    line_id = await session.scalar(select(CreditLine.id).where(CreditLine.recognition_id == recognition_id))
+    line_id = await session.scalar(
+        select(CreditLine.id).where(CreditLine.recognition_id == values["recognition_id"])
+    )
     assert line_id is not None
     return line_id
 
 
 async def list_benefits(
-    session: AsyncSession,
-    *,
-    uscc: str | None,
-    recognition_id: uuid.UUID | None,
-    kind: str | None,
-    status: str | None,
-    cursor: Cursor | None,
-    limit: int,
+    session: AsyncSession, *, filters: ListFilters, cursor: Cursor | None, limit: int
 ) -> list[tuple[Benefit, uuid.UUID | None]]:
-    """Newest first, paged (services/pagination.py)."""
+    """Newest first, paged (services/pagination.py); each with the credit line it opened, if any."""
     stmt = select(Benefit, CreditLine.id).join(
         CreditLine,
         and_(Benefit.kind == "credit_line", CreditLine.recognition_id == Benefit.recognition_id),
         isouter=True,
     )
-    if uscc is not None:
-        stmt = stmt.where(Benefit.uscc == uscc)
-    if recognition_id is not None:
-        stmt = stmt.where(Benefit.recognition_id == recognition_id)
-    if kind is not None:
-        stmt = stmt.where(Benefit.kind == kind)
-    if status is not None:
-        stmt = stmt.where(Benefit.status == status)
     rows = await session.execute(
-        paginate(stmt, key=(Benefit.granted_at, Benefit.id), cursor=cursor, limit=limit, newest_first=True)
+        paginate(
+            _matching(stmt, Benefit, filters),
+            key=(Benefit.granted_at, Benefit.id),
+            cursor=cursor,
+            limit=limit,
+            newest_first=True,
+        )
     )
     return [(benefit, line_id) for benefit, line_id in rows]
 
@@ -165,37 +182,14 @@ async def reject_pending_drawdowns(
 async def get_credit_line(
     session: AsyncSession, line_id: uuid.UUID, *, lock: bool = False
 ) -> CreditLine | None:
-    stmt = select(CreditLine).where(CreditLine.id == line_id).execution_options(populate_existing=True)
-    if lock:
-        stmt = stmt.with_for_update()
-    line: CreditLine | None = await session.scalar(stmt)
-    return line
+    return await _fresh(session, CreditLine, CreditLine.id == line_id, lock=lock)
 
 
 async def list_credit_lines(
-    session: AsyncSession,
-    *,
-    uscc: str | None,
-    status: str | None,
-    program: str | None,
-    tier: str | None,
-    cursor: Cursor | None,
-    limit: int,
+    session: AsyncSession, *, filters: ListFilters, cursor: Cursor | None, limit: int
 ) -> list[CreditLine]:
-    """Newest first, paged (services/pagination.py)."""
-    stmt = select(CreditLine)
-    for column, value in (
-        (CreditLine.uscc, uscc),
-        (CreditLine.status, status),
-        (CreditLine.program, program),
-        (CreditLine.tier, tier),
-    ):
-        if value is not None:
-            stmt = stmt.where(column == value)
-    stmt = paginate(
-        stmt, key=(CreditLine.opened_at, CreditLine.id), cursor=cursor, limit=limit, newest_first=True
-    )
-    return list(await session.scalars(stmt))
+    key = (CreditLine.opened_at, CreditLine.id)
+    return await _newest_first(session, CreditLine, key, filters=filters, cursor=cursor, limit=limit)
 
 
 async def reserve(session: AsyncSession, *, line_id: uuid.UUID, amount: Decimal) -> bool:
@@ -235,11 +229,7 @@ async def settle(session: AsyncSession, *, line_id: uuid.UUID, amount: Decimal) 
 async def get_drawdown(
     session: AsyncSession, drawdown_id: uuid.UUID, *, lock: bool = False
 ) -> Drawdown | None:
-    stmt = select(Drawdown).where(Drawdown.id == drawdown_id).execution_options(populate_existing=True)
-    if lock:
-        stmt = stmt.with_for_update()
-    drawdown: Drawdown | None = await session.scalar(stmt)
-    return drawdown
+    return await _fresh(session, Drawdown, Drawdown.id == drawdown_id, lock=lock)
 
 
 async def payouts_without_workflow(
@@ -266,11 +256,7 @@ async def get_payout(
 ) -> Any:
     """The drawdown, bridge loan or listing reward with this id (``Any``: the kind decides the class)."""
     model = PAYOUT_MODELS[kind]
-    stmt = select(model).where(model.id == payout_id).execution_options(populate_existing=True)
-    if lock:
-        stmt = stmt.with_for_update()
-    row: Payout | None = await session.scalar(stmt)
-    return row
+    return await _fresh(session, model, model.id == payout_id, lock=lock)
 
 
 async def approvals(session: AsyncSession, kind: PayoutKind, payout_id: uuid.UUID) -> list[PayoutApproval]:
@@ -304,11 +290,7 @@ async def get_disbursement(
     session: AsyncSession, kind: PayoutKind, payout_id: uuid.UUID, *, lock: bool = False
 ) -> Disbursement | None:
     column = getattr(Disbursement, payout_column(kind))
-    stmt = select(Disbursement).where(column == payout_id).execution_options(populate_existing=True)
-    if lock:
-        stmt = stmt.with_for_update()
-    disbursement: Disbursement | None = await session.scalar(stmt)
-    return disbursement
+    return await _fresh(session, Disbursement, column == payout_id, lock=lock)
 
 
 async def disbursements_of(
@@ -323,16 +305,8 @@ def _day_start(day: Any) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def _filtered(stmt: _S, filters: DisbursementFilters) -> _S:
-    for column, value in (
-        (Disbursement.kind, filters.kind),
-        (Disbursement.status, filters.status),
-        (Disbursement.uscc, filters.uscc),
-        (Disbursement.tier, filters.tier),
-        (Disbursement.program, filters.program),
-    ):
-        if value is not None:
-            stmt = stmt.where(column == value)
+def _filtered(stmt: _S, filters: ListFilters) -> _S:
+    stmt = _matching(stmt, Disbursement, filters)
     if filters.date_from is not None:
         stmt = stmt.where(Disbursement.created_at >= _day_start(filters.date_from))
     if filters.date_to is not None:
@@ -343,7 +317,7 @@ def _filtered(stmt: _S, filters: DisbursementFilters) -> _S:
 async def list_disbursements(
     session: AsyncSession,
     *,
-    filters: DisbursementFilters,
+    filters: ListFilters,
     cursor: Cursor | None,
     limit: int,
 ) -> list[Disbursement]:
@@ -359,7 +333,7 @@ async def list_disbursements(
 
 
 async def disbursement_totals(
-    session: AsyncSession, *, filters: DisbursementFilters
+    session: AsyncSession, *, filters: ListFilters
 ) -> Sequence[tuple[str, int, Decimal]]:
     stmt = _filtered(
         select(Disbursement.status, func.count(), func.coalesce(func.sum(Disbursement.amount), ZERO)),
@@ -369,9 +343,7 @@ async def disbursement_totals(
     return [(status, count, amount) for status, count, amount in rows]
 
 
-async def stream_disbursements(
-    session: AsyncSession, *, filters: DisbursementFilters
-) -> AsyncIterator[Disbursement]:
+async def stream_disbursements(session: AsyncSession, *, filters: ListFilters) -> AsyncIterator[Disbursement]:
     stmt = _filtered(select(Disbursement), filters).order_by(Disbursement.created_at, Disbursement.id)
     result = await session.stream_scalars(stmt.execution_options(yield_per=500))
     async for row in result:
@@ -446,62 +418,34 @@ async def pool_available(session: AsyncSession, program: str) -> Decimal:
 
 
 async def list_bridge_loans(
-    session: AsyncSession,
-    *,
-    uscc: str | None,
-    status: str | None,
-    program: str | None,
-    overdue: bool | None,
-    today: date,
-    cursor: Cursor | None,
-    limit: int,
+    session: AsyncSession, *, filters: ListFilters, today: date, cursor: Cursor | None, limit: int
 ) -> list[BridgeLoan]:
-    """Newest first, paged (services/pagination.py). ``overdue``: only the loans that are (or are not)
-    overdue ``today``: paid out, not repaid, and flagged or due before today."""
-    stmt = select(BridgeLoan)
-    for column, value in (
-        (BridgeLoan.uscc, uscc),
-        (BridgeLoan.status, status),
-        (BridgeLoan.program, program),
-    ):
-        if value is not None:
-            stmt = stmt.where(column == value)
-    if overdue is not None:
+    """``filters.overdue``: only the loans that are (or are not) overdue ``today``: paid out, not repaid, and
+    flagged or due before today."""
+    where: list[ColumnElement[bool]] = []
+    if filters.overdue is not None:
         is_overdue = and_(
             BridgeLoan.status == "disbursed",
             or_(BridgeLoan.overdue_since.is_not(None), func.coalesce(BridgeLoan.due_on < today, false())),
         )
-        stmt = stmt.where(is_overdue if overdue else not_(is_overdue))
-    stmt = paginate(
-        stmt, key=(BridgeLoan.created_at, BridgeLoan.id), cursor=cursor, limit=limit, newest_first=True
+        where.append(is_overdue if filters.overdue else not_(is_overdue))
+    key = (BridgeLoan.created_at, BridgeLoan.id)
+    return await _newest_first(
+        session,
+        BridgeLoan,
+        key,
+        filters=filters,
+        cursor=cursor,
+        limit=limit,
+        where=where,
     )
-    return list(await session.scalars(stmt))
 
 
 async def list_listing_rewards(
-    session: AsyncSession,
-    *,
-    uscc: str | None,
-    status: str | None,
-    board: str | None,
-    program: str | None,
-    cursor: Cursor | None,
-    limit: int,
+    session: AsyncSession, *, filters: ListFilters, cursor: Cursor | None, limit: int
 ) -> list[ListingReward]:
-    """Newest first, paged (services/pagination.py)."""
-    stmt = select(ListingReward)
-    for column, value in (
-        (ListingReward.uscc, uscc),
-        (ListingReward.status, status),
-        (ListingReward.board, board),
-        (ListingReward.program, program),
-    ):
-        if value is not None:
-            stmt = stmt.where(column == value)
-    stmt = paginate(
-        stmt, key=(ListingReward.created_at, ListingReward.id), cursor=cursor, limit=limit, newest_first=True
-    )
-    return list(await session.scalars(stmt))
+    key = (ListingReward.created_at, ListingReward.id)
+    return await _newest_first(session, ListingReward, key, filters=filters, cursor=cursor, limit=limit)
 
 
 async def insert_listing_reward(session: AsyncSession, **values: Any) -> ListingReward | None:

@@ -5,11 +5,14 @@ the route returns."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import date
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from services.credit import funds, payouts, service
 from services.credit.schemas import (
@@ -21,13 +24,14 @@ from services.credit.schemas import (
     BridgeLoanRead,
     BridgeLoanStatus,
     CreditLineRead,
-    DisbursementFilters,
     DisbursementPage,
     DrawdownCreate,
     DrawdownRead,
     FundRead,
+    ListFilters,
     ListingCreate,
     ListingRewardRead,
+    PayoutRead,
     RepaymentCreate,
 )
 from services.deps import (
@@ -59,7 +63,70 @@ IdempotencyKey = Annotated[
 UsccQuery = Annotated[str | None, Query(pattern=USCC_PATTERN)]
 ProgramQuery = Annotated[str | None, Query(pattern=KEY_PATTERN)]
 READ_ERRORS = problem_responses(401, 403, 422)
+READ_ONE_ERRORS = problem_responses(401, 403, 404, 422)
 WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429, 503)
+
+
+class Write:
+    """What every write route here takes besides its path and body - the request's session, the writer (rate
+    limited), the resources, Temporal and the Idempotency-Key - and ``once``, which answers it once per key
+    (``services.idempotency.once`` for this request)."""
+
+    def __init__(
+        self,
+        session: SessionDep,
+        user: WriterDep,
+        resources: ResourcesDep,
+        temporal: TemporalDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> None:
+        self.session, self.user, self.resources, self.temporal = session, user, resources, temporal
+        self.key = idempotency_key
+        self.once = partial(once, session, user, idempotency_key)
+
+    async def request_payout(
+        self,
+        kind: PayoutKind,
+        endpoint: str,
+        body: BaseModel,
+        *,
+        authorize: Callable[[], Awaitable[object]],
+        act: Callable[[], Awaitable[PayoutRead]],
+    ) -> Any:
+        """A payout requested (201): once the request commits, its workflow starts."""
+
+        async def start(payout: PayoutRead) -> None:
+            queue = self.resources.settings.temporal_task_queue
+            await payouts.start_after_commit(
+                self.session, self.temporal, kind=kind, payout_id=payout.id, task_queue=queue
+            )
+
+        return await self.once(
+            endpoint=endpoint, payload=body, status_code=201, authorize=authorize, act=act, then=start
+        )
+
+    async def decide(
+        self, kind: PayoutKind, payout_id: uuid.UUID, body: ApprovalCreate, endpoint: str
+    ) -> Any:
+        """A finance officer's decision; the response is the payout's new state."""
+        session, user = self.session, self.user
+        return await self.once(
+            endpoint=endpoint,
+            payload=body,
+            authorize=lambda: payouts.authorize_decision(session, user=user, kind=kind, payout_id=payout_id),
+            act=lambda: payouts.decide(
+                session,
+                user=user,
+                kind=kind,
+                payout_id=payout_id,
+                data=body,
+                temporal=self.temporal,
+                retry=self.key is not None,
+            ),
+        )
+
+
+WriteDep = Annotated[Write, Depends()]
 
 
 @router.get("/benefits", response_model=Page[BenefitRead], responses=READ_ERRORS)
@@ -74,16 +141,8 @@ async def list_benefits(
     limit: LimitQuery = 50,
 ) -> Page[BenefitRead]:
     """What each recognition triggered and its state: enterprises see their own, finance and admin all."""
-    return await service.list_benefits(
-        session,
-        user=user,
-        uscc=uscc,
-        recognition_id=recognition_id,
-        kind=kind,
-        status=status,
-        cursor=cursor,
-        limit=limit,
-    )
+    filters = ListFilters(uscc=uscc, recognition_id=recognition_id, kind=kind, status=status)
+    return await service.list_benefits(session, user=user, filters=filters, cursor=cursor, limit=limit)
 
 
 @router.get("/credit-lines", response_model=Page[CreditLineRead], responses=READ_ERRORS)
@@ -98,14 +157,11 @@ async def list_credit_lines(
     limit: LimitQuery = 50,
 ) -> Page[CreditLineRead]:
     """Credit lines with `limit`, `reserved`, `drawn`, `available` and `status`."""
-    return await service.list_credit_lines(
-        session, user=user, uscc=uscc, status=status, program=program, tier=tier, cursor=cursor, limit=limit
-    )
+    filters = ListFilters(uscc=uscc, status=status, program=program, tier=tier)
+    return await service.list_credit_lines(session, user=user, filters=filters, cursor=cursor, limit=limit)
 
 
-@router.get(
-    "/credit-lines/{line_id}", response_model=CreditLineRead, responses=problem_responses(401, 403, 404, 422)
-)
+@router.get("/credit-lines/{line_id}", response_model=CreditLineRead, responses=READ_ONE_ERRORS)
 async def get_credit_line(line_id: uuid.UUID, session: SessionDep, user: CurrentUserDep) -> CreditLineRead:
     return await service.get_credit_line(session, user=user, line_id=line_id)
 
@@ -113,76 +169,32 @@ async def get_credit_line(line_id: uuid.UUID, session: SessionDep, user: Current
 @router.post(
     "/credit-lines/{line_id}/drawdowns", status_code=201, response_model=DrawdownRead, responses=WRITE_ERRORS
 )
-async def request_drawdown(
-    line_id: uuid.UUID,
-    body: DrawdownCreate,
-    session: SessionDep,
-    user: WriterDep,
-    resources: ResourcesDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
+async def request_drawdown(line_id: uuid.UUID, body: DrawdownCreate, write: WriteDep) -> Any:
     """Reserve `amount` on the owner's line at once (409 when it is more than `available`); finance then
     approves or rejects it before the program's approval deadline, which otherwise releases it."""
-    return await once(
-        session,
-        user,
-        idempotency_key,
-        endpoint=f"POST /credit-lines/{line_id}/drawdowns",
-        payload=body,
-        status_code=201,
+    session, user, programs = write.session, write.user, write.resources.programs
+    return await write.request_payout(
+        "drawdown",
+        f"POST /credit-lines/{line_id}/drawdowns",
+        body,
         authorize=lambda: service.authorize_drawdown(session, user=user, line_id=line_id),
         act=lambda: service.request_drawdown(
-            session, user=user, line_id=line_id, data=body, programs=resources.programs
-        ),
-        then=lambda drawdown: payouts.start_after_commit(
-            session,
-            temporal,
-            kind="drawdown",
-            payout_id=drawdown.id,
-            task_queue=resources.settings.temporal_task_queue,
+            session, user=user, line_id=line_id, data=body, programs=programs
         ),
     )
 
 
-@router.get(
-    "/drawdowns/{drawdown_id}", response_model=DrawdownRead, responses=problem_responses(401, 403, 404, 422)
-)
-async def get_drawdown(drawdown_id: uuid.UUID, session: SessionDep, user: CurrentUserDep) -> DrawdownRead:
+@router.get("/drawdowns/{drawdown_id}", response_model=DrawdownRead, responses=READ_ONE_ERRORS)
+async def get_drawdown(drawdown_id: uuid.UUID, session: SessionDep, user: CurrentUserDep) -> Any:
     """The drawdown, its approvals, the disbursement's status and bank reference, and its ledger entries."""
-    return await service.get_drawdown(session, user=user, drawdown_id=drawdown_id)
+    return await service.get_payout(session, user=user, kind="drawdown", payout_id=drawdown_id)
 
 
 @router.post("/drawdowns/{drawdown_id}/approvals", response_model=DrawdownRead, responses=WRITE_ERRORS)
-async def decide_drawdown(
-    drawdown_id: uuid.UUID,
-    body: ApprovalCreate,
-    session: SessionDep,
-    user: WriterDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
+async def decide_drawdown(drawdown_id: uuid.UUID, body: ApprovalCreate, write: WriteDep) -> Any:
     """Finance only, never the requester; above the program's threshold two distinct approvers are needed.
     The response is the drawdown's new state."""
-    return await once(
-        session,
-        user,
-        idempotency_key,
-        endpoint=f"POST /drawdowns/{drawdown_id}/approvals",
-        payload=body,
-        status_code=200,
-        authorize=lambda: payouts.authorize_decision(
-            session, user=user, kind="drawdown", payout_id=drawdown_id
-        ),
-        act=lambda: service.decide_drawdown(
-            session,
-            user=user,
-            drawdown_id=drawdown_id,
-            data=body,
-            temporal=temporal,
-            retry=idempotency_key is not None,
-        ),
-    )
+    return await write.decide("drawdown", drawdown_id, body, f"POST /drawdowns/{drawdown_id}/approvals")
 
 
 @router.get(
@@ -212,7 +224,7 @@ async def list_disbursements(
 ) -> Any:
     """Filtered disbursements of every kind of payout (drawdowns, bridge loans, listing rewards) with totals
     per status; `Accept: text/csv` streams every matching row."""
-    filters = DisbursementFilters(
+    filters = ListFilters(
         kind=kind, status=status, uscc=uscc, tier=tier, program=program, date_from=date_from, date_to=date_to
     )
     if "text/csv" in request.headers.get("accept", ""):
@@ -233,35 +245,19 @@ async def list_funds(session: SessionDep, user: CurrentUserDep, resources: Resou
 
 
 @router.post("/bridge-loans", status_code=201, response_model=BridgeLoanRead, responses=WRITE_ERRORS)
-async def request_bridge_loan(
-    body: BridgeLoanCreate,
-    session: SessionDep,
-    user: WriterDep,
-    resources: ResourcesDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
+async def request_bridge_loan(body: BridgeLoanCreate, write: WriteDep) -> Any:
     """Reserve a bridge loan in the fund of the program the enterprise's recognition qualifies for; never
     beyond the fund's available capacity (409), the per-use cap or the fund's term (422). Finance approves
     or rejects it (`POST /bridge-loans/{id}/approvals`) before the program's approval deadline, which
     otherwise releases it; approved, it is paid through the bank and falls due `term_days` working days
     (Mon-Fri) after approval."""
-    return await once(
-        session,
-        user,
-        idempotency_key,
-        endpoint="POST /bridge-loans",
-        payload=body,
-        status_code=201,
+    session, user, programs = write.session, write.user, write.resources.programs
+    return await write.request_payout(
+        "bridge_loan",
+        "POST /bridge-loans",
+        body,
         authorize=lambda: funds.authorize_bridge_loan(user),
-        act=lambda: funds.request_bridge_loan(session, user=user, data=body, programs=resources.programs),
-        then=lambda loan: payouts.start_after_commit(
-            session,
-            temporal,
-            kind="bridge_loan",
-            payout_id=loan.id,
-            task_queue=resources.settings.temporal_task_queue,
-        ),
+        act=lambda: funds.request_bridge_loan(session, user=user, data=body, programs=programs),
     )
 
 
@@ -275,78 +271,33 @@ async def list_bridge_loans(
     overdue: Annotated[bool | None, Query(description="paid out, not repaid and past due")] = None,
     cursor: CursorQuery = None,
     limit: LimitQuery = 50,
-) -> Page[BridgeLoanRead]:
+) -> Page[PayoutRead]:
     """Bridge loans, newest first: enterprises see their own, finance and admin all."""
-    return await funds.list_bridge_loans(
-        session,
-        user=user,
-        uscc=uscc,
-        status=status,
-        program=program,
-        overdue=overdue,
-        cursor=cursor,
-        limit=limit,
-    )
+    filters = ListFilters(uscc=uscc, status=status, program=program, overdue=overdue)
+    return await funds.list_bridge_loans(session, user=user, filters=filters, cursor=cursor, limit=limit)
 
 
-@router.get(
-    "/bridge-loans/{loan_id}", response_model=BridgeLoanRead, responses=problem_responses(401, 403, 404, 422)
-)
-async def get_bridge_loan(loan_id: uuid.UUID, session: SessionDep, user: CurrentUserDep) -> BridgeLoanRead:
+@router.get("/bridge-loans/{loan_id}", response_model=BridgeLoanRead, responses=READ_ONE_ERRORS)
+async def get_bridge_loan(loan_id: uuid.UUID, session: SessionDep, user: CurrentUserDep) -> Any:
     """The loan, its approvals, due date and `overdue` flag, the disbursement and the ledger entries."""
-    return await funds.get_bridge_loan(session, user=user, loan_id=loan_id)
+    return await service.get_payout(session, user=user, kind="bridge_loan", payout_id=loan_id)
 
 
 @router.post("/bridge-loans/{loan_id}/approvals", response_model=BridgeLoanRead, responses=WRITE_ERRORS)
-async def decide_bridge_loan(
-    loan_id: uuid.UUID,
-    body: ApprovalCreate,
-    session: SessionDep,
-    user: WriterDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
+async def decide_bridge_loan(loan_id: uuid.UUID, body: ApprovalCreate, write: WriteDep) -> Any:
     """Finance only, never the requester; above the program's threshold two distinct approvers are needed.
     A rejection releases the reservation. The response is the loan's new state."""
-    return await once(
-        session,
-        user,
-        idempotency_key,
-        endpoint=f"POST /bridge-loans/{loan_id}/approvals",
-        payload=body,
-        status_code=200,
-        authorize=lambda: payouts.authorize_decision(
-            session, user=user, kind="bridge_loan", payout_id=loan_id
-        ),
-        act=lambda: funds.decide_bridge_loan(
-            session,
-            user=user,
-            loan_id=loan_id,
-            data=body,
-            temporal=temporal,
-            retry=idempotency_key is not None,
-        ),
-    )
+    return await write.decide("bridge_loan", loan_id, body, f"POST /bridge-loans/{loan_id}/approvals")
 
 
 @router.post("/bridge-loans/{loan_id}/repayment", response_model=BridgeLoanRead, responses=WRITE_ERRORS)
-async def repay_bridge_loan(
-    loan_id: uuid.UUID,
-    body: RepaymentCreate,
-    session: SessionDep,
-    user: WriterDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
+async def repay_bridge_loan(loan_id: uuid.UUID, body: RepaymentCreate, write: WriteDep) -> Any:
     """Finance or admin (never the requester) records the repayment of a loan paid out (409 otherwise) in full
     (422 for another amount): the fund's capacity is freed and the payment's ledger entry is mirrored."""
-    return await once(
-        session,
-        user,
-        idempotency_key,
+    session, user, temporal = write.session, write.user, write.temporal
+    return await write.once(
         endpoint=f"POST /bridge-loans/{loan_id}/repayment",
         payload=body,
-        status_code=200,
         authorize=lambda: funds.authorize_repayment(session, user=user, loan_id=loan_id),
         act=lambda: funds.repay_bridge_loan(
             session, user=user, loan_id=loan_id, data=body, temporal=temporal
@@ -358,35 +309,18 @@ async def repay_bridge_loan(
     "/enterprises/{uscc}/listings", status_code=201, response_model=ListingRewardRead, responses=WRITE_ERRORS
 )
 async def report_listing(
-    uscc: Annotated[str, Path(pattern=USCC_PATTERN)],
-    body: ListingCreate,
-    session: SessionDep,
-    user: WriterDep,
-    resources: ResourcesDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
+    uscc: Annotated[str, Path(pattern=USCC_PATTERN)], body: ListingCreate, write: WriteDep
 ) -> Any:
     """The owner (or an admin) reports a listing; the board's one-time reward is requested once per
     enterprise and board (409 after that, whatever became of the first). Finance approves it
     (`POST /listing-rewards/{id}/approvals`) before the program's approval deadline; then the bank pays it."""
-    return await once(
-        session,
-        user,
-        idempotency_key,
-        endpoint=f"POST /enterprises/{uscc}/listings",
-        payload=body,
-        status_code=201,
+    session, user, programs = write.session, write.user, write.resources.programs
+    return await write.request_payout(
+        "listing_reward",
+        f"POST /enterprises/{uscc}/listings",
+        body,
         authorize=lambda: funds.authorize_listing(user, uscc),
-        act=lambda: funds.report_listing(
-            session, user=user, uscc=uscc, data=body, programs=resources.programs
-        ),
-        then=lambda reward: payouts.start_after_commit(
-            session,
-            temporal,
-            kind="listing_reward",
-            payout_id=reward.id,
-            task_queue=resources.settings.temporal_task_queue,
-        ),
+        act=lambda: funds.report_listing(session, user=user, uscc=uscc, data=body, programs=programs),
     )
 
 
@@ -400,60 +334,23 @@ async def list_listing_rewards(
     program: ProgramQuery = None,
     cursor: CursorQuery = None,
     limit: LimitQuery = 50,
-) -> Page[ListingRewardRead]:
+) -> Page[PayoutRead]:
     """Listing rewards, newest first: enterprises see their own, finance and admin all."""
-    return await funds.list_listing_rewards(
-        session,
-        user=user,
-        uscc=uscc,
-        status=status,
-        board=board,
-        program=program,
-        cursor=cursor,
-        limit=limit,
-    )
+    filters = ListFilters(uscc=uscc, status=status, board=board, program=program)
+    return await funds.list_listing_rewards(session, user=user, filters=filters, cursor=cursor, limit=limit)
 
 
-@router.get(
-    "/listing-rewards/{reward_id}",
-    response_model=ListingRewardRead,
-    responses=problem_responses(401, 403, 404, 422),
-)
-async def get_listing_reward(
-    reward_id: uuid.UUID, session: SessionDep, user: CurrentUserDep
-) -> ListingRewardRead:
+@router.get("/listing-rewards/{reward_id}", response_model=ListingRewardRead, responses=READ_ONE_ERRORS)
+async def get_listing_reward(reward_id: uuid.UUID, session: SessionDep, user: CurrentUserDep) -> Any:
     """The reward, its approvals, the disbursement and the ledger entry."""
-    return await funds.get_listing_reward(session, user=user, reward_id=reward_id)
+    return await service.get_payout(session, user=user, kind="listing_reward", payout_id=reward_id)
 
 
 @router.post(
     "/listing-rewards/{reward_id}/approvals", response_model=ListingRewardRead, responses=WRITE_ERRORS
 )
-async def decide_listing_reward(
-    reward_id: uuid.UUID,
-    body: ApprovalCreate,
-    session: SessionDep,
-    user: WriterDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
+async def decide_listing_reward(reward_id: uuid.UUID, body: ApprovalCreate, write: WriteDep) -> Any:
     """Finance only, never the reporter; the response is the reward's new state."""
-    return await once(
-        session,
-        user,
-        idempotency_key,
-        endpoint=f"POST /listing-rewards/{reward_id}/approvals",
-        payload=body,
-        status_code=200,
-        authorize=lambda: payouts.authorize_decision(
-            session, user=user, kind="listing_reward", payout_id=reward_id
-        ),
-        act=lambda: funds.decide_listing_reward(
-            session,
-            user=user,
-            reward_id=reward_id,
-            data=body,
-            temporal=temporal,
-            retry=idempotency_key is not None,
-        ),
+    return await write.decide(
+        "listing_reward", reward_id, body, f"POST /listing-rewards/{reward_id}/approvals"
     )

@@ -71,35 +71,33 @@ class _Read(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class BenefitRead(_Read):
+class _RecognitionBenefitRead(_Read):
+    """What a benefit and the credit line it opened both show: the recognition they came with (the
+    enterprise, program and tier) and whether, since when and why they are frozen."""
+
     id: uuid.UUID
     recognition_id: uuid.UUID
     uscc: str
     program: str
     tier: str
-    kind: BenefitKind
     status: BenefitStatus
-    amount: Money | None = Field(description="the credit line's limit for kind credit_line")
-    credit_line_id: uuid.UUID | None = None
-    granted_at: datetime
     frozen_at: datetime | None
     freeze_reason: str | None
 
 
-class CreditLineRead(_Read):
-    id: uuid.UUID
-    recognition_id: uuid.UUID
-    uscc: str
-    program: str
-    tier: str
+class BenefitRead(_RecognitionBenefitRead):
+    kind: BenefitKind
+    amount: Money | None = Field(description="the credit line's limit for kind credit_line")
+    credit_line_id: uuid.UUID | None = None
+    granted_at: datetime
+
+
+class CreditLineRead(_RecognitionBenefitRead):
     limit: Money = Field(validation_alias="credit_limit")
     reserved: Money = Field(description="held by drawdowns awaiting approval or payment")
     drawn: Money = Field(description="paid out")
     available: Money = Field(description="limit - reserved - drawn")
-    status: BenefitStatus
     opened_at: datetime
-    frozen_at: datetime | None
-    freeze_reason: str | None
 
 
 class LedgerLineRead(BaseModel):
@@ -148,7 +146,7 @@ class ApprovalRead(_Read):
     created_at: datetime
 
 
-class _PayoutRead(_Read):
+class PayoutRead(_Read):
     """What every payout shows: the maker-checker approvals, the disbursement and the ledger entries."""
 
     id: uuid.UUID
@@ -167,7 +165,7 @@ class _PayoutRead(_Read):
     ledger_entries: list[LedgerEntryRead] = []
 
 
-class DrawdownRead(_PayoutRead):
+class DrawdownRead(PayoutRead):
     credit_line_id: uuid.UUID
     status: PayoutStatus
 
@@ -189,16 +187,6 @@ class DrawdownCreate(_Write):
 class ApprovalCreate(_Write):
     decision: ApprovalDecision
     reason: Annotated[str, Field(max_length=2000, pattern=NO_NUL)] | None = None
-
-
-class DisbursementFilters(BaseModel):
-    kind: PayoutKind | None = None
-    status: DisbursementStatus | None = None
-    uscc: str | None = None
-    tier: str | None = None
-    program: str | None = None
-    date_from: date | None = None
-    date_to: date | None = None
 
 
 # --- bridge-loan pools and listing rewards ------------------------------------------------------------
@@ -229,7 +217,7 @@ class BridgeLoanCreate(_Write):
 BridgeLoanStatus = PayoutStatus
 
 
-class BridgeLoanRead(_PayoutRead):
+class BridgeLoanRead(PayoutRead):
     term_days: int = Field(description="working days (Mon-Fri, China Standard Time) from approval")
     purpose: str
     status: BridgeLoanStatus
@@ -256,9 +244,30 @@ class ListingCreate(_Write):
     security_code: Annotated[str, Field(pattern="^[0-9A-Z]{4,12}$")]
 
 
-class ListingRewardRead(_PayoutRead):
+class ListingRewardRead(PayoutRead):
     board: str
     listed_on: date
     security_code: str
     reported_by: str = Field(description="who reported the listing (the reward's requester)")
     status: PayoutStatus
+
+
+# --- list filters ------------------------------------------------------------------------------------------
+
+
+class ListFilters(BaseModel):
+    """What a list is filtered by, as its route's query gives it (None: any). Each is a column of the listed
+    rows that must equal the value, but those the repository applies itself: ``overdue`` (paid out, not
+    repaid and past due), ``date_from`` and ``date_to`` (created on or after, on or before). ``uscc`` is what
+    a reader's scope narrows (``service.scoped``)."""
+
+    uscc: str | None = None
+    recognition_id: uuid.UUID | None = None
+    kind: str | None = None
+    status: str | None = None
+    program: str | None = None
+    tier: str | None = None
+    board: str | None = None
+    overdue: bool | None = None
+    date_from: date | None = None
+    date_to: date | None = None

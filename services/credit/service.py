@@ -9,38 +9,40 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client
 
 from services.auth import CurrentUser, Role
 from services.contracts import BenefitGrant, BenefitsFreeze, PayoutKind
 from services.credit import payouts, policy, repository
 from services.credit.models import (
     ZERO,
+    Benefit,
     BridgeLoan,
     CreditLine,
     Drawdown,
     ListingReward,
     column_values,
+    whose,
 )
 from services.credit.schemas import (
-    ApprovalCreate,
     BenefitRead,
     CreditLineRead,
-    DisbursementFilters,
     DisbursementPage,
     DisbursementRead,
     DrawdownCreate,
-    DrawdownRead,
+    ListFilters,
+    PayoutRead,
     StatusTotal,
     format_money,
 )
 from services.errors import Conflict, NotFound, Unprocessable
-from services.pagination import Page, decode_cursor, split_page
+from services.pagination import Cursor, Page, decode_cursor, split_page
 
 READERS = (Role.enterprise, Role.finance, Role.admin)
 # Payouts a recognition's benefits qualified, rejected while awaiting approval when the benefits freeze.
@@ -56,8 +58,54 @@ def reader_scope(user: CurrentUser) -> str | None:
     return user.uscc if user.role is Role.enterprise else None
 
 
-def _visible(user: CurrentUser, uscc: str) -> bool:
-    return user.role in (Role.finance, Role.admin) or (user.role is Role.enterprise and user.uscc == uscc)
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+T = TypeVar("T")
+
+
+def scoped(user: CurrentUser, filters: ListFilters) -> ListFilters | None:
+    """``filters`` as far as the reader may see: an enterprise's narrowed to its own USCC (None when they name
+    another enterprise's: nothing to list), finance's and admin's as they are."""
+    scope = reader_scope(user)
+    if scope is None:
+        return filters
+    if filters.uscc not in (None, scope):
+        return None
+    return filters.model_copy(update={"uscc": scope})
+
+
+class ListQuery(Protocol[R_co]):
+    """A repository query of one page of a list, newest first (services/pagination.py)."""
+
+    def __call__(
+        self, session: AsyncSession, *, filters: ListFilters, cursor: Cursor | None, limit: int
+    ) -> Awaitable[Sequence[R_co]]: ...
+
+
+@dataclass(frozen=True)
+class Listing(Generic[R, T]):
+    """A list readers page through: its query, where a row stands in its order, the read models of a page's
+    rows. ``page`` is the list as the reader may see it (``scoped``)."""
+
+    query: ListQuery[R]
+    position: Callable[[R], Cursor]
+    reads: Callable[[AsyncSession, Sequence[R]], Awaitable[list[T]]]
+
+    async def page(
+        self,
+        session: AsyncSession,
+        *,
+        user: CurrentUser,
+        filters: ListFilters,
+        cursor: str | None,
+        limit: int,
+    ) -> Page[T]:
+        narrowed = scoped(user, filters)
+        if narrowed is None:
+            return Page(items=[])
+        rows = await self.query(session, filters=narrowed, cursor=decode_cursor(cursor), limit=limit)
+        page, next_cursor = split_page(rows, limit, self.position)
+        return Page(items=await self.reads(session, page), next_cursor=next_cursor)
 
 
 # --- benefits: the schedule, grants and the freeze (called by the benefits workflow's activities) ----------
@@ -65,27 +113,11 @@ def _visible(user: CurrentUser, uscc: str) -> bool:
 
 async def grant_benefit(session: AsyncSession, *, grant: BenefitGrant) -> None:
     """Record one benefit of a recognition (and open its credit line): once, however often it is called."""
-    recognition_id = uuid.UUID(grant.recognition_id)
     if grant.kind == "credit_line":
         if grant.amount is None or grant.amount <= 0:
             raise Unprocessable("A credit line needs a positive limit.")
-        await repository.insert_credit_line(
-            session,
-            recognition_id=recognition_id,
-            uscc=grant.uscc,
-            program=grant.program,
-            tier=grant.tier,
-            limit=grant.amount,
-        )
-    await repository.insert_benefit(
-        session,
-        recognition_id=recognition_id,
-        uscc=grant.uscc,
-        program=grant.program,
-        tier=grant.tier,
-        kind=grant.kind,
-        amount=grant.amount,
-    )
+        await repository.insert_credit_line(session, grant=grant, limit=grant.amount)
+    await repository.insert_benefit(session, grant=grant)
 
 
 async def freeze_benefits(
@@ -120,116 +152,67 @@ async def freeze_benefits(
 # --- reads -------------------------------------------------------------------------------------------------
 
 
-async def list_benefits(
-    session: AsyncSession,
-    *,
-    user: CurrentUser,
-    uscc: str | None = None,
-    recognition_id: uuid.UUID | None = None,
-    kind: str | None = None,
-    status: str | None = None,
-    cursor: str | None = None,
-    limit: int = 50,
-) -> Page[BenefitRead]:
-    scope = reader_scope(user)
-    if scope is not None and uscc not in (None, scope):
-        return Page(items=[])
-    rows = await repository.list_benefits(
-        session,
-        uscc=scope or uscc,
-        recognition_id=recognition_id,
-        kind=kind,
-        status=status,
-        cursor=decode_cursor(cursor),
-        limit=limit,
-    )
-    page, next_cursor = split_page(rows, limit, lambda row: (row[0].granted_at, row[0].id))
-    items = [
+async def _benefit_reads(
+    session: AsyncSession, rows: Sequence[tuple[Benefit, uuid.UUID | None]]
+) -> list[BenefitRead]:
+    return [
         BenefitRead.model_validate({**column_values(benefit), "credit_line_id": line_id})
-        for benefit, line_id in page
+        for benefit, line_id in rows
     ]
-    return Page(items=items, next_cursor=next_cursor)
 
 
-async def list_credit_lines(
-    session: AsyncSession,
-    *,
-    user: CurrentUser,
-    uscc: str | None = None,
-    status: str | None = None,
-    program: str | None = None,
-    tier: str | None = None,
-    cursor: str | None = None,
-    limit: int = 50,
-) -> Page[CreditLineRead]:
-    scope = reader_scope(user)
-    if scope is not None and uscc not in (None, scope):
-        return Page(items=[])
-    rows = await repository.list_credit_lines(
-        session,
-        uscc=scope or uscc,
-        status=status,
-        program=program,
-        tier=tier,
-        cursor=decode_cursor(cursor),
-        limit=limit,
-    )
-    page, next_cursor = split_page(rows, limit, lambda line: (line.opened_at, line.id))
-    return Page(
-        items=[CreditLineRead.model_validate(line) for line in page],
-        next_cursor=next_cursor,
-    )
+async def _credit_line_reads(session: AsyncSession, lines: Sequence[CreditLine]) -> list[CreditLineRead]:
+    return [CreditLineRead.model_validate(line) for line in lines]
+
+
+# The lists' service functions: list_x(session, *, user, filters, cursor, limit) -> Page[XRead].
+list_benefits = Listing(
+    repository.list_benefits, lambda row: (row[0].granted_at, row[0].id), _benefit_reads
+).page
+list_credit_lines = Listing(
+    repository.list_credit_lines, lambda line: (line.opened_at, line.id), _credit_line_reads
+).page
 
 
 async def _visible_line(session: AsyncSession, *, user: CurrentUser, line_id: uuid.UUID) -> CreditLine:
+    scope = reader_scope(user)  # a wrong role is told so before any lookup
     line = await repository.get_credit_line(session, line_id)
-    if line is None or not _visible(user, line.uscc):
+    if line is None or scope not in (None, line.uscc):
         raise NotFound(f"There is no credit line {line_id}.")
     return line
 
 
 async def get_credit_line(session: AsyncSession, *, user: CurrentUser, line_id: uuid.UUID) -> CreditLineRead:
-    user.require(*READERS)  # a wrong role is told so before any lookup
     return CreditLineRead.model_validate(await _visible_line(session, user=user, line_id=line_id))
 
 
-async def _drawdown_read(session: AsyncSession, drawdown: Drawdown) -> DrawdownRead:
-    [details] = await payouts.details(session, "drawdown", [drawdown])
-    return DrawdownRead.model_validate({**column_values(drawdown), **details})
-
-
-async def get_drawdown(session: AsyncSession, *, user: CurrentUser, drawdown_id: uuid.UUID) -> DrawdownRead:
-    user.require(*READERS)
-    drawdown = await repository.get_drawdown(session, drawdown_id)
-    if drawdown is None or not _visible(user, drawdown.uscc):
-        raise NotFound(f"There is no drawdown {drawdown_id}.")
-    return await _drawdown_read(session, drawdown)
-
-
-def _scoped(user: CurrentUser, filters: DisbursementFilters) -> DisbursementFilters | None:
-    scope = reader_scope(user)
-    if scope is None:
-        return filters
-    if filters.uscc not in (None, scope):
-        return None
-    return filters.model_copy(update={"uscc": scope})
+async def get_payout(
+    session: AsyncSession, *, user: CurrentUser, kind: PayoutKind, payout_id: uuid.UUID
+) -> PayoutRead:
+    """The drawdown, bridge loan or listing reward as its kind's read model (``payouts.reads``), with its
+    approvals, disbursement and ledger entries. Another enterprise's does not exist for an enterprise."""
+    scope = reader_scope(user)  # a wrong role is told so before any lookup
+    row = await repository.get_payout(session, kind, payout_id)
+    if row is None or scope not in (None, row.uscc):
+        raise NotFound(f"There is no {payouts.KINDS[kind].noun} {payout_id}.")
+    return await payouts.read(session, kind, row)
 
 
 async def list_disbursements(
     session: AsyncSession,
     *,
     user: CurrentUser,
-    filters: DisbursementFilters,
+    filters: ListFilters,
     cursor: str | None = None,
     limit: int = 50,
 ) -> DisbursementPage:
-    scoped = _scoped(user, filters)
-    if scoped is None:
+    narrowed = scoped(user, filters)
+    if narrowed is None:
         return DisbursementPage(items=[], totals={})
     rows = await repository.list_disbursements(
-        session, filters=scoped, cursor=decode_cursor(cursor), limit=limit
+        session, filters=narrowed, cursor=decode_cursor(cursor), limit=limit
     )
-    totals = await repository.disbursement_totals(session, filters=scoped)
+    totals = await repository.disbursement_totals(session, filters=narrowed)
     page, next_cursor = split_page(rows, limit, lambda row: (row.created_at, row.id))
     return DisbursementPage(
         items=[DisbursementRead.model_validate(row) for row in page],
@@ -274,14 +257,14 @@ def _csv_line(values: list[object]) -> str:
 
 
 def disbursements_csv(
-    session: AsyncSession, *, user: CurrentUser, filters: DisbursementFilters
+    session: AsyncSession, *, user: CurrentUser, filters: ListFilters
 ) -> AsyncIterator[str]:
     """Every matching disbursement as CSV lines, oldest first, read from the database as they are sent.
     The caller's role is checked now, before the first line."""
-    return _csv_rows(session, _scoped(user, filters))
+    return _csv_rows(session, scoped(user, filters))
 
 
-async def _csv_rows(session: AsyncSession, filters: DisbursementFilters | None) -> AsyncIterator[str]:
+async def _csv_rows(session: AsyncSession, filters: ListFilters | None) -> AsyncIterator[str]:
     yield _csv_line(list(CSV_COLUMNS))
     if filters is None:
         return
@@ -305,7 +288,7 @@ async def request_drawdown(
     line_id: uuid.UUID,
     data: DrawdownCreate,
     programs: policy.Programs,
-) -> DrawdownRead:
+) -> PayoutRead:
     """Reserve the amount on the line at once (never past the limit) and write the drawdown; once the
     request commits, its workflow (``payouts.start_after_commit``) waits for the approvals until the
     program's deadline and then pays."""
@@ -317,42 +300,12 @@ async def request_drawdown(
         if now_line.status != "active":
             reason = now_line.freeze_reason or "no new drawdowns"
             raise Conflict(f"The credit line is {now_line.status}: {reason}.")
-        raise Conflict(
-            f"The amount {format_money(data.amount)} is more than the available "
-            f"{format_money(now_line.available)}."
-        )
-    now = payouts.now()
+        raise payouts.beyond(data.amount, "the available", now_line.available)
     drawdown = Drawdown(
         id=uuid.uuid4(),
         credit_line_id=line.id,
-        uscc=line.uscc,
-        program=line.program,
-        tier=line.tier,
+        **whose(line),
         amount=data.amount,
-        status="pending_approval",
-        requested_by=user.sub,
-        required_approvals=policy.approvals_required(program, data.amount),
-        approval_deadline=policy.approval_deadline(program, now),
-        created_at=now,
+        **payouts.requested(program, data.amount, by=user.sub, at=payouts.now()),
     )
-    repository.add(session, drawdown)
-    await session.flush()
-    return await _drawdown_read(session, drawdown)
-
-
-async def decide_drawdown(
-    session: AsyncSession,
-    *,
-    user: CurrentUser,
-    drawdown_id: uuid.UUID,
-    data: ApprovalCreate,
-    temporal: Client,
-    retry: bool = False,
-) -> DrawdownRead:
-    """One finance officer's decision (see ``payouts.decide``); the response is the drawdown's new state."""
-    await payouts.decide(
-        session, user=user, kind="drawdown", payout_id=drawdown_id, data=data, temporal=temporal, retry=retry
-    )
-    refreshed = await repository.get_drawdown(session, drawdown_id)
-    assert refreshed is not None
-    return await _drawdown_read(session, refreshed)
+    return await payouts.add(session, "drawdown", drawdown)

@@ -26,6 +26,7 @@ from services.auth import Role
 from services.config import Settings
 from services.contracts import BenefitGrant
 from services.credit import repository, service
+from services.credit.schemas import ListFilters
 from services.db import create_sessionmaker
 from services.resources import Resources
 from tests.conftest import bearer, make_token
@@ -162,7 +163,7 @@ async def open_line(
             ),
         )
         lines = await repository.list_credit_lines(
-            session, uscc=uscc, status=None, program=None, tier=None, cursor=None, limit=100
+            session, filters=ListFilters(uscc=uscc), cursor=None, limit=100
         )
         return next(line.id for line in lines if line.recognition_id == recognition_id)
 

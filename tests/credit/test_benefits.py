@@ -18,7 +18,7 @@ from services.auth import CurrentUser, Role
 from services.config import Settings
 from services.contracts import BenefitsInput, BenefitsStop, PayoutState
 from services.credit import payouts, repository, service
-from services.credit.schemas import ApprovalCreate, DrawdownCreate
+from services.credit.schemas import ApprovalCreate, DrawdownCreate, ListFilters
 from services.errors import Conflict
 from services.resources import Resources
 from tests.conftest import bearer
@@ -192,7 +192,7 @@ async def test_validity_end_freezes_the_line_and_rejects_pending_drawdowns(skipp
     async def opened() -> Any:
         async with skipping.sessionmaker() as session:
             lines = await repository.list_credit_lines(
-                session, uscc=uscc, status=None, program=None, tier=None, cursor=None, limit=5
+                session, filters=ListFilters(uscc=uscc), cursor=None, limit=5
             )
         return lines[0] if lines else None
 
@@ -220,10 +220,11 @@ async def test_approval_deadline_expires_the_drawdown_and_releases_it(
 
     checker = CurrentUser(sub="finance-a", role=Role.finance)
     async with skipping.sessionmaker.begin() as session:
-        half = await service.decide_drawdown(
+        half = await payouts.decide(
             session,
             user=checker,
-            drawdown_id=uuid.UUID(dual),
+            kind="drawdown",
+            payout_id=uuid.UUID(dual),
             data=ApprovalCreate(decision="approve"),
             temporal=skipping.temporal,
         )
@@ -243,10 +244,11 @@ async def test_approval_deadline_expires_the_drawdown_and_releases_it(
     assert (await _line(skipping.sessionmaker, line_id)).reserved == D("0.00")
     with pytest.raises(Conflict, match="expired"):
         async with skipping.sessionmaker.begin() as session:
-            await service.decide_drawdown(
+            await payouts.decide(
                 session,
                 user=CurrentUser(sub="finance-b", role=Role.finance),
-                drawdown_id=uuid.UUID(dual),
+                kind="drawdown",
+                payout_id=uuid.UUID(dual),
                 data=ApprovalCreate(decision="approve"),
                 temporal=skipping.temporal,
             )

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.auth import CurrentUser, Role
 from services.config import Settings
 from services.contracts import BenefitsInput, BenefitsStop, PayoutKind, PayoutState
-from services.credit import funds, ledger, payouts, policy, repository
+from services.credit import funds, ledger, payouts, policy, repository, service
 from services.credit.models import BridgeLoan
 from services.credit.schemas import ApprovalCreate, BridgeLoanCreate, ListingCreate, RepaymentCreate
 from services.errors import Conflict
@@ -346,10 +346,11 @@ async def test_deadlines_expire_payouts_and_a_loan_past_due_is_flagged_overdue(
         )
         await started(session, "bridge_loan", late.id)
     async with skipping.sessionmaker.begin() as session:
-        await funds.decide_bridge_loan(
+        await payouts.decide(
             session,
             user=checker,
-            loan_id=late.id,
+            kind="bridge_loan",
+            payout_id=late.id,
             data=ApprovalCreate(decision="approve"),
             temporal=skipping.temporal,
         )
@@ -395,7 +396,7 @@ async def test_deadlines_expire_payouts_and_a_loan_past_due_is_flagged_overdue(
     flagged = await loan_row(late.id)
     assert flagged.overdue_since is not None  # set by the workflow's timer, not by the clock on read
     async with skipping.sessionmaker() as session:
-        read = await funds.get_bridge_loan(session, user=maker, loan_id=late.id)
+        read = await service.get_payout(session, user=maker, kind="bridge_loan", payout_id=late.id)
         assert (read.overdue, read.status) == (True, "disbursed")
         assert (await repository.pools(session, [PROGRAM]))[PROGRAM].committed == committed - D("4000.00")
     with pytest.raises(Conflict, match="already rewarded"):

@@ -103,10 +103,11 @@ async def approved_batch(res: Resources, count: int) -> Batch:
 
     async def approve(drawdown_id: str) -> None:
         async with res.sessionmaker.begin() as session:
-            await service.decide_drawdown(
+            await payouts.decide(
                 session,
                 user=checker,
-                drawdown_id=uuid.UUID(drawdown_id),
+                kind="drawdown",
+                payout_id=uuid.UUID(drawdown_id),
                 data=ApprovalCreate(decision="approve"),
                 temporal=res.temporal,
             )
