@@ -11,27 +11,12 @@ from typing import Any
 
 from temporalio import activity
 
+from services import contracts
 from services.applications import records
-from services.contracts import (
-    EscalationInput,
-    ObjectionUpdate,
-    RecognitionChange,
-    RecognitionOutcome,
-    RecognizeInput,
-    ReReviewInput,
-    ReReviewOutcome,
-    ScreenAndEnterInput,
-    ScreenInput,
-    ScreenOutcome,
-    TransitionInput,
-)
-from services.resources import Resources
+from workflows.base import Activities
 
 
-class ReviewActivities:
-    def __init__(self, resources: Resources) -> None:
-        self.resources = resources
-
+class ReviewActivities(Activities):
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.screen_application,
@@ -45,42 +30,36 @@ class ReviewActivities:
         ]
 
     @activity.defn(name="screen_application")
-    async def screen_application(self, data: ScreenInput) -> ScreenOutcome:
-        async with self.resources.sessionmaker.begin() as session:
-            return await records.record_screening(session, application_id=uuid.UUID(data.application_id))
+    async def screen_application(self, data: contracts.ScreenInput) -> contracts.ScreenOutcome:
+        return await self._in_transaction(
+            records.record_screening, application_id=uuid.UUID(data.application_id)
+        )
 
     @activity.defn(name="screen_and_enter")
-    async def screen_and_enter(self, data: ScreenAndEnterInput) -> ScreenOutcome:
+    async def screen_and_enter(self, data: contracts.ScreenAndEnterInput) -> contracts.ScreenOutcome:
         """Run as a local activity: the review's first step costs the workflow no task round trips."""
-        async with self.resources.sessionmaker.begin() as session:
-            return await records.screen_and_enter(session, data=data)
+        return await self._in_transaction(records.screen_and_enter, data=data)
 
     @activity.defn(name="apply_transition")
-    async def apply_transition(self, data: TransitionInput) -> None:
-        async with self.resources.sessionmaker.begin() as session:
-            await records.apply_transition(session, data=data)
+    async def apply_transition(self, data: contracts.TransitionInput) -> None:
+        await self._in_transaction(records.apply_transition, data=data)
 
     @activity.defn(name="escalate_task")
-    async def escalate_task(self, data: EscalationInput) -> None:
-        async with self.resources.sessionmaker.begin() as session:
-            await records.escalate(session, data=data)
+    async def escalate_task(self, data: contracts.EscalationInput) -> None:
+        await self._in_transaction(records.escalate, data=data)
 
     @activity.defn(name="record_objection")
-    async def record_objection(self, data: ObjectionUpdate) -> None:
-        async with self.resources.sessionmaker.begin() as session:
-            await records.record_objection(session, data=data)
+    async def record_objection(self, data: contracts.ObjectionUpdate) -> None:
+        await self._in_transaction(records.record_objection, data=data)
 
     @activity.defn(name="recognize")
-    async def recognize(self, data: RecognizeInput) -> RecognitionOutcome:
-        async with self.resources.sessionmaker.begin() as session:
-            return await records.recognize(session, data=data, programs=self.resources.programs)
+    async def recognize(self, data: contracts.RecognizeInput) -> contracts.RecognitionOutcome:
+        return await self._in_transaction(records.recognize, data=data, programs=self.resources.programs)
 
     @activity.defn(name="change_recognition")
-    async def change_recognition(self, data: RecognitionChange) -> None:
-        async with self.resources.sessionmaker.begin() as session:
-            await records.change_recognition(session, data=data)
+    async def change_recognition(self, data: contracts.RecognitionChange) -> None:
+        await self._in_transaction(records.change_recognition, data=data)
 
     @activity.defn(name="open_re_review")
-    async def open_re_review(self, data: ReReviewInput) -> ReReviewOutcome:
-        async with self.resources.sessionmaker.begin() as session:
-            return await records.open_re_review(session, data=data, programs=self.resources.programs)
+    async def open_re_review(self, data: contracts.ReReviewInput) -> contracts.ReReviewOutcome:
+        return await self._in_transaction(records.open_re_review, data=data, programs=self.resources.programs)

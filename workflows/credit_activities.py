@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -33,8 +33,7 @@ from services.contracts import (
 from services.credit import payouts, policy, service
 from services.credit.bank import BankClient, BankRejected, BankUnavailable
 from services.resources import Resources
-
-T = TypeVar("T")
+from workflows.base import Activities
 
 
 @contextlib.asynccontextmanager
@@ -55,9 +54,9 @@ async def _heartbeating(every: float = 1.0) -> AsyncIterator[None]:
             await task
 
 
-class CreditActivities:
+class CreditActivities(Activities):
     def __init__(self, resources: Resources, *, bank: BankClient | None = None) -> None:
-        self.resources = resources
+        super().__init__(resources)
         self.bank = bank or BankClient(resources.http, resources.settings.bank_url)
 
     def all(self) -> list[Callable[..., Any]]:
@@ -72,11 +71,6 @@ class CreditActivities:
             self.confirm_disbursement,
             self.fail_disbursement,
         ]
-
-    async def _in_transaction(self, step: Callable[..., Awaitable[T]], /, **data: Any) -> T:
-        """``step(session, **data)`` in one transaction: an attempt's."""
-        async with self.resources.sessionmaker.begin() as session:
-            return await step(session, **data)
 
     # --- benefits ------------------------------------------------------------------------------------------
 

@@ -10,12 +10,14 @@ and waits for expiry (then opens a re-review) or revocation.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
+
+from workflows.retries import until_done
 
 with workflow.unsafe.imports_passed_through():
     from services.contracts import (
@@ -52,12 +54,7 @@ SYSTEM = Actor(sub="system", role="system")
 # Patch: screening and entering the first stage became one local activity (screen_and_enter).
 SCREEN_IN_ONE_STEP = "screen-in-one-local-activity"
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
-RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=0,
-)
+RETRY = until_done(timedelta(seconds=1), timedelta(seconds=30), but=())
 OPEN: frozenset[str] = frozenset({"screening", "in_review", "returned", "public_notice"})
 
 
@@ -70,6 +67,23 @@ def _conflict(message: str) -> ApplicationError:
 
 
 covers = covers_region  # the region rule (services.vocabulary)
+
+
+async def _run(activity: str, arg: Any, *, result_type: type[Any] | None = None) -> Any:
+    """One activity, with the review's timeout and retry policy (failures the worker's interceptor marks
+    non-retryable end it at once)."""
+    return await workflow.execute_activity(
+        activity, arg, result_type=result_type, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY
+    )
+
+
+class _Details(TypedDict, total=False):
+    """What a transition records beside its action: the reviewer's reason and note, and how it closes the
+    open task."""
+
+    reason: str | None
+    internal_note: str | None
+    close_task_as: str | None
 
 
 @workflow.defn(name="ReviewWorkflow")
@@ -169,12 +183,10 @@ class ReviewWorkflow:
         """Before SCREEN_IN_ONE_STEP: a screening activity, then a transition activity (kept for the
         workflows started before it; their histories replay through here)."""
         data = self.data
-        outcome: ScreenOutcome = await workflow.execute_activity(
+        outcome: ScreenOutcome = await _run(
             "screen_application",
             ScreenInput(application_id=data.application_id),
             result_type=ScreenOutcome,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
         )
         async with self._lock:
             if self._status == "screening":
@@ -202,17 +214,8 @@ class ReviewWorkflow:
                 if self._generation == generation and not self._overdue:
                     stage = self.stage
                     assert stage is not None
-                    await workflow.execute_activity(
-                        "escalate_task",
-                        EscalationInput(
-                            application_id=self.data.application_id,
-                            event_key=self._key(),
-                            stage=stage,
-                            escalated_to=self.data.escalation_group,
-                            at=workflow.now(),
-                        ),
-                        start_to_close_timeout=ACTIVITY_TIMEOUT,
-                        retry_policy=RETRY,
+                    await self._write(
+                        "escalate_task", EscalationInput, stage=stage, escalated_to=self.data.escalation_group
                     )
                     self._overdue = True
 
@@ -250,14 +253,8 @@ class ReviewWorkflow:
         )
         async with self._lock:
             if self._status == "public_notice" and "open" not in self._objections.values():
-                self._recognition = await workflow.execute_activity(
-                    "recognize",
-                    RecognizeInput(
-                        application_id=self.data.application_id, event_key=self._key(), at=workflow.now()
-                    ),
-                    result_type=RecognitionOutcome,
-                    start_to_close_timeout=ACTIVITY_TIMEOUT,
-                    retry_policy=RETRY,
+                self._recognition = await self._write(
+                    "recognize", RecognizeInput, result_type=RecognitionOutcome
                 )
                 self._status = "recognized"
                 self._generation += 1
@@ -288,24 +285,11 @@ class ReviewWorkflow:
         async with self._lock:
             if self._revoked:
                 return
-            await workflow.execute_activity(
-                "change_recognition",
-                RecognitionChange(
-                    recognition_id=recognition.recognition_id,
-                    application_id=self.data.application_id,
-                    event_key=self._key(),
-                    status="expired",
-                    actor=SYSTEM,
-                    reason="validity ended",
-                    at=workflow.now(),
-                ),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=RETRY,
-            )
+            await self._change_recognition(recognition, "expired", SYSTEM, "validity ended")
             await self._stop_benefits(
                 benefits_id, BenefitsStop(reason="recognition expired", cause="expired")
             )
-            rereview: ReReviewOutcome = await workflow.execute_activity(
+            rereview: ReReviewOutcome = await _run(
                 "open_re_review",
                 ReReviewInput(
                     recognition_id=recognition.recognition_id,
@@ -313,8 +297,6 @@ class ReviewWorkflow:
                     at=workflow.now(),
                 ),
                 result_type=ReReviewOutcome,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=RETRY,
             )
             if rereview.review is not None:
                 await workflow.start_child_workflow(
@@ -331,10 +313,36 @@ class ReviewWorkflow:
         except ApplicationError as exc:
             workflow.logger.info("benefits %s already closed: %s", benefits_id, exc.message)
 
+    async def _change_recognition(
+        self,
+        recognition: RecognitionOutcome,
+        status: Literal["expired", "revoked"],
+        actor: Actor,
+        reason: str,
+    ) -> None:
+        await self._write(
+            "change_recognition",
+            RecognitionChange,
+            recognition_id=recognition.recognition_id,
+            status=status,
+            actor=actor,
+            reason=reason,
+        )
+
     # --- transitions ------------------------------------------------------------------------------------
 
     def _key(self) -> str:
         return str(workflow.uuid4())
+
+    async def _write(
+        self, activity: str, event: Callable[..., Any], *, result_type: type[Any] | None = None, **fields: Any
+    ) -> Any:
+        """One write of this application's review: an activity whose input names the application, a fresh
+        event key (which makes a retried attempt change nothing twice) and the workflow's time."""
+        arg = event(
+            application_id=self.data.application_id, event_key=self._key(), at=workflow.now(), **fields
+        )
+        return await _run(activity, arg, result_type=result_type)
 
     async def _transition(
         self,
@@ -342,32 +350,24 @@ class ReviewWorkflow:
         *,
         action: str,
         to: Status,
-        reason: str | None = None,
-        internal_note: str | None = None,
-        close_task_as: str | None = None,
         open_task: OpenTask | None = None,
         supplement_due_at: datetime | None = None,
         stage: Stage | None = None,
+        **details: Unpack[_Details],
     ) -> None:
-        await workflow.execute_activity(
+        await self._write(
             "apply_transition",
-            TransitionInput(
-                application_id=self.data.application_id,
-                event_key=self._key(),
-                actor=actor,
-                action=action,
-                from_status=self._status,
-                to_status=to,
-                stage=stage if stage is not None else self.stage,
-                reason=reason,
-                internal_note=internal_note,
-                at=workflow.now(),
-                close_task_as=close_task_as,
-                open_task=open_task,
-                supplement_due_at=supplement_due_at,
-            ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
+            TransitionInput,
+            actor=actor,
+            action=action,
+            from_status=self._status,
+            to_status=to,
+            stage=stage if stage is not None else self.stage,
+            reason=details.get("reason"),
+            internal_note=details.get("internal_note"),
+            close_task_as=details.get("close_task_as"),
+            open_task=open_task,
+            supplement_due_at=supplement_due_at,
         )
         self._status = to
         self._generation += 1
@@ -378,9 +378,7 @@ class ReviewWorkflow:
         *,
         index: int,
         action: str,
-        reason: str | None = None,
-        internal_note: str | None = None,
-        close_task_as: str | None = None,
+        **details: Unpack[_Details],
     ) -> None:
         """Open stage `index` (the same one again after a supplement); state changes only once written."""
         stage = self.data.stages[index]
@@ -389,11 +387,9 @@ class ReviewWorkflow:
             actor,
             action=action,
             to="in_review",
-            reason=reason,
-            internal_note=internal_note,
-            close_task_as=close_task_as,
             stage=stage,
             open_task=OpenTask(stage=stage, region_code=self.data.region_code, due_at=due),
+            **details,
         )
         self._entered(index=index, due=due)
 
@@ -520,19 +516,13 @@ class ReviewWorkflow:
     async def _record_objection(
         self, actor: Actor, objection_id: str, reason: str, resolution: Literal["open", "upheld", "dismissed"]
     ) -> None:
-        await workflow.execute_activity(
+        await self._write(
             "record_objection",
-            ObjectionUpdate(
-                application_id=self.data.application_id,
-                event_key=self._key(),
-                objection_id=objection_id,
-                actor=actor,
-                at=workflow.now(),
-                reason=reason,
-                resolution=resolution,
-            ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY,
+            ObjectionUpdate,
+            objection_id=objection_id,
+            actor=actor,
+            reason=reason,
+            resolution=resolution,
         )
         self._objections[objection_id] = resolution
 
@@ -584,20 +574,7 @@ class ReviewWorkflow:
             self._check_revoke(request)
             recognition = self._recognition
             assert recognition is not None
-            await workflow.execute_activity(
-                "change_recognition",
-                RecognitionChange(
-                    recognition_id=recognition.recognition_id,
-                    application_id=self.data.application_id,
-                    event_key=self._key(),
-                    status="revoked",
-                    actor=request.actor,
-                    reason=request.reason,
-                    at=workflow.now(),
-                ),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=RETRY,
-            )
+            await self._change_recognition(recognition, "revoked", request.actor, request.reason)
             await self._stop_benefits(
                 f"benefits-{recognition.recognition_id}", BenefitsStop(reason=request.reason, cause="revoked")
             )

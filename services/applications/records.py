@@ -82,6 +82,31 @@ async def screen_and_enter(session: AsyncSession, *, data: ScreenAndEnterInput) 
     return outcome
 
 
+async def _note(
+    session: AsyncSession,
+    data: ObjectionUpdate | RecognitionChange,
+    application_id: uuid.UUID,
+    *,
+    action: str,
+    status: str,
+) -> None:
+    """An audit row for an event that leaves the application's status as it is (an objection filed or
+    resolved, a recognition that expired or was revoked)."""
+    session.add(
+        _audit(
+            data,
+            application_id=application_id,
+            actor=data.actor,
+            action=action,
+            from_status=status,
+            to_status=status,
+            stage=None,
+            reason=data.reason,
+        )
+    )
+    await session.flush()
+
+
 def _audit(
     data: TransitionInput | EscalationInput | ObjectionUpdate | RecognitionChange,
     *,
@@ -203,19 +228,7 @@ async def record_objection(session: AsyncSession, *, data: ObjectionUpdate) -> N
         objection.resolution_reason = data.reason
         objection.resolved_at = data.at
         action = f"objection_{data.resolution}"
-    session.add(
-        _audit(
-            data,
-            application_id=application_id,
-            actor=data.actor,
-            action=action,
-            from_status="public_notice",
-            to_status="public_notice",
-            stage=None,
-            reason=data.reason,
-        )
-    )
-    await session.flush()
+    await _note(session, data, application_id, action=action, status="public_notice")
 
 
 async def recognize(
@@ -281,19 +294,13 @@ async def change_recognition(session: AsyncSession, *, data: RecognitionChange) 
             recognition.revoked_reason = data.reason
             recognition.revoked_by = data.actor.sub
             recognition.revoked_at = data.at
-    session.add(
-        _audit(
-            data,
-            application_id=uuid.UUID(data.application_id),
-            actor=data.actor,
-            action=f"recognition_{data.status}",
-            from_status="recognized",
-            to_status="recognized",
-            stage=None,
-            reason=data.reason,
-        )
+    await _note(
+        session,
+        data,
+        uuid.UUID(data.application_id),
+        action=f"recognition_{data.status}",
+        status="recognized",
     )
-    await session.flush()
 
 
 async def open_re_review(

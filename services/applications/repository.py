@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -22,6 +22,7 @@ from services.applications.models import (
     Transition,
 )
 from services.pagination import Cursor, paginate
+from services.vocabulary import region_prefix
 
 
 async def insert_enterprise(session: AsyncSession, values: dict[str, Any]) -> bool:
@@ -92,18 +93,48 @@ async def application_documents(session: AsyncSession, application_id: uuid.UUID
     return list((await session.execute(stmt)).scalars())
 
 
-async def list_applications(
-    session: AsyncSession, *, filters: Sequence[Any], cursor: Cursor | None, limit: int
-) -> list[Application]:
-    """Oldest first, paged (services/pagination.py)."""
+_M = TypeVar("_M", Application, Recognition)
+
+
+async def _oldest_first(
+    session: AsyncSession,
+    model: type[_M],
+    filters: dict[str, Any],
+    extra: list[Any],
+    cursor: Cursor | None,
+    limit: int,
+) -> list[_M]:
+    """A page of `model`'s rows, oldest first (services/pagination.py), whose columns equal the values in
+    `filters` (None: any) and which meet the `extra` conditions."""
+    clauses = [getattr(model, name) == value for name, value in filters.items() if value is not None]
     stmt = paginate(
-        select(Application).where(*filters),
-        key=(Application.created_at, Application.id),
+        select(model).where(*clauses, *extra),
+        key=(model.created_at, model.id),
         cursor=cursor,
         limit=limit,
         newest_first=False,
     )
     return list((await session.execute(stmt)).scalars())
+
+
+def in_region(column: Any, region: str) -> Any:
+    """The region rule (services.vocabulary.region_prefix) as a condition on a division-code column."""
+    prefix = region_prefix(region)
+    return column == prefix if len(prefix) == 6 else column.like(f"{prefix}%")
+
+
+async def list_applications(
+    session: AsyncSession,
+    *,
+    region: str | None,
+    filters: dict[str, Any],
+    cursor: Cursor | None,
+    limit: int,
+) -> list[Application]:
+    """Oldest first, paged (services/pagination.py): in `region` if given, with the columns in `filters`
+    equal to their values (None: any)."""
+    extra = [in_region(Application.region_code, region)] if region is not None else []
+    return await _oldest_first(session, Application, filters, extra, cursor, limit)
 
 
 async def transitions_for(session: AsyncSession, application_id: uuid.UUID) -> list[Transition]:
@@ -120,15 +151,17 @@ async def review_queue(
     session: AsyncSession,
     *,
     stage: str,
-    region_filter: Any,
+    region: str,
     cursor: Cursor | None,
     limit: int,
 ) -> list[tuple[ReviewTask, Application]]:
-    """The open tasks of `stage`, oldest first, paged (services/pagination.py)."""
+    """The open tasks of `stage` in `region`, oldest first, paged (services/pagination.py)."""
     stmt = (
         select(ReviewTask, Application)
         .join(Application, Application.id == ReviewTask.application_id)
-        .where(ReviewTask.status == "open", ReviewTask.stage == stage, region_filter)
+        .where(
+            ReviewTask.status == "open", ReviewTask.stage == stage, in_region(ReviewTask.region_code, region)
+        )
     )
     stmt = paginate(
         stmt, key=(ReviewTask.created_at, ReviewTask.id), cursor=cursor, limit=limit, newest_first=False
@@ -197,17 +230,17 @@ async def get_recognition(session: AsyncSession, recognition_id: uuid.UUID) -> R
 
 
 async def list_recognitions(
-    session: AsyncSession, *, filters: Sequence[Any], cursor: Cursor | None, limit: int
+    session: AsyncSession,
+    *,
+    filters: dict[str, Any],
+    valid_on: datetime | None,
+    cursor: Cursor | None,
+    limit: int,
 ) -> list[Recognition]:
-    """Oldest first, paged (services/pagination.py)."""
-    stmt = paginate(
-        select(Recognition).where(*filters),
-        key=(Recognition.created_at, Recognition.id),
-        cursor=cursor,
-        limit=limit,
-        newest_first=False,
-    )
-    return list((await session.execute(stmt)).scalars())
+    """Oldest first, paged (services/pagination.py): valid at `valid_on` if given, with the columns in
+    `filters` equal to their values (None: any)."""
+    extra = [Recognition.valid_from <= valid_on, Recognition.valid_until > valid_on] if valid_on else []
+    return await _oldest_first(session, Recognition, filters, extra, cursor, limit)
 
 
 async def re_review_of(session: AsyncSession, recognition_id: uuid.UUID) -> Application | None:

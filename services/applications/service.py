@@ -21,7 +21,6 @@ from services.applications.models import (
     Enterprise,
     Objection,
     Recognition,
-    ReviewTask,
     Transition,
 )
 from services.applications.schemas import (
@@ -47,7 +46,6 @@ from services.contracts import Actor, ReviewDurations, ReviewInput
 from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
 from services.pagination import Page, decode_cursor, split_page
 from services.programs import Program
-from services.vocabulary import region_prefix
 
 ALLOWED_DOCUMENT_TYPES = {"application/pdf", "image/png", "image/jpeg"}
 
@@ -427,25 +425,17 @@ async def list_applications(
     limit: int,
 ) -> Page[ApplicationSummary]:
     position = decode_cursor(cursor)
-    clauses: list[Any] = []
-    if user.role is Role.enterprise:
-        clauses.append(Application.uscc == user.uscc)
-    elif user.role is Role.reviewer:
-        clauses.append(region_clause(Application.region_code, user))
-    elif user.role is not Role.admin:
+    if user.role not in (Role.enterprise, Role.reviewer, Role.admin):
         raise Forbidden("Applications are read by their enterprise, reviewers and admins.")
-    for name in ("status", "tier", "stage", "program", "uscc"):
-        value = getattr(filters, name)
-        if value is not None:
-            clauses.append(getattr(Application, name) == value)
-    rows = await repo.list_applications(session, filters=clauses, cursor=position, limit=limit)
+    wanted = filters.model_dump()
+    if user.role is Role.enterprise:
+        if wanted["uscc"] not in (None, user.uscc):
+            return Page(items=[], next_cursor=None)  # another enterprise's: none of the caller's
+        wanted["uscc"] = user.uscc
+    region = (user.region or "") if user.role is Role.reviewer else None
+    rows = await repo.list_applications(session, region=region, filters=wanted, cursor=position, limit=limit)
     page, next_cursor = split_page(rows, limit, lambda a: (a.created_at, a.id))
     return Page(items=[ApplicationSummary.model_validate(a) for a in page], next_cursor=next_cursor)
-
-
-def region_clause(column: Any, user: CurrentUser) -> Any:
-    prefix = region_prefix(user.region or "")
-    return column == prefix if len(prefix) == 6 else column.like(f"{prefix}%")
 
 
 async def review_queue(
@@ -457,7 +447,7 @@ async def review_queue(
     rows = await repo.review_queue(
         session,
         stage=user.level,
-        region_filter=region_clause(ReviewTask.region_code, user),
+        region=user.region or "",
         cursor=position,
         limit=limit,
     )
@@ -535,16 +525,14 @@ async def list_recognitions(
 ) -> Page[RecognitionRead]:
     _may_read_recognitions(user)
     position = decode_cursor(cursor)
-    clauses: list[Any] = []
+    wanted = dict(filters)
+    valid_on = wanted.pop("valid_on", None)
     if user.role is Role.enterprise:
-        clauses.append(Recognition.uscc == user.uscc)
-    for name, value in filters.items():
-        if value is None:
-            continue
-        if name == "valid_on":
-            clauses += [Recognition.valid_from <= value, Recognition.valid_until > value]
-        else:
-            clauses.append(getattr(Recognition, name) == value)
-    rows = await repo.list_recognitions(session, filters=clauses, cursor=position, limit=limit)
+        if wanted.get("uscc") not in (None, user.uscc):
+            return Page(items=[], next_cursor=None)  # another enterprise's: none of the caller's
+        wanted["uscc"] = user.uscc
+    rows = await repo.list_recognitions(
+        session, filters=wanted, valid_on=valid_on, cursor=position, limit=limit
+    )
     page, next_cursor = split_page(rows, limit, lambda r: (r.created_at, r.id))
     return Page(items=[RecognitionRead.model_validate(r) for r in page], next_cursor=next_cursor)
