@@ -373,16 +373,22 @@ async def decide(
     data: ApprovalCreate,
     temporal: Client,
     retry: bool = False,
+    task_queue: str | None = None,
 ) -> PayoutRead:
     """One finance officer's decision, sent to the payout's workflow as an Update: its activity writes the
     decision in its own transaction (maker-checker enforced under a row lock). Returns the payout's new
-    state.
+    state. A payout committed whose workflow has not started yet (its request's process died in between, and
+    the reconciler has not come round) has it started here, on `task_queue`, rather than the decision refused.
 
     `retry` (an Idempotency-Key was sent): the same officer's identical decision, already recorded, is
     the first attempt whose answer was lost (the API died after the Update and before its commit); it is
     answered with the current state instead of a conflict."""
     rules = KINDS[kind]
     row = await authorize_decision(session, user=user, kind=kind, payout_id=payout_id)
+    if not row.workflow_started and task_queue is not None:
+        # Started, not marked: the row stays unlocked for the decision's activity, and the reconciler's
+        # start (harmless: same id) marks it.
+        await start(temporal, kind=kind, row=row, task_queue=task_queue)
     mine = [a for a in await repository.approvals(session, kind, row.id) if a.approver == user.sub]
     if not mine:
         await _send_decision(temporal, kind, row, approver=user.sub, data=data)

@@ -122,6 +122,7 @@ class Write:
                 data=body,
                 temporal=self.temporal,
                 retry=self.key is not None,
+                task_queue=self.resources.settings.temporal_task_queue,
             ),
         )
 

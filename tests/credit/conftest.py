@@ -22,11 +22,11 @@ from temporalio.worker import Worker
 
 from devtools.banksim import create_bank_app
 from devtools.devstack import free_port
-from services.auth import Role
+from services.auth import CurrentUser, Role
 from services.config import Settings
 from services.contracts import BenefitGrant
-from services.credit import repository, service
-from services.credit.schemas import ListFilters
+from services.credit import payouts, repository, service
+from services.credit.schemas import DrawdownCreate, ListFilters
 from services.db import create_sessionmaker
 from services.resources import Resources
 from tests.conftest import bearer, make_token
@@ -166,6 +166,26 @@ async def open_line(
             session, filters=ListFilters(uscc=uscc), cursor=None, limit=100
         )
         return next(line.id for line in lines if line.recognition_id == recognition_id)
+
+
+async def request_drawdown(
+    res: Resources, user: CurrentUser, line_id: uuid.UUID, amount: Decimal
+) -> uuid.UUID:
+    """A drawdown requested through the services as the route requests it: written, committed, then its
+    workflow started (services/temporal.py)."""
+    async with res.sessionmaker() as session:
+        drawdown = await service.request_drawdown(
+            session, user=user, line_id=line_id, data=DrawdownCreate(amount=amount), programs=res.programs
+        )
+        await payouts.start_after_commit(
+            session,
+            res.temporal,
+            kind="drawdown",
+            payout_id=drawdown.id,
+            task_queue=res.settings.temporal_task_queue,
+        )
+        await session.commit()
+    return drawdown.id
 
 
 async def arm(

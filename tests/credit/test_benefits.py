@@ -17,12 +17,20 @@ from temporalio.client import Client
 from services.auth import CurrentUser, Role
 from services.config import Settings
 from services.contracts import BenefitsInput, BenefitsStop, PayoutState
-from services.credit import payouts, repository, service
-from services.credit.schemas import ApprovalCreate, DrawdownCreate, ListFilters
+from services.credit import payouts, repository
+from services.credit.schemas import ApprovalCreate, ListFilters
 from services.errors import Conflict
 from services.resources import Resources
 from tests.conftest import bearer
-from tests.credit.conftest import PROGRAM, auth, enterprise_token, new_uscc, open_line, record
+from tests.credit.conftest import (
+    PROGRAM,
+    auth,
+    enterprise_token,
+    new_uscc,
+    open_line,
+    record,
+    request_drawdown,
+)
 from workflows.benefits import BenefitsWorkflow
 
 D = Decimal
@@ -148,23 +156,7 @@ async def test_a_tier_without_benefits_grants_nothing_and_an_unknown_program_fai
 
 async def _request(res: Resources, uscc: str, line_id: uuid.UUID, amount: str) -> str:
     user = CurrentUser(sub=f"ent-{uscc}", role=Role.enterprise, uscc=uscc)
-    async with res.sessionmaker() as session:  # as the route does: write, commit, then start
-        drawdown = await service.request_drawdown(
-            session,
-            user=user,
-            line_id=line_id,
-            data=DrawdownCreate(amount=amount),  # type: ignore[arg-type]
-            programs=res.programs,
-        )
-        await payouts.start_after_commit(
-            session,
-            res.temporal,
-            kind="drawdown",
-            payout_id=drawdown.id,
-            task_queue=res.settings.temporal_task_queue,
-        )
-        await session.commit()
-    return str(drawdown.id)
+    return str(await request_drawdown(res, user, line_id, Decimal(amount)))
 
 
 async def _line(sessions: async_sessionmaker[AsyncSession], line_id: uuid.UUID) -> Any:

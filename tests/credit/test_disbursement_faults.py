@@ -20,13 +20,13 @@ from temporalio.worker import Worker
 from services.auth import CurrentUser, Role
 from services.config import Settings
 from services.contracts import PayoutState
-from services.credit import ledger, payouts, repository, service
+from services.credit import ledger, payouts, repository
 from services.credit.bank import BankClient
 from services.credit.models import LedgerEntry
-from services.credit.schemas import ApprovalCreate, DrawdownCreate
+from services.credit.schemas import ApprovalCreate
 from services.db import create_sessionmaker
 from services.resources import Resources
-from tests.credit.conftest import BankSim, new_uscc, open_line, record
+from tests.credit.conftest import BankSim, new_uscc, open_line, record, request_drawdown
 from workflows.benefits import BenefitsWorkflow
 from workflows.credit_activities import CreditActivities
 from workflows.disbursement import DisbursementWorkflow
@@ -83,23 +83,7 @@ async def approved_batch(res: Resources, count: int) -> Batch:
     checker = CurrentUser(sub="finance-1", role=Role.finance)
     ids = []
     for _ in range(count):
-        async with res.sessionmaker() as session:  # as the route does: write, commit, then start
-            drawdown = await service.request_drawdown(
-                session,
-                user=maker,
-                line_id=line_id,
-                data=DrawdownCreate(amount=AMOUNT),
-                programs=res.programs,
-            )
-            await payouts.start_after_commit(
-                session,
-                res.temporal,
-                kind="drawdown",
-                payout_id=drawdown.id,
-                task_queue=res.settings.temporal_task_queue,
-            )
-            await session.commit()
-        ids.append(str(drawdown.id))
+        ids.append(str(await request_drawdown(res, maker, line_id, AMOUNT)))
 
     async def approve(drawdown_id: str) -> None:
         async with res.sessionmaker.begin() as session:

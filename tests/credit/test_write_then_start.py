@@ -135,3 +135,37 @@ async def test_a_request_whose_commit_fails_starts_no_workflow(
         pass
     async with sessions() as session:
         assert await session.get(Drawdown, read.id) is None
+
+
+async def test_a_decision_on_a_payout_whose_workflow_never_started_starts_it(
+    api: httpx.AsyncClient,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    resources: Resources,
+    worker: Any,
+) -> None:
+    """Finance need not wait for the reconciler: deciding on a committed payout whose request died before the
+    start starts its workflow, then records the decision (`make chaos` saw such approvals answered 409)."""
+    uscc = new_uscc()
+    line_id = await open_line(sessions, uscc=uscc)
+    requester = CurrentUser(sub=f"ent-{uscc}", role=Role.enterprise, uscc=uscc)
+    async with sessions.begin() as session:  # committed; the process died before the start
+        read = await service.request_drawdown(
+            session,
+            user=requester,
+            line_id=line_id,
+            data=DrawdownCreate(amount=Decimal("900.00")),
+            programs=resources.programs,
+        )
+    decided = await api.post(
+        f"/api/v1/drawdowns/{read.id}/approvals",
+        headers=auth(settings, "finance", "finance-early"),
+        json={"decision": "reject", "reason": "decided before the reconciler came round"},
+    )
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["status"] == "rejected"
+    handle = resources.temporal.get_workflow_handle(
+        disbursement_workflow_id("drawdown", read.id), result_type=PayoutState
+    )
+    async with asyncio.timeout(30):
+        assert (await handle.result()).status == "rejected"
