@@ -2,7 +2,7 @@
 
 ``screen()`` is pure and deterministic: the same tier, ruleset and figures always give the same result,
 rule by rule. Every application first passes the eligibility gate (each compliance declaration), then
-the tier's criteria from the domain reference (``/work/shared/DOMAIN.md``). Each rule reports the
+the tier's criteria from the domain reference (``../shared/DOMAIN.md``). Each rule reports the
 declared value, the threshold, the points it scored (scored indicators only) and whether it passed.
 
 Conventions

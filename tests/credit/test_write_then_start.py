@@ -21,10 +21,34 @@ from services.config import Settings
 from services.contracts import PayoutState, disbursement_workflow_id
 from services.credit import payouts, service
 from services.credit.models import CreditLine, Drawdown
-from services.credit.schemas import DrawdownCreate
+from services.credit.schemas import DrawdownCreate, DrawdownRead
 from services.resources import Resources
 from tests.conftest import bearer
 from tests.credit.conftest import auth, enterprise_token, new_uscc, open_line
+
+
+async def _written(
+    sessions: async_sessionmaker[AsyncSession],
+    resources: Resources,
+    uscc: str,
+    line_id: uuid.UUID,
+    amount: str,
+    *,
+    commit: bool,
+) -> DrawdownRead:
+    """What a drawdown request writes before its workflow starts, committed or (the process died before the
+    commit) rolled back; no workflow is started."""
+    requester = CurrentUser(sub=f"ent-{uscc}", role=Role.enterprise, uscc=uscc)
+    async with sessions() as session:
+        read = await service.request_drawdown(
+            session,
+            user=requester,
+            line_id=line_id,
+            data=DrawdownCreate(amount=Decimal(amount)),
+            programs=resources.programs,
+        )
+        await (session.commit() if commit else session.rollback())
+    return read
 
 
 async def test_a_requested_drawdown_is_committed_then_started_and_marked(
@@ -60,15 +84,9 @@ async def test_an_api_killed_between_commit_and_start_loses_nothing(
     reservation and has no workflow, until the reconciler starts it once; then finance decides as usual."""
     uscc = new_uscc()
     line_id = await open_line(sessions, uscc=uscc)
-    requester = CurrentUser(sub=f"ent-{uscc}", role=Role.enterprise, uscc=uscc)
-    async with sessions.begin() as session:  # what the request had done when the process died
-        read = await service.request_drawdown(
-            session,
-            user=requester,
-            line_id=line_id,
-            data=DrawdownCreate(amount=Decimal("2500.00")),
-            programs=resources.programs,
-        )
+    read = await _written(
+        sessions, resources, uscc, line_id, "2500.00", commit=True
+    )  # the process died before the start
     workflow_id = disbursement_workflow_id("drawdown", read.id)
     try:
         await resources.temporal.get_workflow_handle(workflow_id).describe()
@@ -118,16 +136,9 @@ async def test_a_request_whose_commit_fails_starts_no_workflow(
     Before the protocol was shared, the credit domain started the workflow first and committed after."""
     uscc = new_uscc()
     line_id = await open_line(sessions, uscc=uscc)
-    requester = CurrentUser(sub=f"ent-{uscc}", role=Role.enterprise, uscc=uscc)
-    async with sessions() as session:
-        read = await service.request_drawdown(
-            session,
-            user=requester,
-            line_id=line_id,
-            data=DrawdownCreate(amount=Decimal("700.00")),
-            programs=resources.programs,
-        )
-        await session.rollback()  # the process died before its commit
+    read = await _written(
+        sessions, resources, uscc, line_id, "700.00", commit=False
+    )  # died before its commit
     try:
         await resources.temporal.get_workflow_handle(disbursement_workflow_id("drawdown", read.id)).describe()
         raise AssertionError("a workflow was started for a payout that was never committed")
@@ -148,15 +159,9 @@ async def test_a_decision_on_a_payout_whose_workflow_never_started_starts_it(
     start starts its workflow, then records the decision (`make chaos` saw such approvals answered 409)."""
     uscc = new_uscc()
     line_id = await open_line(sessions, uscc=uscc)
-    requester = CurrentUser(sub=f"ent-{uscc}", role=Role.enterprise, uscc=uscc)
-    async with sessions.begin() as session:  # committed; the process died before the start
-        read = await service.request_drawdown(
-            session,
-            user=requester,
-            line_id=line_id,
-            data=DrawdownCreate(amount=Decimal("900.00")),
-            programs=resources.programs,
-        )
+    read = await _written(
+        sessions, resources, uscc, line_id, "900.00", commit=True
+    )  # the process died before the start
     decided = await api.post(
         f"/api/v1/drawdowns/{read.id}/approvals",
         headers=auth(settings, "finance", "finance-early"),
