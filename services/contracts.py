@@ -8,6 +8,7 @@ pydantic only, so workflow code may import this module freely.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -72,7 +73,7 @@ class ReviewDurations(_Model):
 
 
 class ReviewInput(_Model):
-    application_id: str
+    application_id: uuid.UUID
     uscc: str
     program: str
     tier: str
@@ -110,13 +111,13 @@ class WithdrawRequest(_Model):
 
 class ObjectionRequest(_Model):
     actor: Actor
-    objection_id: str
+    objection_id: uuid.UUID
     reason: str = Field(min_length=1, max_length=4000)
 
 
 class ObjectionResolution(_Model):
     actor: Actor
-    objection_id: str
+    objection_id: uuid.UUID
     upheld: bool
     reason: str = Field(min_length=1, max_length=2000)
 
@@ -129,7 +130,7 @@ class RevokeRequest(_Model):
 class ReviewState(_Model):
     """What an Update returns and a query answers: the application's state after the change."""
 
-    application_id: str
+    application_id: uuid.UUID
     status: Status
     stage: Stage | None = None
     due_at: datetime | None = None
@@ -137,7 +138,7 @@ class ReviewState(_Model):
     supplement_due_at: datetime | None = None
     notice_ends_at: datetime | None = None
     open_objections: list[str] = []
-    recognition_id: str | None = None
+    recognition_id: uuid.UUID | None = None
     certificate_no: str | None = None
 
 
@@ -145,7 +146,7 @@ class ReviewState(_Model):
 
 
 class ScreenInput(_Model):
-    application_id: str
+    application_id: uuid.UUID
 
 
 class ScreenOutcome(_Model):
@@ -163,7 +164,7 @@ class ScreenAndEnterInput(_Model):
     """Screen, mark the workflow as running, and enter the first stage (or ``ineligible``) in one
     transaction; ``event_key`` makes a retried attempt change nothing twice."""
 
-    application_id: str
+    application_id: uuid.UUID
     event_key: str
     at: datetime
     open_task: OpenTask
@@ -172,7 +173,7 @@ class ScreenAndEnterInput(_Model):
 class TransitionInput(_Model):
     """One state change, written in one transaction: application row, review task, audit row."""
 
-    application_id: str
+    application_id: uuid.UUID
     event_key: str
     actor: Actor
     action: str
@@ -188,7 +189,7 @@ class TransitionInput(_Model):
 
 
 class EscalationInput(_Model):
-    application_id: str
+    application_id: uuid.UUID
     event_key: str
     stage: Stage
     escalated_to: str
@@ -196,9 +197,9 @@ class EscalationInput(_Model):
 
 
 class ObjectionUpdate(_Model):
-    application_id: str
+    application_id: uuid.UUID
     event_key: str
-    objection_id: str
+    objection_id: uuid.UUID
     actor: Actor
     at: datetime
     reason: str
@@ -206,21 +207,21 @@ class ObjectionUpdate(_Model):
 
 
 class RecognizeInput(_Model):
-    application_id: str
+    application_id: uuid.UUID
     event_key: str
     at: datetime
 
 
 class RecognitionOutcome(_Model):
-    recognition_id: str
+    recognition_id: uuid.UUID
     certificate_no: str
     valid_from: datetime
     valid_until: datetime
 
 
 class RecognitionChange(_Model):
-    recognition_id: str
-    application_id: str
+    recognition_id: uuid.UUID
+    application_id: uuid.UUID
     event_key: str
     status: Literal["expired", "revoked"]
     actor: Actor
@@ -229,13 +230,13 @@ class RecognitionChange(_Model):
 
 
 class ReReviewInput(_Model):
-    recognition_id: str
-    application_id: str
+    recognition_id: uuid.UUID
+    application_id: uuid.UUID
     at: datetime
 
 
 class ReReviewOutcome(_Model):
-    application_id: str
+    application_id: uuid.UUID
     review: ReviewInput | None
 
 
@@ -245,7 +246,7 @@ class ReReviewOutcome(_Model):
 class BenefitsInput(_Model):
     """Started by the review workflow on recognition: workflow id ``benefits-{recognition_id}``."""
 
-    recognition_id: str
+    recognition_id: uuid.UUID
     uscc: str
     tier: str
     program: str
@@ -260,7 +261,7 @@ class BenefitsStop(_Model):
 
 
 class BenefitGrant(_Model):
-    recognition_id: str
+    recognition_id: uuid.UUID
     uscc: str
     tier: str
     program: str
@@ -269,7 +270,7 @@ class BenefitGrant(_Model):
 
 
 class BenefitsFreeze(_Model):
-    recognition_id: str
+    recognition_id: uuid.UUID
     reason: str
     at: datetime
 
@@ -302,7 +303,7 @@ class DisbursementInput(_Model):
     bridge loan is then watched until it is repaid or falls due."""
 
     kind: PayoutKind = "drawdown"
-    payout_id: str = _payout_id()
+    payout_id: uuid.UUID = _payout_id()
     requested_by: str
     approval_deadline: datetime
 
@@ -311,14 +312,14 @@ class PayoutRef(_Model):
     """Names one payout (input of the activity ``payment_order``)."""
 
     kind: PayoutKind = "drawdown"
-    payout_id: str = _payout_id()
+    payout_id: uuid.UUID = _payout_id()
 
 
 class ApprovalRequest(_Model):
     """Update ``decide`` of the disbursement workflow: one finance officer's decision."""
 
     kind: PayoutKind = "drawdown"
-    payout_id: str = _payout_id()
+    payout_id: uuid.UUID = _payout_id()
     approver: str
     decision: ApprovalDecision
     reason: str | None = Field(default=None, max_length=2000)
@@ -329,7 +330,7 @@ class PayoutState(_Model):
     ``overdue`` are a bridge loan's: when it falls due, and whether it was flagged overdue."""
 
     kind: PayoutKind = "drawdown"
-    payout_id: str = _payout_id()
+    payout_id: uuid.UUID = _payout_id()
     status: PayoutStatus
     approvals: int = 0
     required_approvals: int = 1
@@ -343,7 +344,7 @@ class PayoutCheck(_Model):
     ``overdue`` a bridge loan paid out and not repaid is flagged overdue (it fell due)."""
 
     kind: PayoutKind = "drawdown"
-    payout_id: str = _payout_id()
+    payout_id: uuid.UUID = _payout_id()
     expire: bool
     overdue: bool = False
     at: datetime
@@ -351,7 +352,7 @@ class PayoutCheck(_Model):
 
 class PaymentOrder(_Model):
     kind: PayoutKind = "drawdown"
-    payout_id: str = _payout_id()
+    payout_id: uuid.UUID = _payout_id()
     key: str  # the bank's Idempotency-Key, derived from the payout's id
     amount: Decimal
     beneficiary: str
@@ -360,11 +361,11 @@ class PaymentOrder(_Model):
 
 class PaymentReceipt(_Model):
     kind: PayoutKind = "drawdown"
-    payout_id: str = _payout_id()
+    payout_id: uuid.UUID = _payout_id()
     bank_reference: str
 
 
 class PaymentFailure(_Model):
     kind: PayoutKind = "drawdown"
-    payout_id: str = _payout_id()
+    payout_id: uuid.UUID = _payout_id()
     reason: str

@@ -5,7 +5,6 @@ interceptor (``services.temporal.activity_failure``)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -31,9 +30,7 @@ class ReviewActivities(Activities):
 
     @activity.defn(name="screen_application")
     async def screen_application(self, data: contracts.ScreenInput) -> contracts.ScreenOutcome:
-        return await self._in_transaction(
-            records.record_screening, application_id=uuid.UUID(data.application_id)
-        )
+        return await self._in_transaction(records.record_screening, application_id=data.application_id)
 
     @activity.defn(name="screen_and_enter")
     async def screen_and_enter(self, data: contracts.ScreenAndEnterInput) -> contracts.ScreenOutcome:

@@ -10,6 +10,7 @@ and waits for expiry (then opens a re-review) or revocation.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict, Unpack
@@ -514,7 +515,11 @@ class ReviewWorkflow:
     # --- public notice ----------------------------------------------------------------------------------
 
     async def _record_objection(
-        self, actor: Actor, objection_id: str, reason: str, resolution: Literal["open", "upheld", "dismissed"]
+        self,
+        actor: Actor,
+        objection_id: uuid.UUID,
+        reason: str,
+        resolution: Literal["open", "upheld", "dismissed"],
     ) -> None:
         await self._write(
             "record_objection",
@@ -524,7 +529,7 @@ class ReviewWorkflow:
             reason=reason,
             resolution=resolution,
         )
-        self._objections[objection_id] = resolution
+        self._objections[str(objection_id)] = resolution
 
     @workflow.update(name="object")
     async def object(self, request: ObjectionRequest) -> ReviewState:
@@ -538,7 +543,7 @@ class ReviewWorkflow:
     def _check_objection(self, request: ObjectionRequest) -> None:
         if self._status != "public_notice":
             raise _conflict(f"the application is {self._status}, not on public notice")
-        if request.objection_id in self._objections:
+        if str(request.objection_id) in self._objections:
             raise _conflict("this objection was already filed")
 
     @workflow.update(name="resolve_objection")
@@ -561,7 +566,7 @@ class ReviewWorkflow:
             raise _forbidden("only reviewers resolve objections")
         if not covers(request.actor.region, self.data.region_code):
             raise _forbidden("the application is outside the reviewer's region")
-        if self._objections.get(request.objection_id) != "open":
+        if self._objections.get(str(request.objection_id)) != "open":
             raise _conflict("the objection is not open")
         if self._status != "public_notice":
             raise _conflict(f"the application is {self._status}, not on public notice")

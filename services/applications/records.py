@@ -52,7 +52,7 @@ async def record_screening(session: AsyncSession, *, application_id: uuid.UUID) 
 async def screen_and_enter(session: AsyncSession, *, data: ScreenAndEnterInput) -> ScreenOutcome:
     """The review's first step in one transaction: the screening result, ``workflow_started`` (the workflow
     is evidently running), and the transition to the first stage's queue - or to ``ineligible``."""
-    application_id = uuid.UUID(data.application_id)
+    application_id = data.application_id
     if await repo.transition_exists(session, data.event_key):  # a retry of an attempt that committed
         application = await repo.get_application(session, application_id)
         screening = application.screening if application is not None else None
@@ -137,7 +137,7 @@ def _audit(
 async def apply_transition(session: AsyncSession, *, data: TransitionInput) -> None:
     if await repo.transition_exists(session, data.event_key):
         return
-    application_id = uuid.UUID(data.application_id)
+    application_id = data.application_id
     application = await repo.get_application(session, application_id, for_update=True)
     if application is None:
         raise LookupError(f"application {application_id} does not exist")
@@ -185,7 +185,7 @@ async def apply_transition(session: AsyncSession, *, data: TransitionInput) -> N
 async def escalate(session: AsyncSession, *, data: EscalationInput) -> None:
     if await repo.transition_exists(session, data.event_key):
         return
-    application_id = uuid.UUID(data.application_id)
+    application_id = data.application_id
     await repo.escalate_open_task(session, application_id, escalated_to=data.escalated_to)
     session.add(
         _audit(
@@ -205,7 +205,7 @@ async def escalate(session: AsyncSession, *, data: EscalationInput) -> None:
 async def record_objection(session: AsyncSession, *, data: ObjectionUpdate) -> None:
     if await repo.transition_exists(session, data.event_key):
         return
-    application_id, objection_id = uuid.UUID(data.application_id), uuid.UUID(data.objection_id)
+    application_id, objection_id = data.application_id, data.objection_id
     if data.resolution == "open":
         session.add(
             Objection(
@@ -234,7 +234,7 @@ async def record_objection(session: AsyncSession, *, data: ObjectionUpdate) -> N
 async def recognize(
     session: AsyncSession, *, data: RecognizeInput, programs: dict[str, Program]
 ) -> RecognitionOutcome:
-    application_id = uuid.UUID(data.application_id)
+    application_id = data.application_id
     existing = await repo.recognition_for_application(session, application_id)
     if existing is None:
         application = await repo.get_application(session, application_id, for_update=True)
@@ -275,7 +275,7 @@ async def recognize(
         application.updated_at = data.at
         await session.flush()
     return RecognitionOutcome(
-        recognition_id=str(existing.id),
+        recognition_id=existing.id,
         certificate_no=existing.certificate_no,
         valid_from=existing.valid_from,
         valid_until=existing.valid_until,
@@ -285,7 +285,7 @@ async def recognize(
 async def change_recognition(session: AsyncSession, *, data: RecognitionChange) -> None:
     if await repo.transition_exists(session, data.event_key):
         return
-    recognition = await repo.get_recognition(session, uuid.UUID(data.recognition_id))
+    recognition = await repo.get_recognition(session, data.recognition_id)
     if recognition is None:
         raise LookupError(f"recognition {data.recognition_id} does not exist")
     if recognition.status == "active":
@@ -297,7 +297,7 @@ async def change_recognition(session: AsyncSession, *, data: RecognitionChange) 
     await _note(
         session,
         data,
-        uuid.UUID(data.application_id),
+        data.application_id,
         action=f"recognition_{data.status}",
         status="recognized",
     )
@@ -306,9 +306,9 @@ async def change_recognition(session: AsyncSession, *, data: RecognitionChange) 
 async def open_re_review(
     session: AsyncSession, *, data: ReReviewInput, programs: dict[str, Program]
 ) -> ReReviewOutcome:
-    recognition_id = uuid.UUID(data.recognition_id)
+    recognition_id = data.recognition_id
     existing = await repo.re_review_of(session, recognition_id)
-    original = await repo.get_application(session, uuid.UUID(data.application_id))
+    original = await repo.get_application(session, data.application_id)
     if original is None:
         raise LookupError(f"application {data.application_id} does not exist")
     program = programs.get(original.program)
@@ -351,4 +351,4 @@ async def open_re_review(
         )
         await session.flush()
     assert program is not None
-    return ReReviewOutcome(application_id=str(existing.id), review=review_input(existing, program))
+    return ReReviewOutcome(application_id=existing.id, review=review_input(existing, program))

@@ -83,7 +83,7 @@ class Actions:
         async def file() -> ObjectionFiled:
             objection_id = uuid.uuid4()
             request = ObjectionRequest(
-                actor=service.actor_of(self.user), objection_id=str(objection_id), reason=data.reason
+                actor=service.actor_of(self.user), objection_id=objection_id, reason=data.reason
             )
             state = await self._send(application_id, "object", request)
             return ObjectionFiled(objection_id=objection_id, state=state)
@@ -108,7 +108,7 @@ class Actions:
         )
         request = ObjectionResolution(
             actor=service.actor_of(self.user),
-            objection_id=str(objection_id),
+            objection_id=objection_id,
             upheld=data.upheld,
             reason=data.reason,
         )

@@ -58,7 +58,7 @@ def review_input(application: Application, program: Program) -> ReviewInput:
     tier = program.tiers[application.tier]  # type: ignore[index]
     d = program.durations
     return ReviewInput(
-        application_id=str(application.id),
+        application_id=application.id,
         uscc=application.uscc,
         program=application.program,
         tier=application.tier,

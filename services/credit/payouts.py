@@ -303,7 +303,7 @@ async def start(temporal: Client, *, kind: PayoutKind, row: Payout, task_queue: 
         DISBURSEMENT_WORKFLOW,
         DisbursementInput(
             kind=kind,
-            payout_id=str(row.id),
+            payout_id=row.id,
             requested_by=row.requested_by,
             approval_deadline=row.approval_deadline,
         ),
@@ -406,7 +406,7 @@ async def _send_decision(
     if row.status != "pending_approval":
         raise Conflict(f"The {noun} is {row.status}; it is no longer waiting for approval.")
     request = ApprovalRequest(
-        kind=kind, payout_id=str(row.id), approver=approver, decision=data.decision, reason=data.reason
+        kind=kind, payout_id=row.id, approver=approver, decision=data.decision, reason=data.reason
     )
     await temporal_boundary.execute_update(
         temporal,
@@ -434,7 +434,7 @@ async def state(session: AsyncSession, kind: PayoutKind, row: Payout) -> PayoutS
     approvals = await repository.approvals(session, kind, row.id)
     return PayoutState(
         kind=kind,
-        payout_id=str(row.id),
+        payout_id=row.id,
         status=cast(PayoutStatus, row.status),  # the database CHECK keeps it one of them
         approvals=sum(1 for a in approvals if a.decision == "approve"),
         required_approvals=row.required_approvals,
@@ -446,7 +446,7 @@ async def state(session: AsyncSession, kind: PayoutKind, row: Payout) -> PayoutS
 
 async def record_decision(session: AsyncSession, *, request: ApprovalRequest) -> PayoutState:
     rules = KINDS[request.kind]
-    row = await rules.lock(session, uuid.UUID(request.payout_id))
+    row = await rules.lock(session, request.payout_id)
     approvals = await repository.approvals(session, request.kind, row.id)
     if any(a.approver == request.approver for a in approvals):
         return await state(session, request.kind, row)  # this decision was recorded by an earlier attempt
@@ -494,7 +494,7 @@ async def check(session: AsyncSession, *, check: PayoutCheck) -> PayoutState:
     ``overdue`` a bridge loan paid out and not repaid is flagged overdue."""
     rules = KINDS[check.kind]
     try:
-        row = await rules.lock(session, uuid.UUID(check.payout_id))
+        row = await rules.lock(session, check.payout_id)
     except NotFound:
         # Not committed (yet): before the deadline keep waiting; after it, the request that started the
         # workflow never committed and nothing was held.
@@ -511,12 +511,12 @@ async def check(session: AsyncSession, *, check: PayoutCheck) -> PayoutState:
 
 
 async def _paying(
-    session: AsyncSession, kind: PayoutKind, payout_id: str
+    session: AsyncSession, kind: PayoutKind, payout_id: uuid.UUID
 ) -> tuple[Kind[Any], Any, Disbursement]:
     """For the bank's answer: the kind's rules, the payout (locked, with what it holds) and its disbursement
     (locked)."""
     rules = KINDS[kind]
-    row = await rules.lock(session, uuid.UUID(payout_id))
+    row = await rules.lock(session, payout_id)
     disbursement = await repository.get_disbursement(session, kind, row.id, lock=True)
     if disbursement is None:
         raise NotFound(f"The {rules.noun} {row.id} has no disbursement.")
@@ -525,7 +525,7 @@ async def _paying(
 
 async def payment_order(session: AsyncSession, *, ref: PayoutRef) -> PaymentOrder:
     rules = KINDS[ref.kind]
-    disbursement = await repository.get_disbursement(session, ref.kind, uuid.UUID(ref.payout_id))
+    disbursement = await repository.get_disbursement(session, ref.kind, ref.payout_id)
     if disbursement is None:
         raise NotFound(f"The {rules.noun} {ref.payout_id} has no disbursement.")
     return PaymentOrder(

@@ -84,7 +84,7 @@ def _granted(grant: BenefitGrant) -> dict[str, Any]:
     the enterprise, the program and the tier."""
     return {
         "id": uuid.uuid4(),
-        "recognition_id": uuid.UUID(grant.recognition_id),
+        "recognition_id": grant.recognition_id,
         "uscc": grant.uscc,
         "program": grant.program,
         "tier": grant.tier,

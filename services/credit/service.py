@@ -126,7 +126,7 @@ async def freeze_benefits(
     """Stop a recognition's benefits: its credit line takes no new drawdowns, and the payouts it qualified
     that still await approval - drawdowns, bridge loans, listing rewards - are rejected with the reason
     (what they held released). Returns the rejected payouts, whose workflows should look again."""
-    recognition_id = uuid.UUID(data.recognition_id)
+    recognition_id = data.recognition_id
     await repository.freeze_benefits(session, recognition_id=recognition_id, reason=data.reason, at=data.at)
     rejected: list[tuple[PayoutKind, uuid.UUID]] = []
     line = await repository.freeze_credit_line(

@@ -309,7 +309,7 @@ async def test_revocation_stops_the_benefits(harness: Harness) -> None:
     )
     assert state.recognition_id is not None
     async with harness.sessionmaker() as session:
-        recognition = await session.get(Recognition, uuid.UUID(state.recognition_id))
+        recognition = await session.get(Recognition, state.recognition_id)
         assert recognition is not None
         assert (recognition.status, recognition.revoked_reason) == ("revoked", "fraud found in audit")
     benefits = harness.env.client.get_workflow_handle(f"benefits-{state.recognition_id}")
