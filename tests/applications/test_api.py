@@ -241,9 +241,8 @@ async def test_review_over_http_to_recognition(
     assert again_revoked.status_code == 409
 
 
-async def test_withdraw_and_return_over_http(
-    applicant: Applicant, settings: Settings, api: httpx.AsyncClient
-) -> None:
+async def _returned(applicant: Applicant, settings: Settings, api: httpx.AsyncClient) -> tuple[str, str]:
+    """The applicant's new application, returned for information by the municipal reviewer: its id and URL."""
     await applicant.register()
     app_id = (await applicant.submit()).json()["id"]
     url = f"/api/v1/applications/{app_id}"
@@ -253,6 +252,13 @@ async def test_withdraw_and_return_over_http(
         f"{url}/decisions", headers=municipal, json={"decision": "return", "reason": "more"}
     )
     assert returned.json()["status"] == "returned"
+    return app_id, url
+
+
+async def test_withdraw_and_return_over_http(
+    applicant: Applicant, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    app_id, url = await _returned(applicant, settings, api)
     supplemented = await api.post(f"{url}/supplements", headers=applicant.headers, json={"note": "attached"})
     assert supplemented.status_code == 200
     assert supplemented.json()["stage"] == "municipal"
@@ -271,15 +277,7 @@ async def test_a_supplement_citing_an_unknown_document_is_a_422_and_changes_noth
     """Evidence a supplement cites must be the applicant's own documents: an id that does not exist and
     another enterprise's document are refused alike (nobody learns the other one exists), before the
     workflow hears of it."""
-    await applicant.register()
-    app_id = (await applicant.submit()).json()["id"]
-    url = f"/api/v1/applications/{app_id}"
-    await poll(api, url, applicant.headers, lambda b: b["status"] == "in_review")
-    municipal = reviewer_headers(settings, "municipal", "500103")
-    returned = await api.post(
-        f"{url}/decisions", headers=municipal, json={"decision": "return", "reason": "more"}
-    )
-    assert returned.json()["status"] == "returned"
+    _, url = await _returned(applicant, settings, api)
     other = Applicant(api=api, settings=settings, uscc=random_uscc("500103"))
     assert (await other.register()).status_code == 201
     (theirs,) = await other.evidence("business_licence")
