@@ -407,47 +407,28 @@ class ReviewWorkflow:
     async def decide(self, request: DecisionRequest) -> ReviewState:
         async with self._lock:
             self._check_decision(request)
-            note = request.internal_note
-            if request.decision == "reject":
-                await self._transition(
-                    request.actor,
-                    action="rejected",
-                    to="rejected",
-                    reason=request.reason,
-                    internal_note=note,
-                    close_task_as="reject",
-                )
-            elif request.decision == "return":
-                due = workflow.now() + timedelta(seconds=self.data.durations.supplement_deadline)
-                await self._transition(
-                    request.actor,
-                    action="returned",
-                    to="returned",
-                    reason=request.reason,
-                    internal_note=note,
-                    close_task_as="return",
-                    supplement_due_at=due,
-                )
-                self._supplement_due_at = due
+            details: _Details = {
+                "reason": request.reason,
+                "internal_note": request.internal_note,
+                "close_task_as": request.decision,
+            }
+            if request.decision != "approve":
+                # rejected, or returned to the enterprise until the supplement deadline
+                to: Status = "rejected" if request.decision == "reject" else "returned"
+                due = None
+                if to == "returned":
+                    due = workflow.now() + timedelta(seconds=self.data.durations.supplement_deadline)
+                await self._transition(request.actor, action=to, to=to, supplement_due_at=due, **details)
+                self._supplement_due_at = due or self._supplement_due_at
             elif self._stage_index + 1 < len(self.data.stages):
                 await self._enter_stage(
-                    request.actor,
-                    index=self._stage_index + 1,
-                    action="approved",
-                    reason=request.reason,
-                    internal_note=note,
-                    close_task_as="approve",
+                    request.actor, index=self._stage_index + 1, action="approved", **details
                 )
             else:
                 ends = workflow.now() + timedelta(seconds=self.data.durations.notice_period)
+                stage = self.data.stages[self._stage_index]
                 await self._transition(
-                    request.actor,
-                    action="approved",
-                    to="public_notice",
-                    reason=request.reason,
-                    internal_note=note,
-                    close_task_as="approve",
-                    stage=self.data.stages[self._stage_index],
+                    request.actor, action="approved", to="public_notice", stage=stage, **details
                 )
                 self._notice_ends_at = ends
             return self.state()

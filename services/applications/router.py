@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from services.applications import reviews, service
@@ -223,59 +223,31 @@ async def list_applications(
 
 
 ACTION_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 429, 503)
+ACTION: dict[str, Any] = {"response_model": ReviewStateRead, "responses": ACTION_ERRORS}
 
 
-@router.post(
-    "/applications/{application_id}/decisions",
-    response_model=ReviewStateRead,
-    tags=["reviews"],
-    responses=ACTION_ERRORS,
-)
-async def decide(
-    application_id: uuid.UUID,
-    data: DecisionCreate,
-    user: WriterDep,
-    session: SessionDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
-    return await reviews.Actions(session, temporal, user, idempotency_key).decide(application_id, data)
+async def _actions(
+    user: WriterDep, session: SessionDep, temporal: TemporalDep, idempotency_key: IdempotencyKey = None
+) -> reviews.Actions:
+    return reviews.Actions(session, temporal, user, idempotency_key)
 
 
-@router.post(
-    "/applications/{application_id}/supplements",
-    response_model=ReviewStateRead,
-    tags=["applications"],
-    responses=ACTION_ERRORS,
-)
-async def supplement(
-    application_id: uuid.UUID,
-    data: SupplementCreate,
-    user: WriterDep,
-    session: SessionDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
-    return await reviews.Actions(session, temporal, user, idempotency_key).supplement(application_id, data)
+ActionsDep = Annotated[reviews.Actions, Depends(_actions)]
 
 
-@router.post(
-    "/applications/{application_id}/withdraw",
-    response_model=ReviewStateRead,
-    tags=["applications"],
-    responses=ACTION_ERRORS,
-)
-async def withdraw(
-    application_id: uuid.UUID,
-    user: WriterDep,
-    session: SessionDep,
-    temporal: TemporalDep,
-    data: WithdrawCreate | None = None,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
-    return await reviews.Actions(session, temporal, user, idempotency_key).withdraw(
-        application_id, data or WithdrawCreate()
-    )
+@router.post("/applications/{application_id}/decisions", tags=["reviews"], **ACTION)
+async def decide(application_id: uuid.UUID, data: DecisionCreate, actions: ActionsDep) -> Any:
+    return await actions.decide(application_id, data)
+
+
+@router.post("/applications/{application_id}/supplements", tags=["applications"], **ACTION)
+async def supplement(application_id: uuid.UUID, data: SupplementCreate, actions: ActionsDep) -> Any:
+    return await actions.supplement(application_id, data)
+
+
+@router.post("/applications/{application_id}/withdraw", tags=["applications"], **ACTION)
+async def withdraw(application_id: uuid.UUID, actions: ActionsDep, data: WithdrawCreate | None = None) -> Any:
+    return await actions.withdraw(application_id, data or WithdrawCreate())
 
 
 @router.post(
@@ -285,34 +257,13 @@ async def withdraw(
     tags=["reviews"],
     responses=ACTION_ERRORS,
 )
-async def file_objection(
-    application_id: uuid.UUID,
-    data: ObjectionCreate,
-    user: WriterDep,
-    session: SessionDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
-    return await reviews.Actions(session, temporal, user, idempotency_key).object_to(application_id, data)
+async def file_objection(application_id: uuid.UUID, data: ObjectionCreate, actions: ActionsDep) -> Any:
+    return await actions.object_to(application_id, data)
 
 
-@router.post(
-    "/objections/{objection_id}/resolution",
-    response_model=ReviewStateRead,
-    tags=["reviews"],
-    responses=ACTION_ERRORS,
-)
-async def resolve_objection(
-    objection_id: uuid.UUID,
-    data: ResolutionCreate,
-    user: WriterDep,
-    session: SessionDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
-    return await reviews.Actions(session, temporal, user, idempotency_key).resolve_objection(
-        objection_id, data
-    )
+@router.post("/objections/{objection_id}/resolution", tags=["reviews"], **ACTION)
+async def resolve_objection(objection_id: uuid.UUID, data: ResolutionCreate, actions: ActionsDep) -> Any:
+    return await actions.resolve_objection(objection_id, data)
 
 
 # --- review queue ----------------------------------------------------------------------------------------
@@ -377,18 +328,6 @@ async def read_recognition(
     return await service.read_recognition(session, user=user, recognition_id=recognition_id)
 
 
-@router.post(
-    "/recognitions/{recognition_id}/revocation",
-    response_model=ReviewStateRead,
-    tags=["recognitions"],
-    responses=ACTION_ERRORS,
-)
-async def revoke(
-    recognition_id: uuid.UUID,
-    data: RevocationCreate,
-    user: WriterDep,
-    session: SessionDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
-    return await reviews.Actions(session, temporal, user, idempotency_key).revoke(recognition_id, data)
+@router.post("/recognitions/{recognition_id}/revocation", tags=["recognitions"], **ACTION)
+async def revoke(recognition_id: uuid.UUID, data: RevocationCreate, actions: ActionsDep) -> Any:
+    return await actions.revoke(recognition_id, data)

@@ -160,12 +160,9 @@ def _pct(fraction: Decimal, *, lower_is_better: bool = False) -> str:
     return f"{(fraction * 100).quantize(_D('0.01'), rounding=rounding)}%"
 
 
-def _number(value: Decimal) -> str:
-    return f"{value.normalize():f}"
-
-
-def _pct_bound(fraction: Decimal) -> str:
-    return f"{_number(fraction * 100)}%"
+def _number(value: Decimal, *, percent: bool = False) -> str:
+    """``value`` as the criteria write it: no trailing zeros; with ``percent``, a fraction as a percentage."""
+    return f"{(value * 100).normalize():f}%" if percent else f"{value.normalize():f}"
 
 
 # -- bands ------------------------------------------------------------------------------------------
@@ -627,7 +624,7 @@ def _little_giant(m: DeclaredMetrics, ruleset: str) -> _Outcome:
             "little_giant.main_business_share",
             "main-business revenue / revenue, last year",
             _pct(m.main_business_share),
-            f">= {_pct_bound(share_min)}",
+            f">= {_number(share_min, percent=True)}",
             m.main_business_share >= share_min,
         )
     )
@@ -682,7 +679,7 @@ def _little_giant(m: DeclaredMetrics, ruleset: str) -> _Outcome:
             "little_giant.debt_ratio",
             "liabilities / assets, last year",
             _pct(m.debt_ratio, lower_is_better=True),
-            f"<= {_pct_bound(debt_max)}",
+            f"<= {_number(debt_max, percent=True)}",
             m.debt_ratio <= debt_max,
         )
     )
@@ -784,7 +781,7 @@ def _rd_by_revenue_band(m: DeclaredMetrics) -> RuleResult:
         band, need = "< 50m", None
     if need is not None:
         value = f"revenue {_money_yuan(revenue)} (band {band}); R&D / revenue {intensities}"
-        threshold = f"band {band}: R&D / revenue >= {_pct_bound(need)} in each of the last 2 years"
+        threshold = f"band {band}: R&D / revenue >= {_number(need, percent=True)} in each of the last 2 years"
         passed = min(prior.rd_intensity, last.rd_intensity) >= need
     else:
         value = (

@@ -41,7 +41,7 @@ from services.applications.schemas import (
     ReviewTaskRead,
     TierHeld,
 )
-from services.auth import CurrentUser, Role
+from services.auth import CurrentUser, Role, role_check
 from services.contracts import Actor, ReviewDurations, ReviewInput
 from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
 from services.pagination import Page, decode_cursor, split_page
@@ -120,9 +120,8 @@ def list_programs(programs: dict[str, Program]) -> list[ProgramRead]:
 # --- enterprises -------------------------------------------------------------------------------------------
 
 
-async def authorize_registration(user: CurrentUser) -> None:
-    """Who may register an enterprise: the enterprise itself (its USCC is checked with the body), an admin."""
-    user.require(Role.enterprise, Role.admin)
+# Who may register an enterprise: the enterprise itself (its USCC is checked with the body), an admin.
+authorize_registration = role_check(Role.enterprise, Role.admin)
 
 
 async def register_enterprise(
@@ -226,9 +225,8 @@ async def evidence_documents(session: AsyncSession, *, uscc: str, ids: Sequence[
 # --- applications -------------------------------------------------------------------------------------------
 
 
-async def authorize_submission(user: CurrentUser) -> None:
-    """Who may submit an application: an enterprise (for itself, checked with the body)."""
-    user.require(Role.enterprise)
+# Who may submit an application: an enterprise (for itself, checked with the body).
+authorize_submission = role_check(Role.enterprise)
 
 
 async def create_application(

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
-from services.auth import CurrentUser, Role
+from services.auth import CurrentUser, Role, role_check
 from services.credit import ledger, payouts, policy, repository
 from services.credit.models import ZERO, Benefit, BridgeLoan
 from services.credit.schemas import (
@@ -92,9 +92,8 @@ def _qualified_by(benefit: Benefit) -> dict[str, Any]:
     return {"recognition_id": benefit.recognition_id, "uscc": benefit.uscc, "tier": benefit.tier}
 
 
-async def authorize_bridge_loan(user: CurrentUser) -> None:
-    """Who may ask for a bridge loan: an enterprise, for itself (its token's `uscc`)."""
-    user.require(Role.enterprise)
+# Who may ask for a bridge loan: an enterprise, for itself (its token's `uscc`).
+authorize_bridge_loan = role_check(Role.enterprise)
 
 
 async def request_bridge_loan(
