@@ -16,6 +16,7 @@ from temporalio.client import Client
 from services.auth import CurrentUser, TokenVerifier
 from services.config import Settings
 from services.errors import FieldError, Unauthorized, Unprocessable
+from services.pagination import CursorQuery, LimitQuery
 from services.resources import Resources
 
 
@@ -89,6 +90,20 @@ get_current_user = BearerUser(
     description="A JWT: HS256 in development, RS256 from OIDC in production",
 )
 CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
+
+
+class Listing:
+    """What every list route takes besides its filters: the request's session, the caller and the page asked
+    for (``page``: ``cursor`` and ``limit``)."""
+
+    def __init__(
+        self, user: CurrentUserDep, session: SessionDep, cursor: CursorQuery = None, limit: LimitQuery = 50
+    ) -> None:
+        self.session, self.user = session, user
+        self.page: dict[str, Any] = {"cursor": cursor, "limit": limit}
+
+
+ListingDep = Annotated[Listing, Depends()]
 
 
 def _repeatable(annotation: Any) -> bool:

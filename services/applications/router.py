@@ -40,6 +40,7 @@ from services.applications.schemas import (
 from services.applications.views import CachedViewRoute
 from services.deps import (
     CurrentUserDep,
+    ListingDep,
     ResourcesDep,
     SessionDep,
     StrictQueryRoute,
@@ -203,10 +204,7 @@ async def submit_application(
     responses=problem_responses(401, 403, 422),
 )
 async def list_applications(
-    user: CurrentUserDep,
-    session: SessionDep,
-    limit: LimitQuery = 50,
-    cursor: CursorQuery = None,
+    listing: ListingDep,
     status: StatusName | None = None,
     tier: Tier | None = None,
     stage: StageName | None = None,
@@ -214,11 +212,10 @@ async def list_applications(
     uscc: Annotated[str | None, Query(pattern=USCC_PATTERN)] = None,
 ) -> Page[ApplicationSummary]:
     return await service.list_applications(
-        session,
-        user=user,
+        listing.session,
+        user=listing.user,
         filters=ListFilters(status=status, tier=tier, stage=stage, program=program, uscc=uscc),
-        cursor=cursor,
-        limit=limit,
+        **listing.page,
     )
 
 
@@ -291,10 +288,7 @@ async def review_tasks(
     responses=problem_responses(401, 403, 422),
 )
 async def list_recognitions(
-    user: CurrentUserDep,
-    session: SessionDep,
-    limit: LimitQuery = 50,
-    cursor: CursorQuery = None,
+    listing: ListingDep,
     uscc: Annotated[str | None, Query(pattern=USCC_PATTERN)] = None,
     tier: Tier | None = None,
     certificate_no: Annotated[str | None, Query(max_length=80, pattern=NO_NUL)] = None,
@@ -302,8 +296,8 @@ async def list_recognitions(
     valid_on: Rfc3339Query = None,
 ) -> Page[RecognitionRead]:
     return await service.list_recognitions(
-        session,
-        user=user,
+        listing.session,
+        user=listing.user,
         filters={
             "uscc": uscc,
             "tier": tier,
@@ -311,8 +305,7 @@ async def list_recognitions(
             "status": status,
             "valid_on": valid_on,
         },
-        cursor=cursor,
-        limit=limit,
+        **listing.page,
     )
 
 

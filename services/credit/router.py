@@ -36,6 +36,7 @@ from services.credit.schemas import (
 )
 from services.deps import (
     CurrentUserDep,
+    ListingDep,
     ResourcesDep,
     SessionDep,
     StreamingReadSessionDep,
@@ -132,34 +133,30 @@ WriteDep = Annotated[Write, Depends()]
 
 @router.get("/benefits", response_model=Page[BenefitRead], responses=READ_ERRORS)
 async def list_benefits(
-    session: SessionDep,
-    user: CurrentUserDep,
+    listing: ListingDep,
     uscc: UsccQuery = None,
     recognition_id: uuid.UUID | None = None,
     kind: BenefitKind | None = None,
     status: BenefitStatus | None = None,
-    cursor: CursorQuery = None,
-    limit: LimitQuery = 50,
 ) -> Page[BenefitRead]:
     """What each recognition triggered and its state: enterprises see their own, finance and admin all."""
     filters = ListFilters(uscc=uscc, recognition_id=recognition_id, kind=kind, status=status)
-    return await service.list_benefits(session, user=user, filters=filters, cursor=cursor, limit=limit)
+    return await service.list_benefits(listing.session, user=listing.user, filters=filters, **listing.page)
 
 
 @router.get("/credit-lines", response_model=Page[CreditLineRead], responses=READ_ERRORS)
 async def list_credit_lines(
-    session: SessionDep,
-    user: CurrentUserDep,
+    listing: ListingDep,
     uscc: UsccQuery = None,
     status: BenefitStatus | None = None,
     program: ProgramQuery = None,
     tier: Tier | None = None,
-    cursor: CursorQuery = None,
-    limit: LimitQuery = 50,
 ) -> Page[CreditLineRead]:
     """Credit lines with `limit`, `reserved`, `drawn`, `available` and `status`."""
     filters = ListFilters(uscc=uscc, status=status, program=program, tier=tier)
-    return await service.list_credit_lines(session, user=user, filters=filters, cursor=cursor, limit=limit)
+    return await service.list_credit_lines(
+        listing.session, user=listing.user, filters=filters, **listing.page
+    )
 
 
 @router.get("/credit-lines/{line_id}", response_model=CreditLineRead, responses=READ_ONE_ERRORS)
@@ -264,18 +261,15 @@ async def request_bridge_loan(body: BridgeLoanCreate, write: WriteDep) -> Any:
 
 @router.get("/bridge-loans", response_model=Page[BridgeLoanRead], responses=READ_ERRORS)
 async def list_bridge_loans(
-    session: SessionDep,
-    user: CurrentUserDep,
+    listing: ListingDep,
     status: BridgeLoanStatus | None = None,
     uscc: UsccQuery = None,
     program: ProgramQuery = None,
     overdue: Annotated[bool | None, Query(description="paid out, not repaid and past due")] = None,
-    cursor: CursorQuery = None,
-    limit: LimitQuery = 50,
 ) -> Page[PayoutRead]:
     """Bridge loans, newest first: enterprises see their own, finance and admin all."""
     filters = ListFilters(uscc=uscc, status=status, program=program, overdue=overdue)
-    return await funds.list_bridge_loans(session, user=user, filters=filters, cursor=cursor, limit=limit)
+    return await funds.list_bridge_loans(listing.session, user=listing.user, filters=filters, **listing.page)
 
 
 @router.get("/bridge-loans/{loan_id}", response_model=BridgeLoanRead, responses=READ_ONE_ERRORS)
@@ -327,18 +321,17 @@ async def report_listing(
 
 @router.get("/listing-rewards", response_model=Page[ListingRewardRead], responses=READ_ERRORS)
 async def list_listing_rewards(
-    session: SessionDep,
-    user: CurrentUserDep,
+    listing: ListingDep,
     status: PayoutStatus | None = None,
     uscc: UsccQuery = None,
     board: Annotated[str | None, Query(pattern=KEY_PATTERN)] = None,
     program: ProgramQuery = None,
-    cursor: CursorQuery = None,
-    limit: LimitQuery = 50,
 ) -> Page[PayoutRead]:
     """Listing rewards, newest first: enterprises see their own, finance and admin all."""
     filters = ListFilters(uscc=uscc, status=status, board=board, program=program)
-    return await funds.list_listing_rewards(session, user=user, filters=filters, cursor=cursor, limit=limit)
+    return await funds.list_listing_rewards(
+        listing.session, user=listing.user, filters=filters, **listing.page
+    )
 
 
 @router.get("/listing-rewards/{reward_id}", response_model=ListingRewardRead, responses=READ_ONE_ERRORS)
