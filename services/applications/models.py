@@ -68,6 +68,7 @@ class Application(Base):
     __table_args__ = (
         # The reconciler's query: committed applications whose review workflow is not known to run.
         Index("ix_applications_unstarted", "created_at", postgresql_where=text("NOT workflow_started")),
+        Index("ix_applications_created_at_id", "created_at", "id"),  # every list's order
         Index(
             "uq_applications_open_per_batch",
             "uscc",
@@ -183,6 +184,8 @@ class Recognition(Base):
     revoked_by: Mapped[str | None] = mapped_column(String(200))
     revoked_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (Index("ix_recognitions_created_at_id", "created_at", "id"),)
 
 
 class CertificateSequence(Base):

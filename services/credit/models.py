@@ -174,6 +174,7 @@ class CreditLine(Base):
             "reserved >= 0 AND drawn >= 0 AND reserved + drawn <= credit_limit", name="within_limit"
         ),
         CheckConstraint(_one_of("status", LINE_STATUSES), name="status_known"),
+        Index("ix_credit_lines_opened_at_id", "opened_at", "id"),
     )
 
     @property
@@ -206,6 +207,7 @@ def _payout_table_args(table: str, statuses: tuple[str, ...], *more: Index | Con
     """The ``__table_args__`` of a payout table: what ``PayoutColumns`` needs, then ``more`` of its own."""
     return (
         Index(f"ix_{table}_unstarted", "created_at", postgresql_where=text("NOT workflow_started")),
+        Index(f"ix_{table}_created_at_id", "created_at", "id"),  # the lists' order
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("required_approvals IN (1, 2)", name="required_approvals_known"),
         CheckConstraint(_one_of("status", statuses), name="status_known"),
@@ -285,6 +287,7 @@ class Disbursement(Base):
         ),
         Index("ix_disbursements_status_created_at", "status", "created_at"),
         Index("ix_disbursements_uscc_created_at", "uscc", "created_at"),
+        Index("ix_disbursements_created_at_id", "created_at", "id"),
     )
 
     @property
