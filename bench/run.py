@@ -36,7 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench import noop  # noqa: E402
 from bench.body_limit import peak_rss_mib, send_chunked  # noqa: E402
+from bench.documents import document_downloads  # noqa: E402
 from bench.journey import BATCH, DISTRICT, EVIDENCE, PROGRAM, Journey, application_body  # noqa: E402
+from bench.payouts_inbox import payouts_inbox  # noqa: E402
+from bench.review_queue import review_queue  # noqa: E402
 from bench.stack import BIN, Stack, process, running  # noqa: E402
 from devtools.devstack import free_port  # noqa: E402
 from devtools.seeding import random_uscc  # noqa: E402
@@ -377,10 +380,13 @@ async def measure(stack: Stack, figures: Figures) -> None:
     try:
         applications = scaled(10_000, 20)
         await oversized_body(stack, figures)
+        await document_downloads(stack, figures)
         await raw_workflows(stack, figures, applications)
         created = await batch_intake(stack, engine, figures, applications)
         await worker_memory(stack, figures, applications)
         await read_api(stack, figures, created, max(2.0, 30 * SCALE))
+        await review_queue(stack, figures, engine, scale=SCALE, seconds=max(2.0, 30 * SCALE))
+        await payouts_inbox(stack, figures, engine, scale=SCALE, seconds=max(2.0, 30 * SCALE))
         await disbursements(stack, engine, figures, scaled(200, 5))
     finally:
         await engine.dispose()

@@ -22,7 +22,7 @@ from services.config import Settings, get_settings
 from services.deps import ResourcesDep
 from services.errors import FieldError, install_problem_handlers, internal_error, problem_response
 from services.logging import configure_logging
-from services.ratelimit import WriteLimiter
+from services.ratelimit import PublicLimiter, WriteLimiter
 from services.resources import Resources
 
 log = structlog.get_logger("giantflow.api")
@@ -81,6 +81,9 @@ def create_app(
         app.state.resources = resources
         app.state.verifier = TokenVerifier(settings, resources.http)
         app.state.write_limiter = WriteLimiter(settings.write_rate_per_minute)
+        app.state.public_limiter = PublicLimiter(
+            settings.public_rate_per_minute, trusted_proxies=settings.trusted_proxies
+        )
         try:
             yield
         finally:

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import jwt
@@ -27,6 +27,9 @@ class Role(StrEnum):
     admin = "admin"
 
 
+GroupName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
+
+
 class CurrentUser(BaseModel):
     """The authenticated caller, built from the token's claims."""
 
@@ -38,6 +41,9 @@ class CurrentUser(BaseModel):
     level: Level | None = None
     region: str | None = Field(default=None, pattern=r"^\d{6}$")
     name: str | None = None
+    # Reviewer groups (e.g. a program's backup group, which escalated tasks go to): membership, not tenancy,
+    # so not part of `identity`.
+    groups: tuple[GroupName, ...] = Field(default=(), max_length=50)
 
     @model_validator(mode="after")
     def _claims_for_role(self) -> CurrentUser:
@@ -185,7 +191,12 @@ def default_sub(
 
 
 def issue_development_token(
-    settings: Settings, *, role: Role, sub: str, ttl: timedelta = timedelta(hours=12), **claims: str | None
+    settings: Settings,
+    *,
+    role: Role,
+    sub: str,
+    ttl: timedelta = timedelta(hours=12),
+    **claims: str | list[str] | None,
 ) -> str:
     """A development HS256 token signed with the configured secret (`giantflow token`)."""
     now = datetime.now(UTC)

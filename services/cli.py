@@ -63,6 +63,9 @@ def api() -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        # Which proxies' X-Forwarded-For to believe is GIANTFLOW_TRUSTED_PROXIES' say (services/ratelimit.py),
+        # not uvicorn's (which would believe 127.0.0.1's by default): the client is the socket peer.
+        proxy_headers=False,
     )
 
 
@@ -129,7 +132,13 @@ def token(
     ] = None,
     uscc: Annotated[str | None, typer.Option(help="enterprise: its USCC")] = None,
     level: Annotated[str | None, typer.Option(help="reviewer: municipal, provincial or national")] = None,
-    region: Annotated[str | None, typer.Option(help="reviewer: 6-digit region code")] = None,
+    region: Annotated[
+        str | None, typer.Option(help="reviewer: 6-digit region code (000000: the whole country)")
+    ] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(help="reviewer: a group it belongs to, e.g. a program's backup group (repeatable)"),
+    ] = None,
     hours: Annotated[int, typer.Option(help="lifetime in hours")] = 12,
 ) -> None:
     """Print a development HS256 token for trying the API by hand."""
@@ -149,6 +158,7 @@ def token(
                 uscc=uscc,
                 level=level,
                 region=region,
+                groups=group or None,
             )
         )
     except (ValueError, ValidationError) as exc:

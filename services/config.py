@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEVELOPMENT_JWT_SECRET = "giantflow-development-secret-do-not-use-in-production"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +47,29 @@ class Settings(BaseSettings):
     log_json: bool = True
     max_upload_bytes: int = 10 * 1024 * 1024
     write_rate_per_minute: int = 600
+    # Where the public reaches this API (scheme, host, any path before /api/v1): the QR code and link on a
+    # certificate point at {public_base_url}/api/v1/public/recognitions/{certificate_no}.
+    public_base_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+    # Requests one client address may make per minute to the unauthenticated /public routes.
+    public_rate_per_minute: int = Field(default=120, ge=1)
+    # Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the client; none
+    # by default: a client is the socket peer.
+    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
     # Allocations between collections of the youngest generation in `giantflow api` (CPython's default
     # is 700); see services/runtime.py.
     gc_gen0_threshold: int = Field(default=10_000, ge=100)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def public_url(self) -> str:
+        """``public_base_url`` without a trailing slash."""
+        return str(self.public_base_url).rstrip("/")
 
     @model_validator(mode="after")
     def _refuse_development_secret(self) -> Settings:

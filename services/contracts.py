@@ -89,6 +89,9 @@ class Actor(_Model):
     uscc: str | None = None
     level: Stage | None = None
     region: str | None = None
+    # A reviewer's groups: a member of a program's backup group decides the tasks escalated to it. Empty by
+    # default, so an actor recorded before groups existed decodes unchanged.
+    groups: list[str] = []
 
 
 class DecisionRequest(_Model):
@@ -99,9 +102,20 @@ class DecisionRequest(_Model):
     internal_note: str | None = Field(default=None, max_length=4000)
 
 
+class SupplementContent(_Model):
+    """What a supplement adds beside its note: documents of the applicant's to cite, and corrected figures
+    (the whole declaration, as JSON; None: the figures stand)."""
+
+    evidence: list[uuid.UUID] = []
+    metrics: dict[str, Any] | None = None
+
+
 class SupplementRequest(_Model):
     actor: Actor
     note: str = Field(min_length=1, max_length=4000)
+    # Both default to nothing, so a request sent before supplements carried them decodes unchanged.
+    evidence: list[uuid.UUID] = []
+    metrics: dict[str, Any] | None = None
 
 
 class WithdrawRequest(_Model):
@@ -186,6 +200,10 @@ class TransitionInput(_Model):
     close_task_as: str | None = None  # decision or "closed"; closes the open task when set
     open_task: OpenTask | None = None
     supplement_due_at: datetime | None = None
+    # A supplement's evidence and corrected figures, written with the transition (which then re-screens).
+    supplement: SupplementContent | None = None
+    # When the public notice this transition opens ends (the workflow's timer); None for other transitions.
+    notice_ends_at: datetime | None = None
 
 
 class EscalationInput(_Model):

@@ -1,6 +1,7 @@
 """Keyset pagination: an opaque cursor of (created_at, id). Every list pages the same way: its repository
 query goes through `paginate` (one row beyond the page, one sort rule), its service turns the rows into a
-`Page` with `split_page`."""
+`Page` with `split_page`. A list shown in segments (the finance inbox: awaiting approval, then the rest) pages
+each segment so, and its cursor also names the segment (`encode_segment_cursor`)."""
 
 from __future__ import annotations
 
@@ -43,10 +44,14 @@ def decode_cursor(cursor: str | None) -> Cursor | None:
             raise ValueError("naive")
         return parsed, uuid.UUID(ident)
     except (ValueError, UnicodeDecodeError):
-        raise Unprocessable(
-            "The cursor is not one this service issued.",
-            errors=[FieldError(field="cursor", message="invalid cursor")],
-        ) from None
+        raise _not_issued() from None
+
+
+def _not_issued() -> Unprocessable:
+    return Unprocessable(
+        "The cursor is not one this service issued.",
+        errors=[FieldError(field="cursor", message="invalid cursor")],
+    )
 
 
 T = TypeVar("T")
@@ -72,6 +77,27 @@ def paginate(
         stmt = stmt.where(or_(past(at, cursor_at), and_(at == cursor_at, past(ident, cursor_id))))
     order = (at.desc(), ident.desc()) if newest_first else (at.asc(), ident.asc())
     return stmt.order_by(*order).limit(limit + 1)
+
+
+SegmentCursor = tuple[int, Cursor]
+"""Where a page of a list shown in segments ended (segment 0's rows, then segment 1's, ..., each segment
+paged by (created_at, id) with `paginate`): its last row's segment and position in it."""
+
+
+def encode_segment_cursor(segment: int, cursor: str | None) -> str | None:
+    """The next page's cursor of a segmented list: `cursor` (from `split_page`, null on the last page) of a
+    page whose last row is in `segment`."""
+    return None if cursor is None else f"{segment}.{cursor}"
+
+
+def decode_segment_cursor(cursor: str | None) -> SegmentCursor | None:
+    if cursor is None:
+        return None
+    segment, _, position = cursor.partition(".")
+    decoded = decode_cursor(position) if re.fullmatch("[0-9]", segment) else None
+    if decoded is None:
+        raise _not_issued()
+    return int(segment), decoded
 
 
 class Page(BaseModel, Generic[T]):

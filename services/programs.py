@@ -33,6 +33,7 @@ File layout (unknown keys are refused)::
     supplement_deadline = "P15D"
     validity = "P3Y"
     approval_deadline = "P10D"
+    claim_ttl = "PT4H"                      # optional (default PT4H): a reviewer's claim on a task lapses
 
     [tiers.little_giant]                    # keys from screening.TIERS
     name = "..."
@@ -247,12 +248,18 @@ class Batch(_Frozen):
         return self.opens_on <= on <= self.closes_on
 
 
+DEFAULT_CLAIM_TTL = "PT4H"
+
+
 class Durations(_Frozen):
     notice_period: IsoDuration
     stage_sla: IsoDuration
     supplement_deadline: IsoDuration
     validity: IsoDuration
     approval_deadline: IsoDuration
+    # How long a reviewer's claim on a review task holds (POST /review-tasks/{id}/claim); a lapsed claim
+    # counts as none. Files written before claims existed get the default.
+    claim_ttl: IsoDuration = IsoDuration.parse(DEFAULT_CLAIM_TTL)
 
 
 class TierPolicy(_Frozen):

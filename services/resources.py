@@ -1,5 +1,5 @@
 """Long-lived resources built once per process: engine, sessionmaker, Temporal client, httpx client, and the
-API's cache of rendered application views."""
+API's caches of rendered application views and review-queue pages."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from services.config import Settings
 from services.db import create_engine, create_sessionmaker
 
 if TYPE_CHECKING:
+    from services.applications.queue_views import QueuePages
     from services.applications.views import ApplicationViews
     from services.programs import Program
 
@@ -41,6 +42,7 @@ class Resources:
     owns: bool = field(default=True)
     _programs: dict[str, Any] | None = field(default=None, repr=False)
     _views: ApplicationViews | None = field(default=None, repr=False)
+    _queue_pages: QueuePages | None = field(default=None, repr=False)
 
     @property
     def programs(self) -> dict[str, Program]:
@@ -61,6 +63,17 @@ class Resources:
             self._views = ApplicationViews(self.settings.effective_database_url, self.sessionmaker)
         return self._views
 
+    @property
+    def queue_pages(self) -> QueuePages:
+        """The cache of rendered review-queue pages that ``GET /review-tasks`` answers from
+        (services/applications/queue_views.py); it checks versions on the application views' connections,
+        which close with them."""
+        if self._queue_pages is None:
+            from services.applications.queue_views import QueuePages
+
+            self._queue_pages = QueuePages(self.views.lookup_pool)
+        return self._queue_pages
+
     @classmethod
     async def build(cls, settings: Settings) -> Resources:
         engine = create_engine(settings.effective_database_url)
@@ -73,6 +86,9 @@ class Resources:
         )
 
     async def close(self) -> None:
+        pages, self._queue_pages = self._queue_pages, None
+        if pages is not None:  # before the views: it looks up on their connections
+            await pages.close()
         views, self._views = self._views, None
         if views is not None:  # made by these resources, whoever owns the engine
             await views.close()

@@ -3,8 +3,9 @@ another is matched level by level on every request)."""
 
 from fastapi import APIRouter
 
+from services.applications.public import router as public_router
 from services.applications.router import router as applications_router
 from services.credit.router import router as credit_router
 
 API_PREFIX = "/api/v1"
-DOMAIN_ROUTERS: list[APIRouter] = [applications_router, credit_router]
+DOMAIN_ROUTERS: list[APIRouter] = [applications_router, public_router, credit_router]

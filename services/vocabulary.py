@@ -34,9 +34,15 @@ DisbursementStatus = Literal["pending", "paid", "failed"]
 # --- the region rule --------------------------------------------------------------------------------------
 
 
+NATIONWIDE = "000000"  # the region claim of a national reviewer: the whole country
+
+
 def region_prefix(region: str) -> str:
-    """What a region claim covers, as a prefix of 6-digit division codes: a code ending in ``0000`` covers
-    its province (2 digits), in ``00`` its city (4), any other only itself (all 6)."""
+    """What a region claim covers, as a prefix of 6-digit division codes: ``000000`` the whole country (the
+    empty prefix), a code ending in ``0000`` its province (2 digits), in ``00`` its city (4), any other only
+    itself (all 6)."""
+    if region == NATIONWIDE:
+        return ""
     if region.endswith("0000"):
         return region[:2]
     if region.endswith("00"):

@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         ScreenOutcome,
         Stage,
         Status,
+        SupplementContent,
         SupplementRequest,
         TransitionInput,
         WithdrawRequest,
@@ -85,6 +86,7 @@ class _Details(TypedDict, total=False):
     reason: str | None
     internal_note: str | None
     close_task_as: str | None
+    supplement: SupplementContent | None
 
 
 @workflow.defn(name="ReviewWorkflow")
@@ -353,6 +355,7 @@ class ReviewWorkflow:
         to: Status,
         open_task: OpenTask | None = None,
         supplement_due_at: datetime | None = None,
+        notice_ends_at: datetime | None = None,
         stage: Stage | None = None,
         **details: Unpack[_Details],
     ) -> None:
@@ -369,6 +372,8 @@ class ReviewWorkflow:
             close_task_as=details.get("close_task_as"),
             open_task=open_task,
             supplement_due_at=supplement_due_at,
+            supplement=details.get("supplement"),
+            notice_ends_at=notice_ends_at,
         )
         self._status = to
         self._generation += 1
@@ -428,7 +433,12 @@ class ReviewWorkflow:
                 ends = workflow.now() + timedelta(seconds=self.data.durations.notice_period)
                 stage = self.data.stages[self._stage_index]
                 await self._transition(
-                    request.actor, action="approved", to="public_notice", stage=stage, **details
+                    request.actor,
+                    action="approved",
+                    to="public_notice",
+                    stage=stage,
+                    notice_ends_at=ends,
+                    **details,
                 )
                 self._notice_ends_at = ends
             return self.state()
@@ -443,6 +453,8 @@ class ReviewWorkflow:
         stage = self.stage
         if request.stage is not None and request.stage != stage:
             raise _conflict(f"the {request.stage} stage is not current; the application is at {stage}")
+        if self._overdue and self.data.escalation_group in actor.groups:
+            return  # escalated at the SLA breach: the backup group decides, whatever its level and region
         if actor.level != stage:
             stages = self.data.stages
             if actor.level in stages and stages.index(actor.level) < self._stage_index:
@@ -461,10 +473,22 @@ class ReviewWorkflow:
 
     @workflow.update(name="supplement")
     async def supplement(self, request: SupplementRequest) -> ReviewState:
+        """Back to the stage that returned the application. The evidence and corrected figures travel in the
+        same transition activity (same commands as a bare note, so histories replay), which cites the
+        documents, replaces the figures, screens them again and records what changed, in one transaction.
+        A re-screening that fails does not end the review: the stage's reviewer, who asked for the
+        information, sees the result and decides (records.apply_transition)."""
         async with self._lock:
             self._check_supplement(request)
+            content = None
+            if request.evidence or request.metrics is not None:
+                content = SupplementContent(evidence=request.evidence, metrics=request.metrics)
             await self._enter_stage(
-                request.actor, index=self._stage_index, action="supplemented", reason=request.note
+                request.actor,
+                index=self._stage_index,
+                action="supplemented",
+                reason=request.note,
+                supplement=content,
             )
             return self.state()
 

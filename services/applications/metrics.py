@@ -33,6 +33,7 @@ __all__ = [
     "DeclaredMetrics",
     "RdInstitution",
     "YearFigures",
+    "changed_figures",
     "growth",
     "ratio",
 ]
@@ -300,3 +301,38 @@ class DeclaredMetrics(_Frozen):
         return [
             award for award in self.awards if award.year in window and (level is None or award.level == level)
         ]
+
+
+_CENT = Decimal("0.01")
+
+
+def _fields(metrics: DeclaredMetrics) -> dict[str, Any]:
+    """The declaration as flat fields: ``years.2025.revenue``, ``compliance.no_tax_evasion``, ``niche_years``
+    (lists - awards, certifications - as whole values), each as JSON shows it (amounts with two decimals)."""
+
+    def shown(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return str(value.quantize(_CENT))
+        if isinstance(value, list):
+            return [shown(item) for item in value]
+        if isinstance(value, dict):
+            return {key: shown(item) for key, item in value.items()}
+        return value
+
+    data = metrics.model_dump()
+    flat: dict[str, Any] = {}
+    for figures in data.pop("years"):
+        year = figures.pop("year")
+        flat.update({f"years.{year}.{name}": shown(value) for name, value in figures.items()})
+    flat.update({f"compliance.{name}": value for name, value in data.pop("compliance").items()})
+    flat.update({name: shown(value) for name, value in data.items()})
+    return flat
+
+
+def changed_figures(before: DeclaredMetrics, after: DeclaredMetrics) -> list[tuple[str, Any, Any]]:
+    """Each field whose value differs between two declarations, as (field, old, new) in the declaration's
+    order; a field only one of them has (a year no longer or newly declared) is None in the other. Amounts
+    compare by value: ``"100"`` and ``"100.00"`` are the same figure."""
+    old, new = _fields(before), _fields(after)
+    names = list(old) + [name for name in new if name not in old]
+    return [(name, old.get(name), new.get(name)) for name in names if old.get(name) != new.get(name)]

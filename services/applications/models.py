@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Date,
+    FetchedValue,
     ForeignKey,
     Index,
     Integer,
@@ -58,6 +59,8 @@ class Application(Base):
     submitted_by: Mapped[str] = mapped_column(String(200))
     re_review_of: Mapped[uuid.UUID | None]  # the recognition this re-review renews
     supplement_due_at: Mapped[datetime | None]
+    # When the public notice ends (written by the transition that opens it): the public notices' order.
+    notice_ends_at: Mapped[datetime | None]
     workflow_started: Mapped[bool] = mapped_column(server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
@@ -69,6 +72,13 @@ class Application(Base):
         # The reconciler's query: committed applications whose review workflow is not known to run.
         Index("ix_applications_unstarted", "created_at", postgresql_where=text("NOT workflow_started")),
         Index("ix_applications_created_at_id", "created_at", "id"),  # every list's order
+        # GET /public/notices: the few applications on notice, by notice end.
+        Index(
+            "ix_applications_on_notice",
+            "notice_ends_at",
+            "id",
+            postgresql_where=text("status = 'public_notice'"),
+        ),
         Index(
             "uq_applications_open_per_batch",
             "uscc",
@@ -91,11 +101,13 @@ class Application(Base):
 
 
 class Document(Base):
+    """An evidence file an enterprise uploaded (its bytes are stored by content, ``sha256``); the
+    applications that cite it are in ``application_documents``."""
+
     __tablename__ = "documents"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    uscc: Mapped[str] = mapped_column(ForeignKey("enterprises.uscc"), index=True)
-    application_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("applications.id"), index=True)
+    uscc: Mapped[str] = mapped_column(ForeignKey("enterprises.uscc"))
     kind: Mapped[str] = mapped_column(String(64))
     filename: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(100))
@@ -104,9 +116,36 @@ class Document(Base):
     uploaded_by: Mapped[str] = mapped_column(String(200))
     uploaded_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
+    __table_args__ = (
+        Index("ix_documents_uscc_uploaded_at_id", "uscc", "uploaded_at", "id"),  # an enterprise's list
+        Index("ix_documents_uploaded_at_id", "uploaded_at", "id"),  # every list's order
+    )
+
+
+class ApplicationDocument(Base):
+    """Evidence: a document an application cites - filed with the application, or added by a supplement.
+    A document may be cited by several applications of its enterprise (a re-review, another tier); the
+    reviewers who may read any of them may read it."""
+
+    __tablename__ = "application_documents"
+
+    application_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("applications.id"), primary_key=True)
+    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id"), primary_key=True, index=True)
+    source: Mapped[str] = mapped_column(String(20))  # application, supplement
+    cited_by: Mapped[str] = mapped_column(String(200))
+    cited_at: Mapped[datetime]
+
+    __table_args__ = (CheckConstraint("source IN ('application', 'supplement')", name="source_known"),)
+
+
+OPEN_TASK = text("status = 'open'")
+
 
 class ReviewTask(Base):
-    """The reviewer queue read model: written in the same transaction as the stage change."""
+    """The reviewer queue read model: written in the same transaction as the stage change. The application's
+    USCC, program and tier and its enterprise's name are copied in by a database trigger when the row is
+    written (the queue filters, sorts and counts by them without a join); a reviewer's claim
+    (``claimed_by`` until ``claim_expires_at``; lapsed, it counts as none) ends when the task closes."""
 
     __tablename__ = "review_tasks"
 
@@ -122,16 +161,73 @@ class ReviewTask(Base):
     decided_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
     closed_at: Mapped[datetime | None]
+    # Copied from the application and its enterprise by the trigger review_tasks_copy_application.
+    uscc: Mapped[str] = mapped_column(String(18), server_default=FetchedValue())
+    enterprise_name: Mapped[str] = mapped_column(String(200), server_default=FetchedValue())
+    program: Mapped[str] = mapped_column(String(64), server_default=FetchedValue())
+    tier: Mapped[str] = mapped_column(String(32), server_default=FetchedValue())
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claim_expires_at: Mapped[datetime | None]
 
     __table_args__ = (
+        Index("uq_review_tasks_one_open", "application_id", unique=True, postgresql_where=OPEN_TASK),
+        # GET /review-tasks, open tasks only, by due date: a stage's queue (the whole country, a province) ...
+        Index("ix_review_tasks_open_stage_due", "stage", "due_at", "id", postgresql_where=OPEN_TASK),
+        # ... a stage's queue in a region (a district exactly, a city or province as a range) ...
         Index(
-            "uq_review_tasks_one_open",
-            "application_id",
-            unique=True,
-            postgresql_where=text("status = 'open'"),
+            "ix_review_tasks_open_region_due",
+            "stage",
+            "region_code",
+            "due_at",
+            "id",
+            postgresql_where=OPEN_TASK,
         ),
-        Index("ix_review_tasks_queue", "stage", "status", "created_at"),
+        # ... the tasks escalated to a group, the tasks a reviewer holds, and the search by USCC or name.
+        Index(
+            "ix_review_tasks_open_escalated_due",
+            "escalated_to",
+            "due_at",
+            "id",
+            postgresql_where=text("status = 'open' AND escalated_to IS NOT NULL"),
+        ),
+        Index(
+            "ix_review_tasks_open_claims",
+            "claimed_by",
+            "claim_expires_at",
+            postgresql_where=text("status = 'open' AND claimed_by IS NOT NULL"),
+        ),
+        Index("ix_review_tasks_open_uscc", "uscc", postgresql_where=OPEN_TASK),
+        Index("ix_review_tasks_open_name", func.lower(text("enterprise_name")), postgresql_where=OPEN_TASK),
+        # The counts' one look at tasks past their due date that no escalation has flagged yet (a moment's).
+        Index(
+            "ix_review_tasks_open_unflagged_due",
+            "stage",
+            "due_at",
+            postgresql_where=text("status = 'open' AND NOT overdue"),
+        ),
     )
+
+
+class ReviewQueueCount(Base):
+    """How many open review tasks share a stage, region, escalation group ('' for none), program, tier and
+    overdue flag: kept by the trigger review_tasks_count in the transaction that changes a task, so a
+    queue's counts are a sum over a few hundred rows rather than a count of thousands of tasks
+    (``repo.queue_counts``). Rows that fall to 0 stay."""
+
+    __tablename__ = "review_queue_counts"
+
+    stage: Mapped[str] = mapped_column(String(20), primary_key=True)
+    region_code: Mapped[str] = mapped_column(String(6), primary_key=True)
+    escalated_to: Mapped[str] = mapped_column(String(100), primary_key=True)
+    program: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(32), primary_key=True)
+    overdue: Mapped[bool] = mapped_column(primary_key=True)
+    tasks: Mapped[int] = mapped_column(Integer)
+    # Every change of an open task of this row (a claim too): a queue's version is the sum over its rows.
+    changes: Mapped[int] = mapped_column(BigInteger)
+
+    # The rows of the tasks escalated to a group (its members' queues); the key serves the rest.
+    __table_args__ = (Index("ix_review_queue_counts_escalated_to", "escalated_to"),)
 
 
 class Transition(Base):
@@ -150,6 +246,9 @@ class Transition(Base):
     stage: Mapped[str | None] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text)
     internal_note: Mapped[str | None] = mapped_column(Text)
+    # What the event changed, field by field: [{"field": ..., "old": ..., "new": ...}] (a supplement's
+    # corrected figures and added evidence, a re-screening's result).
+    changes: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     at: Mapped[datetime]
 
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.applications import repository as repo
+from services.applications.metrics import DeclaredMetrics, changed_figures
 from services.applications.models import Application, Objection, Recognition, ReviewTask, Transition
-from services.applications.screening import screen
-from services.applications.service import review_input
+from services.applications.screening import ScreeningResult, screen
+from services.applications.service import evidence_documents, review_input
 from services.contracts import (
     Actor,
     EscalationInput,
@@ -29,23 +31,28 @@ from services.contracts import (
     ScreenOutcome,
     TransitionInput,
 )
+from services.errors import Conflict
 from services.programs import Program
 
 SYSTEM_ACTOR = Actor(sub="system", role="system")
 
 
-async def record_screening(session: AsyncSession, *, application_id: uuid.UUID) -> ScreenOutcome:
-    from services.applications.metrics import DeclaredMetrics
-
-    application = await repo.get_application(session, application_id, for_update=True)
-    if application is None:
-        raise LookupError(f"application {application_id} does not exist")
+def _screen(application: Application) -> ScreeningResult:
+    """Screen the application's figures as they stand, and keep the result on it."""
     result = screen(
         tier=application.tier,
         ruleset=application.ruleset,
         metrics=DeclaredMetrics.model_validate(application.metrics),
     )
     application.screening = result.model_dump(mode="json")
+    return result
+
+
+async def record_screening(session: AsyncSession, *, application_id: uuid.UUID) -> ScreenOutcome:
+    application = await repo.get_application(session, application_id, for_update=True)
+    if application is None:
+        raise LookupError(f"application {application_id} does not exist")
+    result = _screen(application)
     return ScreenOutcome(passed=result.passed, ruleset=result.ruleset)
 
 
@@ -118,6 +125,7 @@ def _audit(
     stage: str | None,
     reason: str | None,
     internal_note: str | None = None,
+    changes: list[dict[str, Any]] | None = None,
 ) -> Transition:
     return Transition(
         application_id=application_id,
@@ -130,6 +138,7 @@ def _audit(
         stage=stage,
         reason=reason,
         internal_note=internal_note,
+        changes=changes or None,
         at=data.at,
     )
 
@@ -141,13 +150,19 @@ async def apply_transition(session: AsyncSession, *, data: TransitionInput) -> N
     application = await repo.get_application(session, application_id, for_update=True)
     if application is None:
         raise LookupError(f"application {application_id} does not exist")
+    changes: list[dict[str, Any]] = []
+    rescreened = None
+    if data.supplement is not None:
+        changes, rescreened = await _supplement(session, application, data)
     application.status = data.to_status
     application.stage = data.stage if data.to_status in ("in_review", "returned") else None
     application.supplement_due_at = data.supplement_due_at
+    if data.to_status == "public_notice":
+        application.notice_ends_at = data.notice_ends_at
     application.updated_at = data.at
     if data.close_task_as is not None:
         decided = data.close_task_as in ("approve", "reject", "return")
-        await repo.close_open_task(
+        closed = await repo.close_open_task(
             session,
             application_id,
             status="decided" if decided else "closed",
@@ -155,6 +170,8 @@ async def apply_transition(session: AsyncSession, *, data: TransitionInput) -> N
             decided_by=data.actor.sub if decided else None,
             at=data.at,
         )
+        if decided and not closed:  # claimed by another reviewer since the API looked (service.check_claim)
+            raise Conflict("Another reviewer holds this review task; it is theirs to decide until released.")
     if data.open_task is not None:
         session.add(
             ReviewTask(
@@ -177,9 +194,87 @@ async def apply_transition(session: AsyncSession, *, data: TransitionInput) -> N
             stage=data.stage,
             reason=data.reason,
             internal_note=data.internal_note,
+            changes=changes,
         )
     )
     await session.flush()
+    if rescreened is not None:  # after the supplement's row, so history shows it second
+        session.add(rescreened)
+        await session.flush()
+
+
+async def _supplement(
+    session: AsyncSession, application: Application, data: TransitionInput
+) -> tuple[list[dict[str, Any]], Transition | None]:
+    """A supplement's evidence and corrected figures, written with its transition: the documents it cites
+    (the applicant's own; one already cited is not cited twice), the figures replaced, and - when a figure
+    changed - the application screened again. Returns what changed, field by field (old and new values),
+    and the re-screening's audit row, if any.
+
+    A re-screening that fails the criteria does not end the review: the result (a reason per rule) replaces
+    the screening result, the history says so, and the application goes back to the stage's queue like any
+    supplement. Automated screening only gates what enters review; once a reviewer has asked for more
+    information, the reviewer who asked decides what the corrected file is worth (reject it, or return it
+    again) - a correction never silently ends an application that a person is reviewing."""
+    assert data.supplement is not None
+    content = data.supplement
+    documents = await evidence_documents(session, uscc=application.uscc, ids=content.evidence)
+    cited = await repo.cite_documents(
+        session,
+        application_id=application.id,
+        document_ids=[d.id for d in documents],
+        source="supplement",
+        cited_by=data.actor.sub,
+        at=data.at,
+    )
+    changes: list[dict[str, Any]] = []
+    rescreened = None
+    if content.metrics is not None:
+        before = DeclaredMetrics.model_validate(application.metrics)
+        after = DeclaredMetrics.model_validate(content.metrics)
+        changes = [{"field": f, "old": old, "new": new} for f, old, new in changed_figures(before, after)]
+        if changes:
+            application.metrics = after.model_dump(mode="json")
+            rescreened = _rescreen(application, data)
+    changes += [
+        {"field": "evidence", "old": None, "new": {"id": str(d.id), "kind": d.kind, "filename": d.filename}}
+        for d in documents
+        if d.id in cited
+    ]
+    return changes, rescreened
+
+
+def _rescreen(application: Application, data: TransitionInput) -> Transition:
+    """Screen the corrected figures (the application's ruleset stays the one of its batch); the audit row
+    says how it went and what changed in the result."""
+    before = application.screening or {}
+    result = _screen(application)
+    after = application.screening or {}
+    if result.passed:
+        reason = f"passed {result.ruleset} with the corrected figures"
+    else:
+        reason = (
+            f"failed {result.ruleset} with the corrected figures; see the screening result. The review "
+            f"goes on: the {data.stage} reviewer decides"
+        )
+    return Transition(
+        application_id=application.id,
+        event_key=f"{data.event_key}:rescreened",
+        actor=SYSTEM_ACTOR.sub,
+        role=SYSTEM_ACTOR.role,
+        action="rescreened",
+        from_status=data.to_status,
+        to_status=data.to_status,
+        stage=data.stage,
+        reason=reason,
+        changes=[
+            {"field": f"screening.{name}", "old": before.get(name), "new": after.get(name)}
+            for name in ("passed", "score", "direct_path")
+            if before.get(name) != after.get(name)
+        ]
+        or None,
+        at=data.at,
+    )
 
 
 async def escalate(session: AsyncSession, *, data: EscalationInput) -> None:

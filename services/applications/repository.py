@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, and_, case, exists, func, literal, or_, select, true, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
 from services.applications.models import (
     Application,
+    ApplicationDocument,
     CertificateSequence,
     Document,
     Enterprise,
     Objection,
     Recognition,
+    ReviewQueueCount,
     ReviewTask,
     Transition,
 )
@@ -89,7 +93,92 @@ async def documents_for(session: AsyncSession, *, uscc: str, ids: Sequence[uuid.
 
 
 async def application_documents(session: AsyncSession, application_id: uuid.UUID) -> list[Document]:
-    stmt = select(Document).where(Document.application_id == application_id).order_by(Document.uploaded_at)
+    """The documents an application cites, in the order it cited them."""
+    stmt = (
+        select(Document)
+        .join(ApplicationDocument, ApplicationDocument.document_id == Document.id)
+        .where(ApplicationDocument.application_id == application_id)
+        .order_by(ApplicationDocument.cited_at, Document.uploaded_at, Document.id)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def cite_documents(
+    session: AsyncSession,
+    *,
+    application_id: uuid.UUID,
+    document_ids: Sequence[uuid.UUID],
+    source: str,
+    cited_by: str,
+    at: datetime,
+) -> set[uuid.UUID]:
+    """Link the documents to the application as its evidence; returns those it did not cite already."""
+    if not document_ids:
+        return set()
+    stmt = (
+        insert(ApplicationDocument)
+        .values(
+            [
+                {
+                    "application_id": application_id,
+                    "document_id": document_id,
+                    "source": source,
+                    "cited_by": cited_by,
+                    "cited_at": at,
+                }
+                for document_id in dict.fromkeys(document_ids)
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["application_id", "document_id"])
+        .returning(ApplicationDocument.document_id)
+    )
+    return set((await session.execute(stmt)).scalars())
+
+
+async def get_document(session: AsyncSession, document_id: uuid.UUID) -> Document | None:
+    return await session.get(Document, document_id)
+
+
+def _cited_in_region(region: str) -> Any:
+    """The document (``Document.id``) is cited by an application in `region` (the region rule)."""
+    return exists().where(
+        ApplicationDocument.document_id == Document.id,
+        Application.id == ApplicationDocument.application_id,
+        in_region(Application.region_code, region),
+    )
+
+
+async def document_cited_in_region(session: AsyncSession, document_id: uuid.UUID, region: str) -> bool:
+    stmt = select(_cited_in_region(region)).where(Document.id == document_id)
+    return bool((await session.execute(stmt)).scalar())
+
+
+async def list_documents(
+    session: AsyncSession,
+    *,
+    uscc: str | None,
+    kind: str | None,
+    application_id: uuid.UUID | None,
+    region: str | None,
+    cursor: Cursor | None,
+    limit: int,
+) -> list[Document]:
+    """Oldest first, paged (services/pagination.py, by upload time): of enterprise `uscc`, of `kind`, cited by
+    application `application_id`, cited by an application in `region` - each if given."""
+    stmt = select(Document)
+    if uscc is not None:
+        stmt = stmt.where(Document.uscc == uscc)
+    if kind is not None:
+        stmt = stmt.where(Document.kind == kind)
+    if application_id is not None:
+        stmt = stmt.join(ApplicationDocument, ApplicationDocument.document_id == Document.id).where(
+            ApplicationDocument.application_id == application_id
+        )
+    if region is not None:
+        stmt = stmt.where(_cited_in_region(region))
+    stmt = paginate(
+        stmt, key=(Document.uploaded_at, Document.id), cursor=cursor, limit=limit, newest_first=False
+    )
     return list((await session.execute(stmt)).scalars())
 
 
@@ -120,6 +209,8 @@ async def _oldest_first(
 def in_region(column: Any, region: str) -> Any:
     """The region rule (services.vocabulary.region_prefix) as a condition on a division-code column."""
     prefix = region_prefix(region)
+    if not prefix:
+        return true()  # the whole country
     return column == prefix if len(prefix) == 6 else column.like(f"{prefix}%")
 
 
@@ -147,27 +238,200 @@ async def open_task_for(session: AsyncSession, application_id: uuid.UUID) -> Rev
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+@dataclass(frozen=True, slots=True)
+class QueueScope:
+    """Whose queue: the open tasks of stage `level` in `region` (the region rule), and those escalated to one
+    of `groups`."""
+
+    level: str
+    region: str
+    groups: tuple[str, ...] = ()
+
+    def condition(self) -> Any:
+        return and_(ReviewTask.status == "open", self.covers(ReviewTask))
+
+    def covers(self, rows: Any) -> Any:
+        """The scope on rows with stage, region and escalation columns (tasks, their counts)."""
+        mine = and_(rows.stage == self.level, in_region(rows.region_code, self.region))
+        if self.groups:
+            mine = or_(mine, rows.escalated_to.in_(self.groups))
+        return mine
+
+
+def overdue_at(now: datetime) -> Any:
+    """A task is overdue once its SLA has passed (escalation flags it too)."""
+    return or_(ReviewTask.overdue, ReviewTask.due_at <= now)
+
+
+def unclaimed_at(now: datetime) -> Any:
+    """Nobody holds the task: never claimed, released, or the claim lapsed."""
+    return or_(ReviewTask.claimed_by.is_(None), ReviewTask.claim_expires_at <= now)
+
+
+def held_by(holder: str, now: datetime) -> Any:
+    return and_(ReviewTask.claimed_by == holder, ReviewTask.claim_expires_at > now)
+
+
+def _queue_filters(filters: dict[str, Any], *, me: str, now: datetime) -> list[Any]:
+    clauses = [
+        getattr(ReviewTask, name) == filters[name]
+        for name in ("program", "tier", "stage")
+        if filters.get(name) is not None
+    ]
+    if filters.get("overdue") is not None:
+        clauses.append(overdue_at(now) if filters["overdue"] else ~overdue_at(now))
+    if filters.get("assignee") == "me":
+        clauses.append(held_by(me, now))
+    elif filters.get("assignee") == "none":
+        clauses.append(unclaimed_at(now))
+    if filters.get("q"):
+        q: str = filters["q"]
+        clauses.append(
+            or_(
+                ReviewTask.uscc.startswith(q.upper(), autoescape=True),
+                func.lower(ReviewTask.enterprise_name).startswith(q.lower(), autoescape=True),
+            )
+        )
+    return clauses
+
+
 async def review_queue(
     session: AsyncSession,
     *,
-    stage: str,
-    region: str,
+    scope: QueueScope,
+    filters: dict[str, Any],
+    me: str,
+    now: datetime,
     cursor: Cursor | None,
     limit: int,
-) -> list[tuple[ReviewTask, Application]]:
-    """The open tasks of `stage` in `region`, oldest first, paged (services/pagination.py)."""
-    stmt = (
-        select(ReviewTask, Application)
-        .join(Application, Application.id == ReviewTask.application_id)
-        .where(
-            ReviewTask.status == "open", ReviewTask.stage == stage, in_region(ReviewTask.region_code, region)
-        )
-    )
+) -> list[ReviewTask]:
+    """The open tasks of the queue `scope` that pass `filters` (program, tier, stage, overdue, assignee -
+    ``me``: held by `me`, ``none``: by nobody - and q, a USCC or enterprise name prefix), by due date,
+    paged (services/pagination.py)."""
+    stmt = select(ReviewTask).where(scope.condition(), *_queue_filters(filters, me=me, now=now))
     stmt = paginate(
-        stmt, key=(ReviewTask.created_at, ReviewTask.id), cursor=cursor, limit=limit, newest_first=False
+        stmt, key=(ReviewTask.due_at, ReviewTask.id), cursor=cursor, limit=limit, newest_first=False
     )
-    rows = (await session.execute(stmt)).all()
-    return [(row[0], row[1]) for row in rows]
+    return list((await session.execute(stmt)).scalars())
+
+
+class QueueGroup(NamedTuple):
+    """How many tasks of a queue of one stage, tier and program are `kind`: ``open`` (all of them),
+    ``overdue``, or held (an unlapsed claim) by ``me`` or by an ``other`` reviewer."""
+
+    kind: str
+    stage: str
+    tier: str
+    program: str
+    tasks: int
+
+
+async def queue_counts(
+    session: AsyncSession, *, scope: QueueScope, me: str, now: datetime
+) -> list[QueueGroup]:
+    """The whole queue `scope` counted in one statement by stage, tier and program: its open and overdue
+    tasks from the counts the database keeps (``ReviewQueueCount``), plus the tasks past due that no
+    escalation has flagged yet (a moment's worth) and the claims that have not lapsed (a few), from the
+    tasks themselves. Its cost follows those, not the size of the queue."""
+    counted, tasks = ReviewQueueCount, ReviewTask
+    facets = (counted.stage, counted.tier, counted.program)
+    kept = [scope.covers(counted), counted.tasks > 0]
+    by_task = (tasks.stage, tasks.tier, tasks.program)
+    # Past due, not flagged: read through the index of such tasks alone (a materialized CTE, whose conditions
+    # that index matches; the planner, which cannot know that flags follow due dates, would otherwise read
+    # every past-due task of the region to find none).
+    stages = tasks.stage == scope.level
+    late = (
+        select(tasks.stage, tasks.region_code, tasks.escalated_to, tasks.tier, tasks.program)
+        .where(
+            tasks.status == "open",
+            ~tasks.overdue,
+            tasks.due_at <= now,
+            or_(stages, tasks.escalated_to.in_(scope.groups)) if scope.groups else stages,
+        )
+        .cte("late")
+        .prefix_with("MATERIALIZED")
+    )
+    stmt = union_all(
+        select(literal("open"), *facets, func.sum(counted.tasks)).where(*kept).group_by(*facets),
+        select(literal("overdue"), *facets, func.sum(counted.tasks))
+        .where(*kept, counted.overdue)
+        .group_by(*facets),
+        select(literal("overdue"), late.c.stage, late.c.tier, late.c.program, func.count())
+        .where(scope.covers(late.c))
+        .group_by(late.c.stage, late.c.tier, late.c.program),
+        select(holder := case((tasks.claimed_by == me, "me"), else_="other"), *by_task, func.count())
+        .where(scope.condition(), tasks.claimed_by.is_not(None), tasks.claim_expires_at > now)
+        .group_by(holder, *by_task),
+    )
+    return [QueueGroup(*row) for row in (await session.execute(stmt)).all()]
+
+
+# A queue's version: the changes counted on the rows of review_queue_counts it covers, a sum that grows with
+# every change to one of its open tasks (the trigger review_tasks_count, in the transaction that makes it).
+# Raw SQL ($1: stage, $2 and $3: the region's range of codes, $4: groups), so that the cache of queue pages
+# (services/applications/queue_views.py) runs the very same query on connections of its own; the rows of
+# the stage in the region (a range of the key), plus those escalated to a group and not among them.
+_IN_REGION = "stage = $1 AND region_code >= $2 AND region_code < $3"
+QUEUE_VERSION = (
+    f"SELECT (SELECT coalesce(sum(changes), 0) FROM review_queue_counts WHERE {_IN_REGION}) + "
+    "(SELECT coalesce(sum(changes), 0) FROM review_queue_counts "
+    f"WHERE escalated_to = ANY($4::text[]) AND NOT ({_IN_REGION}))"
+)
+
+
+QueueVersionArgs = tuple[str, str, str, tuple[str, ...]]
+
+
+def queue_version_args(scope: QueueScope) -> QueueVersionArgs:
+    prefix = region_prefix(scope.region)  # "~" sorts after every digit (the database's collation is C)
+    return scope.level, prefix, f"{prefix}~", scope.groups
+
+
+async def queue_version(session: AsyncSession, *, scope: QueueScope) -> int:
+    level, low, high, groups = queue_version_args(scope)
+    connection = await session.connection()
+    result = await connection.exec_driver_sql(QUEUE_VERSION, (level, low, high, list(groups)))
+    return int(result.scalar_one())
+
+
+async def queue_fresh_until(session: AsyncSession, *, scope: QueueScope, now: datetime) -> datetime | None:
+    """Until when what the queue `scope` shows at `now` stays right by the clock alone: its next due date
+    (a task turns overdue) or claim expiry (a claim lapses) after `now`; None if there is neither."""
+    due = select(func.min(ReviewTask.due_at)).where(scope.condition(), ReviewTask.due_at > now)
+    lapse = select(func.min(ReviewTask.claim_expires_at)).where(
+        scope.condition(), ReviewTask.claimed_by.is_not(None), ReviewTask.claim_expires_at > now
+    )
+    times = (await session.execute(select(due.scalar_subquery(), lapse.scalar_subquery()))).one()
+    return min((t for t in times if t is not None), default=None)
+
+
+async def get_task(session: AsyncSession, task_id: uuid.UUID) -> ReviewTask | None:
+    return await session.get(ReviewTask, task_id)
+
+
+async def set_claim(
+    session: AsyncSession,
+    task_id: uuid.UUID,
+    *,
+    holder: str | None,
+    until: datetime | None,
+    now: datetime,
+    over: str | None,
+) -> ReviewTask | None:
+    """Claim the open task for `holder` until `until`, or release it (`holder` None), unless someone other
+    than `over` holds it (an unlapsed claim; `over` None: whoever holds it). One conditional UPDATE, so of
+    two reviewers claiming at once only one wins. The task as it now is, or None when refused."""
+    stmt = (
+        update(ReviewTask)
+        .where(ReviewTask.id == task_id, ReviewTask.status == "open")
+        .values(claimed_by=holder, claim_expires_at=until)
+        .returning(ReviewTask)
+        .execution_options(populate_existing=True)
+    )
+    if over is not None:
+        stmt = stmt.where(or_(unclaimed_at(now), ReviewTask.claimed_by == over))
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def transition_exists(session: AsyncSession, event_key: str) -> bool:
@@ -183,12 +447,25 @@ async def close_open_task(
     decision: str | None,
     decided_by: str | None,
     at: datetime,
-) -> None:
-    await session.execute(
+) -> bool:
+    """Close the application's open task, and with it any claim on it. A decision (`decided_by` set) closes
+    it only if nobody else holds it (an unlapsed claim at `at`). Whether a task was closed."""
+    stmt = (
         update(ReviewTask)
         .where(ReviewTask.application_id == application_id, ReviewTask.status == "open")
-        .values(status=status, decision=decision, decided_by=decided_by, closed_at=at)
+        .values(
+            status=status,
+            decision=decision,
+            decided_by=decided_by,
+            closed_at=at,
+            claimed_by=None,
+            claim_expires_at=None,
+        )
     )
+    if decided_by is not None:
+        stmt = stmt.where(or_(unclaimed_at(at), ReviewTask.claimed_by == decided_by))
+    result = cast(CursorResult[Any], await session.execute(stmt))
+    return result.rowcount > 0
 
 
 async def escalate_open_task(session: AsyncSession, application_id: uuid.UUID, *, escalated_to: str) -> None:
@@ -267,3 +544,56 @@ async def current_tiers(session: AsyncSession, uscc: str, at: datetime) -> list[
         .order_by(Recognition.valid_from)
     )
     return list((await session.execute(stmt)).scalars())
+
+
+# --- what anyone may read: public verification and notices ------------------------------------------------
+
+
+async def recognition_by_certificate(
+    session: AsyncSession, certificate_no: str
+) -> tuple[Recognition, str] | None:
+    """The recognition holding certificate `certificate_no`, with its enterprise's name."""
+    stmt = (
+        select(Recognition, Enterprise.name)
+        .join(Enterprise, Enterprise.uscc == Recognition.uscc)
+        .where(Recognition.certificate_no == certificate_no)
+    )
+    row = (await session.execute(stmt)).first()
+    return None if row is None else (row[0], row[1])
+
+
+class OnNotice(NamedTuple):
+    """An application on public notice, as much of it as the public list shows."""
+
+    application_id: uuid.UUID
+    uscc: str
+    tier: str
+    program: str
+    notice_ends_at: datetime
+    enterprise_name: str
+
+
+async def on_notice(
+    session: AsyncSession, *, tier: str | None, uscc: str | None, cursor: Cursor | None, limit: int
+) -> list[OnNotice]:
+    """The applications on public notice, the notice ending soonest first, paged (services/pagination.py, by
+    notice end): of `tier`, of enterprise `uscc`, each if given. Walks ix_applications_on_notice."""
+    ends = cast(QueryableAttribute[datetime], Application.notice_ends_at)  # never null in these rows
+    stmt = (
+        select(
+            Application.id,
+            Application.uscc,
+            Application.tier,
+            Application.program,
+            Application.notice_ends_at,
+            Enterprise.name,
+        )
+        .join(Enterprise, Enterprise.uscc == Application.uscc)
+        .where(Application.status == "public_notice", Application.notice_ends_at.is_not(None))
+    )
+    if tier is not None:
+        stmt = stmt.where(Application.tier == tier)
+    if uscc is not None:
+        stmt = stmt.where(Application.uscc == uscc)
+    stmt = paginate(stmt, key=(ends, Application.id), cursor=cursor, limit=limit, newest_first=False)
+    return [OnNotice._make(row) for row in (await session.execute(stmt)).all()]

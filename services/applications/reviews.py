@@ -12,7 +12,9 @@ after a lookup - so the actions call ``once`` here rather than in the router."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -62,14 +64,29 @@ class Actions:
             reason=data.reason,
             internal_note=data.internal_note,
         )
-        return await self._act(application_id, "decide", request, data)
+
+        async def unclaimed() -> None:  # deciding a task another reviewer holds is a 409
+            await service.check_claim(
+                self.session, user=self.user, application_id=application_id, now=datetime.now(UTC)
+            )
+
+        return await self._act(application_id, "decide", request, data, check=unclaimed)
 
     async def supplement(self, application_id: uuid.UUID, data: SupplementCreate) -> Any:
         self.user.require(Role.enterprise)
         await service.check_supplement(
-            self.session, user=self.user, application_id=application_id, evidence=data.evidence
+            self.session,
+            user=self.user,
+            application_id=application_id,
+            evidence=data.evidence,
+            metrics=data.metrics,
         )
-        request = SupplementRequest(actor=service.actor_of(self.user), note=data.note)
+        request = SupplementRequest(
+            actor=service.actor_of(self.user),
+            note=data.note,
+            evidence=data.evidence,
+            metrics=data.metrics.model_dump(mode="json") if data.metrics is not None else None,
+        )
         return await self._act(application_id, "supplement", request, data)
 
     async def withdraw(self, application_id: uuid.UUID, data: WithdrawCreate) -> Any:
@@ -121,8 +138,23 @@ class Actions:
         request = RevokeRequest(actor=service.actor_of(self.user), reason=data.reason)
         return await self._act(recognition.application_id, "revoke", request, data)
 
-    async def _act(self, application_id: uuid.UUID, name: ReviewUpdate, arg: Any, data: BaseModel) -> Any:
-        """Send one action to the application's workflow once per key (``service.authorize_action`` first)."""
+    async def _act(
+        self,
+        application_id: uuid.UUID,
+        name: ReviewUpdate,
+        arg: Any,
+        data: BaseModel,
+        *,
+        check: Callable[[], Awaitable[None]] | None = None,
+    ) -> Any:
+        """Send one action to the application's workflow once per key (``service.authorize_action`` first;
+        `check`, if any, before a fresh action is sent - never before a replay)."""
+
+        async def act() -> ReviewStateRead:
+            if check is not None:
+                await check()
+            return await self._send(application_id, name, arg)
+
         return await once(
             self.session,
             self.user,
@@ -132,7 +164,7 @@ class Actions:
             authorize=lambda: service.authorize_action(
                 self.session, user=self.user, application_id=application_id
             ),
-            act=lambda: self._send(application_id, name, arg),
+            act=act,
         )
 
     async def _send(self, application_id: uuid.UUID, name: ReviewUpdate, arg: Any) -> ReviewStateRead:

@@ -13,13 +13,17 @@ from fastapi.responses import Response
 
 from services.applications import reviews, service
 from services.applications import workflow_client as wf
+from services.applications.queue_views import CachedQueueRoute
 from services.applications.schemas import (
+    KIND_PATTERN,
     NO_NUL,
     USCC_PATTERN,
     ApplicationCreate,
     ApplicationRead,
     ApplicationSummary,
+    Assignee,
     DecisionCreate,
+    DocumentFilters,
     DocumentRead,
     EnterpriseCreate,
     EnterpriseRead,
@@ -27,8 +31,10 @@ from services.applications.schemas import (
     ObjectionCreate,
     ObjectionFiled,
     ProgramRead,
+    QueueFilters,
     RecognitionRead,
     ResolutionCreate,
+    ReviewQueuePage,
     ReviewStateRead,
     ReviewTaskRead,
     RevocationCreate,
@@ -46,9 +52,10 @@ from services.deps import (
     StrictQueryRoute,
     TemporalDep,
 )
-from services.errors import PayloadTooLarge, problem_responses
+from services.errors import problem_responses
+from services.files import file_responses, serve_file
 from services.idempotency import once
-from services.pagination import CursorQuery, LimitQuery, Page, Rfc3339Query
+from services.pagination import Page, Rfc3339Query
 from services.ratelimit import WriterDep
 from services.vocabulary import Tier
 
@@ -133,7 +140,7 @@ async def read_enterprise(
     "/documents",
     status_code=201,
     response_model=DocumentRead,
-    tags=["applications"],
+    tags=["documents"],
     responses=problem_responses(401, 403, 409, 413, 422, 429),
 )
 async def upload_document(
@@ -142,19 +149,93 @@ async def upload_document(
     resources: ResourcesDep,
     kind: Annotated[str, Form(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")],
     file: Annotated[UploadFile, File(description="PDF, PNG or JPEG evidence")],
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    limit = resources.settings.max_upload_bytes
-    content = await file.read(limit + 1)
-    if len(content) > limit:
-        raise PayloadTooLarge(f"An evidence file may be at most {limit} bytes.")
-    return await service.store_document(
-        session,
-        user=user,
-        data_dir=resources.settings.data_dir,
-        kind=kind,
-        filename=file.filename or "upload",
-        content_type=(file.content_type or "application/octet-stream").split(";")[0].strip(),
-        content=content,
+    settings = resources.settings
+    upload = await service.receive_upload(
+        file,
+        data_dir=settings.data_dir,
+        filename=file.filename,
+        content_type=file.content_type,
+        limit=settings.max_upload_bytes,
+    )
+    with upload:  # the staged copy goes unless the document was stored
+        return await once(
+            session,
+            user,
+            idempotency_key,
+            endpoint="POST /documents",
+            payload=service.upload_fingerprint(upload, kind=kind),
+            status_code=201,
+            authorize=lambda: service.authorize_upload(session, user=user),
+            act=lambda: service.store_document(session, user=user, kind=kind, upload=upload),
+        )
+
+
+@router.get(
+    "/documents",
+    response_model=Page[DocumentRead],
+    tags=["documents"],
+    responses=problem_responses(401, 403, 422),
+)
+async def list_documents(
+    listing: ListingDep,
+    application_id: uuid.UUID | None = None,
+    kind: Annotated[str | None, Query(pattern=KIND_PATTERN)] = None,
+    uscc: Annotated[str | None, Query(pattern=USCC_PATTERN)] = None,
+) -> Page[DocumentRead]:
+    """Evidence documents the caller may read: an enterprise its own, a reviewer those cited by applications
+    in its region, an admin all; oldest first."""
+    return await service.list_documents(
+        listing.session,
+        user=listing.user,
+        filters=DocumentFilters(application_id=application_id, kind=kind, uscc=uscc),
+        **listing.page,
+    )
+
+
+@router.get(
+    "/documents/{document_id}",
+    response_model=DocumentRead,
+    tags=["documents"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def read_document(document_id: uuid.UUID, user: CurrentUserDep, session: SessionDep) -> DocumentRead:
+    return await service.read_document(session, user=user, document_id=document_id)
+
+
+@router.get(
+    "/documents/{document_id}/content",
+    response_class=Response,
+    tags=["documents"],
+    responses={
+        **file_responses(sorted(service.ALLOWED_DOCUMENT_TYPES)),
+        **problem_responses(401, 403, 404, 422),
+    },
+)
+async def document_content(
+    document_id: uuid.UUID,
+    user: CurrentUserDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    range_header: Annotated[str | None, Header(alias="Range", max_length=200)] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=2000)] = None,
+    if_range: Annotated[str | None, Header(alias="If-Range", max_length=200)] = None,
+) -> Response:
+    """The document's content, streamed: `ETag` (its SHA-256), `If-None-Match` (304), one byte range
+    (`Range: bytes=first-last`, 206; outside the file: 416), `Content-Disposition: attachment`."""
+    stored = await service.document_file(
+        session, user=user, document_id=document_id, data_dir=resources.settings.data_dir
+    )
+    return serve_file(
+        stored.path,
+        size=stored.size,
+        digest=stored.sha256,
+        media_type=stored.content_type,
+        filename=stored.filename,
+        range_header=range_header,
+        if_none_match=if_none_match,
+        if_range=if_range,
     )
 
 
@@ -266,16 +347,92 @@ async def resolve_objection(objection_id: uuid.UUID, data: ResolutionCreate, act
 # --- review queue ----------------------------------------------------------------------------------------
 
 
-@router.get(
+async def review_tasks(
+    request: Request,
+    listing: ListingDep,
+    resources: ResourcesDep,
+    program: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    tier: Tier | None = None,
+    stage: StageName | None = None,
+    overdue: Annotated[bool | None, Query(description="past its SLA (or not)")] = None,
+    assignee: Annotated[
+        Assignee | None, Query(description="`me`: held by the caller; `none`: by nobody")
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, pattern=NO_NUL, description="USCC or enterprise name prefix"),
+    ] = None,
+) -> Response:
+    """The caller's queue: the open tasks at its level in its region and those escalated to its groups, by
+    due date (then id), with the counts of the whole queue per filter value. Answered from the cache of
+    rendered pages when it can be (services/applications/queue_views.py)."""
+    body = await resources.queue_pages.read(
+        request,
+        listing.session,
+        user=listing.user,
+        filters=QueueFilters(
+            program=program, tier=tier, stage=stage, overdue=overdue, assignee=assignee, q=q
+        ),
+        **listing.page,
+    )
+    return Response(body, media_type="application/json")
+
+
+router.add_api_route(
     "/review-tasks",
-    response_model=Page[ReviewTaskRead],
+    review_tasks,
+    methods=["GET"],
+    response_model=ReviewQueuePage,
     tags=["reviews"],
     responses=problem_responses(401, 403, 422),
+    route_class_override=CachedQueueRoute,
 )
-async def review_tasks(
-    user: CurrentUserDep, session: SessionDep, limit: LimitQuery = 50, cursor: CursorQuery = None
-) -> Page[ReviewTaskRead]:
-    return await service.review_queue(session, user=user, cursor=cursor, limit=limit)
+
+
+CLAIM_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 429)
+
+
+@router.post(
+    "/review-tasks/{task_id}/claim", response_model=ReviewTaskRead, tags=["reviews"], responses=CLAIM_ERRORS
+)
+async def claim_task(
+    task_id: uuid.UUID,
+    user: WriterDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """Hold the task for the program's `claim_ttl`: one holder at a time (409 if another reviewer holds it;
+    claiming one's own again renews it)."""
+    return await once(
+        session,
+        user,
+        idempotency_key,
+        endpoint=f"POST /review-tasks/{task_id}/claim",
+        payload={},
+        authorize=lambda: service.authorize_claim(user),
+        act=lambda: service.claim_task(
+            session, user=user, task_id=task_id, programs=resources.programs, now=datetime.now(UTC)
+        ),
+    )
+
+
+@router.post(
+    "/review-tasks/{task_id}/release", response_model=ReviewTaskRead, tags=["reviews"], responses=CLAIM_ERRORS
+)
+async def release_task(
+    task_id: uuid.UUID, user: WriterDep, session: SessionDep, idempotency_key: IdempotencyKey = None
+) -> Any:
+    """Give the task back: only its holder may (an admin may release any claim); 409 otherwise."""
+    return await once(
+        session,
+        user,
+        idempotency_key,
+        endpoint=f"POST /review-tasks/{task_id}/release",
+        payload={},
+        authorize=lambda: service.authorize_release(user),
+        act=lambda: service.release_task(session, user=user, task_id=task_id, now=datetime.now(UTC)),
+    )
 
 
 # --- recognitions ----------------------------------------------------------------------------------------

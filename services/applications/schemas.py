@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
-from typing import Annotated, Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from services.applications.metrics import DeclaredMetrics
 from services.identifiers import validate_region_code, validate_uscc
+from services.pagination import Page
 from services.vocabulary import ApplicationStatus, Decision, Level, Tier
 
 USCC_PATTERN = "^[0-9A-HJ-NP-RTUWXY]{2}[0-9]{6}[0-9A-HJ-NP-RTUWXY]{10}$"
@@ -53,12 +54,39 @@ class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+def latest_today() -> date:
+    """Today where it is latest on Earth (UTC+14): a date after it is in the future for everyone, wherever
+    the client's clock is."""
+    return (datetime.now(UTC) + timedelta(hours=14)).date()
+
+
+def _not_in_future(value: date) -> date:
+    if value > latest_today():
+        raise ValueError(f"{value} is in the future")
+    return value
+
+
+def _figures_in_the_past(metrics: DeclaredMetrics) -> DeclaredMetrics:
+    """Declared figures are of financial years that have ended, and awards already won."""
+    this_year = latest_today().year
+    if metrics.last.year >= this_year:
+        raise ValueError(f"financial year {metrics.last.year} has not ended; declare the last 3 ended years")
+    for award in metrics.awards:
+        if award.year > this_year:
+            raise ValueError(f"an award of {award.year} is in the future")
+    return metrics
+
+
+# The declared figures (services/applications/metrics.py) as a request carries them.
+Figures = Annotated[DeclaredMetrics, AfterValidator(_figures_in_the_past)]
+
+
 class EnterpriseCreate(_In):
     uscc: Uscc
     name: Annotated[str, Field(min_length=1, max_length=200)]
     region_code: RegionCode
     industry: Annotated[str, Field(min_length=1, max_length=100)]
-    founded_on: date
+    founded_on: Annotated[date, AfterValidator(_not_in_future), Field(description="not in the future")]
 
 
 class TierHeld(_Out):
@@ -79,14 +107,25 @@ class EnterpriseRead(_Out):
 
 
 class DocumentRead(_Out):
+    """An evidence document's metadata; its bytes are at ``GET /documents/{id}/content``."""
+
     id: uuid.UUID
+    uscc: str
     kind: str
     filename: str
     content_type: str
-    size: int
-    sha256: str
-    application_id: uuid.UUID | None
+    size: int = Field(description="bytes")
+    sha256: str = Field(description="hex digest of the content; the download's ETag")
     uploaded_at: datetime
+
+
+KIND_PATTERN = "^[a-z0-9_]{1,64}$"
+
+
+class DocumentFilters(BaseModel):
+    application_id: uuid.UUID | None = None
+    kind: str | None = None
+    uscc: str | None = None
 
 
 class ApplicationCreate(_In):
@@ -94,7 +133,7 @@ class ApplicationCreate(_In):
     program: Annotated[str, Field(min_length=1, max_length=64)]
     tier: Tier
     batch: Annotated[str | None, Field(max_length=32, description="default: the batch open today")] = None
-    metrics: DeclaredMetrics
+    metrics: Figures
     evidence: Annotated[list[uuid.UUID], Field(max_length=50, description="ids of uploaded documents")] = []
 
 
@@ -104,6 +143,15 @@ class ListFilters(BaseModel):
     stage: StageName | None = None
     program: str | None = None
     uscc: str | None = None
+
+
+class HistoryChange(_Out):
+    """One field an event changed: a corrected figure (``years.2025.revenue``, ``niche_years``), a document
+    added to the ``evidence``, or the ``screening`` result."""
+
+    field: str
+    old: Any = None
+    new: Any = None
 
 
 class HistoryEntry(_Out):
@@ -116,6 +164,7 @@ class HistoryEntry(_Out):
     stage: str | None
     reason: str | None
     internal_note: str | None = None
+    changes: Annotated[list[HistoryChange], BeforeValidator(lambda v: v or [])] = []
 
 
 class ObjectionRead(_Out):
@@ -129,6 +178,7 @@ class ObjectionRead(_Out):
 
 
 class ReviewTaskInfo(_Out):
+    id: uuid.UUID = Field(description="the review task's id (POST /review-tasks/{id}/claim, /release)")
     stage: str
     due_at: datetime
     overdue: bool
@@ -179,7 +229,16 @@ class DecisionCreate(_In):
 
 class SupplementCreate(_In):
     note: Annotated[str, Field(min_length=1, max_length=4000)]
-    evidence: Annotated[list[uuid.UUID], Field(max_length=50)] = []
+    evidence: Annotated[
+        list[uuid.UUID], Field(max_length=50, description="ids of the applicant's uploaded documents to add")
+    ] = []
+    metrics: Annotated[
+        Figures | None,
+        Field(
+            description="corrected figures: the whole declaration, as filed with the application; the "
+            "application is screened again and its history shows each changed field"
+        ),
+    ] = None
 
 
 class WithdrawCreate(_In):
@@ -220,8 +279,12 @@ class ObjectionFiled(BaseModel):
 
 
 class ReviewTaskRead(BaseModel):
+    """A task in a reviewer's queue: one application waiting at one stage."""
+
+    id: uuid.UUID = Field(description="the task's id, for claim and release")
     application_id: uuid.UUID
     uscc: str
+    enterprise_name: str
     tier: str
     program: str
     stage: StageName
@@ -229,7 +292,38 @@ class ReviewTaskRead(BaseModel):
     created_at: datetime
     due_at: datetime
     overdue: bool
-    escalated_to: str | None
+    escalated_to: str | None = Field(description="the group the task was escalated to at its SLA breach")
+    claimed_by: str | None = Field(description="the reviewer holding the task; null when nobody does")
+    claim_expires_at: datetime | None = Field(description="when that claim lapses")
+
+
+Assignee = Literal["me", "none"]
+
+
+class QueueFilters(BaseModel):
+    program: str | None = None
+    tier: Tier | None = None
+    stage: StageName | None = None
+    overdue: bool | None = None
+    assignee: Assignee | None = None
+    q: str | None = None
+
+
+class QueueCounts(BaseModel):
+    """How many tasks the caller's whole queue holds (whatever the filters), per value of each filter."""
+
+    total: int
+    stage: dict[str, int]
+    tier: dict[str, int]
+    program: dict[str, int]
+    overdue: dict[str, int] = Field(description="`true` and `false`")
+    assignee: dict[str, int] = Field(
+        description="`me` (held by the caller), `none` (by nobody), `others` (by another reviewer)"
+    )
+
+
+class ReviewQueuePage(Page[ReviewTaskRead]):
+    counts: QueueCounts
 
 
 class RecognitionRead(_Out):
@@ -271,6 +365,45 @@ class ProgramRead(BaseModel):
     stage_sla: str
     supplement_deadline: str
     validity: str
+    claim_ttl: str
     tiers: list[ProgramTierRead]
     listing_rewards: dict[str, str]
     open_batches: list[BatchRead]
+
+
+# --- what anyone may read, without a token --------------------------------------------------------------
+
+
+PublicStatus = Literal["valid", "expired", "revoked"]
+
+
+class PublicRecognitionRead(BaseModel):
+    """A certificate as the public verifies it (its QR code points here): whose it is, the tier, the validity
+    and whether it holds now - nothing else."""
+
+    enterprise_name: str
+    tier: Tier
+    valid_from: datetime
+    valid_until: datetime
+    status: PublicStatus = Field(
+        description="valid: in force now; expired: its validity has ended; revoked: the authority withdrew it"
+    )
+
+
+class HowToObject(BaseModel):
+    path: str = Field(
+        description='POST here, with any bearer token, {"reason": ...}: a real-name objection with evidence'
+    )
+    authority: str = Field(description="who verifies objections: the program's authority")
+    text: str
+    text_zh: str
+
+
+class PublicNoticeRead(BaseModel):
+    """An application on public notice (公示), as the public reads it."""
+
+    enterprise_name: str
+    uscc: str
+    tier: Tier
+    notice_ends_at: datetime
+    how_to_object: HowToObject

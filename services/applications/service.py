@@ -4,23 +4,27 @@ request owns the transaction). What the review workflow's activities write is in
 
 from __future__ import annotations
 
-import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, cast
 
+import anyio
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.applications import certificates, evidence
 from services.applications import repository as repo
+from services.applications.evidence import DocumentFile, Readable, StagedUpload
+from services.applications.metrics import DeclaredMetrics
 from services.applications.models import (
     Application,
     Document,
     Enterprise,
     Objection,
     Recognition,
+    ReviewTask,
     Transition,
 )
 from services.applications.schemas import (
@@ -28,15 +32,23 @@ from services.applications.schemas import (
     ApplicationRead,
     ApplicationSummary,
     BatchRead,
+    DocumentFilters,
     DocumentRead,
     EnterpriseCreate,
     EnterpriseRead,
     HistoryEntry,
+    HowToObject,
     ListFilters,
     ObjectionRead,
     ProgramRead,
     ProgramTierRead,
+    PublicNoticeRead,
+    PublicRecognitionRead,
+    PublicStatus,
+    QueueCounts,
+    QueueFilters,
     RecognitionRead,
+    ReviewQueuePage,
     ReviewTaskInfo,
     ReviewTaskRead,
     TierHeld,
@@ -45,13 +57,21 @@ from services.auth import CurrentUser, Role, role_check
 from services.contracts import Actor, ReviewDurations, ReviewInput
 from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
 from services.pagination import Page, decode_cursor, split_page
-from services.programs import Program
+from services.programs import DEFAULT_CLAIM_TTL, IsoDuration, Program
+from services.vocabulary import LEVELS, TIERS, Level, Tier
 
 ALLOWED_DOCUMENT_TYPES = {"application/pdf", "image/png", "image/jpeg"}
 
 
 def actor_of(user: CurrentUser) -> Actor:
-    return Actor(sub=user.sub, role=user.role.value, uscc=user.uscc, level=user.level, region=user.region)
+    return Actor(
+        sub=user.sub,
+        role=user.role.value,
+        uscc=user.uscc,
+        level=user.level,
+        region=user.region,
+        groups=list(user.groups),
+    )
 
 
 def review_input(application: Application, program: Program) -> ReviewInput:
@@ -96,6 +116,7 @@ def list_programs(programs: dict[str, Program]) -> list[ProgramRead]:
                 stage_sla=str(d.stage_sla),
                 supplement_deadline=str(d.supplement_deadline),
                 validity=str(d.validity),
+                claim_ttl=str(d.claim_ttl),
                 tiers=[
                     ProgramTierRead(
                         key=key,
@@ -164,47 +185,139 @@ def can_see_enterprise(user: CurrentUser, uscc: str, region_code: str) -> bool:
 # --- documents ----------------------------------------------------------------------------------------------
 
 
-async def store_document(
-    session: AsyncSession,
-    *,
-    user: CurrentUser,
-    data_dir: Path,
-    kind: str,
-    filename: str,
-    content_type: str,
-    content: bytes,
-) -> DocumentRead:
+async def receive_upload(
+    upload: Readable, *, data_dir: Path, filename: str | None, content_type: str | None, limit: int
+) -> StagedUpload:
+    """An evidence upload, streamed to a staging file and hashed (a 413 past `limit` bytes): the name the
+    client gave without any folders, the media type without parameters."""
+    name = PurePosixPath((filename or "").replace("\\", "/")).name.strip()[:255] or "upload"
+    media_type = (content_type or "application/octet-stream").split(";")[0].strip().lower()
+    return await evidence.stage(
+        upload, data_dir=data_dir, filename=name, content_type=media_type, limit=limit
+    )
+
+
+def upload_fingerprint(upload: StagedUpload, *, kind: str) -> dict[str, Any]:
+    """What makes two uploads the same request for the Idempotency-Key: the kind, the name, the media type
+    and the content."""
+    return {
+        "kind": kind,
+        "filename": upload.filename,
+        "content_type": upload.content_type,
+        "sha256": upload.sha256,
+    }
+
+
+async def authorize_upload(session: AsyncSession, *, user: CurrentUser) -> None:
+    """Who uploads evidence: a registered enterprise (403 for other roles, 409 before registering)."""
     if user.role is not Role.enterprise or user.uscc is None:
         raise Forbidden("Only an enterprise uploads evidence.")
     if await repo.get_enterprise(session, user.uscc) is None:
         raise Conflict("Register the enterprise before uploading evidence.")
-    if content_type not in ALLOWED_DOCUMENT_TYPES:
+
+
+async def store_document(
+    session: AsyncSession, *, user: CurrentUser, kind: str, upload: StagedUpload
+) -> DocumentRead:
+    """A document of the caller's enterprise (``authorize_upload`` first), its content kept in the store."""
+    assert user.uscc is not None
+    if upload.content_type not in ALLOWED_DOCUMENT_TYPES:
         raise Unprocessable(
             f"Evidence must be one of {', '.join(sorted(ALLOWED_DOCUMENT_TYPES))}.",
-            errors=[FieldError(field="file", message=f"type {content_type} is not allowed")],
+            errors=[FieldError(field="file", message=f"type {upload.content_type} is not allowed")],
         )
-    if not content:
+    if not upload.size:
         raise Unprocessable("The file is empty.", errors=[FieldError(field="file", message="empty")])
-    digest = hashlib.sha256(content).hexdigest()
-    folder = data_dir / "documents" / digest[:2]
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / digest
-    if not target.exists():
-        tmp = folder / f".{digest}.{uuid.uuid4().hex}"
-        tmp.write_bytes(content)
-        tmp.replace(target)
     document = Document(
         uscc=user.uscc,
         kind=kind,
-        filename=filename[:255],
-        content_type=content_type,
-        size=len(content),
-        sha256=digest,
+        filename=upload.filename,
+        content_type=upload.content_type,
+        size=upload.size,
+        sha256=upload.sha256,
         uploaded_by=user.sub,
     )
     session.add(document)
     await session.flush()
+    upload.keep()
     return DocumentRead.model_validate(document)
+
+
+# Who reads evidence at all; which documents each may read is ``_may_read_document``.
+DOCUMENT_READERS = (Role.enterprise, Role.reviewer, Role.admin)
+
+
+async def _may_read_document(session: AsyncSession, user: CurrentUser, document: Document) -> bool:
+    """An enterprise reads its own documents; a reviewer those cited by an application it may read (its
+    region covers the application's, whatever its level - as for ``GET /applications/{id}``); an admin all."""
+    if user.role is Role.admin:
+        return True
+    if user.role is Role.enterprise:
+        return document.uscc == user.uscc
+    if user.role is Role.reviewer and user.region is not None:
+        return await repo.document_cited_in_region(session, document.id, user.region)
+    return False
+
+
+async def get_document(session: AsyncSession, *, user: CurrentUser, document_id: uuid.UUID) -> Document:
+    """The document, for a caller who may read it; 404 for anyone else, as for an id that does not exist."""
+    user.require(*DOCUMENT_READERS)  # before the lookup: says nothing about ids
+    document = await repo.get_document(session, document_id)
+    if document is None or not await _may_read_document(session, user, document):
+        raise NotFound(f"No document {document_id}.")
+    return document
+
+
+async def read_document(session: AsyncSession, *, user: CurrentUser, document_id: uuid.UUID) -> DocumentRead:
+    return DocumentRead.model_validate(await get_document(session, user=user, document_id=document_id))
+
+
+async def document_file(
+    session: AsyncSession, *, user: CurrentUser, document_id: uuid.UUID, data_dir: Path
+) -> DocumentFile:
+    """Where a readable document's content is, with what its download is labelled by."""
+    document = await get_document(session, user=user, document_id=document_id)
+    return DocumentFile(
+        path=evidence.stored_path(data_dir, document.sha256),
+        size=document.size,
+        sha256=document.sha256,
+        content_type=document.content_type,
+        filename=document.filename,
+    )
+
+
+async def list_documents(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    filters: DocumentFilters,
+    cursor: str | None,
+    limit: int,
+) -> Page[DocumentRead]:
+    """The documents the caller may read (``_may_read_document``), oldest first. Filtering by an application
+    the caller may not read finds nothing, as does filtering an enterprise's list by another USCC."""
+    position = decode_cursor(cursor)
+    user.require(*DOCUMENT_READERS)
+    uscc = filters.uscc
+    if user.role is Role.enterprise:
+        if uscc not in (None, user.uscc):
+            return Page(items=[], next_cursor=None)
+        uscc = user.uscc
+    if filters.application_id is not None:
+        application = await repo.get_application(session, filters.application_id)
+        if application is None or not can_see_application(user, application):
+            return Page(items=[], next_cursor=None)
+    rows = await repo.list_documents(
+        session,
+        uscc=uscc,
+        kind=filters.kind,
+        application_id=filters.application_id,
+        region=(user.region or "") if user.role is Role.reviewer else None,
+        cursor=position,
+        limit=limit,
+    )
+    page, next_cursor = split_page(rows, limit, lambda d: (d.uploaded_at, d.id))
+    return Page(items=[DocumentRead.model_validate(d) for d in page], next_cursor=next_cursor)
 
 
 async def evidence_documents(session: AsyncSession, *, uscc: str, ids: Sequence[uuid.UUID]) -> list[Document]:
@@ -220,6 +333,16 @@ async def evidence_documents(session: AsyncSession, *, uscc: str, ids: Sequence[
             errors=[FieldError(field="evidence", message=f"unknown document {i}") for i in missing_ids],
         )
     return documents
+
+
+def check_figures(enterprise: Enterprise, metrics: DeclaredMetrics) -> None:
+    """Declared figures are of years the enterprise existed in (422 otherwise)."""
+    founded = enterprise.founded_on.year
+    if metrics.first.year < founded:
+        raise Unprocessable(
+            f"The figures start in {metrics.first.year}, before the enterprise was founded ({founded}).",
+            errors=[FieldError(field="metrics.years", message=f"a year before {founded}, the founding")],
+        )
 
 
 # --- applications -------------------------------------------------------------------------------------------
@@ -277,9 +400,8 @@ async def create_application(
         and await repo.active_recognition(session, uscc=data.uscc, tier=tier.requires_tier, at=now) is None
     ):
         raise Conflict(f"A {data.tier} application needs an active {tier.requires_tier} recognition.")
+    check_figures(enterprise, data.metrics)
     documents = await evidence_documents(session, uscc=data.uscc, ids=data.evidence)
-    if any(d.application_id is not None for d in documents):
-        raise Conflict("An evidence document already belongs to another application.")
     missing_kinds = sorted(set(tier.required_documents) - {d.kind for d in documents})
     if missing_kinds:
         raise Unprocessable(
@@ -312,8 +434,14 @@ async def create_application(
         raise Conflict(
             f"{data.uscc} already has an open {data.tier} application in batch {batch.key}."
         ) from None
-    for document in documents:
-        document.application_id = application.id
+    await repo.cite_documents(
+        session,
+        application_id=application.id,
+        document_ids=[d.id for d in documents],
+        source="application",
+        cited_by=user.sub,
+        at=now,
+    )
     session.add(
         Transition(
             application_id=application.id,
@@ -405,13 +533,21 @@ async def authorize_objection(session: AsyncSession, *, user: CurrentUser, appli
 
 
 async def check_supplement(
-    session: AsyncSession, *, user: CurrentUser, application_id: uuid.UUID, evidence: Sequence[uuid.UUID]
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    application_id: uuid.UUID,
+    evidence: Sequence[uuid.UUID],
+    metrics: DeclaredMetrics | None,
 ) -> None:
-    """Before a supplement reaches the workflow: the application must be one the caller sees (404), and every
-    document it cites one of the application's enterprise's own (422 naming each other id). Nothing is
-    written either way."""
+    """Before a supplement reaches the workflow: the application must be one the caller sees (404), every
+    document it cites one of the application's enterprise's own (422 naming each other id), and corrected
+    figures of years the enterprise existed in (422). Nothing is written either way."""
     application = await get_application(session, user=user, application_id=application_id)
     await evidence_documents(session, uscc=application.uscc, ids=evidence)
+    enterprise = await repo.get_enterprise(session, application.uscc)
+    if metrics is not None and enterprise is not None:
+        check_figures(enterprise, metrics)
 
 
 async def list_applications(
@@ -436,37 +572,190 @@ async def list_applications(
     return Page(items=[ApplicationSummary.model_validate(a) for a in page], next_cursor=next_cursor)
 
 
-async def review_queue(
-    session: AsyncSession, *, user: CurrentUser, cursor: str | None, limit: int
-) -> Page[ReviewTaskRead]:
-    position = decode_cursor(cursor)
-    if user.role is not Role.reviewer or user.level is None:
+# --- the review queue -------------------------------------------------------------------------------------
+
+
+def queue_scope(user: CurrentUser) -> repo.QueueScope:
+    """The caller's review queue: the open tasks at its level in its region, and those escalated to one of its
+    groups (a program's backup group sees them whatever its level and region). 403 for anyone but a
+    reviewer."""
+    if user.role is not Role.reviewer or user.level is None or user.region is None:
         raise Forbidden("The review queue is for reviewers.")
-    rows = await repo.review_queue(
-        session,
-        stage=user.level,
-        region=user.region or "",
-        cursor=position,
-        limit=limit,
+    return repo.QueueScope(level=user.level, region=user.region, groups=user.groups)
+
+
+def in_queue(user: CurrentUser, task: ReviewTask) -> bool:
+    """Whether the task is (or was, if closed) in the reviewer's queue (``queue_scope``, one row)."""
+    if user.role is not Role.reviewer:
+        return False
+    if task.stage == user.level and user.covers_region(task.region_code):
+        return True
+    return task.escalated_to is not None and task.escalated_to in user.groups
+
+
+def holder(task: ReviewTask, now: datetime) -> str | None:
+    """Who holds the task at `now`: nobody once the claim has lapsed."""
+    if task.claimed_by is None or task.claim_expires_at is None or task.claim_expires_at <= now:
+        return None
+    return task.claimed_by
+
+
+def task_read(task: ReviewTask, now: datetime) -> ReviewTaskRead:
+    held = holder(task, now)
+    return ReviewTaskRead(
+        id=task.id,
+        application_id=task.application_id,
+        uscc=task.uscc,
+        enterprise_name=task.enterprise_name,
+        tier=task.tier,
+        program=task.program,
+        stage=cast(Level, task.stage),
+        region_code=task.region_code,
+        created_at=task.created_at,
+        due_at=task.due_at,
+        overdue=task.overdue or task.due_at <= now,
+        escalated_to=task.escalated_to,
+        claimed_by=held,
+        claim_expires_at=task.claim_expires_at if held else None,
     )
-    page, next_cursor = split_page(rows, limit, lambda row: (row[0].created_at, row[0].id))
+
+
+def queue_counts(groups: Sequence[repo.QueueGroup]) -> QueueCounts:
+    """The counts of a whole queue by each filter's values (``repo.queue_counts``): every stage, tier,
+    lateness and assignee is named (0 when none), programs only when the queue holds some."""
+    counts = QueueCounts(
+        total=0,
+        stage=dict.fromkeys(LEVELS, 0),
+        tier=dict.fromkeys(TIERS, 0),
+        program={},
+        overdue={"true": 0, "false": 0},
+        assignee={"me": 0, "none": 0, "others": 0},
+    )
+    kinds = dict.fromkeys(("open", "overdue", "me", "other"), 0)
+    for g in groups:
+        kinds[g.kind] += g.tasks
+        if g.kind == "open":
+            for facet, value in ((counts.stage, g.stage), (counts.tier, g.tier), (counts.program, g.program)):
+                facet[value] = facet.get(value, 0) + g.tasks
+    counts.total = kinds["open"]
+    counts.overdue = {"true": kinds["overdue"], "false": kinds["open"] - kinds["overdue"]}
+    counts.assignee = {
+        "me": kinds["me"],
+        "none": kinds["open"] - kinds["me"] - kinds["other"],
+        "others": kinds["other"],
+    }
+    return counts
+
+
+async def review_queue(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    filters: QueueFilters,
+    cursor: str | None,
+    limit: int,
+) -> ReviewQueuePage:
+    """A page of the caller's queue (``queue_scope``) that passes `filters`, by due date (then id), with the
+    counts of the whole queue."""
+    position = decode_cursor(cursor)
+    scope = queue_scope(user)
     now = datetime.now(UTC)
-    items = [
-        ReviewTaskRead(
-            application_id=a.id,
-            uscc=a.uscc,
-            tier=a.tier,
-            program=a.program,
-            stage=t.stage,
-            region_code=t.region_code,
-            created_at=t.created_at,
-            due_at=t.due_at,
-            overdue=t.overdue or t.due_at <= now,
-            escalated_to=t.escalated_to,
-        )
-        for t, a in page
-    ]
-    return Page(items=items, next_cursor=next_cursor)
+    rows = await repo.review_queue(
+        session, scope=scope, filters=filters.model_dump(), me=user.sub, now=now, cursor=position, limit=limit
+    )
+    page, next_cursor = split_page(rows, limit, lambda t: (t.due_at, t.id))
+    counts = queue_counts(await repo.queue_counts(session, scope=scope, me=user.sub, now=now))
+    return ReviewQueuePage(items=[task_read(t, now) for t in page], next_cursor=next_cursor, counts=counts)
+
+
+async def queue_page(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    filters: QueueFilters,
+    cursor: str | None,
+    limit: int,
+) -> tuple[int, datetime | None, ReviewQueuePage]:
+    """``review_queue``'s page with what a cache of pages keeps it by (services/applications/queue_views.py):
+    the queue's version, read before the rows the page shows (so a change after it makes the page stale),
+    and until when the clock alone leaves the page right (its next due date or claim expiry)."""
+    decode_cursor(cursor)
+    scope = queue_scope(user)
+    version = await repo.queue_version(session, scope=scope)
+    fresh_until = await repo.queue_fresh_until(session, scope=scope, now=datetime.now(UTC))
+    page = await review_queue(session, user=user, filters=filters, cursor=cursor, limit=limit)
+    return version, fresh_until, page
+
+
+async def queue_task(session: AsyncSession, *, user: CurrentUser, task_id: uuid.UUID) -> ReviewTask:
+    """An open task of the caller's queue (an admin: any task); 404 for a task not in it, 409 for one that
+    is closed (decided, returned, withdrawn)."""
+    task = await repo.get_task(session, task_id)
+    if task is None or (user.role is not Role.admin and not in_queue(user, task)):
+        raise NotFound(f"No review task {task_id}.")
+    if task.status != "open":
+        raise _refused(task)
+    return task
+
+
+def _refused(task: ReviewTask) -> Conflict:
+    """Why a task cannot be claimed, released or decided by the caller: it is closed, or someone holds it."""
+    if task.status != "open":
+        return Conflict(f"The review task is {task.status}; only an open task is claimed or released.")
+    until = task.claim_expires_at.isoformat() if task.claim_expires_at else "it is released"
+    return Conflict(f"Another reviewer ({task.claimed_by}) holds this review task until {until}.")
+
+
+# Who claims a task: a reviewer whose queue holds it; who releases one: its holder, or an admin (any).
+authorize_claim = role_check(Role.reviewer)
+authorize_release = role_check(Role.reviewer, Role.admin)
+
+
+async def claim_task(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    task_id: uuid.UUID,
+    programs: dict[str, Program],
+    now: datetime,
+) -> ReviewTaskRead:
+    """Hold a task of the caller's queue for the program's ``claim_ttl``: nobody else may claim or decide it
+    until it is released, decided or the claim lapses. Claiming one's own task again renews the claim; one
+    another reviewer holds is a 409."""
+    task = await queue_task(session, user=user, task_id=task_id)
+    program = programs.get(task.program)
+    ttl = program.durations.claim_ttl if program else IsoDuration.parse(DEFAULT_CLAIM_TTL)
+    claimed = await repo.set_claim(
+        session, task.id, holder=user.sub, until=now + ttl.timedelta, now=now, over=user.sub
+    )
+    if claimed is None:  # held by another, or closed, since it was read: say which
+        await session.refresh(task)
+        raise _refused(task)
+    return task_read(claimed, now)
+
+
+async def release_task(
+    session: AsyncSession, *, user: CurrentUser, task_id: uuid.UUID, now: datetime
+) -> ReviewTaskRead:
+    """Give up a claim: the holder's own (a task nobody holds stays so), or any claim for an admin; a task
+    another reviewer holds is a 409."""
+    task = await queue_task(session, user=user, task_id=task_id)
+    over = None if user.role is Role.admin else user.sub
+    released = await repo.set_claim(session, task.id, holder=None, until=None, now=now, over=over)
+    if released is None:
+        await session.refresh(task)
+        raise _refused(task)
+    return task_read(released, now)
+
+
+async def check_claim(
+    session: AsyncSession, *, user: CurrentUser, application_id: uuid.UUID, now: datetime
+) -> None:
+    """Before a reviewer's decision: the open task, if it is in the caller's queue, is held by nobody else
+    (409 otherwise). A reviewer whose queue does not hold it is left to the workflow's validator (403)."""
+    task = await repo.open_task_for(session, application_id)
+    if task is not None and in_queue(user, task) and holder(task, now) not in (None, user.sub):
+        raise _refused(task)
 
 
 async def objection_application(
@@ -534,3 +823,128 @@ async def list_recognitions(
     )
     page, next_cursor = split_page(rows, limit, lambda r: (r.created_at, r.id))
     return Page(items=[RecognitionRead.model_validate(r) for r in page], next_cursor=next_cursor)
+
+
+# --- certificates and what anyone may read ------------------------------------------------------------------
+
+
+class CertificateRevoked(Conflict):
+    slug, title = "certificate-revoked", "The recognition is revoked"
+
+
+# Who downloads a certificate: its enterprise and admins.
+CERTIFICATE_READERS = (Role.enterprise, Role.admin)
+
+
+async def certificate(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    recognition_id: uuid.UUID,
+    programs: dict[str, Program],
+    verify_url: Callable[[str], str],
+) -> certificates.Certificate:
+    """The recognition's certificate (services/applications/certificates.py), its QR code and link pointing
+    at ``verify_url(certificate_no)``: for its enterprise and admins (403 for other roles, before any lookup;
+    404 for another enterprise's). An expired recognition keeps its certificate - the dates on it say when
+    it held. A revoked one has none (409): a document that reads as a valid recognition is not handed out
+    once the authority has withdrawn it, and the copies already out there verify as ``revoked``."""
+    user.require(*CERTIFICATE_READERS)
+    recognition = await get_recognition(session, user=user, recognition_id=recognition_id)
+    if recognition.status == "revoked":
+        raise CertificateRevoked(
+            f"Recognition {recognition.certificate_no} was revoked; its certificate is no longer issued."
+        )
+    enterprise = await repo.get_enterprise(session, recognition.uscc)
+    assert enterprise is not None  # a foreign key
+    program = programs.get(recognition.program)
+    tier = program.tiers.get(recognition.tier) if program else None  # type: ignore[call-overload]
+    data = certificates.CertificateData(
+        certificate_no=recognition.certificate_no,
+        enterprise_name=enterprise.name,
+        uscc=recognition.uscc,
+        tier=recognition.tier,
+        tier_name=tier.name if tier else recognition.tier,
+        valid_from=recognition.valid_from,
+        valid_until=recognition.valid_until,
+        program_name=program.name if program else recognition.program,
+        authority=program.authority if program else recognition.program,
+        verify_url=verify_url(recognition.certificate_no),
+    )
+    # Rendering takes tens of milliseconds of CPU: off the event loop.
+    return await anyio.to_thread.run_sync(certificates.issue, data)
+
+
+def public_status(recognition: Recognition, now: datetime) -> PublicStatus:
+    """``valid``, ``expired`` (its validity ended, whether or not its workflow has marked it yet) or
+    ``revoked``."""
+    if recognition.status == "revoked":
+        return "revoked"
+    if recognition.status == "expired" or recognition.valid_until <= now:
+        return "expired"
+    return "valid"
+
+
+async def verify_certificate(
+    session: AsyncSession, *, certificate_no: str, now: datetime
+) -> PublicRecognitionRead:
+    """What anyone may learn from a certificate number: the enterprise's name, the tier, the validity and
+    whether the recognition holds at `now`; 404 for a number no recognition holds."""
+    found = await repo.recognition_by_certificate(session, certificate_no)
+    if found is None:
+        raise NotFound(f"No certificate {certificate_no}.")
+    recognition, enterprise_name = found
+    return PublicRecognitionRead(
+        enterprise_name=enterprise_name,
+        tier=cast(Tier, recognition.tier),
+        valid_from=recognition.valid_from,
+        valid_until=recognition.valid_until,
+        status=public_status(recognition, now),
+    )
+
+
+OBJECTION_TEXT = (
+    "Anyone may file a real-name objection, with its evidence, while the notice lasts: signed in with any "
+    'account, POST {"reason": ...} to the path. The authority verifies every objection; an upheld objection '
+    "rejects the application."
+)
+OBJECTION_TEXT_ZH = (
+    '公示期内，任何人均可实名提出异议并附证据：登录后向该路径提交（POST）{"reason": ...}。'
+    "认定机构逐一核实，异议成立的，申请不予认定。"
+)
+
+
+async def public_notices(
+    session: AsyncSession,
+    *,
+    tier: str | None,
+    uscc: str | None,
+    cursor: str | None,
+    limit: int,
+    programs: dict[str, Program],
+    objection_path: Callable[[uuid.UUID], str],
+) -> Page[PublicNoticeRead]:
+    """The applications on public notice (公示), the notice ending soonest first: the enterprise's name and
+    USCC, the tier, when the notice ends and how to object (``objection_path(application_id)``, the program's
+    authority) - no figures, documents or reviews."""
+    position = decode_cursor(cursor)
+    rows = await repo.on_notice(session, tier=tier, uscc=uscc, cursor=position, limit=limit)
+    page, next_cursor = split_page(rows, limit, lambda r: (r.notice_ends_at, r.application_id))
+    items = []
+    for row in page:
+        program = programs.get(row.program)
+        items.append(
+            PublicNoticeRead(
+                enterprise_name=row.enterprise_name,
+                uscc=row.uscc,
+                tier=cast(Tier, row.tier),
+                notice_ends_at=row.notice_ends_at,
+                how_to_object=HowToObject(
+                    path=objection_path(row.application_id),
+                    authority=program.authority if program else row.program,
+                    text=OBJECTION_TEXT,
+                    text_zh=OBJECTION_TEXT_ZH,
+                ),
+            )
+        )
+    return Page(items=items, next_cursor=next_cursor)

@@ -23,9 +23,9 @@ import asyncio
 import contextlib
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import asyncpg
 import structlog
@@ -38,6 +38,8 @@ from services.auth import CurrentUser, Role, TokenVerifier
 from services.deps import StrictQueryRoute
 
 log = structlog.get_logger(__name__)
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 Audience = Literal["enterprise", "staff"]  # enterprises see reviewers' names and notes masked
 LOOKUP = "SELECT id, uscc, region_code, version FROM applications WHERE id = ANY($1::uuid[])"
@@ -63,41 +65,26 @@ async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
     only cost every lookup one more round trip."""
 
 
-class ApplicationViews:
-    def __init__(
-        self,
-        database_url: str,
-        open_session: Callable[[], AsyncSession],
-        *,
-        size: int = 2048,
-        lookups: int = 2,
-    ) -> None:
-        # The ordinary path's sessions: `async with self.open_session() as session` on a miss.
-        self.open_session = open_session
-        self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-        self._size, self._lookups = size, lookups
-        self._views: OrderedDict[tuple[uuid.UUID, Audience], tuple[int, bytes]] = OrderedDict()
-        # Ids whose callers wait for a lookup not sent yet; at most `lookups` are in flight, each on a
-        # connection of the pool (as many as `lookups`, opened when first needed).
-        self._pending: dict[uuid.UUID, list[asyncio.Future[Access | None]]] = {}
+class SharedLookups(Generic[K, V]):
+    """Lookups shared by the callers waiting at the same moment: the keys asked for go out together, once one
+    of `lookups` slots is free, in one batch (``_fetch_batch``). A caller only ever joins a batch sent after
+    it asked, so what it gets is never older than what was committed when its request arrived; it gets None
+    when the key is unknown, the lookup failed or the lookups are closed. Used by the application views and
+    the review-queue pages (services/applications/queue_views.py)."""
+
+    def __init__(self, *, lookups: int) -> None:
+        self._lookups = lookups
+        # Keys whose callers wait for a lookup not sent yet; at most `lookups` are in flight.
+        self._pending: dict[K, list[asyncio.Future[V | None]]] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
         self._flush_scheduled = False
-        self._pool: Any = None
         self._closed = False
 
-    # --- the version lookup ---------------------------------------------------------------------------------
-
-    async def access(self, application_id: uuid.UUID) -> Access | None:
-        """The application's owner, region and version as committed, or None when unknown or unreachable
-        (the caller then takes the ordinary path, which answers the error properly).
-
-        Concurrent callers share lookups: their ids go out together in one query once one of the `lookups`
-        slots is free. A caller only ever joins a query sent after it asked, so the version it gets is never
-        older than the one committed when its request arrived."""
+    async def _shared(self, key: K) -> V | None:
         if self._closed:
             return None
-        future: asyncio.Future[Access | None] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(application_id, []).append(future)
+        future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(key, []).append(future)
         self._schedule_flush()
         return await future
 
@@ -121,24 +108,67 @@ class ApplicationViews:
         if not self._closed:
             self._schedule_flush()
 
-    async def _lookup(self, batch: dict[uuid.UUID, list[asyncio.Future[Access | None]]]) -> None:
-        found: dict[uuid.UUID, Access] = {}
+    async def _lookup(self, batch: dict[K, list[asyncio.Future[V | None]]]) -> None:
+        found: dict[K, V] = {}
         try:
-            async with (await self._lookup_pool()).acquire() as conn:
-                rows = await self._fetch(conn, list(batch))  # the connection's command_timeout bounds it
-            found = {row["id"]: Access(row["uscc"], row["region_code"], row["version"]) for row in rows}
+            found = await self._fetch_batch(list(batch))  # the connection's command_timeout bounds it
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning("view_lookup_failed", error=type(exc).__name__)
         finally:
             # Whatever happened, nobody is left waiting: a caller without an answer goes the ordinary way.
-            for application_id, futures in batch.items():
+            for key, futures in batch.items():
                 for future in futures:
                     if not future.done():
-                        future.set_result(found.get(application_id))
+                        future.set_result(found.get(key))
 
-    async def _lookup_pool(self) -> Any:
+    async def _fetch_batch(self, keys: list[K]) -> dict[K, V]:
+        raise NotImplementedError
+
+    async def _stop_lookups(self) -> None:
+        self._closed = True
+        pending, self._pending = self._pending, {}
+        for futures in pending.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+        if self._in_flight:  # each bounded by the connection's command_timeout
+            await asyncio.wait(set(self._in_flight), timeout=10)
+
+
+class ApplicationViews(SharedLookups[uuid.UUID, Access]):
+    def __init__(
+        self,
+        database_url: str,
+        open_session: Callable[[], AsyncSession],
+        *,
+        size: int = 2048,
+        lookups: int = 2,
+    ) -> None:
+        super().__init__(lookups=lookups)
+        # The ordinary path's sessions: `async with self.open_session() as session` on a miss.
+        self.open_session = open_session
+        self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._size = size
+        self._views: OrderedDict[tuple[uuid.UUID, Audience], tuple[int, bytes]] = OrderedDict()
+        self._pool: Any = None  # as many connections as `lookups`, opened when first needed
+
+    # --- the version lookup ---------------------------------------------------------------------------------
+
+    async def access(self, application_id: uuid.UUID) -> Access | None:
+        """The application's owner, region and version as committed, or None when unknown or unreachable
+        (the caller then takes the ordinary path, which answers the error properly). Concurrent callers
+        share lookups (``SharedLookups``): their ids go out together in one query."""
+        return await self._shared(application_id)
+
+    async def _fetch_batch(self, keys: list[uuid.UUID]) -> dict[uuid.UUID, Access]:
+        async with (await self.lookup_pool()).acquire() as conn:
+            rows = await self._fetch(conn, keys)
+        return {row["id"]: Access(row["uscc"], row["region_code"], row["version"]) for row in rows}
+
+    async def lookup_pool(self) -> Any:
         """asyncpg's pool, made on the first lookup. With ``min_size=0`` opening it connects nothing, so it
-        never waits: the lookups in flight never see it half made."""
+        never waits: the lookups in flight never see it half made. The cache of queue pages checks its
+        versions on it too (services/applications/queue_views.py)."""
         if self._pool is None:
             self._pool = asyncpg.create_pool(
                 self._dsn,
@@ -232,14 +262,7 @@ class ApplicationViews:
         return body
 
     async def close(self) -> None:
-        self._closed = True
-        pending, self._pending = self._pending, {}
-        for futures in pending.values():
-            for future in futures:
-                if not future.done():
-                    future.set_result(None)
-        if self._in_flight:  # each bounded by the connection's command_timeout
-            await asyncio.wait(set(self._in_flight), timeout=10)
+        await self._stop_lookups()
         if self._pool is not None:
             # Closes the pool's connections; one still held past the wait is terminated instead.
             with contextlib.suppress(Exception):

@@ -32,7 +32,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from services.contracts import disbursement_workflow_id
 from services.db import Base, Money
-from services.vocabulary import PAYOUT_KINDS, PAYOUT_STATUSES, BenefitStatus, DisbursementStatus, PayoutKind
+from services.vocabulary import (
+    PAYOUT_KINDS,
+    PAYOUT_STATUSES,
+    BenefitStatus,
+    DisbursementStatus,
+    PayoutKind,
+    PayoutStatus,
+)
 
 ZERO = Decimal("0.00")
 
@@ -46,6 +53,7 @@ LINE_STATUSES = get_args(BenefitStatus)
 DRAWDOWN_STATUSES = tuple(s for s in PAYOUT_STATUSES if s != "repaid")
 BRIDGE_LOAN_STATUSES = (*DRAWDOWN_STATUSES, "repaid")
 LISTING_REWARD_STATUSES = DRAWDOWN_STATUSES
+AWAITING: PayoutStatus = "pending_approval"  # requested, waiting for finance's decisions
 DISBURSEMENT_STATUSES = get_args(DisbursementStatus)
 
 
@@ -208,6 +216,8 @@ def _payout_table_args(table: str, statuses: tuple[str, ...], *more: Index | Con
     return (
         Index(f"ix_{table}_unstarted", "created_at", postgresql_where=text("NOT workflow_started")),
         Index(f"ix_{table}_created_at_id", "created_at", "id"),  # the lists' order
+        # The finance inbox (GET /payouts) walks the few payouts awaiting approval first, oldest first.
+        Index(f"ix_{table}_awaiting", "created_at", "id", postgresql_where=text(f"status = '{AWAITING}'")),
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("required_approvals IN (1, 2)", name="required_approvals_known"),
         CheckConstraint(_one_of("status", statuses), name="status_known"),
@@ -225,7 +235,9 @@ class Drawdown(PayoutColumns, Base):
     tier: Mapped[str] = mapped_column(String(32))
     amount: Mapped[Money]
 
-    __table_args__ = _payout_table_args("drawdowns", DRAWDOWN_STATUSES)
+    __table_args__ = _payout_table_args(
+        "drawdowns", DRAWDOWN_STATUSES, Index("ix_drawdowns_status_created_at", "status", "created_at")
+    )
 
     @property
     def workflow_id(self) -> str:

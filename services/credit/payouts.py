@@ -19,7 +19,7 @@ idempotent, so a retried attempt changes nothing twice.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Generic, TypeVar, cast
@@ -348,6 +348,27 @@ async def reconcile(
     if started:
         log.info("payouts_reconciled", started=started)
     return started
+
+
+def may_decide(
+    user: CurrentUser,
+    *,
+    status: str,
+    requested_by: str,
+    approval_deadline: datetime,
+    approvers: Collection[str],
+    at: datetime,
+) -> bool:
+    """Whether ``user`` may decide on a payout at ``at`` (the inbox's ``can_approve``): the maker-checker
+    rules ``authorize_decision`` and ``record_decision`` enforce - finance, never the requester, once each,
+    only while it awaits approval - and before its approval deadline, which expires it."""
+    return (
+        user.role is Role.finance
+        and status == "pending_approval"
+        and at < approval_deadline
+        and user.sub != requested_by
+        and user.sub not in approvers
+    )
 
 
 async def authorize_decision(

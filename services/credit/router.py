@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from services.credit import funds, payouts, service
+from services.credit.inbox import InboxRoute
 from services.credit.schemas import (
     KEY_PATTERN,
     USCC_PATTERN,
@@ -28,9 +29,12 @@ from services.credit.schemas import (
     DrawdownCreate,
     DrawdownRead,
     FundRead,
+    InboxStatus,
     ListFilters,
     ListingCreate,
     ListingRewardRead,
+    Money,
+    PayoutInboxItem,
     PayoutRead,
     RepaymentCreate,
 )
@@ -63,6 +67,8 @@ IdempotencyKey = Annotated[
 ]
 UsccQuery = Annotated[str | None, Query(pattern=USCC_PATTERN)]
 ProgramQuery = Annotated[str | None, Query(pattern=KEY_PATTERN)]
+FromQuery = Annotated[date | None, Query(alias="from", description="created on or after (UTC day)")]
+ToQuery = Annotated[date | None, Query(alias="to", description="created on or before (UTC day)")]
 READ_ERRORS = problem_responses(401, 403, 422)
 READ_ONE_ERRORS = problem_responses(401, 403, 404, 422)
 WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429, 503)
@@ -182,6 +188,61 @@ async def request_drawdown(line_id: uuid.UUID, body: DrawdownCreate, write: Writ
     )
 
 
+async def list_payouts(
+    listing: ListingDep,
+    kind: PayoutKind | None = None,
+    status: InboxStatus | None = None,
+    uscc: UsccQuery = None,
+    amount_min: Annotated[Money | None, Query(description="at least this amount")] = None,
+    amount_max: Annotated[Money | None, Query(description="at most this amount")] = None,
+    date_from: Annotated[
+        date | None, Query(alias="from", description="requested on or after (UTC day)")
+    ] = None,
+    date_to: Annotated[date | None, Query(alias="to", description="requested on or before (UTC day)")] = None,
+) -> Page[PayoutInboxItem]:
+    """The finance inbox: drawdowns, bridge loans and listing rewards together, those `awaiting_approval`
+    first, then every other; each group oldest request first (ties by id). Each payout shows its approvals
+    so far, how many it needs and whether the caller may decide on it now (`can_approve`). Finance and admin
+    see every payout, an enterprise its own."""
+    filters = ListFilters(
+        kind=kind,
+        status=status,
+        uscc=uscc,
+        amount_min=amount_min,
+        amount_max=amount_max,
+        date_from=date_from,
+        date_to=date_to,
+    )
+    return await service.list_payouts(listing.session, user=listing.user, filters=filters, **listing.page)
+
+
+router.add_api_route(
+    "/payouts",
+    list_payouts,
+    methods=["GET"],
+    response_model=Page[PayoutInboxItem],
+    responses=READ_ERRORS,
+    route_class_override=InboxRoute,  # the hot read, from pages shared by concurrent readers (inbox.py)
+)
+
+
+@router.get("/drawdowns", response_model=Page[DrawdownRead], responses=READ_ERRORS)
+async def list_drawdowns(
+    listing: ListingDep,
+    status: PayoutStatus | None = None,
+    uscc: UsccQuery = None,
+    credit_line_id: uuid.UUID | None = None,
+    date_from: FromQuery = None,
+    date_to: ToQuery = None,
+) -> Page[PayoutRead]:
+    """Drawdowns, newest first, with their approvals, disbursement and ledger entries: enterprises see their
+    own, finance and admin all."""
+    filters = ListFilters(
+        status=status, uscc=uscc, credit_line_id=credit_line_id, date_from=date_from, date_to=date_to
+    )
+    return await service.list_drawdowns(listing.session, user=listing.user, filters=filters, **listing.page)
+
+
 @router.get("/drawdowns/{drawdown_id}", response_model=DrawdownRead, responses=READ_ONE_ERRORS)
 async def get_drawdown(drawdown_id: uuid.UUID, session: SessionDep, user: CurrentUserDep) -> Any:
     """The drawdown, its approvals, the disbursement's status and bank reference, and its ledger entries."""
@@ -215,8 +276,8 @@ async def list_disbursements(
     uscc: UsccQuery = None,
     tier: Tier | None = None,
     program: ProgramQuery = None,
-    date_from: Annotated[date | None, Query(alias="from", description="created on or after")] = None,
-    date_to: Annotated[date | None, Query(alias="to", description="created on or before")] = None,
+    date_from: FromQuery = None,
+    date_to: ToQuery = None,
     cursor: CursorQuery = None,
     limit: LimitQuery = 50,
 ) -> Any:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
@@ -170,6 +170,41 @@ class DrawdownRead(PayoutRead):
     status: PayoutStatus
 
 
+# --- the finance inbox -------------------------------------------------------------------------------------
+
+# The inbox names a payout still waiting for finance `awaiting_approval` (API.md); its other statuses are the
+# payout's own (``PayoutStatus``; tests/credit/test_inbox.py keeps the two lists in step).
+AWAITING_APPROVAL = "awaiting_approval"
+InboxStatus = Literal["awaiting_approval", "approved", "disbursed", "repaid", "rejected", "expired", "failed"]
+
+
+class PayoutInboxItem(BaseModel):
+    """One payout in the finance inbox (GET /payouts), whatever its kind: what a checker decides on. Decide
+    through the kind's own resource: `POST /drawdowns/{id}/approvals`, `/bridge-loans/{id}/approvals`,
+    `/listing-rewards/{id}/approvals`."""
+
+    kind: PayoutKind
+    id: uuid.UUID
+    uscc: str
+    program: str
+    tier: str
+    amount: Money
+    status: InboxStatus
+    requested_by: str
+    requested_at: datetime
+    approval_deadline: datetime = Field(description="not approved by then, the payout expires")
+    approvals: list[ApprovalRead] = Field(description="the finance decisions so far, oldest first")
+    approvals_needed: int = Field(
+        description="distinct finance approvals the payout needs in all: 2 above the program's "
+        "dual-approval threshold (as it stood when the payout was requested), else 1"
+    )
+    approvals_missing: int = Field(description="approvals still needed while it awaits approval, else 0")
+    can_approve: bool = Field(
+        description="whether the caller may decide on it now: finance, never its requester, once each, "
+        "only while it awaits approval (before its deadline)"
+    )
+
+
 # --- writes ------------------------------------------------------------------------------------------------
 
 
@@ -258,8 +293,9 @@ class ListingRewardRead(PayoutRead):
 class ListFilters(BaseModel):
     """What a list is filtered by, as its route's query gives it (None: any). Each is a column of the listed
     rows that must equal the value, but those the repository applies itself: ``overdue`` (paid out, not
-    repaid and past due), ``date_from`` and ``date_to`` (created on or after, on or before). ``uscc`` is what
-    a reader's scope narrows (``service.scoped``)."""
+    repaid and past due), ``date_from`` and ``date_to`` (created on or after, on or before, UTC days),
+    ``amount_min`` and ``amount_max`` (at least, at most). ``uscc`` is what a reader's scope narrows
+    (``service.scoped``)."""
 
     uscc: str | None = None
     recognition_id: uuid.UUID | None = None
@@ -268,6 +304,9 @@ class ListFilters(BaseModel):
     program: str | None = None
     tier: str | None = None
     board: str | None = None
+    credit_line_id: uuid.UUID | None = None
     overdue: bool | None = None
     date_from: date | None = None
     date_to: date | None = None
+    amount_min: Decimal | None = None
+    amount_max: Decimal | None = None

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,7 @@ from services.auth import CurrentUser, Role
 from services.contracts import BenefitGrant, BenefitsFreeze, PayoutKind
 from services.credit import payouts, policy, repository
 from services.credit.models import (
+    AWAITING,
     ZERO,
     Benefit,
     BridgeLoan,
@@ -31,18 +32,30 @@ from services.credit.models import (
     whose,
 )
 from services.credit.schemas import (
+    AWAITING_APPROVAL,
+    ApprovalRead,
     BenefitRead,
     CreditLineRead,
     DisbursementPage,
     DisbursementRead,
     DrawdownCreate,
     ListFilters,
+    PayoutInboxItem,
     PayoutRead,
     StatusTotal,
     format_money,
 )
 from services.errors import Conflict, NotFound, Unprocessable
-from services.pagination import Cursor, Page, decode_cursor, split_page
+from services.pagination import (
+    Cursor,
+    Page,
+    SegmentCursor,
+    decode_cursor,
+    decode_segment_cursor,
+    encode_segment_cursor,
+    split_page,
+)
+from services.vocabulary import PAYOUT_KINDS
 
 READERS = (Role.enterprise, Role.finance, Role.admin)
 # Payouts a recognition's benefits qualified, rejected while awaiting approval when the benefits freeze.
@@ -174,6 +187,13 @@ list_credit_lines = Listing(
 ).page
 
 
+list_drawdowns = Listing(
+    repository.list_drawdowns,
+    lambda drawdown: (drawdown.created_at, drawdown.id),
+    lambda session, drawdowns: payouts.reads(session, "drawdown", drawdowns),
+).page
+
+
 async def _visible_line(session: AsyncSession, *, user: CurrentUser, line_id: uuid.UUID) -> CreditLine:
     scope = reader_scope(user)  # a wrong role is told so before any lookup
     line = await repository.get_credit_line(session, line_id)
@@ -270,6 +290,112 @@ async def _csv_rows(session: AsyncSession, filters: ListFilters | None) -> Async
         return
     async for row in repository.stream_disbursements(session, filters=filters):
         yield _csv_line([getattr(row, column) for column in CSV_COLUMNS])
+
+
+# --- the finance inbox -------------------------------------------------------------------------------------
+
+
+async def list_payouts(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    filters: ListFilters,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page[PayoutInboxItem]:
+    """The finance inbox: drawdowns, bridge loans and listing rewards together - those awaiting approval
+    first, then every other - each group oldest first (a checker works the oldest first), ties broken by id,
+    so pages walk one stable order by keyset (services/pagination.py, in segments). Enterprises see their
+    own, finance and admin all; ``can_approve`` is the caller's (``payouts.may_decide``).
+
+    In three steps, which ``inbox.py`` also takes, sharing the first between concurrent readers of the same
+    page: ``inbox_rows``, ``can_approve``, ``inbox_page``."""
+    narrowed = scoped(user, filters)
+    after = decode_segment_cursor(cursor)
+    if narrowed is None:
+        return Page(items=[])
+    found = await inbox_rows(session, filters=narrowed, after=after, limit=limit)
+    return inbox_page(found, can_approve(user, found, payouts.now()))
+
+
+@dataclass(frozen=True)
+class InboxRows:
+    """A page of the inbox as every reader allowed to see it sees it, ``can_approve`` aside: its rows
+    (``repository.payout_inbox``, with the decisions so far), who decided on each, and the next page's
+    cursor."""
+
+    rows: Sequence[Any]
+    next_cursor: str | None
+    # What ``can_approve`` asks of each row (as plain values: it runs for every reader): its status, its
+    # requester, its approval deadline and who decided on it.
+    deciding: Sequence[tuple[str, str, datetime, frozenset[str]]]
+
+
+async def inbox_rows(
+    session: AsyncSession, *, filters: ListFilters, after: SegmentCursor | None, limit: int
+) -> InboxRows:
+    """The page of the inbox after ``after`` for ``filters`` as the reader may see them (``scoped``)."""
+    kinds: Sequence[PayoutKind] = PAYOUT_KINDS if filters.kind is None else [cast(PayoutKind, filters.kind)]
+    status = AWAITING if filters.status == AWAITING_APPROVAL else filters.status
+    rows = await repository.payout_inbox(
+        session,
+        kinds=kinds,
+        filters=filters.model_copy(update={"kind": None, "status": status}),
+        after=after,
+        limit=limit,
+    )
+    page, next_cursor = split_page(rows, limit, lambda row: (row.created_at, row.id))
+    return InboxRows(
+        rows=page,
+        next_cursor=encode_segment_cursor(page[-1].segment, next_cursor) if page else None,
+        deciding=[
+            (row.status, row.requested_by, row.approval_deadline, frozenset(row.approvers or ()))
+            for row in page
+        ],
+    )
+
+
+def can_approve(user: CurrentUser, found: InboxRows, at: datetime) -> list[bool]:
+    """Whether ``user`` may decide at ``at`` on each payout of the page (``payouts.may_decide``)."""
+    return [
+        payouts.may_decide(
+            user, status=status, requested_by=requester, approval_deadline=deadline, approvers=deciders, at=at
+        )
+        for status, requester, deadline, deciders in found.deciding
+    ]
+
+
+def inbox_page(found: InboxRows, can_approve: Sequence[bool]) -> Page[PayoutInboxItem]:
+    """The page's read models, with the reader's ``can_approve`` for each payout."""
+    items = []
+    for row, may in zip(found.rows, can_approve, strict=True):
+        awaiting = row.status == AWAITING
+        decisions = [
+            ApprovalRead(approver=approver, decision=decision, reason=reason, created_at=at)
+            for approver, decision, reason, at in zip(
+                row.approvers or (), row.decisions or (), row.reasons or (), row.decided_at or (), strict=True
+            )
+        ]
+        approved = sum(1 for decision in decisions if decision.decision == "approve")
+        items.append(
+            PayoutInboxItem(
+                kind=row.kind,
+                id=row.id,
+                uscc=row.uscc,
+                program=row.program,
+                tier=row.tier,
+                amount=row.amount,
+                status=AWAITING_APPROVAL if awaiting else row.status,
+                requested_by=row.requested_by,
+                requested_at=row.created_at,
+                approval_deadline=row.approval_deadline,
+                approvals=decisions,
+                approvals_needed=row.required_approvals,
+                approvals_missing=max(0, row.required_approvals - approved) if awaiting else 0,
+                can_approve=may,
+            )
+        )
+    return Page(items=items, next_cursor=found.next_cursor)
 
 
 # --- drawdowns: request and decide (HTTP) ------------------------------------------------------------------

@@ -73,11 +73,15 @@ async def test_a_repeated_read_is_served_from_the_cache_and_any_change_renders_a
     assert changed["task"]["overdue"] is True
     assert renders.calls == before + 1
 
-    # So does a document attached to the application (a row of another table).
+    # So does a document the application comes to cite (a row of another table).
     [extra] = await applicant.evidence("ip_certificates")
     async with engine.begin() as conn:
         await conn.execute(
-            text("UPDATE documents SET application_id = :a WHERE id = :d"), {"a": app_id, "d": extra}
+            text(
+                "INSERT INTO application_documents (application_id, document_id, source, cited_by, cited_at) "
+                "VALUES (:a, :d, 'supplement', 'operator', now())"
+            ),
+            {"a": app_id, "d": extra},
         )
     shown = (await applicant.api.get(url, headers=applicant.headers)).json()
     assert extra in [d["id"] for d in shown["documents"]]
@@ -156,11 +160,16 @@ async def test_triggers_bump_the_version_for_every_row_the_view_shows(session: A
     )
     moved_from, moved_to = await version(session, app.id), await version(session, other.id)
     await session.execute(
-        text("UPDATE documents SET application_id = :a WHERE id = :d"), {"a": app.id, "d": document}
+        text(
+            "INSERT INTO application_documents (application_id, document_id, source, cited_by, cited_at) "
+            "VALUES (:a, :d, 'application', 'x', now())"
+        ),
+        {"a": app.id, "d": document},
     )
     assert await version(session, app.id) == moved_from + 1
     await session.execute(
-        text("UPDATE documents SET application_id = :a WHERE id = :d"), {"a": other.id, "d": document}
+        text("UPDATE application_documents SET application_id = :o WHERE application_id = :a"),
+        {"a": app.id, "o": other.id},
     )
     assert await version(session, app.id) == moved_from + 2  # it left this application
     assert await version(session, other.id) == moved_to + 1  # and joined that one

@@ -68,7 +68,7 @@ async def test_head_answers_as_get_without_a_body(api_rollback: httpx.AsyncClien
 
 
 async def test_head_where_there_is_no_get_is_a_405(api_rollback: httpx.AsyncClient) -> None:
-    resp = await api_rollback.head("/api/v1/documents")
+    resp = await api_rollback.head("/api/v1/enterprises")
     assert resp.status_code == 405
     assert allowed(resp) == {"POST", "OPTIONS"}
 

@@ -166,4 +166,3 @@ async def test_every_list_query_is_index_backed(
     await connection.exec_driver_sql("SET LOCAL enable_seqscan = on")
     assert len(seen) >= operations, "too few queries were captured to believe the capture works"
     assert not failures, "\n\n".join(failures)
-

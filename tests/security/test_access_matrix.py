@@ -175,7 +175,7 @@ async def enterprise(world: World) -> Obj:
             201,
         )
         documents.append(doc["id"])
-    obj.ids.update(uscc=obj.uscc, evidence=",".join(documents))
+    obj.ids.update(uscc=obj.uscc, evidence=",".join(documents), document_id=documents[0])
     return obj
 
 
@@ -196,7 +196,8 @@ async def in_review(world: World, program: str = "demo") -> Obj:
         201,
     )
     obj.ids["application_id"] = created["id"]
-    await until(world, f"{API}/applications/{created['id']}", lambda b: b["status"] == "in_review")
+    body = await until(world, f"{API}/applications/{created['id']}", lambda b: b["status"] == "in_review")
+    obj.ids["task_id"] = body["task"]["id"]
     return obj
 
 
@@ -248,6 +249,7 @@ async def recognized(world: World) -> Obj:
         world.api.get(f"{API}/recognitions", params={"uscc": obj.uscc}, headers=world.admin)
     )
     obj.ids["recognition_id"] = recognitions["items"][0]["id"]
+    obj.ids["certificate_no"] = recognitions["items"][0]["certificate_no"]
     wanted = {"credit_line", "bridge_loan", "listing_reward"}  # what the demo tier's recognition triggers
     await until(world, f"{API}/benefits?uscc={obj.uscc}", lambda b: wanted <= {i["kind"] for i in b["items"]})
     lines = await ok(world.api.get(f"{API}/credit-lines", params={"uscc": obj.uscc}, headers=world.admin))
@@ -373,6 +375,38 @@ ROWS: list[Row] = [
         "enterprise",
     ),
     Row("POST", f"{API}/documents", expect(403, own=201, other=201), "enterprise", files=True),
+    # Evidence is read by its enterprise, the reviewers who may read an application citing it, and admins:
+    # 404 for anyone else, finance refused by role ...
+    Row(
+        "GET",
+        f"{API}/documents",
+        expect(200, fin=403),
+        "review",
+        params=_by_uscc,
+        sees=("document_id", frozenset({"own", "rev", "rev_lvl", "admin"})),
+    ),
+    Row(
+        "GET",
+        f"{API}/documents/{{document_id}}",
+        expect(200, other=404, rev_out=404, rev_out_lvl=404, fin=403),
+        "review",
+    ),
+    Row(
+        "GET",
+        f"{API}/documents/{{document_id}}/content",
+        expect(200, other=404, rev_out=404, rev_out_lvl=404, fin=403),
+        "review",
+    ),
+    # ... so a document no application cites is its enterprise's and the admins' alone.
+    Row("GET", f"{API}/documents/{{document_id}}", expect(404, own=200, admin=200, fin=403), "enterprise"),
+    Row(
+        "GET",
+        f"{API}/documents",
+        expect(200, fin=403),
+        "enterprise",
+        params=_by_uscc,
+        sees=("document_id", frozenset({"own", "admin"})),
+    ),
     Row(
         "POST",
         f"{API}/applications",
@@ -450,8 +484,22 @@ ROWS: list[Row] = [
         f"{API}/review-tasks",
         expect(403, reviewers=200),
         "review",
-        params=lambda o: {"limit": "200"},
+        params=lambda o: {"q": o.uscc, "limit": "200"},
         sees=("application_id", frozenset({"rev"})),
+    ),
+    # A task is claimed by a reviewer whose queue holds it (anyone else's: 404), released by its holder or
+    # an admin; only `rev` ever claims the shared task, so no cell meets another holder's claim (409).
+    Row(
+        "POST",
+        f"{API}/review-tasks/{{task_id}}/claim",
+        expect(403, rev=200, rev_lvl=404, rev_out=404, rev_out_lvl=404),
+        "review",
+    ),
+    Row(
+        "POST",
+        f"{API}/review-tasks/{{task_id}}/release",
+        expect(403, rev=200, rev_lvl=404, rev_out=404, rev_out_lvl=404, admin=200),
+        "review",
     ),
     Row(
         "GET",
@@ -474,6 +522,23 @@ ROWS: list[Row] = [
         "recognition",
         consumes=True,
         json=lambda o: {"reason": "matrix"},
+    ),
+    # A certificate is its enterprise's and the admins' (other roles are refused before any lookup) ...
+    Row(
+        "GET",
+        f"{API}/recognitions/{{recognition_id}}/certificate",
+        expect(403, own=200, other=404, admin=200),
+        "recognition",
+    ),
+    # ... and anyone verifies it, or reads the public notices, without a token (a forged one is not read).
+    Row("GET", f"{API}/public/recognitions/{{certificate_no}}", expect(200, public=True), "recognition"),
+    Row(
+        "GET",
+        f"{API}/public/notices",
+        expect(200, public=True),
+        "notice",
+        params=_by_uscc,
+        sees=("application_id", frozenset(CALLERS)),
     ),
     # --- credit: data-driven and simple, so each new endpoint is one more row ---------------------------
     Row(
@@ -501,6 +566,23 @@ ROWS: list[Row] = [
         json=lambda o: {"amount": "1000.00"},
     ),
     Row("GET", f"{API}/drawdowns/{{drawdown_id}}", expect(200, other=404, reviewers=403), "drawdown"),
+    Row(
+        "GET",
+        f"{API}/drawdowns",
+        expect(200, reviewers=403),
+        "drawdown",
+        params=_by_uscc,
+        sees=("drawdown_id", frozenset(READERS_OF_CREDIT)),
+    ),
+    # The finance inbox: every kind of payout together; an enterprise sees its own.
+    Row(
+        "GET",
+        f"{API}/payouts",
+        expect(200, reviewers=403),
+        "drawdown",
+        params=_by_uscc,
+        sees=("drawdown_id", frozenset(READERS_OF_CREDIT)),
+    ),
     Row(
         "POST",
         f"{API}/drawdowns/{{drawdown_id}}/approvals",

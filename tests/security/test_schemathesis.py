@@ -34,8 +34,9 @@ CALLERS = ("anonymous", "enterprise", "reviewer", "finance", "admin")
 # Schema-valid data these operations may still refuse with a 422, for rules JSON Schema cannot state. (A
 # cursor is opaque too - only one this service issued is valid - so positive cases never invent one.)
 SEMANTIC_RULES = {
-    "POST /api/v1/enterprises": "the USCC's check character",
-    "POST /api/v1/applications": "the USCC's check character; consecutive years; revenue splits",
+    "POST /api/v1/enterprises": "the USCC's check character; `founded_on` is not in the future",
+    "POST /api/v1/applications": "the USCC's check character; consecutive years; revenue splits; years ended",
+    "POST /api/v1/applications/{application_id}/supplements": "corrected figures: as for an application",
     "POST /api/v1/enterprises/{uscc}/listings": "`listed_on` is not in the future",
     "POST /api/v1/bridge-loans": "the fund's per-use cap and term (policy, not schema)",
 }
@@ -130,6 +131,7 @@ def fuzz_schema(settings: Settings, migrated: str) -> Iterator[Any]:
         update={
             "temporal_address": f"127.0.0.1:{free_port()}",  # nothing listens: workflow actions answer 503
             "write_rate_per_minute": 1_000_000,  # one caller per role; reach the code past the limiter
+            "public_rate_per_minute": 1_000_000,  # every request comes from one address
         }
     )
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
@@ -185,6 +186,35 @@ async def test_returned_then_supplemented_goes_back_to_the_same_stage(harness: H
     actions = [t.action for t in await transitions(harness, app.id)]
     assert actions == ["screened", "approved", "returned", "supplemented", "approved"]
     await handle.terminate("test done")
+
+
+async def test_a_supplement_with_failing_figures_is_screened_again_and_left_to_the_reviewer(
+    harness: Harness,
+) -> None:
+    """The supplement's one transition activity cites the evidence, replaces the figures and screens them
+    again; a failed re-screening is recorded and the review goes on at the same stage."""
+    app = await harness.seed()
+    handle = await harness.start(app)
+    await in_review(harness, handle, "municipal")
+    await decide(handle, reviewer("municipal"), "return")
+    state = await handle.execute_update(
+        "supplement",
+        SupplementRequest(actor=applicant(app.uscc), note="corrected figures", metrics=weak_metrics()),
+        result_type=ReviewState,
+    )
+    assert (state.status, state.stage) == ("in_review", "municipal")
+    rows = await transitions(harness, app.id)
+    assert [t.action for t in rows] == ["screened", "returned", "supplemented", "rescreened"]
+    assert {"field": "screening.passed", "old": True, "new": False} in (rows[-1].changes or [])
+    assert {"field": "compliance.no_tax_evasion", "old": True, "new": False} in (rows[-2].changes or [])
+    row = await harness.row(app.id)
+    assert row.status == "in_review"
+    assert row.screening is not None
+    assert row.screening["passed"] is False
+    assert [t.stage for t in await open_tasks(harness, app.id)] == ["municipal"]
+    state = await decide(handle, reviewer("municipal"), "reject")
+    assert (await handle.result()).status == "rejected"
+    await record(handle, "supplemented-rescreened")
 
 
 async def test_missed_supplement_deadline_withdraws(harness: Harness) -> None:
@@ -386,4 +416,81 @@ async def test_a_value_the_database_refuses_fails_the_update_at_once(harness: Ha
     assert (state.status, state.stage) == ("in_review", "municipal")
     ok = await decide(handle, reviewer("municipal"), "approve")
     assert ok.stage == "provincial"
+    await handle.terminate("test done")
+
+
+def backup(group: str = "demo-backup-reviewers") -> Actor:
+    """A member of a backup group, at another level in another province than the tasks it takes over."""
+    return Actor(sub="backup-reviewer", role="reviewer", level="provincial", region="110000", groups=[group])
+
+
+async def test_the_backup_group_decides_an_escalated_task(harness: Harness) -> None:
+    app = await harness.seed()
+    handle = await harness.start(app)
+    await in_review(harness, handle, "municipal")
+    early = await expect_refusal(
+        handle, "decide", DecisionRequest(actor=backup(), decision="approve", reason="x")
+    )
+    assert early.type == "Forbidden"  # not escalated yet: the municipal reviewers' task
+    await harness.env.sleep(61)  # the demo stage SLA is 60 s
+    await harness.wait_state(handle, lambda s: s.overdue)
+    for outsider in (backup("another-group"), reviewer("provincial", "110000")):
+        refused = await expect_refusal(
+            handle, "decide", DecisionRequest(actor=outsider, decision="approve", reason="x")
+        )
+        assert refused.type == "Forbidden"
+    state = await decide(handle, backup(), "approve")
+    assert (state.stage, state.overdue) == ("provincial", False)
+    last = (await transitions(harness, app.id))[-1]
+    assert (last.action, last.actor, last.from_status) == ("approved", "backup-reviewer", "in_review")
+    # The next stage is not escalated: back to its own reviewers.
+    later = await expect_refusal(
+        handle, "decide", DecisionRequest(actor=backup(), decision="approve", reason="x")
+    )
+    assert later.type == "Forbidden"
+    await handle.terminate("test done")
+    await record(handle, "sla-escalated-decided-by-backup-group")
+
+
+async def test_a_decision_on_a_task_another_reviewer_holds_fails_and_changes_nothing(
+    harness: Harness,
+) -> None:
+    """The API refuses it first (service.check_claim); a claim taken since it looked is caught by the
+    transition's activity, which closes the task only for nobody else's claim."""
+    app = await harness.seed()
+    handle = await harness.start(app)
+    await in_review(harness, handle, "municipal")
+    async with harness.sessionmaker.begin() as session:
+        await session.execute(
+            update(ReviewTask)
+            .where(ReviewTask.application_id == app.id, ReviewTask.status == "open")
+            .values(claimed_by="someone-else", claim_expires_at=datetime.now(UTC) + timedelta(days=1))
+        )
+    with pytest.raises(WorkflowUpdateFailedError) as info:
+        await asyncio.wait_for(
+            handle.execute_update(
+                "decide",
+                DecisionRequest(actor=reviewer("municipal"), decision="approve", reason="x"),
+                result_type=ReviewState,
+            ),
+            15,
+        )
+    cause: BaseException | None = info.value
+    while cause is not None and not (isinstance(cause, ApplicationError) and cause.type == "Conflict"):
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    assert cause is not None, info.value
+    state = await harness.state(handle)
+    assert (state.status, state.stage) == ("in_review", "municipal")
+    [task] = await open_tasks(harness, app.id)
+    assert task.claimed_by == "someone-else"
+    # Its holder decides; the decision ends the claim with the task.
+    async with harness.sessionmaker.begin() as session:
+        await session.execute(
+            update(ReviewTask).where(ReviewTask.id == task.id).values(claimed_by=reviewer("municipal").sub)
+        )
+    assert (await decide(handle, reviewer("municipal"), "approve")).stage == "provincial"
+    async with harness.sessionmaker() as session:
+        closed = await session.get(ReviewTask, task.id)
+        assert closed is not None
+        assert (closed.status, closed.claimed_by, closed.claim_expires_at) == ("decided", None, None)
     await handle.terminate("test done")

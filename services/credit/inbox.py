@@ -1,0 +1,239 @@
+"""The hot read path of ``GET /payouts`` (the finance inbox), all of it: a route class that answers before
+FastAPI solves any dependency, and pages read once for the concurrent requests for the same page.
+
+Checkers poll the same first page of the inbox (``?status=awaiting_approval``), and the ordinary path costs
+the API about 3 ms of CPU a request - FastAPI solving the dependencies, a session, the query, a read model
+per payout - so a few dozen officers would queue behind one another. Here the requests for one page that
+arrive while its query is not sent yet share it: one session, one query; a page read again and found the
+same keeps what was rendered for it; each caller then only gets its own ``can_approve`` flags, and callers
+with the same flags the same bytes. A caller only ever joins a query sent after it asked, so its answer is
+never older than the payouts committed when its request arrived - the answer the ordinary path gives, from
+the same service functions (``service.inbox_rows``, ``can_approve``, ``inbox_page``) and the same
+validation of the query (FastAPI's own, of the route's parameters).
+
+What it buys, measured on 2 cores (``payouts_inbox_p99_ms`` in docs/performance.md: a finance officer's first
+page of 50 payouts awaiting approval, wrk with 16 connections, a year of payouts and 100,000 ledger lines):
+the ordinary path answered about 270 requests/s with a p99 of about 110 ms (about 3 ms of API CPU a
+request); this path about 1,300 to 2,000 requests/s with a p99 of 16 to 23 ms (about 0.4 to 0.5 ms).
+
+Only a request the shortcut can fully judge goes this way: a bearer token this API has verified and
+remembers, of a role that reads credit data, and a query FastAPI validates without an error, each parameter
+given once; an enterprise naming another enterprise, a cursor this service did not issue, a failed read -
+anything else takes the ordinary handler, which answers exactly as it would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Hashable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from fastapi import Request, Response, params
+from fastapi._compat import ModelField
+from fastapi.dependencies.utils import get_flat_params, request_params_to_args
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.auth import CurrentUser, TokenVerifier
+from services.credit import payouts, service
+from services.credit.schemas import ListFilters
+from services.deps import StrictQueryRoute
+from services.errors import GiantflowError
+from services.pagination import SegmentCursor, decode_segment_cursor
+
+log = structlog.get_logger(__name__)
+
+READERS = frozenset(service.READERS)
+FILTERS = frozenset(ListFilters.model_fields)
+FOREVER = datetime.max.replace(tzinfo=UTC)
+
+
+@dataclass
+class SharedPage:
+    """A page as every reader allowed to see it sees it, kept while its reads find the same rows: the bodies
+    rendered for it by the callers' ``can_approve`` flags (the 8 last), and each caller's flags until the
+    next approval deadline of the page could change them (the 64 last callers)."""
+
+    rows: service.InboxRows
+    bodies: dict[tuple[bool, ...], bytes] = field(default_factory=dict)
+    flags: dict[CurrentUser, tuple[tuple[bool, ...], datetime]] = field(default_factory=dict)
+
+    def body(self, user: CurrentUser) -> bytes:
+        at = payouts.now()
+        known = self.flags.get(user)
+        if known is None or at >= known[1]:
+            deadlines = (deadline for _, _, deadline, _ in self.rows.deciding if deadline > at)
+            known = (tuple(service.can_approve(user, self.rows, at)), min(deadlines, default=FOREVER))
+            self.flags[user] = known
+            _bound(self.flags, 64)
+        body = self.bodies.get(known[0])
+        if body is None:
+            body = self.bodies[known[0]] = service.inbox_page(self.rows, known[0]).model_dump_json().encode()
+            _bound(self.bodies, 8)
+        return body
+
+
+def _bound(kept: dict[Any, Any], size: int) -> None:
+    while len(kept) > size:
+        del kept[next(iter(kept))]  # the oldest
+
+
+Key = tuple[Hashable, ...]
+Waiting = list[asyncio.Future[SharedPage | None]]
+
+
+class SharedPages:
+    """The pages being asked for through one app's sessions, each read once for the requests waiting for
+    it; at most ``width`` reads in flight, each on a session of its own."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, width: int = 2, remembered: int = 16
+    ) -> None:
+        self._sessions, self._width, self._remembered = sessions, width, remembered
+        self._pending: dict[Key, tuple[ListFilters, SegmentCursor | None, int, Waiting]] = {}
+        # The last page read of each key (``remembered`` keys at most), with the bodies rendered for it.
+        self._recent: OrderedDict[Key, SharedPage] = OrderedDict()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._flush_scheduled = False
+
+    async def page(
+        self, *, filters: ListFilters, cursor: str | None, after: SegmentCursor | None, limit: int
+    ) -> SharedPage | None:
+        """The page of ``filters`` (as the reader may see them) after ``cursor``, from a query sent after
+        this call; None when it could not be read (the caller takes the ordinary path)."""
+        future: asyncio.Future[SharedPage | None] = asyncio.get_running_loop().create_future()
+        key = (tuple(filters), cursor, limit)
+        self._pending.setdefault(key, (filters, after, limit, []))[3].append(future)
+        self._schedule_flush()
+        return await future
+
+    def _schedule_flush(self) -> None:
+        if self._pending and len(self._in_flight) < self._width and not self._flush_scheduled:
+            self._flush_scheduled = True
+            # On the loop's next turn, so requests that arrive in this one share the query.
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending or len(self._in_flight) >= self._width:
+            return
+        batch, self._pending = self._pending, {}
+        task = asyncio.get_running_loop().create_task(self._read(batch))
+        self._in_flight.add(task)
+        task.add_done_callback(self._read_done)
+
+    def _read_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._schedule_flush()
+
+    async def _read(self, batch: dict[Key, tuple[ListFilters, SegmentCursor | None, int, Waiting]]) -> None:
+        found: dict[Key, SharedPage] = {}
+        try:
+            async with self._sessions() as session:  # a read: closed without a commit
+                for key, (filters, after, limit, _) in batch.items():
+                    rows = await service.inbox_rows(session, filters=filters, after=after, limit=limit)
+                    found[key] = self._same_as_before(key, rows)
+        except (OSError, SQLAlchemyError, TimeoutError, GiantflowError) as exc:
+            log.warning("payout_inbox_read_failed", error=type(exc).__name__)
+        finally:
+            # Whatever happened, nobody is left waiting: a caller without a page goes the ordinary way.
+            for key, (*_, futures) in batch.items():
+                for future in futures:
+                    if not future.done():
+                        future.set_result(found.get(key))
+
+    def _same_as_before(self, key: Key, rows: service.InboxRows) -> SharedPage:
+        """The page just read, with the bodies already rendered for it when the read before found the very
+        same rows: a page nobody decided on since is rendered once, not once a read."""
+        before = self._recent.pop(key, None)
+        page = before if before is not None and before.rows == rows else SharedPage(rows)
+        self._recent[key] = page
+        while len(self._recent) > self._remembered:
+            self._recent.popitem(last=False)
+        return page
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What a request for the inbox asks, as the route's parameters validate it."""
+
+    filters: ListFilters
+    cursor: str | None
+    after: SegmentCursor | None
+    limit: int
+
+
+class InboxRoute(StrictQueryRoute):
+    """``GET /payouts``'s route class: a request the shortcut can judge is answered from a shared page
+    before FastAPI solves any dependency; anything else takes the route's ordinary handler."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        ordinary = super().get_route_handler()
+        shared: weakref.WeakKeyDictionary[Any, SharedPages] = weakref.WeakKeyDictionary()  # by app's sessions
+        # The queries validated so far (the last 256), by their raw text: None for those the shortcut leaves
+        # to the ordinary handler. Validating is a pure function of the text.
+        known: OrderedDict[bytes, Asked | None] = OrderedDict()
+        fields: list[ModelField] = []  # the route's query parameters, worked out on first use
+
+        def asked(request: Request) -> Asked | None:
+            raw: bytes = request.scope.get("query_string", b"")
+            if raw in known:
+                known.move_to_end(raw)
+                return known[raw]
+            if not fields:
+                fields.extend(
+                    p for p in get_flat_params(self.dependant) if isinstance(p.field_info, params.Query)
+                )
+            names = {field.alias for field in fields}
+            given = request.query_params
+            found: Asked | None = None
+            if all(name in names and len(given.getlist(name)) == 1 for name in given):
+                values, errors = request_params_to_args(fields, given)
+                if not errors:
+                    try:
+                        found = Asked(
+                            filters=ListFilters(**{k: v for k, v in values.items() if k in FILTERS}),
+                            cursor=values["cursor"],
+                            after=decode_segment_cursor(values["cursor"]),
+                            limit=values["limit"],
+                        )
+                    except GiantflowError:  # a cursor this service did not issue
+                        pass
+            known[raw] = found
+            if len(known) > 256:
+                known.popitem(last=False)
+            return found
+
+        async def shortcut(request: Request) -> bytes | None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                return None
+            verifier: TokenVerifier = request.app.state.verifier
+            user = verifier.remembered(token)
+            if user is None or user.role not in READERS:
+                return None
+            query = asked(request)
+            narrowed = None if query is None else service.scoped(user, query.filters)
+            if query is None or narrowed is None:
+                return None
+            sessions = request.app.state.resources.sessionmaker
+            pages = shared.get(sessions)
+            if pages is None:
+                pages = shared[sessions] = SharedPages(sessions)
+            page = await pages.page(
+                filters=narrowed, cursor=query.cursor, after=query.after, limit=query.limit
+            )
+            return None if page is None else page.body(user)
+
+        async def handler(request: Request) -> Response:
+            body = await shortcut(request)
+            if body is not None:
+                return Response(body, media_type="application/json")
+            return await ordinary(request)
+
+        return handler
