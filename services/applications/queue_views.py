@@ -40,14 +40,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.applications import repository as repo
 from services.applications import service
 from services.applications.schemas import QueueFilters
-from services.applications.views import SharedLookups
+from services.applications.views import LOOKUP_FAILURES
 from services.auth import CurrentUser, Role, TokenVerifier
+from services.batching import SharedLookups
 from services.deps import StrictQueryRoute
 
 Key = tuple[CurrentUser, bytes]  # the caller (its whole identity and groups) and the raw query string
 
 
 class QueuePages(SharedLookups[repo.QueueVersionArgs, int]):
+    failures = LOOKUP_FAILURES
+
     def __init__(self, pool: Callable[[], Awaitable[Any]], *, size: int = 256, lookups: int = 1) -> None:
         super().__init__(lookups=lookups)
         self._pool = pool  # asyncpg's pool of the application views' lookups

@@ -25,7 +25,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 import structlog
@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.applications import service
 from services.auth import CurrentUser, Role, TokenVerifier
+from services.batching import SharedLookups
 from services.deps import StrictQueryRoute
 
 log = structlog.get_logger(__name__)
@@ -56,6 +57,10 @@ class Access:
 READERS = frozenset({Role.enterprise, Role.reviewer, Role.admin})
 
 
+# What an asyncpg lookup may raise when the database is away or refuses: its callers go the ordinary way.
+LOOKUP_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
 def audience(user: CurrentUser) -> Audience:
     return "enterprise" if user.role is Role.enterprise else "staff"
 
@@ -65,77 +70,9 @@ async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
     only cost every lookup one more round trip."""
 
 
-class SharedLookups(Generic[K, V]):
-    """Lookups shared by the callers waiting at the same moment: the keys asked for go out together, once one
-    of `lookups` slots is free, in one batch (``_fetch_batch``). A caller only ever joins a batch sent after
-    it asked, so what it gets is never older than what was committed when its request arrived; it gets None
-    when the key is unknown, the lookup failed or the lookups are closed. Used by the application views and
-    the review-queue pages (services/applications/queue_views.py)."""
-
-    def __init__(self, *, lookups: int) -> None:
-        self._lookups = lookups
-        # Keys whose callers wait for a lookup not sent yet; at most `lookups` are in flight.
-        self._pending: dict[K, list[asyncio.Future[V | None]]] = {}
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._flush_scheduled = False
-        self._closed = False
-
-    async def _shared(self, key: K) -> V | None:
-        if self._closed:
-            return None
-        future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(key, []).append(future)
-        self._schedule_flush()
-        return await future
-
-    def _schedule_flush(self) -> None:
-        if self._pending and len(self._in_flight) < self._lookups and not self._flush_scheduled:
-            self._flush_scheduled = True
-            # On the loop's next turn, so callers that arrive in this one go out in the same query.
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._pending or len(self._in_flight) >= self._lookups:
-            return
-        batch, self._pending = self._pending, {}
-        task = asyncio.get_running_loop().create_task(self._lookup(batch))
-        self._in_flight.add(task)
-        task.add_done_callback(self._lookup_done)
-
-    def _lookup_done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        if not self._closed:
-            self._schedule_flush()
-
-    async def _lookup(self, batch: dict[K, list[asyncio.Future[V | None]]]) -> None:
-        found: dict[K, V] = {}
-        try:
-            found = await self._fetch_batch(list(batch))  # the connection's command_timeout bounds it
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            log.warning("view_lookup_failed", error=type(exc).__name__)
-        finally:
-            # Whatever happened, nobody is left waiting: a caller without an answer goes the ordinary way.
-            for key, futures in batch.items():
-                for future in futures:
-                    if not future.done():
-                        future.set_result(found.get(key))
-
-    async def _fetch_batch(self, keys: list[K]) -> dict[K, V]:
-        raise NotImplementedError
-
-    async def _stop_lookups(self) -> None:
-        self._closed = True
-        pending, self._pending = self._pending, {}
-        for futures in pending.values():
-            for future in futures:
-                if not future.done():
-                    future.set_result(None)
-        if self._in_flight:  # each bounded by the connection's command_timeout
-            await asyncio.wait(set(self._in_flight), timeout=10)
-
-
 class ApplicationViews(SharedLookups[uuid.UUID, Access]):
+    failures = LOOKUP_FAILURES
+
     def __init__(
         self,
         database_url: str,

@@ -24,7 +24,6 @@ anything else takes the ordinary handler, which answers exactly as it would have
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Hashable
@@ -40,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.auth import CurrentUser, TokenVerifier
+from services.batching import SharedLookups
 from services.credit import payouts, service
 from services.credit.schemas import ListFilters
 from services.deps import StrictQueryRoute
@@ -84,68 +84,40 @@ def _bound(kept: dict[Any, Any], size: int) -> None:
 
 
 Key = tuple[Hashable, ...]
-Waiting = list[asyncio.Future[SharedPage | None]]
 
 
-class SharedPages:
+class SharedPages(SharedLookups[Key, SharedPage]):
     """The pages being asked for through one app's sessions, each read once for the requests waiting for
     it; at most ``width`` reads in flight, each on a session of its own."""
+
+    failures = (OSError, SQLAlchemyError, TimeoutError, GiantflowError)
 
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], *, width: int = 2, remembered: int = 16
     ) -> None:
-        self._sessions, self._width, self._remembered = sessions, width, remembered
-        self._pending: dict[Key, tuple[ListFilters, SegmentCursor | None, int, Waiting]] = {}
+        super().__init__(lookups=width)
+        self._sessions, self._remembered = sessions, remembered
+        self._asked: dict[Key, tuple[ListFilters, SegmentCursor | None, int]] = {}
         # The last page read of each key (``remembered`` keys at most), with the bodies rendered for it.
         self._recent: OrderedDict[Key, SharedPage] = OrderedDict()
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._flush_scheduled = False
 
     async def page(
         self, *, filters: ListFilters, cursor: str | None, after: SegmentCursor | None, limit: int
     ) -> SharedPage | None:
         """The page of ``filters`` (as the reader may see them) after ``cursor``, from a query sent after
         this call; None when it could not be read (the caller takes the ordinary path)."""
-        future: asyncio.Future[SharedPage | None] = asyncio.get_running_loop().create_future()
         key = (tuple(filters), cursor, limit)
-        self._pending.setdefault(key, (filters, after, limit, []))[3].append(future)
-        self._schedule_flush()
-        return await future
+        self._asked[key] = (filters, after, limit)
+        return await self._shared(key)
 
-    def _schedule_flush(self) -> None:
-        if self._pending and len(self._in_flight) < self._width and not self._flush_scheduled:
-            self._flush_scheduled = True
-            # On the loop's next turn, so requests that arrive in this one share the query.
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._pending or len(self._in_flight) >= self._width:
-            return
-        batch, self._pending = self._pending, {}
-        task = asyncio.get_running_loop().create_task(self._read(batch))
-        self._in_flight.add(task)
-        task.add_done_callback(self._read_done)
-
-    def _read_done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._schedule_flush()
-
-    async def _read(self, batch: dict[Key, tuple[ListFilters, SegmentCursor | None, int, Waiting]]) -> None:
+    async def _fetch_batch(self, keys: list[Key]) -> dict[Key, SharedPage]:
         found: dict[Key, SharedPage] = {}
-        try:
-            async with self._sessions() as session:  # a read: closed without a commit
-                for key, (filters, after, limit, _) in batch.items():
-                    rows = await service.inbox_rows(session, filters=filters, after=after, limit=limit)
-                    found[key] = self._same_as_before(key, rows)
-        except (OSError, SQLAlchemyError, TimeoutError, GiantflowError) as exc:
-            log.warning("payout_inbox_read_failed", error=type(exc).__name__)
-        finally:
-            # Whatever happened, nobody is left waiting: a caller without a page goes the ordinary way.
-            for key, (*_, futures) in batch.items():
-                for future in futures:
-                    if not future.done():
-                        future.set_result(found.get(key))
+        async with self._sessions() as session:  # a read: closed without a commit
+            for key in keys:
+                filters, after, limit = self._asked.pop(key)
+                rows = await service.inbox_rows(session, filters=filters, after=after, limit=limit)
+                found[key] = self._same_as_before(key, rows)
+        return found
 
     def _same_as_before(self, key: Key, rows: service.InboxRows) -> SharedPage:
         """The page just read, with the bodies already rendered for it when the read before found the very
