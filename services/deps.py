@@ -92,6 +92,16 @@ get_current_user = BearerUser(
 CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
 
 
+def remembered_user(request: Request) -> CurrentUser | None:
+    """The caller of a request whose bearer token this API has verified and still remembers; None otherwise
+    (the ordinary dependencies then authenticate it). For the read shortcuts that answer before them."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    verifier: TokenVerifier = request.app.state.verifier
+    return verifier.remembered(token)
+
+
 class Listing:
     """What every list route takes besides its filters: the request's session, the caller and the page asked
     for (``page``: ``cursor`` and ``limit``)."""

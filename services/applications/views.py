@@ -34,9 +34,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.applications import service
-from services.auth import CurrentUser, Role, TokenVerifier
+from services.auth import CurrentUser, Role
 from services.batching import SharedLookups
-from services.deps import StrictQueryRoute
+from services.deps import StrictQueryRoute, remembered_user
 
 log = structlog.get_logger(__name__)
 K = TypeVar("K", bound=Hashable)
@@ -159,11 +159,7 @@ class ApplicationViews(SharedLookups[uuid.UUID, Access]):
         request's lookup if one was made."""
         if request.scope.get("query_string"):
             return None
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return None
-        verifier: TokenVerifier = request.app.state.verifier
-        user = verifier.remembered(token)
+        user = remembered_user(request)
         if user is None or user.role not in READERS:
             return None
         raw = request.path_params.get("application_id", "")

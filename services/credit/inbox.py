@@ -38,11 +38,11 @@ from fastapi.dependencies.utils import get_flat_params, request_params_to_args
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.auth import CurrentUser, TokenVerifier
+from services.auth import CurrentUser
 from services.batching import SharedLookups
 from services.credit import payouts, service
 from services.credit.schemas import ListFilters
-from services.deps import StrictQueryRoute
+from services.deps import StrictQueryRoute, remembered_user
 from services.errors import GiantflowError
 from services.pagination import SegmentCursor, decode_segment_cursor
 
@@ -182,11 +182,7 @@ class InboxRoute(StrictQueryRoute):
             return found
 
         async def shortcut(request: Request) -> bytes | None:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                return None
-            verifier: TokenVerifier = request.app.state.verifier
-            user = verifier.remembered(token)
+            user = remembered_user(request)
             if user is None or user.role not in READERS:
                 return None
             query = asked(request)
