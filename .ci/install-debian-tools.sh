@@ -2,11 +2,13 @@
 # Installs the Debian tools the suite and `make bench` drive as real processes, when missing:
 #   docker-compose - tests/platform/test_compose.py validates docker-compose.yml with `docker-compose config`
 #                    (no Docker engine is needed for that);
-#   wrk            - bench/run.py's HTTP load generator, run as a process of its own.
+#   wrk            - bench/run.py's HTTP load generator, run as a process of its own;
+#   chromium       - the real browser the console tests (tests/console) drive with Playwright, launched
+#                    from /usr/bin/chromium (Playwright downloads nothing).
 # Usage: install-debian-tools.sh [command ...] (default: all of them). Idempotent.
 set -euo pipefail
 
-declare -A PACKAGE=([docker-compose]=docker-compose [wrk]=wrk)
+declare -A PACKAGE=([docker-compose]=docker-compose [wrk]=wrk [chromium]=chromium)
 wanted=("$@")
 if [ ${#wanted[@]} -eq 0 ]; then
     wanted=("${!PACKAGE[@]}")

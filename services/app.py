@@ -105,6 +105,9 @@ def create_app(
     for router in DOMAIN_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health_router)
+    from services.console.routes import mount_console
+
+    mount_console(app)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -38,6 +39,12 @@ class Settings(BaseSettings):
     oidc_jwks_url: str | None = None
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
+    # The staff console's sign-in (services/console): the OpenID Connect client registered for it at the
+    # issuer (authorization code with PKCE; the secret only for a confidential client), and the key its
+    # session cookies are signed with - outside development both are needed for anyone to sign in.
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    console_secret: SecretStr | None = None
     programs_dir: Path = PROJECT_ROOT / "programs"
     bank_url: str = "http://127.0.0.1:8100"
     data_dir: Path = PROJECT_ROOT / "var"
@@ -86,6 +93,18 @@ class Settings(BaseSettings):
             if not (self.oidc_issuer and self.oidc_audience):
                 raise ValueError("GIANTFLOW_OIDC_ISSUER and GIANTFLOW_OIDC_AUDIENCE are required with OIDC")
         return self
+
+    @property
+    def console_signing_key(self) -> bytes | None:
+        """The key the console signs its session cookies with: ``console_secret``; in development, when it
+        is not set, one derived from the JWT secret. None: nobody can sign in to the console."""
+        if self.console_secret is not None:
+            return self.console_secret.get_secret_value().encode()
+        if self.environment is Environment.development:
+            return hashlib.sha256(
+                b"giantflow-console\x1f" + self.jwt_secret.get_secret_value().encode()
+            ).digest()
+        return None
 
     @property
     def embedded_database_url(self) -> str:

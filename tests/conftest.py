@@ -20,6 +20,7 @@ from services.config import Environment, Settings
 from services.db import create_engine
 
 TEST_SECRET = "test-secret-for-giantflow-tests-only-0123456789"
+CONSOLE_SECRET = "test-console-secret-for-giantflow-tests-only-9876543210"
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +44,7 @@ def settings(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         environment=Environment.test,
         database_url=postgres_url,
         jwt_secret=TEST_SECRET,  # type: ignore[arg-type]
+        console_secret=CONSOLE_SECRET,  # type: ignore[arg-type]
         data_dir=tmp_path_factory.mktemp("data"),
         log_json=True,
         log_level="WARNING",

@@ -1,0 +1,266 @@
+"""What every console page shares: the Jinja2 templates, the language (zh-CN or English, from a cookie the
+switch sets, else ``Accept-Language``) with its gettext catalogue, money and time formats, the navigation a
+role sees, and the route class that turns what a service refuses into a page in words."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
+
+from babel import Locale
+from babel.messages.catalog import Catalog
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import Translations
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from services.auth import Role
+from services.console.session import ConsoleSession, CsrfRefused, SignedOut, optional_session
+from services.errors import FieldError, GiantflowError, validation_errors
+
+HERE = Path(__file__).resolve().parent
+LOCALES = ("zh-CN", "en")
+DEFAULT_LOCALE = "zh-CN"
+LANG_COOKIE = "giantflow_lang"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+# Pages may be framed by the console itself (evidence shown inline) and load nothing from anywhere else.
+CONSOLE_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'self'; "
+    "frame-src 'self'; frame-ancestors 'self'; form-action 'self'; base-uri 'none'"
+)
+CONSOLE_HEADERS = {"Content-Security-Policy": CONSOLE_CSP, "X-Frame-Options": "SAMEORIGIN"}
+
+
+@dataclass(frozen=True)
+class NavItem:
+    path: str
+    label: str  # an English msgid, translated when shown
+    roles: frozenset[Role]
+
+
+# The top navigation: each page once, shown to the roles its services serve.
+NAV: Sequence[NavItem] = (
+    NavItem("/console/reviews", "Review queue", frozenset({Role.reviewer, Role.admin})),
+    NavItem("/console/notices", "Public notice", frozenset({Role.reviewer, Role.admin})),
+    NavItem("/console/payouts", "Payouts", frozenset({Role.finance, Role.admin})),
+    NavItem("/console/disbursements", "Disbursements", frozenset({Role.finance, Role.admin})),
+    NavItem("/console/credit", "Credit and funds", frozenset({Role.finance, Role.admin})),
+    NavItem("/console/programs", "Programs", frozenset({Role.admin})),
+    NavItem("/console/recognitions", "Recognitions", frozenset({Role.admin})),
+)
+STAFF = frozenset({Role.reviewer, Role.finance, Role.admin})
+
+
+def home_for(role: Role) -> str:
+    """The first page a role lands on after signing in."""
+    return next(item.path for item in NAV if role in item.roles)
+
+
+# --- language --------------------------------------------------------------------------------------------
+
+
+@cache
+def translations(locale: str) -> Translations:
+    """The gettext catalogue of a locale, compiled in memory from the ``.po`` files of its folder (one per
+    area of the console; no build step)."""
+    folder = HERE / "locale" / locale.replace("-", "_") / "LC_MESSAGES"
+    merged = Catalog(locale=locale.replace("-", "_"))
+    for po in sorted(folder.glob("*.po")):
+        with po.open("rb") as source:
+            for message in read_po(source, locale=locale.replace("-", "_")):
+                if message.id and message.string and not message.fuzzy:
+                    merged.add(message.id, message.string)
+    compiled = io.BytesIO()
+    write_mo(compiled, merged)
+    compiled.seek(0)
+    return Translations(fp=compiled)
+
+
+def negotiate(request: Request) -> str:
+    chosen = request.cookies.get(LANG_COOKIE)
+    if chosen in LOCALES:
+        return chosen
+    wanted = [
+        part.split(";")[0].strip().replace("_", "-")
+        for part in request.headers.get("accept-language", "").split(",")
+        if part.strip()
+    ]
+    found = Locale.negotiate(wanted, [tag.replace("-", "_") for tag in LOCALES], sep="-")
+    if found is None:
+        return DEFAULT_LOCALE
+    return "zh-CN" if found.language == "zh" else "en"
+
+
+def gettext_for(request: Request) -> Callable[[str], str]:
+    locale = getattr(request.state, "locale", None) or negotiate(request)
+    request.state.locale = locale
+    return translations(locale).gettext
+
+
+# --- formats ---------------------------------------------------------------------------------------------
+
+
+def money(value: Decimal | str | None) -> str:
+    """``¥3,000,000.00`` in both languages: the amount exactly as stored, grouped by thousands."""
+    if value is None or value == "":
+        return ""
+    amount = Decimal(value)
+    sign = "-" if amount < 0 else ""
+    return f"{sign}¥{abs(amount):,.2f}"
+
+
+def when(value: datetime | date | str | None, *, with_time: bool = True) -> str:
+    """A time in Asia/Shanghai (``2026-12-01 18:30``), a date as it is."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        local = value.astimezone(SHANGHAI)
+        return local.strftime("%Y-%m-%d %H:%M") if with_time else local.strftime("%Y-%m-%d")
+    return value.isoformat()
+
+
+def safe_next(target: str | None, fallback: str) -> str:
+    """A redirect target inside the console only (never another host)."""
+    if not target:
+        return fallback
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/console") or "\\" in target:
+        return fallback
+    return target
+
+
+# --- templates -------------------------------------------------------------------------------------------
+
+
+@cache
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["money"] = money
+    env.filters["when"] = when
+    env.filters["day"] = lambda value: when(value, with_time=False)
+    env.filters["urlquote"] = lambda value: quote(str(value), safe="")
+    return env
+
+
+def render(
+    request: Request,
+    template: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    status: int = 200,
+    session: ConsoleSession | None = None,
+) -> HTMLResponse:
+    """A page: the template with what every page shows (navigation for the role, language switch, the
+    CSRF token forms carry) around ``context``."""
+    gettext = gettext_for(request)
+    session = session or optional_session(request)
+    role = session.user.role if session else None
+    here = request.url.path
+    page = (
+        environment()
+        .get_template(template)
+        .render(
+            {
+                "_": gettext,
+                "request": request,
+                "locale": request.state.locale,
+                "locales": LOCALES,
+                "session": session,
+                "user": session.user if session else None,
+                "csrf": session.csrf if session else "",
+                "nav": [item for item in NAV if role in item.roles],
+                "here": here,
+                "here_full": here + (f"?{request.url.query}" if request.url.query else ""),
+                **(context or {}),
+            }
+        )
+    )
+    return HTMLResponse(page, status_code=status, headers=CONSOLE_HEADERS)
+
+
+def error_page(
+    request: Request, status: int, message: str, errors: Sequence[FieldError] = ()
+) -> HTMLResponse:
+    return render(
+        request, "error.html", {"status": status, "message": message, "errors": errors}, status=status
+    )
+
+
+def field_errors(errors: Sequence[FieldError]) -> dict[str, str]:
+    """A refusal's errors by field, to show next to each (the field's last path part: ``body.reason`` is
+    the form's ``reason``)."""
+    return {error.field.rsplit(".", 1)[-1]: error.message for error in errors}
+
+
+def sign_in_redirect(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method != "GET":
+        target = request.headers.get("referer") or "/console/"
+    location = "/console/login?next=" + quote(safe_next(target, "/console/"), safe="")
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"HX-Redirect": location})
+    return RedirectResponse(location, status_code=303)
+
+
+class ConsoleRoute(APIRoute):
+    """Every console route: a request without a session goes to the sign-in page, a form without its CSRF
+    token is refused (403), and what a service refuses (not found, not allowed, not valid, a conflict) is a
+    page saying so in words, with the status the API would give - never a problem document."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SignedOut:
+                return sign_in_redirect(request)
+            except CsrfRefused:
+                gettext = gettext_for(request)
+                return error_page(
+                    request,
+                    403,
+                    gettext(
+                        "This form has expired or did not come from this console. "
+                        "Reload the page and try again."
+                    ),
+                )
+            except RequestValidationError as exc:
+                gettext = gettext_for(request)
+                return error_page(
+                    request, 422, gettext("The request is not valid."), validation_errors(exc.errors())
+                )
+            except GiantflowError as exc:
+                return error_page(request, exc.status, describe(request, exc), exc.errors or ())
+
+        return guarded
+
+
+def describe(request: Request, exc: GiantflowError) -> str:
+    """What a refusal says on a page: a 404 says only that there is nothing here (the same words whether
+    the object does not exist or is not the caller's to see); the others say what the service said."""
+    gettext = gettext_for(request)
+    if exc.status == 404:
+        return gettext("Not found: there is nothing here that you may see.")
+    if exc.status == 403:
+        return gettext("Your role may not do this.") + " " + exc.detail
+    return exc.detail
