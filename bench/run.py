@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import noop  # noqa: E402
 from bench.body_limit import peak_rss_mib, send_chunked  # noqa: E402
+from bench.console import console_pages  # noqa: E402
 from bench.documents import document_downloads  # noqa: E402
 from bench.journey import BATCH, DISTRICT, EVIDENCE, PROGRAM, Journey, application_body  # noqa: E402
 from bench.payouts_inbox import payouts_inbox  # noqa: E402
@@ -385,6 +386,7 @@ async def measure(stack: Stack, figures: Figures) -> None:
         created = await batch_intake(stack, engine, figures, applications)
         await worker_memory(stack, figures, applications)
         await read_api(stack, figures, created, max(2.0, 30 * SCALE))
+        await console_pages(stack, figures, created, requests=scaled(200, 20))
         await review_queue(stack, figures, engine, scale=SCALE, seconds=max(2.0, 30 * SCALE))
         await payouts_inbox(stack, figures, engine, scale=SCALE, seconds=max(2.0, 30 * SCALE))
         await disbursements(stack, engine, figures, scaled(200, 5))

@@ -34,6 +34,7 @@ class Stack:
     temporal_port: int = field(default_factory=free_port)
     ui_port: int = field(default_factory=free_port)
     bank_port: int = field(default_factory=free_port)
+    programs_dir: Path = PROGRAMS
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -47,7 +48,7 @@ class Stack:
                 "GIANTFLOW_TEMPORAL_ADDRESS": self.temporal_address,
                 "GIANTFLOW_TEMPORAL_UI_PORT": str(self.ui_port),
                 "GIANTFLOW_BANK_URL": self.bank_url,
-                "GIANTFLOW_PROGRAMS_DIR": str(PROGRAMS),
+                "GIANTFLOW_PROGRAMS_DIR": str(self.programs_dir),
                 "PYTHONPATH": str(ROOT),
             }
         )
@@ -62,7 +63,7 @@ class Stack:
             temporal_address=self.temporal_address,
             temporal_ui_port=self.ui_port,
             bank_url=self.bank_url,
-            programs_dir=PROGRAMS,
+            programs_dir=self.programs_dir,
             log_level="WARNING",
         )
 
@@ -117,8 +118,8 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running(data_dir: Path) -> Iterator[Stack]:
-    stack = Stack(data_dir)
+def running(data_dir: Path, programs_dir: Path = PROGRAMS) -> Iterator[Stack]:
+    stack = Stack(data_dir, programs_dir=programs_dir)
     try:
         stack.start()
         yield stack

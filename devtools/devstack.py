@@ -507,6 +507,7 @@ class DevStack:
             part.start(env, self._log(part.name))
             wait_until(part.ready, timeout=part.ready_timeout, what=part.name, alive=_alive_check(part))
             self.out(f"  {part.name:<12} {part.listens}")
+        self.out(f"  console      {api}/console/ (sign in as any role and scope: development only)")
         self.out(f"  logs         {self.logs}")
 
     def supervise(self) -> None:

@@ -100,6 +100,9 @@ class DecisionRequest(_Model):
     decision: Decision
     reason: str = Field(min_length=1, max_length=2000)
     internal_note: str | None = Field(default=None, max_length=4000)
+    # With `return`: when the supplement is due, at most the program's supplement_deadline from now; None
+    # gives the program's deadline.
+    supplement_due_at: datetime | None = None
 
 
 class SupplementContent(_Model):

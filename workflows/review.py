@@ -68,6 +68,10 @@ def _conflict(message: str) -> ApplicationError:
     return ApplicationError(message, type="Conflict", non_retryable=True)
 
 
+def _unprocessable(message: str) -> ApplicationError:
+    return ApplicationError(message, type="Unprocessable", non_retryable=True)
+
+
 covers = covers_region  # the region rule (services.vocabulary)
 
 
@@ -422,7 +426,9 @@ class ReviewWorkflow:
                 to: Status = "rejected" if request.decision == "reject" else "returned"
                 due = None
                 if to == "returned":
-                    due = workflow.now() + timedelta(seconds=self.data.durations.supplement_deadline)
+                    due = request.supplement_due_at or workflow.now() + timedelta(
+                        seconds=self.data.durations.supplement_deadline
+                    )
                 await self._transition(request.actor, action=to, to=to, supplement_due_at=due, **details)
                 self._supplement_due_at = due or self._supplement_due_at
             elif self._stage_index + 1 < len(self.data.stages):
@@ -464,6 +470,15 @@ class ReviewWorkflow:
             )
         if not covers(actor.region, self.data.region_code):
             raise _forbidden("the application is outside the reviewer's region")
+        if request.supplement_due_at is not None:
+            latest = workflow.now() + timedelta(seconds=self.data.durations.supplement_deadline)
+            if request.decision != "return":
+                raise _unprocessable("a supplement due date goes with the decision `return` only")
+            if not workflow.now() < request.supplement_due_at <= latest:
+                raise _unprocessable(
+                    "the supplement due date must be in the future and at most the program's supplement "
+                    f"deadline from now ({latest.isoformat(timespec='minutes')})"
+                )
 
     # --- enterprise actions -----------------------------------------------------------------------------
 

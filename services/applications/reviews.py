@@ -63,6 +63,7 @@ class Actions:
             decision=data.decision,
             reason=data.reason,
             internal_note=data.internal_note,
+            supplement_due_at=data.supplement_due_at,
         )
 
         async def unclaimed() -> None:  # deciding a task another reviewer holds is a 409

@@ -6,7 +6,15 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from services.applications.metrics import DeclaredMetrics
 from services.identifiers import validate_region_code, validate_uscc
@@ -225,6 +233,17 @@ class DecisionCreate(_In):
     internal_note: Annotated[str | None, Field(max_length=4000, description="hidden from the applicant")] = (
         None
     )
+    supplement_due_at: AwareDatetime | None = Field(
+        default=None,
+        description="with `return` only: when the supplement is due, in the future and at most the "
+        "program's `supplement_deadline` from now (the default)",
+    )
+
+    @model_validator(mode="after")
+    def _due_only_when_returned(self) -> DecisionCreate:
+        if self.supplement_due_at is not None and self.decision != "return":
+            raise ValueError("supplement_due_at goes with the decision `return` only")
+        return self
 
 
 class SupplementCreate(_In):

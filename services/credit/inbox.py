@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -83,7 +83,8 @@ def _bound(kept: dict[Any, Any], size: int) -> None:
         del kept[next(iter(kept))]  # the oldest
 
 
-Key = tuple[Hashable, ...]
+# A page asked for: the filters as (name, value) pairs, the cursor as given and as decoded, the limit.
+Key = tuple[tuple[tuple[str, Any], ...], str | None, SegmentCursor | None, int]
 
 
 class SharedPages(SharedLookups[Key, SharedPage]):
@@ -97,7 +98,6 @@ class SharedPages(SharedLookups[Key, SharedPage]):
     ) -> None:
         super().__init__(lookups=width)
         self._sessions, self._remembered = sessions, remembered
-        self._asked: dict[Key, tuple[ListFilters, SegmentCursor | None, int]] = {}
         # The last page read of each key (``remembered`` keys at most), with the bodies rendered for it.
         self._recent: OrderedDict[Key, SharedPage] = OrderedDict()
 
@@ -106,15 +106,16 @@ class SharedPages(SharedLookups[Key, SharedPage]):
     ) -> SharedPage | None:
         """The page of ``filters`` (as the reader may see them) after ``cursor``, from a query sent after
         this call; None when it could not be read (the caller takes the ordinary path)."""
-        key = (tuple(filters), cursor, limit)
-        self._asked[key] = (filters, after, limit)
-        return await self._shared(key)
+        return await self._shared((tuple(filters), cursor, after, limit))
 
     async def _fetch_batch(self, keys: list[Key]) -> dict[Key, SharedPage]:
+        # The key is the whole question: a batch never looks anything up beside it (two batches in flight
+        # may ask for the same page).
         found: dict[Key, SharedPage] = {}
         async with self._sessions() as session:  # a read: closed without a commit
             for key in keys:
-                filters, after, limit = self._asked.pop(key)
+                filtered_by, _, after, limit = key
+                filters = ListFilters(**dict(filtered_by))
                 rows = await service.inbox_rows(session, filters=filters, after=after, limit=limit)
                 found[key] = self._same_as_before(key, rows)
         return found

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
 import pytest
 
@@ -347,3 +349,41 @@ async def test_times_in_queries_are_rfc3339_with_an_offset(
     admin = bearer(make_token(settings, "admin"))
     resp = await api.get("/api/v1/recognitions", params={"valid_on": valid_on}, headers=admin)
     assert resp.status_code == status, resp.text
+
+
+async def test_a_return_may_set_when_the_supplement_is_due_within_the_programs_deadline(
+    applicant: Applicant, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """`supplement_due_at` goes with `return` only, must lie ahead and not beyond the program's
+    `supplement_deadline` (the demo's: 60 s); a refused one changes nothing, an accepted one is the due date
+    the application shows."""
+    await applicant.register()
+    app_id = (await applicant.submit()).json()["id"]
+    url = f"/api/v1/applications/{app_id}"
+    await poll(api, url, applicant.headers, lambda b: b["status"] == "in_review")
+    municipal = reviewer_headers(settings, "municipal", "500103")
+    now = datetime.now(UTC)
+    for decision, due, status in (
+        ("approve", now + timedelta(seconds=30), 422),
+        ("return", now - timedelta(seconds=5), 422),
+        ("return", now + timedelta(days=2), 422),
+        ("return", (now + timedelta(seconds=30)).replace(tzinfo=None), 422),
+    ):
+        refused = await api.post(
+            f"{url}/decisions",
+            headers=municipal,
+            json={"decision": decision, "reason": "more", "supplement_due_at": due.isoformat()},
+        )
+        assert refused.status_code == status, refused.text
+        body = (await api.get(url, headers=applicant.headers)).json()
+        assert (body["status"], body["stage"]) == ("in_review", "municipal")
+    due = (now + timedelta(seconds=45)).replace(microsecond=0)
+    returned = await api.post(
+        f"{url}/decisions",
+        headers=municipal,
+        json={"decision": "return", "reason": "stamp missing", "supplement_due_at": due.isoformat()},
+    )
+    assert returned.status_code == 200, returned.text
+    body = (await api.get(url, headers=applicant.headers)).json()
+    assert body["status"] == "returned"
+    assert datetime.fromisoformat(body["supplement_due_at"]) == due

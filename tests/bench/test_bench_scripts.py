@@ -26,6 +26,8 @@ FIGURES = [
     "read_api_rps",
     "read_api_ratio",
     "read_api_p99_ms",
+    "console_queue_p95_ms",
+    "console_application_p95_ms",
     "review_queue_p99_ms",
     "review_queue_ratio",
     "payouts_inbox_p99_ms",

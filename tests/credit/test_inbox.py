@@ -432,3 +432,26 @@ async def test_concurrent_readers_share_the_page_and_get_the_ordinary_answer(
         flags = {i["id"]: i["can_approve"] for i in response.json()["items"]}
         assert flags[made["dual"]] is False  # finance-a approved it already
         assert flags[made["loan"]] is True
+
+
+async def test_two_reads_of_the_same_page_in_flight_both_answer(resources: Any) -> None:
+    """A page asked for again while its first read is already sent goes out in a second read (at most two in
+    flight); each read answers its own callers. (It once looked its question up in a table the first read
+    had already emptied: the second read failed, and its callers fell back to the ordinary path.)"""
+    from services.credit.inbox import SharedPages
+    from services.credit.schemas import ListFilters
+
+    pages = SharedPages(resources.sessionmaker, width=2)
+    filters = ListFilters(uscc=new_uscc(), status="pending_approval")
+
+    async def ask() -> Any:
+        return await pages.page(filters=filters, cursor=None, after=None, limit=50)
+
+    first = asyncio.create_task(ask())
+    await asyncio.sleep(0)  # the first caller asks; its read is made on the next turn, before the second asks
+    second = asyncio.create_task(ask())
+    third = asyncio.create_task(ask())
+    answers = await asyncio.gather(first, second, third)
+    assert all(answer is not None for answer in answers), answers
+    assert all(answer.rows.rows == [] for answer in answers)
+    await pages._stop_lookups()

@@ -97,6 +97,9 @@ def test_dev_stack_starts_serves_stops_cleanly_and_keeps_data(stack_env: dict[st
         assert status == 200
         assert "/api/v1/applications" in json.loads(body)["paths"]
         assert _get(f"http://127.0.0.1:{stack_env['GIANTFLOW_TEMPORAL_UI_PORT']}/")[0] == 200
+        status, login = _get(f"{api}/console/login")
+        assert status == 200
+        assert b'<label for="f-role">Role</label>' in login or "角色".encode() in login
         token = subprocess.run(
             [str(BIN_DIR / "giantflow"), "token", "--role", "admin"],
             env=stack_env,
@@ -131,6 +134,7 @@ def test_dev_stack_starts_serves_stops_cleanly_and_keeps_data(stack_env: dict[st
     output = _output(stack_env)
     assert "api" in output
     assert "postgres" in output
+    assert f"console      {api}/console/" in output
 
     again = _start(stack_env)
     try:

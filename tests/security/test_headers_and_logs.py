@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -72,6 +73,8 @@ async def test_every_response_carries_the_security_headers(
         for name, value in {**SECURITY_HEADERS, "Content-Security-Policy": API_CSP}.items():
             assert resp.headers.get(name) == value, f"{where} ({status}) lacks {name}"
         assert resp.headers.get("x-request-id"), f"{where} ({status}) has no X-Request-ID"
+        # How long the service took to start answering (what the console benchmarks read).
+        assert re.fullmatch(r"app;dur=\d+\.\d", resp.headers.get("server-timing", "")), where
         if status >= 400 and url != "/readyz":
             assert resp.headers["content-type"] == PROBLEM, f"{where} ({status}) is not a problem"
             body = resp.json()
