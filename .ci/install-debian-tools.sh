@@ -4,11 +4,12 @@
 #                    (no Docker engine is needed for that);
 #   wrk            - bench/run.py's HTTP load generator, run as a process of its own;
 #   chromium       - the real browser the console tests (tests/console) drive with Playwright, launched
-#                    from /usr/bin/chromium (Playwright downloads nothing).
+#                    from /usr/bin/chromium (Playwright downloads nothing), with a CJK font for the
+#                    Chinese pages.
 # Usage: install-debian-tools.sh [command ...] (default: all of them). Idempotent.
 set -euo pipefail
 
-declare -A PACKAGE=([docker-compose]=docker-compose [wrk]=wrk [chromium]=chromium)
+declare -A PACKAGE=([docker-compose]=docker-compose [wrk]=wrk [chromium]="chromium fonts-wqy-zenhei")
 wanted=("$@")
 if [ ${#wanted[@]} -eq 0 ]; then
     wanted=("${!PACKAGE[@]}")
@@ -17,7 +18,8 @@ fi
 missing=()
 for command in "${wanted[@]}"; do
     if ! command -v "$command" >/dev/null 2>&1; then
-        missing+=("${PACKAGE[$command]}")
+        read -r -a packages <<<"${PACKAGE[$command]}"
+        missing+=("${packages[@]}")
     fi
 done
 if [ ${#missing[@]} -eq 0 ]; then

@@ -85,10 +85,10 @@ class Stack:
 
     def start(self, timeout: float = 120.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.data_dir / "dev.log").open("ab")
-        self.process = subprocess.Popen(
-            [str(BIN / "giantflow"), "dev"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        with (self.data_dir / "dev.log").open("ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [str(BIN / "giantflow"), "dev"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while not http_ok(f"{self.api_url}/readyz"):
             if self.process.poll() is not None or time.monotonic() > deadline:
