@@ -30,20 +30,19 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.applications import repository as repo
 from services.applications import service
 from services.applications.schemas import QueueFilters
-from services.applications.views import LOOKUP_FAILURES
+from services.applications.views import LOOKUP_FAILURES, CachedRoute
 from services.auth import CurrentUser, Role, TokenVerifier
 from services.batching import SharedLookups
-from services.deps import StrictQueryRoute
 
 Key = tuple[CurrentUser, bytes]  # the caller (its whole identity and groups) and the raw query string
 
@@ -125,19 +124,10 @@ class QueuePages(SharedLookups[repo.QueueVersionArgs, int]):
             self._pages.popitem(last=False)
 
 
-class CachedQueueRoute(StrictQueryRoute):
+class CachedQueueRoute(CachedRoute):
     """``GET /review-tasks``' route class: ``QueuePages.shortcut`` answers from the cache of pages before
     FastAPI solves any dependency; anything else - a miss included - takes the route's ordinary handler,
     which answers exactly as it would have: the shortcut only answers a query string the ordinary path has
     checked and rendered for the same caller."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        ordinary = super().get_route_handler()
-
-        async def handler(request: Request) -> Response:
-            body = await request.app.state.resources.queue_pages.shortcut(request)
-            if body is not None:
-                return Response(body, media_type="application/json")
-            return await ordinary(request)
-
-        return handler
+    cache = "queue_pages"

@@ -92,7 +92,6 @@ async def screen_and_enter(session: AsyncSession, *, data: ScreenAndEnterInput) 
 async def _note(
     session: AsyncSession,
     data: ObjectionUpdate | RecognitionChange,
-    application_id: uuid.UUID,
     *,
     action: str,
     status: str,
@@ -102,7 +101,6 @@ async def _note(
     session.add(
         _audit(
             data,
-            application_id=application_id,
             actor=data.actor,
             action=action,
             from_status=status,
@@ -114,30 +112,26 @@ async def _note(
     await session.flush()
 
 
+# The columns of an audit row a state change states as they are (``TransitionInput``'s fields of those names).
+STATED = {"action", "from_status", "to_status", "stage", "reason", "internal_note"}
+
+
 def _audit(
     data: TransitionInput | EscalationInput | ObjectionUpdate | RecognitionChange,
     *,
-    application_id: uuid.UUID,
     actor: Actor,
-    action: str,
-    from_status: str | None,
-    to_status: str,
-    stage: str | None,
-    reason: str | None,
-    internal_note: str | None = None,
     changes: list[dict[str, Any]] | None = None,
+    **stated: str | None,
 ) -> Transition:
+    """The audit row of ``data``'s event, by ``actor``: ``stated`` gives the row's ``STATED`` columns (action,
+    from_status and to_status, stage, reason, internal_note: each left out is None); ``changes``, what the
+    event changed, field by field."""
     return Transition(
-        application_id=application_id,
+        **stated,
+        application_id=data.application_id,
         event_key=data.event_key,
         actor=actor.sub,
         role=actor.role,
-        action=action,
-        from_status=from_status,
-        to_status=to_status,
-        stage=stage,
-        reason=reason,
-        internal_note=internal_note,
         changes=changes or None,
         at=data.at,
     )
@@ -183,20 +177,7 @@ async def apply_transition(session: AsyncSession, *, data: TransitionInput) -> N
                 created_at=data.at,
             )
         )
-    session.add(
-        _audit(
-            data,
-            application_id=application_id,
-            actor=data.actor,
-            action=data.action,
-            from_status=data.from_status,
-            to_status=data.to_status,
-            stage=data.stage,
-            reason=data.reason,
-            internal_note=data.internal_note,
-            changes=changes,
-        )
-    )
+    session.add(_audit(data, actor=data.actor, changes=changes, **data.model_dump(include=STATED)))
     await session.flush()
     if rescreened is not None:  # after the supplement's row, so history shows it second
         session.add(rescreened)
@@ -285,7 +266,6 @@ async def escalate(session: AsyncSession, *, data: EscalationInput) -> None:
     session.add(
         _audit(
             data,
-            application_id=application_id,
             actor=SYSTEM_ACTOR,
             action="sla_escalated",
             from_status="in_review",
@@ -323,7 +303,7 @@ async def record_objection(session: AsyncSession, *, data: ObjectionUpdate) -> N
         objection.resolution_reason = data.reason
         objection.resolved_at = data.at
         action = f"objection_{data.resolution}"
-    await _note(session, data, application_id, action=action, status="public_notice")
+    await _note(session, data, action=action, status="public_notice")
 
 
 async def recognize(
@@ -389,13 +369,7 @@ async def change_recognition(session: AsyncSession, *, data: RecognitionChange) 
             recognition.revoked_reason = data.reason
             recognition.revoked_by = data.actor.sub
             recognition.revoked_at = data.at
-    await _note(
-        session,
-        data,
-        data.application_id,
-        action=f"recognition_{data.status}",
-        status="recognized",
-    )
+    await _note(session, data, action=f"recognition_{data.status}", status="recognized")
 
 
 async def open_re_review(

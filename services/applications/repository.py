@@ -485,6 +485,32 @@ async def objections_for(session: AsyncSession, application_id: uuid.UUID) -> li
     return list((await session.execute(stmt)).scalars())
 
 
+async def objections_of(session: AsyncSession, application_ids: Sequence[uuid.UUID]) -> list[Objection]:
+    """The objections of several applications, oldest first: one query."""
+    stmt = (
+        select(Objection)
+        .where(Objection.application_id.in_(application_ids))
+        .order_by(Objection.filed_at, Objection.id)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+class NoticeFacts(NamedTuple):
+    application_id: uuid.UUID
+    enterprise_name: str
+    notice_ends_at: datetime | None
+
+
+async def notice_facts(session: AsyncSession, application_ids: Sequence[uuid.UUID]) -> list[NoticeFacts]:
+    """The enterprise's name and the notice's end of several applications: one query."""
+    stmt = (
+        select(Application.id, Enterprise.name, Application.notice_ends_at)
+        .join(Enterprise, Enterprise.uscc == Application.uscc)
+        .where(Application.id.in_(application_ids))
+    )
+    return [NoticeFacts._make(row) for row in (await session.execute(stmt)).all()]
+
+
 async def next_certificate_number(session: AsyncSession, *, program: str, year: int, tier: str) -> int:
     stmt = (
         insert(CertificateSequence)
@@ -518,6 +544,35 @@ async def list_recognitions(
     `filters` equal to their values (None: any)."""
     extra = [Recognition.valid_from <= valid_on, Recognition.valid_until > valid_on] if valid_on else []
     return await _oldest_first(session, Recognition, filters, extra, cursor, limit)
+
+
+class RecognitionCount(NamedTuple):
+    """How many recognitions of one tier were granted in one province (``500000``: Chongqing)."""
+
+    tier: str
+    province: str
+    recognitions: int
+
+
+async def recognition_counts(
+    session: AsyncSession, *, filters: dict[str, Any], valid_on: datetime | None
+) -> list[RecognitionCount]:
+    """The recognitions ``list_recognitions`` lists with the same `filters`, counted in one statement by tier
+    and by the province of the application each was granted on (its region code's first two digits +
+    ``0000``). Each recognition reaches its application through the applications' primary key; a `uscc`
+    filter walks ix_recognitions_uscc, a `certificate_no` its unique index. A few rows come back (tiers x
+    provinces), never the recognitions themselves."""
+    extra = [Recognition.valid_from <= valid_on, Recognition.valid_until > valid_on] if valid_on else []
+    clauses = [getattr(Recognition, name) == value for name, value in filters.items() if value is not None]
+    province = func.substr(Application.region_code, 1, 2).concat("0000")
+    stmt = (
+        select(Recognition.tier, province, func.count())
+        .join(Application, Application.id == Recognition.application_id)
+        .where(*clauses, *extra)
+        .group_by(Recognition.tier, province)
+        .order_by(Recognition.tier, province)
+    )
+    return [RecognitionCount(str(t), str(p), int(n)) for t, p, n in (await session.execute(stmt)).all()]
 
 
 async def re_review_of(session: AsyncSession, recognition_id: uuid.UUID) -> Application | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
@@ -58,7 +59,7 @@ from services.contracts import Actor, ReviewDurations, ReviewInput
 from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
 from services.pagination import Page, decode_cursor, split_page
 from services.programs import DEFAULT_CLAIM_TTL, IsoDuration, Program
-from services.vocabulary import LEVELS, TIERS, Level, Tier
+from services.vocabulary import LEVELS, TIERS, Tier
 
 ALLOWED_DOCUMENT_TYPES = {"application/pdf", "image/png", "image/jpeg"}
 
@@ -74,15 +75,16 @@ def actor_of(user: CurrentUser) -> Actor:
     )
 
 
+# The columns of an application its review carries as they are.
+REVIEWED_COLUMNS = ("uscc", "program", "tier", "region_code")
+
+
 def review_input(application: Application, program: Program) -> ReviewInput:
     tier = program.tiers[application.tier]  # type: ignore[index]
     d = program.durations
     return ReviewInput(
         application_id=application.id,
-        uscc=application.uscc,
-        program=application.program,
-        tier=application.tier,
-        region_code=application.region_code,
+        **{column: getattr(application, column) for column in REVIEWED_COLUMNS},
         stages=list(tier.review_levels),
         durations=ReviewDurations(
             stage_sla=d.stage_sla.timedelta.total_seconds(),
@@ -104,10 +106,7 @@ def list_programs(programs: dict[str, Program]) -> list[ProgramRead]:
         d = program.durations
         out.append(
             ProgramRead(
-                key=program.key,
-                name=program.name,
-                authority=program.authority,
-                region_code=program.region_code,
+                **program.model_dump(include={"key", "name", "authority", "region_code"}),
                 rulesets=[
                     {"version": r.version, "effective_from": r.effective_from.isoformat()}
                     for r in program.rulesets
@@ -572,6 +571,37 @@ async def list_applications(
     return Page(items=[ApplicationSummary.model_validate(a) for a in page], next_cursor=next_cursor)
 
 
+@dataclass(frozen=True, slots=True)
+class NoticeDetail:
+    """What a staff list of applications on public notice shows beside each (``list_applications``): the
+    enterprise's name, when the notice ends and the objections filed, oldest first."""
+
+    enterprise_name: str
+    notice_ends_at: datetime | None
+    objections: list[ObjectionRead]
+
+
+async def notice_details(
+    session: AsyncSession, *, applications: Sequence[ApplicationSummary]
+) -> dict[uuid.UUID, NoticeDetail]:
+    """``NoticeDetail`` of each application of a page the caller has read (``list_applications`` decided
+    which it may): two queries whatever the page's size."""
+    ids = [a.id for a in applications]
+    if not ids:
+        return {}
+    objections: dict[uuid.UUID, list[ObjectionRead]] = {i: [] for i in ids}
+    for objection in await repo.objections_of(session, ids):
+        objections[objection.application_id].append(ObjectionRead.model_validate(objection))
+    return {
+        row.application_id: NoticeDetail(
+            enterprise_name=row.enterprise_name,
+            notice_ends_at=row.notice_ends_at,
+            objections=objections[row.application_id],
+        )
+        for row in await repo.notice_facts(session, ids)
+    }
+
+
 # --- the review queue -------------------------------------------------------------------------------------
 
 
@@ -600,21 +630,27 @@ def holder(task: ReviewTask, now: datetime) -> str | None:
     return task.claimed_by
 
 
+# The columns of a review task its read model shows as they are; the rest depend on the moment.
+TASK_COLUMNS = (
+    "id",
+    "application_id",
+    "uscc",
+    "enterprise_name",
+    "tier",
+    "program",
+    "stage",
+    "region_code",
+    "created_at",
+    "due_at",
+    "escalated_to",
+)
+
+
 def task_read(task: ReviewTask, now: datetime) -> ReviewTaskRead:
     held = holder(task, now)
     return ReviewTaskRead(
-        id=task.id,
-        application_id=task.application_id,
-        uscc=task.uscc,
-        enterprise_name=task.enterprise_name,
-        tier=task.tier,
-        program=task.program,
-        stage=cast(Level, task.stage),
-        region_code=task.region_code,
-        created_at=task.created_at,
-        due_at=task.due_at,
+        **{column: getattr(task, column) for column in TASK_COLUMNS},
         overdue=task.overdue or task.due_at <= now,
-        escalated_to=task.escalated_to,
         claimed_by=held,
         claim_expires_at=task.claim_expires_at if held else None,
     )
@@ -687,6 +723,55 @@ async def queue_page(
     return version, fresh_until, page
 
 
+@dataclass(frozen=True, slots=True)
+class TaskHold:
+    """A review task as a page of the staff console shows it: its status, who holds it at the moment asked
+    (``holder``) and until when, the group it was escalated to, and whether the caller's queue holds it (so
+    whether the caller may claim or release it: ``queue_task``)."""
+
+    task_id: uuid.UUID
+    status: str
+    stage: str
+    due_at: datetime
+    holder: str | None
+    until: datetime | None
+    escalated_to: str | None
+    in_queue: bool
+
+
+def _hold(user: CurrentUser, task: ReviewTask, now: datetime) -> TaskHold:
+    held = holder(task, now)
+    return TaskHold(
+        task_id=task.id,
+        status=task.status,
+        stage=task.stage,
+        due_at=task.due_at,
+        holder=held,
+        until=task.claim_expires_at if held else None,
+        escalated_to=task.escalated_to,
+        in_queue=user.role is Role.admin or in_queue(user, task),
+    )
+
+
+async def open_task_hold(
+    session: AsyncSession, *, user: CurrentUser, application_id: uuid.UUID, now: datetime
+) -> TaskHold | None:
+    """The open review task of an application the caller has read (``get_application``), if any."""
+    task = await repo.open_task_for(session, application_id)
+    return _hold(user, task, now) if task is not None else None
+
+
+async def task_hold(
+    session: AsyncSession, *, user: CurrentUser, task_id: uuid.UUID, now: datetime
+) -> TaskHold | None:
+    """A task of the caller's queue (an admin: any), open or closed; None for any other, as for an id that
+    does not exist."""
+    task = await repo.get_task(session, task_id)
+    if task is None or (user.role is not Role.admin and not in_queue(user, task)):
+        return None
+    return _hold(user, task, now)
+
+
 async def queue_task(session: AsyncSession, *, user: CurrentUser, task_id: uuid.UUID) -> ReviewTask:
     """An open task of the caller's queue (an admin: any task); 404 for a task not in it, 409 for one that
     is closed (decided, returned, withdrawn)."""
@@ -728,10 +813,7 @@ async def claim_task(
     claimed = await repo.set_claim(
         session, task.id, holder=user.sub, until=now + ttl.timedelta, now=now, over=user.sub
     )
-    if claimed is None:  # held by another, or closed, since it was read: say which
-        await session.refresh(task)
-        raise _refused(task)
-    return task_read(claimed, now)
+    return await _claim_set(session, task, claimed, now)
 
 
 async def release_task(
@@ -742,10 +824,18 @@ async def release_task(
     task = await queue_task(session, user=user, task_id=task_id)
     over = None if user.role is Role.admin else user.sub
     released = await repo.set_claim(session, task.id, holder=None, until=None, now=now, over=over)
-    if released is None:
+    return await _claim_set(session, task, released, now)
+
+
+async def _claim_set(
+    session: AsyncSession, task: ReviewTask, changed: ReviewTask | None, now: datetime
+) -> ReviewTaskRead:
+    """The task as ``repo.set_claim`` left it; None when it was held by another, or closed, since it was
+    read: a 409 saying which."""
+    if changed is None:
         await session.refresh(task)
         raise _refused(task)
-    return task_read(released, now)
+    return task_read(changed, now)
 
 
 async def check_claim(
@@ -823,6 +913,41 @@ async def list_recognitions(
     )
     page, next_cursor = split_page(rows, limit, lambda r: (r.created_at, r.id))
     return Page(items=[RecognitionRead.model_validate(r) for r in page], next_cursor=next_cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class RecognitionCounts:
+    """The recognitions a list shows, counted by tier and by province (region code ``500000``), most first."""
+
+    by_tier: list[tuple[str, int]]
+    by_province: list[tuple[str, int]]
+    total: int
+
+
+async def recognition_counts(
+    session: AsyncSession, *, user: CurrentUser, filters: dict[str, Any]
+) -> RecognitionCounts:
+    """What ``list_recognitions`` lists with the same `filters` and caller, counted (the same access rule)."""
+    _may_read_recognitions(user)
+    wanted = dict(filters)
+    valid_on = wanted.pop("valid_on", None)
+    if user.role is Role.enterprise:
+        if wanted.get("uscc") not in (None, user.uscc):
+            return RecognitionCounts(by_tier=[], by_province=[], total=0)
+        wanted["uscc"] = user.uscc
+    rows = await repo.recognition_counts(session, filters=wanted, valid_on=valid_on)
+    by_tier: dict[str, int] = {}
+    by_province: dict[str, int] = {}
+    for row in rows:
+        by_tier[row.tier] = by_tier.get(row.tier, 0) + row.recognitions
+        by_province[row.province] = by_province.get(row.province, 0) + row.recognitions
+
+    def most_first(counts: dict[str, int]) -> list[tuple[str, int]]:
+        return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+    return RecognitionCounts(
+        by_tier=most_first(by_tier), by_province=most_first(by_province), total=sum(by_tier.values())
+    )
 
 
 # --- certificates and what anyone may read ------------------------------------------------------------------

@@ -25,7 +25,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import asyncpg
 import structlog
@@ -202,19 +202,30 @@ class ApplicationViews(SharedLookups[uuid.UUID, Access]):
                 await asyncio.wait_for(self._pool.close(), 5)
 
 
-class CachedViewRoute(StrictQueryRoute):
-    """``GET /applications/{id}``'s route class: ``ApplicationViews.shortcut`` answers from the view cache
-    before FastAPI solves any dependency; anything else - a miss included - takes the route's ordinary
-    handler, which answers exactly as it would have: the shortcut can only answer what the ordinary path
-    answers from the same cache."""
+class CachedRoute(StrictQueryRoute):
+    """A route class whose cache answers before FastAPI solves any dependency: the ``shortcut`` of the cache
+    ``Resources`` holds as ``cache`` gives the bytes it can answer; anything else - a miss included - takes
+    the route's ordinary handler."""
+
+    cache: ClassVar[str]  # the attribute of ``Resources`` holding the cache, e.g. "views"
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         ordinary = super().get_route_handler()
+        cache = self.cache
 
         async def handler(request: Request) -> Response:
-            body = await request.app.state.resources.views.shortcut(request)
+            body = await getattr(request.app.state.resources, cache).shortcut(request)
             if body is not None:
                 return Response(body, media_type="application/json")
             return await ordinary(request)
 
         return handler
+
+
+class CachedViewRoute(CachedRoute):
+    """``GET /applications/{id}``'s route class: ``ApplicationViews.shortcut`` answers from the view cache
+    before FastAPI solves any dependency; anything else - a miss included - takes the route's ordinary
+    handler, which answers exactly as it would have: the shortcut can only answer what the ordinary path
+    answers from the same cache."""
+
+    cache = "views"

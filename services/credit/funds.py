@@ -132,7 +132,6 @@ async def request_bridge_loan(
         id=uuid.uuid4(),
         program=program.key,
         **_qualified_by(benefit),
-        amount=data.amount,
         term_days=data.term_days,
         purpose=data.purpose,
         **payouts.requested(program, data.amount, by=user.sub, at=payouts.now()),
@@ -251,12 +250,9 @@ async def report_listing(
     amount = program.listing_rewards[data.board]
     reward = await repository.insert_listing_reward(
         session,
-        board=data.board,
         program=program.key,
+        **data.model_dump(include={"board", "listed_on", "security_code"}),  # the listing as reported
         **_qualified_by(benefit),
-        amount=amount,
-        listed_on=data.listed_on,
-        security_code=data.security_code,
         **payouts.requested(program, amount, by=user.sub, at=now),
     )
     if reward is None:

@@ -273,9 +273,10 @@ def _entry_read(entry: ledger.Entry) -> LedgerEntryRead:
 
 
 def requested(program: policy.Program, amount: Decimal, *, by: str, at: datetime) -> dict[str, Any]:
-    """The approval columns (``PayoutColumns``) of a payout of ``amount`` requested ``by`` someone ``at``: it
-    awaits the approvals the program asks for the amount, until the program's deadline."""
+    """The amount and the approval columns (``PayoutColumns``) of a payout of ``amount`` requested ``by``
+    someone ``at``: it awaits the approvals the program asks for the amount, until the program's deadline."""
     return {
+        "amount": amount,
         "status": "pending_approval",
         "requested_by": by,
         "required_approvals": policy.approvals_required(program, amount),

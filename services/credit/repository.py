@@ -22,6 +22,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
     not_,
     or_,
     select,
@@ -485,6 +486,27 @@ async def disbursement_totals(
     ).group_by(Disbursement.status)
     rows = await session.execute(stmt)
     return [(status, count, amount) for status, count, amount in rows]
+
+
+async def paid_per_week(
+    session: AsyncSession, *, filters: ListFilters, since: datetime
+) -> list[tuple[date, int, Decimal]]:
+    """The disbursements matching ``filters`` paid out (status ``paid``), created since ``since``, per week:
+    (Monday of the week in China Standard Time, count, amount), oldest week first, weeks without any left
+    out. Read along ``ix_disbursements_status_created_at`` (status, then a range of created_at)."""
+    local = func.timezone(literal_column("'Asia/Shanghai'"), Disbursement.created_at)
+    week = func.date_trunc("week", local).label("week")
+    stmt = (
+        _filtered(
+            select(week, func.count(), func.coalesce(func.sum(Disbursement.amount), ZERO)),
+            filters.model_copy(update={"status": "paid"}),
+        )
+        .where(Disbursement.created_at >= since)
+        .group_by(literal_column("week"))
+        .order_by(literal_column("week"))
+    )
+    rows = await session.execute(stmt)
+    return [(monday.date(), count, amount) for monday, count, amount in rows]
 
 
 async def stream_disbursements(session: AsyncSession, *, filters: ListFilters) -> AsyncIterator[Disbursement]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date
 from functools import partial
 from typing import Annotated, Any
@@ -69,6 +70,10 @@ UsccQuery = Annotated[str | None, Query(pattern=USCC_PATTERN)]
 ProgramQuery = Annotated[str | None, Query(pattern=KEY_PATTERN)]
 FromQuery = Annotated[date | None, Query(alias="from", description="created on or after (UTC day)")]
 ToQuery = Annotated[date | None, Query(alias="to", description="created on or before (UTC day)")]
+RequestedFromQuery = Annotated[
+    date | None, Query(alias="from", description="requested on or after (UTC day)")
+]
+RequestedToQuery = Annotated[date | None, Query(alias="to", description="requested on or before (UTC day)")]
 READ_ERRORS = problem_responses(401, 403, 422)
 READ_ONE_ERRORS = problem_responses(401, 403, 404, 422)
 WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429, 503)
@@ -188,31 +193,27 @@ async def request_drawdown(line_id: uuid.UUID, body: DrawdownCreate, write: Writ
     )
 
 
-async def list_payouts(
-    listing: ListingDep,
-    kind: PayoutKind | None = None,
-    status: InboxStatus | None = None,
-    uscc: UsccQuery = None,
-    amount_min: Annotated[Money | None, Query(description="at least this amount")] = None,
-    amount_max: Annotated[Money | None, Query(description="at most this amount")] = None,
-    date_from: Annotated[
-        date | None, Query(alias="from", description="requested on or after (UTC day)")
-    ] = None,
-    date_to: Annotated[date | None, Query(alias="to", description="requested on or before (UTC day)")] = None,
-) -> Page[PayoutInboxItem]:
+@dataclass(frozen=True)
+class InboxQuery:
+    """What a request for the finance inbox asks: the page (``listing``), and the filters as its query gives
+    them, the ``ListFilters`` of the same names."""
+
+    listing: ListingDep
+    kind: PayoutKind | None = None
+    status: InboxStatus | None = None
+    uscc: UsccQuery = None
+    amount_min: Annotated[Money | None, Query(description="at least this amount")] = None
+    amount_max: Annotated[Money | None, Query(description="at most this amount")] = None
+    date_from: RequestedFromQuery = None
+    date_to: RequestedToQuery = None
+
+
+async def list_payouts(query: Annotated[InboxQuery, Depends()]) -> Page[PayoutInboxItem]:
     """The finance inbox: drawdowns, bridge loans and listing rewards together, those `awaiting_approval`
     first, then every other; each group oldest request first (ties by id). Each payout shows its approvals
     so far, how many it needs and whether the caller may decide on it now (`can_approve`). Finance and admin
     see every payout, an enterprise its own."""
-    filters = ListFilters(
-        kind=kind,
-        status=status,
-        uscc=uscc,
-        amount_min=amount_min,
-        amount_max=amount_max,
-        date_from=date_from,
-        date_to=date_to,
-    )
+    listing, filters = query.listing, ListFilters.model_validate(query, from_attributes=True)
     return await service.list_payouts(listing.session, user=listing.user, filters=filters, **listing.page)
 
 

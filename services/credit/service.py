@@ -9,11 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Generic, Protocol, TypeVar, cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +59,7 @@ from services.pagination import (
 from services.vocabulary import PAYOUT_KINDS
 
 READERS = (Role.enterprise, Role.finance, Role.admin)
+SHANGHAI = ZoneInfo("Asia/Shanghai")  # the weeks of the disbursement figures
 # Payouts a recognition's benefits qualified, rejected while awaiting approval when the benefits freeze.
 FROZEN_WITH_THE_BENEFIT: tuple[tuple[PayoutKind, type[BridgeLoan] | type[ListingReward]], ...] = (
     ("bridge_loan", BridgeLoan),
@@ -241,6 +243,39 @@ async def list_disbursements(
     )
 
 
+@dataclass(frozen=True)
+class WeekTotal:
+    """Disbursements paid out in one week (Monday to Sunday, China Standard Time): how many, how much."""
+
+    week: date
+    count: int
+    amount: Decimal
+
+
+async def paid_per_week(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    filters: ListFilters,
+    weeks: int = 12,
+    at: datetime | None = None,
+) -> list[WeekTotal]:
+    """The matching disbursements paid out (status ``paid``) per week of their payment order (created_at),
+    the last ``weeks`` weeks up to this one (Asia/Shanghai), every week listed (zero when none). Read as the
+    list is: the caller's scope (``scoped``) and the list's filters; a status filter other than ``paid``
+    leaves nothing."""
+    local = (at or datetime.now(UTC)).astimezone(SHANGHAI)
+    this_monday = local.date() - timedelta(days=local.weekday())
+    mondays = [this_monday - timedelta(weeks=back) for back in range(weeks - 1, -1, -1)]
+    narrowed = scoped(user, filters)
+    found: dict[date, tuple[int, Decimal]] = {}
+    if narrowed is not None and narrowed.status in (None, "paid"):
+        since = datetime.combine(mondays[0], time.min, tzinfo=SHANGHAI)
+        rows = await repository.paid_per_week(session, filters=narrowed, since=since)
+        found = {week: (count, amount) for week, count, amount in rows}
+    return [WeekTotal(monday, *found.get(monday, (0, ZERO))) for monday in mondays]
+
+
 CSV_COLUMNS = (
     "id",
     "kind",
@@ -282,6 +317,23 @@ def disbursements_csv(
     """Every matching disbursement as CSV lines, oldest first, read from the database as they are sent.
     The caller's role is checked now, before the first line."""
     return _csv_rows(session, scoped(user, filters))
+
+
+def disbursement_rows(
+    session: AsyncSession, *, user: CurrentUser, filters: ListFilters
+) -> AsyncGenerator[DisbursementRead, None]:
+    """The rows of the CSV (every matching disbursement, oldest first, read as they are used) as read
+    models, for exports in other formats. The caller's role is checked now, before the first row."""
+    return _disbursement_rows(session, scoped(user, filters))
+
+
+async def _disbursement_rows(
+    session: AsyncSession, filters: ListFilters | None
+) -> AsyncGenerator[DisbursementRead, None]:
+    if filters is None:
+        return
+    async for row in repository.stream_disbursements(session, filters=filters):
+        yield DisbursementRead.model_validate(row)
 
 
 async def _csv_rows(session: AsyncSession, filters: ListFilters | None) -> AsyncIterator[str]:
@@ -431,7 +483,6 @@ async def request_drawdown(
         id=uuid.uuid4(),
         credit_line_id=line.id,
         **whose(line),
-        amount=data.amount,
         **payouts.requested(program, data.amount, by=user.sub, at=payouts.now()),
     )
     return await payouts.add(session, "drawdown", drawdown)

@@ -37,6 +37,7 @@ SEMANTIC_RULES = {
     "POST /api/v1/enterprises": "the USCC's check character; `founded_on` is not in the future",
     "POST /api/v1/applications": "the USCC's check character; consecutive years; revenue splits; years ended",
     "POST /api/v1/applications/{application_id}/supplements": "corrected figures: as for an application",
+    "POST /api/v1/applications/{application_id}/decisions": "`supplement_due_at` with `return` only, ahead",
     "POST /api/v1/enterprises/{uscc}/listings": "`listed_on` is not in the future",
     "POST /api/v1/bridge-loans": "the fund's per-use cap and term (policy, not schema)",
 }
