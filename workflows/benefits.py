@@ -75,10 +75,7 @@ class BenefitsWorkflow:
         schedule: BenefitSchedule,
     ) -> BenefitGrant:
         return BenefitGrant(
-            recognition_id=data.recognition_id,
-            uscc=data.uscc,
-            tier=data.tier,
-            program=data.program,
+            **data.model_dump(include={"recognition_id", "uscc", "tier", "program"}),
             kind=kind,
             amount=schedule.credit_line_limit if kind == "credit_line" else None,
         )
