@@ -106,10 +106,12 @@ def serve_file(
     range_header: str | None,
     if_none_match: str | None,
     if_range: str | None,
+    disposition: str = "attachment",
 ) -> Response:
     """The answer to a GET of the file at `path` (`size` bytes, content digest `digest`) given the request's
-    conditional and range headers. A file missing or of another size on disk is the server's fault: an
-    OSError before anything is sent (a logged 500), never a truncated answer."""
+    conditional and range headers, to be saved (`attachment`) or shown (`inline`). A file missing or of
+    another size on disk is the server's fault: an OSError before anything is sent (a logged 500), never a
+    truncated answer."""
     if os.stat(path).st_size != size:
         raise OSError(f"{path} is not the {size} bytes recorded")
     etag = etag_of(digest)
@@ -121,7 +123,9 @@ def serve_file(
         wanted = byte_range(range_header, size)
     start, last = wanted if wanted is not None else (0, size - 1)
     length = last - start + 1
-    headers.update({"Content-Length": str(length), "Content-Disposition": content_disposition(filename)})
+    headers.update(
+        {"Content-Length": str(length), "Content-Disposition": content_disposition(filename, disposition)}
+    )
     if wanted is not None:
         headers["Content-Range"] = f"bytes {start}-{last}/{size}"
     return StreamingResponse(

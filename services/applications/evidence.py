@@ -13,8 +13,10 @@ from types import TracebackType
 from typing import BinaryIO, Protocol
 
 import anyio
+from fastapi import Response
 
 from services.errors import PayloadTooLarge
+from services.files import serve_file
 
 CHUNK = 1024 * 1024
 
@@ -102,3 +104,24 @@ class DocumentFile:
     sha256: str
     content_type: str
     filename: str
+
+    def answer(
+        self,
+        *,
+        range_header: str | None,
+        if_none_match: str | None,
+        if_range: str | None,
+        disposition: str = "attachment",
+    ) -> Response:
+        """The answer to a GET of its content (``services.files.serve_file``: ETag, one range)."""
+        return serve_file(
+            self.path,
+            size=self.size,
+            digest=self.sha256,
+            media_type=self.content_type,
+            filename=self.filename,
+            range_header=range_header,
+            if_none_match=if_none_match,
+            if_range=if_range,
+            disposition=disposition,
+        )

@@ -53,7 +53,7 @@ from services.deps import (
     TemporalDep,
 )
 from services.errors import problem_responses
-from services.files import file_responses, serve_file
+from services.files import file_responses
 from services.idempotency import once
 from services.pagination import Page, Rfc3339Query
 from services.ratelimit import WriterDep
@@ -227,16 +227,7 @@ async def document_content(
     stored = await service.document_file(
         session, user=user, document_id=document_id, data_dir=resources.settings.data_dir
     )
-    return serve_file(
-        stored.path,
-        size=stored.size,
-        digest=stored.sha256,
-        media_type=stored.content_type,
-        filename=stored.filename,
-        range_header=range_header,
-        if_none_match=if_none_match,
-        if_range=if_range,
-    )
+    return stored.answer(range_header=range_header, if_none_match=if_none_match, if_range=if_range)
 
 
 # --- applications ----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Form, Header, Query, Request
@@ -46,7 +46,7 @@ from services.console.web import (
 )
 from services.deps import ResourcesDep, SessionDep, TemporalDep
 from services.errors import Conflict, FieldError, NotFound, Unprocessable, validation_errors
-from services.files import RangeNotSatisfiable, content_disposition, serve_file
+from services.files import RangeNotSatisfiable
 from services.idempotency import once
 from services.ratelimit import WriteLimiter
 from services.resources import Resources
@@ -241,63 +241,42 @@ async def _claim_refused(
     return render(request, "reviews/refused.html", {"message": message, "back": back}, status=409)
 
 
-@router.post("/console/review-tasks/{task_id}/claim")
-async def claim(
+@router.post("/console/review-tasks/{task_id}/{verb}")
+async def hold(
     request: Request,
     task_id: uuid.UUID,
+    verb: Literal["claim", "release"],
     session: FormSessionDep,
     db: SessionDep,
     resources: ResourcesDep,
     idempotency_key: KeyField = "",
     next_: NextField = "",
 ) -> Response:
-    """Hold a task, as ``POST /review-tasks/{id}/claim`` does (once per the form's key)."""
+    """Claim or release a task, as ``POST /review-tasks/{id}/claim`` and ``/release`` do: the write limit,
+    once per the form's key (under the API's endpoint name), back where the form came from; a 409 is a page
+    saying who holds it."""
     user = session.user
     back = safe_next(next_, QUEUE)
     _limit_writes(request, user)
+    now = datetime.now(UTC)
+    authorize = service.authorize_claim if verb == "claim" else service.authorize_release
     try:
         await once(
             db,
             user,
             idempotency_key or None,
-            endpoint=f"POST /review-tasks/{task_id}/claim",
+            endpoint=f"POST /review-tasks/{task_id}/{verb}",
             payload={},
-            authorize=lambda: service.authorize_claim(user),
-            act=lambda: service.claim_task(
-                db, user=user, task_id=task_id, programs=resources.programs, now=datetime.now(UTC)
+            authorize=lambda: authorize(user),
+            act=lambda: (
+                service.claim_task(db, user=user, task_id=task_id, programs=resources.programs, now=now)
+                if verb == "claim"
+                else service.release_task(db, user=user, task_id=task_id, now=now)
             ),
         )
     except Conflict as exc:
         return await _claim_refused(request, db, user, task_id, exc, back)
-    return RedirectResponse(_with_query(back, done="claimed"), status_code=303)
-
-
-@router.post("/console/review-tasks/{task_id}/release")
-async def release(
-    request: Request,
-    task_id: uuid.UUID,
-    session: FormSessionDep,
-    db: SessionDep,
-    idempotency_key: KeyField = "",
-    next_: NextField = "",
-) -> Response:
-    """Give a task back, as ``POST /review-tasks/{id}/release`` does (once per the form's key)."""
-    user = session.user
-    back = safe_next(next_, QUEUE)
-    _limit_writes(request, user)
-    try:
-        await once(
-            db,
-            user,
-            idempotency_key or None,
-            endpoint=f"POST /review-tasks/{task_id}/release",
-            payload={},
-            authorize=lambda: service.authorize_release(user),
-            act=lambda: service.release_task(db, user=user, task_id=task_id, now=datetime.now(UTC)),
-        )
-    except Conflict as exc:
-        return await _claim_refused(request, db, user, task_id, exc, back)
-    return RedirectResponse(_with_query(back, done="released"), status_code=303)
+    return RedirectResponse(_with_query(back, done=f"{verb.removesuffix('e')}ed"), status_code=303)
 
 
 # --- an application --------------------------------------------------------------------------------------
@@ -507,20 +486,14 @@ async def document_content(
         db, user=session.user, document_id=document_id, data_dir=resources.settings.data_dir
     )
     try:
-        response = serve_file(
-            stored.path,
-            size=stored.size,
-            digest=stored.sha256,
-            media_type=stored.content_type,
-            filename=stored.filename,
+        response = stored.answer(
             range_header=range_header,
             if_none_match=if_none_match,
             if_range=if_range,
+            disposition="inline" if inline in ("1", "true") else "attachment",
         )
     except RangeNotSatisfiable as exc:
         return Response(status_code=416, headers={**(exc.headers or {}), **CONSOLE_HEADERS})
-    if inline in ("1", "true") and "content-disposition" in response.headers:
-        response.headers["Content-Disposition"] = content_disposition(stored.filename, "inline")
     response.headers.update(CONSOLE_HEADERS)
     return response
 
