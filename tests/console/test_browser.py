@@ -239,6 +239,15 @@ async def test_finance_two_approvers_then_disbursed(
     line = await enterprise.to_credit_line()
     drawdown_id = await enterprise.request_drawdown(line["id"], "1500000.00")  # above the dual threshold
 
+    # The maker never checks: a finance officer signed in under the requester's own user id sees the payout
+    # and no button.
+    maker = await sign_in(browser, stack, "finance", f"owner-{enterprise.uscc}")
+    page = await maker.open(f"/console/payouts?uscc={enterprise.uscc}")
+    row = page.locator("tr", has_text="1,500,000.00")
+    await expect(row).to_have_count(1)
+    await expect(row.get_by_role("button", name="Approve")).to_have_count(0)
+    await maker.context.close()
+
     first = await sign_in(browser, stack, "finance", "finance-a")
     page = await first.open(f"/console/payouts?uscc={enterprise.uscc}")
     row = page.locator("tr", has_text="1,500,000.00")

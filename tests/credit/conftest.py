@@ -30,6 +30,7 @@ from services.credit.schemas import DrawdownCreate, ListFilters
 from services.db import create_sessionmaker
 from services.resources import Resources
 from tests.conftest import bearer, make_token
+from tests.support.servers import loopback_server
 from workflows.benefits import BenefitsWorkflow
 from workflows.credit_activities import CreditActivities
 from workflows.disbursement import DisbursementWorkflow
@@ -74,19 +75,7 @@ class BankSim:
 
 
 async def serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        ws="none",
-        http="h11",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = loopback_server(app, port)
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started:

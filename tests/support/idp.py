@@ -27,13 +27,13 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import jwt
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from devtools.devstack import free_port
 from services.auth import public_jwks
+from tests.support.servers import loopback_server
 
 CODE_LIFETIME = 60.0
 TOKEN_LIFETIME = 300
@@ -246,18 +246,7 @@ class IdentityProvider:
 @contextmanager
 def serve(provider: IdentityProvider) -> Iterator[IdentityProvider]:
     """The provider as a real HTTP server (uvicorn in a background thread) at ``provider.issuer``."""
-    config = uvicorn.Config(
-        provider.app(),
-        host="127.0.0.1",
-        port=provider.port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        ws="none",
-        http="h11",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
+    server = loopback_server(provider.app(), provider.port)
     thread = threading.Thread(target=server.run, name="test-idp", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
