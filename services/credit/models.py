@@ -22,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -265,6 +266,19 @@ class PayoutApproval(Base):
         CheckConstraint("decision IN ('approve', 'reject')", name="decision_known"),
         CheckConstraint(_ONE_PAYOUT, name="one_payout"),
     )
+
+
+class PayoutInboxVersion(Base):
+    """One row whose ``version`` grows with every committed change to a payout or a decision on one (a
+    deferred constraint trigger on each of their tables): what the finance inbox checks before reading its
+    page again (services/credit/inbox.py)."""
+
+    __tablename__ = "payout_inbox_version"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
 
 
 class Disbursement(Base):

@@ -48,6 +48,7 @@ from services.credit.models import (
     ListingReward,
     Payout,
     PayoutApproval,
+    PayoutInboxVersion,
     payout_column,
 )
 from services.credit.schemas import ListFilters
@@ -338,6 +339,14 @@ _DECISION_ARRAYS = (
     (PayoutApproval.reason, "reasons"),
     (PayoutApproval.created_at, "decided_at"),
 )
+
+
+async def inbox_version(session: AsyncSession) -> int:
+    """``payout_inbox_version``'s one row (its absence is an error, never a version)."""
+    version: int = (
+        await session.execute(select(PayoutInboxVersion.version).where(PayoutInboxVersion.id == 1))
+    ).scalar_one()
+    return version
 
 
 async def payout_inbox(

@@ -383,6 +383,12 @@ class InboxRows:
     deciding: Sequence[tuple[str, str, datetime, frozenset[str]]]
 
 
+async def inbox_version(session: AsyncSession) -> int:
+    """The payouts' version as committed now: it grows with every committed change to a payout or to a
+    decision on one (migration d0c5e0000006), so a page read after it is right until it moves."""
+    return await repository.inbox_version(session)
+
+
 async def inbox_rows(
     session: AsyncSession, *, filters: ListFilters, after: SegmentCursor | None, limit: int
 ) -> InboxRows:

@@ -455,3 +455,42 @@ async def test_two_reads_of_the_same_page_in_flight_both_answer(resources: Any) 
     assert all(answer is not None for answer in answers), answers
     assert all(answer.rows.rows == [] for answer in answers)
     await pages._stop_lookups()
+
+
+async def test_a_shared_page_is_read_again_only_when_the_payouts_version_moved(
+    api: httpx.AsyncClient, settings: Settings, resources: Any, mixed: tuple[Company, dict[str, str]]
+) -> None:
+    """The inbox's shared reads check the payouts' version (bumped by every committed change to a payout or a
+    decision on one) before their page: the same version, the page already read and no page query; a decision
+    committed since, the page read again, with the decision in it."""
+    from services.credit.inbox import SharedPages
+    from services.credit.schemas import ListFilters
+
+    firm, made = mixed
+    pages = SharedPages(resources.sessionmaker, width=1)
+    filters = ListFilters(uscc=firm.uscc)
+    unions: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "UNION ALL" in statement:
+            unions.append(statement)
+
+    async def read() -> Any:
+        return await pages.page(filters=filters, cursor=None, after=None, limit=50)
+
+    sync = resources.engine.sync_engine
+    event.listen(sync, "before_cursor_execute", count)
+    try:
+        first = await read()
+        again = await read()
+        assert again is first
+        assert len(unions) == 1  # the version had not moved: no second page query
+        await decide(api, finance(settings, "finance-b"), f"/drawdowns/{made['dual']}")
+        after = await read()
+        assert len(unions) == 2
+        assert after.version > first.version
+    finally:
+        event.remove(sync, "before_cursor_execute", count)
+        await pages._stop_lookups()
+    approvers = {row.id: set(row.approvers or ()) for row in after.rows.rows}
+    assert approvers[uuid.UUID(made["dual"])] == {"finance-a", "finance-b"}
