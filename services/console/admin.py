@@ -18,15 +18,22 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.applications import reviews, service
 from services.applications.schemas import NO_NUL, USCC_PATTERN, RecognitionRead, RevocationCreate
 from services.auth import CurrentUser, Role
-from services.console.session import ConsoleSession, FormSessionDep, SessionUserDep
-from services.console.web import ConsoleRoute, field_errors, gettext_for, render, safe_next
+from services.console.session import ConsoleSession, SessionUserDep
+from services.console.web import (
+    ConsoleRoute,
+    WriteFields,
+    WriteForm,
+    WriteFormDep,
+    gettext_for,
+    refused_fields,
+    render,
+    safe_next,
+)
 from services.deps import ResourcesDep, SessionDep, TemporalDep
-from services.errors import Conflict, Unprocessable
 from services.pagination import CursorQuery, LimitQuery
 from services.vocabulary import TIERS, Tier
 
@@ -181,6 +188,13 @@ def _recognitions(
     )
 
 
+class RevocationFields(WriteFields):
+    """The revocation form of a recognition (on the list, or again on its own page when refused)."""
+
+    reason: str = Field("", max_length=10_000)
+    back: str = Field("", max_length=2000)
+
+
 def _done(back: str) -> str:
     """The list the form was posted from (inside the console only), saying what was done."""
     target = safe_next(back, RECOGNITIONS)
@@ -195,20 +209,15 @@ def _done(back: str) -> str:
 async def revoke(
     request: Request,
     recognition_id: uuid.UUID,
-    session: FormSessionDep,
-    db: SessionDep,
+    form: WriteFormDep,
     temporal: TemporalDep,
-    reason: Annotated[str, Form(max_length=10_000)] = "",
-    idempotency_key: Annotated[str, Form(max_length=255)] = "",
-    back: Annotated[str, Form(max_length=2000)] = "",
+    fields: Annotated[RevocationFields, Form()],
 ) -> Response:
     """``POST /recognitions/{id}/revocation`` from a form: the same write limit, body and action (an admin,
     an active recognition, once per idempotency key); 303 back to the list, or the form again with what is
     wrong next to the field."""
-    user = session.user
-    request.app.state.write_limiter.hit(user.sub)
     gettext = gettext_for(request)
-    key = idempotency_key.strip() or None
+    reason = fields.reason
     try:
         data = RevocationCreate(reason=reason)
     except ValidationError as exc:
@@ -217,39 +226,36 @@ async def revoke(
             if not reason.strip()
             else str(exc.errors()[0]["msg"])
         }
-        return await _revoke_form(request, session, db, recognition_id, reason, key, back, errors, 422)
-    try:
-        await reviews.Actions(db, temporal, user, key).revoke(recognition_id, data)
-    except (Unprocessable, Conflict) as exc:
-        await db.rollback()
-        errors = field_errors(exc.errors or ()) or {"reason": exc.detail}
-        return await _revoke_form(request, session, db, recognition_id, reason, key, back, errors, exc.status)
-    return RedirectResponse(_done(back), status_code=303)
+        return await _revoke_form(request, form, recognition_id, fields, errors, 422)
+    actions = reviews.Actions(form.db, temporal, form.user, fields.key)
+    refused = await form.refusal(actions.revoke(recognition_id, data))
+    if refused is not None:
+        errors = refused_fields(refused, "reason")
+        return await _revoke_form(request, form, recognition_id, fields, errors, refused.status)
+    return RedirectResponse(_done(fields.back), status_code=303)
 
 
 async def _revoke_form(
     request: Request,
-    session: ConsoleSession,
-    db: AsyncSession,
+    form: WriteForm,
     recognition_id: uuid.UUID,
-    reason: str,
-    key: str | None,
-    back: str,
+    fields: RevocationFields,
     errors: dict[str, str],
     status: int,
 ) -> Response:
     """The revocation form of one recognition again (read as ``GET /recognitions/{id}`` reads it, so a
     caller who may not see it gets the service's refusal instead), with what is wrong next to its field."""
-    recognition = await service.read_recognition(db, user=session.user, recognition_id=recognition_id)
+    session = form.session
+    recognition = await service.read_recognition(form.db, user=session.user, recognition_id=recognition_id)
     return render(
         request,
         "admin/revoke.html",
         {
             "recognition": recognition,
             "revocable": may_revoke(session.user, recognition),
-            "reason": reason,
-            "key": key or str(uuid.uuid4()),
-            "back": safe_next(back, RECOGNITIONS),
+            "reason": fields.reason,
+            "key": fields.key or str(uuid.uuid4()),
+            "back": safe_next(fields.back, RECOGNITIONS),
             "errors": errors,
         },
         status=status,

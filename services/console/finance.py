@@ -3,8 +3,8 @@ disbursements with their totals, weekly chart and exports, and the credit lines 
 
 Every page calls the service functions the API's routes call (services/credit/router.py), with the signed-in
 caller, so who sees what is the API's rule: finance and admin see everything, other staff are refused (403)
-by the service itself. A decision goes through the same ``once`` + ``payouts.decide`` as
-``POST /drawdowns/{id}/approvals`` (and the bridge-loan and listing-reward routes), with the form's
+by the service itself. A decision goes through the API's own ``Write.decide`` (services/credit/router.py), as
+``POST /drawdowns/{id}/approvals`` (and the bridge-loan and listing-reward routes) does, with the form's
 idempotency key and the API's write rate limit."""
 
 from __future__ import annotations
@@ -12,34 +12,39 @@ from __future__ import annotations
 import io
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, get_args
+from functools import partial
+from typing import Annotated, Any, Protocol, TypeVar, get_args
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from openpyxl import Workbook  # type: ignore[import-untyped]
 from openpyxl.cell import WriteOnlyCell  # type: ignore[import-untyped]
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from services.auth import CurrentUser, Role
-from services.console.session import FormSessionDep, SessionUserDep
+from services.console.session import SessionUserDep
 from services.console.web import (
     CONSOLE_HEADERS,
     SHANGHAI,
     ConsoleRoute,
+    ReturningFields,
+    WriteFormDep,
     describe,
     field_errors,
+    full_path,
     gettext_for,
     render,
     safe_next,
 )
-from services.credit import funds, payouts, service
+from services.credit import funds, service
+from services.credit.router import Write
 from services.credit.schemas import (
     KEY_PATTERN,
     USCC_PATTERN,
@@ -49,10 +54,10 @@ from services.credit.schemas import (
 )
 from services.deps import ResourcesDep, SessionDep, StreamingReadSessionDep, TemporalDep
 from services.errors import FieldError, GiantflowError, Unprocessable, validation_errors
-from services.idempotency import once
 from services.vocabulary import PAYOUT_KINDS, TIERS, BenefitStatus, DisbursementStatus, PayoutKind
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
+T = TypeVar("T")
 
 PAGE_SIZE = 50
 INBOX = "/console/payouts"
@@ -204,6 +209,60 @@ def asked(request: Request, accepted: Sequence[Filter], query: Mapping[str, str]
     return Asked(values=values, filters=ListFilters(**parsed), errors=errors, cursor=cursor)
 
 
+class Paged(Protocol):
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """A filtered, paged list page: where it is, its template, the filters its form offers and the statuses
+    its status filter lists."""
+
+    path: str
+    template: str
+    filters: Sequence[Filter]
+    statuses: Sequence[str]
+
+    def asked(self, request: Request, query: Mapping[str, str] | None = None) -> Asked:
+        """What the page was asked for (the request's query, or ``query``)."""
+        return asked(request, self.filters, query)
+
+    def respond(
+        self,
+        request: Request,
+        query: Asked,
+        page: Paged | None,
+        context: Mapping[str, Any],
+        status: int = 200,
+    ) -> Response:
+        """The page with ``context``: the labels and options of its form, the values as typed with what is
+        wrong with them (a 422 when anything is) and the links to its first and next page."""
+        next_cursor = page.next_cursor if page is not None else None
+        return render(
+            request,
+            self.template,
+            {
+                **_labels(request),
+                "status_options": options(STATUS_LABELS, self.statuses, gettext_for(request)),
+                "values": query.values,
+                "errors": query.errors,
+                "next_url": f"{self.path}?{query.query(cursor=next_cursor)}" if next_cursor else None,
+                "first_url": f"{self.path}?{query.query()}" if query.cursor else None,
+                **context,
+            },
+            status=422 if query.errors and status == 200 else status,
+        )
+
+
+PAYOUTS = ListPage(INBOX, "finance/payouts.html", INBOX_FILTERS, get_args(InboxStatus))
+DISBURSEMENTS = ListPage(
+    "/console/disbursements", "finance/disbursements.html", DISBURSEMENT_FILTERS, get_args(DisbursementStatus)
+)
+CREDIT_LINES = ListPage(
+    "/console/credit", "finance/credit.html", CREDIT_LINE_FILTERS, get_args(BenefitStatus)
+)
+
+
 def options(labels: Mapping[str, str], values: Sequence[str], gettext: Callable[[str], str]) -> list[Any]:
     return [(value, gettext(labels[value])) for value in values]
 
@@ -221,6 +280,15 @@ def _labels(request: Request) -> dict[str, Any]:
         "kind_options": options(KIND_LABELS, PAYOUT_KINDS, gettext),
         "tier_options": options(TIER_LABELS, TIERS, gettext),
     }
+
+
+async def _page(query: Asked, user: CurrentUser, lister: Callable[..., Awaitable[T]]) -> T | None:
+    """The page ``lister`` (a service's list function) gives for the query's filters and cursor, or None when
+    a filter is not valid - after the service has said whether the caller may read such a list at all."""
+    if query.errors:
+        service.reader_scope(user)  # a role that may not read the list is told so, whatever it typed
+        return None
+    return await lister(filters=query.filters, cursor=query.cursor, limit=PAGE_SIZE)
 
 
 def _notice(request: Request) -> str | None:
@@ -248,6 +316,13 @@ class Refusal:
     reason: str
 
 
+class ApprovalFields(ReturningFields):
+    """The decision form of a payout on the inbox."""
+
+    decision: str = Field("", max_length=20)
+    reason: str = Field("", max_length=20000)
+
+
 async def _inbox(
     request: Request,
     db: SessionDep,
@@ -258,45 +333,25 @@ async def _inbox(
     refusal: Refusal | None = None,
     status: int = 200,
 ) -> Response:
-    gettext = gettext_for(request)
-    page = None
-    if not query.errors:
-        page = await service.list_payouts(
-            db, user=user, filters=query.filters, cursor=query.cursor, limit=PAGE_SIZE
-        )
-    else:
-        service.reader_scope(user)  # a role that may not read payouts is told so, whatever it typed
+    page = await _page(query, user, partial(service.list_payouts, db, user=user))
     items = page.items if page is not None else []
-    return render(
-        request,
-        "finance/payouts.html",
-        {
-            **_labels(request),
-            "status_options": options(STATUS_LABELS, get_args(InboxStatus), gettext),
-            "values": query.values,
-            "errors": query.errors,
-            "items": items,
-            # One key per form as rendered: a form sent twice acts once.
-            "keys": {item.id: str(uuid.uuid4()) for item in items if item.can_approve},
-            "next_url": f"{INBOX}?{query.query(cursor=page.next_cursor)}"
-            if page is not None and page.next_cursor
-            else None,
-            "first_url": f"{INBOX}?{query.query()}" if query.cursor else None,
-            "back": back,
-            "refusal": refusal,
-            "notice": _notice(request),
-        },
-        status=422 if query.errors and status == 200 else status,
-    )
+    context = {
+        "items": items,
+        # One key per form as rendered: a form sent twice acts once.
+        "keys": {item.id: str(uuid.uuid4()) for item in items if item.can_approve},
+        "back": back,
+        "refusal": refusal,
+        "notice": _notice(request),
+    }
+    return PAYOUTS.respond(request, query, page, context, status)
 
 
 @router.get("/console/payouts")
 async def inbox(request: Request, session: SessionUserDep, db: SessionDep) -> Response:
     """The finance inbox (GET /api/v1/payouts): awaiting approval first, with a decision form on each payout
     the caller may decide on now (``can_approve``)."""
-    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    query = asked(request, INBOX_FILTERS)
-    return await _inbox(request, db, session.user, query, back=_without_done(here))
+    query = PAYOUTS.asked(request)
+    return await _inbox(request, db, session.user, query, back=_without_done(full_path(request)))
 
 
 @router.post("/console/payouts/{kind}/{payout_id}/decision")
@@ -304,55 +359,32 @@ async def decide(
     request: Request,
     kind: PayoutKind,
     payout_id: uuid.UUID,
-    session: FormSessionDep,
-    db: SessionDep,
+    form: WriteFormDep,
     temporal: TemporalDep,
     resources: ResourcesDep,
-    decision: Annotated[str, Form(max_length=20)] = "",
-    reason: Annotated[str, Form(max_length=20000)] = "",
-    idempotency_key: Annotated[str, Form(max_length=255)] = "",
-    back: Annotated[str, Form(alias="next", max_length=2000)] = "",
+    fields: Annotated[ApprovalFields, Form()],
 ) -> Response:
     """One finance officer's decision, as ``POST /{kind}s/{id}/approvals`` makes it; 303 back to the inbox
     with ``?done=approved|rejected``, or the inbox again with the refusal in words."""
-    user = session.user
-    request.app.state.write_limiter.hit(user.sub)
-    back = _without_done(safe_next(back, INBOX))
+    user, db, reason = form.user, form.db, fields.reason
+    back = _without_done(safe_next(fields.next_, INBOX))
     if urlsplit(back).path != INBOX:
         back = INBOX
     gettext = gettext_for(request)
 
     async def refused(status: int, message: str, errors: Sequence[FieldError]) -> Response:
         await db.rollback()  # nothing half-written is committed
-        query = asked(request, INBOX_FILTERS, dict(parse_qsl(urlsplit(back).query)))
+        query = PAYOUTS.asked(request, dict(parse_qsl(urlsplit(back).query)))
         refusal = Refusal(payout_id, message, field_errors(errors), reason)
         return await _inbox(request, db, user, query, back=back, refusal=refusal, status=status)
 
     try:
-        body = ApprovalCreate.model_validate({"decision": decision, "reason": reason or None})
+        body = ApprovalCreate.model_validate({"decision": fields.decision, "reason": reason or None})
     except ValidationError as exc:
         return await refused(422, gettext("The request is not valid."), validation_errors(exc.errors()))
-    key = idempotency_key or None
-    settings = resources.settings
+    write = Write(db, user, resources, temporal, fields.key)
     try:
-        await once(
-            db,
-            user,
-            key,
-            endpoint=DECISION_ENDPOINTS[kind].format(id=payout_id),
-            payload=body,
-            authorize=lambda: payouts.authorize_decision(db, user=user, kind=kind, payout_id=payout_id),
-            act=lambda: payouts.decide(
-                db,
-                user=user,
-                kind=kind,
-                payout_id=payout_id,
-                data=body,
-                temporal=temporal,
-                retry=key is not None,
-                task_queue=settings.temporal_task_queue,
-            ),
-        )
+        await write.decide(kind, payout_id, body, DECISION_ENDPOINTS[kind].format(id=payout_id))
     except GiantflowError as exc:
         if exc.status not in (403, 409, 422) or user.role is not Role.finance:
             raise  # not found, another role, rate limited, Temporal away: the error page
@@ -407,13 +439,15 @@ def bars(values: Sequence[tuple[str, Decimal]], *, per_group: int = 1) -> tuple[
     return found, top
 
 
-def chart_frame() -> dict[str, int]:
+def chart_frame(top: Decimal) -> dict[str, Any]:
+    """The chart's size, plot area and the top of its scale (``top``)."""
     return {
         "width": CHART_WIDTH,
         "height": CHART_HEIGHT,
         "left": CHART_LEFT,
         "top": CHART_TOP,
         "base": CHART_HEIGHT - CHART_BOTTOM,
+        "max": top,
     }
 
 
@@ -421,46 +455,28 @@ def chart_frame() -> dict[str, int]:
 async def disbursements(request: Request, session: SessionUserDep, db: SessionDep) -> Response:
     """Disbursements (GET /api/v1/disbursements) with totals per status, the amounts paid per week over the
     last 12 weeks, the exports and the list, newest first."""
-    gettext = gettext_for(request)
-    query = asked(request, DISBURSEMENT_FILTERS)
+    query = DISBURSEMENTS.asked(request)
     user = session.user
-    page = weeks = None
-    if query.errors:
-        service.reader_scope(user)
-    else:
-        page = await service.list_disbursements(
-            db, user=user, filters=query.filters, cursor=query.cursor, limit=PAGE_SIZE
-        )
+    page = await _page(query, user, partial(service.list_disbursements, db, user=user))
+    weeks = None
+    if page is not None:
         weeks = await service.paid_per_week(db, user=user, filters=query.filters)
     week_bars, top = bars([(week.week.strftime("%m-%d"), week.amount) for week in weeks or []])
-    return render(
-        request,
-        "finance/disbursements.html",
-        {
-            **_labels(request),
-            "status_options": options(STATUS_LABELS, get_args(DisbursementStatus), gettext),
-            "values": query.values,
-            "errors": query.errors,
-            "page": page,
-            "totals": sorted(page.totals.items()) if page is not None else [],
-            "total_count": sum(t.count for t in page.totals.values()) if page is not None else 0,
-            "total_amount": sum((t.amount for t in page.totals.values()), Decimal(0))
-            if page is not None
-            else Decimal(0),
-            "weeks": list(zip(weeks or [], week_bars, strict=True)),
-            "chart": {**chart_frame(), "max": top},
-            "export_query": query.query(),
-            "next_url": f"/console/disbursements?{query.query(cursor=page.next_cursor)}"
-            if page is not None and page.next_cursor
-            else None,
-            "first_url": f"/console/disbursements?{query.query()}" if query.cursor else None,
-        },
-        status=422 if query.errors else 200,
-    )
+    totals = page.totals if page is not None else {}
+    context = {
+        "page": page,
+        "totals": sorted(totals.items()),
+        "total_count": sum(t.count for t in totals.values()),
+        "total_amount": sum((t.amount for t in totals.values()), Decimal(0)),
+        "weeks": list(zip(weeks or [], week_bars, strict=True)),
+        "chart": chart_frame(top),
+        "export_query": query.query(),
+    }
+    return DISBURSEMENTS.respond(request, query, page, context)
 
 
 def _export_filters(request: Request) -> ListFilters:
-    query = asked(request, DISBURSEMENT_FILTERS)
+    query = DISBURSEMENTS.asked(request)
     if query.errors:
         raise Unprocessable(
             gettext_for(request)("The request is not valid."),
@@ -538,35 +554,16 @@ async def credit(
 ) -> Response:
     """Credit lines (GET /api/v1/credit-lines: limit, reserved, drawn, available) and the bridge-loan funds
     (GET /api/v1/funds: capacity, committed, available) with a chart of capacity against committed."""
-    gettext = gettext_for(request)
-    query = asked(request, CREDIT_LINE_FILTERS)
+    query = CREDIT_LINES.asked(request)
     user = session.user
-    lines = None
-    if query.errors:
-        service.reader_scope(user)
-    else:
-        lines = await service.list_credit_lines(
-            db, user=user, filters=query.filters, cursor=query.cursor, limit=PAGE_SIZE
-        )
+    lines = await _page(query, user, partial(service.list_credit_lines, db, user=user))
     fund_page = await funds.list_funds(db, user=user, programs=resources.programs)
     pairs = [(f.program, amount) for f in fund_page.items for amount in (f.capacity, f.committed)]
     fund_bars, top = bars(pairs, per_group=2)
-    return render(
-        request,
-        "finance/credit.html",
-        {
-            **_labels(request),
-            "status_options": options(STATUS_LABELS, get_args(BenefitStatus), gettext),
-            "values": query.values,
-            "errors": query.errors,
-            "lines": lines.items if lines is not None else [],
-            "funds": fund_page.items,
-            "fund_bars": [fund_bars[i : i + 2] for i in range(0, len(fund_bars), 2)],
-            "chart": {**chart_frame(), "max": top},
-            "next_url": f"/console/credit?{query.query(cursor=lines.next_cursor)}"
-            if lines is not None and lines.next_cursor
-            else None,
-            "first_url": f"/console/credit?{query.query()}" if query.cursor else None,
-        },
-        status=422 if query.errors else 200,
-    )
+    context = {
+        "lines": lines.items if lines is not None else [],
+        "funds": fund_page.items,
+        "fund_bars": [fund_bars[i : i + 2] for i in range(0, len(fund_bars), 2)],
+        "chart": chart_frame(top),
+    }
+    return CREDIT_LINES.respond(request, query, lines, context)

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Form, Header, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.applications import reviews, service
@@ -33,13 +33,17 @@ from services.applications.schemas import (
 )
 from services.applications.views import READERS
 from services.auth import CurrentUser, Role
-from services.console.session import ConsoleSession, FormSessionDep, SessionUserDep
+from services.console.session import ConsoleSession, SessionUserDep
 from services.console.web import (
     CONSOLE_HEADERS,
     SHANGHAI,
     ConsoleRoute,
-    field_errors,
+    ReturningFields,
+    WriteFields,
+    WriteFormDep,
+    full_path,
     gettext_for,
+    refused_fields,
     render,
     safe_next,
     when,
@@ -48,7 +52,6 @@ from services.deps import ResourcesDep, SessionDep, TemporalDep
 from services.errors import Conflict, FieldError, NotFound, Unprocessable, validation_errors
 from services.files import RangeNotSatisfiable
 from services.idempotency import once
-from services.ratelimit import WriteLimiter
 from services.resources import Resources
 from services.vocabulary import LEVELS, TIERS
 
@@ -62,8 +65,6 @@ NOTICES = "/console/notices"
 FilterQuery = Annotated[str, Query(max_length=64)]
 SearchQuery = Annotated[str, Query(max_length=200)]
 CursorQuery = Annotated[str, Query(max_length=200)]
-KeyField = Annotated[str, Form(max_length=255)]
-NextField = Annotated[str, Form(alias="next", max_length=2000)]
 
 # What a ``?done=`` after a form says (English msgids, translated when shown).
 DONE = {
@@ -117,12 +118,6 @@ COMPLIANCE = {
 
 def _new_key() -> str:
     return str(uuid.uuid4())
-
-
-def _limit_writes(request: Request, user: CurrentUser) -> None:
-    """The API's write rate limit (``services.ratelimit.limit_writes``), per caller."""
-    limiter: WriteLimiter = request.app.state.write_limiter
-    limiter.hit(user.sub)
 
 
 def _with_query(target: str, **params: str) -> str:
@@ -201,7 +196,7 @@ async def queue_page(
     page = await service.review_queue(
         db, user=session.user, filters=filters, cursor=cursor or None, limit=QUEUE_PAGE
     )
-    here = _without(request.url.path + (f"?{request.url.query}" if request.url.query else ""), "done")
+    here = _without(full_path(request), "done")
     programs = sorted(set(resources.programs) | set(page.counts.program))
     return render(
         request,
@@ -246,25 +241,22 @@ async def hold(
     request: Request,
     task_id: uuid.UUID,
     verb: Literal["claim", "release"],
-    session: FormSessionDep,
-    db: SessionDep,
+    form: WriteFormDep,
     resources: ResourcesDep,
-    idempotency_key: KeyField = "",
-    next_: NextField = "",
+    fields: Annotated[ReturningFields, Form()],
 ) -> Response:
     """Claim or release a task, as ``POST /review-tasks/{id}/claim`` and ``/release`` do: the write limit,
     once per the form's key (under the API's endpoint name), back where the form came from; a 409 is a page
     saying who holds it."""
-    user = session.user
-    back = safe_next(next_, QUEUE)
-    _limit_writes(request, user)
+    user, db = form.user, form.db
+    back = safe_next(fields.next_, QUEUE)
     now = datetime.now(UTC)
     authorize = service.authorize_claim if verb == "claim" else service.authorize_release
     try:
         await once(
             db,
             user,
-            idempotency_key or None,
+            fields.key,
             endpoint=f"POST /review-tasks/{task_id}/{verb}",
             payload={},
             authorize=lambda: authorize(user),
@@ -402,6 +394,28 @@ DECISION_MESSAGES = {
 }
 
 
+class DecisionFields(WriteFields):
+    """The decision form of an application, its fields as typed (shown again when it is refused)."""
+
+    decision: str = Field("", max_length=20)
+    reason: str = Field("", max_length=4000)
+    internal_note: str = Field("", max_length=8000)
+    stage: str = Field("", max_length=20)
+    supplement_due_at: str = Field("", max_length=40)
+
+    def body(self, due: datetime | None) -> DecisionCreate:
+        """The API's body of this decision, due ``due`` (the supplement's time, read from its field)."""
+        return DecisionCreate.model_validate(
+            {
+                "decision": self.decision,
+                "reason": self.reason,
+                "stage": self.stage or None,
+                "internal_note": self.internal_note.strip() or None,
+                "supplement_due_at": due,
+            }
+        )
+
+
 def _shanghai_time(value: str) -> datetime | None:
     """A ``datetime-local`` field's value (``2026-12-15T17:00``) as the Asia/Shanghai time it names; None
     when empty or not a time."""
@@ -416,23 +430,16 @@ def _shanghai_time(value: str) -> datetime | None:
 async def decide(
     request: Request,
     application_id: uuid.UUID,
-    session: FormSessionDep,
-    db: SessionDep,
+    form: WriteFormDep,
     resources: ResourcesDep,
     temporal: TemporalDep,
-    decision: Annotated[str, Form(max_length=20)] = "",
-    reason: Annotated[str, Form(max_length=4000)] = "",
-    internal_note: Annotated[str, Form(max_length=8000)] = "",
-    stage: Annotated[str, Form(max_length=20)] = "",
-    supplement_due_at: Annotated[str, Form(max_length=40)] = "",
-    idempotency_key: KeyField = "",
+    fields: Annotated[DecisionFields, Form()],
 ) -> Response:
     """Decide the current stage, as ``POST /applications/{id}/decisions`` does (``reviews.Actions.decide``,
     the same write limit, once per the form's key). A refused form comes back with what is wrong next to
     its fields; nothing is decided."""
-    user = session.user
-    _limit_writes(request, user)
-    values = {"reason": reason, "internal_note": internal_note, "supplement_due_at": supplement_due_at}
+    user, db, session = form.user, form.db, form.session
+    values = fields.model_dump(include={"reason", "internal_note", "supplement_due_at"})
     gettext = gettext_for(request)
 
     async def again(errors: Mapping[str, str], status: int) -> Response:
@@ -440,27 +447,18 @@ async def decide(
             request, db, resources, session, application_id, errors=errors, values=values, status=status
         )
 
-    due = _shanghai_time(supplement_due_at)
-    if supplement_due_at.strip() and (due is None or decision != "return"):
+    due = _shanghai_time(fields.supplement_due_at)
+    if fields.supplement_due_at.strip() and (due is None or fields.decision != "return"):
         return await again({"supplement_due_at": gettext(DECISION_MESSAGES["supplement_due_at"])}, 422)
     try:
-        data = DecisionCreate.model_validate(
-            {
-                "decision": decision,
-                "reason": reason,
-                "stage": stage or None,
-                "internal_note": internal_note.strip() or None,
-                "supplement_due_at": due,
-            }
-        )
+        data = fields.body(due)
     except ValidationError as exc:
         return await again(_form_errors(gettext, exc, DECISION_MESSAGES), 422)
-    try:
-        await reviews.Actions(db, temporal, user, idempotency_key or None).decide(application_id, data)
-    except (Unprocessable, Conflict) as exc:
-        await db.rollback()
-        where = "supplement_due_at" if due is not None and isinstance(exc, Unprocessable) else "decision"
-        return await again(field_errors(exc.errors or ()) or {where: exc.detail}, exc.status)
+    actions = reviews.Actions(db, temporal, user, fields.key)
+    refused = await form.refusal(actions.decide(application_id, data))
+    if refused is not None:
+        where = "supplement_due_at" if due is not None and isinstance(refused, Unprocessable) else "decision"
+        return await again(refused_fields(refused, where), refused.status)
     target = f"/console/applications/{application_id}"
     return RedirectResponse(_with_query(target, done="decided"), status_code=303)
 
@@ -524,7 +522,7 @@ async def _notices_page(
     )
     details = await service.notice_details(db, applications=page.items)
     entries = [(item, details[item.id]) for item in page.items if item.id in details]
-    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    here = full_path(request)
     return render(
         request,
         "reviews/notices.html",
@@ -554,6 +552,13 @@ async def notices_page(
     return await _notices_page(request, db, session, cursor=cursor or None, notice=_done(request, done))
 
 
+class ResolutionFields(ReturningFields):
+    """The resolution form of an objection on the public notice page."""
+
+    upheld: str = Field("", max_length=10)
+    reason: str = Field("", max_length=4000)
+
+
 RESOLUTION_MESSAGES = {
     "upheld": "Choose whether the objection is upheld or dismissed.",
     "reason": "Give the reason for the resolution (at most 2,000 characters).",
@@ -564,22 +569,17 @@ RESOLUTION_MESSAGES = {
 async def resolve_objection(
     request: Request,
     objection_id: uuid.UUID,
-    session: FormSessionDep,
-    db: SessionDep,
+    form: WriteFormDep,
     temporal: TemporalDep,
-    upheld: Annotated[str, Form(max_length=10)] = "",
-    reason: Annotated[str, Form(max_length=4000)] = "",
-    idempotency_key: KeyField = "",
-    next_: NextField = "",
+    fields: Annotated[ResolutionFields, Form()],
 ) -> Response:
     """Resolve an open objection, as ``POST /objections/{id}/resolution`` does
     (``reviews.Actions.resolve_objection``, the same write limit, once per the form's key): upheld, the
     application is rejected; dismissed, its notice goes on."""
-    user = session.user
-    _limit_writes(request, user)
-    back = safe_next(next_, NOTICES)
+    user, db, session = form.user, form.db, form.session
+    back = safe_next(fields.next_, NOTICES)
     cursor = parse_qs(urlsplit(back).query).get("cursor", [None])[0]
-    values = {objection_id: {"upheld": upheld, "reason": reason}}
+    values = {objection_id: fields.model_dump(include={"upheld", "reason"})}
     gettext = gettext_for(request)
 
     async def again(errors: Mapping[str, str], status: int) -> Response:
@@ -588,14 +588,11 @@ async def resolve_objection(
         )
 
     try:
-        data = ResolutionCreate.model_validate({"upheld": upheld or None, "reason": reason})
+        data = ResolutionCreate.model_validate({"upheld": fields.upheld or None, "reason": fields.reason})
     except ValidationError as exc:
         return await again(_form_errors(gettext, exc, RESOLUTION_MESSAGES), 422)
-    try:
-        await reviews.Actions(db, temporal, user, idempotency_key or None).resolve_objection(
-            objection_id, data
-        )
-    except (Unprocessable, Conflict) as exc:
-        await db.rollback()
-        return await again(field_errors(exc.errors or ()) or {"upheld": exc.detail}, exc.status)
+    actions = reviews.Actions(db, temporal, user, fields.key)
+    refused = await form.refusal(actions.resolve_objection(objection_id, data))
+    if refused is not None:
+        return await again(refused_fields(refused, "upheld"), refused.status)
     return RedirectResponse(_with_query(back, done="resolved"), status_code=303)

@@ -43,13 +43,6 @@ class ConsoleSession:
     expires: datetime
 
 
-def signing_key(settings: Settings) -> bytes:
-    key = settings.console_signing_key
-    if key is None:
-        raise SignedOut("The console has no signing key (GIANTFLOW_CONSOLE_SECRET).")
-    return key
-
-
 def encode(
     settings: Settings, user: CurrentUser, *, now: datetime | None = None
 ) -> tuple[str, ConsoleSession]:
@@ -81,6 +74,16 @@ def decode(settings: Settings, value: str) -> ConsoleSession:
     return ConsoleSession(
         user=user, csrf=str(claims["csrf"]), expires=datetime.fromtimestamp(int(claims["exp"]), UTC)
     )
+
+
+# --- what the settings make of a session: its signing key and its cookie ---------------------------------
+
+
+def signing_key(settings: Settings) -> bytes:
+    key = settings.console_signing_key
+    if key is None:
+        raise SignedOut("The console has no signing key (GIANTFLOW_CONSOLE_SECRET).")
+    return key
 
 
 def secure_cookies(settings: Settings) -> bool:

@@ -5,13 +5,13 @@ role sees, and the route class that turns what a service refuses into a page in 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -20,15 +20,24 @@ from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
-from fastapi import Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel, Field
 
 from services.auth import Role
-from services.console.session import ConsoleSession, CsrfRefused, SignedOut, optional_session
-from services.errors import FieldError, GiantflowError, validation_errors
+from services.console.session import (
+    ConsoleSession,
+    CsrfRefused,
+    FormSessionDep,
+    SignedOut,
+    optional_session,
+)
+from services.deps import SessionDep
+from services.errors import Conflict, FieldError, GiantflowError, Unprocessable, validation_errors
+from services.ratelimit import WriteLimiter
 
 HERE = Path(__file__).resolve().parent
 LOCALES = ("zh-CN", "en")
@@ -133,6 +142,11 @@ def when(value: datetime | date | str | None, *, with_time: bool = True) -> str:
     return value.isoformat()
 
 
+def full_path(request: Request) -> str:
+    """The path a request asked for with its query (``/console/payouts?kind=drawdown``)."""
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
 def safe_next(target: str | None, fallback: str) -> str:
     """A redirect target inside the console only (never another host)."""
     if not target:
@@ -174,7 +188,6 @@ def render(
     gettext = gettext_for(request)
     session = session or optional_session(request)
     role = session.user.role if session else None
-    here = request.url.path
     page = (
         environment()
         .get_template(template)
@@ -188,8 +201,8 @@ def render(
                 "user": session.user if session else None,
                 "csrf": session.csrf if session else "",
                 "nav": [item for item in NAV if role in item.roles],
-                "here": here,
-                "here_full": here + (f"?{request.url.query}" if request.url.query else ""),
+                "here": request.url.path,
+                "here_full": full_path(request),
                 **(context or {}),
             }
         )
@@ -212,13 +225,63 @@ def field_errors(errors: Sequence[FieldError]) -> dict[str, str]:
 
 
 def sign_in_redirect(request: Request) -> Response:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = full_path(request)
     if request.method != "GET":
         target = request.headers.get("referer") or "/console/"
     location = "/console/login?next=" + quote(safe_next(target, "/console/"), safe="")
     if request.headers.get("hx-request"):
         return Response(status_code=204, headers={"HX-Redirect": location})
     return RedirectResponse(location, status_code=303)
+
+
+# --- forms that write -------------------------------------------------------------------------------------
+
+
+class WriteFields(BaseModel):
+    """The field every console form that writes carries besides its own (``Annotated[..., Form()]``): the
+    idempotency key made when the page was rendered, so that a form sent twice acts once."""
+
+    idempotency_key: str = Field("", max_length=255)
+
+    @property
+    def key(self) -> str | None:
+        """The form's idempotency key; None when it sent none."""
+        return self.idempotency_key.strip() or None
+
+
+class ReturningFields(WriteFields):
+    """A form that goes back where it came from afterwards (``next``, not checked yet: ``safe_next`` it)."""
+
+    next_: str = Field("", alias="next", max_length=2000)
+
+
+class WriteForm:
+    """What every console form that writes takes besides its fields, as the API's write routes take it: the
+    signed-in session (the form carried its CSRF token), the request's database session, and the caller
+    counted against the API's write rate limit."""
+
+    def __init__(self, request: Request, session: FormSessionDep, db: SessionDep) -> None:
+        self.session, self.user, self.db = session, session.user, db
+        limiter: WriteLimiter = request.app.state.write_limiter
+        limiter.hit(self.user.sub)
+
+    async def refusal(self, action: Awaitable[object]) -> Unprocessable | Conflict | None:
+        """Runs the form's action; what the service refuses in a way the form can show next to its fields
+        (not valid, a conflict) is rolled back and returned, anything else raised. None: done."""
+        try:
+            await action
+        except (Unprocessable, Conflict) as exc:
+            await self.db.rollback()  # nothing half-written is committed
+            return exc
+        return None
+
+
+def refused_fields(exc: GiantflowError, field: str) -> dict[str, str]:
+    """A refusal's errors by field, or its words on ``field`` when it names none."""
+    return field_errors(exc.errors or ()) or {field: exc.detail}
+
+
+WriteFormDep = Annotated[WriteForm, Depends()]
 
 
 class ConsoleRoute(APIRoute):
