@@ -100,10 +100,11 @@ def create_app(
     install_problem_handlers(app)
 
     app.add_middleware(RequestContext, settings=settings)
-    from services.routes import API_PREFIX, DOMAIN_ROUTERS
+    from services.routes import API_PREFIX, DOMAIN_ROUTERS, document_webhooks
 
     for router in DOMAIN_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    document_webhooks(app.webhooks)
     app.include_router(health_router)
     from services.console.routes import mount_console
 

@@ -11,8 +11,9 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import select, text
@@ -25,6 +26,18 @@ from services.errors import Conflict, FieldError, Unprocessable
 from services.idempotency_models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=MAX_KEY_LENGTH,
+        pattern=r"^[!-~](?:[ -~]*[!-~])?$",
+        description="A retry with the same key and body returns the first response; the same key with "
+        "another body is a 422.",
+    ),
+]
+"""The header every write route takes (API.md): what ``once`` is given as ``key``."""
 
 
 @dataclass

@@ -1,10 +1,18 @@
 """Every ORM model, imported so that `metadata` is complete (Alembic and tests use it)."""
 
-from services import idempotency_models
+from services import events, idempotency_models
 from services.applications import models as applications_models
 from services.credit import models as credit_models
 from services.db import Base
+from services.notifications import models as notifications_models
 
 metadata = Base.metadata
 
-__all__ = ["applications_models", "credit_models", "idempotency_models", "metadata"]
+__all__ = [
+    "applications_models",
+    "credit_models",
+    "events",
+    "idempotency_models",
+    "metadata",
+    "notifications_models",
+]

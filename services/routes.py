@@ -6,6 +6,10 @@ from fastapi import APIRouter
 from services.applications.public import router as public_router
 from services.applications.router import router as applications_router
 from services.credit.router import router as credit_router
+from services.notifications.router import document_webhooks
+from services.notifications.router import router as notifications_router
 
 API_PREFIX = "/api/v1"
-DOMAIN_ROUTERS: list[APIRouter] = [applications_router, public_router, credit_router]
+DOMAIN_ROUTERS: list[APIRouter] = [applications_router, public_router, credit_router, notifications_router]
+
+__all__ = ["API_PREFIX", "DOMAIN_ROUTERS", "document_webhooks"]

@@ -54,13 +54,12 @@ from services.deps import (
 )
 from services.errors import problem_responses
 from services.files import file_responses
-from services.idempotency import once
+from services.idempotency import IdempotencyKey, once
 from services.pagination import Page, Rfc3339Query
 from services.ratelimit import WriterDep
 from services.vocabulary import Tier
 
 router = APIRouter(route_class=StrictQueryRoute)
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
 # --- the hottest read first: routes are matched in order ------------------------------------------------

@@ -53,6 +53,7 @@ from services.credit.models import (
 )
 from services.credit.schemas import ListFilters
 from services.db import Base
+from services.events import OutboxEvent
 from services.pagination import Cursor, SegmentCursor, paginate
 
 _S = TypeVar("_S", bound="Select[*tuple[Any, ...]]")
@@ -187,15 +188,16 @@ async def freeze_credit_line(
 
 async def reject_pending_drawdowns(
     session: AsyncSession, *, credit_line_id: uuid.UUID, reason: str, at: datetime
-) -> list[tuple[uuid.UUID, Decimal]]:
+) -> list[Drawdown]:
     """Reject every drawdown of the line still awaiting approval; the caller holds the line's lock."""
-    rows = await session.execute(
+    rows = await session.scalars(
         update(Drawdown)
         .where(Drawdown.credit_line_id == credit_line_id, Drawdown.status == "pending_approval")
         .values(status="rejected", reason=reason, decided_at=at)
-        .returning(Drawdown.id, Drawdown.amount)
+        .returning(Drawdown)
+        .execution_options(populate_existing=True)
     )
-    return [(drawdown_id, amount) for drawdown_id, amount in rows]
+    return list(rows)
 
 
 # --- credit lines ------------------------------------------------------------------------------------------
@@ -290,6 +292,17 @@ async def get_payout(
     """The drawdown, bridge loan or listing reward with this id (``Any``: the kind decides the class)."""
     model = PAYOUT_MODELS[kind]
     return await _fresh(session, model, model.id == payout_id, lock=lock)
+
+
+async def told(session: AsyncSession, event_type: str, payout_id: uuid.UUID) -> bool:
+    """Whether an event of ``event_type`` about the payout is in the outbox (committed, or written in this
+    transaction): what makes a reminder that is sent once per payout idempotent."""
+    stmt = select(
+        select(OutboxEvent.id)
+        .where(OutboxEvent.aggregate_id == payout_id, OutboxEvent.type == event_type)
+        .exists()
+    )
+    return bool(await session.scalar(stmt))
 
 
 async def approvals(session: AsyncSession, kind: PayoutKind, payout_id: uuid.UUID) -> list[PayoutApproval]:

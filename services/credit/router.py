@@ -11,7 +11,7 @@ from datetime import date
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -49,23 +49,13 @@ from services.deps import (
     TemporalDep,
 )
 from services.errors import problem_responses
-from services.idempotency import once
+from services.idempotency import IdempotencyKey, once
 from services.pagination import CursorQuery, LimitQuery, Page
 from services.ratelimit import WriterDep
 from services.vocabulary import BenefitKind, BenefitStatus, DisbursementStatus, PayoutKind, PayoutStatus, Tier
 
 router = APIRouter(tags=["credit"], route_class=StrictQueryRoute)
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=255,
-        pattern=r"^[!-~](?:[ -~]*[!-~])?$",
-        description="A retry with the same key and body returns the first response; the same key with "
-        "another body is a 422.",
-    ),
-]
 UsccQuery = Annotated[str | None, Query(pattern=USCC_PATTERN)]
 ProgramQuery = Annotated[str | None, Query(pattern=KEY_PATTERN)]
 FromQuery = Annotated[date | None, Query(alias="from", description="created on or after (UTC day)")]

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.auth import CurrentUser, Role
 from services.contracts import BenefitGrant, BenefitsFreeze, PayoutKind
-from services.credit import payouts, policy, repository
+from services.credit import announce, payouts, policy, repository
 from services.credit.models import (
     AWAITING,
     ZERO,
@@ -151,15 +151,18 @@ async def freeze_benefits(
         drawdowns = await repository.reject_pending_drawdowns(
             session, credit_line_id=line.id, reason=f"credit line frozen: {data.reason}", at=data.at
         )
-        held = sum((amount for _, amount in drawdowns), ZERO)
+        held = sum((drawdown.amount for drawdown in drawdowns), ZERO)
         if held:
             await repository.release(session, line_id=line.id, amount=held)
-        rejected += [("drawdown", drawdown_id) for drawdown_id, _ in drawdowns]
+        for drawdown in drawdowns:
+            await announce.rejected(session, "drawdown", drawdown)
+            rejected.append(("drawdown", drawdown.id))
     for kind, model in FROZEN_WITH_THE_BENEFIT:
         for row in await repository.reject_pending(
             session, model, recognition_id=recognition_id, reason=f"benefit frozen: {data.reason}", at=data.at
         ):
             await payouts.KINDS[kind].release(session, row)
+            await announce.rejected(session, kind, row)
             rejected.append((kind, row.id))
     return rejected
 

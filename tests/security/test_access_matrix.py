@@ -95,6 +95,7 @@ class World:
     settings: Settings
     other: Obj
     pools: dict[str, list[Obj]] = field(default_factory=dict)
+    resources: Resources | None = None  # for what only the worker makes (a webhook delivery: the relay)
 
     def token(self, caller: str, target: Obj) -> dict[str, str]:
         s = self.settings
@@ -302,6 +303,51 @@ async def listing_reward(world: World) -> Obj:
     return Obj(uscc=owner.uscc, ids={**owner.ids, "reward_id": created["id"]})
 
 
+WEBHOOK_URL = "https://93.184.215.14/hooks"  # a public address as a literal: nothing to resolve
+
+
+async def webhook(world: World) -> Obj:
+    """An enterprise's webhook endpoint with one delivery (an event of its own, fanned out by a relay as the
+    worker's would) and that event in its feed."""
+    from services.events import ApplicationSubmitted, Audience, emit
+    from services.notifications.relay import Relay
+
+    owner = world.pools["enterprise"][0]
+    created = await ok(
+        world.api.post(f"{API}/webhook-endpoints", headers=world.owner(owner), json={"url": WEBHOOK_URL}), 201
+    )
+    assert world.resources is not None
+    async with world.resources.sessionmaker() as session, session.begin():
+        event_id = await emit(
+            session,
+            ApplicationSubmitted(
+                application_id=uuid.uuid4(),
+                uscc=owner.uscc,
+                program="demo",
+                tier="specialized_new",
+                status="screening",
+                batch="demo-2026",
+            ),
+            Audience(uscc=owner.uscc),
+        )
+    relay = Relay(world.resources.sessionmaker, world.settings)
+    while await relay.fan_out():
+        pass
+    await relay.close()
+    deliveries = await ok(
+        world.api.get(f"{API}/webhook-endpoints/{created['id']}/deliveries", headers=world.owner(owner))
+    )
+    return Obj(
+        uscc=owner.uscc,
+        ids={
+            **owner.ids,
+            "endpoint_id": created["id"],
+            "delivery_id": deliveries["items"][0]["id"],
+            "notification_id": str(event_id),
+        },
+    )
+
+
 async def nothing(world: World) -> Obj:
     return world.pools["enterprise"][0]
 
@@ -320,6 +366,7 @@ BUILDERS: list[dict[str, Callable[[World], Awaitable[Obj]]]] = [
         "drawdown": drawdown,
         "bridge_loan": bridge_loan,
         "listing": listing_reward,
+        "webhook": webhook,
         "none": nothing,
     },
 ]
@@ -665,6 +712,60 @@ ROWS: list[Row] = [
     ),
 ]
 
+# Notifications: endpoints are an enterprise's own or an admin's; the feed is everyone's, each its own.
+ROWS += [
+    Row(
+        "POST",
+        f"{API}/webhook-endpoints",
+        expect(403, own=201, other=201, admin=201),
+        "enterprise",
+        json=lambda o: {"url": WEBHOOK_URL},
+    ),
+    Row(
+        "GET",
+        f"{API}/webhook-endpoints",
+        expect(403, own=200, other=200, admin=200),
+        "webhook",
+        params=lambda o: {"limit": "200"},
+        sees=("endpoint_id", frozenset({"own", "admin"})),
+    ),
+    Row(
+        "DELETE",
+        f"{API}/webhook-endpoints/{{endpoint_id}}",
+        expect(403, own=204, other=404, admin=204),
+        "webhook",
+        consumes=True,
+    ),
+    Row(
+        "POST",
+        f"{API}/webhook-endpoints/{{endpoint_id}}/rotate-secret",
+        expect(403, own=200, other=404, admin=200),
+        "webhook",
+        json=lambda o: {},
+    ),
+    Row(
+        "GET",
+        f"{API}/webhook-endpoints/{{endpoint_id}}/deliveries",
+        expect(403, own=200, other=404, admin=200),
+        "webhook",
+        sees=("delivery_id", frozenset({"own", "admin"})),
+    ),
+    Row("GET", f"{API}/webhook-deliveries", expect(403, admin=200), "webhook"),
+    Row(
+        "POST",
+        f"{API}/webhook-deliveries/{{delivery_id}}/retry",
+        expect(403, own=202, other=404, admin=202),
+        "webhook",
+    ),
+    Row("GET", f"{API}/notifications", expect(200), "webhook"),
+    Row(
+        "POST",
+        f"{API}/notifications/{{notification_id}}/read",
+        expect(404, own=200, admin=200),
+        "webhook",
+    ),
+]
+
 # Cells where the code answers otherwise than the contract, in code this suite does not own: the status
 # it answers today and where to fix it. The test fails when one is fixed, so the entry gets deleted.
 KNOWN_DEFECTS: dict[tuple[str, str, str], tuple[int, str]] = {}
@@ -859,7 +960,7 @@ async def test_every_operation_x_every_caller(
     for row in ROWS:
         assert set(row.expected) == set(CALLERS), f"{row.operation}: every caller needs a cell"
 
-    world = World(api=matrix_api, settings=resources.settings, other=Obj(uscc=""))
+    world = World(api=matrix_api, settings=resources.settings, other=Obj(uscc=""), resources=resources)
     await _build(world)
     world.other = await enterprise(world)
     fresh = {kind: objs[1:] for kind, objs in world.pools.items()}

@@ -40,6 +40,7 @@ SEMANTIC_RULES = {
     "POST /api/v1/applications/{application_id}/decisions": "`supplement_due_at` with `return` only, ahead",
     "POST /api/v1/enterprises/{uscc}/listings": "`listed_on` is not in the future",
     "POST /api/v1/bridge-loans": "the fund's per-use cap and term (policy, not schema)",
+    "POST /api/v1/webhook-endpoints": "the URL: https, a host, no user info, a public address (outside dev)",
 }
 
 # Defects in code this suite does not own, tolerated here until fixed there (then delete the entry).

@@ -1,0 +1,74 @@
+"""What the credit domain tells the outbox (services/events.py), written by the functions that change a
+payout, in their transaction. The enterprise and finance hear of every payout's steps."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.credit.models import Payout
+from services.events import (
+    Audience,
+    BridgeLoanDueSoon,
+    BridgeLoanOverdue,
+    DisbursementPaid,
+    DisbursementRefused,
+    PayoutApproved,
+    PayoutAwaitingApproval,
+    PayoutRejected,
+    emit,
+)
+from services.vocabulary import PayoutKind
+
+
+def _about(kind: PayoutKind, row: Payout) -> dict[str, Any]:
+    return {
+        "payout_id": row.id,
+        "kind": kind,
+        "uscc": row.uscc,
+        "program": row.program,
+        "amount": row.amount,
+        "status": row.status,
+    }
+
+
+def _audience(row: Payout) -> Audience:
+    return Audience(uscc=row.uscc, finance=True)
+
+
+async def awaiting_approval(
+    session: AsyncSession, kind: PayoutKind, row: Payout, *, approvals_needed: int
+) -> None:
+    """Requested, or approved once with more approvals needed: finance has a decision to make."""
+    await emit(
+        session,
+        PayoutAwaitingApproval(**_about(kind, row), approvals_needed=approvals_needed),
+        _audience(row),
+    )
+
+
+async def approved(session: AsyncSession, kind: PayoutKind, row: Payout) -> None:
+    await emit(session, PayoutApproved(**_about(kind, row)), _audience(row))
+
+
+async def rejected(session: AsyncSession, kind: PayoutKind, row: Payout) -> None:
+    """Rejected by finance, or expired at the approval deadline (``status`` tells which)."""
+    await emit(session, PayoutRejected(**_about(kind, row), reason=row.reason or ""), _audience(row))
+
+
+async def paid(session: AsyncSession, kind: PayoutKind, row: Payout, *, bank_reference: str | None) -> None:
+    await emit(session, DisbursementPaid(**_about(kind, row), bank_reference=bank_reference), _audience(row))
+
+
+async def refused(session: AsyncSession, kind: PayoutKind, row: Payout, *, reason: str) -> None:
+    await emit(session, DisbursementRefused(**_about(kind, row), reason=reason), _audience(row))
+
+
+async def bridge_loan_due_soon(session: AsyncSession, row: Payout, *, due_on: date) -> None:
+    await emit(session, BridgeLoanDueSoon(**_about("bridge_loan", row), due_on=due_on), _audience(row))
+
+
+async def bridge_loan_overdue(session: AsyncSession, row: Payout, *, due_on: date) -> None:
+    await emit(session, BridgeLoanOverdue(**_about("bridge_loan", row), due_on=due_on), _audience(row))

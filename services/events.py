@@ -1,0 +1,335 @@
+"""What happened, told to whoever must hear it: the transactional outbox.
+
+A domain that changes state someone must hear about calls ``emit`` with the event in the same session, before
+its transaction commits: the event row commits with the change or not at all (never "after commit", never
+from workflow code - a workflow's changes are written by activities, and so are its events). The relay
+(services/notifications/relay.py) fans each committed event out to the webhook endpoints and mailboxes that
+subscribe to it and delivers them at least once, in order per aggregate; the in-app feed
+(``GET /notifications``) reads the events themselves, by audience.
+
+Each event type is a payload model below, with its ``type`` and the aggregate it belongs to; the models are
+the webhook schemas of the OpenAPI document. Amounts are decimal strings, as everywhere in the API.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from sqlalchemy import BigInteger, Identity, Index, String, func, insert
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.db import Base
+from services.vocabulary import Level, PayoutKind
+
+Amount = Annotated[Decimal, PlainSerializer(lambda value: f"{value:.2f}", return_type=str)]
+
+EventType = Literal[
+    "application.submitted",
+    "application.screened",
+    "application.returned",
+    "application.supplement_due_soon",
+    "application.decided",
+    "application.on_notice",
+    "application.supplemented",
+    "application.withdrawn",
+    "objection.filed",
+    "application.recognized",
+    "recognition.expiring",
+    "recognition.revoked",
+    "review_task.overdue",
+    "review_task.escalated",
+    "payout.awaiting_approval",
+    "payout.approved",
+    "payout.rejected",
+    "disbursement.paid",
+    "disbursement.refused",
+    "bridge_loan.due_soon",
+    "bridge_loan.overdue",
+]
+AggregateType = Literal["application", "recognition", "payout"]
+
+
+class Audience(BaseModel):
+    """Who hears of an event besides admins (who hear of everything): the enterprise it concerns, the
+    reviewers whose scope covers it (a level and the division code their region must cover), a reviewer
+    group (a program's backup group), finance."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uscc: str | None = None
+    reviewer_level: Level | None = None
+    region_code: str | None = None
+    group: str | None = None
+    finance: bool = False
+
+
+class Event(BaseModel):
+    """One event type's payload (the ``data`` of a webhook body)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: ClassVar[EventType]
+    aggregate_type: ClassVar[AggregateType]
+
+    def aggregate_id(self) -> uuid.UUID:
+        raise NotImplementedError
+
+
+class ApplicationEvent(Event):
+    aggregate_type: ClassVar[AggregateType] = "application"
+
+    application_id: uuid.UUID
+    uscc: str = Field(description="the enterprise's unified social credit code")
+    program: str
+    tier: str
+    status: str = Field(description="the application's status after the change")
+
+    def aggregate_id(self) -> uuid.UUID:
+        return self.application_id
+
+
+class ApplicationSubmitted(ApplicationEvent):
+    type: ClassVar[EventType] = "application.submitted"
+    batch: str
+
+
+class ApplicationScreened(ApplicationEvent):
+    type: ClassVar[EventType] = "application.screened"
+    passed: bool
+    failed_rules: list[str] = Field(description="the rules the figures did not meet")
+
+
+class ApplicationReturned(ApplicationEvent):
+    type: ClassVar[EventType] = "application.returned"
+    stage: str
+    reason: str
+    supplement_due_at: datetime | None = Field(
+        description="when the supplement is due; after it the application is withdrawn"
+    )
+
+
+class SupplementDueSoon(ApplicationEvent):
+    type: ClassVar[EventType] = "application.supplement_due_soon"
+    supplement_due_at: datetime
+
+
+class ApplicationDecided(ApplicationEvent):
+    type: ClassVar[EventType] = "application.decided"
+    stage: str
+    decision: Literal["approve", "return", "reject"]
+    reason: str
+
+
+class ApplicationOnNotice(ApplicationEvent):
+    type: ClassVar[EventType] = "application.on_notice"
+    notice_ends_at: datetime | None
+
+
+class ApplicationSupplemented(ApplicationEvent):
+    """The enterprise answered a return: the application is back in the stage's queue, screened again."""
+
+    type: ClassVar[EventType] = "application.supplemented"
+    stage: str
+    passed: bool = Field(description="whether the figures, as now declared, pass screening")
+
+
+class ApplicationWithdrawn(ApplicationEvent):
+    """Withdrawn by the enterprise, or when its supplement deadline passed without a supplement."""
+
+    type: ClassVar[EventType] = "application.withdrawn"
+    reason: str
+
+
+class ObjectionFiled(ApplicationEvent):
+    type: ClassVar[EventType] = "objection.filed"
+    objection_id: uuid.UUID
+
+
+class ApplicationRecognized(ApplicationEvent):
+    type: ClassVar[EventType] = "application.recognized"
+    recognition_id: uuid.UUID
+    certificate_no: str | None
+    valid_until: date
+
+
+class RecognitionEvent(Event):
+    aggregate_type: ClassVar[AggregateType] = "recognition"
+
+    recognition_id: uuid.UUID
+    uscc: str
+    program: str
+    tier: str
+    valid_until: date
+
+    def aggregate_id(self) -> uuid.UUID:
+        return self.recognition_id
+
+
+class RecognitionExpiring(RecognitionEvent):
+    type: ClassVar[EventType] = "recognition.expiring"
+
+
+class RecognitionRevoked(RecognitionEvent):
+    type: ClassVar[EventType] = "recognition.revoked"
+    reason: str
+
+
+class ReviewTaskOverdue(ApplicationEvent):
+    type: ClassVar[EventType] = "review_task.overdue"
+    stage: str
+    due_at: datetime
+    escalation_group: str | None
+
+
+class ReviewTaskEscalated(ApplicationEvent):
+    type: ClassVar[EventType] = "review_task.escalated"
+    stage: str
+    escalation_group: str
+
+
+class PayoutEvent(Event):
+    aggregate_type: ClassVar[AggregateType] = "payout"
+
+    payout_id: uuid.UUID
+    kind: PayoutKind
+    uscc: str
+    program: str
+    amount: Amount
+    status: str = Field(description="the payout's status after the change")
+
+    def aggregate_id(self) -> uuid.UUID:
+        return self.payout_id
+
+
+class PayoutAwaitingApproval(PayoutEvent):
+    type: ClassVar[EventType] = "payout.awaiting_approval"
+    approvals_needed: int
+
+
+class PayoutApproved(PayoutEvent):
+    type: ClassVar[EventType] = "payout.approved"
+
+
+class PayoutRejected(PayoutEvent):
+    type: ClassVar[EventType] = "payout.rejected"
+    reason: str
+
+
+class DisbursementPaid(PayoutEvent):
+    type: ClassVar[EventType] = "disbursement.paid"
+    bank_reference: str | None
+
+
+class DisbursementRefused(PayoutEvent):
+    type: ClassVar[EventType] = "disbursement.refused"
+    reason: str
+
+
+class BridgeLoanDueSoon(PayoutEvent):
+    type: ClassVar[EventType] = "bridge_loan.due_soon"
+    due_on: date
+
+
+class BridgeLoanOverdue(PayoutEvent):
+    type: ClassVar[EventType] = "bridge_loan.overdue"
+    due_on: date
+
+
+EVENT_MODELS: dict[str, type[Event]] = {
+    model.type: model
+    for model in (
+        ApplicationSubmitted,
+        ApplicationScreened,
+        ApplicationReturned,
+        SupplementDueSoon,
+        ApplicationDecided,
+        ApplicationOnNotice,
+        ApplicationSupplemented,
+        ApplicationWithdrawn,
+        ObjectionFiled,
+        ApplicationRecognized,
+        RecognitionExpiring,
+        RecognitionRevoked,
+        ReviewTaskOverdue,
+        ReviewTaskEscalated,
+        PayoutAwaitingApproval,
+        PayoutApproved,
+        PayoutRejected,
+        DisbursementPaid,
+        DisbursementRefused,
+        BridgeLoanDueSoon,
+        BridgeLoanOverdue,
+    )
+}
+assert set(EVENT_MODELS) == set(get_args(EventType)), "every event type has its payload model"
+
+
+class OutboxEvent(Base):
+    """An event, committed with the change it tells of. ``seq`` orders events (within an aggregate, the order
+    its changes committed in: they lock the aggregate's row); ``fanned_out_at`` is set when the relay has made
+    its deliveries."""
+
+    __tablename__ = "outbox_events"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    aggregate_type: Mapped[str] = mapped_column(String(32))
+    aggregate_id: Mapped[uuid.UUID]
+    uscc: Mapped[str | None] = mapped_column(String(18))
+    reviewer_level: Mapped[str | None] = mapped_column(String(20))
+    region_code: Mapped[str | None] = mapped_column(String(6))
+    group_name: Mapped[str | None] = mapped_column(String(100))
+    finance: Mapped[bool] = mapped_column(default=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    occurred_at: Mapped[datetime] = mapped_column(server_default=func.clock_timestamp())
+    fanned_out_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # The relay's work: events not fanned out yet, oldest first.
+        Index("ix_outbox_events_pending", "seq", postgresql_where="fanned_out_at IS NULL"),
+        # The feed: an enterprise's events, a reviewer scope's, a group's, finance's; newest first.
+        Index("ix_outbox_events_uscc", "uscc", "occurred_at", postgresql_where="uscc IS NOT NULL"),
+        Index(
+            "ix_outbox_events_reviewers",
+            "reviewer_level",
+            "region_code",
+            "occurred_at",
+            postgresql_where="reviewer_level IS NOT NULL",
+        ),
+        Index(
+            "ix_outbox_events_group", "group_name", "occurred_at", postgresql_where="group_name IS NOT NULL"
+        ),
+        Index("ix_outbox_events_finance", "occurred_at", postgresql_where="finance"),
+        Index("ix_outbox_events_aggregate", "aggregate_id", "seq"),
+    )
+
+
+def event_row(event: Event, audience: Audience) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "type": event.type,
+        "aggregate_type": event.aggregate_type,
+        "aggregate_id": event.aggregate_id(),
+        "uscc": audience.uscc,
+        "reviewer_level": audience.reviewer_level,
+        "region_code": audience.region_code,
+        "group_name": audience.group,
+        "finance": audience.finance,
+        "data": event.model_dump(mode="json"),
+    }
+
+
+async def emit(session: AsyncSession, event: Event, audience: Audience) -> uuid.UUID:
+    """Write ``event`` into the outbox in ``session``'s transaction (it commits with the change, or neither
+    does); the event's id, which every delivery of it carries (``webhook-id``)."""
+    row = event_row(event, audience)
+    await session.execute(insert(OutboxEvent).values(**row))
+    event_id: uuid.UUID = row["id"]
+    return event_id
