@@ -54,6 +54,8 @@ fuzz: $(STAMP)
 
 # Seeded chaos run (bench/chaos.py): 1,000 drawdowns under worker and API SIGKILLs and bank faults, real
 # processes; prints requested, paid, duplicated, lost, ledger balanced and the seed. `make chaos SEED=n` replays.
+# Then 1,000 outbox events to a webhook receiver failing a third of its calls, under relay SIGKILLs and a
+# PostgreSQL crash: prints delivered, duplicates, out of order and PASSED or FAILED.
 chaos: $(STAMP)
 	@mkdir -p -m 700 $(XDG_RUNTIME_DIR)
 	$(BIN)/python bench/chaos.py $(if $(SEED),--seed $(SEED),)

@@ -34,6 +34,11 @@ the kill schedule and the bank's fault sequence; process timing is not reproduci
 same attack, not the same interleaving. On failure the data folder (logs, PostgreSQL, Temporal database, bank
 file, report.json) is kept and its path printed.
 
+Then (``--scenario``: ``all`` by default, ``drawdowns`` or ``outbox`` alone) the outbox scenario: 1,000 events
+to a webhook receiver that fails a third of its calls, through `giantflow relay` SIGKILLs and a PostgreSQL
+crash (see its section below); it fails the run when an event is missing, out of order per aggregate, or a
+duplicate carries another webhook-id.
+
 Every process of the run (and this runner's own imports of the service) uses a copy of the code taken at
 start-up in the data folder - the working tree, or `--ref REF` through `git archive` - so edits made to the
 working tree during the run cannot mix versions between restarts.
@@ -57,6 +62,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -993,6 +999,555 @@ def log_errors(logs: Path) -> Counter[str]:
     return found
 
 
+# --- the outbox scenario: webhooks through relay kills and a PostgreSQL crash ------------------------------
+#
+# `--scenario outbox` (and `all`, the default): embedded PostgreSQL (migrated), a webhook receiver process
+# that answers a third of its calls 500 (devtools/receiver.py, verifying every signature and logging each
+# delivery it accepts, in arrival order), an admin's endpoint for every event, `giantflow relay` processes -
+# no API, worker or Temporal: this runner emits the events itself (services.events.emit, a few per
+# transaction, like a domain's change would), over many aggregates with several events each, interleaved.
+# Phase 1 emits half of them over a window while a relay is SIGKILLed every few seconds and restarted;
+# phase 2 emits the other half and SIGKILLs PostgreSQL (the whole server, like a crash) in the middle, then
+# starts it again. After each phase the run waits until nothing is left to deliver (bounded). It then checks,
+# from the receiver's log and the outbox: every event emitted once and delivered, no event's first delivery
+# after a later one (by outbox seq) of its aggregate, every duplicate carrying its event's webhook-id, no
+# delivery pending or dead-lettered. Retries come after a short backoff
+# (GIANTFLOW_WEBHOOK_FIRST_RETRY_SECONDS, 1 s here instead of 5 s).
+
+
+@dataclass
+class OutboxLog:
+    kills: list[tuple[float, str, int]] = field(default_factory=list)  # (t, relay, work left at the kill)
+    pg_stops: list[tuple[float, float, int]] = field(default_factory=list)  # (t, seconds down, work left)
+    notes: list[str] = field(default_factory=list)
+    producer_retries: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+
+    def at(self) -> float:
+        return time.monotonic() - self.started
+
+
+class OutboxStack:
+    """PostgreSQL, the receiver and the relays of the outbox scenario, in ``data_dir``; every process runs
+    the code snapshot in ``src``."""
+
+    def __init__(self, data_dir: Path, src: Path, *, seed: int, args: argparse.Namespace) -> None:
+        from devtools.devstack import free_port
+        from services.notifications.webhooks import new_secret
+
+        self.data_dir = data_dir
+        self.logs = data_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.src = src
+        self.seed = seed
+        self.args = args
+        self.pg_port = free_port()
+        self.receiver_port = free_port()
+        self.jwt_secret = secrets.token_urlsafe(32)
+        self.webhook_secret = new_secret()
+        self.deliveries = data_dir / "deliveries.jsonl"
+        self.postgres: EmbeddedPostgres | None = None
+        self.receiver: Proc | None = None
+        self.relays: list[Proc] = []
+        self._pg_log: Any = None
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.pg_port}/giantflow"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.receiver_port}/hooks"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIANTFLOW_")}
+        env.setdefault("XDG_RUNTIME_DIR", "/tmp")
+        env["PYTHONPATH"] = str(self.src) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "GIANTFLOW_ENVIRONMENT": "test",
+                "GIANTFLOW_JWT_SECRET": self.jwt_secret,
+                "GIANTFLOW_DATABASE_URL": self.database_url,
+                "GIANTFLOW_DATA_DIR": str(self.data_dir / "var"),
+                "GIANTFLOW_LOG_LEVEL": "WARNING",
+                "GIANTFLOW_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver is on loopback
+                "GIANTFLOW_WEBHOOK_FIRST_RETRY_SECONDS": str(self.args.webhook_first_retry),
+                "GIANTFLOW_WEBHOOK_TIMEOUT_SECONDS": str(self.args.webhook_timeout),
+            }
+        )
+        return env
+
+    def _proc(self, name: str, argv: list[str], ready: Callable[[], bool], listens: str) -> Proc:
+        from devtools.devstack import Part
+
+        part = Part(name, argv, ready=ready, listens=listens, death_signal=signal.SIGKILL)
+        return Proc(part, self.env(), self.logs / f"{name}.log")
+
+    def start(self) -> None:
+        """PostgreSQL, migrations and the receiver (the relays start once the endpoint is registered)."""
+        from devtools.devstack import EmbeddedPostgres, migrate, tcp_open, wait_until
+
+        self._pg_log = (self.logs / "postgres.log").open("a", buffering=1)
+        self.postgres = EmbeddedPostgres(self.data_dir / "postgres", port=self.pg_port, log=self._pg_log)
+        self.postgres.start()
+        say(f"  postgres      127.0.0.1:{self.pg_port} (data in {self.postgres.data_dir})")
+        migrate(self.env())
+        say("  migrations    alembic upgrade head: done")
+        argv = [sys.executable, "-P", "-m", "devtools.receiver", "--port", str(self.receiver_port)]
+        argv += ["--secret", self.webhook_secret, "--fail-ratio", str(self.args.receiver_fail_ratio)]
+        argv += ["--seed", str(self.seed), "--log", str(self.deliveries)]
+        self.receiver = self._proc(
+            "receiver",
+            argv,
+            lambda: tcp_open("127.0.0.1", self.receiver_port),
+            f"{self.url} (answers {self.args.receiver_fail_ratio:.0%} of calls 500)",
+        )
+        self.receiver.start()
+        receiver = self.receiver
+        wait_until(receiver.part.ready, timeout=30, what="receiver", alive=lambda: receiver.alive)
+        say(f"  receiver      {receiver.part.listens}")
+
+    def start_relays(self) -> None:
+        from devtools.devstack import giantflow
+
+        for n in range(self.args.relays):
+            relay = self._proc(f"relay-{n + 1}", giantflow("relay"), lambda: True, "the outbox")
+            relay.start()
+            self.relays.append(relay)
+        say(f"  relays        {len(self.relays)} x `giantflow relay`")
+
+    def crash_postgres(self) -> None:
+        """SIGKILL the whole server (postmaster and backends): no shutdown, no checkpoint."""
+        assert self.postgres is not None
+        assert self.postgres.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.postgres.process.pid, signal.SIGKILL)
+        self.postgres.process.wait()
+
+    def stop(self) -> None:
+        for proc in [*self.relays, *([self.receiver] if self.receiver else [])]:
+            with contextlib.suppress(Exception):
+                proc.stop()
+        if self.postgres is not None:
+            with contextlib.suppress(Exception):
+                self.postgres.stop()
+        if self._pg_log is not None:
+            self._pg_log.close()
+
+
+def outbox_plan(seed: int, events: int, aggregates: int, largest_batch: int) -> list[list[Any]]:
+    """The events to emit, as transactions (lists of (event, audience)): ``events`` decisions over
+    ``aggregates`` applications, interleaved at random; each names itself in its reason (how a receipt is
+    matched to its event without trusting the webhook-id)."""
+    from bench.journey import DISTRICT
+    from devtools.seeding import random_uscc
+    from services.events import ApplicationDecided, Audience
+
+    rng = random.Random(seed + 2)
+    ids = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(aggregates)]
+    usccs = [random_uscc(DISTRICT, rng) for _ in range(aggregates)]
+    order = [n % aggregates for n in range(events)]
+    rng.shuffle(order)
+    steps: Counter[int] = Counter()
+    flat = []
+    for n, a in enumerate(order):
+        event = ApplicationDecided(
+            application_id=ids[a],
+            uscc=usccs[a],
+            program=PROGRAM,
+            tier="specialized_new",
+            status="municipal_review",
+            stage="municipal",
+            decision="approve",
+            reason=f"chaos event {n:05d}: aggregate {a:04d} step {steps[a]:03d}",
+        )
+        steps[a] += 1
+        flat.append((event, Audience(uscc=usccs[a])))
+    batches = []
+    while flat:
+        size = rng.randint(1, largest_batch)
+        batches.append(flat[:size])
+        flat = flat[size:]
+    return batches
+
+
+async def register_outbox_endpoint(sessionmaker: Any, stack: OutboxStack) -> uuid.UUID:
+    """An admin's endpoint for every event type, with the secret the receiver verifies."""
+    from services.notifications.models import WebhookEndpoint
+
+    endpoint_id = uuid.uuid4()
+    async with sessionmaker() as session, session.begin():
+        session.add(
+            WebhookEndpoint(
+                id=endpoint_id,
+                owner="admin-chaos",
+                owner_role="admin",
+                uscc=None,
+                url=stack.url,
+                description="chaos: outbox",
+                event_types=[],
+                secret=stack.webhook_secret,
+                created_by="admin-chaos",
+            )
+        )
+    return endpoint_id
+
+
+async def work_left(engine: Any) -> int:
+    """Events not fanned out yet and deliveries still pending."""
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        left = await conn.scalar(
+            text(
+                "SELECT (SELECT count(*) FROM outbox_events WHERE fanned_out_at IS NULL) "
+                "+ (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')"
+            )
+        )
+    return int(left or 0)
+
+
+async def emit_batch(sessionmaker: Any, batch: list[Any], log: OutboxLog) -> None:
+    """Commit one transaction of events; after a failure, look (once the database answers) whether it
+    committed all the same, and emit it again only if not: every event exactly once."""
+    from sqlalchemy import text
+
+    from services.events import emit
+
+    marker = batch[0][0].reason
+    while True:
+        try:
+            async with sessionmaker() as session, session.begin():
+                for event, audience in batch:
+                    await emit(session, event, audience)
+            return
+        except Exception as exc:  # the database went away: connection refused, reset, ...
+            log.producer_retries[type(exc).__name__] += 1
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                async with sessionmaker() as session:
+                    found = await session.scalar(
+                        text("SELECT count(*) FROM outbox_events WHERE data->>'reason' = :marker"),
+                        {"marker": marker},
+                    )
+                break
+            except Exception as exc:
+                log.producer_retries[f"looking: {type(exc).__name__}"] += 1
+        if found:
+            return
+
+
+async def produce(sessionmaker: Any, batches: list[list[Any]], window: float, log: OutboxLog) -> None:
+    """Emit ``batches`` evenly over about ``window`` seconds."""
+    started = time.monotonic()
+    for n, batch in enumerate(batches):
+        await emit_batch(sessionmaker, batch, log)
+        ahead = started + window * (n + 1) / len(batches) - time.monotonic()
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+
+
+async def kill_relays(
+    stack: OutboxStack, engine: Any, rng: random.Random, every: float, stop: asyncio.Event, log: OutboxLog
+) -> None:
+    """SIGKILL a random relay about every ``every`` seconds until ``stop``."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), rng.uniform(0.5, 1.5) * every)
+        if stop.is_set():
+            return
+        victim = rng.choice(stack.relays)
+        left = await work_left(engine)
+        if victim.kill():
+            log.kills.append((log.at(), victim.name, left))
+            say(f"  {log.at():6.1f} s  SIGKILL {victim.name} ({left} events or deliveries left to relay)")
+
+
+async def crash_postgres(stack: OutboxStack, engine: Any, after: float, down: float, log: OutboxLog) -> None:
+    """``after`` seconds in, SIGKILL PostgreSQL; ``down`` seconds later start it again (in this thread:
+    the server dies with the thread that started it)."""
+    await asyncio.sleep(after)
+    left = await work_left(engine)
+    stack.crash_postgres()
+    log.pg_stops.append((log.at(), down, left))
+    say(f"  {log.at():6.1f} s  SIGKILL PostgreSQL ({left} events or deliveries left to relay)")
+    await asyncio.sleep(down)
+    assert stack.postgres is not None
+    stack.postgres.start(timeout=60)
+    say(f"  {log.at():6.1f} s  PostgreSQL up again after {down:g} s")
+
+
+async def supervise_relays(stack: OutboxStack, stop: asyncio.Event, log: OutboxLog, delay: float) -> None:
+    """Restart the relays that died (``delay`` s later); the receiver must stay up."""
+    while not stop.is_set():
+        if stack.receiver is not None and not stack.receiver.alive:
+            raise RuntimeError(f"the webhook receiver died; see {stack.receiver.log_path}")
+        now = time.monotonic()
+        for relay in stack.relays:
+            note = relay.supervise(now, delay)
+            if note:
+                log.notes.append(note)
+                say(f"  ! {note}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.25)
+
+
+async def drain(engine: Any, timeout: float) -> float:
+    """Wait until nothing is left to relay (bounded); the seconds waited."""
+    started = time.monotonic()
+    shown = 0.0
+    while time.monotonic() - started < timeout:
+        try:
+            left = await work_left(engine)
+        except Exception:  # the database is coming back
+            left = -1
+        if left == 0:
+            break
+        if time.monotonic() - shown >= 10:
+            say(f"  settling: {left if left >= 0 else '?'} events or deliveries left to relay")
+            shown = time.monotonic()
+        await asyncio.sleep(0.5)
+    return time.monotonic() - started
+
+
+async def outbox_run(args: argparse.Namespace, seed: int, stack: OutboxStack) -> bool:
+    from services.db import create_engine, create_sessionmaker
+
+    engine = create_engine(stack.database_url, pool_size=2)
+    sessionmaker = create_sessionmaker(engine)
+    log = OutboxLog()
+    stop = asyncio.Event()
+    supervisor: asyncio.Task[None] | None = None
+    try:
+        endpoint_id = await register_outbox_endpoint(sessionmaker, stack)
+        stack.start_relays()
+        supervisor = asyncio.create_task(supervise_relays(stack, stop, log, args.restart_delay))
+        batches = outbox_plan(seed, args.events, args.aggregates, largest_batch=5)
+        half = len(batches) // 2
+        rng = random.Random(seed + 3)
+        log.started = time.monotonic()
+
+        phase1 = sum(len(b) for b in batches[:half])
+        say(
+            f"outbox phase 1: {phase1} events over ~{args.outbox_window:g} s, a relay SIGKILLed every "
+            f"~{args.relay_kill_every:g} s, the receiver refusing {args.receiver_fail_ratio:.0%} of calls"
+        )
+        stop_kills = asyncio.Event()
+        kills = asyncio.create_task(kill_relays(stack, engine, rng, args.relay_kill_every, stop_kills, log))
+        await guarded(produce(sessionmaker, batches[:half], args.outbox_window, log), supervisor)
+        stop_kills.set()
+        await kills
+        settled1 = await guarded(drain(engine, args.outbox_settle_timeout), supervisor)
+        say(f"  phase 1 relayed {settled1:.0f} s after its last event")
+
+        say(
+            f"outbox phase 2: {args.events - phase1} events over ~{args.outbox_window:g} s, PostgreSQL "
+            f"SIGKILLed {0.4 * args.outbox_window:g} s in and restarted {args.pg_down:g} s later"
+        )
+        crash = asyncio.create_task(
+            crash_postgres(stack, engine, 0.4 * args.outbox_window, args.pg_down, log)
+        )
+        await guarded(produce(sessionmaker, batches[half:], args.outbox_window, log), supervisor)
+        await guarded(crash, supervisor)
+        settled2 = await guarded(drain(engine, args.outbox_settle_timeout), supervisor)
+        say(f"  phase 2 relayed {settled2:.0f} s after its last event")
+        report = await outbox_account(engine, stack, endpoint_id, args.events, log)
+        report["settle_seconds"] = [round(settled1, 1), round(settled2, 1)]
+    finally:
+        stop.set()
+        if supervisor is not None:
+            with contextlib.suppress(Exception):
+                await supervisor
+        await engine.dispose()
+    (stack.data_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    print_outbox_report(seed, report)
+    return bool(report["passed"])
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """An outbox row, as the accounting needs it."""
+
+    id: str
+    seq: int
+    aggregate: str
+    reason: str  # names the event (outbox_plan): how a receipt is matched without trusting its webhook-id
+    at: float  # occurred_at, epoch seconds
+
+
+def judge_receipts(events: list[Emitted], received: list[Any], planned: int) -> dict[str, Any]:
+    """What the receiver logged (``devtools.receiver.Received``, in arrival order) against the outbox: every
+    event emitted once and delivered, each receipt carrying its event's webhook-id and body, and per aggregate
+    the first deliveries in outbox ``seq`` order. ``failures`` says what went wrong."""
+    by_reason = {e.reason: e for e in events}
+    receipts: Counter[str] = Counter()
+    wrong_id: list[str] = []  # a receipt whose webhook-id is not its event's (or of no event)
+    changed: list[str] = []  # a duplicate whose body differs from the first delivery's
+    first_body: dict[str, Any] = {}
+    arrivals: dict[str, list[Emitted]] = defaultdict(list)  # aggregate -> first deliveries, in arrival order
+    lags: list[float] = []
+    for item in received:
+        reason = item.body.get("data", {}).get("reason")
+        event = by_reason.get(reason)
+        if event is None or item.webhook_id != event.id:
+            wrong_id.append(f"{item.webhook_id}: {reason}")
+            continue
+        receipts[event.id] += 1
+        if receipts[event.id] == 1:
+            first_body[event.id] = item.body
+            arrivals[event.aggregate].append(event)
+            lags.append(1000 * (item.at - event.at))
+        elif item.body != first_body[event.id]:
+            changed.append(event.id)
+    out_of_order = []
+    for aggregate, firsts in arrivals.items():
+        highest = 0
+        for event in firsts:
+            if event.seq < highest:
+                out_of_order.append(f"aggregate {aggregate}: seq {event.seq} arrived after seq {highest}")
+            highest = max(highest, event.seq)
+    emitted_twice = len(events) - len(by_reason)
+    missing = [e.id for e in events if receipts[e.id] == 0]
+    lags.sort()
+    failures = []
+    if len(by_reason) != planned or emitted_twice:
+        failures.append(
+            f"emitted {len(by_reason)} distinct events of {planned} planned ({emitted_twice} twice)"
+        )
+    if missing:
+        failures.append(f"{len(missing)} events never delivered")
+    if out_of_order:
+        failures.append(f"{len(out_of_order)} out of order")
+    if wrong_id or changed:
+        failures.append(
+            f"{len(wrong_id)} receipts with another event's webhook-id, {len(changed)} changed bodies"
+        )
+    return {
+        "planned": planned,
+        "emitted": len(events),
+        "aggregates": len({e.aggregate for e in events}),
+        "delivered": len(receipts),
+        "missing": len(missing),
+        "missing_ids": missing[:50],
+        "receipts": len(received),
+        "duplicates": sum(n - 1 for n in receipts.values()),
+        "receipts_with_other_id": len(wrong_id),
+        "wrong_id_samples": wrong_id[:10],
+        "changed_bodies": len(changed),
+        "out_of_order": len(out_of_order),
+        "out_of_order_samples": out_of_order[:10],
+        "lag_ms": {
+            "p50": round(_percentile(lags, 50)),
+            "p99": round(_percentile(lags, 99)),
+            "max": round(lags[-1]) if lags else 0,
+        },
+        "failures": failures,
+    }
+
+
+async def outbox_account(
+    engine: Any, stack: OutboxStack, endpoint_id: uuid.UUID, planned: int, log: OutboxLog
+) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    from devtools.receiver import read_log
+
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT id::text, seq, aggregate_id::text, data->>'reason', "
+                    "extract(epoch FROM occurred_at) FROM outbox_events ORDER BY seq"
+                )
+            )
+        ).all()
+        deliveries = dict(
+            (
+                await conn.execute(
+                    text("SELECT status, count(*) FROM webhook_deliveries WHERE endpoint_id = :e GROUP BY 1"),
+                    {"e": endpoint_id},
+                )
+            ).all()
+        )
+        attempts = dict(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT coalesce(status_code::text, 'no answer'), count(*) FROM webhook_attempts "
+                        "GROUP BY 1 ORDER BY 1"
+                    )
+                )
+            ).all()
+        )
+    events = [Emitted(i, int(seq), a, r, float(at)) for i, seq, a, r, at in rows]
+    report = judge_receipts(events, read_log(stack.deliveries), planned)
+    failures = report["failures"]
+    if set(deliveries) - {"delivered"}:
+        failures.append(f"deliveries not delivered: {deliveries}")
+    if not log.kills or not log.pg_stops:
+        failures.append("the attack did not happen (no relay kill or no PostgreSQL stop)")
+    return report | {
+        "deliveries": deliveries,
+        "attempts": attempts,
+        "relay_kills": [f"{t:.1f}s {name} ({left} left)" for t, name, left in log.kills],
+        "relay_restarts": sum(r.restarts for r in stack.relays),
+        "pg_stops": [f"{t:.1f}s for {down:g}s ({left} left)" for t, down, left in log.pg_stops],
+        "relays_died_by_themselves": log.notes,
+        "producer_retries": dict(log.producer_retries),
+        "passed": not failures,
+    }
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return 0.0
+    return values[min(len(values) - 1, max(0, round(pct / 100 * len(values)) - 1))]
+
+
+def print_outbox_report(seed: int, report: dict[str, Any]) -> None:
+    say()
+    say(f"=== outbox chaos, seed {seed} ===")
+    say(
+        f"events           {report['emitted']:>7}   (planned {report['planned']}, "
+        f"over {report['aggregates']} aggregates)"
+    )
+    say(f"delivered        {report['delivered']:>7}   (missing {report['missing']})")
+    say(
+        f"duplicates       {report['duplicates']:>7}   (receipts {report['receipts']}; with another event's "
+        f"webhook-id {report['receipts_with_other_id']}, bodies changed {report['changed_bodies']})"
+    )
+    say(
+        f"out of order     {report['out_of_order']:>7}   "
+        "(per aggregate, by outbox seq, among first deliveries)"
+    )
+    say(f"deliveries       {report['deliveries']}")
+    say(f"attempts         {report['attempts']}")
+    say(f"relay kills      {len(report['relay_kills']):>7}   (restarts {report['relay_restarts']})")
+    say(f"postgres stops   {len(report['pg_stops']):>7}   {report['pg_stops']}")
+    lag = report["lag_ms"]
+    say(f"lag              p50 {lag['p50']} ms, p99 {lag['p99']} ms, max {lag['max']} ms (first delivery)")
+    if report["producer_retries"]:
+        say(f"producer retries {report['producer_retries']}")
+    if report["relays_died_by_themselves"]:
+        say(f"relays that died by themselves: {report['relays_died_by_themselves']}")
+    for sample in [*report["out_of_order_samples"][:5], *report["wrong_id_samples"][:5]]:
+        say(f"  {sample}")
+    verdict = "PASSED" if report["passed"] else "FAILED: " + "; ".join(report["failures"])
+    say(f"outbox chaos     {verdict}")
+
+
+def outbox_scenario(args: argparse.Namespace, seed: int, data_dir: Path) -> bool:
+    stack = OutboxStack(data_dir / "outbox", data_dir / "src", seed=seed, args=args)
+    say(f"outbox scenario: {args.events} events, set-up in {stack.data_dir}")
+    try:
+        stack.start()
+        return asyncio.run(outbox_run(args, seed, stack))
+    finally:
+        stack.stop()
+
+
 # --- the run ---------------------------------------------------------------------------------------------
 
 
@@ -1032,6 +1587,35 @@ def parse_args() -> argparse.Namespace:
         help="also fail on API contract violations (500s, 404 after 201, ...)",
     )
     p.add_argument("--keep", action="store_true", help="keep the data folder even when the run passes")
+    p.add_argument(
+        "--scenario",
+        choices=("all", "drawdowns", "outbox"),
+        default="all",
+        help="drawdowns under worker and API kills, webhooks under relay kills and a database crash, or all",
+    )
+    p.add_argument("--events", type=int, default=1000, help="outbox: events to emit and deliver")
+    p.add_argument("--aggregates", type=int, default=100, help="outbox: aggregates the events belong to")
+    p.add_argument("--relays", type=int, default=1, help="outbox: `giantflow relay` processes")
+    p.add_argument("--relay-kill-every", type=float, default=3.0, help="outbox: mean seconds between kills")
+    p.add_argument(
+        "--receiver-fail-ratio", type=float, default=0.33, help="outbox: share of calls answered 500"
+    )
+    p.add_argument(
+        "--outbox-window", type=float, default=20.0, help="outbox: seconds each half is emitted over"
+    )
+    p.add_argument("--pg-down", type=float, default=5.0, help="outbox: seconds PostgreSQL stays down")
+    p.add_argument(
+        "--webhook-first-retry",
+        type=float,
+        default=1.0,
+        help="outbox: seconds before a first retry (doubling)",
+    )
+    p.add_argument(
+        "--webhook-timeout", type=float, default=2.0, help="outbox: a call's timeout (a lease is this + 30 s)"
+    )
+    p.add_argument(
+        "--outbox-settle-timeout", type=float, default=240.0, help="outbox: bound of each drain (s)"
+    )
     p.add_argument("--report", type=Path, default=None, help="also write the JSON report here")
     return p.parse_args()
 
@@ -1039,7 +1623,12 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
-    say(f"chaos run: seed {seed}, {args.disbursements} disbursements")
+    scenarios = {
+        "drawdowns": f"{args.disbursements} disbursements",
+        "outbox": f"{args.events} outbox events",
+    }
+    chosen = [what for name, what in scenarios.items() if args.scenario in (name, "all")]
+    say(f"chaos run: seed {seed}, " + " then ".join(chosen))
     wall = time.monotonic()
     data_dir = Path(tempfile.mkdtemp(prefix=f"giantflow-chaos-{seed}-"))
     try:
@@ -1073,11 +1662,18 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)  # also when started in the background with SIGINT ignored
     passed = False
     try:
-        say(f"set-up in {data_dir}")
-        stack.start(write_program)
-        passed = asyncio.run(
-            run(args, seed, stack, usccs[: args.enterprises] + ([closed] if closed else []), wall)
-        )
+        verdicts: dict[str, bool] = {}
+        if args.scenario in ("all", "drawdowns"):
+            say(f"set-up in {data_dir}")
+            stack.start(write_program)
+            verdicts["drawdowns"] = asyncio.run(
+                run(args, seed, stack, usccs[: args.enterprises] + ([closed] if closed else []), wall)
+            )
+            stack.stop()
+        if args.scenario in ("all", "outbox"):
+            verdicts["outbox"] = outbox_scenario(args, seed, data_dir)
+        say("chaos run: " + ", ".join(f"{k} {'passed' if v else 'FAILED'}" for k, v in verdicts.items()))
+        passed = all(verdicts.values())
     except KeyboardInterrupt:
         say("interrupted")
     except Exception as exc:
@@ -1094,6 +1690,7 @@ def main() -> int:
         say(
             f"seed {seed}: replay with  .venv/bin/python bench/chaos.py --seed {seed} "
             f"--disbursements {args.disbursements}{f' --ref {args.ref}' if args.ref else ''}"
+            f"{f' --scenario {args.scenario}' if args.scenario != 'all' else ''}"
             f"  (or make chaos SEED={seed})"
         )
         say(f"wall time {time.monotonic() - wall:.0f} s")

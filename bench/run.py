@@ -39,6 +39,7 @@ from bench.body_limit import peak_rss_mib, send_chunked  # noqa: E402
 from bench.console import console_pages  # noqa: E402
 from bench.documents import document_downloads  # noqa: E402
 from bench.journey import BATCH, DISTRICT, EVIDENCE, PROGRAM, Journey, application_body  # noqa: E402
+from bench.outbox_lag import outbox_lag, receiving  # noqa: E402
 from bench.payouts_inbox import payouts_inbox  # noqa: E402
 from bench.review_queue import review_queue  # noqa: E402
 from bench.stack import BIN, Stack, process, running  # noqa: E402
@@ -383,7 +384,9 @@ async def measure(stack: Stack, figures: Figures) -> None:
         await oversized_body(stack, figures)
         await document_downloads(stack, figures)
         await raw_workflows(stack, figures, applications)
-        created = await batch_intake(stack, engine, figures, applications)
+        async with receiving(stack) as receiver:  # webhooks of every event, delivered during the intake
+            created = await batch_intake(stack, engine, figures, applications)
+            await outbox_lag(engine, figures, receiver, [a for _, a in created])
         await worker_memory(stack, figures, applications)
         await read_api(stack, figures, created, max(2.0, 30 * SCALE))
         await console_pages(stack, figures, created, requests=scaled(200, 20))

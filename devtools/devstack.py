@@ -1,8 +1,9 @@
 """`giantflow dev` / `make run`: start and supervise every part of the service on this machine.
 
-Order: embedded PostgreSQL (data in ``<data_dir>/postgres``), ``alembic upgrade head``, the Temporal dev
-server (``<data_dir>/temporal.db``, WAL), the bank simulator, the worker and the API. Ctrl-C or SIGTERM stops
-every part, in reverse order, each in its own process group, so nothing is left behind.
+Order: an SMTP sink (unless ``GIANTFLOW_SMTP_HOST`` names a real server; in this process, messages kept in
+``<data_dir>/mail``), embedded PostgreSQL (data in ``<data_dir>/postgres``), ``alembic upgrade head``, the
+Temporal dev server (``<data_dir>/temporal.db``, WAL), the bank simulator, the worker and the API. Ctrl-C or
+SIGTERM stops every part, in reverse order, each in its own process group, so nothing is left behind.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from services.config import Settings
+
+if TYPE_CHECKING:
+    from devtools.mailsink import MailSink
 
 BIN_DIR = Path(sys.executable).parent
 PG_SYSTEM_USER = "embedded_postgres"
@@ -361,6 +365,7 @@ class DevStack:
         self.postgres: EmbeddedPostgres | None = None
         self.parts: list[Part] = []
         self._log_files: list[IO[str]] = []
+        self.mail_sink: MailSink | None = None
 
     def _log(self, name: str) -> IO[str]:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -381,6 +386,8 @@ class DevStack:
         wanted += [("Temporal", t_host, t_port), ("Temporal UI", t_host, s.temporal_ui_port)]
         b_host, b_port = self._bank_host_port()
         wanted.append(("bank simulator", b_host, b_port))
+        if self.runs_mail_sink and s.mail_sink_port is not None:
+            wanted.append(("mail sink", "127.0.0.1", s.mail_sink_port))
         for what, host, port in wanted:
             if port_in_use(host, port):
                 raise StartupError(
@@ -419,11 +426,35 @@ class DevStack:
                 f"the database at GIANTFLOW_DATABASE_URL cannot be reached: {reason}"
             ) from None
 
+    @property
+    def runs_mail_sink(self) -> bool:
+        """Whether mail goes to the sink this supervisor runs: no SMTP server is set."""
+        return not self.settings.smtp_host
+
+    def start_mail_sink(self) -> None:
+        """The SMTP sink the parts send to, on ``mail_sink_port`` or a free port, keeping every message in
+        ``<data_dir>/mail`` and telling each one here."""
+        from devtools.mailsink import Mailbox, MailSink
+
+        folder = self.data_dir / "mail"
+        self.mail_sink = MailSink(
+            Mailbox(folder, out=self.out), port=self.settings.mail_sink_port or free_port()
+        )
+        self.mail_sink.start()
+        self.out(
+            f"  mail-sink    smtp://127.0.0.1:{self.mail_sink.port} (kept in {folder}; `giantflow mail list`)"
+        )
+
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["GIANTFLOW_DATABASE_URL"] = self.settings.effective_database_url
         env["GIANTFLOW_DATA_DIR"] = str(self.data_dir)
         env["PYTHONUNBUFFERED"] = "1"
+        if self.mail_sink is not None:  # the sink speaks plain SMTP, without a login
+            env |= {"GIANTFLOW_SMTP_HOST": "127.0.0.1", "GIANTFLOW_SMTP_PORT": str(self.mail_sink.port)}
+            env["GIANTFLOW_SMTP_STARTTLS"] = "false"
+            for name in ("GIANTFLOW_SMTP_USERNAME", "GIANTFLOW_SMTP_PASSWORD"):
+                env.pop(name, None)
         return env
 
     def run(self) -> int:
@@ -456,6 +487,8 @@ class DevStack:
         s = self.settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.preflight()
+        if self.runs_mail_sink:
+            self.start_mail_sink()
         env = self.child_env()
         if s.uses_embedded_database:
             self.postgres = EmbeddedPostgres(
@@ -535,6 +568,9 @@ class DevStack:
             part.stop()
         if self.postgres is not None:
             self.postgres.stop()
+        if self.mail_sink is not None:
+            self.mail_sink.stop()
+            self.mail_sink = None
         for handle in self._log_files:
             handle.close()
         self._log_files.clear()

@@ -1,15 +1,22 @@
-"""The `giantflow` command: dev, api, worker, migrate, token, bank-sim."""
+"""The `giantflow` command: dev, api, worker, relay, migrate, token, bank-sim, mail."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from datetime import timedelta
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 
 from services.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="giantflow: SME cultivation workflows and benefits.",
@@ -82,6 +89,35 @@ def worker() -> None:
         asyncio.run(run_worker(settings))
     except KeyboardInterrupt:
         pass
+
+
+@app.command()
+def relay() -> None:
+    """Run only the outbox's webhook relay (each worker runs one too, unless GIANTFLOW_WORKER_RELAY=false)."""
+    settings = _settings()
+    try:
+        asyncio.run(_relay(settings))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _relay(settings: Settings) -> None:
+    import signal
+
+    from services.db import create_engine, create_sessionmaker
+    from services.logging import configure_logging
+    from services.notifications.relay import relay_forever
+
+    configure_logging(settings.log_level, json=settings.log_json)
+    engine = create_engine(settings.effective_database_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await relay_forever(create_sessionmaker(engine), settings, stop)
+    finally:
+        await engine.dispose()
 
 
 @app.command()
@@ -167,6 +203,83 @@ def token(
             if not isinstance(exc, ValidationError)
             else "; ".join(e["msg"] for e in exc.errors())
         )
+
+
+mail_app = typer.Typer(help="The e-mail the relay sends (`make run`: to its sink).", no_args_is_help=True)
+app.add_typer(mail_app, name="mail")
+
+
+@mail_app.command("list")
+def mail_list(
+    status: Annotated[str | None, typer.Option(help="pending, sent or dead")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="how many, newest first")] = 20,
+) -> None:
+    """The latest e-mail messages: id, when, status, attempts, recipient, subject."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from services.notifications import mail
+    from services.notifications.models import MAIL_STATUSES
+
+    if status is not None and status not in MAIL_STATUSES:
+        _fail(f"--status is one of {', '.join(MAIL_STATUSES)}")
+    rows = asyncio.run(_with_session(_settings(), lambda s: mail.recent(s, status=status, limit=limit)))
+    table = Table("id", "created", "status", "tries", "to", "subject", box=None)
+    for row in rows:
+        when = f"{row.created_at.astimezone():%Y-%m-%d %H:%M:%S}"
+        to, subject = Text(row.recipient), Text(row.subject)  # as written, never read as markup
+        table.add_row(str(row.id)[:8], when, row.status, str(row.attempts), to, subject)
+    Console().print(table if rows else "No e-mail yet.")
+
+
+@mail_app.command("show")
+def mail_show(
+    ident: Annotated[str, typer.Argument(metavar="ID", help="a message's id, or the start of it")],
+    raw: Annotated[bool, typer.Option("--raw", help="the whole message as sent (RFC 5322)")] = False,
+) -> None:
+    """One message: its state and text (``--raw``: as the SMTP server gets it)."""
+    from services.notifications import mail
+
+    settings = _settings()
+    try:
+        row = asyncio.run(_with_session(settings, lambda s: mail.find(s, ident)))
+    except LookupError as exc:
+        _fail(str(exc))
+    if row is None:
+        _fail(f"no e-mail message {ident}")
+    if raw:
+        typer.echo(mail.message(settings, row).as_string())
+        return
+    ended, due = row.sent_at or row.dead_at, row.next_attempt_at if row.status == "pending" else None
+    for name, value in [
+        ("Id", str(row.id)),
+        ("Event", f"{row.event_id} ({row.event_type})"),
+        ("To", f"{row.recipient} ({row.recipient_kind})"),
+        ("Subject", row.subject),
+        ("Status", f"{row.status}, {row.attempts} attempt(s)"),
+        ("Created", f"{row.created_at.astimezone():%Y-%m-%d %H:%M:%S}"),
+        ("Next try", f"{due.astimezone():%Y-%m-%d %H:%M:%S}" if due else ""),
+        (row.status.capitalize(), f"{ended.astimezone():%Y-%m-%d %H:%M:%S}" if ended else ""),
+        ("Last error", row.last_error or ""),
+    ]:
+        if value:
+            typer.echo(f"{name + ':':<12}{value}")
+    typer.echo("\n" + row.body)
+
+
+async def _with_session(settings: Settings, read: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """``read(session)`` against the service's database; one clear line when it cannot be reached."""
+    from services.db import create_engine, create_sessionmaker
+
+    engine = create_engine(settings.effective_database_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            return await read(session)
+    except (OSError, ConnectionError) as exc:
+        _fail(f"the database cannot be reached: {exc}")
+    finally:
+        await engine.dispose()
 
 
 def _load_programs_or_fail(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from enum import StrEnum
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -65,6 +66,30 @@ class Settings(BaseSettings):
     # Allocations between collections of the youngest generation in `giantflow api` (CPython's default
     # is 700); see services/runtime.py.
     gc_gen0_threshold: int = Field(default=10_000, ge=100)
+    # Notifications (services/notifications): how long a webhook call may take, how long a delivery is
+    # retried before it is dead-lettered, whether endpoints may be loopback or private addresses (never in
+    # production; by default only in development), and how many calls the relay makes at once.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_for: timedelta = timedelta(days=3)
+    webhook_allow_private: bool | None = None
+    relay_concurrency: int = Field(default=32, ge=1, le=500)
+    # E-mail (services/notifications/mail.py), sent by the relay with the webhooks' backoff and dead-letter
+    # window: the SMTP server (no host: mail is off; `giantflow dev` points its parts at a local sink that
+    # keeps every message in data_dir/mail, on mail_sink_port or a free port), its login, STARTTLS (true:
+    # required, false: never, unset: when the server offers it), the sender, how long one SMTP step may take.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool | None = None
+    smtp_from: str = "giantflow <noreply@giantflow.localhost>"
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    mail_sink_port: int | None = Field(default=None, ge=1, le=65535)
+    # The wait before a failed delivery's first retry (doubled each attempt, at most six hours, jittered);
+    # short only for test and chaos runs against receivers that fail on purpose.
+    webhook_first_retry_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # Whether `giantflow worker` runs a relay too; false when relays run apart (`giantflow relay`).
+    worker_relay: bool = True
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -72,6 +97,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        """``address`` or ``Name <address>``, the address one mail can be sent from."""
+        from email.headerregistry import Address
+        from email.utils import parseaddr
+
+        from services.identifiers import validate_email
+
+        name, address = parseaddr(value)
+        if not address:
+            raise ValueError(f"{value!r} is not an address, nor Name <address>")
+        return str(Address(display_name=name, addr_spec=validate_email(address)))
 
     @property
     def public_url(self) -> str:
@@ -93,6 +132,21 @@ class Settings(BaseSettings):
             if not (self.oidc_issuer and self.oidc_audience):
                 raise ValueError("GIANTFLOW_OIDC_ISSUER and GIANTFLOW_OIDC_AUDIENCE are required with OIDC")
         return self
+
+    @property
+    def webhooks_may_reach_private(self) -> bool:
+        """Whether webhook endpoints may resolve to loopback, private or link-local addresses: as set, else
+        only in development; never in production."""
+        if self.environment is Environment.production:
+            return False
+        if self.webhook_allow_private is not None:
+            return self.webhook_allow_private
+        return self.environment is Environment.development
+
+    @property
+    def mail_enabled(self) -> bool:
+        """Whether events are e-mailed: when an SMTP host is set (`giantflow dev` sets its sink's)."""
+        return bool(self.smtp_host)
 
     @property
     def console_signing_key(self) -> bytes | None:

@@ -70,6 +70,11 @@ class ReviewDurations(_Model):
     stage_sla: float
     supplement_deadline: float
     notice_period: float
+    # How long before a supplement is due, and before a recognition expires, the enterprise is reminded
+    # (the program's ``supplement_reminder`` and ``expiry_reminder``). None: no reminder - the input of a
+    # workflow started before reminders existed.
+    supplement_reminder: float | None = None
+    expiry_reminder: float | None = None
 
 
 class ReviewInput(_Model):
@@ -250,6 +255,25 @@ class RecognitionChange(_Model):
     at: datetime
 
 
+class SupplementReminder(_Model):
+    """The supplement of a returned application is due soon: tell the enterprise (once per return, keyed by
+    ``event_key``)."""
+
+    application_id: uuid.UUID
+    event_key: str
+    supplement_due_at: datetime
+    at: datetime
+
+
+class ExpiryReminder(_Model):
+    """A recognition expires soon: tell the enterprise (once, keyed by ``event_key``)."""
+
+    recognition_id: uuid.UUID
+    application_id: uuid.UUID
+    event_key: str
+    at: datetime
+
+
 class ReReviewInput(_Model):
     recognition_id: uuid.UUID
     application_id: uuid.UUID
@@ -368,6 +392,22 @@ class PayoutCheck(_Model):
     payout_id: uuid.UUID = _payout_id()
     expire: bool
     overdue: bool = False
+    at: datetime
+
+
+class PayoutReminderTime(_Model):
+    """When a bridge loan paid out is reminded of (the program's ``reminder_working_days`` before it is
+    due); None: never (not a bridge loan, not paid out, or its program has no bridge fund any more)."""
+
+    remind_at: datetime | None = None
+
+
+class PayoutReminder(_Model):
+    """A bridge loan falls due soon: tell the enterprise and finance - once, and only while it is paid out,
+    not repaid and not yet due."""
+
+    kind: PayoutKind = "bridge_loan"
+    payout_id: uuid.UUID
     at: datetime
 
 

@@ -1,4 +1,4 @@
-"""Unified Social Credit Code (统一社会信用代码, GB 32100-2015) and region codes (GB/T 2260).
+"""Unified Social Credit Code (统一社会信用代码, GB 32100-2015), region codes (GB/T 2260), e-mail addresses.
 
 A code has 18 characters from ``0-9A-HJ-NP-RTUWXY`` (no I, O, S, V, Z). Positions 3-8 are the
 registering authority's 6-digit administrative division code; position 18 is a check character:
@@ -7,13 +7,17 @@ weights ``3^(i-1) mod 31`` over positions 1-17, check value ``31 - (sum mod 31)`
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "CHARSET",
+    "InvalidEmail",
     "InvalidRegionCode",
     "InvalidUSCC",
     "check_character",
     "make_uscc",
     "region_of",
+    "validate_email",
     "validate_region_code",
     "validate_uscc",
 ]
@@ -101,3 +105,39 @@ def validate_region_code(code: str) -> str:
     if len(code) != 6 or not (code.isascii() and code.isdigit()):
         raise InvalidRegionCode(f"a region code is exactly 6 digits (GB/T 2260), got {code!r}")
     return code
+
+
+class InvalidEmail(ValueError):
+    """The text is not an e-mail address the service sends to."""
+
+
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def validate_email(address: str) -> str:
+    """``address`` as stored if mail can be sent to it, else raise :class:`InvalidEmail`.
+
+    ``local@domain``: the local part an ASCII dot-atom of at most 64 characters (no quoted strings), the
+    domain a name of at least two labels, not an IP address; an internationalized domain is kept in its ASCII
+    (punycode) form. The domain is stored in lower case (the local part as given); at most 254 characters.
+    """
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        raise InvalidEmail("an e-mail address is written local-part@domain, e.g. finance@example.cn")
+    if len(local) > 64 or not _DOT_ATOM.fullmatch(local):
+        raise InvalidEmail(
+            "the part before @ holds at most 64 letters, digits and !#$%&'*+/=?^_`{|}~- with single dots "
+            "between them"
+        )
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise InvalidEmail(f"{domain!r} is not a domain name") from None
+    labels = ascii_domain.split(".")
+    if len(labels) < 2 or labels[-1].isdigit() or not all(_LABEL.fullmatch(label) for label in labels):
+        raise InvalidEmail(f"{domain!r} is not a domain name of at least two labels, e.g. example.cn")
+    stored = f"{local}@{ascii_domain}"
+    if len(stored) > 254:
+        raise InvalidEmail("an e-mail address has at most 254 characters")
+    return stored

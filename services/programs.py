@@ -34,6 +34,9 @@ File layout (unknown keys are refused)::
     validity = "P3Y"
     approval_deadline = "P10D"
     claim_ttl = "PT4H"                      # optional (default PT4H): a reviewer's claim on a task lapses
+    supplement_reminder = "P3D"             # optional (default P3D): remind the enterprise before a
+                                            # supplement is due
+    expiry_reminder = "P90D"                # optional (default P90D): ... and before a recognition expires
 
     [tiers.little_giant]                    # keys from screening.TIERS
     name = "..."
@@ -47,6 +50,16 @@ File layout (unknown keys are refused)::
     per_use_cap = "80000000.00"
     term_working_days = 15
     qualifying_tiers = ["specialized_new"]
+    reminder_working_days = 3               # optional (default 3): a loan is reminded of before it is due
+
+    [notifications]                         # optional: staff mailboxes e-mailed about the program's events
+    finance = ["finance@example.cn"]        # finance's events (every payout's steps)
+
+    [notifications.reviewers]               # optional: a level's reviewers (tasks, overdue), any region
+    municipal = ["review@example.cn"]
+
+    [notifications.groups]                  # optional: the escalation_group's (escalations); no other group
+    cq-backup-reviewers = ["backup@example.cn"]
 """
 
 from __future__ import annotations
@@ -75,7 +88,7 @@ from pydantic import (
 )
 from pydantic_core import core_schema
 
-from services.identifiers import validate_region_code
+from services.identifiers import validate_email, validate_region_code
 from services.vocabulary import LEVELS, TIERS, Level, Tier
 
 TierKey = Tier
@@ -90,6 +103,7 @@ __all__ = [
     "IsoDuration",
     "Money",
     "NoRulesetInForce",
+    "Notifications",
     "Program",
     "ProgramFileError",
     "ReviewLevel",
@@ -249,6 +263,9 @@ class Batch(_Frozen):
 
 
 DEFAULT_CLAIM_TTL = "PT4H"
+DEFAULT_SUPPLEMENT_REMINDER = "P3D"
+DEFAULT_EXPIRY_REMINDER = "P90D"
+DEFAULT_REMINDER_WORKING_DAYS = 3
 
 
 class Durations(_Frozen):
@@ -260,6 +277,12 @@ class Durations(_Frozen):
     # How long a reviewer's claim on a review task holds (POST /review-tasks/{id}/claim); a lapsed claim
     # counts as none. Files written before claims existed get the default.
     claim_ttl: IsoDuration = IsoDuration.parse(DEFAULT_CLAIM_TTL)
+    # Reminders, the review workflow's timers (events application.supplement_due_soon, recognition.expiring):
+    # how long before a supplement is due, and before a recognition expires, the enterprise is told. A window
+    # shorter than its reminder (a supplement due sooner) gets none: the event that opened it gave the date.
+    # Files written before reminders existed get the defaults.
+    supplement_reminder: IsoDuration = IsoDuration.parse(DEFAULT_SUPPLEMENT_REMINDER)
+    expiry_reminder: IsoDuration = IsoDuration.parse(DEFAULT_EXPIRY_REMINDER)
 
 
 class TierPolicy(_Frozen):
@@ -294,6 +317,10 @@ class BridgePool(_Frozen):
     per_use_cap: PositiveMoney
     term_working_days: Annotated[int, Field(gt=0)]
     qualifying_tiers: Annotated[list[TierKey], Field(min_length=1)]
+    # A loan paid out and not repaid is reminded of (event bridge_loan.due_soon, the disbursement workflow's
+    # timer) at the start of the working day this many working days before the day it is due. Files written
+    # before reminders existed get the default.
+    reminder_working_days: Annotated[int, Field(gt=0)] = DEFAULT_REMINDER_WORKING_DAYS
 
     @field_validator("per_use_cap")
     @classmethod
@@ -302,6 +329,19 @@ class BridgePool(_Frozen):
         if capacity is not None and cap > capacity:
             raise ValueError(f"per-use cap {cap} exceeds the pool capacity {capacity}")
         return cap
+
+
+Mailbox = Annotated[str, AfterValidator(validate_email)]
+
+
+class Notifications(_Frozen):
+    """The staff mailboxes that receive a program's events by e-mail (services/notifications/mail.py), beside
+    the enterprise's own contact address: finance's, each review level's (one mailbox per level for the
+    whole program, whatever the region), and a reviewer group's. None by default."""
+
+    finance: list[Mailbox] = Field(default_factory=list)
+    reviewers: dict[ReviewLevel, list[Mailbox]] = Field(default_factory=dict)
+    groups: dict[_Name, list[Mailbox]] = Field(default_factory=dict)
 
 
 class Program(_Frozen):
@@ -319,6 +359,7 @@ class Program(_Frozen):
     bridge_pool: BridgePool | None = None
     listing_rewards: dict[_Id, PositiveMoney] = Field(default_factory=dict)
     listing_qualifying_tiers: list[TierKey] = Field(default_factory=list)
+    notifications: Notifications = Field(default_factory=Notifications)
 
     @field_validator("rulesets")
     @classmethod
@@ -350,6 +391,11 @@ class Program(_Frozen):
         self._offered("listing_qualifying_tiers", self.listing_qualifying_tiers)
         if self.listing_rewards and not self.listing_qualifying_tiers:
             raise ValueError("listing_qualifying_tiers: listing rewards need at least one qualifying tier")
+        for group in self.notifications.groups:
+            if group != self.escalation_group:
+                raise ValueError(
+                    f"notifications.groups: {group!r} is not this program's group ({self.escalation_group!r})"
+                )
         return self
 
     def _offered(self, path: str, tiers: list[TierKey]) -> None:

@@ -26,6 +26,8 @@ class ReviewActivities(Activities):
             self.recognize,
             self.change_recognition,
             self.open_re_review,
+            self.remind_supplement,
+            self.remind_expiry,
         ]
 
     @activity.defn(name="screen_application")
@@ -60,3 +62,11 @@ class ReviewActivities(Activities):
     @activity.defn(name="open_re_review")
     async def open_re_review(self, data: contracts.ReReviewInput) -> contracts.ReReviewOutcome:
         return await self._in_transaction(records.open_re_review, data=data, programs=self.resources.programs)
+
+    @activity.defn(name="remind_supplement")
+    async def remind_supplement(self, data: contracts.SupplementReminder) -> None:
+        await self._in_transaction(records.remind_supplement, data=data)
+
+    @activity.defn(name="remind_expiry")
+    async def remind_expiry(self, data: contracts.ExpiryReminder) -> None:
+        await self._in_transaction(records.remind_expiry, data=data)

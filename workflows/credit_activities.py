@@ -28,6 +28,8 @@ from services.contracts import (
     PaymentReceipt,
     PayoutCheck,
     PayoutRef,
+    PayoutReminder,
+    PayoutReminderTime,
     PayoutState,
 )
 from services.credit import payouts, policy, service
@@ -70,6 +72,8 @@ class CreditActivities(Activities):
             self.pay_through_bank,
             self.confirm_disbursement,
             self.fail_disbursement,
+            self.payout_reminder_time,
+            self.remind_payout,
         ]
 
     # --- benefits ------------------------------------------------------------------------------------------
@@ -139,3 +143,13 @@ class CreditActivities(Activities):
     @activity.defn(name="fail_disbursement")
     async def fail_disbursement(self, data: PaymentFailure) -> PayoutState:
         return await self._in_transaction(payouts.fail, failure=data)
+
+    # --- reminders (a bridge loan falls due soon) -----------------------------------------------------------
+
+    @activity.defn(name="payout_reminder_time")
+    async def payout_reminder_time(self, data: PayoutRef) -> PayoutReminderTime:
+        return await self._in_transaction(payouts.reminder_time, ref=data, programs=self.resources.programs)
+
+    @activity.defn(name="remind_payout")
+    async def remind_payout(self, data: PayoutReminder) -> PayoutState:
+        return await self._in_transaction(payouts.remind, reminder=data)

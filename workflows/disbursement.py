@@ -14,7 +14,11 @@ started when the payout is requested (and what it draws on reserved).
    a definite refusal releases the reservation and records the bank's reason.
 3. A bridge loan paid out is then watched until it falls due: at the due time (a timer) it is flagged
    overdue unless it was repaid; the signal ``refresh`` (sent when the repayment is recorded) ends the watch
-   early.
+   early. Before that, at the start of the working day the program's ``reminder_working_days`` before the
+   day it is due (another timer; since the patch ``BRIDGE_LOAN_REMINDER``), the enterprise and finance are
+   told it falls due soon (``bridge_loan.due_soon``) - once, unless it was repaid first. A loan paid out
+   later than that moment (a term shorter than the reminder) is reminded of at once: nothing else told its
+   due date.
 
 The bookkeeping steps (a decision, a check, the payment order, the confirmation or failure) are local
 activities - short transactions on our own database, with no task round trips through the server - since
@@ -52,6 +56,8 @@ BANK_RETRY = until_done(timedelta(milliseconds=500), timedelta(seconds=60), but=
 NOUNS = {"drawdown": "drawdown", "bridge_loan": "bridge loan", "listing_reward": "listing reward"}
 # Patch: the bookkeeping activities (decisions, checks, payment order, confirmation, failure) became local.
 BOOKKEEPING_LOCAL = "bookkeeping-as-local-activities"
+# Patch: a bridge loan paid out is reminded of before it falls due (a timer, then an activity).
+BRIDGE_LOAN_REMINDER = "bridge-loan-reminder"
 T = TypeVar("T")
 
 
@@ -120,19 +126,45 @@ class DisbursementWorkflow:
         return state
 
     async def _watch_until_due(self, due_at: datetime) -> None:
-        """A bridge loan paid out: wait for its repayment (signal ``refresh``) or its due time, then look."""
+        """A bridge loan paid out: wait for its repayment (signal ``refresh``) or its due time, then look;
+        on the way, at its reminder time, remind of it (histories from before BRIDGE_LOAN_REMINDER replay
+        without the reminder)."""
+        remind_at = None
+        if workflow.patched(BRIDGE_LOAN_REMINDER):
+            reminder: contracts.PayoutReminderTime = await self._book(
+                "payout_reminder_time",
+                contracts.PayoutRef(kind=self._data.kind, payout_id=self._data.payout_id),
+                contracts.PayoutReminderTime,
+            )
+            remind_at = reminder.remind_at
         while True:
-            remaining = (due_at - workflow.now()).total_seconds()
+            until = due_at if remind_at is None else min(remind_at, due_at)
+            remaining = (until - workflow.now()).total_seconds()
             if remaining > 0:
                 try:
                     await workflow.wait_condition(lambda: self._refresh, timeout=timedelta(seconds=remaining))
                 except TimeoutError:
                     pass
+            if remind_at is not None and not self._refresh and workflow.now() >= remind_at:
+                remind_at = None
+                if workflow.now() < due_at:  # due already: the check below flags it overdue instead
+                    self._state = await self._remind()
+                    if self._state.status != "disbursed":
+                        return
+                continue
             self._refresh = False
             overdue = workflow.now() >= due_at
             self._state = await self._check(expire=False, overdue=overdue)
             if overdue or self._state.status != "disbursed":
                 return
+
+    async def _remind(self) -> contracts.PayoutState:
+        state: contracts.PayoutState = await self._book(
+            "remind_payout",
+            contracts.PayoutReminder(kind=self._data.kind, payout_id=self._data.payout_id, at=workflow.now()),
+            contracts.PayoutState,
+        )
+        return state
 
     async def _pay(self) -> None:
         payout_id = self._data.payout_id

@@ -5,13 +5,20 @@ or ineligible / rejected / withdrawn. Reviewer actions are Updates with validato
 written by one activity in one transaction (application row, review-task read model, audit row), so the
 queue is right the moment an Update returns. After recognition the workflow starts the benefits workflow
 and waits for expiry (then opens a re-review) or revocation.
+
+Reminders are timers too: the program's ``supplement_reminder`` before a returned application's supplement is
+due, and its ``expiry_reminder`` before a recognition expires, an activity tells the enterprise
+(``application.supplement_due_soon``, ``recognition.expiring``) - once per return, once per recognition, and
+not at all when the supplement arrives (or the recognition is revoked) first. A window already shorter than
+its reminder when it opens (a supplement due in two days, with a three-day reminder) gets none: the event that
+opened it (``application.returned``, ``application.recognized``) gave the date.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict, Unpack
 
@@ -28,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         BenefitsStop,
         DecisionRequest,
         EscalationInput,
+        ExpiryReminder,
         ObjectionRequest,
         ObjectionResolution,
         ObjectionUpdate,
@@ -46,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
         Status,
         SupplementContent,
+        SupplementReminder,
         SupplementRequest,
         TransitionInput,
         WithdrawRequest,
@@ -55,6 +64,8 @@ with workflow.unsafe.imports_passed_through():
 SYSTEM = Actor(sub="system", role="system")
 # Patch: screening and entering the first stage became one local activity (screen_and_enter).
 SCREEN_IN_ONE_STEP = "screen-in-one-local-activity"
+# Patch: reminders (timers) before a supplement is due and before a recognition expires.
+REMINDERS = "reminders-before-deadlines"
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 RETRY = until_done(timedelta(seconds=1), timedelta(seconds=30), but=())
 OPEN: frozenset[str] = frozenset({"screening", "in_review", "returned", "public_notice"})
@@ -228,11 +239,18 @@ class ReviewWorkflow:
 
     async def _wait_for_supplement(self) -> None:
         generation = self._generation
-        assert self._supplement_due_at is not None
+        due = self._supplement_due_at
+        assert due is not None
+        await self._remind_before(
+            due,
+            self.data.durations.supplement_reminder,
+            done=lambda: self._generation != generation,
+            remind=lambda: self._write("remind_supplement", SupplementReminder, supplement_due_at=due),
+        )
         try:
             await workflow.wait_condition(
                 lambda: self._generation != generation,
-                timeout=max(self._supplement_due_at - workflow.now(), timedelta(0)),
+                timeout=max(due - workflow.now(), timedelta(0)),
             )
         except TimeoutError:
             async with self._lock:
@@ -282,6 +300,14 @@ class ReviewWorkflow:
             id=benefits_id,
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
         )
+        await self._remind_before(
+            recognition.valid_until,
+            self.data.durations.expiry_reminder,
+            done=lambda: self._revoked,
+            remind=lambda: self._write(
+                "remind_expiry", ExpiryReminder, recognition_id=recognition.recognition_id
+            ),
+        )
         try:
             await workflow.wait_condition(
                 lambda: self._revoked, timeout=max(recognition.valid_until - workflow.now(), timedelta(0))
@@ -312,6 +338,32 @@ class ReviewWorkflow:
                     id=f"review-{rereview.application_id}",
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 )
+
+    async def _remind_before(
+        self,
+        due: datetime,
+        lead: float | None,
+        *,
+        done: Callable[[], bool],
+        remind: Callable[[], Awaitable[Any]],
+    ) -> None:
+        """Wait until ``lead`` seconds before ``due`` (a timer), then ``remind`` (an activity, under the
+        lock) - unless ``done()`` holds first. No reminder when there is no lead (a workflow started before
+        reminders existed) or the moment has already passed as the window opens; otherwise the commands are
+        new since REMINDERS, so histories from before it replay without them."""
+        if lead is None:
+            return
+        remind_at = due - timedelta(seconds=lead)
+        if remind_at <= workflow.now() or not workflow.patched(REMINDERS):
+            return
+        try:
+            await workflow.wait_condition(done, timeout=remind_at - workflow.now())
+            return  # done first: no reminder
+        except TimeoutError:
+            pass
+        async with self._lock:
+            if not done():
+                await remind()
 
     async def _stop_benefits(self, benefits_id: str, stop: BenefitsStop) -> None:
         """Tell the benefits workflow to stop; one that already ended on its own needs no telling."""

@@ -20,6 +20,7 @@ from temporalio.worker import (
 
 from services.config import Settings
 from services.logging import configure_logging
+from services.notifications.relay import relay_forever
 from services.resources import Resources
 from services.temporal import activity_failure
 
@@ -104,9 +105,15 @@ async def run_worker(settings: Settings) -> None:
     log.info("worker_started", task_queue=settings.temporal_task_queue)
     async with worker:
         reconciler = asyncio.create_task(reconcile_forever(resources, stop))
+        # The outbox's relay, unless relays run apart (`giantflow relay`, GIANTFLOW_WORKER_RELAY=false).
+        relays = (
+            [asyncio.create_task(relay_forever(resources.sessionmaker, settings, stop))]
+            if settings.worker_relay
+            else []
+        )
         await stop.wait()
         log.info("worker_stopping")
-        await reconciler
+        await asyncio.gather(reconciler, *relays)
     await resources.close()
 
 

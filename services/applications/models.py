@@ -36,6 +36,8 @@ class Enterprise(Base):
     region_code: Mapped[str] = mapped_column(String(6))
     industry: Mapped[str] = mapped_column(String(100))
     founded_on: Mapped[date] = mapped_column(Date)
+    # Where the service e-mails the enterprise (services/notifications/mail.py reads it by USCC); optional.
+    contact_email: Mapped[str | None] = mapped_column(String(254))
     registered_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 

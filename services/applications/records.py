@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.applications import announce
 from services.applications import repository as repo
 from services.applications.metrics import DeclaredMetrics, changed_figures
 from services.applications.models import Application, Objection, Recognition, ReviewTask, Transition
@@ -21,6 +22,7 @@ from services.applications.service import evidence_documents, review_input
 from services.contracts import (
     Actor,
     EscalationInput,
+    ExpiryReminder,
     ObjectionUpdate,
     RecognitionChange,
     RecognitionOutcome,
@@ -29,6 +31,7 @@ from services.contracts import (
     ReReviewOutcome,
     ScreenAndEnterInput,
     ScreenOutcome,
+    SupplementReminder,
     TransitionInput,
 )
 from services.errors import Conflict
@@ -117,7 +120,12 @@ STATED = {"action", "from_status", "to_status", "stage", "reason", "internal_not
 
 
 def _audit(
-    data: TransitionInput | EscalationInput | ObjectionUpdate | RecognitionChange,
+    data: TransitionInput
+    | EscalationInput
+    | ObjectionUpdate
+    | RecognitionChange
+    | SupplementReminder
+    | ExpiryReminder,
     *,
     actor: Actor,
     changes: list[dict[str, Any]] | None = None,
@@ -182,6 +190,7 @@ async def apply_transition(session: AsyncSession, *, data: TransitionInput) -> N
     if rescreened is not None:  # after the supplement's row, so history shows it second
         session.add(rescreened)
         await session.flush()
+    await announce.transition(session, application, data)
 
 
 async def _supplement(
@@ -262,7 +271,11 @@ async def escalate(session: AsyncSession, *, data: EscalationInput) -> None:
     if await repo.transition_exists(session, data.event_key):
         return
     application_id = data.application_id
+    application = await repo.get_application(session, application_id)
+    if application is None:
+        raise LookupError(f"application {application_id} does not exist")
     await repo.escalate_open_task(session, application_id, escalated_to=data.escalated_to)
+    await announce.escalated(session, application, data)
     session.add(
         _audit(
             data,
@@ -294,6 +307,10 @@ async def record_objection(session: AsyncSession, *, data: ObjectionUpdate) -> N
             )
         )
         action = "objection_filed"
+        application = await repo.get_application(session, application_id)
+        if application is None:
+            raise LookupError(f"application {application_id} does not exist")
+        await announce.objection_filed(session, application, data)
     else:
         objection = await repo.get_objection(session, objection_id)
         if objection is None:
@@ -349,6 +366,7 @@ async def recognize(
         application.stage = None
         application.updated_at = data.at
         await session.flush()
+        await announce.recognized(session, application, existing)
     return RecognitionOutcome(
         recognition_id=existing.id,
         certificate_no=existing.certificate_no,
@@ -369,7 +387,62 @@ async def change_recognition(session: AsyncSession, *, data: RecognitionChange) 
             recognition.revoked_reason = data.reason
             recognition.revoked_by = data.actor.sub
             recognition.revoked_at = data.at
+            await announce.revoked(session, recognition, data.reason or "")
     await _note(session, data, action=f"recognition_{data.status}", status="recognized")
+
+
+async def remind_supplement(session: AsyncSession, *, data: SupplementReminder) -> None:
+    """The review workflow's reminder before a supplement is due: the event for the enterprise and an audit
+    row (under the reminder's event key: a retried attempt writes neither twice). An application no longer
+    waiting for its supplement is not reminded."""
+    if await repo.transition_exists(session, data.event_key):
+        return
+    application = await repo.get_application(session, data.application_id, for_update=True)
+    if application is None:
+        raise LookupError(f"application {data.application_id} does not exist")
+    if application.status != "returned":
+        return
+    due = data.supplement_due_at.astimezone(UTC).isoformat(timespec="minutes")
+    session.add(
+        _audit(
+            data,
+            actor=SYSTEM_ACTOR,
+            action="supplement_due_soon",
+            from_status="returned",
+            to_status="returned",
+            stage=application.stage,
+            reason=f"the supplement is due at {due}; the enterprise was reminded",
+        )
+    )
+    await session.flush()
+    await announce.supplement_due_soon(session, application, data.supplement_due_at)
+
+
+async def remind_expiry(session: AsyncSession, *, data: ExpiryReminder) -> None:
+    """The review workflow's reminder before a recognition expires: the event for the enterprise and an audit
+    row on the recognized application (keyed by the event key). A recognition no longer active is not
+    reminded."""
+    if await repo.transition_exists(session, data.event_key):
+        return
+    recognition = await repo.get_recognition(session, data.recognition_id)
+    if recognition is None:
+        raise LookupError(f"recognition {data.recognition_id} does not exist")
+    if recognition.status != "active":
+        return
+    until = recognition.valid_until.astimezone(UTC).date().isoformat()
+    session.add(
+        _audit(
+            data,
+            actor=SYSTEM_ACTOR,
+            action="recognition_expiring",
+            from_status="recognized",
+            to_status="recognized",
+            stage=None,
+            reason=f"the recognition is valid until {until}; the enterprise was reminded",
+        )
+    )
+    await session.flush()
+    await announce.recognition_expiring(session, recognition)
 
 
 async def open_re_review(

@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from services.applications.metrics import DeclaredMetrics
-from services.identifiers import validate_region_code, validate_uscc
+from services.identifiers import validate_email, validate_region_code, validate_uscc
 from services.pagination import Page
 from services.vocabulary import ApplicationStatus, Decision, Level, Tier
 
@@ -39,6 +39,18 @@ RegionCode = Annotated[
     str,
     Field(examples=["500103"], json_schema_extra={"pattern": "^[0-9]{6}$"}),
     AfterValidator(validate_region_code),
+]
+ContactEmail = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=254,
+        examples=["finance@example.cn"],
+        json_schema_extra={"format": "email"},
+        description="where the service e-mails the enterprise (bilingual notices of its applications, "
+        "recognitions and payouts); the domain is kept in lower case",
+    ),
+    AfterValidator(validate_email),
 ]
 StageName = Level
 StatusName = ApplicationStatus
@@ -95,6 +107,7 @@ class EnterpriseCreate(_In):
     region_code: RegionCode
     industry: Annotated[str, Field(min_length=1, max_length=100)]
     founded_on: Annotated[date, AfterValidator(_not_in_future), Field(description="not in the future")]
+    contact_email: ContactEmail | None = None
 
 
 class TierHeld(_Out):
@@ -110,6 +123,7 @@ class EnterpriseRead(_Out):
     region_code: str
     industry: str
     founded_on: date
+    contact_email: str | None = None
     created_at: datetime
     current_tiers: list[TierHeld] = []
 

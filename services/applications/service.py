@@ -15,7 +15,7 @@ import anyio
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.applications import certificates, evidence
+from services.applications import announce, certificates, evidence
 from services.applications import repository as repo
 from services.applications.evidence import DocumentFile, Readable, StagedUpload
 from services.applications.metrics import DeclaredMetrics
@@ -90,6 +90,8 @@ def review_input(application: Application, program: Program) -> ReviewInput:
             stage_sla=d.stage_sla.timedelta.total_seconds(),
             supplement_deadline=d.supplement_deadline.timedelta.total_seconds(),
             notice_period=d.notice_period.timedelta.total_seconds(),
+            supplement_reminder=d.supplement_reminder.timedelta.total_seconds(),
+            expiry_reminder=d.expiry_reminder.timedelta.total_seconds(),
         ),
         escalation_group=program.escalation_group,
     )
@@ -456,6 +458,7 @@ async def create_application(
         )
     )
     await session.flush()
+    await announce.submitted(session, application)
     return await application_read(session, user=user, application=application)
 
 

@@ -40,11 +40,13 @@ from services.contracts import (
     PayoutCheck,
     PayoutKind,
     PayoutRef,
+    PayoutReminder,
+    PayoutReminderTime,
     PayoutState,
     PayoutStatus,
     disbursement_workflow_id,
 )
-from services.credit import ledger, policy, repository
+from services.credit import announce, ledger, policy, repository
 from services.credit.models import (
     BridgeLoan,
     Disbursement,
@@ -69,6 +71,7 @@ from services.credit.schemas import (
     format_money,
 )
 from services.errors import Conflict, Forbidden, NotFound
+from services.events import BridgeLoanDueSoon
 
 log = structlog.get_logger("giantflow.credit")
 
@@ -118,11 +121,16 @@ class Kind(Generic[P]):
     def due_at(self, row: P) -> datetime | None:
         return None
 
+    def remind_at(self, row: P, programs: policy.Programs) -> datetime | None:
+        """When the payout's workflow reminds the enterprise and finance that it falls due (a bridge loan)."""
+        return None
+
     def overdue(self, row: P, at: datetime) -> bool:
         return False
 
-    def flag_overdue(self, row: P, at: datetime) -> None:
-        """The payout fell due at ``at`` (only a bridge loan ever does)."""
+    def flag_overdue(self, row: P, at: datetime) -> bool:
+        """The payout fell due at ``at`` (only a bridge loan ever does); whether it was flagged now."""
+        return False
 
     def more_entries(self, row: P) -> Sequence[uuid.UUID | None]:
         """The payout's ledger entries besides its payment's."""
@@ -178,6 +186,15 @@ class BridgeLoans(Kind[BridgeLoan]):
     def due_at(self, row: BridgeLoan) -> datetime | None:
         return policy.due_at(row.due_on) if row.due_on is not None else None
 
+    def remind_at(self, row: BridgeLoan, programs: policy.Programs) -> datetime | None:
+        """The program's ``reminder_working_days`` before the day it is due (none if its program no longer
+        has a bridge fund)."""
+        found = programs.get(row.program)
+        pool = found.bridge_pool if found is not None else None
+        if row.due_on is None or pool is None:
+            return None
+        return policy.reminder_at(row.due_on, pool.reminder_working_days)
+
     def overdue(self, row: BridgeLoan, at: datetime) -> bool:
         """Paid out, not repaid, and past due: flagged by the workflow's timer, or by the clock on read."""
         due = self.due_at(row)
@@ -185,9 +202,11 @@ class BridgeLoans(Kind[BridgeLoan]):
             row.overdue_since is not None or (due is not None and at >= due)
         )
 
-    def flag_overdue(self, row: BridgeLoan, at: datetime) -> None:
+    def flag_overdue(self, row: BridgeLoan, at: datetime) -> bool:
         if row.status == "disbursed" and row.overdue_since is None:
             row.overdue_since = at
+            return True
+        return False
 
     def more_entries(self, row: BridgeLoan) -> Sequence[uuid.UUID | None]:
         return [row.repayment_entry_id]
@@ -294,6 +313,7 @@ async def add(session: AsyncSession, kind: PayoutKind, row: Payout) -> PayoutRea
     """Write a payout just requested (its ``requested`` columns set); returns its read model."""
     repository.add(session, row)
     await session.flush()
+    await announce.awaiting_approval(session, kind, row, approvals_needed=row.required_approvals)
     return await read(session, kind, row)
 
 
@@ -487,11 +507,17 @@ async def record_decision(session: AsyncSession, *, request: ApprovalRequest) ->
             created_at=at,
         ),
     )
+    approved_so_far = sum(1 for a in approvals if a.decision == "approve") + 1
     if request.decision == "reject":
         row.status, row.decided_at = "rejected", at
         row.reason = f"rejected by finance: {request.reason or 'no reason given'}"
         await rules.release(session, row)
-    elif sum(1 for a in approvals if a.decision == "approve") + 1 >= row.required_approvals:
+        await announce.rejected(session, request.kind, row)
+    elif approved_so_far < row.required_approvals:
+        await announce.awaiting_approval(
+            session, request.kind, row, approvals_needed=row.required_approvals - approved_so_far
+        )
+    else:
         row.status, row.decided_at = "approved", at
         rules.approved(row, at)
         repository.add(
@@ -507,6 +533,7 @@ async def record_decision(session: AsyncSession, *, request: ApprovalRequest) ->
                 created_at=at,
             ),
         )
+        await announce.approved(session, request.kind, row)
     await session.flush()
     return await state(session, request.kind, row)
 
@@ -526,10 +553,44 @@ async def check(session: AsyncSession, *, check: PayoutCheck) -> PayoutState:
         row.status, row.decided_at = "expired", check.at
         row.reason = "the approval deadline passed"
         await rules.release(session, row)
-    if check.overdue:
-        rules.flag_overdue(row, check.at)
+        await announce.rejected(session, check.kind, row)
+    if check.overdue and rules.flag_overdue(row, check.at):
+        await announce.bridge_loan_overdue(session, row, due_on=row.due_on)
     await session.flush()
     return await state(session, check.kind, row)
+
+
+async def reminder_time(
+    session: AsyncSession, *, ref: PayoutRef, programs: policy.Programs
+) -> PayoutReminderTime:
+    """When the payout's workflow reminds of it: a bridge loan paid out, the program's
+    ``reminder_working_days`` before it is due; anything else never."""
+    rules = KINDS[ref.kind]
+    row = await repository.get_payout(session, ref.kind, ref.payout_id)
+    if row is None:
+        raise NotFound(f"There is no {rules.noun} {ref.payout_id}.")
+    if row.status != "disbursed":
+        return PayoutReminderTime()
+    return PayoutReminderTime(remind_at=rules.remind_at(row, programs))
+
+
+async def remind(session: AsyncSession, *, reminder: PayoutReminder) -> PayoutState:
+    """A bridge loan falls due soon (the workflow's timer, at ``reminder.at``): tell the enterprise and
+    finance - once (under the loan's lock, an event already in the outbox is not written again), and only
+    while the loan is paid out, not repaid, not yet due and not flagged overdue. Returns its state, like
+    ``check``."""
+    rules = KINDS[reminder.kind]
+    row = await rules.lock(session, reminder.payout_id)
+    due = rules.due_at(row)
+    if (
+        row.status == "disbursed"
+        and row.overdue_since is None
+        and due is not None
+        and reminder.at < due
+        and not await repository.told(session, BridgeLoanDueSoon.type, row.id)
+    ):
+        await announce.bridge_loan_due_soon(session, row, due_on=row.due_on)
+    return await state(session, reminder.kind, row)
 
 
 async def _paying(
@@ -581,6 +642,7 @@ async def confirm(session: AsyncSession, *, receipt: PaymentReceipt) -> PayoutSt
     row.status = "disbursed"
     await rules.paid(session, row)
     await session.flush()
+    await announce.paid(session, receipt.kind, row, bank_reference=receipt.bank_reference)
     return await state(session, receipt.kind, row)
 
 
@@ -599,4 +661,5 @@ async def fail(session: AsyncSession, *, failure: PaymentFailure) -> PayoutState
     row.status, row.reason = "failed", f"the bank refused the payment: {failure.reason}"
     await rules.release(session, row)
     await session.flush()
+    await announce.refused(session, failure.kind, row, reason=failure.reason)
     return await state(session, failure.kind, row)

@@ -29,6 +29,7 @@ __all__ = [
     "due_at",
     "due_on",
     "program",
+    "reminder_at",
     "today",
 ]
 
@@ -94,3 +95,17 @@ def due_on(approved_at: datetime, term_days: int) -> date:
 def due_at(due: date) -> datetime:
     """The moment a loan due on ``due`` is overdue: the start of the next day, China Standard Time."""
     return datetime.combine(due + timedelta(days=1), time.min, tzinfo=POLICY_TZ)
+
+
+def reminder_at(due: date, working_days: int) -> datetime:
+    """The moment a loan due on ``due`` is reminded of: the start (China Standard Time) of the working day
+    ``working_days`` working days before it - the day from which ``add_working_days`` of ``working_days``
+    reaches ``due`` (due on a Friday, three working days: Tuesday 00:00)."""
+    if working_days < 1:
+        raise ValueError("a reminder is at least one working day ahead")
+    day = due
+    while working_days:
+        day -= timedelta(days=1)
+        if day.weekday() < 5:
+            working_days -= 1
+    return datetime.combine(day, time.min, tzinfo=POLICY_TZ)

@@ -21,6 +21,7 @@ FIGURES = [
     "raw_workflows_per_s",
     "batch_intake_per_s",
     "batch_intake_ratio",
+    "outbox_lag_p99_ms",
     "worker_rss_mib_10k",
     "bare_api_rps",
     "read_api_rps",
