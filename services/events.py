@@ -75,23 +75,22 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: ClassVar[EventType]
-    aggregate_type: ClassVar[AggregateType]
+    aggregate_type: ClassVar[AggregateType]  # the aggregate is the row whose id is `<aggregate_type>_id`
+
+    uscc: str = Field(description="the enterprise's unified social credit code")
+    program: str
 
     def aggregate_id(self) -> uuid.UUID:
-        raise NotImplementedError
+        ident: uuid.UUID = getattr(self, f"{self.aggregate_type}_id")
+        return ident
 
 
 class ApplicationEvent(Event):
     aggregate_type: ClassVar[AggregateType] = "application"
 
     application_id: uuid.UUID
-    uscc: str = Field(description="the enterprise's unified social credit code")
-    program: str
     tier: str
     status: str = Field(description="the application's status after the change")
-
-    def aggregate_id(self) -> uuid.UUID:
-        return self.application_id
 
 
 class ApplicationSubmitted(ApplicationEvent):
@@ -162,13 +161,8 @@ class RecognitionEvent(Event):
     aggregate_type: ClassVar[AggregateType] = "recognition"
 
     recognition_id: uuid.UUID
-    uscc: str
-    program: str
     tier: str
     valid_until: date
-
-    def aggregate_id(self) -> uuid.UUID:
-        return self.recognition_id
 
 
 class RecognitionExpiring(RecognitionEvent):
@@ -198,13 +192,8 @@ class PayoutEvent(Event):
 
     payout_id: uuid.UUID
     kind: PayoutKind
-    uscc: str
-    program: str
     amount: Amount
     status: str = Field(description="the payout's status after the change")
-
-    def aggregate_id(self) -> uuid.UUID:
-        return self.payout_id
 
 
 class PayoutAwaitingApproval(PayoutEvent):

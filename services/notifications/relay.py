@@ -95,9 +95,10 @@ def subscribed(endpoint: WebhookEndpoint, event: OutboxEvent) -> bool:
 
 @dataclass(frozen=True)
 class Claim:
-    delivery_id: uuid.UUID
-    attempts: int
-    created_at: datetime
+    """A leased delivery - the row ``CLAIM`` returned: its ``id``, ``attempts`` so far and ``created_at`` -
+    and what its call needs."""
+
+    delivery: Any
     url: str
     secrets: tuple[str, ...]
     message_id: str
@@ -193,17 +194,8 @@ class Relay:
         claims = []
         for row in leased:
             event, endpoint = events[row.event_id], endpoints[row.endpoint_id]
-            claims.append(
-                Claim(
-                    delivery_id=row.id,
-                    attempts=row.attempts,
-                    created_at=row.created_at,
-                    url=endpoint.url,
-                    secrets=secrets_in_force(endpoint, now),
-                    message_id=str(event.id),
-                    payload=body(event.type, event.occurred_at, event.data),
-                )
-            )
+            payload = body(event.type, event.occurred_at, event.data)
+            claims.append(Claim(row, endpoint.url, secrets_in_force(endpoint, now), str(event.id), payload))
         return claims
 
     async def attempt(self, claim: Claim) -> bool:
@@ -241,7 +233,7 @@ class Relay:
         latency_ms: int,
         delivered: bool,
     ) -> None:
-        attempts = claim.attempts + 1
+        attempts = claim.delivery.attempts + 1
         async with self.sessionmaker() as session, session.begin():
             now = await session.scalar(select(func.now()))
             assert now is not None
@@ -256,13 +248,13 @@ class Relay:
             else:
                 delay = backoff(attempts, self.settings.webhook_first_retry_seconds)
                 retry_at = now + timedelta(seconds=delay)
-                if retry_at > claim.created_at + self.settings.webhook_retry_for:
+                if retry_at > claim.delivery.created_at + self.settings.webhook_retry_for:
                     values |= {"status": "dead", "dead_at": now}
                 else:
                     values["next_attempt_at"] = retry_at
             await session.execute(
                 insert(WebhookAttempt).values(
-                    delivery_id=claim.delivery_id,
+                    delivery_id=claim.delivery.id,
                     status_code=status_code,
                     latency_ms=latency_ms,
                     error=error,
@@ -272,7 +264,7 @@ class Relay:
             # Only while pending: a delivery replayed or delivered meanwhile keeps that state.
             await session.execute(
                 update(WebhookDelivery)
-                .where(WebhookDelivery.id == claim.delivery_id, WebhookDelivery.status == "pending")
+                .where(WebhookDelivery.id == claim.delivery.id, WebhookDelivery.status == "pending")
                 .values(**values)
             )
 

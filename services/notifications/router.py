@@ -13,17 +13,7 @@ from services.deps import ListingDep, ResourcesDep, SessionDep, StrictQueryRoute
 from services.errors import problem_responses
 from services.events import EVENT_MODELS
 from services.idempotency import IdempotencyKey, once
-from services.notifications import service
-from services.notifications.schemas import (
-    DeliveryRead,
-    DeliveryStatus,
-    NotificationPage,
-    NotificationRead,
-    SecretRotation,
-    WebhookEndpointCreate,
-    WebhookEndpointCreated,
-    WebhookEndpointRead,
-)
+from services.notifications import schemas, service
 from services.pagination import Page
 from services.ratelimit import WriterDep
 
@@ -52,9 +42,12 @@ WriteDep = Annotated[Write, Depends()]
 
 
 @router.post(
-    "/webhook-endpoints", status_code=201, response_model=WebhookEndpointCreated, responses=WRITE_ERRORS
+    "/webhook-endpoints",
+    status_code=201,
+    response_model=schemas.WebhookEndpointCreated,
+    responses=WRITE_ERRORS,
 )
-async def register_endpoint(body: WebhookEndpointCreate, write: WriteDep) -> Any:
+async def register_endpoint(body: schemas.WebhookEndpointCreate, write: WriteDep) -> Any:
     """Register a URL for deliveries: an enterprise for its own events, an admin for any. Deliveries follow
     Standard Webhooks; the `secret` that signs them is in this response only. Outside development the URL
     is https and must not resolve to a loopback or private address."""
@@ -71,8 +64,8 @@ async def register_endpoint(body: WebhookEndpointCreate, write: WriteDep) -> Any
     )
 
 
-@router.get("/webhook-endpoints", response_model=Page[WebhookEndpointRead], responses=READ_ERRORS)
-async def list_endpoints(listing: ListingDep) -> Page[WebhookEndpointRead]:
+@router.get("/webhook-endpoints", response_model=Page[schemas.WebhookEndpointRead], responses=READ_ERRORS)
+async def list_endpoints(listing: ListingDep) -> Page[schemas.WebhookEndpointRead]:
     """The caller's endpoints (an admin: every endpoint), newest first."""
     return await service.list_endpoints(listing.session, user=listing.user, **listing.page)
 
@@ -86,10 +79,10 @@ async def delete_endpoint(endpoint_id: uuid.UUID, write: WriteDep) -> Response:
 
 @router.post(
     "/webhook-endpoints/{endpoint_id}/rotate-secret",
-    response_model=WebhookEndpointCreated,
+    response_model=schemas.WebhookEndpointCreated,
     responses=WRITE_ERRORS,
 )
-async def rotate_secret(endpoint_id: uuid.UUID, body: SecretRotation, write: WriteDep) -> Any:
+async def rotate_secret(endpoint_id: uuid.UUID, body: schemas.SecretRotation, write: WriteDep) -> Any:
     """A new signing secret, shown once; deliveries carry a signature with each secret until `overlap` ends,
     so a receiver can switch without losing one."""
     return await write.once(
@@ -101,12 +94,12 @@ async def rotate_secret(endpoint_id: uuid.UUID, body: SecretRotation, write: Wri
 
 @router.get(
     "/webhook-endpoints/{endpoint_id}/deliveries",
-    response_model=Page[DeliveryRead],
+    response_model=Page[schemas.DeliveryRead],
     responses=READ_ONE_ERRORS,
 )
 async def list_endpoint_deliveries(
-    endpoint_id: uuid.UUID, listing: ListingDep, status: DeliveryStatus | None = None
-) -> Page[DeliveryRead]:
+    endpoint_id: uuid.UUID, listing: ListingDep, status: schemas.DeliveryStatus | None = None
+) -> Page[schemas.DeliveryRead]:
     """An endpoint's delivery log, newest first: each delivery's state and its latest attempts with their
     status code and latency."""
     return await service.list_deliveries(
@@ -114,8 +107,10 @@ async def list_endpoint_deliveries(
     )
 
 
-@router.get("/webhook-deliveries", response_model=Page[DeliveryRead], responses=READ_ERRORS)
-async def list_deliveries(listing: ListingDep, status: DeliveryStatus | None = None) -> Page[DeliveryRead]:
+@router.get("/webhook-deliveries", response_model=Page[schemas.DeliveryRead], responses=READ_ERRORS)
+async def list_deliveries(
+    listing: ListingDep, status: schemas.DeliveryStatus | None = None
+) -> Page[schemas.DeliveryRead]:
     """Every endpoint's deliveries (admin), newest first; `status=dead` lists the dead letters to replay."""
     return await service.list_deliveries(
         listing.session, user=listing.user, endpoint_id=None, status=status, **listing.page
@@ -125,27 +120,29 @@ async def list_deliveries(listing: ListingDep, status: DeliveryStatus | None = N
 @router.post(
     "/webhook-deliveries/{delivery_id}/retry",
     status_code=202,
-    response_model=DeliveryRead,
+    response_model=schemas.DeliveryRead,
     responses=WRITE_ERRORS,
 )
-async def retry_delivery(delivery_id: uuid.UUID, write: WriteDep) -> DeliveryRead:
+async def retry_delivery(delivery_id: uuid.UUID, write: WriteDep) -> schemas.DeliveryRead:
     """Deliver again as soon as the relay can (a dead letter replayed, with three more days of retries)."""
     return await service.retry_delivery(write.session, user=write.user, delivery_id=delivery_id)
 
 
-@router.get("/notifications", response_model=NotificationPage, responses=READ_ERRORS)
+@router.get("/notifications", response_model=schemas.NotificationPage, responses=READ_ERRORS)
 async def list_notifications(
     listing: ListingDep, unread: Annotated[bool, Query(description="only those not read yet")] = False
-) -> NotificationPage:
+) -> schemas.NotificationPage:
     """The caller's feed, newest first: the events addressed to its role, scope and groups, with the unread
     count (counted up to 1000)."""
     return await service.feed(listing.session, user=listing.user, unread_only=unread, **listing.page)
 
 
 @router.post(
-    "/notifications/{notification_id}/read", response_model=NotificationRead, responses=READ_ONE_ERRORS
+    "/notifications/{notification_id}/read",
+    response_model=schemas.NotificationRead,
+    responses=READ_ONE_ERRORS,
 )
-async def mark_read(notification_id: uuid.UUID, write: WriteDep) -> NotificationRead:
+async def mark_read(notification_id: uuid.UUID, write: WriteDep) -> schemas.NotificationRead:
     return await service.mark_read(write.session, user=write.user, event_id=notification_id)
 
 

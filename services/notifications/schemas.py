@@ -89,7 +89,7 @@ class NotificationRead(BaseModel):
     type: EventType
     occurred_at: datetime
     data: dict[str, Any]
-    read: bool
+    read: bool = False
 
 
 class NotificationPage(BaseModel):

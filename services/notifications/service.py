@@ -275,13 +275,7 @@ async def feed(
 
 
 def _notification(event: OutboxEvent, read: bool) -> NotificationRead:
-    return NotificationRead(
-        id=event.id,
-        type=event.type,
-        occurred_at=event.occurred_at,
-        data=event.data,
-        read=read,
-    )
+    return NotificationRead.model_validate(event, from_attributes=True).model_copy(update={"read": read})
 
 
 async def mark_read(session: AsyncSession, *, user: CurrentUser, event_id: uuid.UUID) -> NotificationRead:
