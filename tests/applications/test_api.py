@@ -242,6 +242,32 @@ async def test_review_over_http_to_recognition(
     )
     assert again_revoked.status_code == 409
 
+    # Each step told the enterprise, in its feed, in the order it happened (the outbox, services/events.py).
+    feed = await poll(
+        api,
+        "/api/v1/notifications?limit=50",
+        applicant.headers,
+        lambda b: "recognition.revoked" in [item["type"] for item in b["items"]],
+    )
+    told = [(item["type"], item["data"].get("decision")) for item in reversed(feed["items"])]
+    assert told == [
+        ("application.submitted", None),
+        ("application.screened", None),
+        ("application.decided", "approve"),
+        ("application.decided", "approve"),
+        ("application.on_notice", None),
+        ("objection.filed", None),
+        ("application.recognized", None),
+        ("recognition.revoked", None),
+    ]
+    assert feed["unread_count"] == len(told)
+    recognized = next(item for item in feed["items"] if item["type"] == "application.recognized")
+    assert recognized["data"]["certificate_no"] == recognitions[0]["certificate_no"]
+    # The reviewers of each stage heard of the task that opened in their queue, not of the enterprise's news.
+    municipal_feed = (await api.get("/api/v1/notifications?limit=200", headers=municipal)).json()["items"]
+    mine = [item["type"] for item in municipal_feed if item["data"].get("application_id") == app_id]
+    assert mine == ["application.screened"]
+
 
 async def _returned(applicant: Applicant, settings: Settings, api: httpx.AsyncClient) -> tuple[str, str]:
     """The applicant's new application, returned for information by the municipal reviewer: its id and URL."""

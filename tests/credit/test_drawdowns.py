@@ -233,6 +233,25 @@ async def test_maker_checker_two_distinct_approvers_then_payment_and_ledger(
         assert await ledger.balance(session, ledger.credit_receivable(enterprise.uscc)) == D("1500000.00")
     assert len(await calm_bank.payments_for({f"drawdown-{drawdown_id}"})) == 1
 
+    # Finance and the enterprise were told each step (the outbox): waiting for two, then for one, approved,
+    # paid - each once.
+    feed = (await api.get("/api/v1/notifications?limit=200", headers=finance(settings, "finance-z"))).json()
+    told = [
+        (item["type"], item["data"].get("approvals_needed"))
+        for item in reversed(feed["items"])
+        if item["data"].get("payout_id") == drawdown_id
+    ]
+    assert told == [
+        ("payout.awaiting_approval", 2),
+        ("payout.awaiting_approval", 1),
+        ("payout.approved", None),
+        ("disbursement.paid", None),
+    ]
+    mine = (await api.get("/api/v1/notifications", headers=enterprise.headers)).json()["items"]
+    assert [item["type"] for item in mine if item["data"].get("payout_id") == drawdown_id][
+        0
+    ] == "disbursement.paid"
+
 
 async def test_rejection_releases_the_reservation(
     api: httpx.AsyncClient, settings: Settings, enterprise: Enterprise, resources: Any
@@ -276,6 +295,10 @@ async def test_definite_bank_refusal_releases_and_records_the_reason(
     line = await enterprise.line()
     assert (line["reserved"], line["drawn"]) == ("0.00", "0.00")
     assert await calm_bank.payments_for({f"drawdown-{drawdown_id}"}) == []
+    feed = (await api.get("/api/v1/notifications", headers=enterprise.headers)).json()["items"]
+    [refused] = [item for item in feed if item["type"] == "disbursement.refused"]
+    assert refused["data"]["payout_id"] == drawdown_id
+    assert "account is closed" in refused["data"]["reason"]
 
 
 async def test_disbursements_filter_total_and_export_csv(
