@@ -248,9 +248,8 @@ async def test_maker_checker_two_distinct_approvers_then_payment_and_ledger(
         ("disbursement.paid", None),
     ]
     mine = (await api.get("/api/v1/notifications", headers=enterprise.headers)).json()["items"]
-    assert [item["type"] for item in mine if item["data"].get("payout_id") == drawdown_id][
-        0
-    ] == "disbursement.paid"
+    newest = next(item for item in mine if item["data"].get("payout_id") == drawdown_id)
+    assert newest["type"] == "disbursement.paid"
 
 
 async def test_rejection_releases_the_reservation(
