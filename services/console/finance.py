@@ -485,7 +485,7 @@ def _export_filters(request: Request) -> ListFilters:
     return query.filters
 
 
-@router.get("/console/disbursements.csv")
+@router.get("/console/disbursements.csv", response_class=StreamingResponse)
 async def disbursements_csv(
     request: Request, session: SessionUserDep, db: StreamingReadSessionDep
 ) -> Response:
@@ -503,7 +503,7 @@ XLSX_TIMES = ("created_at", "completed_at")
 MAX_XLSX_ROWS = 1_048_575  # a worksheet's rows, the header aside
 
 
-@router.get("/console/disbursements.xlsx")
+@router.get("/console/disbursements.xlsx", response_class=Response)
 async def disbursements_xlsx(
     request: Request, session: SessionUserDep, db: StreamingReadSessionDep
 ) -> Response:

@@ -466,7 +466,7 @@ async def decide(
 # --- evidence --------------------------------------------------------------------------------------------
 
 
-@router.get("/console/documents/{document_id}/content")
+@router.get("/console/documents/{document_id}/content", response_class=Response)
 async def document_content(
     document_id: uuid.UUID,
     session: SessionUserDep,

@@ -72,7 +72,7 @@ def _signed_in(request: Request, user: CurrentUser, target: str) -> Response:
     return response
 
 
-@router.get("/console/", name="console_home")
+@router.get("/console/", name="console_home", response_class=RedirectResponse)
 async def home(request: Request) -> Response:
     found = sessions.optional_session(request)
     if found is None:
@@ -80,7 +80,7 @@ async def home(request: Request) -> Response:
     return RedirectResponse(home_for(found.user.role), status_code=303)
 
 
-@router.get("/console", include_in_schema=False)
+@router.get("/console", include_in_schema=False, response_class=RedirectResponse)
 async def home_without_slash() -> Response:
     return RedirectResponse("/console/", status_code=308)
 
@@ -192,7 +192,7 @@ async def logout(request: Request, _: sessions.FormSessionDep) -> Response:
     return response
 
 
-@router.get("/console/lang")
+@router.get("/console/lang", response_class=RedirectResponse)
 async def switch_language(
     request: Request, to: Annotated[str, Query(max_length=10)], next_: NextQuery = None
 ) -> Response:

@@ -1,6 +1,7 @@
 """What every console page shares: the Jinja2 templates, the language (zh-CN or English, from a cookie the
 switch sets, else ``Accept-Language``) with its gettext catalogue, money and time formats, the navigation a
-role sees, and the route class that turns what a service refuses into a page in words."""
+role sees (with the caller's unread notifications), and the route class that turns what a service refuses
+into a page in words."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
 from fastapi import Depends, Request, Response
+from fastapi.datastructures import DefaultPlaceholder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
@@ -37,6 +39,7 @@ from services.console.session import (
 )
 from services.deps import SessionDep
 from services.errors import Conflict, FieldError, GiantflowError, Unprocessable, validation_errors
+from services.notifications import service as notifications
 from services.ratelimit import WriteLimiter
 
 HERE = Path(__file__).resolve().parent
@@ -57,8 +60,10 @@ class NavItem:
     path: str
     label: str  # an English msgid, translated when shown
     roles: frozenset[Role]
+    counts_unread: bool = False  # shows the caller's unread notifications beside the label
 
 
+STAFF = frozenset({Role.reviewer, Role.finance, Role.admin})
 # The top navigation: each page once, shown to the roles its services serve.
 NAV: Sequence[NavItem] = (
     NavItem("/console/reviews", "Review queue", frozenset({Role.reviewer, Role.admin})),
@@ -68,13 +73,31 @@ NAV: Sequence[NavItem] = (
     NavItem("/console/credit", "Credit and funds", frozenset({Role.finance, Role.admin})),
     NavItem("/console/programs", "Programs", frozenset({Role.admin})),
     NavItem("/console/recognitions", "Recognitions", frozenset({Role.admin})),
+    NavItem("/console/notifications", "Notifications", STAFF, counts_unread=True),
 )
-STAFF = frozenset({Role.reviewer, Role.finance, Role.admin})
 
 
 def home_for(role: Role) -> str:
     """The first page a role lands on after signing in."""
     return next(item.path for item in NAV if role in item.roles)
+
+
+async def count_unread(request: Request, db: SessionDep) -> None:
+    """The navigation's badge: how many of the signed-in staff member's notifications are unread, as the feed
+    counts them (up to ``UNREAD_COUNTED``), read in the request's database session before the page is built.
+    Every console page depends on it (``ConsoleRoute``); without a staff session it reads nothing."""
+    console = optional_session(request)
+    if console is None or console.user.role not in STAFF:
+        return
+    request.state.unread_notifications = await notifications.unread_count(db, user=console.user)
+
+
+def unread_badge(request: Request) -> str | None:
+    """The badge's words (``3``, ``1000+``); None when nothing is unread or nothing was counted."""
+    count: int = getattr(request.state, "unread_notifications", 0)
+    if count >= notifications.UNREAD_COUNTED:
+        return f"{notifications.UNREAD_COUNTED}+"
+    return str(count) if count else None
 
 
 # --- language --------------------------------------------------------------------------------------------
@@ -201,6 +224,7 @@ def render(
                 "user": session.user if session else None,
                 "csrf": session.csrf if session else "",
                 "nav": [item for item in NAV if role in item.roles],
+                "unread": unread_badge(request),
                 "here": request.url.path,
                 "here_full": full_path(request),
                 **(context or {}),
@@ -284,10 +308,26 @@ def refused_fields(exc: GiantflowError, field: str) -> dict[str, str]:
 WriteFormDep = Annotated[WriteForm, Depends()]
 
 
+UNREAD_BADGE = Depends(count_unread)
+
+
 class ConsoleRoute(APIRoute):
     """Every console route: a request without a session goes to the sign-in page, a form without its CSRF
     token is refused (403), and what a service refuses (not found, not allowed, not valid, a conflict) is a
-    page saying so in words, with the status the API would give - never a problem document."""
+    page saying so in words, with the status the API would give - never a problem document.
+
+    A page (a GET route that leaves its response class alone: a download, a bare redirect and the
+    notifications page, which counts them itself, name theirs) counts the caller's unread notifications for
+    the navigation first (``count_unread``)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        dependencies = list(kwargs.pop("dependencies", None) or ())
+        page = "GET" in (kwargs.get("methods") or ()) and isinstance(
+            kwargs.get("response_class"), DefaultPlaceholder | None
+        )
+        if page and UNREAD_BADGE not in dependencies:  # (an included router's routes are made again)
+            dependencies.append(UNREAD_BADGE)
+        super().__init__(path, endpoint, dependencies=dependencies, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

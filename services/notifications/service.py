@@ -257,11 +257,16 @@ def _read_by(user: CurrentUser) -> ColumnElement[bool]:
     return exists().where(ReadMark.reader == user.identity, ReadMark.event_id == OutboxEvent.id)
 
 
+async def unread_count(session: AsyncSession, *, user: CurrentUser) -> int:
+    """How many of the caller's notifications are unread, counted up to ``UNREAD_COUNTED`` (one query)."""
+    unread = select(OutboxEvent.id).where(audience(user), ~_read_by(user)).limit(UNREAD_COUNTED)
+    return await session.scalar(select(func.count()).select_from(unread.subquery())) or 0
+
+
 async def feed(
     session: AsyncSession, *, user: CurrentUser, unread_only: bool, cursor: str | None, limit: int
 ) -> NotificationPage:
-    unread = select(OutboxEvent.id).where(audience(user), ~_read_by(user)).limit(UNREAD_COUNTED)
-    unread_count = await session.scalar(select(func.count()).select_from(unread.subquery()))
+    unread = await unread_count(session, user=user)
     stmt = select(OutboxEvent, _read_by(user).label("read")).where(audience(user))
     if unread_only:
         stmt = stmt.where(~_read_by(user))
@@ -270,7 +275,7 @@ async def feed(
     return NotificationPage(
         items=[_notification(event, read) for event, read in page],
         next_cursor=next_cursor,
-        unread_count=unread_count or 0,
+        unread_count=unread,
     )
 
 

@@ -41,6 +41,17 @@ StaffFactory = Callable[..., AbstractAsyncContextManager[Staff]]
 def staff(api: httpx.AsyncClient, settings: Settings) -> StaffFactory:
     """``async with staff("reviewer", "rev-1", level="provincial", region="500000") as s``: a console client
     signed in as that caller (the same claims an API token carries)."""
+    return signed_in_on(api, settings)
+
+
+@pytest.fixture
+def staff_rollback(api_rollback: httpx.AsyncClient, settings: Settings) -> StaffFactory:
+    """``staff`` on the API inside the test's rolled-back transaction (no Temporal): what the test writes
+    with the ``session`` fixture, the pages see."""
+    return signed_in_on(api_rollback, settings)
+
+
+def signed_in_on(api: httpx.AsyncClient, settings: Settings) -> StaffFactory:
     transport = api._transport
 
     @asynccontextmanager

@@ -282,6 +282,15 @@ async def test_finance_two_approvers_then_disbursed(
     page = await second.open("/console/credit")
     await expect(page.locator("svg.chart").first).to_be_visible()
     await second.shot("credit")
+
+    # Finance heard of it all: the payout's events are in the feed, newest first, the paid one on top.
+    page = await second.open("/console/notifications")
+    paid = page.locator("tr", has_text="Payout paid").filter(has_text=enterprise.uscc)
+    await expect(paid).to_have_count(1)
+    await expect(page.get_by_role("link", name="Notifications (")).to_be_visible()
+    await second.shot("notifications")
+    await paid.get_by_role("button", name="Mark read").click()
+    await expect(paid.get_by_role("button", name="Mark read")).to_have_count(0)
     await second.context.close()
 
 
