@@ -1,9 +1,10 @@
 """`giantflow dev` / `make run`: start and supervise every part of the service on this machine.
 
-Order: an SMTP sink (unless ``GIANTFLOW_SMTP_HOST`` names a real server; in this process, messages kept in
-``<data_dir>/mail``), embedded PostgreSQL (data in ``<data_dir>/postgres``), ``alembic upgrade head``, the
-Temporal dev server (``<data_dir>/temporal.db``, WAL), the bank simulator, the worker and the API. Ctrl-C or
-SIGTERM stops every part, in reverse order, each in its own process group, so nothing is left behind.
+Order: embedded PostgreSQL (data in ``<data_dir>/postgres``), ``alembic upgrade head``, the Temporal dev
+server (``<data_dir>/temporal.db``, WAL), the bank simulator, the worker and the API, then an SMTP sink that
+the parts send their e-mail to (in this process; messages kept in ``<data_dir>/mail``), unless
+``GIANTFLOW_SMTP_HOST`` names a real server. Ctrl-C or SIGTERM stops every part, in reverse order, each in its
+own process group, so nothing is left behind.
 """
 
 from __future__ import annotations
@@ -366,6 +367,7 @@ class DevStack:
         self.parts: list[Part] = []
         self._log_files: list[IO[str]] = []
         self.mail_sink: MailSink | None = None
+        self.mail_sink_port: int | None = None  # chosen before the parts start: their GIANTFLOW_SMTP_PORT
 
     def _log(self, name: str) -> IO[str]:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -431,27 +433,28 @@ class DevStack:
         """Whether mail goes to the sink this supervisor runs: no SMTP server is set."""
         return not self.settings.smtp_host
 
-    def start_mail_sink(self) -> None:
-        """The SMTP sink the parts send to, on ``mail_sink_port`` or a free port, keeping every message in
-        ``<data_dir>/mail`` and telling each one here."""
+    def start_mail_sink(self, port: int) -> None:
+        """The SMTP sink the parts send to, keeping every message in ``<data_dir>/mail`` and telling each one
+        here. It starts last, off the path to ready: nothing is mailed before someone acts, and a message
+        sent sooner is sent again after the relay's backoff."""
         from devtools.mailsink import Mailbox, MailSink
 
         folder = self.data_dir / "mail"
-        self.mail_sink = MailSink(
-            Mailbox(folder, out=self.out), port=self.settings.mail_sink_port or free_port()
-        )
-        self.mail_sink.start()
-        self.out(
-            f"  mail-sink    smtp://127.0.0.1:{self.mail_sink.port} (kept in {folder}; `giantflow mail list`)"
-        )
+        self.mail_sink = MailSink(Mailbox(folder, out=self.out), port=port)
+        try:
+            self.mail_sink.start()
+        except Exception as exc:
+            self.mail_sink = None
+            raise StartupError(f"the mail sink cannot listen on 127.0.0.1:{port}: {exc}") from None
+        self.out(f"  mail-sink    smtp://127.0.0.1:{port} (kept in {folder}; `giantflow mail list`)")
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["GIANTFLOW_DATABASE_URL"] = self.settings.effective_database_url
         env["GIANTFLOW_DATA_DIR"] = str(self.data_dir)
         env["PYTHONUNBUFFERED"] = "1"
-        if self.mail_sink is not None:  # the sink speaks plain SMTP, without a login
-            env |= {"GIANTFLOW_SMTP_HOST": "127.0.0.1", "GIANTFLOW_SMTP_PORT": str(self.mail_sink.port)}
+        if self.mail_sink_port is not None:  # the sink speaks plain SMTP, without a login
+            env |= {"GIANTFLOW_SMTP_HOST": "127.0.0.1", "GIANTFLOW_SMTP_PORT": str(self.mail_sink_port)}
             env["GIANTFLOW_SMTP_STARTTLS"] = "false"
             for name in ("GIANTFLOW_SMTP_USERNAME", "GIANTFLOW_SMTP_PASSWORD"):
                 env.pop(name, None)
@@ -488,7 +491,7 @@ class DevStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.preflight()
         if self.runs_mail_sink:
-            self.start_mail_sink()
+            self.mail_sink_port = s.mail_sink_port or free_port()
         env = self.child_env()
         if s.uses_embedded_database:
             self.postgres = EmbeddedPostgres(
@@ -540,6 +543,8 @@ class DevStack:
             part.start(env, self._log(part.name))
             wait_until(part.ready, timeout=part.ready_timeout, what=part.name, alive=_alive_check(part))
             self.out(f"  {part.name:<12} {part.listens}")
+        if self.mail_sink_port is not None:
+            self.start_mail_sink(self.mail_sink_port)
         self.out(f"  console      {api}/console/ (sign in as any role and scope: development only)")
         self.out(f"  logs         {self.logs}")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import tomllib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
@@ -69,23 +69,32 @@ async def smtp() -> AsyncIterator[Smtp]:
     await server.wait_closed()
 
 
-def mailing(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, port: int, **more: Any
-) -> Relay:
-    """A relay whose mail goes to the SMTP server on ``port``."""
-    return Relay(
-        sessionmaker,
-        settings.model_copy(
-            update={
-                "smtp_host": "127.0.0.1",
-                "smtp_port": port,
-                "smtp_starttls": False,
-                "smtp_timeout_seconds": 2.0,
-                "webhook_timeout_seconds": 2.0,
-                **more,
-            }
-        ),
-    )
+Mailing = Callable[..., Relay]
+
+
+@pytest.fixture
+async def mailing(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+) -> AsyncIterator[Mailing]:
+    """Relays whose mail goes to the SMTP server on a port (``mailing(port, **more settings)``), closed when
+    the test ends."""
+    made: list[Relay] = []
+
+    def make(port: int, **more: Any) -> Relay:
+        update = {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "smtp_starttls": False,
+            "smtp_timeout_seconds": 2.0,
+            "webhook_timeout_seconds": 2.0,
+            **more,
+        }
+        made.append(Relay(sessionmaker, settings.model_copy(update=update)))
+        return made[-1]
+
+    yield make
+    for relay in made:
+        await relay.close()
 
 
 async def enterprise_with(sessionmaker: async_sessionmaker[AsyncSession], contact: str | None) -> str:
@@ -123,12 +132,12 @@ async def make_due(sessionmaker: async_sessionmaker[AsyncSession], event_id: uui
 
 
 async def test_a_payout_event_reaches_the_enterprise_and_finance_in_chinese_and_english(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, smtp: Smtp
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, smtp: Smtp, mailing: Mailing
 ) -> None:
     contact = "Finance.Dept@example.cn"
     uscc = await enterprise_with(sessionmaker, contact)
     [event_id] = await emit_all(sessionmaker, [(approved(uscc), Audience(uscc=uscc, finance=True))])
-    await mailing(sessionmaker, settings, smtp.port).run_once()
+    await mailing(smtp.port).run_once()
 
     got = smtp.to(event_id)
     assert set(got) == {contact, *DEMO.notifications.finance}
@@ -156,7 +165,7 @@ async def test_a_payout_event_reaches_the_enterprise_and_finance_in_chinese_and_
 
 
 async def test_groups_and_reviewers_get_their_programs_events_and_an_enterprise_without_an_address_none(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, smtp: Smtp
+    sessionmaker: async_sessionmaker[AsyncSession], smtp: Smtp, mailing: Mailing
 ) -> None:
     uscc = await enterprise_with(sessionmaker, None)
     escalated = ReviewTaskEscalated(
@@ -178,7 +187,7 @@ async def test_groups_and_reviewers_get_their_programs_events_and_an_enterprise_
             (submitted(uscc), Audience(uscc=uscc)),
         ],
     )
-    await mailing(sessionmaker, settings, smtp.port).run_once()
+    await mailing(smtp.port).run_once()
 
     expected = {
         *((address, "reviewers") for address in DEMO.notifications.reviewers["municipal"]),
@@ -194,11 +203,11 @@ async def test_groups_and_reviewers_get_their_programs_events_and_an_enterprise_
 
 
 async def test_a_refusing_server_leaves_the_message_pending_with_a_retry_then_it_is_sent_once(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, smtp: Smtp
+    sessionmaker: async_sessionmaker[AsyncSession], smtp: Smtp, mailing: Mailing
 ) -> None:
     uscc = await enterprise_with(sessionmaker, "contact@example.cn")
     [event_id] = await emit_all(sessionmaker, [(submitted(uscc), Audience(uscc=uscc))])
-    relay = mailing(sessionmaker, settings, smtp.port)
+    relay = mailing(smtp.port)
     smtp.mailbox.refuse_data = "451 4.3.0 Try again later"
     await relay.run_once()
 
@@ -221,14 +230,14 @@ async def test_a_refusing_server_leaves_the_message_pending_with_a_retry_then_it
 
 
 async def test_a_server_that_is_down_means_a_retry_and_past_the_window_a_dead_letter(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession], mailing: Mailing
 ) -> None:
     uscc = await enterprise_with(sessionmaker, "contact@example.cn")
     first, second = await emit_all(
         sessionmaker, [(submitted(uscc), Audience(uscc=uscc)), (submitted(uscc), Audience(uscc=uscc))]
     )
     nobody = free_port()  # nothing listens there
-    await mailing(sessionmaker, settings, nobody).run_once()
+    await mailing(nobody).run_once()
     [row] = await messages(sessionmaker, first)
     assert (row.status, row.attempts) == ("pending", 1)
     assert row.last_error is not None
@@ -239,7 +248,7 @@ async def test_a_server_that_is_down_means_a_retry_and_past_the_window_a_dead_le
 
     for event_id in (first, second):
         await make_due(sessionmaker, event_id)
-    await mailing(sessionmaker, settings, nobody, webhook_retry_for=timedelta(0)).run_once()
+    await mailing(nobody, webhook_retry_for=timedelta(0)).run_once()
     for event_id in (first, second):
         [row] = await messages(sessionmaker, event_id)
         assert (row.status, row.attempts) == ("dead", 2)
@@ -247,12 +256,12 @@ async def test_a_server_that_is_down_means_a_retry_and_past_the_window_a_dead_le
 
 
 async def test_a_recipient_the_server_refuses_for_good_is_dead_at_once(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, smtp: Smtp
+    sessionmaker: async_sessionmaker[AsyncSession], smtp: Smtp, mailing: Mailing
 ) -> None:
     uscc = await enterprise_with(sessionmaker, "gone@example.cn")
     [event_id] = await emit_all(sessionmaker, [(submitted(uscc), Audience(uscc=uscc))])
     smtp.mailbox.refuse_rcpt = "550 5.1.1 No such mailbox"
-    await mailing(sessionmaker, settings, smtp.port).run_once()
+    await mailing(smtp.port).run_once()
     [row] = await messages(sessionmaker, event_id)
     assert (row.status, row.attempts, row.last_error) == ("dead", 1, "550 5.1.1 No such mailbox")
 
@@ -292,7 +301,7 @@ def test_every_event_type_composes_in_both_languages() -> None:
         assert "%(" not in body
 
 
-async def test_the_contact_address_is_checked_and_kept_with_its_domain_in_lower_case() -> None:
+def test_the_contact_address_is_checked_and_kept_with_its_domain_in_lower_case() -> None:
     base = {
         "uscc": random_uscc("500103"),
         "name": "示例",
@@ -328,13 +337,13 @@ def test_a_programs_mailboxes_are_checked() -> None:
             Program.model_validate({**data, "notifications": wrong})
 
 
-def test_the_mailer_uses_the_relays_backoff(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+async def test_the_relays_mailer_uses_its_backoff_and_is_off_without_an_smtp_host(
+    relay: Relay, mailing: Mailing
 ) -> None:
-    relay = Relay(sessionmaker, settings)
     assert isinstance(relay.mail, Mailer)
     assert relay.mail.backoff is backoff
     assert not relay.mail.enabled
+    assert mailing(free_port()).mail.enabled
 
 
 async def test_giantflow_mail_lists_and_shows_what_was_sent(
@@ -342,10 +351,11 @@ async def test_giantflow_mail_lists_and_shows_what_was_sent(
     settings: Settings,
     smtp: Smtp,
     monkeypatch: pytest.MonkeyPatch,
+    mailing: Mailing,
 ) -> None:
     uscc = await enterprise_with(sessionmaker, "cli@example.cn")
     [event_id] = await emit_all(sessionmaker, [(submitted(uscc), Audience(uscc=uscc))])
-    await mailing(sessionmaker, settings, smtp.port).run_once()
+    await mailing(smtp.port).run_once()
     [row] = await messages(sessionmaker, event_id)
 
     from services.cli import app
