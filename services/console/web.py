@@ -5,7 +5,6 @@ into a page in words."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -17,10 +16,7 @@ from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 from babel import Locale
-from babel.messages.catalog import Catalog
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.support import Translations
+from babel.support import NullTranslations
 from fastapi import Depends, Request, Response
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +35,7 @@ from services.console.session import (
 )
 from services.deps import SessionDep
 from services.errors import Conflict, FieldError, GiantflowError, Unprocessable, validation_errors
+from services.i18n import catalogue
 from services.notifications import service as notifications
 from services.ratelimit import WriteLimiter
 
@@ -104,20 +101,11 @@ def unread_badge(request: Request) -> str | None:
 
 
 @cache
-def translations(locale: str) -> Translations:
+def translations(locale: str) -> NullTranslations:
     """The gettext catalogue of a locale, compiled in memory from the ``.po`` files of its folder (one per
     area of the console; no build step)."""
-    folder = HERE / "locale" / locale.replace("-", "_") / "LC_MESSAGES"
-    merged = Catalog(locale=locale.replace("-", "_"))
-    for po in sorted(folder.glob("*.po")):
-        with po.open("rb") as source:
-            for message in read_po(source, locale=locale.replace("-", "_")):
-                if message.id and message.string and not message.fuzzy:
-                    merged.add(message.id, message.string)
-    compiled = io.BytesIO()
-    write_mo(compiled, merged)
-    compiled.seek(0)
-    return Translations(fp=compiled)
+    language = locale.replace("-", "_")
+    return catalogue(HERE / "locale" / language / "LC_MESSAGES", language)
 
 
 def negotiate(request: Request) -> str:

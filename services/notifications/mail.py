@@ -31,7 +31,6 @@ ordered among themselves. With no ``smtp_host`` mail is off: no rows are made an
 from __future__ import annotations
 
 import asyncio
-import io
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,10 +46,7 @@ from zoneinfo import ZoneInfo
 
 import aiosmtplib
 import structlog
-from babel.messages.catalog import Catalog
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.support import NullTranslations, Translations
+from babel.support import NullTranslations
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import ValidationError
 from sqlalchemy import String, bindparam, cast, func, select, text, update
@@ -59,6 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.config import Settings
 from services.events import EVENT_MODELS, OutboxEvent
+from services.i18n import catalogue
 from services.notifications.models import MailMessage
 from services.programs import Program, ProgramFileError, load_programs
 
@@ -261,19 +258,7 @@ VOCABULARY = frozenset({"tier", "status", "stage", "decision", "kind"})
 def translations(language: str) -> NullTranslations:
     """The gettext catalogue of a language, compiled in memory from the ``.po`` files of its folder; English
     is the messages themselves."""
-    folder = HERE / "locale" / language / "LC_MESSAGES"
-    if not folder.is_dir():
-        return NullTranslations()
-    merged = Catalog(locale=language)
-    for po in sorted(folder.glob("*.po")):
-        with po.open("rb") as source:
-            for message in read_po(source, locale=language):
-                if message.id and message.string and not message.fuzzy:
-                    merged.add(message.id, message.string)
-    compiled = io.BytesIO()
-    write_mo(compiled, merged)
-    compiled.seek(0)
-    return Translations(fp=compiled)
+    return catalogue(HERE / "locale" / language / "LC_MESSAGES", language)
 
 
 @cache
