@@ -65,15 +65,15 @@ def disbursement_workflow_id(kind: PayoutKind, payout_id: object) -> str:
 
 
 class ReviewDurations(_Model):
-    """Seconds, resolved from the program's ISO 8601 durations when the workflow starts."""
+    """Seconds, resolved from the program's ISO 8601 durations when the workflow starts. The reminders say
+    how long before a supplement is due, and before a recognition expires, the enterprise is reminded (the
+    program's ``supplement_reminder`` and ``expiry_reminder``); None, no reminder: the input of a workflow
+    started before reminders existed."""
 
     stage_sla: float
     supplement_deadline: float
-    notice_period: float
-    # How long before a supplement is due, and before a recognition expires, the enterprise is reminded
-    # (the program's ``supplement_reminder`` and ``expiry_reminder``). None: no reminder - the input of a
-    # workflow started before reminders existed.
     supplement_reminder: float | None = None
+    notice_period: float
     expiry_reminder: float | None = None
 
 

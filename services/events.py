@@ -86,6 +86,9 @@ class Event(BaseModel):
 
 
 class ApplicationEvent(Event):
+    """An application's step, heard by its enterprise (and where a review task opens, by that stage's
+    reviewers)."""
+
     aggregate_type: ClassVar[AggregateType] = "application"
 
     application_id: uuid.UUID
@@ -94,17 +97,25 @@ class ApplicationEvent(Event):
 
 
 class ApplicationSubmitted(ApplicationEvent):
+    """Filed by the enterprise; screening follows at once."""
+
     type: ClassVar[EventType] = "application.submitted"
     batch: str
 
 
 class ApplicationScreened(ApplicationEvent):
+    """Screened against the ruleset of its batch: into the first stage's queue when it passed
+    (whose reviewers hear of it), ineligible when it did not."""
+
     type: ClassVar[EventType] = "application.screened"
     passed: bool
     failed_rules: list[str] = Field(description="the rules the figures did not meet")
 
 
 class ApplicationReturned(ApplicationEvent):
+    """A reviewer asked for more information; the enterprise supplements it before
+    ``supplement_due_at``, or the application is withdrawn then."""
+
     type: ClassVar[EventType] = "application.returned"
     stage: str
     reason: str
@@ -114,11 +125,15 @@ class ApplicationReturned(ApplicationEvent):
 
 
 class SupplementDueSoon(ApplicationEvent):
+    """A reminder: the supplement is due soon (the program's ``durations.supplement_reminder`` before)."""
+
     type: ClassVar[EventType] = "application.supplement_due_soon"
     supplement_due_at: datetime
 
 
 class ApplicationDecided(ApplicationEvent):
+    """A stage's reviewer decided (approve, return or reject), with the reason the enterprise reads."""
+
     type: ClassVar[EventType] = "application.decided"
     stage: str
     decision: Literal["approve", "return", "reject"]
@@ -126,6 +141,8 @@ class ApplicationDecided(ApplicationEvent):
 
 
 class ApplicationOnNotice(ApplicationEvent):
+    """Approved at the last stage and on public notice until ``notice_ends_at``; anyone may object."""
+
     type: ClassVar[EventType] = "application.on_notice"
     notice_ends_at: datetime | None
 
@@ -146,11 +163,16 @@ class ApplicationWithdrawn(ApplicationEvent):
 
 
 class ObjectionFiled(ApplicationEvent):
+    """An objection to an application on public notice; the recognition waits until it is resolved."""
+
     type: ClassVar[EventType] = "objection.filed"
     objection_id: uuid.UUID
 
 
 class ApplicationRecognized(ApplicationEvent):
+    """The notice period passed: recognised, with its certificate number, valid until ``valid_until``;
+    the tier's benefits follow."""
+
     type: ClassVar[EventType] = "application.recognized"
     recognition_id: uuid.UUID
     certificate_no: str | None
@@ -158,6 +180,8 @@ class ApplicationRecognized(ApplicationEvent):
 
 
 class RecognitionEvent(Event):
+    """A recognition's step, heard by its enterprise."""
+
     aggregate_type: ClassVar[AggregateType] = "recognition"
 
     recognition_id: uuid.UUID
@@ -166,15 +190,22 @@ class RecognitionEvent(Event):
 
 
 class RecognitionExpiring(RecognitionEvent):
+    """A reminder: the recognition's validity ends soon (the program's ``durations.expiry_reminder``
+    before); its re-review follows the expiry."""
+
     type: ClassVar[EventType] = "recognition.expiring"
 
 
 class RecognitionRevoked(RecognitionEvent):
+    """Revoked by an admin, with the reason; the benefits it opened are frozen."""
+
     type: ClassVar[EventType] = "recognition.revoked"
     reason: str
 
 
 class ReviewTaskOverdue(ApplicationEvent):
+    """A stage's SLA passed with the task undecided: its reviewers and the backup group hear."""
+
     type: ClassVar[EventType] = "review_task.overdue"
     stage: str
     due_at: datetime
@@ -182,12 +213,16 @@ class ReviewTaskOverdue(ApplicationEvent):
 
 
 class ReviewTaskEscalated(ApplicationEvent):
+    """The overdue task is now in the program's backup group's queue, and any member may decide it."""
+
     type: ClassVar[EventType] = "review_task.escalated"
     stage: str
     escalation_group: str
 
 
 class PayoutEvent(Event):
+    """A payout's step (a drawdown, a bridge loan, a listing reward), heard by its enterprise and finance."""
+
     aggregate_type: ClassVar[AggregateType] = "payout"
 
     payout_id: uuid.UUID
@@ -197,35 +232,57 @@ class PayoutEvent(Event):
 
 
 class PayoutAwaitingApproval(PayoutEvent):
+    """Requested, or approved once with more approvals needed: ``approvals_needed`` more finance
+    officers, none of them the requester, must decide before the approval deadline."""
+
     type: ClassVar[EventType] = "payout.awaiting_approval"
     approvals_needed: int
 
 
 class PayoutApproved(PayoutEvent):
+    """Approved by as many finance officers as it needs; the payment to the bank follows."""
+
     type: ClassVar[EventType] = "payout.approved"
 
 
 class PayoutRejected(PayoutEvent):
+    """Rejected by finance (``status`` rejected), expired at the approval deadline (expired), or
+    rejected when its benefit was frozen; what it held is released."""
+
     type: ClassVar[EventType] = "payout.rejected"
     reason: str
 
 
-class DisbursementPaid(PayoutEvent):
+class DisbursementEvent(PayoutEvent):
+    """The bank's answer to a payment: the bank's reference when it paid, its reason when it refused."""
+
+    bank_reference: str | None = Field(default=None, description="the bank's reference of the payment made")
+    reason: str | None = Field(default=None, description="why the bank refused the payment")
+
+
+class DisbursementPaid(DisbursementEvent):
+    """The bank paid it, once, under the payout's idempotency key; the ledger entry is posted."""
+
     type: ClassVar[EventType] = "disbursement.paid"
-    bank_reference: str | None
 
 
-class DisbursementRefused(PayoutEvent):
+class DisbursementRefused(DisbursementEvent):
+    """The bank definitely refused the payment (a closed account, say); what it held is released."""
+
     type: ClassVar[EventType] = "disbursement.refused"
-    reason: str
 
 
 class BridgeLoanDueSoon(PayoutEvent):
+    """A reminder: the bridge loan falls due on ``due_on`` (the program's
+    ``bridge_pool.reminder_working_days`` working days before)."""
+
     type: ClassVar[EventType] = "bridge_loan.due_soon"
     due_on: date
 
 
 class BridgeLoanOverdue(PayoutEvent):
+    """The bridge loan's term passed without its repayment."""
+
     type: ClassVar[EventType] = "bridge_loan.overdue"
     due_on: date
 

@@ -36,13 +36,19 @@ from services.events import (
 )
 
 
+def _columns(row: Application | Recognition, *names: str) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in ("uscc", "program", "tier", *names)}
+
+
 def _about(application: Application) -> dict[str, Any]:
+    return {"application_id": application.id, **_columns(application, "status")}
+
+
+def _recognition(recognition: Recognition) -> dict[str, Any]:
     return {
-        "application_id": application.id,
-        "uscc": application.uscc,
-        "program": application.program,
-        "tier": application.tier,
-        "status": application.status,
+        "recognition_id": recognition.id,
+        "valid_until": recognition.valid_until.date(),
+        **_columns(recognition),
     }
 
 
@@ -175,13 +181,7 @@ async def recognition_expiring(session: AsyncSession, recognition: Recognition) 
     every event)."""
     await emit(
         session,
-        RecognitionExpiring(
-            recognition_id=recognition.id,
-            uscc=recognition.uscc,
-            program=recognition.program,
-            tier=recognition.tier,
-            valid_until=recognition.valid_until.date(),
-        ),
+        RecognitionExpiring(**_recognition(recognition)),
         Audience(uscc=recognition.uscc),
     )
 
@@ -189,13 +189,6 @@ async def recognition_expiring(session: AsyncSession, recognition: Recognition) 
 async def revoked(session: AsyncSession, recognition: Recognition, reason: str) -> None:
     await emit(
         session,
-        RecognitionRevoked(
-            recognition_id=recognition.id,
-            uscc=recognition.uscc,
-            program=recognition.program,
-            tier=recognition.tier,
-            valid_until=recognition.valid_until.date(),
-            reason=reason,
-        ),
+        RecognitionRevoked(**_recognition(recognition), reason=reason),
         Audience(uscc=recognition.uscc),
     )

@@ -38,6 +38,15 @@ from services.errors import Conflict
 from services.programs import Program
 
 SYSTEM_ACTOR = Actor(sub="system", role="system")
+# What an audit row is written for: a workflow event with its application and event key.
+Audited = (
+    TransitionInput
+    | EscalationInput
+    | ObjectionUpdate
+    | RecognitionChange
+    | SupplementReminder
+    | ExpiryReminder
+)
 
 
 def _screen(application: Application) -> ScreeningResult:
@@ -94,25 +103,29 @@ async def screen_and_enter(session: AsyncSession, *, data: ScreenAndEnterInput) 
 
 async def _note(
     session: AsyncSession,
-    data: ObjectionUpdate | RecognitionChange,
+    data: Audited,
     *,
+    actor: Actor,
     action: str,
     status: str,
+    reason: str | None,
+    stage: str | None = None,
 ) -> None:
     """An audit row for an event that leaves the application's status as it is (an objection filed or
-    resolved, a recognition that expired or was revoked)."""
+    resolved, a recognition that expired or was revoked, an escalation, a reminder)."""
     session.add(
         _audit(
-            data,
-            actor=data.actor,
-            action=action,
-            from_status=status,
-            to_status=status,
-            stage=None,
-            reason=data.reason,
+            data, actor=actor, action=action, from_status=status, to_status=status, stage=stage, reason=reason
         )
     )
     await session.flush()
+
+
+async def _system_note(
+    session: AsyncSession, data: Audited, action: str, *, status: str, reason: str, stage: str | None = None
+) -> None:
+    """``_note`` of what the service itself did (an escalation, a reminder)."""
+    await _note(session, data, actor=SYSTEM_ACTOR, action=action, status=status, reason=reason, stage=stage)
 
 
 # The columns of an audit row a state change states as they are (``TransitionInput``'s fields of those names).
@@ -120,12 +133,7 @@ STATED = {"action", "from_status", "to_status", "stage", "reason", "internal_not
 
 
 def _audit(
-    data: TransitionInput
-    | EscalationInput
-    | ObjectionUpdate
-    | RecognitionChange
-    | SupplementReminder
-    | ExpiryReminder,
+    data: Audited,
     *,
     actor: Actor,
     changes: list[dict[str, Any]] | None = None,
@@ -276,18 +284,8 @@ async def escalate(session: AsyncSession, *, data: EscalationInput) -> None:
         raise LookupError(f"application {application_id} does not exist")
     await repo.escalate_open_task(session, application_id, escalated_to=data.escalated_to)
     await announce.escalated(session, application, data)
-    session.add(
-        _audit(
-            data,
-            actor=SYSTEM_ACTOR,
-            action="sla_escalated",
-            from_status="in_review",
-            to_status="in_review",
-            stage=data.stage,
-            reason=f"stage SLA passed; escalated to {data.escalated_to}",
-        )
-    )
-    await session.flush()
+    reason = f"stage SLA passed; escalated to {data.escalated_to}"
+    await _system_note(session, data, "sla_escalated", status="in_review", stage=data.stage, reason=reason)
 
 
 async def record_objection(session: AsyncSession, *, data: ObjectionUpdate) -> None:
@@ -320,7 +318,7 @@ async def record_objection(session: AsyncSession, *, data: ObjectionUpdate) -> N
         objection.resolution_reason = data.reason
         objection.resolved_at = data.at
         action = f"objection_{data.resolution}"
-    await _note(session, data, action=action, status="public_notice")
+    await _note(session, data, actor=data.actor, action=action, status="public_notice", reason=data.reason)
 
 
 async def recognize(
@@ -388,7 +386,14 @@ async def change_recognition(session: AsyncSession, *, data: RecognitionChange) 
             recognition.revoked_by = data.actor.sub
             recognition.revoked_at = data.at
             await announce.revoked(session, recognition, data.reason or "")
-    await _note(session, data, action=f"recognition_{data.status}", status="recognized")
+    await _note(
+        session,
+        data,
+        actor=data.actor,
+        action=f"recognition_{data.status}",
+        status="recognized",
+        reason=data.reason,
+    )
 
 
 async def remind_supplement(session: AsyncSession, *, data: SupplementReminder) -> None:
@@ -403,18 +408,10 @@ async def remind_supplement(session: AsyncSession, *, data: SupplementReminder) 
     if application.status != "returned":
         return
     due = data.supplement_due_at.astimezone(UTC).isoformat(timespec="minutes")
-    session.add(
-        _audit(
-            data,
-            actor=SYSTEM_ACTOR,
-            action="supplement_due_soon",
-            from_status="returned",
-            to_status="returned",
-            stage=application.stage,
-            reason=f"the supplement is due at {due}; the enterprise was reminded",
-        )
+    reason = f"the supplement is due at {due}; the enterprise was reminded"
+    await _system_note(
+        session, data, "supplement_due_soon", status="returned", stage=application.stage, reason=reason
     )
-    await session.flush()
     await announce.supplement_due_soon(session, application, data.supplement_due_at)
 
 
@@ -430,18 +427,8 @@ async def remind_expiry(session: AsyncSession, *, data: ExpiryReminder) -> None:
     if recognition.status != "active":
         return
     until = recognition.valid_until.astimezone(UTC).date().isoformat()
-    session.add(
-        _audit(
-            data,
-            actor=SYSTEM_ACTOR,
-            action="recognition_expiring",
-            from_status="recognized",
-            to_status="recognized",
-            stage=None,
-            reason=f"the recognition is valid until {until}; the enterprise was reminded",
-        )
-    )
-    await session.flush()
+    reason = f"the recognition is valid until {until}; the enterprise was reminded"
+    await _system_note(session, data, "recognition_expiring", status="recognized", reason=reason)
     await announce.recognition_expiring(session, recognition)
 
 

@@ -507,19 +507,7 @@ class Mailer:
     async def claim(self, limit: int) -> list[Outgoing]:
         async with self.sessionmaker() as session, session.begin():
             leased = (await session.execute(CLAIM, {"limit": limit, "lease": self.lease})).all()
-        return [
-            Outgoing(
-                id=row.id,
-                event_id=row.event_id,
-                event_type=row.event_type,
-                recipient=row.recipient,
-                subject=row.subject,
-                body=row.body,
-                attempts=row.attempts,
-                created_at=row.created_at,
-            )
-            for row in leased
-        ]
+        return [Outgoing(**row._mapping) for row in leased]  # CLAIM returns exactly its fields
 
     async def send_due(self) -> int:
         """Send the messages that are due, a batch at a time, until none is left or a whole batch failed;

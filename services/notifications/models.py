@@ -51,7 +51,29 @@ class WebhookEndpoint(Base):
     __table_args__ = (Index("ix_webhook_endpoints_live", "id", postgresql_where="deleted_at IS NULL"),)
 
 
-class WebhookDelivery(Base):
+class Retried:
+    """What the relay keeps of a message it sends until it arrives (a webhook delivery, an e-mail): pending,
+    then delivered (or sent), or dead once its retries ran out; attempts so far, when the next is due, the
+    lease a relay holds while it tries, the last error."""
+
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    leased_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    dead_at: Mapped[datetime | None]
+
+    @staticmethod
+    def constraints(table: str, statuses: tuple[str, ...]) -> tuple[CheckConstraint, Index]:
+        """A table's known statuses, and the relay's work: its pending rows by when they are due."""
+        known = CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in statuses) + ")", name="status_known"
+        )
+        return known, Index(f"ix_{table}_due", "next_attempt_at", postgresql_where="status = 'pending'")
+
+
+class WebhookDelivery(Retried, Base):
     """One event for one endpoint, delivered at least once. Deliveries of one endpoint and aggregate go out in
     ``event_seq`` order: a delivery is tried only when none before it is still pending."""
 
@@ -62,23 +84,12 @@ class WebhookDelivery(Base):
     event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("outbox_events.id"))
     event_seq: Mapped[int] = mapped_column(BigInteger)
     aggregate_id: Mapped[uuid.UUID]
-    status: Mapped[str] = mapped_column(String(12), default="pending")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    leased_until: Mapped[datetime | None]
     last_status_code: Mapped[int | None] = mapped_column(SmallInteger)
-    last_error: Mapped[str | None] = mapped_column(String(300))
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     delivered_at: Mapped[datetime | None]
-    dead_at: Mapped[datetime | None]
 
     __table_args__ = (
-        CheckConstraint(
-            "status IN (" + ", ".join(f"'{s}'" for s in DELIVERY_STATUSES) + ")", name="status_known"
-        ),
+        *Retried.constraints("webhook_deliveries", DELIVERY_STATUSES),
         Index("uq_webhook_deliveries_event_endpoint", "event_id", "endpoint_id", unique=True),
-        # The relay's work: pending deliveries by when they are due ...
-        Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where="status = 'pending'"),
         # ... and whether an earlier one of the same endpoint and aggregate is still pending.
         Index(
             "ix_webhook_deliveries_order",
@@ -118,7 +129,7 @@ class NotificationRead(Base):
     read_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
-class MailMessage(Base):
+class MailMessage(Retried, Base):
     """One event e-mailed to one address (services/notifications/mail.py), rendered when the relay fans the
     event out - subject and text as sent, in Chinese and English - and sent at least once through SMTP with
     the webhooks' retries; ``sent`` once the server accepted it, ``dead`` when it refused the recipient for
@@ -134,22 +145,11 @@ class MailMessage(Base):
     recipient_kind: Mapped[str] = mapped_column(String(20))
     subject: Mapped[str] = mapped_column(String(400))
     body: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(12), default="pending")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    leased_until: Mapped[datetime | None]
-    last_error: Mapped[str | None] = mapped_column(String(300))
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     sent_at: Mapped[datetime | None]
-    dead_at: Mapped[datetime | None]
 
     __table_args__ = (
-        CheckConstraint(
-            "status IN (" + ", ".join(f"'{s}'" for s in MAIL_STATUSES) + ")", name="status_known"
-        ),
+        *Retried.constraints("mail_messages", MAIL_STATUSES),
         Index("uq_mail_messages_event_recipient", "event_id", "recipient", unique=True),
-        # The sender's work: pending messages by when they are due.
-        Index("ix_mail_messages_due", "next_attempt_at", postgresql_where="status = 'pending'"),
         # `giantflow mail list`: newest first.
         Index("ix_mail_messages_created", "created_at", "id"),
     )
