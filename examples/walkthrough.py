@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             "region_code": args.region,
             "industry": "machinery",
             "founded_on": "2012-03-01",
+            "contact_email": f"finance-{uscc[8:12].lower()}@walkthrough.example",
         },
     )
     say(f"registered enterprise {enterprise['uscc']} ({enterprise['name']}, region {args.region})")
