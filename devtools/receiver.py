@@ -59,7 +59,8 @@ class Receiver:
         await send(
             {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]}
         )
-        await send({"type": "http.response.body", "body": b"ok" if status == 204 else b"no"})
+        # A 204 carries no body (uvicorn refuses one and drops the connection).
+        await send({"type": "http.response.body", "body": b"" if status == 204 else b"no"})
 
     def take(self, raw: bytes, headers: dict[str, str]) -> int:
         if self.secrets and not any(self._verifies(secret, raw, headers) for secret in self.secrets):
