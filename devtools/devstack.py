@@ -453,6 +453,7 @@ class DevStack:
         env["GIANTFLOW_DATABASE_URL"] = self.settings.effective_database_url
         env["GIANTFLOW_DATA_DIR"] = str(self.data_dir)
         env["PYTHONUNBUFFERED"] = "1"
+        env["GIANTFLOW_WORKER_RELAY"] = "false"  # the stack runs `giantflow relay` as a part of its own
         if self.mail_sink_port is not None:  # the sink speaks plain SMTP, without a login
             env |= {"GIANTFLOW_SMTP_HOST": "127.0.0.1", "GIANTFLOW_SMTP_PORT": str(self.mail_sink_port)}
             env["GIANTFLOW_SMTP_STARTTLS"] = "false"
@@ -532,6 +533,9 @@ class DevStack:
                 ready=lambda: True,
                 listens=f"task queue {s.temporal_task_queue!r}",
             ),
+            # The outbox relay in a process of its own (the worker's is off: GIANTFLOW_WORKER_RELAY), as a
+            # deployment runs it: the webhooks' calls never take the worker's CPU from the workflows.
+            Part("relay", giantflow("relay"), ready=lambda: True, listens="the outbox: webhooks and e-mail"),
             Part(
                 "api",
                 giantflow("api"),

@@ -36,5 +36,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s", force=True)
-    for noisy in ("uvicorn.access",):
+    # A line per request (uvicorn's access log; httpx's, which the relay's webhook calls would write once
+    # each): the service logs its own events instead.
+    for noisy in ("uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

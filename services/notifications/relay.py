@@ -29,14 +29,15 @@ import contextlib
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
 import structlog
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import DateTime, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.config import Settings
@@ -52,6 +53,7 @@ FAN_OUT_LOCK = 0x6F7574626F78  # "outbox": the advisory lock only one relay's fa
 FAN_OUT_BATCH = 1000
 FIRST_RETRY = 5.0  # seconds (GIANTFLOW_WEBHOOK_FIRST_RETRY_SECONDS); doubled each attempt ...
 LONGEST_RETRY = 6 * 3600.0  # ... up to six hours between attempts
+GATHER = 0.05  # seconds a relay waits after a wake-up for more commits to gather into its batch
 PREFIX = 200  # characters of a receiver's answer kept in the attempt log
 
 CLAIM = text(
@@ -105,6 +107,42 @@ class Claim:
     payload: str
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One call of a delivery: the status code (none when the call failed), or the error, a short prefix of
+    the answer, how long it took."""
+
+    claim: Claim
+    status_code: int | None
+    error: str | None
+    answer: str | None
+    latency_ms: int
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+# A batch of attempts' deliveries, one statement run for each (executemany).
+_deliveries = cast(Table, WebhookDelivery.__table__)
+RECORD = (
+    update(_deliveries)
+    .where(_deliveries.c.id == bindparam("delivery_id"), _deliveries.c.status == "pending")
+    .values(
+        attempts=bindparam("attempts"),
+        leased_until=None,
+        last_status_code=bindparam("status_code"),
+        last_error=bindparam("error"),
+        status=bindparam("new_status"),
+        next_attempt_at=func.coalesce(
+            bindparam("next_at", type_=DateTime(timezone=True)), _deliveries.c.next_attempt_at
+        ),
+        delivered_at=bindparam("delivered_at", type_=DateTime(timezone=True)),
+        dead_at=bindparam("dead_at", type_=DateTime(timezone=True)),
+    )
+)
+
+
 class Relay:
     def __init__(
         self,
@@ -120,7 +158,10 @@ class Relay:
         self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(settings.webhook_timeout_seconds),
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=settings.relay_concurrency * 2),
+            limits=httpx.Limits(
+                max_connections=settings.relay_concurrency,
+                max_keepalive_connections=settings.relay_concurrency,
+            ),
         )
         self._owns_http = http is None
         self.mail = Mailer(sessionmaker, settings, backoff=backoff)  # e-mail beside the webhooks (mail.py)
@@ -198,8 +239,8 @@ class Relay:
             claims.append(Claim(row, endpoint.url, secrets_in_force(endpoint, now), str(event.id), payload))
         return claims
 
-    async def attempt(self, claim: Claim) -> bool:
-        """Call the endpoint once and write down what happened; whether it was delivered."""
+    async def attempt(self, claim: Claim) -> Outcome:
+        """Call the endpoint once; what happened (``record`` writes it down)."""
         status_code: int | None = None
         error: str | None = None
         answer: str | None = None
@@ -220,53 +261,50 @@ class Relay:
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
         latency_ms = round((time.perf_counter() - started) * 1000)
-        delivered = status_code is not None and 200 <= status_code < 300
-        await self._record(claim, status_code, error, answer, latency_ms, delivered)
-        return delivered
+        return Outcome(claim, status_code, error, answer, latency_ms)
 
-    async def _record(
-        self,
-        claim: Claim,
-        status_code: int | None,
-        error: str | None,
-        answer: str | None,
-        latency_ms: int,
-        delivered: bool,
-    ) -> None:
-        attempts = claim.delivery.attempts + 1
+    async def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Write down a batch of attempts in one transaction: each attempt's log row, and its delivery
+        delivered, due again after its backoff, or dead once past its retry window - only while it is still
+        pending (a delivery replayed or delivered meanwhile keeps that state)."""
+        if not outcomes:
+            return
         async with self.sessionmaker() as session, session.begin():
             now = await session.scalar(select(func.now()))
             assert now is not None
-            values: dict[str, Any] = {
-                "attempts": attempts,
-                "leased_until": None,
-                "last_status_code": status_code,
-                "last_error": error,
-            }
-            if delivered:
-                values |= {"status": "delivered", "delivered_at": now}
-            else:
-                delay = backoff(attempts, self.settings.webhook_first_retry_seconds)
-                retry_at = now + timedelta(seconds=delay)
-                if retry_at > claim.delivery.created_at + self.settings.webhook_retry_for:
-                    values |= {"status": "dead", "dead_at": now}
-                else:
-                    values["next_attempt_at"] = retry_at
             await session.execute(
-                insert(WebhookAttempt).values(
-                    delivery_id=claim.delivery.id,
-                    status_code=status_code,
-                    latency_ms=latency_ms,
-                    error=error,
-                    response_prefix=answer,
-                )
+                insert(WebhookAttempt),
+                [
+                    {
+                        "delivery_id": o.claim.delivery.id,
+                        "status_code": o.status_code,
+                        "latency_ms": o.latency_ms,
+                        "error": o.error,
+                        "response_prefix": o.answer,
+                    }
+                    for o in outcomes
+                ],
             )
-            # Only while pending: a delivery replayed or delivered meanwhile keeps that state.
-            await session.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id == claim.delivery.id, WebhookDelivery.status == "pending")
-                .values(**values)
-            )
+            await session.execute(RECORD, [self._next_state(o, now) for o in outcomes])
+
+    def _next_state(self, outcome: Outcome, now: datetime) -> dict[str, Any]:
+        attempts = outcome.claim.delivery.attempts + 1
+        state: dict[str, Any] = {
+            "delivery_id": outcome.claim.delivery.id,
+            "attempts": attempts,
+            "status_code": outcome.status_code,
+            "error": outcome.error,
+            "new_status": "pending",
+            "next_at": None,
+            "delivered_at": None,
+            "dead_at": None,
+        }
+        if outcome.delivered:
+            return state | {"new_status": "delivered", "delivered_at": now}
+        retry_at = now + timedelta(seconds=backoff(attempts, self.settings.webhook_first_retry_seconds))
+        if retry_at > outcome.claim.delivery.created_at + self.settings.webhook_retry_for:
+            return state | {"new_status": "dead", "dead_at": now}
+        return state | {"next_at": retry_at}
 
     async def run_once(self) -> int:
         """Fan out what is new, then attempt every delivery that is due, as many at once as the relay's
@@ -278,7 +316,7 @@ class Relay:
         mail = asyncio.create_task(self.mail.send_due())  # beside the calls: a slow SMTP server holds none
         try:
             while claims := await self.claim(self.settings.relay_concurrency):
-                await asyncio.gather(*(self.attempt(claim) for claim in claims))
+                await self.record(await asyncio.gather(*(self.attempt(claim) for claim in claims)))
                 made += len(claims)
                 await self.fan_out()
         except BaseException:
@@ -300,6 +338,8 @@ class Relay:
                     await asyncio.sleep(poll)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(_either(wake, stop), poll)
+                    # Commits come in bursts: one wake-up for the burst makes one batch of it.
+                    await asyncio.sleep(GATHER)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
