@@ -363,14 +363,19 @@ class Stack:
                 raise RuntimeError(f"{proc.name} died; see {proc.log_path}")
 
     def stop(self) -> None:
-        for proc in [*self.apis, *self.workers, *reversed(self.fixed)]:
-            with contextlib.suppress(Exception):
-                proc.stop()
-        if self.postgres is not None:
-            with contextlib.suppress(Exception):
-                self.postgres.stop()
-        if self._pg_log is not None:
-            self._pg_log.close()
+        stop_all([*self.apis, *self.workers, *reversed(self.fixed)], self.postgres, self._pg_log)
+
+
+def stop_all(procs: list[Any], postgres: Any, pg_log: Any) -> None:
+    """Stop a run's processes, in the order given, then its PostgreSQL, whatever each does on the way."""
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.stop()
+    if postgres is not None:
+        with contextlib.suppress(Exception):
+            postgres.stop()
+    if pg_log is not None:
+        pg_log.close()
 
 
 def write_program(folder: Path) -> None:
@@ -1126,14 +1131,7 @@ class OutboxStack:
         self.postgres.process.wait()
 
     def stop(self) -> None:
-        for proc in [*self.relays, *([self.receiver] if self.receiver else [])]:
-            with contextlib.suppress(Exception):
-                proc.stop()
-        if self.postgres is not None:
-            with contextlib.suppress(Exception):
-                self.postgres.stop()
-        if self._pg_log is not None:
-            self._pg_log.close()
+        stop_all([*self.relays, *([self.receiver] if self.receiver else [])], self.postgres, self._pg_log)
 
 
 def outbox_plan(seed: int, events: int, aggregates: int, largest_batch: int) -> list[list[Any]]:

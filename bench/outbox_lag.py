@@ -151,8 +151,9 @@ async def outbox_lag(
         goal=f"<= {GOAL_MS:.0f}",
         met=p99 <= GOAL_MS and delivered == emitted,
         note=f"{delivered} of {emitted} events of the intake delivered to a local receiver by the stack's "
-        f"`giantflow relay` (p50 {p50:.0f} ms, max {lags[-1]:.0f} ms); from the event's `occurred_at` (its transaction's "
-        "start, so conservative) to the receiver's arrival time; p99 until the fan-out "
+        f"`giantflow relay` (p50 {p50:.0f} ms, max {lags[-1]:.0f} ms); from the event's `occurred_at` (when "
+        "its row was written, before the commit: conservative) to the receiver's arrival time; "
+        "p99 until the fan-out "
         f"{_pct(picked, 99):.0f} ms, from the fan-out {_pct(called, 99):.0f} ms",
     )
 
