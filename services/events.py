@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 from sqlalchemy import BigInteger, Identity, Index, String, func, insert
@@ -99,7 +99,6 @@ class ApplicationEvent(Event):
 class ApplicationSubmitted(ApplicationEvent):
     """Filed by the enterprise; screening follows at once."""
 
-    type: ClassVar[EventType] = "application.submitted"
     batch: str
 
 
@@ -107,7 +106,6 @@ class ApplicationScreened(ApplicationEvent):
     """Screened against the ruleset of its batch: into the first stage's queue when it passed
     (whose reviewers hear of it), ineligible when it did not."""
 
-    type: ClassVar[EventType] = "application.screened"
     passed: bool
     failed_rules: list[str] = Field(description="the rules the figures did not meet")
 
@@ -116,7 +114,6 @@ class ApplicationReturned(ApplicationEvent):
     """A reviewer asked for more information; the enterprise supplements it before
     ``supplement_due_at``, or the application is withdrawn then."""
 
-    type: ClassVar[EventType] = "application.returned"
     stage: str
     reason: str
     supplement_due_at: datetime | None = Field(
@@ -127,14 +124,12 @@ class ApplicationReturned(ApplicationEvent):
 class SupplementDueSoon(ApplicationEvent):
     """A reminder: the supplement is due soon (the program's ``durations.supplement_reminder`` before)."""
 
-    type: ClassVar[EventType] = "application.supplement_due_soon"
     supplement_due_at: datetime
 
 
 class ApplicationDecided(ApplicationEvent):
     """A stage's reviewer decided (approve, return or reject), with the reason the enterprise reads."""
 
-    type: ClassVar[EventType] = "application.decided"
     stage: str
     decision: Literal["approve", "return", "reject"]
     reason: str
@@ -143,14 +138,12 @@ class ApplicationDecided(ApplicationEvent):
 class ApplicationOnNotice(ApplicationEvent):
     """Approved at the last stage and on public notice until ``notice_ends_at``; anyone may object."""
 
-    type: ClassVar[EventType] = "application.on_notice"
     notice_ends_at: datetime | None
 
 
 class ApplicationSupplemented(ApplicationEvent):
     """The enterprise answered a return: the application is back in the stage's queue, screened again."""
 
-    type: ClassVar[EventType] = "application.supplemented"
     stage: str
     passed: bool = Field(description="whether the figures, as now declared, pass screening")
 
@@ -158,14 +151,12 @@ class ApplicationSupplemented(ApplicationEvent):
 class ApplicationWithdrawn(ApplicationEvent):
     """Withdrawn by the enterprise, or when its supplement deadline passed without a supplement."""
 
-    type: ClassVar[EventType] = "application.withdrawn"
     reason: str
 
 
 class ObjectionFiled(ApplicationEvent):
     """An objection to an application on public notice; the recognition waits until it is resolved."""
 
-    type: ClassVar[EventType] = "objection.filed"
     objection_id: uuid.UUID
 
 
@@ -173,7 +164,6 @@ class ApplicationRecognized(ApplicationEvent):
     """The notice period passed: recognised, with its certificate number, valid until ``valid_until``;
     the tier's benefits follow."""
 
-    type: ClassVar[EventType] = "application.recognized"
     recognition_id: uuid.UUID
     certificate_no: str | None
     valid_until: date
@@ -193,20 +183,16 @@ class RecognitionExpiring(RecognitionEvent):
     """A reminder: the recognition's validity ends soon (the program's ``durations.expiry_reminder``
     before); its re-review follows the expiry."""
 
-    type: ClassVar[EventType] = "recognition.expiring"
-
 
 class RecognitionRevoked(RecognitionEvent):
     """Revoked by an admin, with the reason; the benefits it opened are frozen."""
 
-    type: ClassVar[EventType] = "recognition.revoked"
     reason: str
 
 
 class ReviewTaskOverdue(ApplicationEvent):
     """A stage's SLA passed with the task undecided: its reviewers and the backup group hear."""
 
-    type: ClassVar[EventType] = "review_task.overdue"
     stage: str
     due_at: datetime
     escalation_group: str | None
@@ -215,7 +201,6 @@ class ReviewTaskOverdue(ApplicationEvent):
 class ReviewTaskEscalated(ApplicationEvent):
     """The overdue task is now in the program's backup group's queue, and any member may decide it."""
 
-    type: ClassVar[EventType] = "review_task.escalated"
     stage: str
     escalation_group: str
 
@@ -235,21 +220,17 @@ class PayoutAwaitingApproval(PayoutEvent):
     """Requested, or approved once with more approvals needed: ``approvals_needed`` more finance
     officers, none of them the requester, must decide before the approval deadline."""
 
-    type: ClassVar[EventType] = "payout.awaiting_approval"
     approvals_needed: int
 
 
 class PayoutApproved(PayoutEvent):
     """Approved by as many finance officers as it needs; the payment to the bank follows."""
 
-    type: ClassVar[EventType] = "payout.approved"
-
 
 class PayoutRejected(PayoutEvent):
     """Rejected by finance (``status`` rejected), expired at the approval deadline (expired), or
     rejected when its benefit was frozen; what it held is released."""
 
-    type: ClassVar[EventType] = "payout.rejected"
     reason: str
 
 
@@ -263,56 +244,50 @@ class DisbursementEvent(PayoutEvent):
 class DisbursementPaid(DisbursementEvent):
     """The bank paid it, once, under the payout's idempotency key; the ledger entry is posted."""
 
-    type: ClassVar[EventType] = "disbursement.paid"
-
 
 class DisbursementRefused(DisbursementEvent):
     """The bank definitely refused the payment (a closed account, say); what it held is released."""
-
-    type: ClassVar[EventType] = "disbursement.refused"
 
 
 class BridgeLoanDueSoon(PayoutEvent):
     """A reminder: the bridge loan falls due on ``due_on`` (the program's
     ``bridge_pool.reminder_working_days`` working days before)."""
 
-    type: ClassVar[EventType] = "bridge_loan.due_soon"
     due_on: date
 
 
 class BridgeLoanOverdue(PayoutEvent):
     """The bridge loan's term passed without its repayment."""
 
-    type: ClassVar[EventType] = "bridge_loan.overdue"
     due_on: date
 
 
+# Every event type and its payload model: the vocabulary of the outbox, and each model's `type`.
 EVENT_MODELS: dict[str, type[Event]] = {
-    model.type: model
-    for model in (
-        ApplicationSubmitted,
-        ApplicationScreened,
-        ApplicationReturned,
-        SupplementDueSoon,
-        ApplicationDecided,
-        ApplicationOnNotice,
-        ApplicationSupplemented,
-        ApplicationWithdrawn,
-        ObjectionFiled,
-        ApplicationRecognized,
-        RecognitionExpiring,
-        RecognitionRevoked,
-        ReviewTaskOverdue,
-        ReviewTaskEscalated,
-        PayoutAwaitingApproval,
-        PayoutApproved,
-        PayoutRejected,
-        DisbursementPaid,
-        DisbursementRefused,
-        BridgeLoanDueSoon,
-        BridgeLoanOverdue,
-    )
+    "application.submitted": ApplicationSubmitted,
+    "application.screened": ApplicationScreened,
+    "application.returned": ApplicationReturned,
+    "application.supplement_due_soon": SupplementDueSoon,
+    "application.decided": ApplicationDecided,
+    "application.on_notice": ApplicationOnNotice,
+    "application.supplemented": ApplicationSupplemented,
+    "application.withdrawn": ApplicationWithdrawn,
+    "objection.filed": ObjectionFiled,
+    "application.recognized": ApplicationRecognized,
+    "recognition.expiring": RecognitionEvent,
+    "recognition.revoked": RecognitionRevoked,
+    "review_task.overdue": ReviewTaskOverdue,
+    "review_task.escalated": ReviewTaskEscalated,
+    "payout.awaiting_approval": PayoutEvent,
+    "payout.approved": PayoutApproved,
+    "payout.rejected": PayoutRejected,
+    "disbursement.paid": DisbursementEvent,
+    "disbursement.refused": DisbursementRefused,
+    "bridge_loan.due_soon": BridgeLoanDueSoon,
+    "bridge_loan.overdue": BridgeLoanOverdue,
 }
+for _type, _model in EVENT_MODELS.items():
+    _model.type = cast(EventType, _type)
 assert set(EVENT_MODELS) == set(get_args(EventType)), "every event type has its payload model"
 
 
