@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, update
+from sqlalchemy import ColumnElement, func, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from devtools.devstack import free_port
@@ -132,3 +132,16 @@ async def emit_all(
     """Commit ``events`` in one transaction, as a domain's change would."""
     async with sessionmaker() as session, session.begin():
         return [await emit(session, event, audience) for event, audience in events]
+
+
+async def make_due(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    model: type[WebhookDelivery] | type[MailMessage],
+    *where: ColumnElement[bool],
+) -> None:
+    """Bring every pending retry of ``model`` (webhook deliveries or e-mails) matching ``where`` forward to
+    now: the backoff's wait, skipped."""
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(model).where(model.status == "pending", *where).values(next_attempt_at=model.created_at)
+        )

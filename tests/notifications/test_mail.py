@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from typer.testing import CliRunner
 
@@ -30,7 +30,7 @@ from services.notifications.mail import Mailer, compose
 from services.notifications.models import MailMessage
 from services.notifications.relay import FAN_OUT_BATCH, Relay, backoff
 from services.programs import Program, load_programs
-from tests.notifications.conftest import approved, emit_all, submitted
+from tests.notifications.conftest import approved, emit_all, make_due, submitted
 
 DEMO = load_programs(PROJECT_ROOT / "programs")["demo"]
 
@@ -122,15 +122,6 @@ async def messages(sessionmaker: async_sessionmaker[AsyncSession], event_id: uui
         return list(rows)
 
 
-async def make_due(sessionmaker: async_sessionmaker[AsyncSession], event_id: uuid.UUID) -> None:
-    async with sessionmaker() as session, session.begin():
-        await session.execute(
-            update(MailMessage)
-            .where(MailMessage.event_id == event_id, MailMessage.status == "pending")
-            .values(next_attempt_at=MailMessage.created_at)
-        )
-
-
 async def test_a_payout_event_reaches_the_enterprise_and_finance_in_chinese_and_english(
     sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, smtp: Smtp, mailing: Mailing
 ) -> None:
@@ -219,7 +210,7 @@ async def test_a_refusing_server_leaves_the_message_pending_with_a_retry_then_it
     smtp.mailbox.refuse_data = None
     await relay.run_once()  # not due yet: the backoff holds
     assert smtp.to(event_id) == {}
-    await make_due(sessionmaker, event_id)
+    await make_due(sessionmaker, MailMessage, MailMessage.event_id == event_id)
     await relay.run_once()
     [row] = await messages(sessionmaker, event_id)
     assert (row.status, row.attempts, row.last_error) == ("sent", 2, None)
@@ -247,7 +238,7 @@ async def test_a_server_that_is_down_means_a_retry_and_past_the_window_a_dead_le
     assert (other.status, other.attempts) == ("pending", 1)
 
     for event_id in (first, second):
-        await make_due(sessionmaker, event_id)
+        await make_due(sessionmaker, MailMessage, MailMessage.event_id == event_id)
     await mailing(nobody, webhook_retry_for=timedelta(0)).run_once()
     for event_id in (first, second):
         [row] = await messages(sessionmaker, event_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook
 
@@ -15,7 +15,16 @@ from services.notifications import service
 from services.notifications.models import WebhookAttempt, WebhookDelivery
 from services.notifications.relay import Relay, backoff
 from services.notifications.schemas import SecretRotation
-from tests.notifications.conftest import ADMIN, Peer, approved, emit_all, enterprise, register, submitted
+from tests.notifications.conftest import (
+    ADMIN,
+    Peer,
+    approved,
+    emit_all,
+    enterprise,
+    make_due,
+    register,
+    submitted,
+)
 
 
 async def deliveries(
@@ -28,16 +37,6 @@ async def deliveries(
             .order_by(WebhookDelivery.event_seq)
         )
         return list(rows)
-
-
-async def make_due(sessionmaker: async_sessionmaker[AsyncSession], endpoint_id: uuid.UUID) -> None:
-    """Bring every pending retry of an endpoint forward to now (the backoff's wait, skipped)."""
-    async with sessionmaker() as session, session.begin():
-        await session.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == "pending")
-            .values(next_attempt_at=WebhookDelivery.created_at)
-        )
 
 
 async def test_an_enterprise_endpoint_receives_its_own_events_signed_in_order(
@@ -105,7 +104,7 @@ async def test_a_failing_receiver_holds_back_later_events_of_the_same_aggregate_
     peer.receiver.fail_ratio = 0.0
     await relay.run_once()  # nothing is due yet: the backoff holds
     assert peer.receiver.received == []
-    await make_due(sessionmaker, endpoint.id)
+    await make_due(sessionmaker, WebhookDelivery, WebhookDelivery.endpoint_id == endpoint.id)
     await relay.run_once()
     order = [item.webhook_id for item in peer.receiver.received]
     assert sorted(order) == sorted(map(str, ids))
