@@ -170,11 +170,16 @@ class Relay:
         if self._owns_http:
             await self.http.aclose()
 
-    async def fan_out(self) -> int:
-        """Make the deliveries of up to ``FAN_OUT_BATCH`` events not fanned out yet; how many events."""
+    async def fan_out(self, *, wait: bool = False) -> int:
+        """Make the deliveries of up to ``FAN_OUT_BATCH`` events not fanned out yet; how many events.
+
+        Another relay fanning out holds the lock: by default this one goes on to deliver (0 events);
+        ``wait=True`` waits for that relay's transaction instead, so that everything emitted before the call
+        has its deliveries when it returns."""
         async with self.sessionmaker() as session, session.begin():
-            locked = await session.scalar(select(func.pg_try_advisory_xact_lock(FAN_OUT_LOCK)))
-            if not locked:
+            if wait:
+                await session.execute(select(func.pg_advisory_xact_lock(FAN_OUT_LOCK)))
+            elif not await session.scalar(select(func.pg_try_advisory_xact_lock(FAN_OUT_LOCK))):
                 return 0
             events = (
                 await session.scalars(

@@ -54,7 +54,7 @@ class Smtp:
 async def _nothing_else_to_mail(relay: Relay) -> None:
     """Events other tests left (the domains' tests emit without a relay) are fanned out with mail off
     first, so that a test's relay mails only what the test emits."""
-    while await relay.fan_out() == FAN_OUT_BATCH:
+    while await relay.fan_out(wait=True) == FAN_OUT_BATCH:
         pass
 
 

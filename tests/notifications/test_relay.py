@@ -209,8 +209,8 @@ async def test_fan_out_follows_types_and_ownership_and_happens_once(
             (approved("91500000MA5U7AAA1X"), Audience(finance=True)),  # another enterprise's, finance's
         ],
     )
-    await relay.fan_out()
-    await relay.fan_out()
+    await relay.fan_out(wait=True)
+    await relay.fan_out(wait=True)
     assert [row.event_id for row in await deliveries(sessionmaker, only_payouts.id)] == [ids[1]]
     assert [row.event_id for row in await deliveries(sessionmaker, everything.id)] == ids
     async with sessionmaker() as session:

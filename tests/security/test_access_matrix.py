@@ -331,7 +331,7 @@ async def webhook(world: World) -> Obj:
             Audience(uscc=owner.uscc),
         )
     relay = Relay(world.resources.sessionmaker, world.settings)
-    while await relay.fan_out():
+    while await relay.fan_out(wait=True):
         pass
     await relay.close()
     deliveries = await ok(

@@ -57,6 +57,7 @@ async def test_review_survives_a_killed_worker(resources: Resources, dev_server:
             "GIANTFLOW_TEMPORAL_TASK_QUEUE": queue,
             "GIANTFLOW_DATA_DIR": str(tmp_path),
             "GIANTFLOW_LOG_LEVEL": "WARNING",
+            "GIANTFLOW_WORKER_RELAY": "false",  # the relay has tests of its own; this one would race theirs
         }
     )
     async with resources.sessionmaker.begin() as session:
