@@ -1,4 +1,4 @@
-"""money that comes back: repayments, budgets, fund administration, reconciliation (issue 18)
+"""money that comes back: drawdown repayments and revolving lines, bank reconciliation (issue 18)
 
 Revision ID: f18000000001
 Revises: f17000000001
