@@ -28,6 +28,7 @@ from services.app import create_app
 from services.config import Settings
 from services.db import create_engine, create_sessionmaker
 from services.resources import Resources
+from services.temporal import register_search_attributes
 from workflows.worker import build_worker
 
 DATABASE = "lifecycle"
@@ -54,6 +55,7 @@ async def lifecycle(stack: Stack) -> float:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=pydantic_data_converter
     )
+    await register_search_attributes(env.client, "default")  # workflows carry Uscc, Program, Tier, Stage
     print(f"  (time-skipping server up in {time.perf_counter() - booted:.2f} s)", flush=True)
     settings: Settings = stack.settings.model_copy(
         update={"database_url": url, "temporal_task_queue": f"lifecycle-{uuid.uuid4().hex[:8]}"}
