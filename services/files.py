@@ -2,26 +2,22 @@
 (``Range`` -> 206 with ``Content-Range``, §14; ``If-Range``, §13.1.5; an unsatisfiable range -> a 416
 problem) and ``Content-Disposition`` with an RFC 8187 ``filename*`` for names beyond ASCII (RFC 6266).
 
-The content is streamed from disk in chunks of ``CHUNK`` bytes, each read in a worker thread with
-``os.pread``: a download holds about one chunk in memory whatever the file's size, and a slow disk never
-stalls the event loop. (``make bench``: ``document_download_mib_s``, ``document_download_rss_growth_mib``.)
+The content is streamed from the store (``services.storage``: a folder or an S3 bucket) in chunks of
+``storage.CHUNK`` bytes, only the bytes the answer sends: a download holds about one chunk in memory whatever
+the file's size. (``make bench``: ``document_download_mib_s``, ``document_download_rss_growth_mib``.)
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import anyio
 from fastapi.responses import Response, StreamingResponse
 
 from services.errors import PROBLEM_JSON, GiantflowError
+from services.storage import Storage
 
-CHUNK = 512 * 1024
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*$", re.IGNORECASE)
 
 
@@ -82,25 +78,11 @@ def _unsatisfiable(size: int) -> RangeNotSatisfiable:
     )
 
 
-async def _chunks(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        offset, end = start, start + length
-        while offset < end:
-            chunk = await anyio.to_thread.run_sync(os.pread, fd, min(CHUNK, end - offset), offset)
-            if not chunk:
-                raise OSError(f"{path} ended at byte {offset} of {end}")
-            offset += len(chunk)
-            yield chunk
-    finally:
-        os.close(fd)
-
-
-def serve_file(
-    path: Path,
+async def serve_file(
+    storage: Storage,
+    digest: str,
     *,
     size: int,
-    digest: str,
     media_type: str,
     filename: str,
     range_header: str | None,
@@ -108,12 +90,13 @@ def serve_file(
     if_range: str | None,
     disposition: str = "attachment",
 ) -> Response:
-    """The answer to a GET of the file at `path` (`size` bytes, content digest `digest`) given the request's
-    conditional and range headers, to be saved (`attachment`) or shown (`inline`). A file missing or of
-    another size on disk is the server's fault: an OSError before anything is sent (a logged 500), never a
-    truncated answer."""
-    if os.stat(path).st_size != size:
-        raise OSError(f"{path} is not the {size} bytes recorded")
+    """The answer to a GET of the content stored under `digest` (`size` bytes recorded) given the request's
+    conditional and range headers, to be saved (`attachment`) or shown (`inline`). Content missing from the
+    store or of another size is the server's fault: an OSError before anything is sent (a logged 500), never
+    a truncated answer; a store out of reach is a 503 (``ServiceUnavailable``)."""
+    stored = await storage.size_of(digest)
+    if stored != size:
+        raise OSError(f"the stored content {digest} is {stored} bytes, not the {size} recorded")
     etag = etag_of(digest)
     headers = {"ETag": etag, "Accept-Ranges": "bytes"}
     if if_none_match is not None and _matches_weakly(if_none_match, etag):
@@ -129,7 +112,7 @@ def serve_file(
     if wanted is not None:
         headers["Content-Range"] = f"bytes {start}-{last}/{size}"
     return StreamingResponse(
-        _chunks(path, start, length),
+        storage.open_range(digest, start, length),
         status_code=206 if wanted is not None else 200,
         headers=headers,
         media_type=media_type,

@@ -1,7 +1,6 @@
-"""The evidence file store: uploaded files kept on disk by content, ``{data_dir}/documents/ab/abcdef...``
-(the SHA-256 in hex), each stored once however many documents name it. An upload is streamed to a staging
-file while it is hashed, never held whole in memory, and moved into place only when its document is
-written."""
+"""Evidence files: an upload streamed to a staging file while it is hashed, never held whole in memory, and
+put into the store (``services.storage``: a folder, ``{data_dir}/documents/ab/abcdef...``, or an S3 bucket;
+by SHA-256, each content stored once however many documents name it) only when its document is written."""
 
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ from fastapi import Response
 
 from services.errors import PayloadTooLarge
 from services.files import serve_file
+from services.storage import Storage
 
 CHUNK = 1024 * 1024
 
@@ -27,30 +27,21 @@ class Readable(Protocol):
     async def read(self, size: int = -1) -> bytes: ...
 
 
-def stored_path(data_dir: Path, digest: str) -> Path:
-    return data_dir / "documents" / digest[:2] / digest
-
-
 @dataclass
 class StagedUpload:
     """An upload written to a staging file: its name and media type as the client gave them, its size and
     digest. Use it as a context manager: the staging file is removed on leaving unless ``keep`` moved it."""
 
-    data_dir: Path
+    storage: Storage
     path: Path
     filename: str
     content_type: str
     size: int
     sha256: str
 
-    def keep(self) -> None:
-        """Move the content into the store (a file already there with this digest is the same content)."""
-        target = stored_path(self.data_dir, self.sha256)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            self.path.unlink(missing_ok=True)
-        else:
-            self.path.replace(target)
+    async def keep(self) -> None:
+        """Put the content into the store (content already there with this digest is the same content)."""
+        await self.storage.put(self.sha256, self.path, self.size)
 
     def __enter__(self) -> StagedUpload:
         return self
@@ -62,12 +53,12 @@ class StagedUpload:
 
 
 async def stage(
-    upload: Readable, *, data_dir: Path, filename: str, content_type: str, limit: int
+    upload: Readable, *, storage: Storage, filename: str, content_type: str, limit: int
 ) -> StagedUpload:
-    """Stream `upload` to a staging file, hashing it on the way; more than `limit` bytes is a 413."""
-    folder = data_dir / "documents" / ".staging"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / uuid.uuid4().hex
+    """Stream `upload` to a staging file (in ``storage.staging``), hashing it on the way; more than `limit`
+    bytes is a 413."""
+    storage.staging.mkdir(parents=True, exist_ok=True)
+    path = storage.staging / uuid.uuid4().hex
     digest = hashlib.sha256()
     size = 0
     try:
@@ -81,7 +72,7 @@ async def stage(
         path.unlink(missing_ok=True)
         raise
     return StagedUpload(
-        data_dir=data_dir,
+        storage=storage,
         path=path,
         filename=filename,
         content_type=content_type,
@@ -99,13 +90,13 @@ def _hash_and_write(digest: hashlib._Hash, out: BinaryIO, chunk: bytes) -> None:
 class DocumentFile:
     """A document's content in the store, with what its download is labelled by."""
 
-    path: Path
+    storage: Storage
     size: int
     sha256: str
     content_type: str
     filename: str
 
-    def answer(
+    async def answer(
         self,
         *,
         range_header: str | None,
@@ -114,10 +105,10 @@ class DocumentFile:
         disposition: str = "attachment",
     ) -> Response:
         """The answer to a GET of its content (``services.files.serve_file``: ETag, one range)."""
-        return serve_file(
-            self.path,
+        return await serve_file(
+            self.storage,
+            self.sha256,
             size=self.size,
-            digest=self.sha256,
             media_type=self.content_type,
             filename=self.filename,
             range_header=range_header,

@@ -481,10 +481,10 @@ async def document_content(
     (``service.document_file``, ``serve_file``: ETag, one range), shown in the page (``inline=1``) or
     downloaded; framed only by the console itself."""
     stored = await service.document_file(
-        db, user=session.user, document_id=document_id, data_dir=resources.settings.data_dir
+        db, user=session.user, document_id=document_id, storage=resources.storage
     )
     try:
-        response = stored.answer(
+        response = await stored.answer(
             range_header=range_header,
             if_none_match=if_none_match,
             if_range=if_range,
