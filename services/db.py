@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Annotated
 
 from sqlalchemy import DateTime, MetaData, Numeric, func
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -38,3 +39,16 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The SQLAlchemy URL ``url`` as asyncpg's own pools take it (the caches' and the rate limits').
+
+    SQLAlchemy's asyncpg dialect takes TLS as ``?ssl=require`` (passed to ``asyncpg.connect(ssl=...)``);
+    in a DSN asyncpg reads it as ``sslmode`` (anything else in the query string would be sent to the
+    server as a setting), so the one URL in GIANTFLOW_DATABASE_URL serves both."""
+    parsed = make_url(url).set(drivername="postgresql")
+    query = dict(parsed.query)
+    if "ssl" in query:
+        query.setdefault("sslmode", query.pop("ssl"))
+    return parsed.set(query=query).render_as_string(hide_password=False)

@@ -1,6 +1,6 @@
 """Every ORM model, imported so that `metadata` is complete (Alembic and tests use it)."""
 
-from services import events, idempotency_models
+from services import events, idempotency_models, ratelimit_models
 from services.applications import models as applications_models
 from services.credit import models as credit_models
 from services.db import Base
@@ -15,4 +15,5 @@ __all__ = [
     "idempotency_models",
     "metadata",
     "notifications_models",
+    "ratelimit_models",
 ]

@@ -1,87 +1,191 @@
-"""Rate limits (OWASP API4): a sliding window in this process, answering 429 problems with Retry-After - per
-caller on writes, per client address on the unauthenticated public routes. Behind several API processes each
-keeps its own window; put a shared limiter at the gateway for a global one."""
+"""Rate limits (OWASP API4), answering 429 problems with Retry-After - per caller on writes, per client
+address on the unauthenticated public routes - that hold in total across every API process: their state is
+in PostgreSQL (``rate_limits``, services/ratelimit_models.py), one row per key, never in the process.
+
+The rule is GCRA (the generic cell rate algorithm): a key's row holds its theoretical arrival time ``tat``;
+with ``limit`` hits per ``window``, each hit moves it ``window / limit`` on from ``max(tat, now)``, and a
+hit that would take it more than ``window`` ahead of now is refused. So a caller may spend its ``limit`` at
+once and then one hit per ``window / limit``. A hit is one statement on the database's clock (the
+replicas' clocks never disagree), atomic under the row's lock: no read-then-write race between replicas.
+
+What it costs: one round trip per hit, on asyncpg connections of the limits' own with the statement
+prepared once per connection, outside the request's transaction (in it, the row's lock would be held until
+the request commits and serialize a caller's concurrent writes)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
-from collections import deque
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
+import asyncpg
+import structlog
 from fastapi import Depends, Request
 
 from services.auth import CurrentUser
+from services.db import asyncpg_dsn
 from services.deps import get_current_user
-from services.errors import GiantflowError
+from services.errors import GiantflowError, ServiceUnavailable
+
+log = structlog.get_logger(__name__)
 
 
 class TooManyRequests(GiantflowError):
     status, slug, title = 429, "rate-limited", "Too many requests"
 
 
-class SlidingWindowLimiter:
-    """At most `limit` hits per key in any `window_seconds`. The table holds at most `max_keys` keys: past
-    that, keys whose hits have all left the window go first, then the longest-known ones (their clients start
-    afresh - an in-process limiter gives way rather than grow without bound)."""
+# One hit: take the key's allowance if it has one (insert the row, or move its tat on), else leave the row
+# as it is. ``hit`` is empty when refused; ``tat`` is the row as the statement's snapshot saw it (the
+# modifying CTE's own change is not visible to it), which is what the refused hit needs for Retry-After. A
+# change another process commits between that snapshot and the row's lock can make Retry-After short by
+# its one hit: the client's early retry is refused again, with the right wait.
+HIT = """
+WITH hit AS (
+    INSERT INTO rate_limits AS limits (key, tat)
+    VALUES ($1, coalesce($2::timestamptz, statement_timestamp()) + $3::interval)
+    ON CONFLICT (key) DO UPDATE
+    SET tat = greatest(limits.tat, coalesce($2::timestamptz, statement_timestamp())) + $3::interval
+    WHERE greatest(limits.tat, coalesce($2::timestamptz, statement_timestamp())) + $3::interval
+        <= coalesce($2::timestamptz, statement_timestamp()) + $4::interval
+    RETURNING limits.tat
+)
+SELECT EXISTS (SELECT FROM hit) AS allowed,
+       (SELECT tat FROM rate_limits WHERE key = $1) AS tat,
+       coalesce($2::timestamptz, statement_timestamp()) AS now
+"""
+# A row whose allowance is whole again says what no row says: the table holds only the keys in use.
+SWEEP = "DELETE FROM rate_limits WHERE tat < statement_timestamp()"
+
+# What the limits' connections may raise when the database is away or refuses.
+FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    """A hit leaves no session state behind (autocommit, no setting): the pool's default reset would cost
+    every hit a second round trip."""
+
+
+class SharedLimits:
+    """The rate limits' state, shared through PostgreSQL: one per process (built in the API's lifespan),
+    on a small asyncpg pool of its own, opened when first needed. Every ``sweep_every`` seconds one hit also
+    deletes the rows whose allowance is whole again, so the table is bounded by the keys active within a
+    window; the process keeps nothing per key."""
+
+    def __init__(self, database_url: str, *, connections: int = 4, sweep_every: float = 60.0) -> None:
+        self._dsn = asyncpg_dsn(database_url)
+        self._connections = connections
+        self._sweep_every = sweep_every
+        self._next_sweep = time.monotonic() + sweep_every
+        self._pool: Any = None
+
+    async def _acquire_pool(self) -> Any:
+        if self._pool is None:  # min_size=0: making it connects nothing, so concurrent hits never wait on it
+            self._pool = asyncpg.create_pool(
+                self._dsn,
+                min_size=0,
+                max_size=self._connections,
+                timeout=5,
+                command_timeout=5,
+                reset=_nothing_to_reset,
+            )
+        return await self._pool
+
+    async def hit(self, key: str, *, limit: int, window: float, now: datetime | None = None) -> float | None:
+        """Counts one hit of ``key`` against ``limit`` per ``window`` seconds: None when allowed, else the
+        seconds until a hit would be. ``now`` (tests) stands in for the database's clock."""
+        interval = timedelta(seconds=window / limit)
+        pool = await self._acquire_pool()
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow(HIT, key, now, interval, timedelta(seconds=window))
+            if time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + self._sweep_every
+                await self._sweep(conn)
+        if row["allowed"]:
+            return None
+        if row["tat"] is None:  # the row came after the statement's snapshot: a hit's spacing is the wait
+            return interval.total_seconds()
+        wait: timedelta = row["tat"] + interval - timedelta(seconds=window) - row["now"]
+        return wait.total_seconds()
+
+    async def sweep(self) -> int:
+        """Deletes the rows whose allowance is whole again; how many."""
+        pool = await self._acquire_pool()
+        async with pool.acquire() as conn:
+            return await self._sweep(conn)
+
+    @staticmethod
+    async def _sweep(conn: Any) -> int:
+        try:
+            status: str = await conn.execute(SWEEP)
+        except FAILURES:  # the next sweep will do
+            log.warning("rate_limits_sweep_failed", exc_info=True)
+            return 0
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pool.close(), 5)
+
+
+class Limiter:
+    """At most ``limit`` hits per key in ``window_seconds`` (a burst of ``limit``, then one hit per
+    ``window_seconds / limit``), counted in ``limits`` under keys of this limiter's ``kind``."""
 
     what: ClassVar[str] = "requests"
+    kind: ClassVar[str] = "requests"
 
-    def __init__(self, limit: int, window_seconds: float = 60.0, *, max_keys: int = 100_000) -> None:
+    def __init__(self, limits: SharedLimits, limit: int, window_seconds: float = 60.0) -> None:
+        self.limits = limits
         self.limit = limit
         self.window = window_seconds
-        self.max_keys = max_keys
-        self._hits: dict[str, deque[float]] = {}
 
-    def hit(self, key: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        hits = self._hits.get(key)
-        if hits is None:
-            if len(self._hits) >= self.max_keys:
-                self._make_room(now)
-            hits = self._hits[key] = deque()
-        while hits and hits[0] <= now - self.window:
-            hits.popleft()
-        if len(hits) >= self.limit:
-            retry = max(1, math.ceil(hits[0] + self.window - now))
+    async def hit(self, key: str, now: datetime | None = None) -> None:
+        try:
+            wait = await self.limits.hit(f"{self.kind}:{key}", limit=self.limit, window=self.window, now=now)
+        except FAILURES as exc:
+            raise ServiceUnavailable(
+                "The database is unavailable; nothing was changed. Try again shortly.",
+                headers={"Retry-After": "5"},
+            ) from exc
+        if wait is not None:
+            retry = max(1, math.ceil(wait))
             raise TooManyRequests(
                 f"At most {self.limit} {self.what} per {self.window:.0f} s; try again in {retry} s.",
                 headers={"Retry-After": str(retry)},
             )
-        hits.append(now)
-
-    def _make_room(self, now: float) -> None:
-        for key in [k for k, hits in self._hits.items() if not hits or hits[-1] <= now - self.window]:
-            del self._hits[key]
-        for key in list(self._hits)[: max(0, len(self._hits) - self.max_keys + 1)]:
-            del self._hits[key]
 
 
-class WriteLimiter(SlidingWindowLimiter):
+class WriteLimiter(Limiter):
     what = "writes"
+    kind = "write"
 
 
-class PublicLimiter(SlidingWindowLimiter):
+class PublicLimiter(Limiter):
     """Requests to the public routes per client address (``client_address``); an IPv6 client is its /64,
     which one subscriber usually holds whole."""
 
     what = "public requests"
+    kind = "public"
 
     def __init__(
         self,
+        limits: SharedLimits,
         limit: int,
         window_seconds: float = 60.0,
         *,
         trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
-        max_keys: int = 100_000,
     ) -> None:
-        super().__init__(limit, window_seconds, max_keys=max_keys)
+        super().__init__(limits, limit, window_seconds)
         self.trusted_proxies = tuple(trusted_proxies)
 
-    def hit_request(self, request: Request) -> None:
-        self.hit(client_address(request, self.trusted_proxies))
+    async def hit_request(self, request: Request) -> None:
+        await self.hit(client_address(request, self.trusted_proxies))
 
 
 def _trusted(address: str, proxies: Sequence[IPv4Network | IPv6Network]) -> bool:
@@ -122,7 +226,7 @@ async def limit_writes(
     request: Request, user: Annotated[CurrentUser, Depends(get_current_user)]
 ) -> CurrentUser:
     limiter: WriteLimiter = request.app.state.write_limiter
-    limiter.hit(user.sub)
+    await limiter.hit(user.sub)
     return user
 
 
@@ -132,4 +236,4 @@ WriterDep = Annotated[CurrentUser, Depends(limit_writes)]
 async def limit_public(request: Request) -> None:
     """A dependency of every public route: counts the request against its client address's window."""
     limiter: PublicLimiter = request.app.state.public_limiter
-    limiter.hit_request(request)
+    await limiter.hit_request(request)

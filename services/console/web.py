@@ -267,15 +267,22 @@ class ReturningFields(WriteFields):
     next_: str = Field("", alias="next", max_length=2000)
 
 
+async def limited_form_session(request: Request, session: FormSessionDep) -> ConsoleSession:
+    """The form's session, its caller counted against the API's write rate limit."""
+    limiter: WriteLimiter = request.app.state.write_limiter
+    await limiter.hit(session.user.sub)
+    return session
+
+
 class WriteForm:
     """What every console form that writes takes besides its fields, as the API's write routes take it: the
     signed-in session (the form carried its CSRF token), the request's database session, and the caller
     counted against the API's write rate limit."""
 
-    def __init__(self, request: Request, session: FormSessionDep, db: SessionDep) -> None:
+    def __init__(
+        self, session: Annotated[ConsoleSession, Depends(limited_form_session)], db: SessionDep
+    ) -> None:
         self.session, self.user, self.db = session, session.user, db
-        limiter: WriteLimiter = request.app.state.write_limiter
-        limiter.hit(self.user.sub)
 
     async def refusal(self, action: Awaitable[object]) -> Unprocessable | Conflict | None:
         """Runs the form's action; what the service refuses in a way the form can show next to its fields

@@ -14,7 +14,6 @@ from ipaddress import ip_network
 from typing import Any
 
 import httpx
-import pytest
 from pypdf import PdfReader
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
@@ -22,7 +21,7 @@ from starlette.requests import Request
 from services.applications.certificates import china_date
 from services.applications.models import Application, Enterprise, Recognition
 from services.config import Settings
-from services.ratelimit import PublicLimiter, SlidingWindowLimiter, TooManyRequests, client_address
+from services.ratelimit import client_address
 from tests.applications.conftest import Applicant, poll, reviewer_headers
 from tests.conftest import bearer, make_token
 from tests.support.factories import random_uscc, seed_application
@@ -345,6 +344,13 @@ async def test_a_real_review_puts_the_application_on_notice_and_its_certificate_
 # --- the per-address limit ------------------------------------------------------------------------------
 
 
+def _address() -> str:
+    """A client address of this test's own (a /64 in the documentation prefix): the limits' state is the
+    database's, shared by the session's apps."""
+    bits = uuid.uuid4().int
+    return f"2001:db8:{bits & 0xFFFF:x}:{bits >> 16 & 0xFFFF:x}::7"
+
+
 def _client(app: Any, host: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app, client=(host, 40000)), base_url="http://testserver"
@@ -358,7 +364,7 @@ async def test_public_routes_are_limited_per_client_address(
     app.state.public_limiter.limit = 2
     held = await recognition(session)
     verify = f"{API}/public/recognitions/{held.certificate_no}"
-    async with _client(app, "203.0.113.7") as first, _client(app, "203.0.113.8") as second:
+    async with _client(app, _address()) as first, _client(app, _address()) as second:
         assert (await first.get(verify)).status_code == 200
         assert (await first.get(f"{API}/public/notices")).status_code == 200  # one window for both routes
         refused = await first.get(verify)
@@ -369,7 +375,7 @@ async def test_public_routes_are_limited_per_client_address(
         # Another address has a window of its own ...
         assert (await second.get(verify)).status_code == 200
         # ... and a client cannot claim one: X-Forwarded-For counts only from a trusted proxy (none here).
-        spoofed = await first.get(verify, headers={"X-Forwarded-For": "198.51.100.1"})
+        spoofed = await first.get(verify, headers={"X-Forwarded-For": _address()})
         assert spoofed.status_code == 429
         # The authenticated routes are not the public limiter's.
         certificate = await first.get(
@@ -378,13 +384,14 @@ async def test_public_routes_are_limited_per_client_address(
         assert certificate.status_code == 200
 
     app.state.public_limiter.trusted_proxies = (ip_network("10.0.0.0/8"),)
+    client, forged = _address(), _address()
     async with _client(app, "10.1.2.3") as proxy:
         for _ in range(2):
-            ok = await proxy.get(verify, headers={"X-Forwarded-For": "198.51.100.20"})
+            ok = await proxy.get(verify, headers={"X-Forwarded-For": client})
             assert ok.status_code == 200
-        assert (await proxy.get(verify, headers={"X-Forwarded-For": "198.51.100.20"})).status_code == 429
+        assert (await proxy.get(verify, headers={"X-Forwarded-For": client})).status_code == 429
         # Behind the proxy, each client its own window; what the client itself wrote in front is ignored.
-        other = await proxy.get(verify, headers={"X-Forwarded-For": "198.51.100.20, 198.51.100.21"})
+        other = await proxy.get(verify, headers={"X-Forwarded-For": f"{client}, {forged}"})
         assert other.status_code == 200
 
 
@@ -405,19 +412,3 @@ def test_client_address_believes_only_trusted_proxies() -> None:
     # An IPv6 client is its /64.
     assert client_address(_request("2001:db8:1:2:aaaa::1")) == "2001:db8:1:2::/64"
     assert client_address(_request("fd00::1", ["2001:db8:1:2::5"]), proxies) == "2001:db8:1:2::/64"
-
-
-def test_the_limiter_keeps_a_bounded_table() -> None:
-    limiter = SlidingWindowLimiter(limit=1, window_seconds=60, max_keys=3)
-    for key in "abc":
-        limiter.hit(key, now=100.0)
-    limiter.hit("d", now=200.0)  # a, b and c have left the window: swept
-    assert set(limiter._hits) == {"d"}
-    for key in "ef":
-        limiter.hit(key, now=201.0)
-    limiter.hit("g", now=202.0)  # all still in the window: the longest-known goes
-    assert set(limiter._hits) == {"e", "f", "g"}
-    with pytest.raises(TooManyRequests):
-        limiter.hit("g", now=203.0)
-    public = PublicLimiter(limit=1)
-    assert public.what == "public requests"
