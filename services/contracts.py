@@ -2,8 +2,8 @@
 workflow, activity and message. The API (``services.temporal``) and the workflows both import it; it imports
 nothing of either.
 
-Plain pydantic models (the client and worker use the pydantic data converter); standard library and
-pydantic only, so workflow code may import this module freely.
+Plain pydantic models (the client and worker use the pydantic data converter); standard library, pydantic
+and temporalio's common types only, so workflow code may import this module freely.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 from services.vocabulary import (
     TERMINAL,
@@ -59,6 +60,32 @@ def disbursement_workflow_id(kind: PayoutKind, payout_id: object) -> str:
     if kind == "drawdown":
         return f"disbursement-{payout_id}"
     return f"disbursement-{kind.replace('_', '-')}-{payout_id}"
+
+
+# Search attributes, so that an operator finds a business object's workflows in the Temporal UI
+# (``Uscc="..."``): the enterprise, program and tier of every review, benefits and disbursement workflow, set
+# when it starts, and a review's ``Stage`` - the level it waits at (in review or returned), else its status -
+# kept current by the workflow. Registered by `giantflow temporal-setup` (a cluster), `giantflow dev` and the
+# tests' servers.
+USCC = SearchAttributeKey.for_keyword("Uscc")
+PROGRAM = SearchAttributeKey.for_keyword("Program")
+TIER = SearchAttributeKey.for_keyword("Tier")
+STAGE = SearchAttributeKey.for_keyword("Stage")
+SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[str], ...] = (USCC, PROGRAM, TIER, STAGE)
+
+
+def search_attributes(
+    *, uscc: str, program: str, tier: str, stage: str | None = None
+) -> TypedSearchAttributes:
+    """The search attributes a workflow of this enterprise, program and tier starts with."""
+    pairs = [
+        SearchAttributePair(USCC, uscc),
+        SearchAttributePair(PROGRAM, program),
+        SearchAttributePair(TIER, tier),
+    ]
+    if stage is not None:
+        pairs.append(SearchAttributePair(STAGE, stage))
+    return TypedSearchAttributes(pairs)
 
 
 # --- review workflow -------------------------------------------------------------------------------------
@@ -144,9 +171,14 @@ class ObjectionResolution(_Model):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+RevokedFor = Literal["fraud", "other"]
+"""What a recognition is revoked for: ``fraud`` also bars the enterprise from applying (``fraud_bar``)."""
+
+
 class RevokeRequest(_Model):
     actor: Actor
     reason: str = Field(min_length=1, max_length=2000)
+    revoked_for: RevokedFor = "other"
 
 
 class ReviewState(_Model):
@@ -253,6 +285,7 @@ class RecognitionChange(_Model):
     actor: Actor
     reason: str
     at: datetime
+    revoked_for: RevokedFor | None = None  # a revocation's ground; histories before fraud bars have none
 
 
 class SupplementReminder(_Model):

@@ -17,10 +17,16 @@ File layout (unknown keys are refused)::
     dual_approval_threshold = "1000000.00"  # drawdowns above need two distinct finance approvers
     listing_rewards = { growth = "250000.00" }           # optional: board -> one-time reward
     listing_qualifying_tiers = ["specialized_new"]       # optional
+    listing_reward_budget_per_year = "5000000.00"        # optional: what the rewards requested in a year
+                                                         # (China Standard Time) may hold in all; none: no cap
 
     [[rulesets]]                            # one or more, effective_from strictly increasing
-    version = "national-2022"               # a version in screening.RULESETS
+    version = "national-2022"               # a version in STANDARDS (screening implements each)
     effective_from = 2022-06-01
+
+    [[rulesets]]                            # a batch is judged by the ruleset in force when it opens,
+    version = "national-2026"               # which must be its standard's then (national-2022 is
+    effective_from = 2026-04-01             # superseded by national-2026 from 2026-04-01)
 
     [[batches]]                             # zero or more, keys unique
     key = "2026"
@@ -37,6 +43,10 @@ File layout (unknown keys are refused)::
     supplement_reminder = "P3D"             # optional (default P3D): remind the enterprise before a
                                             # supplement is due
     expiry_reminder = "P90D"                # optional (default P90D): ... and before a recognition expires
+    fraud_bar = "P3Y"                       # optional (default P3Y): a revocation for fraud bars the
+                                            # enterprise from applying to any tier for this long
+    drawdown_term = "P12M"                  # optional (default P12M): a drawdown is repaid this long after
+                                            # the bank paid it; then it is overdue
 
     [tiers.little_giant]                    # keys from screening.TIERS
     name = "..."
@@ -92,11 +102,31 @@ from services.identifiers import validate_email, validate_region_code
 from services.vocabulary import LEVELS, TIERS, Level, Tier
 
 TierKey = Tier
-# The criteria rulesets the screening engine implements (services.applications.screening).
-RULESETS: frozenset[str] = frozenset({"national-2022", "national-2026"})
+
+
+@dataclass(frozen=True, slots=True)
+class Standard:
+    """A national criteria standard: in force from ``effective_from`` until the next one replaces it."""
+
+    effective_from: date
+    superseded_on: date | None = None
+
+    def in_force(self, on: date) -> bool:
+        return self.effective_from <= on and (self.superseded_on is None or on < self.superseded_on)
+
+
+# The criteria rulesets the screening engine implements (services.applications.screening), each with the
+# period its national standard is in force (../shared/DOMAIN.md: the 2026 standard replaces the 2022 one
+# from 2026-04-01). A program's batch must be judged by a standard in force on the day it opens.
+STANDARDS: dict[str, Standard] = {
+    "national-2022": Standard(date(2022, 6, 1), superseded_on=date(2026, 4, 1)),
+    "national-2026": Standard(date(2026, 4, 1)),
+}
+RULESETS: frozenset[str] = frozenset(STANDARDS)
 
 __all__ = [
     "REVIEW_LEVELS",
+    "STANDARDS",
     "Batch",
     "BridgePool",
     "Durations",
@@ -108,6 +138,7 @@ __all__ = [
     "ProgramFileError",
     "ReviewLevel",
     "RulesetChoice",
+    "Standard",
     "TierKey",
     "TierPolicy",
     "load_program_file",
@@ -265,6 +296,8 @@ class Batch(_Frozen):
 DEFAULT_CLAIM_TTL = "PT4H"
 DEFAULT_SUPPLEMENT_REMINDER = "P3D"
 DEFAULT_EXPIRY_REMINDER = "P90D"
+DEFAULT_FRAUD_BAR = "P3Y"
+DEFAULT_DRAWDOWN_TERM = "P12M"
 DEFAULT_REMINDER_WORKING_DAYS = 3
 
 
@@ -283,6 +316,13 @@ class Durations(_Frozen):
     # Files written before reminders existed get the defaults.
     supplement_reminder: IsoDuration = IsoDuration.parse(DEFAULT_SUPPLEMENT_REMINDER)
     expiry_reminder: IsoDuration = IsoDuration.parse(DEFAULT_EXPIRY_REMINDER)
+    # A revocation for fraud bars the enterprise from applying to any tier for this long from the revocation
+    # (../shared/DOMAIN.md: 3 years). Files written before fraud bars existed get the default.
+    fraud_bar: IsoDuration = IsoDuration.parse(DEFAULT_FRAUD_BAR)
+    # A credit-line drawdown's term: it falls due this long after the bank paid it out (calendar months and
+    # years, services/credit/repayments.py), and is overdue while anything of it is outstanding after that.
+    # Files written before repayments existed get the default.
+    drawdown_term: IsoDuration = IsoDuration.parse(DEFAULT_DRAWDOWN_TERM)
 
 
 class TierPolicy(_Frozen):
@@ -359,6 +399,8 @@ class Program(_Frozen):
     bridge_pool: BridgePool | None = None
     listing_rewards: dict[_Id, PositiveMoney] = Field(default_factory=dict)
     listing_qualifying_tiers: list[TierKey] = Field(default_factory=list)
+    # The listing rewards' yearly budget (services/credit/funds.py): a report beyond what is left is refused.
+    listing_reward_budget_per_year: PositiveMoney | None = None
     notifications: Notifications = Field(default_factory=Notifications)
 
     @field_validator("rulesets")
@@ -384,19 +426,38 @@ class Program(_Frozen):
             if required is not None and TIERS.index(required) >= TIERS.index(key):
                 raise ValueError(f"tiers.{key}.requires_tier: {required!r} is not a lower tier than {key!r}")
         for index, batch in enumerate(self.batches):
-            if self._choice_on(batch.opens_on) is None:
-                raise ValueError(f"batches[{index}].opens_on: no ruleset is in force on {batch.opens_on}")
+            self._judged_by_its_standard(index, batch)
         if self.bridge_pool is not None:
             self._offered("bridge_pool.qualifying_tiers", self.bridge_pool.qualifying_tiers)
         self._offered("listing_qualifying_tiers", self.listing_qualifying_tiers)
         if self.listing_rewards and not self.listing_qualifying_tiers:
             raise ValueError("listing_qualifying_tiers: listing rewards need at least one qualifying tier")
+        budget = self.listing_reward_budget_per_year
+        if budget is not None and budget < max(self.listing_rewards.values(), default=budget):
+            raise ValueError("listing_reward_budget_per_year: smaller than one reward it is meant to pay")
         for group in self.notifications.groups:
             if group != self.escalation_group:
                 raise ValueError(
                     f"notifications.groups: {group!r} is not this program's group ({self.escalation_group!r})"
                 )
         return self
+
+    def _judged_by_its_standard(self, index: int, batch: Batch) -> None:
+        """A batch maps to the ruleset in force when it opens, and that ruleset's standard is the national
+        one in force that day: a batch opening after a standard was replaced is not judged by the old one."""
+        opens_on = batch.opens_on
+        choice = self._choice_on(opens_on)
+        if choice is None:
+            raise ValueError(f"batches[{index}].opens_on: no ruleset is in force on {opens_on}")
+        standard = STANDARDS[choice.version]
+        if standard.in_force(opens_on):
+            return
+        current = [version for version, other in STANDARDS.items() if other.in_force(opens_on)]
+        instead = f"; add a [[rulesets]] entry for {' or '.join(current)}" if current else ""
+        raise ValueError(
+            f"batches[{index}].opens_on: batch {batch.key!r} opens on {opens_on} and would be judged by "
+            f"{choice.version}, whose standard is not in force that day{instead}"
+        )
 
     def _offered(self, path: str, tiers: list[TierKey]) -> None:
         missing = [tier for tier in tiers if tier not in self.tiers]

@@ -32,16 +32,20 @@ class ReviewActivities(Activities):
 
     @activity.defn(name="screen_application")
     async def screen_application(self, data: contracts.ScreenInput) -> contracts.ScreenOutcome:
-        return await self._in_transaction(records.record_screening, application_id=data.application_id)
+        return await self._in_transaction(
+            records.record_screening, application_id=data.application_id, programs=self.resources.programs
+        )
 
     @activity.defn(name="screen_and_enter")
     async def screen_and_enter(self, data: contracts.ScreenAndEnterInput) -> contracts.ScreenOutcome:
         """Run as a local activity: the review's first step costs the workflow no task round trips."""
-        return await self._in_transaction(records.screen_and_enter, data=data)
+        return await self._in_transaction(
+            records.screen_and_enter, data=data, programs=self.resources.programs
+        )
 
     @activity.defn(name="apply_transition")
     async def apply_transition(self, data: contracts.TransitionInput) -> None:
-        await self._in_transaction(records.apply_transition, data=data)
+        await self._in_transaction(records.apply_transition, data=data, programs=self.resources.programs)
 
     @activity.defn(name="escalate_task")
     async def escalate_task(self, data: contracts.EscalationInput) -> None:

@@ -29,6 +29,7 @@ from workflows.retries import until_done
 
 with workflow.unsafe.imports_passed_through():
     from services.contracts import (
+        STAGE,
         TERMINAL,
         Actor,
         BenefitsInput,
@@ -58,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         SupplementRequest,
         TransitionInput,
         WithdrawRequest,
+        search_attributes,
     )
     from services.vocabulary import covers_region
 
@@ -66,6 +68,8 @@ SYSTEM = Actor(sub="system", role="system")
 SCREEN_IN_ONE_STEP = "screen-in-one-local-activity"
 # Patch: reminders (timers) before a supplement is due and before a recognition expires.
 REMINDERS = "reminders-before-deadlines"
+# Patch: the Stage search attribute follows the review (services.contracts.STAGE).
+STAGE_SEARCH_ATTRIBUTE = "stage-search-attribute"
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 RETRY = until_done(timedelta(seconds=1), timedelta(seconds=30), but=())
 OPEN: frozenset[str] = frozenset({"screening", "in_review", "returned", "public_notice"})
@@ -119,6 +123,7 @@ class ReviewWorkflow:
         self._recognition: RecognitionOutcome | None = None
         self._revoked = False
         self._generation = 0
+        self._published_stage: str | None = None
 
     # --- state ------------------------------------------------------------------------------------------
 
@@ -151,11 +156,21 @@ class ReviewWorkflow:
     def query_state(self) -> ReviewState:
         return self.state()
 
+    def _publish_stage(self) -> None:
+        """Keeps the Stage search attribute on the level the review waits at, else on its status, so that an
+        operator finds it in the Temporal UI; one upsert per change. Not for workflows that ran before
+        STAGE_SEARCH_ATTRIBUTE: their histories have no such commands."""
+        stage = self.stage or self._status
+        if stage != self._published_stage and workflow.patched(STAGE_SEARCH_ATTRIBUTE):
+            workflow.upsert_search_attributes([STAGE.value_set(stage)])
+            self._published_stage = stage
+
     # --- the flow ---------------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, data: ReviewInput) -> ReviewState:
         self._data = data
+        self._published_stage = workflow.info().typed_search_attributes.get(STAGE)  # what it started with
         if workflow.patched(SCREEN_IN_ONE_STEP):
             await self._screen_and_enter()
         else:
@@ -195,6 +210,7 @@ class ReviewWorkflow:
                 self._entered(index=0, due=due)
             else:
                 self._status = "ineligible"
+                self._publish_stage()
             self._generation += 1
 
     async def _screen_then_enter(self) -> None:
@@ -282,6 +298,7 @@ class ReviewWorkflow:
                     "recognize", RecognizeInput, result_type=RecognitionOutcome
                 )
                 self._status = "recognized"
+                self._publish_stage()
                 self._generation += 1
 
     async def _recognized_lifecycle(self) -> None:
@@ -298,6 +315,9 @@ class ReviewWorkflow:
                 valid_until=recognition.valid_until,
             ),
             id=benefits_id,
+            search_attributes=search_attributes(
+                uscc=self.data.uscc, program=self.data.program, tier=self.data.tier
+            ),
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
         )
         await self._remind_before(
@@ -332,10 +352,14 @@ class ReviewWorkflow:
                 result_type=ReReviewOutcome,
             )
             if rereview.review is not None:
+                review = rereview.review
                 await workflow.start_child_workflow(
                     "ReviewWorkflow",
-                    rereview.review,
+                    review,
                     id=f"review-{rereview.application_id}",
+                    search_attributes=search_attributes(
+                        uscc=review.uscc, program=review.program, tier=review.tier, stage="screening"
+                    ),
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 )
 
@@ -378,7 +402,9 @@ class ReviewWorkflow:
         status: Literal["expired", "revoked"],
         actor: Actor,
         reason: str,
+        revoked_for: Literal["fraud", "other"] | None = None,
     ) -> None:
+        # The activity's input only (no new command): histories before fraud bars replay unchanged.
         await self._write(
             "change_recognition",
             RecognitionChange,
@@ -386,6 +412,7 @@ class ReviewWorkflow:
             status=status,
             actor=actor,
             reason=reason,
+            revoked_for=revoked_for,
         )
 
     # --- transitions ------------------------------------------------------------------------------------
@@ -432,6 +459,7 @@ class ReviewWorkflow:
             notice_ends_at=notice_ends_at,
         )
         self._status = to
+        self._publish_stage()
         self._generation += 1
 
     async def _enter_stage(
@@ -461,6 +489,7 @@ class ReviewWorkflow:
         self._stage_index = index
         self._due_at = due
         self._overdue = False
+        self._publish_stage()
 
     # --- reviewer decisions -----------------------------------------------------------------------------
 
@@ -651,7 +680,9 @@ class ReviewWorkflow:
             self._check_revoke(request)
             recognition = self._recognition
             assert recognition is not None
-            await self._change_recognition(recognition, "revoked", request.actor, request.reason)
+            await self._change_recognition(
+                recognition, "revoked", request.actor, request.reason, request.revoked_for
+            )
             await self._stop_benefits(
                 f"benefits-{recognition.recognition_id}", BenefitsStop(reason=request.reason, cause="revoked")
             )

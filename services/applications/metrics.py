@@ -4,11 +4,10 @@ Money is yuan with at most two decimals, given as a string, an integer or a ``De
 float. Ratios are exact ``Decimal`` fractions (``0.03`` is 3%). Where a ratio's denominator is zero:
 
 - R&D intensity, main-business share and net margin are ``0`` when revenue is ``0``;
-- the debt ratio is ``0`` when assets and liabilities are both ``0`` and ``Infinity`` when only assets are;
-- growth from ``0`` is ``Infinity`` if the figure grew and ``0`` if it stayed at ``0``.
-
-``Infinity`` keeps every "higher is better" comparison monotone: growing from nothing is at least as
-good as any finite growth, and debts without assets are worse than any finite debt ratio.
+- the debt ratio is ``0`` when assets and liabilities are both ``0`` and ``Infinity`` when there are
+  liabilities but no assets (debts without assets are worse than any finite debt ratio);
+- growth over a base of ``0`` (or less) is undefined, never infinite: ``growth`` returns ``None`` and the
+  screening rules that read it fail (or score ``0``) and say why.
 """
 
 from __future__ import annotations
@@ -113,10 +112,11 @@ def ratio(numerator: Decimal, denominator: Decimal) -> Decimal:
     return numerator / denominator
 
 
-def growth(current: Decimal, previous: Decimal) -> Decimal:
-    """``current / previous - 1``; from ``0`` it is ``Infinity`` if the figure grew, else ``0``."""
-    if previous == 0:
-        return INFINITY if current > 0 else _ZERO
+def growth(current: Decimal, previous: Decimal) -> Decimal | None:
+    """``current / previous - 1``, or ``None`` (undefined) when ``previous`` is ``0`` or less: a rate over a
+    base of nothing is no rate at all, however much the figure grew."""
+    if previous <= 0:
+        return None
     return current / previous - 1
 
 
@@ -276,28 +276,44 @@ class DeclaredMetrics(_Frozen):
         """Net profit / revenue of the last year."""
         return self.last.net_margin
 
-    def main_growth(self, year: int | None = None) -> Decimal:
-        """Main-business growth of ``year`` over the year before (default: the last year)."""
+    def main_growth(self, year: int | None = None) -> Decimal | None:
+        """Main-business growth of ``year`` over the year before (default: the last year); ``None`` when the
+        year before had no main-business revenue (see ``growth``)."""
         current = self.last if year is None else self.year(year)
         previous = self.year(current.year - 1)
         return growth(current.main_business_revenue, previous.main_business_revenue)
 
     @property
-    def main_growth_average_2y(self) -> Decimal:
-        """The average of the last two years' main-business growth rates."""
-        return (self.main_growth(self.prior.year) + self.main_growth(self.last.year)) / 2
+    def main_growth_average_2y(self) -> Decimal | None:
+        """The average of the last two years' main-business growth rates (``None`` if either is undefined)."""
+        prior, last = self.main_growth(self.prior.year), self.main_growth(self.last.year)
+        if prior is None or last is None:
+            return None
+        return (prior + last) / 2
+
+    @property
+    def zero_main_business_base(self) -> YearFigures | None:
+        """The earliest of the first two years without main-business revenue: the base a growth rate over
+        the declared years cannot be computed from (``None`` when every base is positive)."""
+        return next((figures for figures in self.years[:2] if figures.main_business_revenue <= 0), None)
 
     @property
     def rd_expense_2y(self) -> Decimal:
         """R&D expense summed over the last two years."""
         return self.prior.rd_expense + self.last.rd_expense
 
-    def awards_within(self, *, level: Literal["national", "provincial"] | None = None) -> list[Award]:
-        """Awards in the last three years: the declared years and the year of application after them.
+    def award_years(self, batch_year: int | None = None) -> range:
+        """The years "in the last 3 years" covers for awards: the 3 calendar years before the year the batch
+        opens (a 2026 batch: 2023-2025); without a batch, the 3 declared years."""
+        if batch_year is None:
+            return range(self.first.year, self.last.year + 1)
+        return range(batch_year - 3, batch_year)
 
-        ``level=None`` keeps both levels.
-        """
-        window = range(self.first.year, self.last.year + 2)
+    def awards_within(
+        self, *, batch_year: int | None = None, level: Literal["national", "provincial"] | None = None
+    ) -> list[Award]:
+        """Awards in the last 3 years (``award_years``); ``level=None`` keeps both levels."""
+        window = self.award_years(batch_year)
         return [
             award for award in self.awards if award.year in window and (level is None or award.level == level)
         ]

@@ -64,6 +64,8 @@ class Application(Base):
     # When the public notice ends (written by the transition that opens it): the public notices' order.
     notice_ends_at: Mapped[datetime | None]
     workflow_started: Mapped[bool] = mapped_column(server_default=text("false"))
+    # When it was filed: a draft's is set again when it is submitted (lists, the reconciler and screening
+    # count from the filing, not from the first save of a draft).
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     # Bumped by database triggers on every change to the application or to a row its read view shows
@@ -71,8 +73,13 @@ class Application(Base):
     version: Mapped[int] = mapped_column(BigInteger, server_default=text("1"))
 
     __table_args__ = (
-        # The reconciler's query: committed applications whose review workflow is not known to run.
-        Index("ix_applications_unstarted", "created_at", postgresql_where=text("NOT workflow_started")),
+        # The reconciler's query: committed applications whose review workflow is not known to run (a draft
+        # has none to run until it is submitted).
+        Index(
+            "ix_applications_unstarted",
+            "created_at",
+            postgresql_where=text("NOT workflow_started AND status <> 'draft'"),
+        ),
         Index("ix_applications_created_at_id", "created_at", "id"),  # every list's order
         # GET /public/notices: the few applications on notice, by notice end.
         Index(
@@ -91,7 +98,7 @@ class Application(Base):
             postgresql_where=text("status IN ('screening', 'in_review', 'returned', 'public_notice')"),
         ),
         CheckConstraint(
-            "status IN ('screening', 'in_review', 'returned', 'public_notice', 'recognized', "
+            "status IN ('draft', 'screening', 'in_review', 'returned', 'public_notice', 'recognized', "
             "'ineligible', 'rejected', 'withdrawn')",
             name="status_known",
         ),
@@ -284,9 +291,15 @@ class Recognition(Base):
     revoked_reason: Mapped[str | None] = mapped_column(Text)
     revoked_by: Mapped[str | None] = mapped_column(String(200))
     revoked_at: Mapped[datetime | None]
+    # What a revocation was for: fraud (which bars the enterprise from applying to any tier for the
+    # program's durations.fraud_bar) or other; none while not revoked.
+    revoked_for: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
-    __table_args__ = (Index("ix_recognitions_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_recognitions_created_at_id", "created_at", "id"),
+        CheckConstraint("revoked_for IN ('fraud', 'other')", name="revoked_for_known"),
+    )
 
 
 class CertificateSequence(Base):

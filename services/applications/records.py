@@ -7,7 +7,8 @@ so a retried attempt writes nothing twice. The rules the API applies are in ``se
 from __future__ import annotations
 
 import uuid
-from datetime import UTC
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import update
@@ -49,26 +50,45 @@ Audited = (
 )
 
 
-def _screen(application: Application) -> ScreeningResult:
-    """Screen the application's figures as they stand, and keep the result on it."""
+async def _screen(
+    session: AsyncSession, application: Application, *, programs: Mapping[str, Program], at: datetime
+) -> ScreeningResult:
+    """Screen the application's figures as they stand, and keep the result on it: by the ruleset of its
+    batch (chosen when it was filed), with awards counted in the 3 years before its batch opened, and the
+    tiers the enterprise holds at ``at`` by its valid recognitions (an existing little giant's route to a
+    single championship). Without its program or batch (since removed), awards count in the declared years."""
+    program = programs.get(application.program)
+    batch = next((b for b in program.batches if b.key == application.batch), None) if program else None
+    held = await repo.current_tiers(session, application.uscc, at)
     result = screen(
         tier=application.tier,
         ruleset=application.ruleset,
         metrics=DeclaredMetrics.model_validate(application.metrics),
+        held_tiers={recognition.tier for recognition in held},
+        batch_year=batch.opens_on.year if batch is not None else None,
     )
     application.screening = result.model_dump(mode="json")
     return result
 
 
-async def record_screening(session: AsyncSession, *, application_id: uuid.UUID) -> ScreenOutcome:
+async def record_screening(
+    session: AsyncSession,
+    *,
+    application_id: uuid.UUID,
+    programs: Mapping[str, Program],
+    at: datetime | None = None,
+) -> ScreenOutcome:
+    """Screen the application (``_screen``) with the tiers held at ``at`` (default: when it was filed)."""
     application = await repo.get_application(session, application_id, for_update=True)
     if application is None:
         raise LookupError(f"application {application_id} does not exist")
-    result = _screen(application)
+    result = await _screen(session, application, programs=programs, at=at or application.created_at)
     return ScreenOutcome(passed=result.passed, ruleset=result.ruleset)
 
 
-async def screen_and_enter(session: AsyncSession, *, data: ScreenAndEnterInput) -> ScreenOutcome:
+async def screen_and_enter(
+    session: AsyncSession, *, data: ScreenAndEnterInput, programs: Mapping[str, Program]
+) -> ScreenOutcome:
     """The review's first step in one transaction: the screening result, ``workflow_started`` (the workflow
     is evidently running), and the transition to the first stage's queue - or to ``ineligible``."""
     application_id = data.application_id
@@ -77,7 +97,7 @@ async def screen_and_enter(session: AsyncSession, *, data: ScreenAndEnterInput) 
         screening = application.screening if application is not None else None
         assert screening is not None, "a screened transition without a screening result"
         return ScreenOutcome(passed=screening["passed"], ruleset=screening["ruleset"])
-    outcome = await record_screening(session, application_id=application_id)
+    outcome = await record_screening(session, application_id=application_id, programs=programs, at=data.at)
     await session.execute(
         update(Application).where(Application.id == application_id).values(workflow_started=True)
     )
@@ -97,6 +117,7 @@ async def screen_and_enter(session: AsyncSession, *, data: ScreenAndEnterInput) 
             at=data.at,
             open_task=data.open_task if outcome.passed else None,
         ),
+        programs=programs,
     )
     return outcome
 
@@ -153,7 +174,9 @@ def _audit(
     )
 
 
-async def apply_transition(session: AsyncSession, *, data: TransitionInput) -> None:
+async def apply_transition(
+    session: AsyncSession, *, data: TransitionInput, programs: Mapping[str, Program]
+) -> None:
     if await repo.transition_exists(session, data.event_key):
         return
     application_id = data.application_id
@@ -163,7 +186,7 @@ async def apply_transition(session: AsyncSession, *, data: TransitionInput) -> N
     changes: list[dict[str, Any]] = []
     rescreened = None
     if data.supplement is not None:
-        changes, rescreened = await _supplement(session, application, data)
+        changes, rescreened = await _supplement(session, application, data, programs)
     application.status = data.to_status
     application.stage = data.stage if data.to_status in ("in_review", "returned") else None
     application.supplement_due_at = data.supplement_due_at
@@ -202,7 +225,7 @@ async def apply_transition(session: AsyncSession, *, data: TransitionInput) -> N
 
 
 async def _supplement(
-    session: AsyncSession, application: Application, data: TransitionInput
+    session: AsyncSession, application: Application, data: TransitionInput, programs: Mapping[str, Program]
 ) -> tuple[list[dict[str, Any]], Transition | None]:
     """A supplement's evidence and corrected figures, written with its transition: the documents it cites
     (the applicant's own; one already cited is not cited twice), the figures replaced, and - when a figure
@@ -233,7 +256,7 @@ async def _supplement(
         changes = [{"field": f, "old": old, "new": new} for f, old, new in changed_figures(before, after)]
         if changes:
             application.metrics = after.model_dump(mode="json")
-            rescreened = _rescreen(application, data)
+            rescreened = await _rescreen(session, application, data, programs)
     changes += [
         {"field": "evidence", "old": None, "new": {"id": str(d.id), "kind": d.kind, "filename": d.filename}}
         for d in documents
@@ -242,11 +265,13 @@ async def _supplement(
     return changes, rescreened
 
 
-def _rescreen(application: Application, data: TransitionInput) -> Transition:
+async def _rescreen(
+    session: AsyncSession, application: Application, data: TransitionInput, programs: Mapping[str, Program]
+) -> Transition:
     """Screen the corrected figures (the application's ruleset stays the one of its batch); the audit row
     says how it went and what changed in the result."""
     before = application.screening or {}
-    result = _screen(application)
+    result = await _screen(session, application, programs=programs, at=data.at)
     after = application.screening or {}
     if result.passed:
         reason = f"passed {result.ruleset} with the corrected figures"
@@ -385,6 +410,7 @@ async def change_recognition(session: AsyncSession, *, data: RecognitionChange) 
             recognition.revoked_reason = data.reason
             recognition.revoked_by = data.actor.sub
             recognition.revoked_at = data.at
+            recognition.revoked_for = data.revoked_for or "other"
             await announce.revoked(session, recognition, data.reason or "")
     await _note(
         session,
@@ -452,7 +478,7 @@ async def open_re_review(
             program=original.program,
             tier=original.tier,
             batch=batch,
-            ruleset=program.ruleset_for(data.at.date()),
+            ruleset=program.ruleset_for_batch(batch),  # the ruleset of the batch it belongs to
             region_code=original.region_code,
             status="screening",
             metrics=original.metrics,

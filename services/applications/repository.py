@@ -8,7 +8,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
-from sqlalchemy import CursorResult, and_, case, exists, func, literal, or_, select, true, union_all, update
+from sqlalchemy import (
+    CursorResult,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
@@ -27,6 +40,8 @@ from services.applications.models import (
 )
 from services.pagination import Cursor, paginate
 from services.vocabulary import region_prefix
+
+DRAFT = "draft"
 
 
 async def insert_enterprise(session: AsyncSession, values: dict[str, Any]) -> bool:
@@ -140,10 +155,12 @@ async def get_document(session: AsyncSession, document_id: uuid.UUID) -> Documen
 
 
 def _cited_in_region(region: str) -> Any:
-    """The document (``Document.id``) is cited by an application in `region` (the region rule)."""
+    """The document (``Document.id``) is cited by a submitted application in `region` (the region rule): a
+    draft's evidence is its enterprise's alone until the draft is submitted."""
     return exists().where(
         ApplicationDocument.document_id == Document.id,
         Application.id == ApplicationDocument.application_id,
+        Application.status != DRAFT,
         in_region(Application.region_code, region),
     )
 
@@ -221,10 +238,13 @@ async def list_applications(
     filters: dict[str, Any],
     cursor: Cursor | None,
     limit: int,
+    drafts: bool = True,
 ) -> list[Application]:
     """Oldest first, paged (services/pagination.py): in `region` if given, with the columns in `filters`
-    equal to their values (None: any)."""
+    equal to their values (None: any); without drafts unless `drafts`."""
     extra = [in_region(Application.region_code, region)] if region is not None else []
+    if not drafts:
+        extra.append(Application.status != DRAFT)
     return await _oldest_first(session, Application, filters, extra, cursor, limit)
 
 
@@ -575,6 +595,43 @@ async def recognition_counts(
     return [RecognitionCount(str(t), str(p), int(n)) for t, p, n in (await session.execute(stmt)).all()]
 
 
+async def replace_draft_evidence(
+    session: AsyncSession, *, application_id: uuid.UUID, document_ids: Sequence[uuid.UUID], cited_by: str, at: datetime
+) -> None:
+    """A draft's evidence becomes exactly `document_ids` (those it no longer cites are let go)."""
+    await session.execute(
+        delete(ApplicationDocument).where(
+            ApplicationDocument.application_id == application_id,
+            ApplicationDocument.document_id.not_in(document_ids) if document_ids else true(),
+        )
+    )
+    await cite_documents(
+        session,
+        application_id=application_id,
+        document_ids=document_ids,
+        source="application",
+        cited_by=cited_by,
+        at=at,
+    )
+
+
+async def delete_draft(session: AsyncSession, application_id: uuid.UUID) -> bool:
+    """Delete a draft and its citations (a draft has no review, history or recognition); whether one was."""
+    await session.execute(
+        delete(ApplicationDocument).where(
+            ApplicationDocument.application_id == application_id,
+            exists().where(Application.id == application_id, Application.status == DRAFT),
+        )
+    )
+    result = cast(
+        CursorResult[Any],
+        await session.execute(
+            delete(Application).where(Application.id == application_id, Application.status == DRAFT)
+        ),
+    )
+    return result.rowcount > 0
+
+
 async def re_review_of(session: AsyncSession, recognition_id: uuid.UUID) -> Application | None:
     stmt = select(Application).where(Application.re_review_of == recognition_id)
     return (await session.execute(stmt)).scalar_one_or_none()
@@ -583,13 +640,30 @@ async def re_review_of(session: AsyncSession, recognition_id: uuid.UUID) -> Appl
 async def applications_without_workflow(
     session: AsyncSession, *, older_than: datetime, limit: int = 100
 ) -> list[Application]:
+    """Submitted applications filed before `older_than` whose review is not known to run (never a draft:
+    it has no review until it is submitted). Walks ix_applications_unstarted."""
     stmt = (
         select(Application)
-        .where(Application.workflow_started.is_(False), Application.created_at < older_than)
+        .where(
+            Application.workflow_started.is_(False),
+            Application.status != DRAFT,
+            Application.created_at < older_than,
+        )
         .order_by(Application.created_at)
         .limit(limit)
     )
     return list((await session.execute(stmt)).scalars())
+
+
+async def last_fraud_revocation(session: AsyncSession, uscc: str) -> Recognition | None:
+    """The enterprise's most recent recognition revoked for fraud, in any program."""
+    stmt = (
+        select(Recognition)
+        .where(Recognition.uscc == uscc, Recognition.revoked_for == "fraud")
+        .order_by(Recognition.revoked_at.desc())
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def current_tiers(session: AsyncSession, uscc: str, at: datetime) -> list[Recognition]:
@@ -652,3 +726,29 @@ async def on_notice(
         stmt = stmt.where(Application.uscc == uscc)
     stmt = paginate(stmt, key=(ends, Application.id), cursor=cursor, limit=limit, newest_first=False)
     return [OnNotice._make(row) for row in (await session.execute(stmt)).all()]
+
+
+# --- the worker's gauges (workflows/gauges.py): each a count over an index or a small table ----------------
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    """Submitted applications by status (an index-only scan of ix_applications_status): drafts are their
+    enterprises' own business, not the service's load."""
+    rows = await session.execute(
+        select(Application.status, func.count())
+        .where(Application.status != DRAFT)
+        .group_by(Application.status)
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+async def count_overdue_tasks(session: AsyncSession, now: datetime) -> int:
+    """Open review tasks past their SLA: those escalation flagged (the queue counts' rows) and those whose due
+    date passed a moment ago, before their timer fired (ix_review_tasks_open_unflagged_due)."""
+    flagged = select(func.coalesce(func.sum(ReviewQueueCount.tasks), 0)).where(ReviewQueueCount.overdue)
+    unflagged = (
+        select(func.count())
+        .select_from(ReviewTask)
+        .where(ReviewTask.status == "open", ~ReviewTask.overdue, ReviewTask.due_at <= now)
+    )
+    return int(await session.scalar(flagged) or 0) + int(await session.scalar(unflagged) or 0)

@@ -136,7 +136,9 @@ class Actions:
         recognition = await service.revocable_recognition(
             self.session, user=self.user, recognition_id=recognition_id
         )
-        request = RevokeRequest(actor=service.actor_of(self.user), reason=data.reason)
+        request = RevokeRequest(
+            actor=service.actor_of(self.user), reason=data.reason, revoked_for=data.revoked_for
+        )
         return await self._act(recognition.application_id, "revoke", request, data)
 
     async def _act(

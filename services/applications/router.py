@@ -140,7 +140,7 @@ async def read_enterprise(
     status_code=201,
     response_model=DocumentRead,
     tags=["documents"],
-    responses=problem_responses(401, 403, 409, 413, 422, 429),
+    responses=problem_responses(401, 403, 409, 413, 422, 429, 503),
 )
 async def upload_document(
     user: WriterDep,
@@ -153,12 +153,12 @@ async def upload_document(
     settings = resources.settings
     upload = await service.receive_upload(
         file,
-        data_dir=settings.data_dir,
+        storage=resources.storage,
         filename=file.filename,
         content_type=file.content_type,
         limit=settings.max_upload_bytes,
     )
-    with upload:  # the staged copy goes unless the document was stored
+    with upload:  # the staged copy goes either way (into the store if the document was written)
         return await once(
             session,
             user,
@@ -209,7 +209,7 @@ async def read_document(document_id: uuid.UUID, user: CurrentUserDep, session: S
     tags=["documents"],
     responses={
         **file_responses(sorted(service.ALLOWED_DOCUMENT_TYPES)),
-        **problem_responses(401, 403, 404, 422),
+        **problem_responses(401, 403, 404, 422, 503),
     },
 )
 async def document_content(
@@ -224,9 +224,9 @@ async def document_content(
     """The document's content, streamed: `ETag` (its SHA-256), `If-None-Match` (304), one byte range
     (`Range: bytes=first-last`, 206; outside the file: 416), `Content-Disposition: attachment`."""
     stored = await service.document_file(
-        session, user=user, document_id=document_id, data_dir=resources.settings.data_dir
+        session, user=user, document_id=document_id, storage=resources.storage
     )
-    return stored.answer(range_header=range_header, if_none_match=if_none_match, if_range=if_range)
+    return await stored.answer(range_header=range_header, if_none_match=if_none_match, if_range=if_range)
 
 
 # --- applications ----------------------------------------------------------------------------------------

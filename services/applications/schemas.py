@@ -289,6 +289,11 @@ class ResolutionCreate(_In):
 
 class RevocationCreate(_In):
     reason: Text
+    revoked_for: Literal["fraud", "other"] = Field(
+        default="other",
+        description="fraud: the enterprise is also barred from applying to any tier for the program's "
+        "durations.fraud_bar (3 years) from the revocation",
+    )
 
 
 class ReviewStateRead(BaseModel):
@@ -371,6 +376,7 @@ class RecognitionRead(_Out):
     status: str
     revoked_reason: str | None
     revoked_at: datetime | None
+    revoked_for: str | None = Field(description="fraud or other; none while not revoked")
 
 
 class ProgramTierRead(BaseModel):

@@ -8,12 +8,15 @@ declared value, the threshold, the points it scored (scored indicators only) and
 Conventions
 -----------
 - Shares, intensities and margins are read from the last declared year unless a rule names more years;
-  growth is ``this year / last year - 1`` of main-business revenue.
+  growth is ``this year / last year - 1`` of main-business revenue. Growth over a base of zero is
+  undefined, never infinite: a growth rule then fails (or scores 0) and its value says which year had no
+  main-business revenue.
 - Band edges: where higher is better a band "a-b" includes ``a`` and excludes ``b``; where lower is better
   (debt ratio) "a-b" excludes ``a`` and includes ``b``. "<= x" and ">= x" include ``x``.
 - A scored indicator "passes" when it earns points; what decides are the group, total and gate rules.
-- "In the last 3 years" (awards) covers the three declared years and the year after them (the year of
-  application): see ``DeclaredMetrics.awards_within``.
+- "In the last 3 years" (awards) is the 3 calendar years before the year the application's batch opens
+  (``batch_year``; a 2026 batch counts 2023-2025), whatever years the figures cover; without a batch
+  (a preview), the 3 declared years. See ``DeclaredMetrics.award_years``.
 - ``direct_path`` names the first direct-recognition rule met, whether or not the score also passed.
 
 Both rulesets judge ``innovative``, ``specialized_new`` and ``single_champion`` the same way: the domain
@@ -52,7 +55,7 @@ little_giant
     replaces the revenue-band rule, and every other 2022 rule (niche years, information systems,
     certification, own brand, R&D institution, chain position, the direct innovation path) stays.
     Two-year compound growth is ``sqrt(last / first) - 1`` over main-business revenue, compared exactly
-    as ``last >= first * 1.05^2``.
+    as ``last >= first * 1.05^2``; it is undefined (the rule fails) when the first year had none.
 
 invisible_champion
     Every ``little_giant`` rule of the ruleset, plus the main product ranking first nationally
@@ -73,22 +76,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from services.applications.metrics import INFINITY, DeclaredMetrics
+from services.applications.metrics import DeclaredMetrics, YearFigures
 from services.programs import RULESETS, TierKey
 from services.vocabulary import TIERS
 
-__all__ = [
-    "RULESETS",
-    "TIERS",
-    "RuleResult",
-    "ScreeningResult",
-    "TierKey",
-    "UnknownRuleset",
-    "screen",
-]
-
 __all__ = ["RULESETS", "TIERS", "RuleResult", "ScreeningResult", "TierKey", "UnknownRuleset", "screen"]
-"""Every tier, lowest to highest."""
 
 
 _D = Decimal
@@ -154,8 +146,8 @@ def _pct(fraction: Decimal, *, lower_is_better: bool = False) -> str:
 
     Rounding towards the worse side means a shown value never sits on the wrong side of a threshold.
     """
-    if fraction.is_infinite():
-        return "unbounded (from zero)" if not lower_is_better else "unbounded (no assets)"
+    if fraction.is_infinite():  # only a debt ratio: liabilities without assets
+        return "unbounded (no assets)"
     rounding = ROUND_CEILING if lower_is_better else ROUND_FLOOR
     return f"{(fraction * 100).quantize(_D('0.01'), rounding=rounding)}%"
 
@@ -219,6 +211,24 @@ def _scored(rule: str, description: str, value: str, threshold: str, points: int
 def _banded(rule: str, description: str, value: Decimal, bands: _Bands) -> RuleResult:
     text = _pct(value, lower_is_better=bands.lower_is_better)
     return _scored(rule, description, text, bands.describe(), bands.points(value))
+
+
+def _undefined_growth(base: YearFigures) -> str:
+    """The value of a growth rule whose base year had no main-business revenue: the reason it failed."""
+    return (
+        f"undefined: no main-business revenue in {base.year} ({_money_yuan(base.main_business_revenue)}); "
+        "a growth rate needs a base above zero"
+    )
+
+
+def _banded_growth(
+    rule: str, description: str, value: Decimal | None, bands: _Bands, base: YearFigures | None
+) -> RuleResult:
+    """``_banded`` over a growth rate; an undefined rate (``None``, over ``base``) scores 0 and says why."""
+    if value is None:
+        assert base is not None, "an undefined growth rate without its zero base"
+        return _scored(rule, description, _undefined_growth(base), bands.describe(), 0)
+    return _banded(rule, description, value, bands)
 
 
 def _subtotal(rule: str, description: str, points: int, minimum: int, maximum: int) -> RuleResult:
@@ -289,17 +299,25 @@ def _ip_rule(rule: str, m: DeclaredMetrics, points_by_level: dict[_IpLevel, int]
     return _scored(rule, "IP tied to the main product", value, threshold, points_by_level[level])
 
 
-def _direct_award(m: DeclaredMetrics, *, levels: Sequence[str], max_rank: int | None) -> bool:
+def _direct_award(
+    m: DeclaredMetrics, batch_year: int | None, *, levels: Sequence[str], max_rank: int | None
+) -> bool:
     return any(
         award.level in levels and (max_rank is None or (award.rank is not None and award.rank <= max_rank))
-        for award in m.awards_within()
+        for award in m.awards_within(batch_year=batch_year)
     )
 
 
-def _awards_text(m: DeclaredMetrics) -> str:
-    awards = m.awards_within()
+def _last_3_years(m: DeclaredMetrics, batch_year: int | None) -> str:
+    """E.g. ``the last 3 years (2023-2025)``: the award window, named in each award rule."""
+    years = m.award_years(batch_year)
+    return f"the last 3 years ({years[0]}-{years[-1]})"
+
+
+def _awards_text(m: DeclaredMetrics, batch_year: int | None) -> str:
+    awards = m.awards_within(batch_year=batch_year)
     if not awards:
-        return "none in the last 3 years"
+        return f"none in {_last_3_years(m, batch_year)}"
     return ", ".join(
         f"{award.level} {award.year}" + ("" if award.rank is None else f" (rank {award.rank})")
         for award in awards
@@ -333,16 +351,17 @@ class _Outcome:
     direct_path: str | None = None
 
 
-def _innovative(m: DeclaredMetrics) -> _Outcome:
+def _innovative(m: DeclaredMetrics, batch_year: int | None) -> _Outcome:
     ip = _ip_rule("innovative.ip", m, _INNOVATIVE_IP)
     rd = _banded(
         "innovative.rd_intensity", "R&D expense / revenue, last year", m.rd_intensity(), _INNOVATIVE_RD
     )
-    growth = _banded(
+    growth = _banded_growth(
         "innovative.main_business_growth",
         "main-business revenue growth, last year",
         m.main_growth(),
         _INNOVATIVE_GROWTH,
+        m.prior,
     )
     debt = _banded("innovative.debt_ratio", "liabilities / assets, last year", m.debt_ratio, _INNOVATIVE_DEBT)
     emerging = _scored(
@@ -374,10 +393,10 @@ def _innovative(m: DeclaredMetrics) -> _Outcome:
     direct = [
         _rule(
             "innovative.direct.award",
-            "national or provincial S&T award in the last 3 years",
-            _awards_text(m),
+            f"national or provincial S&T award in {_last_3_years(m, batch_year)}",
+            _awards_text(m, batch_year),
             "at least one",
-            _direct_award(m, levels=("national", "provincial"), max_rank=None),
+            _direct_award(m, batch_year, levels=("national", "provincial"), max_rank=None),
         ),
         _flag(
             "innovative.direct.high_tech_enterprise",
@@ -453,7 +472,7 @@ def _srdi_distinctiveness(m: DeclaredMetrics) -> RuleResult:
     )
 
 
-def _specialized_new(m: DeclaredMetrics) -> _Outcome:
+def _specialized_new(m: DeclaredMetrics, batch_year: int | None) -> _Outcome:
     last = m.last
     gates = [
         _at_least(
@@ -496,11 +515,12 @@ def _specialized_new(m: DeclaredMetrics) -> _Outcome:
             m.main_business_share,
             _SRDI_SHARE,
         ),
-        _banded(
+        _banded_growth(
             "specialized_new.score.main_business_growth",
             "average main-business growth, last 2 years",
             m.main_growth_average_2y,
             _SRDI_GROWTH,
+            m.zero_main_business_base,
         ),
         _scored(
             "specialized_new.score.niche_years",
@@ -569,10 +589,10 @@ def _specialized_new(m: DeclaredMetrics) -> _Outcome:
     direct = [
         _rule(
             "specialized_new.direct.national_award",
-            "national S&T award in the last 3 years",
-            _awards_text(m),
+            f"national S&T award in {_last_3_years(m, batch_year)}",
+            _awards_text(m, batch_year),
             "at least one national award",
-            _direct_award(m, levels=("national",), max_rank=None),
+            _direct_award(m, batch_year, levels=("national",), max_rank=None),
         ),
         _at_least(
             "specialized_new.direct.rd_expense_2y_average",
@@ -604,7 +624,7 @@ def _specialized_new(m: DeclaredMetrics) -> _Outcome:
 # -- little_giant -----------------------------------------------------------------------------------
 
 
-def _little_giant(m: DeclaredMetrics, ruleset: str) -> _Outcome:
+def _little_giant(m: DeclaredMetrics, ruleset: str, batch_year: int | None) -> _Outcome:
     last, prior, first = m.last, m.prior, m.first
     v2026 = ruleset == "national-2026"
     rules: list[RuleResult] = []
@@ -629,30 +649,33 @@ def _little_giant(m: DeclaredMetrics, ruleset: str) -> _Outcome:
         )
     )
     if v2026:
+        description = f"compound main-business growth, {first.year}-{last.year}"
         if first.main_business_revenue > 0:
             compound = (last.main_business_revenue / first.main_business_revenue).sqrt() - 1
             grew = last.main_business_revenue >= first.main_business_revenue * _D("1.1025")
-        else:
-            grew = last.main_business_revenue > 0
-            compound = INFINITY if grew else _D(0)
-        rules.append(
-            _rule(
-                "little_giant.main_business_growth",
-                f"compound main-business growth, {first.year}-{last.year}",
-                _pct(compound),
-                ">= 5% a year",
-                grew,
+            rules.append(
+                _rule("little_giant.main_business_growth", description, _pct(compound), ">= 5% a year", grew)
             )
-        )
+        else:
+            rules.append(
+                _rule(
+                    "little_giant.main_business_growth",
+                    description,
+                    _undefined_growth(first),
+                    ">= 5% a year",
+                    False,
+                )
+            )
     else:
         average = m.main_growth_average_2y
+        base = m.zero_main_business_base
         rules.append(
             _rule(
                 "little_giant.main_business_growth",
                 "average main-business growth, last 2 years",
-                _pct(average),
+                _pct(average) if average is not None else _undefined_growth(base or first),
                 ">= 5%",
-                average >= _D("0.05"),
+                average is not None and average >= _D("0.05"),
             )
         )
     # refinement
@@ -751,10 +774,11 @@ def _little_giant(m: DeclaredMetrics, ruleset: str) -> _Outcome:
     )
     direct = _rule(
         "little_giant.direct.innovation",
-        "national S&T award (top 3) in the last 3 years, or Maker China national top 50 (innovation only)",
-        f"awards: {_awards_text(m)}; Maker China: {_rank(m.maker_china_rank)}",
+        f"national S&T award (top 3) in {_last_3_years(m, batch_year)}, or Maker China national top 50 "
+        "(innovation only)",
+        f"awards: {_awards_text(m, batch_year)}; Maker China: {_rank(m.maker_china_rank)}",
         "either",
-        _direct_award(m, levels=("national",), max_rank=3)
+        _direct_award(m, batch_year, levels=("national",), max_rank=3)
         or (m.maker_china_rank is not None and m.maker_china_rank <= 50),
     )
     chain = _flag(
@@ -809,8 +833,8 @@ def _rd_by_revenue_band(m: DeclaredMetrics) -> RuleResult:
 # -- invisible_champion, single_champion ------------------------------------------------------------
 
 
-def _invisible_champion(m: DeclaredMetrics, ruleset: str) -> _Outcome:
-    giant = _little_giant(m, ruleset)
+def _invisible_champion(m: DeclaredMetrics, ruleset: str, batch_year: int | None) -> _Outcome:
+    giant = _little_giant(m, ruleset, batch_year)
     first = _rule(
         "invisible_champion.national_rank",
         "main product ranks first nationally",
@@ -855,24 +879,32 @@ def _single_champion(m: DeclaredMetrics, held_tiers: Collection[str]) -> _Outcom
 
 
 def screen(
-    *, tier: str, ruleset: str, metrics: DeclaredMetrics, held_tiers: Collection[str] = ()
+    *,
+    tier: str,
+    ruleset: str,
+    metrics: DeclaredMetrics,
+    held_tiers: Collection[str] = (),
+    batch_year: int | None = None,
 ) -> ScreeningResult:
-    """Screen declared figures for ``tier`` under ``ruleset``.
+    """Screen declared figures for ``tier`` under ``ruleset`` (the ruleset of the application's batch:
+    ``Program.ruleset_for_batch``).
 
-    ``held_tiers`` are the tiers the enterprise already holds (only the single-champion revenue rule
-    reads it). Raises :class:`UnknownRuleset` for a ruleset or tier the engine does not know.
+    ``held_tiers`` are the tiers the enterprise holds now, by valid recognitions (only the single-champion
+    revenue rule reads it). ``batch_year`` is the year the application's batch opens: awards count in the
+    3 calendar years before it (without it, in the 3 declared years). Raises :class:`UnknownRuleset` for a
+    ruleset or tier the engine does not know.
     """
     if ruleset not in RULESETS:
         raise UnknownRuleset(f"unknown ruleset {ruleset!r}; known: {', '.join(sorted(RULESETS))}")
     eligibility = _eligibility(metrics)
     if tier == "innovative":
-        outcome = _innovative(metrics)
+        outcome = _innovative(metrics, batch_year)
     elif tier == "specialized_new":
-        outcome = _specialized_new(metrics)
+        outcome = _specialized_new(metrics, batch_year)
     elif tier == "little_giant":
-        outcome = _little_giant(metrics, ruleset)
+        outcome = _little_giant(metrics, ruleset, batch_year)
     elif tier == "invisible_champion":
-        outcome = _invisible_champion(metrics, ruleset)
+        outcome = _invisible_champion(metrics, ruleset, batch_year)
     elif tier == "single_champion":
         outcome = _single_champion(metrics, held_tiers)
     else:

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, cast
 
 import anyio
@@ -59,6 +59,7 @@ from services.contracts import Actor, ReviewDurations, ReviewInput
 from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
 from services.pagination import Page, decode_cursor, split_page
 from services.programs import DEFAULT_CLAIM_TTL, IsoDuration, Program
+from services.storage import Storage
 from services.vocabulary import LEVELS, TIERS, Tier
 
 ALLOWED_DOCUMENT_TYPES = {"application/pdf", "image/png", "image/jpeg"}
@@ -187,15 +188,13 @@ def can_see_enterprise(user: CurrentUser, uscc: str, region_code: str) -> bool:
 
 
 async def receive_upload(
-    upload: Readable, *, data_dir: Path, filename: str | None, content_type: str | None, limit: int
+    upload: Readable, *, storage: Storage, filename: str | None, content_type: str | None, limit: int
 ) -> StagedUpload:
     """An evidence upload, streamed to a staging file and hashed (a 413 past `limit` bytes): the name the
     client gave without any folders, the media type without parameters."""
     name = PurePosixPath((filename or "").replace("\\", "/")).name.strip()[:255] or "upload"
     media_type = (content_type or "application/octet-stream").split(";")[0].strip().lower()
-    return await evidence.stage(
-        upload, data_dir=data_dir, filename=name, content_type=media_type, limit=limit
-    )
+    return await evidence.stage(upload, storage=storage, filename=name, content_type=media_type, limit=limit)
 
 
 def upload_fingerprint(upload: StagedUpload, *, kind: str) -> dict[str, Any]:
@@ -240,7 +239,7 @@ async def store_document(
     )
     session.add(document)
     await session.flush()
-    upload.keep()
+    await upload.keep()  # before the request commits: a document's content is stored first
     return DocumentRead.model_validate(document)
 
 
@@ -274,12 +273,12 @@ async def read_document(session: AsyncSession, *, user: CurrentUser, document_id
 
 
 async def document_file(
-    session: AsyncSession, *, user: CurrentUser, document_id: uuid.UUID, data_dir: Path
+    session: AsyncSession, *, user: CurrentUser, document_id: uuid.UUID, storage: Storage
 ) -> DocumentFile:
     """Where a readable document's content is, with what its download is labelled by."""
     document = await get_document(session, user=user, document_id=document_id)
     return DocumentFile(
-        path=evidence.stored_path(data_dir, document.sha256),
+        storage=storage,
         size=document.size,
         sha256=document.sha256,
         content_type=document.content_type,
@@ -353,6 +352,26 @@ def check_figures(enterprise: Enterprise, metrics: DeclaredMetrics) -> None:
 authorize_submission = role_check(Role.enterprise)
 
 
+class FraudBarred(Conflict):
+    slug, title = "fraud-bar", "Barred from applying after a revocation for fraud"
+
+
+async def check_not_barred(session: AsyncSession, *, uscc: str, program: Program, now: datetime) -> None:
+    """An enterprise whose recognition (in any program) was revoked for fraud may not apply to any tier for
+    the program's ``durations.fraud_bar`` from the revocation (409, saying until when)."""
+    revoked = await repo.last_fraud_revocation(session, uscc)
+    if revoked is None or revoked.revoked_at is None:
+        return
+    until = program.durations.fraud_bar.add_to(revoked.revoked_at)
+    if now < until:
+        raise FraudBarred(
+            f"Recognition {revoked.certificate_no} of {uscc} was revoked for fraud on "
+            f"{revoked.revoked_at.astimezone(UTC).date().isoformat()}: the enterprise may not apply to any "
+            f"tier until {until.astimezone(UTC).isoformat(timespec='seconds')} "
+            f"({program.durations.fraud_bar} from the revocation)."
+        )
+
+
 async def create_application(
     session: AsyncSession,
     *,
@@ -378,6 +397,7 @@ async def create_application(
             f"Program {program.key} has no tier {data.tier!r}.",
             errors=[FieldError(field="tier", message=f"offered: {', '.join(program.tiers)}")],
         )
+    await check_not_barred(session, uscc=data.uscc, program=program, now=now)
     batch_key = data.batch
     if batch_key is None:
         open_batches = program.open_batches(now.date())
@@ -419,7 +439,7 @@ async def create_application(
         program=program.key,
         tier=data.tier,
         batch=batch.key,
-        ruleset=program.ruleset_for(now.date()),
+        ruleset=program.ruleset_for_batch(batch.key),  # the ruleset in force when the batch opened
         region_code=enterprise.region_code,
         status="screening",
         metrics=data.metrics.model_dump(mode="json"),

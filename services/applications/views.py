@@ -30,12 +30,12 @@ from typing import Any, ClassVar, Literal, TypeVar
 import asyncpg
 import structlog
 from fastapi import Request, Response
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.applications import service
 from services.auth import CurrentUser, Role
 from services.batching import SharedLookups
+from services.db import asyncpg_dsn
 from services.deps import StrictQueryRoute, remembered_user
 
 log = structlog.get_logger(__name__)
@@ -84,7 +84,7 @@ class ApplicationViews(SharedLookups[uuid.UUID, Access]):
         super().__init__(lookups=lookups)
         # The ordinary path's sessions: `async with self.open_session() as session` on a miss.
         self.open_session = open_session
-        self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._dsn = asyncpg_dsn(database_url)
         self._size = size
         self._views: OrderedDict[tuple[uuid.UUID, Audience], tuple[int, bytes]] = OrderedDict()
         self._pool: Any = None  # as many connections as `lookups`, opened when first needed

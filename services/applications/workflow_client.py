@@ -15,7 +15,13 @@ from services import temporal as temporal_boundary
 from services.applications import repository as repo
 from services.applications.models import Application
 from services.applications.service import review_input
-from services.contracts import REVIEW_WORKFLOW, ReviewState, ReviewUpdate, review_workflow_id
+from services.contracts import (
+    REVIEW_WORKFLOW,
+    ReviewState,
+    ReviewUpdate,
+    review_workflow_id,
+    search_attributes,
+)
 from services.programs import Program
 
 log = structlog.get_logger(__name__)
@@ -25,12 +31,16 @@ async def start_review(
     temporal: Client, *, application: Application, program: Program, task_queue: str
 ) -> None:
     """Start the application's review workflow; starting it again is harmless (same id)."""
+    data = review_input(application, program)
     await temporal_boundary.start_workflow(
         temporal,
         REVIEW_WORKFLOW,
-        review_input(application, program),
+        data,
         id=review_workflow_id(application.id),
         task_queue=task_queue,
+        search_attributes=search_attributes(
+            uscc=data.uscc, program=data.program, tier=data.tier, stage="screening"
+        ),
         unavailable="The workflow engine is unavailable; the application is saved and its "
         "review will start automatically.",
     )

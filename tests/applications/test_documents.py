@@ -23,7 +23,8 @@ from services.applications.schemas import latest_today
 from services.config import Settings
 from services.contracts import Actor, SupplementContent, TransitionInput
 from services.files import byte_range, content_disposition
-from tests.applications.conftest import Applicant, new_id, poll, reviewer_headers
+from services.programs import load_programs
+from tests.applications.conftest import PROGRAMS, Applicant, new_id, poll, reviewer_headers
 from tests.conftest import bearer, make_token
 from tests.support.factories import random_uscc, seed_application, strong_metrics, weak_metrics
 
@@ -481,7 +482,7 @@ async def test_a_retried_supplement_write_changes_nothing_twice(session: AsyncSe
         supplement=SupplementContent(evidence=[document, document], metrics=corrected()),
     )
     for _ in range(2):
-        await records.apply_transition(session, data=data)
+        await records.apply_transition(session, data=data, programs=load_programs(PROGRAMS))
     rows = (
         await session.execute(
             select(Transition.action)

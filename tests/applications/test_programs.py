@@ -1,3 +1,4 @@
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -6,6 +7,7 @@ import pytest
 from pydantic import BaseModel
 
 from services.programs import (
+    STANDARDS,
     IsoDuration,
     NoRulesetInForce,
     Program,
@@ -101,7 +103,9 @@ def test_chongqing_benefits(programs: dict[str, Program]) -> None:
         "growth": Decimal("250000.00"),
         "specialized_new_board": Decimal("300000.00"),
     }
-    assert [choice.version for choice in chongqing.rulesets] == ["national-2022"]
+    assert [choice.version for choice in chongqing.rulesets] == ["national-2022", "national-2026"]
+    assert chongqing.ruleset_for_batch("2025") == "national-2022"
+    assert chongqing.ruleset_for_batch("2026") == "national-2026"
     invisible = chongqing.tiers["invisible_champion"]
     assert invisible.review_levels == ["municipal", "provincial"]
     assert invisible.requires_tier == "little_giant"
@@ -119,7 +123,8 @@ def test_demo_runs_in_seconds(programs: dict[str, Program]) -> None:
     assert demo.tiers["little_giant"].credit_line_limit == Decimal("3000000.00")
     assert [batch.key for batch in demo.open_batches(date(2027, 6, 1))] == ["demo-2026"]
     assert demo.open_batches(date(2028, 1, 1)) == []
-    assert demo.ruleset_for_batch("demo-2026") == "national-2022"
+    assert demo.ruleset_for_batch("demo-2026") == "national-2026"
+    assert durations.fraud_bar.timedelta == timedelta(seconds=600)
 
 
 def test_programs_round_trip_through_json(programs: dict[str, Program]) -> None:
@@ -267,7 +272,7 @@ def test_iso_duration_in_a_model() -> None:
             "tiers.little_giant.requires_tier",
             "not a lower tier",
         ),
-        ("opens_on = 2026-01-01", "opens_on = 2021-01-01", "batches[0].opens_on", "no ruleset is in force"),
+        ("opens_on = 2026-04-01", "opens_on = 2021-01-01", "batches[0].opens_on", "no ruleset is in force"),
         ("closes_on = 2027-12-31", "closes_on = 2025-12-31", "batches[0].closes_on", "before it opens"),
         (
             'per_use_cap = "80000000.00"',
@@ -357,3 +362,96 @@ def test_not_utf8(tmp_path: Path) -> None:
 
 def test_program_file_error_is_a_value_error() -> None:
     assert issubclass(ProgramFileError, ValueError)
+
+
+# -- rulesets by batch ------------------------------------------------------------------------------
+
+
+def test_every_shipped_batch_is_judged_by_the_standard_in_force_when_it_opens(
+    programs: dict[str, Program],
+) -> None:
+    for program in programs.values():
+        for batch in program.batches:
+            version = program.ruleset_for_batch(batch.key)
+            assert STANDARDS[version].in_force(batch.opens_on), (program.key, batch.key, version)
+            expected = "national-2026" if batch.opens_on >= date(2026, 4, 1) else "national-2022"
+            assert version == expected, (program.key, batch.key)
+
+
+def test_standards_replace_each_other_on_2026_04_01() -> None:
+    assert STANDARDS["national-2022"].in_force(date(2026, 3, 31))
+    assert not STANDARDS["national-2022"].in_force(date(2026, 4, 1))
+    assert not STANDARDS["national-2026"].in_force(date(2026, 3, 31))
+    assert STANDARDS["national-2026"].in_force(date(2026, 4, 1))
+
+
+ONLY_2022 = """[[rulesets]]
+version = "national-2022"
+effective_from = 2022-06-01
+"""
+
+
+def demo_rulesets(rulesets: str, opens_on: str) -> str:
+    """The demo program with only ``rulesets`` and its batch opening on ``opens_on``."""
+    text = DEMO.replace("opens_on = 2026-04-01", f"opens_on = {opens_on}", 1)
+    start = text.index("[[rulesets]]")
+    end = text.index("[[batches]]")
+    return text[:start] + rulesets + "\n" + text[end:]
+
+
+@pytest.mark.parametrize(
+    ("rulesets", "opens_on", "message"),
+    [
+        # A batch opening once the 2026 standard is in force, with no 2026 ruleset: refused.
+        (
+            ONLY_2022,
+            "2026-04-01",
+            "batches[0].opens_on: batch 'demo-2026' opens on 2026-04-01 and would be judged by "
+            "national-2022, whose standard is not in force that day; "
+            "add a [[rulesets]] entry for national-2026",
+        ),
+        # The 2026 standard adopted before it is in force: a batch opening then is refused too.
+        (
+            ONLY_2022 + '\n[[rulesets]]\nversion = "national-2026"\neffective_from = 2026-01-01\n',
+            "2026-02-01",
+            "would be judged by national-2026, whose standard is not in force that day; add a [[rulesets]] "
+            "entry for national-2022",
+        ),
+        # Adopted late: a batch opening after 2026-04-01 but before the program's 2026 ruleset.
+        (
+            ONLY_2022 + '\n[[rulesets]]\nversion = "national-2026"\neffective_from = 2026-06-01\n',
+            "2026-05-01",
+            "would be judged by national-2022, whose standard is not in force that day",
+        ),
+    ],
+)
+def test_a_batch_judged_by_a_standard_not_in_force_is_refused(
+    tmp_path: Path, rulesets: str, opens_on: str, message: str
+) -> None:
+    write(tmp_path, "demo.toml", demo_rulesets(rulesets, opens_on))
+    with pytest.raises(ProgramFileError, match=re.escape(message)):
+        load_programs(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("opens_on", "version"), [("2026-03-31", "national-2022"), ("2026-04-01", "national-2026")]
+)
+def test_a_batch_is_judged_by_the_ruleset_in_force_when_it_opens(
+    tmp_path: Path, opens_on: str, version: str
+) -> None:
+    write(tmp_path, "demo.toml", DEMO.replace("opens_on = 2026-04-01", f"opens_on = {opens_on}", 1))
+    demo = load_programs(tmp_path)["demo"]
+    assert demo.ruleset_for_batch("demo-2026") == version
+    # ... whatever the date an application is filed on (the batch is open to the end of 2027).
+    assert demo.ruleset_for(date(2027, 12, 31)) == "national-2026"
+
+
+def test_fraud_bar_defaults_to_three_years(tmp_path: Path) -> None:
+    assert 'fraud_bar = "PT600S"' in DEMO
+    write(tmp_path, "demo.toml", demo_with('fraud_bar = "PT600S"', ""))
+    bar = load_programs(tmp_path)["demo"].durations.fraud_bar
+    assert str(bar) == "P3Y"
+    assert bar.add_to(datetime(2026, 12, 1, 10, tzinfo=UTC)) == datetime(2029, 12, 1, 10, tzinfo=UTC)
+    write(tmp_path, "demo.toml", demo_with('fraud_bar = "PT600S"', 'fraud_bar = "three years"'))
+    with pytest.raises(ProgramFileError, match=r"durations\.fraud_bar"):
+        load_programs(tmp_path)

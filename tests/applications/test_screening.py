@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.applications.metrics import INFINITY, DeclaredMetrics
+from services.applications.metrics import DeclaredMetrics
 from services.applications.screening import RULESETS, TIERS, ScreeningResult, UnknownRuleset, screen
 
 M = 1_000_000
@@ -101,9 +101,15 @@ def yuan(amount: float | str) -> str:
 
 
 def run(
-    tier: str, ruleset: str = "national-2022", held_tiers: tuple[str, ...] = (), **changes: Any
+    tier: str,
+    ruleset: str = "national-2022",
+    held_tiers: tuple[str, ...] = (),
+    batch_year: int | None = None,
+    **changes: Any,
 ) -> ScreeningResult:
-    return screen(tier=tier, ruleset=ruleset, metrics=metrics(**changes), held_tiers=held_tiers)
+    return screen(
+        tier=tier, ruleset=ruleset, metrics=metrics(**changes), held_tiers=held_tiers, batch_year=batch_year
+    )
 
 
 def points(tier: str, rule: str, ruleset: str = "national-2022", **changes: Any) -> int | None:
@@ -247,13 +253,26 @@ def test_innovative_growth_bands(last_main_millions: str, expected: int) -> None
     assert result.rule("innovative.main_business_growth").points == expected
 
 
-def test_innovative_growth_from_zero_is_unbounded() -> None:
-    result = run("innovative", prior={"main_business_revenue": "0"}, last={"main_business_revenue": yuan(1)})
+@pytest.mark.parametrize("last_main", ["0", "0.01", yuan(80)])
+def test_innovative_growth_from_zero_is_undefined(last_main: str) -> None:
+    """A zero prior year is no base for a growth rate: 0 points (not the top band), and the value says why."""
+    result = run(
+        "innovative", prior={"main_business_revenue": "0"}, last={"main_business_revenue": last_main}
+    )
     rule = result.rule("innovative.main_business_growth")
-    assert rule.points == 20
-    assert rule.value == "unbounded (from zero)"
-    still = run("innovative", prior={"main_business_revenue": "0"}, last={"main_business_revenue": "0"})
-    assert still.rule("innovative.main_business_growth").points == 5  # 0% growth
+    assert rule.points == 0
+    assert rule.passed is False
+    assert rule.value == (
+        "undefined: no main-business revenue in 2024 (0.00 yuan); a growth rate needs a base above zero"
+    )
+    assert result.rule("innovative.growth").points == 10  # the debt ratio's 10 points alone
+
+
+def test_innovative_growth_from_the_smallest_base_is_defined() -> None:
+    result = run(
+        "innovative", prior={"main_business_revenue": "0.01"}, last={"main_business_revenue": "0.01"}
+    )
+    assert result.rule("innovative.main_business_growth").points == 5  # 0% growth
 
 
 @pytest.mark.parametrize(
@@ -432,7 +451,7 @@ WEAK = {
     ("changes", "path"),
     [
         ({"awards": [{"level": "provincial", "year": 2024}]}, "innovative.direct.award"),
-        ({"awards": [{"level": "national", "rank": 9, "year": 2026}]}, "innovative.direct.award"),
+        ({"awards": [{"level": "national", "rank": 9, "year": 2023}]}, "innovative.direct.award"),
         ({"high_tech_enterprise": True}, "innovative.direct.high_tech_enterprise"),
         ({"rd_institution": "provincial"}, "innovative.direct.rd_institution"),
         ({"rd_institution": "national"}, "innovative.direct.rd_institution"),
@@ -463,11 +482,48 @@ def test_innovative_near_misses_of_direct_paths(changes: dict[str, Any]) -> None
     assert result.passed is False
 
 
-def test_award_window_covers_declared_years_and_the_next() -> None:
-    for year, counted in ((2022, False), (2023, True), (2025, True), (2026, True), (2027, False)):
-        assert (metrics(awards=[{"level": "national", "year": year}]).awards_within() != []) is counted
-        result = run("innovative", **{**WEAK, "awards": [{"level": "national", "year": year}]})
-        assert result.rule("innovative.direct.award").passed is counted, year
+@pytest.mark.parametrize(
+    ("batch_year", "year", "counted"),
+    [
+        # A 2026 batch counts 2023-2025: the 3 calendar years before it opens.
+        (2026, 2022, False),
+        (2026, 2023, True),
+        (2026, 2025, True),
+        (2026, 2026, False),  # the year of the batch itself is not one of the last 3
+        # The window follows the batch, not the declared figures (2023-2025 here).
+        (2027, 2023, False),
+        (2027, 2024, True),
+        (2027, 2026, True),
+        (2025, 2022, True),
+        (2025, 2025, False),
+        # Without a batch (a preview), the 3 declared years.
+        (None, 2022, False),
+        (None, 2023, True),
+        (None, 2025, True),
+        (None, 2026, False),
+    ],
+)
+def test_award_window_is_the_3_years_before_the_batch(
+    batch_year: int | None, year: int, counted: bool
+) -> None:
+    awards = [{"level": "national", "rank": 1, "year": year}]
+    assert (metrics(awards=awards).awards_within(batch_year=batch_year) != []) is counted
+    innovative = run("innovative", batch_year=batch_year, **{**WEAK, "awards": awards})
+    assert innovative.rule("innovative.direct.award").passed is counted
+    srdi = run("specialized_new", batch_year=batch_year, awards=awards)
+    assert srdi.rule("specialized_new.direct.national_award").passed is counted
+    giant = run("little_giant", batch_year=batch_year, awards=awards)
+    assert giant.rule("little_giant.direct.innovation").passed is counted
+
+
+def test_award_rules_name_their_window() -> None:
+    result = run("innovative", batch_year=2026, **WEAK)
+    rule = result.rule("innovative.direct.award")
+    assert rule.description == "national or provincial S&T award in the last 3 years (2023-2025)"
+    assert rule.value == "none in the last 3 years (2023-2025)"
+    shown = run("little_giant", batch_year=2027, awards=[{"level": "national", "rank": 2, "year": 2026}])
+    assert "(2024-2026)" in shown.rule("little_giant.direct.innovation").description
+    assert shown.rule("little_giant.direct.innovation").value.startswith("awards: national 2026 (rank 2)")
 
 
 # -- specialized_new: gates -------------------------------------------------------------------------
@@ -1041,15 +1097,27 @@ def test_little_giant_2026_compound_growth(last_main: str, passed: bool) -> None
     )
 
 
-@pytest.mark.parametrize(("first_main", "last_main", "passed"), [("0", yuan(1), True), ("0", "0", False)])
-def test_little_giant_2026_growth_from_zero(first_main: str, last_main: str, passed: bool) -> None:
+@pytest.mark.parametrize("last_main", [yuan(96), "0"])
+def test_little_giant_2026_growth_from_zero(last_main: str) -> None:
+    """Compound growth over a first year without main-business revenue is undefined: the rule fails."""
     result = run(
         "little_giant",
         "national-2026",
-        first={"main_business_revenue": first_main},
+        first={"main_business_revenue": "0"},
         last={"main_business_revenue": last_main},
     )
-    assert result.rule("little_giant.main_business_growth").passed is passed
+    rule = result.rule("little_giant.main_business_growth")
+    assert rule.passed is False
+    assert rule.value == (
+        "undefined: no main-business revenue in 2023 (0.00 yuan); a growth rate needs a base above zero"
+    )
+    assert result.passed is False
+
+
+def test_little_giant_2026_growth_ignores_a_zero_middle_year() -> None:
+    # Compound growth reads the first and last years only: 80m -> 0 -> 96m is 9.54% a year.
+    result = run("little_giant", "national-2026", prior={"main_business_revenue": "0"})
+    assert result.rule("little_giant.main_business_growth").passed
 
 
 def test_same_figures_judged_by_each_ruleset() -> None:
@@ -1182,10 +1250,15 @@ def test_zero_revenue_ratios_are_zero() -> None:
     assert m.main_growth() == -1
 
 
-def test_growth_from_zero() -> None:
+def test_growth_from_zero_is_undefined() -> None:
     m = metrics(prior={"main_business_revenue": "0"})
-    assert m.main_growth() == INFINITY
-    assert m.main_growth_average_2y == INFINITY
+    assert m.main_growth() is None
+    assert m.main_growth(2024) == -1
+    assert m.main_growth_average_2y is None
+    assert m.zero_main_business_base == m.prior
+    first = metrics(first={"main_business_revenue": "0"}, prior={"main_business_revenue": "0"})
+    assert first.zero_main_business_base == first.first
+    assert metrics().zero_main_business_base is None
 
 
 def test_json_input_with_strings_and_integers() -> None:
@@ -1238,3 +1311,78 @@ def test_three_consecutive_years(years: list[int], message: str) -> None:
 
 def test_negative_net_profit_is_allowed() -> None:
     assert metrics(last={"net_profit": "-1000000.00"}).net_margin == Decimal("-0.01")
+
+
+# -- growth over a zero base (issue 17) -------------------------------------------------------------
+
+UNDEFINED_2023 = (
+    "undefined: no main-business revenue in 2023 (0.00 yuan); a growth rate needs a base above zero"
+)
+# The issue's case: main-business revenue 0 -> 80m -> 40m (halved last year).
+HALVED_FROM_ZERO = {
+    "first": {"main_business_revenue": "0"},
+    "prior": {"main_business_revenue": yuan(80)},
+    "last": {"main_business_revenue": yuan(40), "revenue": yuan(50)},
+}
+
+
+def test_srdi_growth_points_from_a_zero_base_are_zero() -> None:
+    result = run("specialized_new", **HALVED_FROM_ZERO)
+    rule = result.rule("specialized_new.score.main_business_growth")
+    assert (rule.points, rule.passed, rule.value) == (0, False, UNDEFINED_2023)
+    # The rest of the score still counts: only the growth indicator is lost.
+    assert result.score == sum(
+        r.points or 0 for r in result.rules if r.rule.startswith("specialized_new.score.")
+    )
+
+
+def test_srdi_growth_with_a_zero_middle_year_is_undefined_too() -> None:
+    # 80m -> 0 -> 96m: the second growth rate is over a zero base, so the 2-year average is undefined.
+    rule = run("specialized_new", prior={"main_business_revenue": "0"}).rule(
+        "specialized_new.score.main_business_growth"
+    )
+    assert rule.points == 0
+    assert rule.value.startswith("undefined: no main-business revenue in 2024")
+
+
+def test_little_giant_2022_growth_from_a_zero_base_fails_and_says_why() -> None:
+    result = run("little_giant", **HALVED_FROM_ZERO)
+    rule = result.rule("little_giant.main_business_growth")
+    assert (rule.passed, rule.value, rule.threshold) == (False, UNDEFINED_2023, ">= 5%")
+    assert result.passed is False
+    # Even strong growth after the zero year is no defined rate: 0 -> 80m -> 96m fails as well.
+    grown = run("little_giant", first={"main_business_revenue": "0"})
+    assert grown.rule("little_giant.main_business_growth").passed is False
+
+
+def test_innovative_growth_over_a_halving_is_defined_and_scores_zero() -> None:
+    # The innovative rule reads the last year only: 80m -> 40m is -50%, a defined rate in the < 0 band.
+    rule = run("innovative", **HALVED_FROM_ZERO).rule("innovative.main_business_growth")
+    assert (rule.points, rule.value) == (0, "-50.00%")
+
+
+@pytest.mark.parametrize(
+    ("average_pct", "expected"),
+    [
+        ("10", 10),
+        ("9.99", 8),
+        ("8", 8),
+        ("7.99", 6),
+        ("6", 6),
+        ("5.99", 4),
+        ("4", 4),
+        ("3.99", 2),
+        ("0", 2),
+        ("-0.01", 0),
+    ],
+)
+def test_srdi_growth_band_edges(average_pct: str, expected: int) -> None:
+    # 100m -> 100m (0%) -> 100m * (1 + 2 * average): the average of 0% and 2 * average is the average.
+    last = Decimal(100) * (1 + 2 * Decimal(average_pct) / 100)
+    result = run(
+        "specialized_new",
+        first={"main_business_revenue": yuan(100), "revenue": yuan(100)},
+        prior={"main_business_revenue": yuan(100), "revenue": yuan(100)},
+        last={"main_business_revenue": yuan(last), "revenue": yuan(last)},
+    )
+    assert result.rule("specialized_new.score.main_business_growth").points == expected

@@ -62,7 +62,7 @@ async def test_the_programs_page_shows_tiers_amounts_durations_and_open_batches(
     assert "<code>PT4H</code>" in text
     # Batches: which are open today (demo-2026 runs to the end of 2027; Chongqing's 2025 window closed).
     demo_batch = row_of(text, "<td>demo-2026</td>")
-    assert "2026-01-01" in demo_batch
+    assert "2026-04-01" in demo_batch
     assert "2027-12-31" in demo_batch
     assert "Open now" in demo_batch
     assert "Closed" in row_of(text, "<td>2025-04-25</td>")
