@@ -242,6 +242,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def database_refused_value(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DBAPIError)
+        if database_gone(exc):  # PostgreSQL crashed or restarted under the statement: retry, not a bug
+            return await database_unavailable(request, exc)
         if refused_value(exc):
             log.warning("database_refused_value", path=request.url.path, sqlstate=_sqlstate(exc))
             return problem_response(
@@ -286,6 +288,16 @@ def refused_value(exc: BaseException) -> bool:
     """PostgreSQL refused a value itself (SQLSTATE class 22: a NUL byte, a number out of range...):
     asking again with the same value can never succeed."""
     return isinstance(exc, DBAPIError) and _sqlstate(exc).startswith(DATA_EXCEPTION_CLASS)
+
+
+def database_gone(exc: BaseException) -> bool:
+    """The connection died under a statement (the server crashed, restarted or cut it): SQLAlchemy marks the
+    error `connection_invalidated` (asyncpg's "connection was closed in the middle of operation" is a plain
+    DBAPIError), or PostgreSQL says so itself (SQLSTATE class 08, or 57P: shutting down, starting up)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    state = _sqlstate(exc)
+    return exc.connection_invalidated or state.startswith(("08", "57P"))
 
 
 def _sqlstate(exc: DBAPIError) -> str:

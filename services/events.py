@@ -51,6 +51,8 @@ EventType = Literal[
     "disbursement.refused",
     "bridge_loan.due_soon",
     "bridge_loan.overdue",
+    "drawdown.repaid",
+    "drawdown.overdue",
 ]
 AggregateType = Literal["application", "recognition", "payout"]
 
@@ -257,9 +259,28 @@ class BridgeLoanDueSoon(PayoutEvent):
 
 
 class BridgeLoanOverdue(PayoutEvent):
-    """The bridge loan's term passed without its repayment."""
+    """The bridge loan's term passed without its repayment (told once per loan, with what is outstanding
+    after any parts repaid)."""
 
     due_on: date
+    outstanding: Amount | None = Field(default=None, description="what is still to repay of the loan")
+
+
+class DrawdownRepaid(PayoutEvent):
+    """A repayment of a drawdown was recorded (``status`` ``repaid`` once nothing is outstanding): the
+    credit line's available amount grew by ``repayment``."""
+
+    repayment_id: uuid.UUID
+    repayment: Amount = Field(description="the amount repaid now")
+    outstanding: Amount = Field(description="what is still to repay of the drawdown")
+
+
+class DrawdownOverdue(PayoutEvent):
+    """The drawdown's term passed with an amount outstanding: its credit line takes no new drawdowns until
+    it is repaid."""
+
+    due_at: datetime
+    outstanding: Amount
 
 
 # Every event type and its payload model: the vocabulary of the outbox, and each model's `type`.
@@ -285,6 +306,8 @@ EVENT_MODELS: dict[str, type[Event]] = {
     "disbursement.refused": DisbursementRefused,
     "bridge_loan.due_soon": BridgeLoanDueSoon,
     "bridge_loan.overdue": BridgeLoanOverdue,
+    "drawdown.repaid": DrawdownRepaid,
+    "drawdown.overdue": DrawdownOverdue,
 }
 for _type, _model in EVENT_MODELS.items():
     _model.type = cast(EventType, _type)

@@ -139,5 +139,16 @@ async def once(
     return result
 
 
+def require_key(key: str | None) -> None:
+    """A write that moves money is taken only with an Idempotency-Key (422 without): a retry after a lost
+    answer must never move it twice. Run after the route's access check, so a caller who may not make the
+    request still hears that first."""
+    if key is None:
+        raise Unprocessable(
+            "This request moves money: send an Idempotency-Key header, and the same key with any retry.",
+            errors=[FieldError(field="Idempotency-Key", message="required")],
+        )
+
+
 def replay_response(replay: Replay) -> JSONResponse:
     return JSONResponse(replay.body, status_code=replay.status_code, headers={"Idempotent-Replayed": "true"})

@@ -13,8 +13,17 @@ TIERS: tuple[Tier, ...] = get_args(Tier)
 # A review level is also a stage of the review, and a reviewer's `level` claim.
 Level = Literal["municipal", "provincial", "national"]
 LEVELS: tuple[Level, ...] = get_args(Level)
+# ``draft``: saved, edited and checked by its enterprise, not submitted - no review, seen by its owner and admins.
 ApplicationStatus = Literal[
-    "screening", "in_review", "returned", "public_notice", "recognized", "ineligible", "rejected", "withdrawn"
+    "draft",
+    "screening",
+    "in_review",
+    "returned",
+    "public_notice",
+    "recognized",
+    "ineligible",
+    "rejected",
+    "withdrawn",
 ]
 TERMINAL: frozenset[ApplicationStatus] = frozenset({"recognized", "ineligible", "rejected", "withdrawn"})
 Decision = Literal["approve", "reject", "return"]

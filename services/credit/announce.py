@@ -3,7 +3,9 @@ payout, in their transaction. The enterprise and finance hear of every payout's 
 
 from __future__ import annotations
 
-from datetime import date
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,6 +17,8 @@ from services.events import (
     BridgeLoanOverdue,
     DisbursementPaid,
     DisbursementRefused,
+    DrawdownOverdue,
+    DrawdownRepaid,
     PayoutApproved,
     PayoutAwaitingApproval,
     PayoutRejected,
@@ -70,5 +74,33 @@ async def bridge_loan_due_soon(session: AsyncSession, row: Payout, *, due_on: da
     await emit(session, BridgeLoanDueSoon(**_about("bridge_loan", row), due_on=due_on), _audience(row))
 
 
-async def bridge_loan_overdue(session: AsyncSession, row: Payout, *, due_on: date) -> None:
-    await emit(session, BridgeLoanOverdue(**_about("bridge_loan", row), due_on=due_on), _audience(row))
+async def bridge_loan_overdue(
+    session: AsyncSession, row: Payout, *, due_on: date, outstanding: Decimal | None = None
+) -> None:
+    await emit(
+        session,
+        BridgeLoanOverdue(**_about("bridge_loan", row), due_on=due_on, outstanding=outstanding),
+        _audience(row),
+    )
+
+
+async def drawdown_repaid(
+    session: AsyncSession, row: Payout, *, repayment_id: uuid.UUID, repayment: Decimal, outstanding: Decimal
+) -> None:
+    await emit(
+        session,
+        DrawdownRepaid(
+            **_about("drawdown", row), repayment_id=repayment_id, repayment=repayment, outstanding=outstanding
+        ),
+        _audience(row),
+    )
+
+
+async def drawdown_overdue(
+    session: AsyncSession, row: Payout, *, due_at: datetime, outstanding: Decimal
+) -> None:
+    await emit(
+        session,
+        DrawdownOverdue(**_about("drawdown", row), due_at=due_at, outstanding=outstanding),
+        _audience(row),
+    )

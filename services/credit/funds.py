@@ -2,16 +2,22 @@
 bank as payouts (``payouts``), like drawdowns.
 
 A bridge loan reserves its amount in the program's fund at once - one conditional UPDATE, so concurrent
-requests never commit the fund beyond its capacity - and holds it until finance records the repayment (or
-the loan is rejected, expires or is refused by the bank). Approved, it falls due ``term_days`` working days
-later; its workflow flags it overdue if it is not repaid by then. A listing reward is granted once per
-enterprise and board: the unique index decides between concurrent reports. Functions take the session first
-and never commit.
+requests never commit the fund beyond its capacity - and holds it until finance records its repayment, in one
+part or several, each releasing its amount from the fund as it comes in (or until the loan is rejected,
+expires or is refused by the bank). Approved, it falls due ``term_days`` working days later (China's official
+calendar, ``policy.is_working_day``); its workflow flags it overdue, once, if anything is outstanding by
+then. An admin raises or cuts a fund's capacity, never below what it has committed, each change booked in the
+ledger with who and why. A listing reward is granted once per enterprise and board (the unique index decides
+between concurrent reports) and holds its amount in the program's yearly budget (a conditional UPDATE, like
+the fund's) until it is paid, or gives it back if it is rejected, expires or is refused by the bank.
+Functions take the session first and never commit.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,9 +25,18 @@ from temporalio.client import Client
 
 from services.auth import CurrentUser, Role, role_check
 from services.credit import ledger, payouts, policy, repository
-from services.credit.models import ZERO, Benefit, BridgeLoan
+from services.credit.models import (
+    ZERO,
+    Benefit,
+    BridgeLoan,
+    BridgeLoanRepayment,
+    FundCapacityChange,
+    ListingReward,
+)
 from services.credit.schemas import (
     BridgeLoanCreate,
+    FundCapacityChangeCreate,
+    FundCapacityChangeRead,
     FundRead,
     ListFilters,
     ListingCreate,
@@ -31,7 +46,7 @@ from services.credit.schemas import (
 )
 from services.credit.service import Listing
 from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
-from services.pagination import Cursor, Page
+from services.pagination import Cursor, Page, decode_cursor, split_page
 
 # --- funds -------------------------------------------------------------------------------------------------
 
@@ -124,6 +139,7 @@ async def request_bridge_loan(
             f"A bridge loan runs at most {pool.term_working_days} working days.",
             errors=[FieldError(field="term_days", message="over the fund's term")],
         )
+    policy.due_on(payouts.now(), data.term_days)  # 409 now if the calendar cannot count the term
     await repository.ensure_pool(session, program=program.key, capacity=pool.capacity)
     if not await repository.commit_to_pool(session, program=program.key, amount=data.amount):
         available = await repository.pool_available(session, program.key)
@@ -170,39 +186,189 @@ async def authorize_repayment(session: AsyncSession, *, user: CurrentUser, loan_
 async def repay_bridge_loan(
     session: AsyncSession, *, user: CurrentUser, loan_id: uuid.UUID, data: RepaymentCreate, temporal: Client
 ) -> PayoutRead:
-    """Finance (or an admin; never the requester) records that the enterprise repaid the whole loan into the
-    fund: the fund's capacity is freed and the ledger entry of the payment is mirrored (debit
-    ``bank_settlement``, credit the enterprise's bridge receivable). Then the loan's workflow stops watching
-    the due date."""
+    """Finance (or an admin; never the requester) records that the enterprise paid back ``data.amount`` of
+    a loan paid out - a part or all of what is outstanding, never more (409). In the request's transaction:
+    the ledger entry (debit ``bank_settlement``, credit the enterprise's bridge receivable), the repayment's
+    row, the loan's ``repaid`` and the amount released from the fund's committed amount (a conditional
+    UPDATE, never below zero). Repaid in full, the loan is ``repaid`` and its workflow stops watching the due
+    date; until then an overdue loan stays overdue."""
     await authorize_repayment(session, user=user, loan_id=loan_id)
     rules = payouts.KINDS["bridge_loan"]
     loan: BridgeLoan = await rules.lock(session, loan_id)
     if loan.status != "disbursed":
         raise Conflict(f"The bridge loan is {loan.status}; only a loan paid out and not repaid is repaid.")
-    if data.amount != loan.amount:
-        raise Unprocessable(
-            f"The loan is repaid in full: {format_money(loan.amount)}.",
-            errors=[FieldError(field="amount", message="not the amount lent")],
-        )
-    at = payouts.now()
+    outstanding = loan.outstanding
+    if data.amount > outstanding:
+        raise payouts.beyond(data.amount, "the loan's outstanding", outstanding)
+    at, repayment_id = payouts.now(), uuid.uuid4()
+    left = outstanding - data.amount
     entry = await ledger.post_entry(
         session,
-        key=f"bridge-loan-repayment:{loan.id}",
-        memo=f"bridge loan {loan.id} repaid by {loan.uscc}"
-        + (f" (ref {data.reference})" if data.reference else ""),
+        key=f"bridge-loan-repayment:{loan.id}:{repayment_id}",
+        memo=f"bridge loan {loan.id} repaid by {loan.uscc}: {format_money(data.amount)}, "
+        f"{format_money(left)} outstanding" + (f" (ref {data.reference})" if data.reference else ""),
         lines=[
-            ledger.Line.dr(ledger.BANK_SETTLEMENT, loan.amount),
-            ledger.Line.cr(ledger.bridge_receivable(loan.uscc), loan.amount),
+            ledger.Line.dr(ledger.BANK_SETTLEMENT, data.amount),
+            ledger.Line.cr(ledger.bridge_receivable(loan.uscc), data.amount),
         ],
     )
-    loan.status, loan.repaid_at, loan.repaid_by = "repaid", at, user.sub
-    loan.repayment_reference, loan.repayment_entry_id = data.reference, entry.id
-    await rules.release(session, loan)
+    if not await repository.release_part_from_pool(session, program=loan.program, amount=data.amount):
+        raise Conflict(f"The fund {loan.program!r} has less than {format_money(data.amount)} committed.")
+    repository.add(
+        session,
+        BridgeLoanRepayment(
+            id=repayment_id,
+            bridge_loan_id=loan.id,
+            program=loan.program,
+            uscc=loan.uscc,
+            amount=data.amount,
+            outstanding_after=left,
+            reference=data.reference,
+            recorded_by=user.sub,
+            ledger_entry_id=entry.id,
+            created_at=at,
+        ),
+    )
+    loan.repaid = loan.repaid + data.amount
+    loan.repaid_by, loan.repayment_reference = user.sub, data.reference
+    if left == ZERO:
+        loan.status, loan.repaid_at, loan.repayment_entry_id = "repaid", at, entry.id
     await session.flush()
-    # The workflow's check waits for this request's lock on the loan, so it reads the repayment once it
-    # commits (or the loan as it was, if it never does).
-    await payouts.refresh(temporal, "bridge_loan", loan.id)
+    if left == ZERO:
+        # The workflow's check waits for this request's lock on the loan, so it reads the repayment once it
+        # commits (or the loan as it was, if it never does).
+        await payouts.refresh(temporal, "bridge_loan", loan.id)
     return await payouts.read(session, "bridge_loan", loan)
+
+
+# --- fund administration -----------------------------------------------------------------------------------
+
+
+def _fund_policy(programs: policy.Programs, key: str) -> policy.Program:
+    found = programs.get(key)
+    if found is None or found.bridge_pool is None:
+        raise NotFound(f"There is no fund {key!r}.")
+    return found
+
+
+def _capacity_lines(program: str, delta: Decimal) -> list[ledger.Line]:
+    """A raise debits the fund's capacity and credits its appropriation; a cut the other way round."""
+    capacity, appropriation = ledger.fund_capacity(program), ledger.fund_appropriation(program)
+    if delta > 0:
+        return [ledger.Line.dr(capacity, delta), ledger.Line.cr(appropriation, delta)]
+    return [ledger.Line.dr(appropriation, -delta), ledger.Line.cr(capacity, -delta)]
+
+
+async def authorize_fund_admin(user: CurrentUser) -> None:
+    """Who changes a fund's capacity: an admin."""
+    user.require(Role.admin)
+
+
+async def change_fund_capacity(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    program_key: str,
+    data: FundCapacityChangeCreate,
+    programs: policy.Programs,
+) -> FundCapacityChangeRead:
+    """An admin sets the fund's capacity (``capacity``) or moves it by ``delta``, with a reason: never below
+    what the fund has committed (409), never to the capacity it has (422). The fund's row is locked for the
+    change, so a concurrent bridge loan's conditional UPDATE waits and then re-checks what is left. The first
+    change of a fund first books its opening capacity (the program's) in the ledger, so that the balance of
+    ``fund_capacity:<program>`` is always the fund's capacity."""
+    await authorize_fund_admin(user)
+    program = _fund_policy(programs, program_key)
+    assert program.bridge_pool is not None
+    await repository.ensure_pool(session, program=program.key, capacity=program.bridge_pool.capacity)
+    pool = await repository.lock_pool(session, program.key)
+    assert pool is not None
+    previous, committed = pool.capacity, pool.committed
+    new = data.capacity if data.capacity is not None else previous + (data.delta or ZERO)
+    field = "capacity" if data.capacity is not None else "delta"
+    if new == previous:
+        raise Unprocessable(
+            f"The fund's capacity is {format_money(previous)} already.",
+            errors=[FieldError(field=field, message="no change")],
+        )
+    if new < committed:
+        raise Conflict(
+            f"The fund has {format_money(committed)} committed; its capacity cannot go below that "
+            f"(asked for {format_money(new)})."
+        )
+    opening = f"fund-capacity-opening:{program.key}"
+    if previous > 0 and not await repository.has_entry(session, opening):
+        await ledger.post_entry(
+            session,
+            key=opening,
+            memo=f"fund {program.key}: opening capacity {format_money(previous)} (program policy)",
+            lines=_capacity_lines(program.key, previous),
+        )
+    if not await repository.change_capacity(session, program=program.key, capacity=new):
+        raise Conflict("The fund's committed amount changed; try again.")  # pragma: no cover - locked
+    change_id, delta = uuid.uuid4(), new - previous
+    entry = await ledger.post_entry(
+        session,
+        key=f"fund-capacity-change:{change_id}",
+        memo=f"fund {program.key}: capacity {format_money(previous)} -> {format_money(new)} by {user.sub}: "
+        f"{data.reason}",
+        lines=_capacity_lines(program.key, delta),
+    )
+    change = FundCapacityChange(
+        id=change_id,
+        program=program.key,
+        previous_capacity=previous,
+        new_capacity=new,
+        committed_then=committed,
+        reason=data.reason,
+        changed_by=user.sub,
+        ledger_entry_id=entry.id,
+        created_at=payouts.now(),
+    )
+    repository.add(session, change)
+    await session.flush()
+    [read] = await _change_reads(session, [change])
+    return read
+
+
+async def _change_reads(
+    session: AsyncSession, changes: Sequence[FundCapacityChange]
+) -> list[FundCapacityChangeRead]:
+    entries = {e.id: e for e in await ledger.entries(session, [c.ledger_entry_id for c in changes])}
+    return [
+        FundCapacityChangeRead(
+            id=c.id,
+            program=c.program,
+            previous_capacity=c.previous_capacity,
+            new_capacity=c.new_capacity,
+            delta=c.new_capacity - c.previous_capacity,
+            committed_then=c.committed_then,
+            reason=c.reason,
+            changed_by=c.changed_by,
+            created_at=c.created_at,
+            ledger_entry=payouts.entry_read(entries[c.ledger_entry_id]),
+        )
+        for c in changes
+    ]
+
+
+async def list_capacity_changes(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    program_key: str,
+    programs: policy.Programs,
+    cursor: str | None,
+    limit: int,
+) -> Page[FundCapacityChangeRead]:
+    """A fund's capacity changes, newest first (finance and admin)."""
+    user.require(Role.finance, Role.admin)
+    program = _fund_policy(programs, program_key)
+    rows = await repository.capacity_changes(
+        session, program=program.key, cursor=decode_cursor(cursor), limit=limit
+    )
+    page, next_cursor = split_page(rows, limit, lambda c: (c.created_at, c.id))
+    return Page(items=await _change_reads(session, page), next_cursor=next_cursor)
 
 
 # --- listing rewards ---------------------------------------------------------------------------------------
@@ -257,7 +423,29 @@ async def report_listing(
     )
     if reward is None:
         raise Conflict(f"The enterprise was already rewarded for listing on {data.board!r}.")
+    await _reserve_budget(session, program, reward)
     return await payouts.read(session, "listing_reward", reward)
+
+
+async def _reserve_budget(session: AsyncSession, program: policy.Program, reward: ListingReward) -> None:
+    """Hold the reward's amount in the program's listing-reward budget for the year it is requested in (China
+    Standard Time): 409 with what is left when it does not fit (the request's transaction, the reward's row
+    with it, is then rolled back). A program without a budget holds nothing."""
+    budget = program.listing_reward_budget_per_year
+    if budget is None:
+        return
+    year = policy.today(reward.created_at).year
+    reserved = await repository.reserve_reward_budget(
+        session, program=program.key, year=year, budget=budget, amount=reward.amount
+    )
+    if not reserved:
+        left = await repository.reward_budget_left(session, program=program.key, year=year, budget=budget)
+        raise Conflict(
+            f"The listing-reward budget of program {program.key!r} for {year} has {format_money(left)} "
+            f"left of {format_money(budget)}: not enough for the reward of {format_money(reward.amount)}."
+        )
+    reward.budget_year = year
+    await session.flush()
 
 
 # Enterprises see their own rewards, finance and admin all; newest first (service.Listing).

@@ -43,6 +43,16 @@ def bridge_receivable(uscc: str) -> str:
     return f"bridge_receivable:{uscc}"
 
 
+def fund_capacity(program: str) -> str:
+    """What a program's bridge fund may lend (debit balance = its capacity, once changed by an admin)."""
+    return f"fund_capacity:{program}"
+
+
+def fund_appropriation(program: str) -> str:
+    """Where a fund's capacity comes from: the authority's appropriation (the other side of each change)."""
+    return f"fund_appropriation:{program}"
+
+
 @dataclass(frozen=True, slots=True)
 class Line:
     """One side of an entry: exactly one of ``debit`` and ``credit`` is positive."""

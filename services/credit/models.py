@@ -50,10 +50,10 @@ LINE_STATUSES = get_args(BenefitStatus)
 # A payout is money paid out through the bank once finance approves it; every kind has a table of its own
 # with the same approval columns, and shares the approvals and disbursements tables (one foreign key column
 # per kind, named ``<kind>_id``).
-# Only a bridge loan is repaid (so far): the other kinds' CHECK constraints leave `repaid` out.
-DRAWDOWN_STATUSES = tuple(s for s in PAYOUT_STATUSES if s != "repaid")
-BRIDGE_LOAN_STATUSES = (*DRAWDOWN_STATUSES, "repaid")
-LISTING_REWARD_STATUSES = DRAWDOWN_STATUSES
+# A drawdown and a bridge loan are repaid; a listing reward's CHECK constraint leaves `repaid` out.
+DRAWDOWN_STATUSES = PAYOUT_STATUSES
+BRIDGE_LOAN_STATUSES = PAYOUT_STATUSES
+LISTING_REWARD_STATUSES = tuple(s for s in PAYOUT_STATUSES if s != "repaid")
 AWAITING: PayoutStatus = "pending_approval"  # requested, waiting for finance's decisions
 DISBURSEMENT_STATUSES = get_args(DisbursementStatus)
 
@@ -160,8 +160,10 @@ class Benefit(Base):
 
 
 class CreditLine(Base):
-    """An unsecured credit line opened on recognition. ``reserved`` is held by drawdowns awaiting approval
-    or payment, ``drawn`` has been paid out; the database refuses more than the limit."""
+    """An unsecured, revolving credit line opened on recognition. ``reserved`` is held by drawdowns awaiting
+    approval or payment, ``drawn`` has been paid out in all and ``repaid`` paid back in all (repayments,
+    services/credit/repayments.py); what is held and outstanding (``drawn - repaid``) never passes the
+    limit, which the database refuses."""
 
     __tablename__ = "credit_lines"
 
@@ -177,18 +179,25 @@ class CreditLine(Base):
     opened_at: Mapped[datetime] = mapped_column(server_default=func.now())
     frozen_at: Mapped[datetime | None]
     freeze_reason: Mapped[str | None] = mapped_column(Text)
+    repaid: Mapped[Money] = mapped_column(server_default=text("0"))
 
     __table_args__ = (
         CheckConstraint(
-            "reserved >= 0 AND drawn >= 0 AND reserved + drawn <= credit_limit", name="within_limit"
+            "reserved >= 0 AND repaid >= 0 AND repaid <= drawn AND reserved + drawn - repaid <= credit_limit",
+            name="within_limit",
         ),
         CheckConstraint(_one_of("status", LINE_STATUSES), name="status_known"),
         Index("ix_credit_lines_opened_at_id", "opened_at", "id"),
     )
 
     @property
+    def outstanding(self) -> Decimal:
+        """Paid out and not repaid yet."""
+        return self.drawn - self.repaid
+
+    @property
     def available(self) -> Decimal:
-        return self.credit_limit - self.reserved - self.drawn
+        return self.credit_limit - self.reserved - self.outstanding
 
 
 # Where columns go in a payout's table (``mapped_column(sort_order=...)``; the kind's own columns are 0).
@@ -235,10 +244,25 @@ class Drawdown(PayoutColumns, Base):
     program: Mapped[str] = mapped_column(String(64))
     tier: Mapped[str] = mapped_column(String(32))
     amount: Mapped[Money]
+    # Repayments (services/credit/repayments.py), after the approval columns of PayoutColumns: the term is
+    # the program's ``durations.drawdown_term`` when requested, the due time is set when the bank pays it.
+    term: Mapped[str | None] = mapped_column(String(32), sort_order=_AFTER_APPROVAL)
+    due_at: Mapped[datetime | None] = mapped_column(sort_order=_AFTER_APPROVAL)
+    repaid: Mapped[Money] = mapped_column(server_default=text("0"), sort_order=_AFTER_APPROVAL)
+    overdue_since: Mapped[datetime | None] = mapped_column(sort_order=_AFTER_APPROVAL)
 
     __table_args__ = _payout_table_args(
-        "drawdowns", DRAWDOWN_STATUSES, Index("ix_drawdowns_status_created_at", "status", "created_at")
+        "drawdowns",
+        DRAWDOWN_STATUSES,
+        Index("ix_drawdowns_status_created_at", "status", "created_at"),
+        CheckConstraint("repaid >= 0 AND repaid <= amount", name="repaid_within_amount"),
+        # The worker's overdue sweep walks the drawdowns paid out and not repaid, by due time.
+        Index("ix_drawdowns_outstanding_due_at", "due_at", postgresql_where=text("status = 'disbursed'")),
     )
+
+    @property
+    def outstanding(self) -> Decimal:
+        return self.amount - self.repaid
 
     @property
     def workflow_id(self) -> str:
@@ -323,12 +347,38 @@ class Disbursement(Base):
         return found
 
 
+class DrawdownRepayment(Base):
+    """Money the enterprise paid back on a drawdown paid out: recorded by the enterprise or finance, posted to
+    the ledger in the same transaction (debit ``bank_settlement``, credit the enterprise's credit
+    receivable), and restored to the line's available amount."""
+
+    __tablename__ = "drawdown_repayments"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    drawdown_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("drawdowns.id"))
+    credit_line_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("credit_lines.id"), index=True)
+    uscc: Mapped[str] = mapped_column(String(18))
+    program: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[Money]
+    paid_on: Mapped[date] = mapped_column(Date)
+    reference: Mapped[str | None] = mapped_column(String(100))
+    recorded_by: Mapped[str] = mapped_column(String(200))
+    ledger_entry_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        Index("ix_drawdown_repayments_drawdown_id_created_at", "drawdown_id", "created_at", "id"),
+    )
+
+
 # --- bridge-loan pools and listing rewards ------------------------------------------------------------
 
 
 class FundPool(Base):
     """A program's bridge ("转贷") fund: ``committed`` can never pass ``capacity`` (checked by the database;
-    commitments are conditional UPDATEs). Created from the program's policy on first use."""
+    commitments are conditional UPDATEs). Created from the program's policy on first use; an admin changes
+    its capacity after that (``FundCapacityChange``)."""
 
     __tablename__ = "fund_pools"
 
@@ -343,8 +393,9 @@ class FundPool(Base):
 class BridgeLoan(PayoutColumns, Base):
     """A bridge loan from a program's fund. Requested: its amount is reserved in the pool at once
     (``pending_approval``); finance approves (due date: ``term_days`` working days after approval) and the
-    bank pays (``disbursed``); finance records the repayment (``repaid``), which frees the capacity. A
-    rejection, the approval deadline or a bank refusal frees it as well."""
+    bank pays (``disbursed``); finance records repayments, in parts or whole, each freeing its amount of the
+    capacity (``repaid`` once nothing is outstanding). A rejection, the approval deadline or a bank refusal
+    frees it as well."""
 
     __tablename__ = "bridge_loans"
 
@@ -354,7 +405,7 @@ class BridgeLoan(PayoutColumns, Base):
     tier: Mapped[str] = mapped_column(String(32))
     recognition_id: Mapped[uuid.UUID]  # the recognition whose benefit qualified
     amount: Mapped[Money]
-    term_days: Mapped[int] = mapped_column(Integer)  # working days (Mon-Fri) from approval
+    term_days: Mapped[int] = mapped_column(Integer)  # working days from approval (policy.is_working_day)
     purpose: Mapped[str] = mapped_column(Text)
     # After the approval columns of PayoutColumns:
     due_on: Mapped[date | None] = mapped_column(Date, sort_order=_AFTER_APPROVAL)
@@ -365,13 +416,86 @@ class BridgeLoan(PayoutColumns, Base):
     repayment_entry_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("ledger_entries.id"), sort_order=_AFTER_APPROVAL
     )
+    # Repaid so far, in parts (``BridgeLoanRepayment``); the ``repaid_*`` columns above are the last part's.
+    repaid: Mapped[Money] = mapped_column(server_default=text("0"), sort_order=_AFTER_APPROVAL)
 
     __table_args__ = _payout_table_args(
         "bridge_loans",
         BRIDGE_LOAN_STATUSES,
         CheckConstraint("term_days > 0", name="term_positive"),
         Index("ix_bridge_loans_status_created_at", "status", "created_at"),
+        CheckConstraint("repaid >= 0 AND repaid <= amount", name="repaid_within_amount"),
     )
+
+    @property
+    def outstanding(self) -> Decimal:
+        """Lent and not repaid yet (the part of the fund it still holds once paid out)."""
+        return self.amount - self.repaid
+
+
+class BridgeLoanRepayment(Base):
+    """A part (or the whole) of a bridge loan paid back into the fund, recorded by finance: posted to the
+    ledger in the same transaction (debit ``bank_settlement``, credit the enterprise's bridge receivable) and
+    released from the fund's committed amount (services/credit/funds.py)."""
+
+    __tablename__ = "bridge_loan_repayments"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    bridge_loan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("bridge_loans.id"))
+    program: Mapped[str] = mapped_column(String(64))
+    uscc: Mapped[str] = mapped_column(String(18))
+    amount: Mapped[Money]
+    outstanding_after: Mapped[Money]
+    reference: Mapped[str | None] = mapped_column(String(100))
+    recorded_by: Mapped[str] = mapped_column(String(200))
+    ledger_entry_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("outstanding_after >= 0", name="outstanding_after_non_negative"),
+        Index("ix_bridge_loan_repayments_loan_created_at", "bridge_loan_id", "created_at", "id"),
+    )
+
+
+class FundCapacityChange(Base):
+    """An admin raised or lowered a fund's capacity (never below what it has committed): who, why, from what
+    to what, and the ledger entry that books it between the fund's capacity accounts
+    (``ledger.fund_capacity`` and ``ledger.fund_appropriation``)."""
+
+    __tablename__ = "fund_capacity_changes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    program: Mapped[str] = mapped_column(ForeignKey("fund_pools.program"))
+    previous_capacity: Mapped[Money]
+    new_capacity: Mapped[Money]
+    committed_then: Mapped[Money]
+    reason: Mapped[str] = mapped_column(Text)
+    changed_by: Mapped[str] = mapped_column(String(200))
+    ledger_entry_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("new_capacity <> previous_capacity", name="changes_capacity"),
+        CheckConstraint("new_capacity >= committed_then", name="not_below_committed"),
+        Index("ix_fund_capacity_changes_program_created_at", "program", "created_at", "id"),
+    )
+
+
+class RewardBudget(Base):
+    """A program's listing-reward budget for a year (China Standard Time): ``committed`` is held by the
+    rewards requested that year and not rejected, expired or refused by the bank. Reservations are one
+    conditional UPDATE against the program's ``listing_reward_budget_per_year`` (policy data, copied into
+    ``budget`` as it stood at the last reservation), so the database never lets ``committed`` pass it."""
+
+    __tablename__ = "reward_budgets"
+
+    program: Mapped[str] = mapped_column(String(64), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    budget: Mapped[Money]
+    committed: Mapped[Money]
+
+    __table_args__ = (CheckConstraint("committed >= 0 AND committed <= budget", name="within_budget"),)
 
 
 class ListingReward(PayoutColumns, Base):
@@ -391,6 +515,8 @@ class ListingReward(PayoutColumns, Base):
     listed_on: Mapped[date] = mapped_column(Date)
     security_code: Mapped[str] = mapped_column(String(20))
     # ``requested_by`` (PayoutColumns) is who reported the listing.
+    # The year of the program's budget (``RewardBudget``) the reward holds its amount in; None: no budget.
+    budget_year: Mapped[int | None] = mapped_column(Integer, sort_order=_AFTER_APPROVAL)
 
     __table_args__ = _payout_table_args(
         "listing_rewards",

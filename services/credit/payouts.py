@@ -1,8 +1,9 @@
 """Payouts: money a program pays out through the partner bank once finance approves it - a credit-line
 drawdown, a bridge loan from a program's fund, a listing reward. One set of rules serves every kind:
 
-1. Requested: whatever the payout draws on is held at once (a drawdown's credit line, a bridge loan's fund;
-   a listing reward holds nothing), the payout is ``pending_approval`` and its DisbursementWorkflow starts.
+1. Requested: whatever the payout draws on is held at once (a drawdown's credit line, a bridge loan's fund,
+   a listing reward its program's yearly budget), the payout is ``pending_approval`` and its
+   DisbursementWorkflow starts.
 2. Maker-checker: finance officers decide, never the requester, each once; above the program's threshold
    two distinct approvers are needed. A rejection, a freeze of the benefit or the approval deadline ends it
    and frees the hold.
@@ -45,9 +46,11 @@ from services.contracts import (
     PayoutState,
     PayoutStatus,
     disbursement_workflow_id,
+    search_attributes,
 )
 from services.credit import announce, ledger, policy, repository
 from services.credit.models import (
+    ZERO,
     BridgeLoan,
     Disbursement,
     Drawdown,
@@ -136,6 +139,12 @@ class Kind(Generic[P]):
         """The payout's ledger entries besides its payment's."""
         return ()
 
+    async def more_entries_of(
+        self, session: AsyncSession, rows: Sequence[P]
+    ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        """``more_entries`` of each of ``rows``, with what only the database knows (one query at most)."""
+        return {row.id: [e for e in self.more_entries(row) if e is not None] for row in rows}
+
     def read_fields(self, row: P, at: datetime) -> dict[str, Any]:
         """What the kind's read model shows at ``at`` besides the row's columns and ``details``."""
         return {}
@@ -159,10 +168,31 @@ class Drawdowns(Kind[Drawdown]):
         await repository.release(session, line_id=row.credit_line_id, amount=row.amount)
 
     async def paid(self, session: AsyncSession, row: Drawdown) -> None:
+        """Drawn now; it falls due its term after this moment (a drawdown from before terms has none)."""
         await repository.settle(session, line_id=row.credit_line_id, amount=row.amount)
+        if row.term is not None:
+            row.due_at = policy.drawdown_due_at(row.term, now())
 
     def debit_account(self, row: Drawdown) -> str:
         return ledger.credit_receivable(row.uscc)
+
+    async def more_entries_of(
+        self, session: AsyncSession, rows: Sequence[Drawdown]
+    ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        """Each repayment's entry, oldest first (services/credit/repayments.py)."""
+        found = await repository.repayment_entries(session, [row.id for row in rows])
+        return {row.id: found.get(row.id, []) for row in rows}
+
+    def overdue(self, row: Drawdown, at: datetime) -> bool:
+        """Paid out, not repaid in full, and past due: flagged by the worker's sweep, or by the clock on
+        read. (Not in ``state``: the drawdown's workflow ends once it is paid; no timer watches it.)"""
+        return row.status == "disbursed" and (
+            row.overdue_since is not None or (row.due_at is not None and at >= row.due_at)
+        )
+
+    def read_fields(self, row: Drawdown, at: datetime) -> dict[str, Any]:
+        outstanding = row.outstanding if row.status == "disbursed" else ZERO
+        return {"overdue": self.overdue(row, at), "outstanding": outstanding}
 
     def ledger_key(self, row: Drawdown) -> str:
         return f"disbursement:{row.id}"  # the key drawdowns were paid under before payouts had kinds
@@ -175,7 +205,8 @@ class BridgeLoans(Kind[BridgeLoan]):
     name, noun, read_model = "bridge_loan", "bridge loan", BridgeLoanRead
 
     async def release(self, session: AsyncSession, row: BridgeLoan) -> None:
-        await repository.release_from_pool(session, program=row.program, amount=row.amount)
+        """What it still holds: all of it, unless parts were repaid (each released as it came in)."""
+        await repository.release_from_pool(session, program=row.program, amount=row.outstanding)
 
     def approved(self, row: BridgeLoan, at: datetime) -> None:
         row.due_on = policy.due_on(at, row.term_days)
@@ -211,12 +242,33 @@ class BridgeLoans(Kind[BridgeLoan]):
     def more_entries(self, row: BridgeLoan) -> Sequence[uuid.UUID | None]:
         return [row.repayment_entry_id]
 
+    async def more_entries_of(
+        self, session: AsyncSession, rows: Sequence[BridgeLoan]
+    ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        """Each repayment's entry, oldest first (a loan repaid whole before repayments came in parts has
+        only ``repayment_entry_id``)."""
+        parts = await repository.bridge_repayments_of(session, [row.id for row in rows])
+        found = {}
+        for row in rows:
+            entries = [part.ledger_entry_id for part in parts.get(row.id, [])]
+            if row.repayment_entry_id is not None and row.repayment_entry_id not in entries:
+                entries.append(row.repayment_entry_id)
+            found[row.id] = entries
+        return found
+
     def read_fields(self, row: BridgeLoan, at: datetime) -> dict[str, Any]:
-        return {"overdue": self.overdue(row, at)}
+        return {"overdue": self.overdue(row, at), "outstanding": row.outstanding}
 
 
 class ListingRewards(Kind[ListingReward]):
     name, noun, read_model = "listing_reward", "listing reward", ListingRewardRead
+
+    async def release(self, session: AsyncSession, row: ListingReward) -> None:
+        """Give its amount back to the year's budget it was reserved in (if any)."""
+        if row.budget_year is not None:
+            await repository.release_reward_budget(
+                session, program=row.program, year=row.budget_year, amount=row.amount
+            )
 
     def debit_account(self, row: ListingReward) -> str:
         return ledger.program_fund(row.program)
@@ -252,14 +304,14 @@ async def read(session: AsyncSession, kind: PayoutKind, row: Payout) -> PayoutRe
 async def details(session: AsyncSession, kind: PayoutKind, rows: Sequence[Payout]) -> list[dict[str, Any]]:
     """What every payout read shows, for each of ``rows`` (in four queries however many): its approvals, its
     disbursement, and its ledger entries - the payment's, and the kind's ``more_entries`` of the row."""
-    more_entries = KINDS[kind].more_entries
+    more_entries = await KINDS[kind].more_entries_of(session, rows)
     ids = [row.id for row in rows]
     approvals = await repository.approvals_of(session, kind, ids)
     disbursements = await repository.disbursements_of(session, kind, ids)
     entry_ids = {
         row.id: [
             e
-            for e in (getattr(disbursements.get(row.id), "ledger_entry_id", None), *more_entries(row))
+            for e in (getattr(disbursements.get(row.id), "ledger_entry_id", None), *more_entries[row.id])
             if e is not None
         ]
         for row in rows
@@ -277,6 +329,11 @@ async def details(session: AsyncSession, kind: PayoutKind, rows: Sequence[Payout
         }
         for row in rows
     ]
+
+
+def entry_read(entry: ledger.Entry) -> LedgerEntryRead:
+    """A ledger entry as the API shows it (a payout's, a repayment's)."""
+    return _entry_read(entry)
 
 
 def _entry_read(entry: ledger.Entry) -> LedgerEntryRead:
@@ -330,6 +387,7 @@ async def start(temporal: Client, *, kind: PayoutKind, row: Payout, task_queue: 
         ),
         id=disbursement_workflow_id(kind, row.id),
         task_queue=task_queue,
+        search_attributes=search_attributes(uscc=row.uscc, program=row.program, tier=row.tier),
         unavailable=f"The workflow service is unavailable; the {KINDS[kind].noun} is saved and its "
         "approval will start automatically.",
     )
@@ -555,7 +613,7 @@ async def check(session: AsyncSession, *, check: PayoutCheck) -> PayoutState:
         await rules.release(session, row)
         await announce.rejected(session, check.kind, row)
     if check.overdue and rules.flag_overdue(row, check.at):
-        await announce.bridge_loan_overdue(session, row, due_on=row.due_on)
+        await announce.bridge_loan_overdue(session, row, due_on=row.due_on, outstanding=row.outstanding)
     await session.flush()
     return await state(session, check.kind, row)
 

@@ -41,14 +41,19 @@ from services.credit.models import (
     ZERO,
     Benefit,
     BridgeLoan,
+    BridgeLoanRepayment,
     CreditLine,
     Disbursement,
     Drawdown,
+    DrawdownRepayment,
+    FundCapacityChange,
     FundPool,
+    LedgerEntry,
     ListingReward,
     Payout,
     PayoutApproval,
     PayoutInboxVersion,
+    RewardBudget,
     payout_column,
 )
 from services.credit.schemas import ListFilters
@@ -218,13 +223,14 @@ async def list_credit_lines(
 
 async def reserve(session: AsyncSession, *, line_id: uuid.UUID, amount: Decimal) -> bool:
     """Hold ``amount`` on an active line if it fits, atomically: one conditional UPDATE, so concurrent
-    reservations serialize on the row and each re-checks what is left after the one before."""
+    reservations serialize on the row and each re-checks what is left after the one before (what is held and
+    outstanding, ``reserved + drawn - repaid``: repayments make room again)."""
     reserved = await session.scalar(
         update(CreditLine)
         .where(
             CreditLine.id == line_id,
             CreditLine.status == "active",
-            CreditLine.credit_limit - CreditLine.reserved - CreditLine.drawn >= amount,
+            CreditLine.credit_limit - CreditLine.reserved - CreditLine.drawn + CreditLine.repaid >= amount,
         )
         .values(reserved=CreditLine.reserved + amount)
         .returning(CreditLine.id)
@@ -559,14 +565,20 @@ async def pools(session: AsyncSession, programs: Sequence[str]) -> dict[str, Fun
 
 
 async def pool_usage(session: AsyncSession, programs: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:
-    """Per fund: (reserved by loans awaiting approval or payment, lent out and not repaid)."""
+    """Per fund: (reserved by loans awaiting approval or payment, lent out and not repaid yet - the loans'
+    outstanding amounts, what their parts repaid so far leave)."""
     waiting = BridgeLoan.status.in_(("pending_approval", "approved"))
     rows = await session.execute(
         select(
             BridgeLoan.program,
             func.coalesce(func.sum(case((waiting, BridgeLoan.amount), else_=ZERO)), ZERO),
             func.coalesce(
-                func.sum(case((BridgeLoan.status == "disbursed", BridgeLoan.amount), else_=ZERO)), ZERO
+                func.sum(
+                    case(
+                        (BridgeLoan.status == "disbursed", BridgeLoan.amount - BridgeLoan.repaid), else_=ZERO
+                    )
+                ),
+                ZERO,
             ),
         )
         .where(BridgeLoan.program.in_(programs))
@@ -603,6 +615,116 @@ async def release_from_pool(session: AsyncSession, *, program: str, amount: Deci
 async def pool_available(session: AsyncSession, program: str) -> Decimal:
     pool = await session.get(FundPool, program, populate_existing=True)
     return pool.capacity - pool.committed if pool is not None else ZERO
+
+
+async def release_part_from_pool(session: AsyncSession, *, program: str, amount: Decimal) -> bool:
+    """Release ``amount`` of the pool's committed amount (a bridge loan repaid in part) if that much is
+    committed: one conditional UPDATE, never below zero. False when it is not (nothing changed)."""
+    released = await session.scalar(
+        update(FundPool)
+        .where(FundPool.program == program, FundPool.committed >= amount)
+        .values(committed=FundPool.committed - amount)
+        .returning(FundPool.program)
+    )
+    return released is not None
+
+
+async def lock_pool(session: AsyncSession, program: str) -> FundPool | None:
+    """The pool, locked for the rest of the transaction (a capacity change; bridge loans' conditional
+    UPDATEs wait for it and then re-check what is left)."""
+    return await _fresh(session, FundPool, FundPool.program == program, lock=True)
+
+
+async def change_capacity(session: AsyncSession, *, program: str, capacity: Decimal) -> bool:
+    """Set the pool's capacity if it stays at or above what is committed (one conditional UPDATE)."""
+    changed = await session.scalar(
+        update(FundPool)
+        .where(FundPool.program == program, FundPool.committed <= capacity)
+        .values(capacity=capacity)
+        .returning(FundPool.program)
+    )
+    return changed is not None
+
+
+async def capacity_changes(
+    session: AsyncSession, *, program: str, cursor: Cursor | None, limit: int
+) -> list[FundCapacityChange]:
+    """A fund's capacity changes, newest first, paged (services/pagination.py)."""
+    key = (FundCapacityChange.created_at, FundCapacityChange.id)
+    return await _newest_first(
+        session,
+        FundCapacityChange,
+        key,
+        filters=ListFilters(),
+        cursor=cursor,
+        limit=limit,
+        where=[FundCapacityChange.program == program],
+    )
+
+
+async def has_entry(session: AsyncSession, key: str) -> bool:
+    """Whether a ledger entry was posted under ``key``."""
+    stmt = select(select(LedgerEntry.id).where(LedgerEntry.idempotency_key == key).exists())
+    return bool(await session.scalar(stmt))
+
+
+async def bridge_repayments_of(
+    session: AsyncSession, loan_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[BridgeLoanRepayment]]:
+    """The repayments of each of these loans, oldest first."""
+    rows = await session.scalars(
+        select(BridgeLoanRepayment)
+        .where(BridgeLoanRepayment.bridge_loan_id.in_(loan_ids))
+        .order_by(BridgeLoanRepayment.created_at, BridgeLoanRepayment.id)
+    )
+    found: dict[uuid.UUID, list[BridgeLoanRepayment]] = {}
+    for row in rows:
+        found.setdefault(row.bridge_loan_id, []).append(row)
+    return found
+
+
+async def reserve_reward_budget(
+    session: AsyncSession, *, program: str, year: int, budget: Decimal, amount: Decimal
+) -> bool:
+    """Hold ``amount`` of the program's listing-reward budget for ``year`` if it fits (the budget as the
+    program's policy says now), atomically: one conditional UPDATE like ``reserve`` and ``commit_to_pool``,
+    so concurrent reports serialize on the year's row and each re-checks what is left."""
+    await session.execute(
+        insert(RewardBudget)
+        .values(program=program, year=year, budget=budget, committed=ZERO)
+        .on_conflict_do_nothing(index_elements=["program", "year"])
+    )
+    reserved = await session.scalar(
+        update(RewardBudget)
+        .where(
+            RewardBudget.program == program,
+            RewardBudget.year == year,
+            RewardBudget.committed + amount <= budget,
+        )
+        .values(committed=RewardBudget.committed + amount, budget=budget)
+        .returning(RewardBudget.program)
+    )
+    return reserved is not None
+
+
+async def reward_budget_left(session: AsyncSession, *, program: str, year: int, budget: Decimal) -> Decimal:
+    """What is left of the program's listing-reward budget for ``year`` (never below zero)."""
+    committed = await session.scalar(
+        select(RewardBudget.committed)
+        .where(RewardBudget.program == program, RewardBudget.year == year)
+        .execution_options(populate_existing=True)
+    )
+    return max(budget - (committed or ZERO), ZERO)
+
+
+async def release_reward_budget(session: AsyncSession, *, program: str, year: int, amount: Decimal) -> None:
+    """Give ``amount`` back to the year's budget (a reward rejected, expired or refused by the bank); never
+    below zero (conditional)."""
+    await session.execute(
+        update(RewardBudget)
+        .where(RewardBudget.program == program, RewardBudget.year == year, RewardBudget.committed >= amount)
+        .values(committed=RewardBudget.committed - amount)
+    )
 
 
 async def list_bridge_loans(
@@ -668,3 +790,163 @@ async def reject_pending(
         .execution_options(populate_existing=True)
     )
     return list(rows)
+
+
+# --- the worker's gauges (workflows/gauges.py) -------------------------------------------------------------
+
+
+async def count_awaiting_approval(session: AsyncSession) -> dict[str, int]:
+    """Payouts waiting for finance's decisions, by kind (each table's ix_<table>_awaiting)."""
+    counted = union_all(
+        *(
+            select(literal(kind).label("kind"), func.count().label("n")).where(model.status == AWAITING)
+            for kind, model in PAYOUT_MODELS.items()
+        )
+    ).subquery()
+    rows = await session.execute(select(counted.c.kind, counted.c.n))
+    return {kind: int(n) for kind, n in rows}
+
+
+async def paid_by_kind(session: AsyncSession) -> dict[str, Decimal]:
+    """Everything the bank has paid, by payout kind. A sum over the paid disbursements (one row per payout
+    ever paid): a few ms for tens of thousands; the worker's gauges ask every 15 s."""
+    rows = await session.execute(
+        select(Disbursement.kind, func.sum(Disbursement.amount))
+        .where(Disbursement.status == "paid")
+        .group_by(Disbursement.kind)
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+async def count_ledger_entries(session: AsyncSession) -> int:
+    """Ledger entries posted (an index-only scan of the primary key)."""
+    return int(await session.scalar(select(func.count()).select_from(LedgerEntry)) or 0)
+
+
+# --- drawdown repayments (services/credit/repayments.py) ---------------------------------------------------
+
+
+async def restore(session: AsyncSession, *, line_id: uuid.UUID, amount: Decimal) -> bool:
+    """A repayment of ``amount`` on the line, atomically: one conditional UPDATE (never more than is
+    outstanding), which also takes the line's row lock first - the order every writer of a line uses."""
+    restored = await session.scalar(
+        update(CreditLine)
+        .where(CreditLine.id == line_id, CreditLine.drawn - CreditLine.repaid >= amount)
+        .values(repaid=CreditLine.repaid + amount)
+        .returning(CreditLine.id)
+    )
+    return restored is not None
+
+
+async def repay_drawdown(
+    session: AsyncSession, *, drawdown_id: uuid.UUID, amount: Decimal
+) -> Drawdown | None:
+    """``amount`` repaid on a drawdown paid out, atomically, if it is no more than what is outstanding: one
+    conditional UPDATE, which marks it ``repaid`` when nothing is left. None when it is not paid out (or
+    repaid already) or the amount is more than outstanding."""
+    row: Drawdown | None = await session.scalar(
+        update(Drawdown)
+        .where(
+            Drawdown.id == drawdown_id,
+            Drawdown.status == "disbursed",
+            Drawdown.amount - Drawdown.repaid >= amount,
+        )
+        .values(
+            repaid=Drawdown.repaid + amount,
+            status=case((Drawdown.amount - Drawdown.repaid == amount, "repaid"), else_=Drawdown.status),
+        )
+        .returning(Drawdown)
+        .execution_options(populate_existing=True)
+    )
+    return row
+
+
+async def list_repayments(
+    session: AsyncSession, *, drawdown_id: uuid.UUID, cursor: Cursor | None, limit: int
+) -> list[DrawdownRepayment]:
+    """A drawdown's repayments, newest first, paged (services/pagination.py)."""
+    stmt = select(DrawdownRepayment).where(DrawdownRepayment.drawdown_id == drawdown_id)
+    key = (DrawdownRepayment.created_at, DrawdownRepayment.id)
+    return list(await session.scalars(paginate(stmt, key=key, cursor=cursor, limit=limit, newest_first=True)))
+
+
+async def repayment_entries(
+    session: AsyncSession, drawdown_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """The ledger entries of each drawdown's repayments, oldest first."""
+    rows = await session.execute(
+        select(DrawdownRepayment.drawdown_id, DrawdownRepayment.ledger_entry_id)
+        .where(DrawdownRepayment.drawdown_id.in_(drawdown_ids))
+        .order_by(DrawdownRepayment.created_at, DrawdownRepayment.id)
+    )
+    found: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for drawdown_id, entry_id in rows:
+        found.setdefault(drawdown_id, []).append(entry_id)
+    return found
+
+
+def _overdue_at(at: datetime) -> ColumnElement[bool]:
+    """Drawdowns overdue at ``at``: paid out, not repaid in full, and flagged by the sweep or past due."""
+    return and_(
+        Drawdown.status == "disbursed",
+        or_(Drawdown.overdue_since.is_not(None), func.coalesce(Drawdown.due_at <= at, false())),
+    )
+
+
+async def overdue_amounts(
+    session: AsyncSession, line_ids: Sequence[uuid.UUID], *, at: datetime
+) -> dict[uuid.UUID, Decimal]:
+    """Per credit line, what is outstanding on its drawdowns overdue at ``at`` (lines with none left out)."""
+    if not line_ids:
+        return {}
+    rows = await session.execute(
+        select(Drawdown.credit_line_id, func.sum(Drawdown.amount - Drawdown.repaid))
+        .where(Drawdown.credit_line_id.in_(line_ids), _overdue_at(at))
+        .group_by(Drawdown.credit_line_id)
+    )
+    return dict(rows.all())
+
+
+async def flag_overdue(session: AsyncSession, *, at: datetime, limit: int = 500) -> list[Drawdown]:
+    """Flag up to ``limit`` drawdowns that fell due by ``at`` and are not flagged yet; returns them. Rows
+    another transaction holds are skipped (a repayment in flight, another worker's sweep): the next sweep
+    sees them again."""
+    due = (
+        select(Drawdown.id)
+        .where(Drawdown.status == "disbursed", Drawdown.due_at <= at, Drawdown.overdue_since.is_(None))
+        .order_by(Drawdown.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = await session.scalars(
+        update(Drawdown)
+        .where(Drawdown.id.in_(due.scalar_subquery()))
+        .values(overdue_since=at)
+        .returning(Drawdown)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows)
+
+
+async def drawdowns_repaid(
+    session: AsyncSession, drawdown_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Decimal]:
+    """What was repaid of each of these drawdowns (for the disbursement list)."""
+    if not drawdown_ids:
+        return {}
+    rows = await session.execute(select(Drawdown.id, Drawdown.repaid).where(Drawdown.id.in_(drawdown_ids)))
+    return dict(rows.all())
+
+
+async def stream_disbursements_repaid(
+    session: AsyncSession, *, filters: ListFilters
+) -> AsyncIterator[tuple[Disbursement, Decimal | None]]:
+    """``stream_disbursements`` with what was repaid of each (a drawdown's; None for the other kinds)."""
+    stmt = (
+        _filtered(select(Disbursement, Drawdown.repaid), filters)
+        .join(Drawdown, Drawdown.id == Disbursement.drawdown_id, isouter=True)
+        .order_by(Disbursement.created_at, Disbursement.id)
+    )
+    result = await session.stream(stmt.execution_options(yield_per=500))
+    async for row, repaid in result:
+        yield row, repaid

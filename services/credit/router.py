@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from services.credit import funds, payouts, service
+from services.credit import funds, payouts, repayments, service
 from services.credit.inbox import InboxRoute
 from services.credit.schemas import (
     KEY_PATTERN,
@@ -29,6 +29,10 @@ from services.credit.schemas import (
     DisbursementPage,
     DrawdownCreate,
     DrawdownRead,
+    DrawdownRepaymentCreate,
+    DrawdownRepaymentRead,
+    FundCapacityChangeCreate,
+    FundCapacityChangeRead,
     FundRead,
     InboxStatus,
     ListFilters,
@@ -49,7 +53,7 @@ from services.deps import (
     TemporalDep,
 )
 from services.errors import problem_responses
-from services.idempotency import IdempotencyKey, once
+from services.idempotency import IdempotencyKey, once, require_key
 from services.pagination import CursorQuery, LimitQuery, Page
 from services.ratelimit import WriterDep
 from services.vocabulary import BenefitKind, BenefitStatus, DisbursementStatus, PayoutKind, PayoutStatus, Tier
@@ -247,6 +251,49 @@ async def decide_drawdown(drawdown_id: uuid.UUID, body: ApprovalCreate, write: W
     return await write.decide("drawdown", drawdown_id, body, f"POST /drawdowns/{drawdown_id}/approvals")
 
 
+@router.post(
+    "/drawdowns/{drawdown_id}/repayments",
+    status_code=201,
+    response_model=DrawdownRepaymentRead,
+    responses=problem_responses(400, 401, 403, 404, 409, 422, 429),
+)
+async def repay_drawdown(drawdown_id: uuid.UUID, body: DrawdownRepaymentCreate, write: WriteDep) -> Any:
+    """The enterprise (its own) or finance records a repayment of a drawdown paid out, in parts or whole,
+    never more than is outstanding (422), never on a drawdown not paid out or repaid already (409). The
+    `Idempotency-Key` header is required (422 without it). The ledger entry (debit `bank_settlement`, credit
+    the enterprise's credit receivable) is posted in the same transaction, and the line's `available` grows
+    by the amount (even on a frozen line, which takes no new drawdowns); nothing outstanding, the drawdown is
+    `repaid`."""
+    session, user, key = write.session, write.user, write.key
+    return await write.once(
+        endpoint=f"POST /drawdowns/{drawdown_id}/repayments",
+        payload=body,
+        status_code=201,
+        authorize=lambda: repayments.authorize_repayment(
+            session, user=user, drawdown_id=drawdown_id, key=key
+        ),
+        act=lambda: repayments.repay(session, user=user, drawdown_id=drawdown_id, data=body, key=key),
+    )
+
+
+@router.get(
+    "/drawdowns/{drawdown_id}/repayments",
+    response_model=Page[DrawdownRepaymentRead],
+    responses=READ_ONE_ERRORS,
+)
+async def list_drawdown_repayments(
+    drawdown_id: uuid.UUID,
+    session: SessionDep,
+    user: CurrentUserDep,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = 50,
+) -> Page[DrawdownRepaymentRead]:
+    """A drawdown's repayments, newest first, each with its ledger entry: the owner, finance and admin."""
+    return await repayments.list_repayments(
+        session, user=user, drawdown_id=drawdown_id, cursor=cursor, limit=limit
+    )
+
+
 @router.get(
     "/disbursements",
     response_model=DisbursementPage,
@@ -294,13 +341,58 @@ async def list_funds(session: SessionDep, user: CurrentUserDep, resources: Resou
     return await funds.list_funds(session, user=user, programs=resources.programs)
 
 
+FundKey = Annotated[str, Path(pattern=KEY_PATTERN, description="the fund's program key")]
+
+
+@router.post(
+    "/funds/{program}/capacity-changes",
+    status_code=201,
+    response_model=FundCapacityChangeRead,
+    responses=WRITE_ERRORS,
+)
+async def change_fund_capacity(program: FundKey, body: FundCapacityChangeCreate, write: WriteDep) -> Any:
+    """An admin sets a fund's `capacity` or moves it by `delta` (negative: a cut), with a `reason` and an
+    `Idempotency-Key` (422 without): never below what the fund has `committed` (409). Each change is a ledger
+    entry between `fund_capacity:<program>` and `fund_appropriation:<program>`, recorded with who and why."""
+    session, user, programs = write.session, write.user, write.resources.programs
+
+    async def authorize() -> None:
+        await funds.authorize_fund_admin(user)
+        require_key(write.key)
+
+    return await write.once(
+        endpoint=f"POST /funds/{program}/capacity-changes",
+        payload=body,
+        status_code=201,
+        authorize=authorize,
+        act=lambda: funds.change_fund_capacity(
+            session, user=user, program_key=program, data=body, programs=programs
+        ),
+    )
+
+
+@router.get(
+    "/funds/{program}/capacity-changes",
+    response_model=Page[FundCapacityChangeRead],
+    responses=READ_ONE_ERRORS,
+)
+async def list_fund_capacity_changes(
+    program: FundKey, listing: ListingDep, resources: ResourcesDep
+) -> Page[FundCapacityChangeRead]:
+    """A fund's capacity changes, newest first: who, why, from what to what, and the ledger entry (finance and
+    admin)."""
+    return await funds.list_capacity_changes(
+        listing.session, user=listing.user, program_key=program, programs=resources.programs, **listing.page
+    )
+
+
 @router.post("/bridge-loans", status_code=201, response_model=BridgeLoanRead, responses=WRITE_ERRORS)
 async def request_bridge_loan(body: BridgeLoanCreate, write: WriteDep) -> Any:
     """Reserve a bridge loan in the fund of the program the enterprise's recognition qualifies for; never
     beyond the fund's available capacity (409), the per-use cap or the fund's term (422). Finance approves
     or rejects it (`POST /bridge-loans/{id}/approvals`) before the program's approval deadline, which
     otherwise releases it; approved, it is paid through the bank and falls due `term_days` working days
-    (Mon-Fri) after approval."""
+    after approval (China's official calendar: public holidays off, adjusted weekends worked)."""
     session, user, programs = write.session, write.user, write.resources.programs
     return await write.request_payout(
         "bridge_loan",
@@ -339,13 +431,20 @@ async def decide_bridge_loan(loan_id: uuid.UUID, body: ApprovalCreate, write: Wr
 
 @router.post("/bridge-loans/{loan_id}/repayment", response_model=BridgeLoanRead, responses=WRITE_ERRORS)
 async def repay_bridge_loan(loan_id: uuid.UUID, body: RepaymentCreate, write: WriteDep) -> Any:
-    """Finance or admin (never the requester) records the repayment of a loan paid out (409 otherwise) in full
-    (422 for another amount): the fund's capacity is freed and the payment's ledger entry is mirrored."""
+    """Finance or admin (never the requester) records a repayment of a loan paid out (409 otherwise): `amount`
+    is a part or the whole of what is `outstanding` (409 beyond it), with an `Idempotency-Key` (422 without).
+    Each repayment posts a balanced ledger entry (debit `bank_settlement`, credit the enterprise's bridge
+    receivable) and releases its amount from the fund's committed amount; the last one makes it `repaid`."""
     session, user, temporal = write.session, write.user, write.temporal
+
+    async def authorize() -> None:
+        await funds.authorize_repayment(session, user=user, loan_id=loan_id)
+        require_key(write.key)
+
     return await write.once(
         endpoint=f"POST /bridge-loans/{loan_id}/repayment",
         payload=body,
-        authorize=lambda: funds.authorize_repayment(session, user=user, loan_id=loan_id),
+        authorize=authorize,
         act=lambda: funds.repay_bridge_loan(
             session, user=user, loan_id=loan_id, data=body, temporal=temporal
         ),

@@ -9,7 +9,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
 
 from services.contracts import PayoutKind
 from services.pagination import Page
@@ -95,8 +103,15 @@ class BenefitRead(_RecognitionBenefitRead):
 class CreditLineRead(_RecognitionBenefitRead):
     limit: Money = Field(validation_alias="credit_limit")
     reserved: Money = Field(description="held by drawdowns awaiting approval or payment")
-    drawn: Money = Field(description="paid out")
-    available: Money = Field(description="limit - reserved - drawn")
+    drawn: Money = Field(description="paid out in all")
+    repaid: Money = Field(description="paid back in all (drawdown repayments)")
+    outstanding: Money = Field(description="drawn - repaid: paid out and not repaid yet")
+    available: Money = Field(description="limit - reserved - outstanding: the line revolves")
+    overdue: Money = Field(
+        default=Decimal("0.00"),
+        description="outstanding on drawdowns past their due time; while it is above zero the line takes no "
+        "new drawdowns",
+    )
     opened_at: datetime
 
 
@@ -128,6 +143,12 @@ class DisbursementRead(_Read):
     ledger_entry_id: uuid.UUID | None
     created_at: datetime
     completed_at: datetime | None
+    repaid: Money | None = Field(
+        default=None, description="repaid so far of the drawdown paid (kind `drawdown`, once paid)"
+    )
+    outstanding: Money | None = Field(
+        default=None, description="paid and not repaid yet of the drawdown (kind `drawdown`, once paid)"
+    )
 
 
 class StatusTotal(BaseModel):
@@ -167,7 +188,32 @@ class PayoutRead(_Read):
 
 class DrawdownRead(PayoutRead):
     credit_line_id: uuid.UUID
-    status: PayoutStatus
+    status: PayoutStatus = Field(description="`repaid` once nothing of it is outstanding")
+    term: str | None = Field(
+        default=None, description="ISO 8601 duration from payment to due time (the program's, when requested)"
+    )
+    due_at: datetime | None = Field(default=None, description="set when the bank paid it: term after payment")
+    repaid: Money = Field(default=Decimal("0.00"), description="repaid so far")
+    outstanding: Money = Field(
+        default=Decimal("0.00"), description="paid out and not repaid (zero until it is paid out)"
+    )
+    overdue: bool = Field(default=False, description="past its due time with an amount outstanding")
+    overdue_since: datetime | None = Field(default=None, description="when the worker's sweep flagged it")
+
+
+class DrawdownRepaymentRead(_Read):
+    id: uuid.UUID
+    drawdown_id: uuid.UUID
+    credit_line_id: uuid.UUID
+    uscc: str
+    amount: Money
+    paid_on: date
+    reference: str | None
+    recorded_by: str
+    created_at: datetime
+    ledger_entry: LedgerEntryRead | None = Field(
+        default=None, description="debit bank_settlement, credit the enterprise's credit receivable"
+    )
 
 
 # --- the finance inbox -------------------------------------------------------------------------------------
@@ -224,6 +270,16 @@ class ApprovalCreate(_Write):
     reason: Annotated[str, Field(max_length=2000, pattern=NO_NUL)] | None = None
 
 
+class DrawdownRepaymentCreate(_Write):
+    amount: Annotated[PositiveMoney, Field(description="at most what is outstanding on the drawdown")]
+    paid_on: Annotated[
+        date | None, Field(description="the day the money came in (default: today, China Standard Time)")
+    ] = None
+    reference: Annotated[
+        str | None, Field(max_length=100, pattern="^[ -~]+$", description="the incoming transfer's reference")
+    ] = None
+
+
 # --- bridge-loan pools and listing rewards ------------------------------------------------------------
 
 
@@ -238,10 +294,55 @@ class FundRead(BaseModel):
     term_working_days: int
 
 
+SIGNED_MONEY_PATTERN = r"^-?(0|[1-9][0-9]{0,15})\.[0-9]{2}$"
+SignedMoney = Annotated[
+    Decimal,
+    BeforeValidator(_money_parser(SIGNED_MONEY_PATTERN, "an amount (negative: a cut)")),
+    PlainSerializer(format_money, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": SIGNED_MONEY_PATTERN, "examples": ["-500000.00"]}),
+]
+
+
+class FundCapacityChangeCreate(_Write):
+    """Exactly one of ``capacity`` (the new capacity) and ``delta`` (a raise, or a cut when negative)."""
+
+    capacity: Annotated[Money | None, Field(description="the fund's new capacity")] = None
+    delta: Annotated[SignedMoney | None, Field(description="added to the capacity (negative: a cut)")] = None
+    reason: Annotated[str, Field(min_length=1, max_length=2000, pattern=NO_NUL)]
+
+    @model_validator(mode="after")
+    def _one_of(self) -> FundCapacityChangeCreate:
+        if (self.capacity is None) == (self.delta is None):
+            raise ValueError("give exactly one of `capacity` (the new capacity) and `delta`")
+        return self
+
+
+class FundCapacityChangeRead(_Read):
+    id: uuid.UUID
+    program: str
+    previous_capacity: Money
+    new_capacity: Money
+    delta: SignedMoney = Field(description="new_capacity - previous_capacity (negative: a cut)")
+    committed_then: Money = Field(description="what the fund had committed when the change was made")
+    reason: str
+    changed_by: str
+    created_at: datetime
+    ledger_entry: LedgerEntryRead = Field(
+        description="a raise debits fund_capacity:<program> and credits fund_appropriation:<program>; a cut "
+        "the other way round"
+    )
+
+
 class BridgeLoanCreate(_Write):
     amount: PositiveMoney
     term_days: Annotated[
-        int, Field(ge=1, le=366, description="working days (Mon-Fri) from approval; at most the fund's term")
+        int,
+        Field(
+            ge=1,
+            le=366,
+            description="working days from approval (China's official calendar: public holidays off, "
+            "adjusted weekends worked); at most the fund's term",
+        ),
     ]
     purpose: Annotated[str, Field(min_length=1, max_length=500, pattern=NO_NUL)]
     program: Annotated[
@@ -253,20 +354,27 @@ BridgeLoanStatus = PayoutStatus
 
 
 class BridgeLoanRead(PayoutRead):
-    term_days: int = Field(description="working days (Mon-Fri, China Standard Time) from approval")
+    term_days: int = Field(
+        description="working days from approval (China's official calendar, China Standard Time)"
+    )
     purpose: str
     status: BridgeLoanStatus
     due_on: date | None = Field(description="set on approval: the day it must be repaid")
     overdue: bool = Field(description="paid out, not repaid, and past its due date")
     overdue_since: datetime | None = Field(description="when the loan's workflow flagged it overdue")
-    repaid_at: datetime | None
+    repaid_at: datetime | None = Field(description="when the last repayment made it repaid in full")
     repaid_by: str | None
-    repayment_reference: str | None
+    repayment_reference: str | None = Field(description="the last repayment's reference")
+    repaid: Money = Field(default=Decimal("0.00"), description="repaid so far (in one or more parts)")
+    outstanding: Money = Field(
+        default=Decimal("0.00"), description="amount - repaid: what it still holds of the fund once paid out"
+    )
 
 
 class RepaymentCreate(_Write):
     amount: Annotated[
-        PositiveMoney, Field(description="the whole amount lent; partial repayments are not taken")
+        PositiveMoney,
+        Field(description="a part or the whole of what is outstanding; more than outstanding is a 409"),
     ]
     reference: Annotated[
         str | None, Field(max_length=100, pattern="^[ -~]+$", description="the incoming transfer's reference")

@@ -27,6 +27,7 @@ from services.credit.models import (
     Benefit,
     BridgeLoan,
     CreditLine,
+    Disbursement,
     Drawdown,
     ListingReward,
     column_values,
@@ -180,7 +181,12 @@ async def _benefit_reads(
 
 
 async def _credit_line_reads(session: AsyncSession, lines: Sequence[CreditLine]) -> list[CreditLineRead]:
-    return [CreditLineRead.model_validate(line) for line in lines]
+    """The lines' read models, with what is overdue on each (one query however many)."""
+    overdue = await repository.overdue_amounts(session, [line.id for line in lines], at=payouts.now())
+    return [
+        CreditLineRead.model_validate(line).model_copy(update={"overdue": overdue.get(line.id, ZERO)})
+        for line in lines
+    ]
 
 
 # The lists' service functions: list_x(session, *, user, filters, cursor, limit) -> Page[XRead].
@@ -208,7 +214,8 @@ async def _visible_line(session: AsyncSession, *, user: CurrentUser, line_id: uu
 
 
 async def get_credit_line(session: AsyncSession, *, user: CurrentUser, line_id: uuid.UUID) -> CreditLineRead:
-    return CreditLineRead.model_validate(await _visible_line(session, user=user, line_id=line_id))
+    [read] = await _credit_line_reads(session, [await _visible_line(session, user=user, line_id=line_id)])
+    return read
 
 
 async def get_payout(
@@ -239,11 +246,20 @@ async def list_disbursements(
     )
     totals = await repository.disbursement_totals(session, filters=narrowed)
     page, next_cursor = split_page(rows, limit, lambda row: (row.created_at, row.id))
+    repaid = await repository.drawdowns_repaid(session, [row.drawdown_id for row in page if row.drawdown_id])
     return DisbursementPage(
-        items=[DisbursementRead.model_validate(row) for row in page],
+        items=[_disbursement_read(row, repaid.get(row.payout_id)) for row in page],
         next_cursor=next_cursor,
         totals={status: StatusTotal(count=count, amount=amount) for status, count, amount in totals},
     )
+
+
+def _disbursement_read(row: Disbursement, repaid: Decimal | None) -> DisbursementRead:
+    """A disbursement's read model; a drawdown's, once paid, with what was repaid of it and is outstanding."""
+    read = DisbursementRead.model_validate(row)
+    if repaid is None or row.status != "paid":
+        return read
+    return read.model_copy(update={"repaid": repaid, "outstanding": row.amount - repaid})
 
 
 @dataclass(frozen=True)
@@ -294,6 +310,8 @@ CSV_COLUMNS = (
     "ledger_entry_id",
     "created_at",
     "completed_at",
+    "repaid",
+    "outstanding",
 )
 
 
@@ -335,16 +353,17 @@ async def _disbursement_rows(
 ) -> AsyncGenerator[DisbursementRead, None]:
     if filters is None:
         return
-    async for row in repository.stream_disbursements(session, filters=filters):
-        yield DisbursementRead.model_validate(row)
+    async for row, repaid in repository.stream_disbursements_repaid(session, filters=filters):
+        yield _disbursement_read(row, repaid)
 
 
 async def _csv_rows(session: AsyncSession, filters: ListFilters | None) -> AsyncIterator[str]:
     yield _csv_line(list(CSV_COLUMNS))
     if filters is None:
         return
-    async for row in repository.stream_disbursements(session, filters=filters):
-        yield _csv_line([getattr(row, column) for column in CSV_COLUMNS])
+    async for row, repaid in repository.stream_disbursements_repaid(session, filters=filters):
+        read = _disbursement_read(row, repaid)
+        yield _csv_line([getattr(read, column) for column in CSV_COLUMNS])
 
 
 # --- the finance inbox -------------------------------------------------------------------------------------
@@ -481,6 +500,12 @@ async def request_drawdown(
     program's deadline and then pays."""
     line = await authorize_drawdown(session, user=user, line_id=line_id)
     program = policy.program(programs, line.program)
+    overdue = await repository.overdue_amounts(session, [line.id], at=payouts.now())
+    if overdue:
+        raise Conflict(
+            f"The credit line has {format_money(overdue[line.id])} overdue on its drawdowns; it takes no new "
+            "drawdowns until that is repaid."
+        )
     if not await repository.reserve(session, line_id=line.id, amount=data.amount):
         now_line = await repository.get_credit_line(session, line.id)
         assert now_line is not None
@@ -493,5 +518,6 @@ async def request_drawdown(
         credit_line_id=line.id,
         **whose(line),
         **payouts.requested(program, data.amount, by=user.sub, at=payouts.now()),
+        term=policy.drawdown_term(program),
     )
     return await payouts.add(session, "drawdown", drawdown)

@@ -233,6 +233,20 @@ TEXTS: dict[str, tuple[str, str]] = {
             "overdue."
         ),
     ),
+    "drawdown.repaid": (
+        N_("Drawdown repayment recorded"),
+        N_(
+            "A repayment of %(repayment)s on the drawdown of %(amount)s by %(enterprise)s in %(program)s was "
+            "recorded; %(outstanding)s is outstanding."
+        ),
+    ),
+    "drawdown.overdue": (
+        N_("Drawdown overdue"),
+        N_(
+            "The drawdown of %(amount)s by %(enterprise)s in %(program)s was due at %(due_at)s and "
+            "%(outstanding)s is overdue; the credit line takes no new drawdowns until it is repaid."
+        ),
+    ),
 }
 assert set(TEXTS) == set(EVENT_MODELS), "every event type has its subject and text"
 

@@ -400,3 +400,44 @@ async def relay_forever(
         await relay.run(stop)
     finally:
         await relay.close()
+
+
+# --- the worker's gauges (workflows/gauges.py) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What the relay has still to do: the age of the oldest event not fanned out (0 when none), and the
+    webhook deliveries waiting for their first attempt, waiting to be retried, and dead-lettered."""
+
+    outbox_lag_seconds: float
+    pending: int
+    retrying: int
+    dead: int
+
+
+async def backlog(session: AsyncSession) -> Backlog:
+    """Each count over a partial index: ix_outbox_events_pending, ix_webhook_deliveries_due and _dead."""
+    oldest = await session.scalar(
+        select(func.extract("epoch", func.clock_timestamp() - OutboxEvent.occurred_at))
+        .where(OutboxEvent.fanned_out_at.is_(None))
+        .order_by(OutboxEvent.seq)
+        .limit(1)
+    )
+    pending, retrying = (
+        await session.execute(
+            select(
+                func.count().filter(WebhookDelivery.attempts == 0),
+                func.count().filter(WebhookDelivery.attempts > 0),
+            ).where(WebhookDelivery.status == "pending")
+        )
+    ).one()
+    dead = await session.scalar(
+        select(func.count()).select_from(WebhookDelivery).where(WebhookDelivery.status == "dead")
+    )
+    return Backlog(
+        outbox_lag_seconds=max(0.0, float(oldest or 0)),
+        pending=int(pending),
+        retrying=int(retrying),
+        dead=int(dead or 0),
+    )

@@ -67,7 +67,7 @@ async def assert_fund_matches_its_loans(
     shown = await fund(api, settings, program)
     async with sessions() as session:
         held = await session.scalar(
-            select(func.coalesce(func.sum(BridgeLoan.amount), 0)).where(
+            select(func.coalesce(func.sum(BridgeLoan.amount - BridgeLoan.repaid), 0)).where(
                 BridgeLoan.program == program, BridgeLoan.status.in_(LIVE)
             )
         )

@@ -255,6 +255,7 @@ async def recognized(world: World) -> Obj:
     await until(world, f"{API}/benefits?uscc={obj.uscc}", lambda b: wanted <= {i["kind"] for i in b["items"]})
     lines = await ok(world.api.get(f"{API}/credit-lines", params={"uscc": obj.uscc}, headers=world.admin))
     obj.ids["line_id"] = lines["items"][0]["id"]
+    obj.ids["program"] = "matrix-fast"  # its bridge fund
     return obj
 
 
@@ -387,6 +388,7 @@ class Row:
     files: bool = False  # a multipart evidence upload
     params: Body | None = None
     sees: tuple[str, frozenset[str]] | None = None  # (id key, callers whose 200 must contain it)
+    keyed: bool = False  # sent with a fresh Idempotency-Key (the writes that require one)
 
     @property
     def operation(self) -> tuple[str, str]:
@@ -638,6 +640,22 @@ ROWS: list[Row] = [
         consumes=True,
         json=lambda o: {"decision": "reject", "reason": "matrix"},
     ),
+    # Repayments: the owner or finance records one (a required Idempotency-Key); no drawdown of the matrix is
+    # ever paid out (no bank), so those who pass authorisation meet the 409 of a drawdown not paid out.
+    Row(
+        "POST",
+        f"{API}/drawdowns/{{drawdown_id}}/repayments",
+        expect(403, own=409, other=404, fin=409),
+        "drawdown",
+        json=lambda o: {"amount": "1.00"},
+        keyed=True,
+    ),
+    Row(
+        "GET",
+        f"{API}/drawdowns/{{drawdown_id}}/repayments",
+        expect(200, other=404, reviewers=403),
+        "drawdown",
+    ),
     Row(
         "GET",
         f"{API}/disbursements",
@@ -646,6 +664,16 @@ ROWS: list[Row] = [
         params=_by_uscc,
     ),
     Row("GET", f"{API}/funds", expect(403, fin=200, admin=200), "recognition"),
+    # Fund administration: an admin changes a fund's capacity (with an Idempotency-Key); finance reads.
+    Row(
+        "POST",
+        f"{API}/funds/{{program}}/capacity-changes",
+        expect(403, admin=201),
+        "recognition",
+        json=lambda o: {"delta": "1000.00", "reason": "matrix"},
+        keyed=True,
+    ),
+    Row("GET", f"{API}/funds/{{program}}/capacity-changes", expect(403, fin=200, admin=200), "recognition"),
     # A bridge loan is the caller's own: the other enterprise holds no qualifying recognition.
     Row(
         "POST",
@@ -692,6 +720,7 @@ ROWS: list[Row] = [
         expect(403, fin=409, admin=409, fin_self=403),
         "bridge_loan",
         json=lambda o: {"amount": "1000.00"},
+        keyed=True,
     ),
     Row(
         "GET",
@@ -845,6 +874,8 @@ async def _cell(world: World, row: Row, caller: str, target: Obj) -> str | None:
         kwargs["files"] = {"file": ("m.pdf", b"%PDF-1.4 " + uuid.uuid4().bytes, "application/pdf")}
     if row.params is not None:
         kwargs["params"] = row.params(target)
+    if row.keyed:
+        headers["Idempotency-Key"] = f"matrix-{uuid.uuid4()}"
     resp = await world.api.request(row.method, url, **kwargs)
     known = KNOWN_DEFECTS.get((row.method, row.path, caller))
     wanted = known[0] if known else row.expected[caller]
