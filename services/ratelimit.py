@@ -40,10 +40,9 @@ class TooManyRequests(GiantflowError):
 
 
 # One hit: take the key's allowance if it has one (insert the row, or move its tat on), else leave the row
-# as it is. ``hit`` is empty when refused; ``tat`` is the row as the statement's snapshot saw it (the
-# modifying CTE's own change is not visible to it), which is what the refused hit needs for Retry-After. A
-# change another process commits between that snapshot and the row's lock can make Retry-After short by
-# its one hit: the client's early retry is refused again, with the right wait.
+# as it is. ``hit`` is empty when refused. The statement's snapshot may predate hits other replicas
+# committed while it waited for the row's lock, so a refused hit reads the row again (``TAT``, a statement
+# of its own, a new snapshot) for its Retry-After: one more round trip, on refusals only.
 HIT = """
 WITH hit AS (
     INSERT INTO rate_limits AS limits (key, tat)
@@ -54,10 +53,9 @@ WITH hit AS (
         <= coalesce($2::timestamptz, statement_timestamp()) + $4::interval
     RETURNING limits.tat
 )
-SELECT EXISTS (SELECT FROM hit) AS allowed,
-       (SELECT tat FROM rate_limits WHERE key = $1) AS tat,
-       coalesce($2::timestamptz, statement_timestamp()) AS now
+SELECT EXISTS (SELECT FROM hit) AS allowed
 """
+TAT = "SELECT tat, coalesce($2::timestamptz, statement_timestamp()) AS now FROM rate_limits WHERE key = $1"
 # A row whose allowance is whole again says what no row says: the table holds only the keys in use.
 SWEEP = "DELETE FROM rate_limits WHERE tat < statement_timestamp()"
 
@@ -101,16 +99,17 @@ class SharedLimits:
         interval = timedelta(seconds=window / limit)
         pool = await self._acquire_pool()
         async with pool.acquire() as conn:
-            row = await conn.fetchrow(HIT, key, now, interval, timedelta(seconds=window))
+            allowed = await conn.fetchval(HIT, key, now, interval, timedelta(seconds=window))
+            row = None if allowed else await conn.fetchrow(TAT, key, now)
             if time.monotonic() >= self._next_sweep:
                 self._next_sweep = time.monotonic() + self._sweep_every
                 await self._sweep(conn)
-        if row["allowed"]:
+        if allowed:
             return None
-        if row["tat"] is None:  # the row came after the statement's snapshot: a hit's spacing is the wait
+        if row is None:  # swept since: a hit's spacing is the wait
             return interval.total_seconds()
         wait: timedelta = row["tat"] + interval - timedelta(seconds=window) - row["now"]
-        return wait.total_seconds()
+        return max(wait.total_seconds(), interval.total_seconds() / 1000)
 
     async def sweep(self) -> int:
         """Deletes the rows whose allowance is whole again; how many."""
