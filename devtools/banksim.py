@@ -31,12 +31,12 @@ import os
 import random
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -44,6 +44,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ENV_PREFIX = "GIANTFLOW_BANK_"
 USCC = re.compile(r"^[0-9A-HJ-NP-RTUWXY]{18}$")
 KEY = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
+MONEY = re.compile(r"(0|[1-9][0-9]{0,15})\.[0-9]{2}")
+# The bank's business day: a statement covers the payments made on one day in China Standard Time.
+CST = timezone(timedelta(hours=8), "CST")
 
 
 class Faults(BaseModel):
@@ -73,6 +76,20 @@ class Faults(BaseModel):
         return cls.model_validate(values)
 
 
+def _money(value: str) -> str:
+    if not MONEY.fullmatch(value):
+        raise ValueError("amount is a string with exactly two decimals")
+    if Decimal(value) <= 0:
+        raise ValueError("amount must be positive")
+    return value
+
+
+def _uscc(value: str) -> str:
+    if not USCC.fullmatch(value):
+        raise ValueError("beneficiary is an 18-character unified social credit code")
+    return value
+
+
 class PaymentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -84,18 +101,12 @@ class PaymentIn(BaseModel):
     @field_validator("amount")
     @classmethod
     def _money(cls, value: str) -> str:
-        if not re.fullmatch(r"(0|[1-9][0-9]{0,15})\.[0-9]{2}", value):
-            raise ValueError("amount is a string with exactly two decimals")
-        if Decimal(value) <= 0:
-            raise ValueError("amount must be positive")
-        return value
+        return _money(value)
 
     @field_validator("beneficiary")
     @classmethod
     def _uscc(cls, value: str) -> str:
-        if not USCC.fullmatch(value):
-            raise ValueError("beneficiary is an 18-character unified social credit code")
-        return value
+        return _uscc(value)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
@@ -111,6 +122,35 @@ class Payment(BaseModel):
     status: Literal["settled"] = "settled"
     created_at: datetime
     fingerprint: str
+
+
+class StatementLine(BaseModel):
+    """A line ``POST /admin/statement`` writes: a payment under ``key`` (added, or altered if it exists)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: Annotated[str, Field(pattern=KEY.pattern)]
+    amount: str
+    beneficiary: str
+    paid_at: datetime | None = None  # now when omitted
+    reference: str = "injected for reconciliation"
+
+    @field_validator("amount")
+    @classmethod
+    def _money(cls, value: str) -> str:
+        return _money(value)
+
+    @field_validator("beneficiary")
+    @classmethod
+    def _uscc(cls, value: str) -> str:
+        return _uscc(value)
+
+
+class StatementChanges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    upsert: list[StatementLine] = Field(default_factory=list)
+    remove: list[str] = Field(default_factory=list)
 
 
 class Stats(BaseModel):
@@ -148,6 +188,16 @@ class PaymentStore:
             handle.flush()
             os.fsync(handle.fileno())
         self.payments[payment.key] = payment
+
+    def rewrite(self) -> None:
+        """Write every payment anew (an admin changed the statement), atomically."""
+        staging = self.path.with_suffix(".rewrite")
+        with staging.open("w", encoding="utf-8") as handle:
+            for payment in self.payments.values():
+                handle.write(payment.model_dump_json() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        staging.replace(self.path)
 
 
 def _public(payment: Payment) -> dict[str, Any]:
@@ -248,10 +298,42 @@ def create_bank_app(data_dir: Path) -> FastAPI:
         return JSONResponse(_public(payment))
 
     @app.get("/statement")
-    async def statement() -> dict[str, Any]:
-        payments = sorted(store.payments.values(), key=lambda p: (p.created_at, p.id))
+    async def statement(day: Annotated[date | None, Query(alias="date")] = None) -> dict[str, Any]:
+        """Every payment, or the statement of ``date`` (the payments made that day in China Standard Time)."""
+        payments = sorted(
+            (p for p in store.payments.values() if day is None or p.created_at.astimezone(CST).date() == day),
+            key=lambda p: (p.created_at, p.id),
+        )
         total = sum((Decimal(p.amount) for p in payments), Decimal("0.00"))
-        return {"count": len(payments), "total": f"{total:.2f}", "payments": [_public(p) for p in payments]}
+        lines = [{**_public(p), "paid_at": p.created_at.astimezone(CST).isoformat()} for p in payments]
+        return {
+            "date": day.isoformat() if day is not None else None,
+            "count": len(payments),
+            "total": f"{total:.2f}",
+            "payments": lines,
+        }
+
+    @app.post("/admin/statement")
+    async def change_statement(changes: StatementChanges) -> dict[str, Any]:
+        """Tests only: add or alter payment lines, remove those of some keys (see the module's docstring)."""
+        async with store.lock:
+            for key in changes.remove:
+                store.payments.pop(key, None)
+            for line in changes.upsert:
+                existing = store.payments.get(line.key)
+                paid_at = (line.paid_at or datetime.now(UTC)).astimezone(UTC)
+                store.payments[line.key] = Payment(
+                    id=existing.id if existing else f"BSIM-{paid_at:%Y%m%d}-X{len(store.payments) + 1:05d}",
+                    key=line.key,
+                    amount=line.amount,
+                    currency="CNY",
+                    beneficiary=line.beneficiary,
+                    reference=existing.reference if existing else line.reference,
+                    created_at=paid_at,
+                    fingerprint=existing.fingerprint if existing else "injected",
+                )
+            store.rewrite()
+        return {"upserted": len(changes.upsert), "removed": len(changes.remove)}
 
     @app.get("/admin/faults")
     async def get_faults() -> dict[str, Any]:

@@ -53,8 +53,9 @@ EventType = Literal[
     "bridge_loan.overdue",
     "drawdown.repaid",
     "drawdown.overdue",
+    "reconciliation.mismatch_found",
 ]
-AggregateType = Literal["application", "recognition", "payout"]
+AggregateType = Literal["application", "recognition", "payout", "reconciliation"]
 
 
 class Audience(BaseModel):
@@ -79,15 +80,19 @@ class Event(BaseModel):
     type: ClassVar[EventType]
     aggregate_type: ClassVar[AggregateType]  # the aggregate is the row whose id is `<aggregate_type>_id`
 
-    uscc: str = Field(description="the enterprise's unified social credit code")
-    program: str
-
     def aggregate_id(self) -> uuid.UUID:
         ident: uuid.UUID = getattr(self, f"{self.aggregate_type}_id")
         return ident
 
 
-class ApplicationEvent(Event):
+class EnterpriseEvent(Event):
+    """An event about one enterprise's object in one program (every event but the bank reconciliation's)."""
+
+    uscc: str = Field(description="the enterprise's unified social credit code")
+    program: str
+
+
+class ApplicationEvent(EnterpriseEvent):
     """An application's step, heard by its enterprise (and where a review task opens, by that stage's
     reviewers)."""
 
@@ -171,7 +176,7 @@ class ApplicationRecognized(ApplicationEvent):
     valid_until: date
 
 
-class RecognitionEvent(Event):
+class RecognitionEvent(EnterpriseEvent):
     """A recognition's step, heard by its enterprise."""
 
     aggregate_type: ClassVar[AggregateType] = "recognition"
@@ -207,7 +212,7 @@ class ReviewTaskEscalated(ApplicationEvent):
     escalation_group: str
 
 
-class PayoutEvent(Event):
+class PayoutEvent(EnterpriseEvent):
     """A payout's step (a drawdown, a bridge loan, a listing reward), heard by its enterprise and finance."""
 
     aggregate_type: ClassVar[AggregateType] = "payout"
@@ -283,6 +288,21 @@ class DrawdownOverdue(PayoutEvent):
     outstanding: Amount
 
 
+class ReconciliationMismatchFound(Event):
+    """The bank reconciliation of a day found mismatches between the bank's statement and the ledger (heard
+    by finance): payments on the statement the ledger has not posted, postings the bank has no payment for,
+    amounts that differ. ``GET /reconciliations/{day}`` lists them."""
+
+    aggregate_type: ClassVar[AggregateType] = "reconciliation"
+
+    reconciliation_id: uuid.UUID
+    day: date = Field(description="the statement's day (China Standard Time)")
+    mismatches: int = Field(description="how many keys the statement and the ledger disagree on")
+    paid_not_posted: int
+    posted_not_paid: int
+    amount_differs: int
+
+
 # Every event type and its payload model: the vocabulary of the outbox, and each model's `type`.
 EVENT_MODELS: dict[str, type[Event]] = {
     "application.submitted": ApplicationSubmitted,
@@ -308,6 +328,7 @@ EVENT_MODELS: dict[str, type[Event]] = {
     "bridge_loan.overdue": BridgeLoanOverdue,
     "drawdown.repaid": DrawdownRepaid,
     "drawdown.overdue": DrawdownOverdue,
+    "reconciliation.mismatch_found": ReconciliationMismatchFound,
 }
 for _type, _model in EVENT_MODELS.items():
     _model.type = cast(EventType, _type)

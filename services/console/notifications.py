@@ -40,6 +40,8 @@ def _entry(item: NotificationRead, gettext: Callable[[str], str]) -> dict[str, A
     aggregate = EVENT_MODELS[item.type].aggregate_type
     if aggregate == "application":
         link = f"/console/applications/{data['application_id']}"
+    elif aggregate == "reconciliation":  # the day's report (the console has no page of its own for it yet)
+        link = f"/api/v1/reconciliations/{data['day']}"
     else:
         link = LISTS[aggregate] + "?" + urlencode({"uscc": data.get("uscc", "")})
     return {

@@ -22,6 +22,7 @@ from services.events import (
     PayoutApproved,
     PayoutAwaitingApproval,
     PayoutRejected,
+    ReconciliationMismatchFound,
     emit,
 )
 from services.vocabulary import PayoutKind
@@ -103,4 +104,28 @@ async def drawdown_overdue(
         session,
         DrawdownOverdue(**_about("drawdown", row), due_at=due_at, outstanding=outstanding),
         _audience(row),
+    )
+
+
+async def reconciliation_mismatches(
+    session: AsyncSession,
+    *,
+    run_id: uuid.UUID,
+    day: date,
+    paid_not_posted: int,
+    posted_not_paid: int,
+    amount_differs: int,
+) -> None:
+    """The bank reconciliation of ``day`` found mismatches not known before: finance looks into them."""
+    await emit(
+        session,
+        ReconciliationMismatchFound(
+            reconciliation_id=run_id,
+            day=day,
+            mismatches=paid_not_posted + posted_not_paid + amount_differs,
+            paid_not_posted=paid_not_posted,
+            posted_not_paid=posted_not_paid,
+            amount_differs=amount_differs,
+        ),
+        Audience(finance=True),
     )

@@ -10,7 +10,7 @@ Failures come in two kinds, and callers must treat them differently:
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -47,6 +47,25 @@ class BankPayment(BaseModel):
     created_at: datetime
 
 
+class StatementPayment(BaseModel):
+    """One line of a daily statement: a payment the bank made that day, under its idempotency key."""
+
+    id: str
+    key: str
+    amount: Decimal
+    beneficiary: str
+    paid_at: datetime
+
+
+class BankStatement(BaseModel):
+    """The bank's statement of one day (China Standard Time): every payment it made that day."""
+
+    date: date
+    count: int
+    total: Decimal
+    payments: list[StatementPayment]
+
+
 class BankClient:
     def __init__(
         self, http: httpx.AsyncClient, base_url: str, *, timeout: float = 10.0, connect_timeout: float = 3.0
@@ -78,6 +97,16 @@ class BankClient:
         if response.status_code == 404:
             return None
         raise self._failure(response)
+
+    async def statement(self, day: date) -> BankStatement:
+        """The bank's statement of ``day``: the payments it made that day in China Standard Time."""
+        response = await self._send("GET", "/statement", params={"date": day.isoformat()})
+        if response.status_code != 200:
+            raise self._failure(response)
+        try:
+            return BankStatement.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise BankUnavailable("the bank's statement could not be read", status=200) from exc
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

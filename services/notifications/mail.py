@@ -247,6 +247,14 @@ TEXTS: dict[str, tuple[str, str]] = {
             "%(outstanding)s is overdue; the credit line takes no new drawdowns until it is repaid."
         ),
     ),
+    "reconciliation.mismatch_found": (
+        N_("Bank reconciliation found mismatches"),
+        N_(
+            "The bank's statement of %(day)s and the ledger disagree on %(mismatches)s payments: "
+            "%(paid_not_posted)s paid but not posted, %(posted_not_paid)s posted but not paid, "
+            "%(amount_differs)s with different amounts."
+        ),
+    ),
 }
 assert set(TEXTS) == set(EVENT_MODELS), "every event type has its subject and text"
 
