@@ -1,0 +1,21 @@
+"""programs as managed data (versions, batches, targets) and imported recognitions (issue 19)
+
+Revision ID: f19000000002
+Revises: f19000000001
+Create Date: 2026-12-01 19:10:00+00:00
+"""
+
+from collections.abc import Sequence
+
+revision: str = "f19000000002"
+down_revision: str | None = "f19000000001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
