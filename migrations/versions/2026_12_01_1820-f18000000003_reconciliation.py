@@ -25,6 +25,12 @@ MONEY = sa.Numeric(18, 2)
 
 
 def upgrade() -> None:
+    op.create_index(
+        "ix_disbursements_completed_at",
+        "disbursements",
+        ["completed_at"],
+        postgresql_where=sa.text("completed_at IS NOT NULL"),
+    )
     op.create_table(
         "reconciliation_runs",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -92,6 +98,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_disbursements_completed_at", table_name="disbursements")
     op.drop_table("reconciliation_mismatches")
     op.drop_index("ix_reconciliation_runs_starts_at_id", table_name="reconciliation_runs")
     op.drop_table("reconciliation_runs")

@@ -338,6 +338,10 @@ class Disbursement(Base):
         Index("ix_disbursements_status_created_at", "status", "created_at"),
         Index("ix_disbursements_uscc_created_at", "uscc", "created_at"),
         Index("ix_disbursements_created_at_id", "created_at", "id"),
+        # The day's payments a reconciliation compares with the bank's statement (reconciliation_repository).
+        Index(
+            "ix_disbursements_completed_at", "completed_at", postgresql_where=text("completed_at IS NOT NULL")
+        ),
     )
 
     @property
