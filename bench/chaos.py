@@ -14,8 +14,12 @@ Load: every drawdown is requested with an Idempotency-Key and approved by financ
 the program's threshold; a few are rejected), by concurrent clients that retry timeouts, 5xx, 429, connection
 errors and "still being processed" with the SAME key, spread over both APIs like a load balancer would. A
 chaos thread with its own seeded RNG SIGKILLs a worker every few seconds and an API now and then; a supervisor
-restarts whatever died. Then the bank is calmed, everything settles (bounded wait) and the run is accounted
-from the bank's statement and PostgreSQL:
+restarts whatever died. The servers crash as well, at seeded points of the load: the Temporal dev server and
+PostgreSQL are each SIGKILLed (the whole process group) and started again a few seconds later on the same
+SQLite file or data folder and port (`kill_and_restart`), one at a time, the part kills held meanwhile; every
+kill's time to recover is measured (the server answering, the APIs' /readyz, the next drawdown paid). Then the
+bank is calmed, everything settles (bounded wait) and the run is accounted from the bank's statement and
+PostgreSQL:
 
 - requested: drawdowns the API accepted (201, first answer or replay);
 - paid: payments on the bank's statement;
@@ -34,7 +38,8 @@ the kill schedule and the bank's fault sequence; process timing is not reproduci
 same attack, not the same interleaving. On failure the data folder (logs, PostgreSQL, Temporal database, bank
 file, report.json) is kept and its path printed.
 
-Then (``--scenario``: ``all`` by default, ``drawdowns`` or ``outbox`` alone) the outbox scenario: 1,000 events
+Then (``--scenario``: ``all`` by default, ``drawdowns`` or ``outbox`` alone; ``servers``: the drawdowns
+under the server crashes only) the outbox scenario: 1,000 events
 to a webhook receiver that fails a third of its calls, through `giantflow relay` SIGKILLs and a PostgreSQL
 crash (see its section below); it fails the run when an event is missing, out of order per aggregate, or a
 duplicate carries another webhook-id.
@@ -149,6 +154,7 @@ class Proc:
     lock: threading.Lock = field(default_factory=threading.Lock)
     killed: bool = False  # the last death was ours
     died_at: float | None = None
+    started_at: float = 0.0
     kills: int = 0
     restarts: int = 0
     unexpected_exits: list[int] = field(default_factory=list)
@@ -165,6 +171,7 @@ class Proc:
         with self.log_path.open("ab") as log:
             self.part.start(self.env, log)
         self.died_at = None
+        self.started_at = time.monotonic()
 
     def kill(self) -> bool:
         """SIGKILL the whole process group (no goodbye: sockets, transactions and tasks are simply cut)."""
@@ -190,8 +197,10 @@ class Proc:
         ]
         return lines[-1][:300] if lines else "(empty)"
 
-    def supervise(self, now: float, delay: float) -> str | None:
-        """Restart the process ``delay`` s after it died; returns a note when the death was not ours."""
+    def supervise(self, now: float, delay: float, *, excused: bool = False) -> str | None:
+        """Restart the process ``delay`` s after it died; returns a note when the death was not ours. An
+        ``excused`` death (a server it needs was down: a worker cannot connect to Temporal at start) is
+        not counted among the exits by itself that end the run."""
         with self.lock:
             process = self.part.process
             if process is None or process.poll() is None:
@@ -201,8 +210,9 @@ class Proc:
                 self.died_at = now
                 if not self.killed:
                     code = process.returncode
-                    self.unexpected_exits.append(code)
                     note = f"{self.name} exited by itself with {code}"
+                    if not excused:
+                        self.unexpected_exits.append(code)
                     if len(self.unexpected_exits) >= 3:
                         raise RuntimeError(
                             f"{self.name} keeps exiting by itself ({self.unexpected_exits}); its log ends: "
@@ -231,7 +241,11 @@ class Stack:
         self.secret = secrets.token_urlsafe(32)
         self.programs_dir = data_dir / "programs"
         self.postgres: EmbeddedPostgres | None = None
-        self.fixed: list[Proc] = []  # temporal, bank: never attacked
+        self.fixed: list[Proc] = []  # temporal, bank: the bank is never attacked
+        self.temporal: Proc | None = None
+        self.down: set[str] = set()  # servers crashed on purpose, until they answer again
+        self.back_at: dict[str, float] = {}  # when each crashed server answered again
+        self.hold = threading.Event()  # set while a server crash is measured: no worker or API kills
         self.apis: list[Proc] = []
         self.workers: list[Proc] = []
         self.workers_wanted = workers
@@ -330,6 +344,7 @@ class Stack:
             self.env(**{f"GIANTFLOW_BANK_{k.upper()}": str(v) for k, v in self.faults.items()}),
         )
         self.fixed = [temporal, bank]
+        self.temporal = temporal
         for proc in self.fixed:
             proc.start()
             self._wait(proc, 60)
@@ -356,11 +371,18 @@ class Stack:
         say(f"  logs          {self.logs}")
 
     def check_fixed(self) -> None:
-        if self.postgres is not None and not self.postgres.alive:
+        if self.postgres is not None and not self.postgres.alive and "postgres" not in self.down:
             raise RuntimeError("PostgreSQL died")
         for proc in self.fixed:
-            if not proc.alive:
+            if not proc.alive and proc.name not in self.down:
                 raise RuntimeError(f"{proc.name} died; see {proc.log_path}")
+
+    def outage(self, now: float, grace: float = 5.0) -> str | None:
+        """The crashed server a part may have died of: one down now or back less than ``grace`` s ago."""
+        if self.down:
+            return " and ".join(sorted(self.down)) + " down"
+        recent = [name for name, at in self.back_at.items() if now - at < grace]
+        return f"{' and '.join(sorted(recent))} just restarted" if recent else None
 
     def stop(self) -> None:
         stop_all([*self.apis, *self.workers, *reversed(self.fixed)], self.postgres, self._pg_log)
@@ -376,6 +398,35 @@ def stop_all(procs: list[Any], postgres: Any, pg_log: Any) -> None:
             postgres.stop()
     if pg_log is not None:
         pg_log.close()
+
+
+async def kill_and_restart(
+    process: subprocess.Popen[bytes] | None,
+    start: Callable[[], None],
+    answers: Callable[[], bool],
+    *,
+    down: float,
+    timeout: float = 90.0,
+) -> float:
+    """Crash a server like a power cut would its process: SIGKILL its whole process group (PostgreSQL's
+    postmaster and backends, the Temporal dev server; no shutdown, no checkpoint, every client's socket cut),
+    ``down`` s later ``start`` it again on the same data and port, in the calling thread (the main one: a
+    server dies with the thread that started it), and wait until it ``answers``. Returns the seconds from
+    the kill until it answered. Both scenarios crash their servers through this."""
+    from devtools.devstack import StartupError
+
+    assert process is not None, "the server was never started"
+    killed = time.monotonic()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    await asyncio.to_thread(process.wait)
+    await asyncio.sleep(down)
+    start()  # PostgreSQL's start waits until it accepts connections (crash recovery) itself
+    while not await asyncio.to_thread(answers):
+        if time.monotonic() - killed > down + timeout:
+            raise StartupError(f"the server did not answer {timeout:g} s after its restart")
+        await asyncio.sleep(0.1)
+    return time.monotonic() - killed
 
 
 def write_program(folder: Path) -> None:
@@ -395,6 +446,10 @@ dual_approval_threshold = "{THRESHOLD}"
 version = "national-2022"
 effective_from = 2022-06-01
 
+[[rulesets]]  # the batch opens under the standard in force a month ago
+version = "national-2026"
+effective_from = 2026-04-01
+
 [[batches]]
 key = "chaos"
 opens_on = {today - timedelta(days=30)}
@@ -404,7 +459,7 @@ closes_on = {today + timedelta(days=365)}
 notice_period = "PT3S"
 stage_sla = "PT600S"
 supplement_deadline = "PT600S"
-validity = "PT7200S"
+validity = "P400D"  # longer than any review window the program may default to
 approval_deadline = "PT1800S"
 
 [tiers.specialized_new]
@@ -422,8 +477,10 @@ credit_line_limit = "{LINE_LIMIT}"
 
 @dataclass
 class ChaosLog:
-    events: list[tuple[float, str]] = field(default_factory=list)
+    events: list[tuple[float, str]] = field(default_factory=list)  # (s since the chaos started, what)
     notes: list[str] = field(default_factory=list)
+    excused: list[str] = field(default_factory=list)  # parts that died while a server they need was down
+    started: float = field(default_factory=time.monotonic)
 
 
 class Chaos(threading.Thread):
@@ -440,7 +497,6 @@ class Chaos(threading.Thread):
         self.api_every = api_every
         self.stop_event = threading.Event()
         self.log = log
-        self.started_at = time.monotonic()
 
     def _next(self, every: float) -> float:
         return time.monotonic() + self.rng.uniform(0.5, 1.5) * every if every > 0 else float("inf")
@@ -448,6 +504,9 @@ class Chaos(threading.Thread):
     def run(self) -> None:
         next_worker, next_api = self._next(self.worker_every), self._next(self.api_every)
         while not self.stop_event.is_set():
+            if self.stack.hold.is_set():  # a server crash is being measured: what is due waits for its end
+                self.stop_event.wait(0.1)
+                continue
             now = time.monotonic()
             if now >= next_worker:
                 self._kill(self.rng.choice(self.stack.workers))
@@ -458,11 +517,11 @@ class Chaos(threading.Thread):
                 if len(alive) == len(self.stack.apis) or len(self.stack.apis) == 1:
                     self._kill(self.rng.choice(self.stack.apis))
                 next_api = self._next(self.api_every)
-            self.stop_event.wait(max(0.05, min(next_worker, next_api) - time.monotonic()))
+            self.stop_event.wait(min(1.0, max(0.05, min(next_worker, next_api) - time.monotonic())))
 
     def _kill(self, proc: Proc) -> None:
         if proc.kill():
-            self.log.events.append((time.monotonic() - self.started_at, f"SIGKILL {proc.name}"))
+            self.log.events.append((time.monotonic() - self.log.started, f"SIGKILL {proc.name}"))
 
 
 async def supervise(stack: Stack, stop: asyncio.Event, log: ChaosLog, delay: float) -> None:
@@ -471,9 +530,13 @@ async def supervise(stack: Stack, stop: asyncio.Event, log: ChaosLog, delay: flo
     while not stop.is_set():
         stack.check_fixed()
         now = time.monotonic()
+        excuse = stack.outage(now)
         for proc in [*stack.workers, *stack.apis]:
-            note = proc.supervise(now, delay)
-            if note:
+            note = proc.supervise(now, delay, excused=excuse is not None)
+            if note and excuse:
+                log.excused.append(f"{note} ({excuse})")
+                say(f"  ! {note} ({excuse})")
+            elif note:
                 log.notes.append(note)
                 say(f"  ! {note}")
         with contextlib.suppress(TimeoutError):
@@ -494,6 +557,208 @@ async def guarded(work: Awaitable[T], supervisor: asyncio.Task[None]) -> T:
         await task
     supervisor.result()
     raise RuntimeError("the supervisor stopped")
+
+
+# --- server crashes and the time to recover -----------------------------------------------------------------
+
+
+@dataclass
+class Recovery:
+    """One SIGKILL and how long (s from the kill) until the stack was back: the server answering again
+    (Temporal, PostgreSQL), the API's /readyz ready (every API after a server crash, the killed one after an
+    API kill), the next drawdown paid (after the server answered again; after the kill for a worker)."""
+
+    kind: str  # worker, api, temporal, postgres
+    name: str
+    at: float  # s since the load started
+    killed: float  # time.monotonic() of the kill
+    paid_before: int | None = None
+    answered: float | None = None
+    ready: float | None = None
+    payout: float | None = None
+
+
+@dataclass
+class RecoveryLog:
+    done: list[Recovery] = field(default_factory=list)
+    pending: list[Recovery] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # server crashes planned after the load ended
+
+
+def server_plan(seed: int, count: int, temporal: int, postgres: int) -> list[tuple[float, int, str]]:
+    """When to crash which server: at a share of the load (between 15 % and 85 %), and so after that share
+    of the drawdowns finished (or of the load's time bound gone, on a machine too slow for the count)."""
+    rng = random.Random(seed + 4)
+    kinds = ["temporal"] * temporal + ["postgres"] * postgres
+    rng.shuffle(kinds)
+    shares = [0.15 + 0.7 * (n + rng.uniform(0.2, 0.8)) / len(kinds) for n in range(len(kinds))]
+    return [(share, int(count * share), kind) for share, kind in zip(shares, kinds, strict=True)]
+
+
+async def paid_count(engine: Any) -> int | None:
+    """Drawdowns paid and recorded, or None while the database does not answer."""
+    from sqlalchemy import text
+
+    try:
+        async with asyncio.timeout(3), engine.connect() as conn:
+            return int(await conn.scalar(text("SELECT count(*) FROM drawdowns WHERE status = 'disbursed'")))
+    except Exception:
+        return None
+
+
+async def apis_ready(http: httpx.AsyncClient, urls: list[str]) -> bool:
+    answers = await asyncio.gather(*(http.get(f"{url}/readyz") for url in urls), return_exceptions=True)
+    return all(isinstance(a, httpx.Response) and a.status_code == 200 for a in answers)
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], since: float, bound: float) -> float | None:
+    """Seconds from ``since`` until ``check`` holds (polled every 0.2 s), None after ``bound`` s."""
+    while time.monotonic() - since < bound:
+        if await check():
+            return time.monotonic() - since
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def quiet(stack: Stack, settled_for: float = 4.0, bound: float = 30.0) -> None:
+    """Wait (bounded) until every API and worker is up and none (re)started in the last ``settled_for`` s:
+    a server crash then finds the stack connected, not a worker still starting."""
+    started = time.monotonic()
+    while time.monotonic() - started < bound:
+        parts = [*stack.apis, *stack.workers]
+        if all(p.alive and time.monotonic() - p.started_at >= settled_for for p in parts):
+            return
+        await asyncio.sleep(0.2)
+
+
+async def crash_servers(
+    stack: Stack,
+    engine: Any,
+    plan: list[tuple[float, int, str]],
+    stats: LoadStats,
+    load_over: asyncio.Event,
+    log: RecoveryLog,
+    *,
+    down: float,
+    bound: float,
+    load_timeout: float,
+) -> None:
+    """Crash the servers of ``plan`` (`kill_and_restart`), each once its number of drawdowns is done or its
+    share of ``load_timeout`` gone, one at a time with the worker and API kills held, and measure how the
+    stack comes back."""
+    async with httpx.AsyncClient(timeout=3) as http:
+        for share, threshold, kind in plan:
+            while stats.done < threshold and stats.at() < share * load_timeout and not load_over.is_set():
+                await asyncio.sleep(0.2)
+            if load_over.is_set():  # the load ended first: no crash without load
+                log.skipped.append(f"{kind} after {threshold} drawdowns")
+                continue
+            stack.hold.set()
+            try:
+                await quiet(stack)
+                crash = Recovery(kind, kind, time.monotonic() - stats.started, time.monotonic())
+                server = "PostgreSQL" if kind == "postgres" else "the Temporal server"
+                say(
+                    f"  {crash.at:6.1f} s  SIGKILL {server} after {stats.done} drawdowns done, "
+                    f"back in {down:g} s"
+                )
+                stack.down.add(kind)
+                try:
+                    if kind == "postgres":
+                        pg = stack.postgres
+                        assert pg is not None
+                        crash.answered = await kill_and_restart(
+                            pg.process, partial(pg.start, timeout=60), pg.ready, down=down
+                        )
+                    else:
+                        temporal = stack.temporal
+                        assert temporal is not None
+                        crash.answered = await kill_and_restart(
+                            temporal.part.process, temporal.start, temporal.part.ready, down=down
+                        )
+                finally:
+                    stack.down.discard(kind)
+                    stack.back_at[kind] = time.monotonic()
+                baseline = None
+                while baseline is None and time.monotonic() - crash.killed < bound:
+                    baseline = await paid_count(engine)
+
+                async def paid_more(baseline: int | None = baseline) -> bool:
+                    count = await paid_count(engine)
+                    return count is not None and baseline is not None and count > baseline
+
+                crash.ready, crash.payout = await asyncio.gather(
+                    wait_for(partial(apis_ready, http, stack.api_urls), crash.killed, bound),
+                    wait_for(paid_more, crash.killed, bound),
+                )
+                log.done.append(crash)
+                say(
+                    f"  {stats.at():6.1f} s  {kind} answering {_s(crash.answered)} after the kill, APIs "
+                    f"ready {_s(crash.ready)}, next payout {_s(crash.payout)}"
+                )
+            finally:
+                stack.hold.clear()
+
+
+def _s(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{seconds:.1f} s"
+
+
+async def watch_part_kills(
+    stack: Stack, engine: Any, chaos_log: ChaosLog, log: RecoveryLog, stop: asyncio.Event, bound: float
+) -> None:
+    """The time to recover from each worker and API kill of the chaos thread: a worker's until the next
+    drawdown is paid, an API's until its /readyz is ready again (bounded by ``bound`` s)."""
+    seen = 0
+    procs = {p.name: p for p in [*stack.apis, *stack.workers]}
+    urls = dict(zip([a.name for a in stack.apis], stack.api_urls, strict=True))
+    async with httpx.AsyncClient(timeout=2) as http:
+        while not stop.is_set() or log.pending:
+            paid = await paid_count(engine)
+            now = time.monotonic()
+            for t, what in chaos_log.events[seen:]:
+                name = what.split()[-1]
+                kind = name.split("-")[0]
+                log.pending.append(Recovery(kind, name, t, chaos_log.started + t, paid_before=paid))
+            seen = len(chaos_log.events)
+            for kill in list(log.pending):
+                if kill.kind == "worker":
+                    if kill.paid_before is None:
+                        kill.paid_before = paid
+                    elif paid is not None and paid > kill.paid_before:
+                        kill.payout = now - kill.killed
+                elif procs[kill.name].alive and await apis_ready(http, [urls[kill.name]]):
+                    kill.ready = time.monotonic() - kill.killed
+                if kill.payout is not None or kill.ready is not None or now - kill.killed > bound:
+                    log.pending.remove(kill)
+                    log.done.append(kill)
+            if stop.is_set() and log.pending and all(now - k.killed > bound for k in log.pending):
+                break
+            await asyncio.sleep(0.2)
+
+
+def recovery_figures(log: RecoveryLog) -> dict[str, dict[str, Any]]:
+    """Per kind of kill: how many, and min / median / max seconds until each measure of recovery."""
+    figures: dict[str, dict[str, Any]] = {}
+    for kind in ("worker", "api", "temporal", "postgres"):
+        kills = [r for r in log.done if r.kind == kind]
+        if not kills:
+            continue
+        row: dict[str, Any] = {"kills": len(kills)}
+        for measure in ("answered", "ready", "payout"):
+            values = sorted(v for r in kills if (v := getattr(r, measure)) is not None)
+            if (measure, kind) in (("answered", "worker"), ("answered", "api"), ("payout", "api")):
+                continue
+            if (measure, kind) == ("ready", "worker"):
+                continue
+            row[measure] = {
+                "min": round(values[0], 1) if values else None,
+                "median": round(values[(len(values) - 1) // 2], 1) if values else None,
+                "max": round(values[-1], 1) if values else None,
+                "never": len(kills) - len(values),
+            }
+        figures[kind] = row
+    return figures
 
 
 # --- the load --------------------------------------------------------------------------------------------
@@ -532,6 +797,8 @@ class Outcome:
 @dataclass
 class LoadStats:
     calls: Counter[str] = field(default_factory=Counter)
+    done: int = 0  # drawdowns whose client finished (the server crashes' clock)
+    started: float = field(default_factory=time.monotonic)
     samples_500: list[str] = field(default_factory=list)
     samples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
@@ -540,6 +807,9 @@ class LoadStats:
             self.samples[kind].append(what)
 
     unexpected: list[str] = field(default_factory=list)
+
+    def at(self) -> float:
+        return time.monotonic() - self.started
 
 
 def plan(seed: int, count: int, enterprises: list[Enterprise], args: argparse.Namespace) -> list[Job]:
@@ -747,6 +1017,7 @@ async def run_load(
                 continue
             await run_job(api, outcome.job, outcome, finance_tokens)
             done += 1
+            api.stats.done = done
             if done % 100 == 0:
                 say(f"  {done:>6} drawdowns done ({time.monotonic() - started:.0f} s)")
 
@@ -914,22 +1185,36 @@ async def read_rows(engine: Any) -> dict[str, Any]:
     }
 
 
-async def workflow_report(address: str, drawdown_ids: list[str], limit: int = 12) -> dict[str, Any]:
-    """Running and failed disbursement workflows, and the tail of the history of the ones named."""
+async def workflow_report(
+    address: str, drawdown_ids: list[str], expected: list[str], limit: int = 12
+) -> dict[str, Any]:
+    """Running and failed disbursement workflows, the status of each drawdown's (``expected``: every
+    drawdown of the database; one the listing misses is described, a Temporal that lost it has none), and
+    the tail of the history of the ones named."""
     from temporalio.api.enums.v1 import EventType
     from temporalio.client import Client, WorkflowExecutionStatus
+    from temporalio.service import RPCError
 
     client = await Client.connect(address)
     by_status: Counter[str] = Counter()
     running: list[str] = []
     failed: list[str] = []
+    statuses: dict[str, str] = {}
     async for wf in client.list_workflows("WorkflowType = 'DisbursementWorkflow'"):
         status = wf.status.name if wf.status else "UNKNOWN"
         by_status[status] += 1
+        statuses[wf.id.removeprefix("disbursement-")] = status
         if wf.status == WorkflowExecutionStatus.RUNNING:
             running.append(wf.id.removeprefix("disbursement-"))
         elif wf.status not in (WorkflowExecutionStatus.COMPLETED, None):
             failed.append(wf.id.removeprefix("disbursement-"))
+    for drawdown_id in expected:
+        if drawdown_id not in statuses:
+            try:
+                desc = await client.get_workflow_handle(f"disbursement-{drawdown_id}").describe()
+            except RPCError:
+                continue
+            statuses[drawdown_id] = desc.status.name if desc.status else "UNKNOWN"
     histories: dict[str, Any] = {}
     for drawdown_id in list(dict.fromkeys([*drawdown_ids, *failed]))[:limit]:
         handle = client.get_workflow_handle(f"disbursement-{drawdown_id}")
@@ -962,7 +1247,13 @@ async def workflow_report(address: str, drawdown_ids: list[str], limit: int = 12
             "events": len(events),
             "tail": events[-25:],
         }
-    return {"by_status": dict(by_status), "running": running, "failed": failed, "histories": histories}
+    return {
+        "by_status": dict(by_status),
+        "running": running,
+        "failed": failed,
+        "statuses": statuses,
+        "histories": histories,
+    }
 
 
 def log_errors(logs: Path) -> Counter[str]:
@@ -1122,14 +1413,6 @@ class OutboxStack:
             self.relays.append(relay)
         say(f"  relays        {len(self.relays)} x `giantflow relay`")
 
-    def crash_postgres(self) -> None:
-        """SIGKILL the whole server (postmaster and backends): no shutdown, no checkpoint."""
-        assert self.postgres is not None
-        assert self.postgres.process is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.postgres.process.pid, signal.SIGKILL)
-        self.postgres.process.wait()
-
     def stop(self) -> None:
         stop_all([*self.relays, *([self.receiver] if self.receiver else [])], self.postgres, self._pg_log)
 
@@ -1264,17 +1547,17 @@ async def kill_relays(
 
 
 async def crash_postgres(stack: OutboxStack, engine: Any, after: float, down: float, log: OutboxLog) -> None:
-    """``after`` seconds in, SIGKILL PostgreSQL; ``down`` seconds later start it again (in this thread:
-    the server dies with the thread that started it)."""
+    """``after`` seconds in, SIGKILL PostgreSQL, ``down`` seconds later start it again (kill_and_restart)."""
     await asyncio.sleep(after)
     left = await work_left(engine)
-    stack.crash_postgres()
+    postgres = stack.postgres
+    assert postgres is not None
     log.pg_stops.append((log.at(), down, left))
     say(f"  {log.at():6.1f} s  SIGKILL PostgreSQL ({left} events or deliveries left to relay)")
-    await asyncio.sleep(down)
-    assert stack.postgres is not None
-    stack.postgres.start(timeout=60)
-    say(f"  {log.at():6.1f} s  PostgreSQL up again after {down:g} s")
+    answered = await kill_and_restart(
+        postgres.process, partial(postgres.start, timeout=60), postgres.ready, down=down
+    )
+    say(f"  {log.at():6.1f} s  PostgreSQL up again, answering {answered:.1f} s after the kill")
 
 
 async def supervise_relays(stack: OutboxStack, stop: asyncio.Event, log: OutboxLog, delay: float) -> None:
@@ -1560,6 +1843,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--worker-kill-every", type=float, default=5.0, help="mean seconds between worker kills")
     p.add_argument("--api-kill-every", type=float, default=15.0, help="mean seconds between API kills")
     p.add_argument("--restart-delay", type=float, default=0.5, help="seconds before a killed part restarts")
+    p.add_argument(
+        "--temporal-kills",
+        type=int,
+        default=2,
+        help="Temporal dev server SIGKILLs during the load (default 2)",
+    )
+    p.add_argument(
+        "--postgres-kills", type=int, default=2, help="PostgreSQL SIGKILLs during the load (default 2)"
+    )
+    p.add_argument(
+        "--server-down", type=float, default=3.0, help="seconds a SIGKILLed server stays down (default 3)"
+    )
+    p.add_argument(
+        "--recover-timeout", type=float, default=120.0, help="bound of each time-to-recover measure (s)"
+    )
     p.add_argument("--load-timeout", type=float, default=240.0, help="bound of the load phase (s)")
     p.add_argument("--settle-timeout", type=float, default=150.0, help="bound of the settle phase (s)")
     p.add_argument("--client-timeout", type=float, default=15.0, help="a client's read timeout (s)")
@@ -1587,9 +1885,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the data folder even when the run passes")
     p.add_argument(
         "--scenario",
-        choices=("all", "drawdowns", "outbox"),
+        choices=("all", "drawdowns", "servers", "outbox"),
         default="all",
-        help="drawdowns under worker and API kills, webhooks under relay kills and a database crash, or all",
+        help="drawdowns under worker, API, Temporal and PostgreSQL kills; servers: the same drawdowns under "
+        "the Temporal and PostgreSQL kills only; webhooks under relay kills and a database crash; or all "
+        "(drawdowns, then outbox)",
     )
     p.add_argument("--events", type=int, default=1000, help="outbox: events to emit and deliver")
     p.add_argument("--aggregates", type=int, default=100, help="outbox: aggregates the events belong to")
@@ -1621,11 +1921,18 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
+    if args.scenario == "servers":  # the drawdowns with only the servers crashed: each recovery on its own
+        args.worker_kill_every = args.api_kill_every = 0.0
     scenarios = {
         "drawdowns": f"{args.disbursements} disbursements",
+        "servers": f"{args.disbursements} disbursements under server crashes only",
         "outbox": f"{args.events} outbox events",
     }
-    chosen = [what for name, what in scenarios.items() if args.scenario in (name, "all")]
+    chosen = [
+        what
+        for name, what in scenarios.items()
+        if args.scenario == name or (args.scenario == "all" and name != "servers")
+    ]
     say(f"chaos run: seed {seed}, " + " then ".join(chosen))
     wall = time.monotonic()
     data_dir = Path(tempfile.mkdtemp(prefix=f"giantflow-chaos-{seed}-"))
@@ -1661,10 +1968,10 @@ def main() -> int:
     passed = False
     try:
         verdicts: dict[str, bool] = {}
-        if args.scenario in ("all", "drawdowns"):
+        if args.scenario in ("all", "drawdowns", "servers"):
             say(f"set-up in {data_dir}")
             stack.start(write_program)
-            verdicts["drawdowns"] = asyncio.run(
+            verdicts["drawdowns" if args.scenario == "all" else args.scenario] = asyncio.run(
                 run(args, seed, stack, usccs[: args.enterprises] + ([closed] if closed else []), wall)
             )
             stack.stop()
@@ -1696,9 +2003,8 @@ def main() -> int:
 
 
 async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str], wall: float) -> bool:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
     from services.auth import Role
+    from services.db import create_engine
 
     chaos_log = ChaosLog()
     stats = LoadStats()
@@ -1708,7 +2014,11 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
     limits = httpx.Limits(
         max_connections=args.concurrency * 2 + 8, max_keepalive_connections=args.concurrency
     )
-    engine = create_async_engine(stack.database_url, pool_size=2)
+    # The service's engine options (pool_pre_ping): this runner's connections outlive PostgreSQL crashes too.
+    engine = create_engine(stack.database_url, pool_size=2)
+    recoveries = RecoveryLog()
+    load_over, stop_watching = asyncio.Event(), asyncio.Event()
+    watcher: asyncio.Task[None] | None = None
     try:
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
             # 1. enterprises, recognised through the whole review path, with their credit lines.
@@ -1736,20 +2046,57 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
                 api_every=args.api_kill_every,
                 log=chaos_log,
             )
+            crash_plan = server_plan(seed, len(jobs), args.temporal_kills, args.postgres_kills)
+            parts = [
+                f"a worker killed every ~{args.worker_kill_every:g} s" if args.worker_kill_every > 0 else "",
+                f"an API every ~{args.api_kill_every:g} s" if args.api_kill_every > 0 else "",
+                f"SIGKILLed and restarted {args.server_down:g} s later: "
+                + ", ".join(
+                    f"{kind} after {n} drawdowns or {share * args.load_timeout:.0f} s"
+                    for share, n, kind in crash_plan
+                )
+                if crash_plan
+                else "",
+            ]
             say(
-                f"load: {len(jobs)} drawdowns, {args.concurrency} clients, a worker killed every "
-                f"~{args.worker_kill_every:g} s, an API every ~{args.api_kill_every:g} s, bank faults on"
+                f"load: {len(jobs)} drawdowns, {args.concurrency} clients, "
+                + "; ".join(p for p in parts if p)
+                + "; bank faults on"
             )
             load_started = time.monotonic()
+            stats.started = chaos_log.started = load_started
             chaos.start()
+            watcher = asyncio.create_task(
+                watch_part_kills(stack, engine, chaos_log, recoveries, stop_watching, args.recover_timeout)
+            )
+            crashes = asyncio.create_task(
+                crash_servers(
+                    stack,
+                    engine,
+                    crash_plan,
+                    stats,
+                    load_over,
+                    recoveries,
+                    down=args.server_down,
+                    bound=args.recover_timeout,
+                    load_timeout=args.load_timeout,
+                )
+            )
             api = Api(stack.api_urls, http, stats, deadline=time.monotonic() + args.load_timeout)
             try:
                 outcomes = await guarded(run_load(api, jobs, finance_tokens, args.concurrency), supervisor)
+                load_over.set()
+                await guarded(crashes, supervisor)  # the last crash measured (bounded)
             finally:
                 chaos.stop_event.set()
                 chaos.join()
+                if not crashes.done():
+                    crashes.cancel()
             load_time = time.monotonic() - load_started
-            say(f"load done in {load_time:.0f} s; {len(chaos_log.events)} kills; chaos stopped")
+            say(
+                f"load done in {load_time:.0f} s; {len(chaos_log.events)} part kills, "
+                f"{len(crash_plan)} server crashes; chaos stopped"
+            )
 
         # 3. settle: every part back, bank calm, bounded wait for the payments.
         for _ in range(300):
@@ -1762,6 +2109,8 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
         approved_ids = {o.drawdown_id for o in outcomes if o.result == "approved" and o.drawdown_id}
         waited = await guarded(settle(engine, approved_ids, args.settle_timeout), supervisor)
         say(f"settled after {waited:.0f} s")
+        stop_watching.set()
+        await guarded(watcher, supervisor)
 
         # 4. accounting.
         async with httpx.AsyncClient(timeout=30) as http:
@@ -1770,18 +2119,39 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
         rows = await read_rows(engine)
         ledger = await ledger_check(engine)
         report = account(outcomes, rows, statement)
-        wf = await workflow_report(stack.temporal_address, report["lost_ids"] + report["mismatch_ids"])
+        wf = await workflow_report(
+            stack.temporal_address, report["lost_ids"] + report["mismatch_ids"], list(rows["drawdowns"])
+        )
         report["orphan_workflows"] = [d for d in wf["running"] if d not in rows["drawdowns"]]
         report["stuck_workflows"] = [
             d for d in wf["running"] if rows["drawdowns"].get(d, {}).get("status") in TERMINAL
         ]
+        # Every drawdown has its workflow (a Temporal that lost one in a crash would leave it without), and
+        # the ones awaiting approval have it running, waiting for the decisions.
+        report["missing_workflows"] = [d for d in rows["drawdowns"] if d not in wf["statuses"]]
+        report["waiting_workflows"] = [
+            d
+            for d, r in rows["drawdowns"].items()
+            if r["status"] == "pending_approval" and d in wf["running"]
+        ]
+        report["not_waiting"] = [
+            d
+            for d, r in rows["drawdowns"].items()
+            if r["status"] == "pending_approval" and d in wf["statuses"] and d not in wf["running"]
+        ]
     finally:
         stop_supervisor.set()
-        with contextlib.suppress(Exception):
-            await supervisor
+        stop_watching.set()
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
+        for task in (supervisor, watcher):
+            if task is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await task
         await engine.dispose()
 
     errors = log_errors(stack.logs)
+    recovery = recovery_figures(recoveries)
     contract = contract_violations(stats, chaos_log)
     failed = bool(
         report["duplicated"]
@@ -1790,6 +2160,8 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
         or report["unexplained_payments"]
         or report["mismatches"]
         or report["stuck_workflows"]
+        or report["missing_workflows"]
+        or report["not_waiting"]
         or wf["failed"]
         or (args.strict and contract)
     )
@@ -1801,7 +2173,14 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
         "mismatch_ids": report["mismatch_ids"],
         "ledger": {**ledger, "debits": str(ledger["debits"]), "credits": str(ledger["credits"])},
         "kills": [f"{t:.1f}s {what}" for t, what in chaos_log.events],
+        "recovery": recovery,
+        "server_crashes_skipped": recoveries.skipped,
+        "recoveries": [
+            {k: round(v, 2) if isinstance(v, float) else v for k, v in vars(r).items() if k != "killed"}
+            for r in sorted(recoveries.done, key=lambda r: r.at)
+        ],
         "unexpected_exits": chaos_log.notes,
+        "exits_while_a_server_was_down": chaos_log.excused,
         "client_calls": dict(stats.calls),
         "api_500_samples": stats.samples_500,
         "contract_samples": stats.samples,
@@ -1819,6 +2198,9 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
     if args.report:
         args.report.write_text(json.dumps(full, indent=2, default=str))
     print_report(seed, report, ledger, chaos_log, stats, bank_stats, wf, errors, load_time, waited, contract)
+    print_recovery(recovery, args.server_down)
+    if recoveries.skipped:
+        say(f"server crashes skipped, the load having ended first: {', '.join(recoveries.skipped)}")
     return not failed
 
 
@@ -1950,6 +2332,34 @@ def account(outcomes: list[Outcome], rows: dict[str, Any], statement: dict[str, 
     }
 
 
+RECOVERY_MEASURES = {
+    "answered": "server answers",
+    "ready": "API /readyz ready",
+    "payout": "next payout",
+}
+
+
+def print_recovery(figures: dict[str, dict[str, Any]], down: float) -> None:
+    """The kills of each kind and their time to recover, from the SIGKILL: min / median / max seconds."""
+    if not figures:
+        return
+    say()
+    say(f"time to recover, s from the SIGKILL: min / median / max (servers stay down {down:g} s)")
+    say(f"  {'kill':<9} {'count':>5}   " + "".join(f"{title:<22}" for title in RECOVERY_MEASURES.values()))
+    for kind, row in figures.items():
+        cells = []
+        for measure in RECOVERY_MEASURES:
+            if measure not in row:
+                cells.append(f"{'-':<22}")
+                continue
+            m = row[measure]
+            text = (
+                "never" if m["min"] is None else f"{m['min']:.1f} / {m['median']:.1f} / {m['max']:.1f}"
+            ) + (f" ({m['never']} never)" if m["never"] and m["min"] is not None else "")
+            cells.append(f"{text:<22}")
+        say(f"  {kind:<9} {row['kills']:>5}   " + "".join(cells).rstrip())
+
+
 def print_report(
     seed: int,
     report: dict[str, Any],
@@ -2001,10 +2411,13 @@ def print_report(
     say(f"bank: {faults}")
     say(
         f"disbursement workflows: {wf['by_status']}; waiting for approval "
-        f"{report['left_pending_approval']}, stuck on a terminal drawdown "
-        f"{len(report['stuck_workflows'])}, failed {len(wf['failed'])}, orphans (drawdown never committed, "
-        f"end at their approval deadline) {len(report['orphan_workflows'])}"
+        f"{len(report['waiting_workflows'])} (drawdowns pending {report['left_pending_approval']}, not "
+        f"waiting {len(report['not_waiting'])}), missing {len(report['missing_workflows'])}, stuck on a "
+        f"terminal drawdown {len(report['stuck_workflows'])}, failed {len(wf['failed'])}, orphans (drawdown "
+        f"never committed, end at their approval deadline) {len(report['orphan_workflows'])}"
     )
+    if chaos_log.excused:
+        say(f"parts that exited while a server they need was down (restarted): {chaos_log.excused}")
     for kind, samples in stats.samples.items():
         say(f"{kind}, e.g.:")
         for sample in samples[:3]:

@@ -12,11 +12,21 @@ Workflow names, ids and Update names live beside the models that cross the bound
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import structlog
 from sqlalchemy.exc import DBAPIError
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleAlreadyRunningError,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -138,8 +148,13 @@ async def execute_update(
         if cause is None or cause.type not in DOMAIN_ERRORS:
             log.warning("update_failed", workflow_id=workflow_id, name=name, error=str(exc.cause))
         raise domain_error(exc, otherwise=Conflict(refused)) from None
+    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:  # no worker finished it in time (or died)
+        raise ServiceUnavailable(
+            "The workflow service did not answer in time; send the request again with the same key."
+        ) from exc
     except RPCError as exc:
-        if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+        finished_or_not = exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION)
+        if finished_or_not and not await _still_running(handle):
             raise Conflict(finished) from None
         raise ServiceUnavailable("The workflow service is unavailable; nothing was changed.") from exc
     except RuntimeError as exc:
@@ -147,6 +162,18 @@ async def execute_update(
             raise
         raise ServiceUnavailable("The workflow service is unavailable; nothing was changed.") from exc
     return result
+
+
+async def _still_running(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Whether a workflow an Update was refused for as closed or unknown does run after all (or cannot be
+    told): a Temporal server restarting says so for a while (seen in the chaos run's server crashes)."""
+    try:
+        description = await handle.describe()
+    except RPCError as exc:
+        return exc.status != RPCStatusCode.NOT_FOUND
+    except RuntimeError:  # the lazy client cannot connect
+        return True
+    return description.status == WorkflowExecutionStatus.RUNNING
 
 
 async def signal(client: Client, workflow_id: str, name: str, arg: Any = None) -> bool:
@@ -161,6 +188,31 @@ async def signal(client: Client, workflow_id: str, name: str, arg: Any = None) -
         log.warning("signal_failed", workflow_id=workflow_id, name=name, error=str(exc))
         return False
     return True
+
+
+async def ensure_schedule(
+    client: Client, schedule_id: str, schedule: Schedule
+) -> Literal["created", "updated"]:
+    """Create a Temporal Schedule, or - it exists - replace its definition with ``schedule`` (keeping its
+    paused state and notes as the operators left them): create-or-update, so running it again changes
+    nothing. Schedules, not cron strings on a workflow: they can be described, paused and backfilled."""
+    try:
+        await client.create_schedule(schedule_id, schedule)
+    except ScheduleAlreadyRunningError:
+
+        def update(current: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(
+                schedule=Schedule(
+                    action=schedule.action,
+                    spec=schedule.spec,
+                    policy=schedule.policy,
+                    state=current.description.schedule.state,
+                )
+            )
+
+        await client.get_schedule_handle(schedule_id).update(update)
+        return "updated"
+    return "created"
 
 
 async def register_search_attributes(client: Client, namespace: str) -> list[str]:

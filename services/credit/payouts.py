@@ -413,9 +413,9 @@ async def reconcile(
     task_queue: str,
     older_than_seconds: float = 30.0,
 ) -> int:
-    """Start the workflows of committed payouts that have none (the API died between commit and start);
-    the worker runs it every period. A payout past its approval deadline is started too: its workflow
-    expires it at once and frees what it holds."""
+    """Start the workflows of committed payouts that have none (the API died between commit and start), and
+    have those of payouts approved and still unpaid look again; the worker runs it every period. A payout
+    past its approval deadline is started too: its workflow expires it at once and frees what it holds."""
     started = 0
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
     for kind in KINDS:
@@ -424,6 +424,11 @@ async def reconcile(
                 await start(temporal, kind=kind, row=row, task_queue=task_queue)
                 await repository.mark_started(session, kind, row.id)
                 started += 1
+            # Approved long ago and not paid: the workflow may have missed the decision (its Update lost
+            # with a workflow task that never completed, after its local activity committed it - a worker
+            # or Temporal server crash) and would wait for its deadline. Have it look again (harmless).
+            for row in await repository.payouts_approved_unpaid(session, kind, older_than=cutoff):
+                await refresh(temporal, kind, row.id)
     if started:
         log.info("payouts_reconciled", started=started)
     return started
@@ -496,6 +501,11 @@ async def decide(
         raise Conflict(
             f"You have already decided on this {rules.noun}; another finance officer must approve it."
         )
+    else:
+        # The first attempt's Update may be lost with its answer: its activity (a local one) committed the
+        # decision, then its workflow task never completed (the worker or the Temporal server died, the task
+        # timed out), and the workflow waits on. Have it look at the payout again (harmless if it knew).
+        await refresh(temporal, kind, row.id)
     return await read(session, kind, await repository.get_payout(session, kind, payout_id))
 
 

@@ -287,6 +287,20 @@ async def payouts_without_workflow(
     return list(await session.scalars(stmt))
 
 
+async def payouts_approved_unpaid(
+    session: AsyncSession, kind: PayoutKind, *, older_than: datetime, limit: int = 100
+) -> list[Any]:
+    """Payouts of a kind approved before `older_than` and not paid (nor refused) since."""
+    model = PAYOUT_MODELS[kind]
+    stmt = (
+        select(model)
+        .where(model.status == "approved", model.decided_at < older_than)
+        .order_by(model.decided_at)
+        .limit(limit)
+    )
+    return list(await session.scalars(stmt))
+
+
 async def mark_started(session: AsyncSession, kind: PayoutKind, payout_id: uuid.UUID) -> None:
     model = PAYOUT_MODELS[kind]
     await session.execute(update(model).where(model.id == payout_id).values(workflow_started=True))
