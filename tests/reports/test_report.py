@@ -1,0 +1,359 @@
+"""The cohort report over a small cohort with known outcomes (tests/reports/seed.py): every section's numbers
+exactly, each format, who reads what, and that its queries are index-backed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from services.auth import Role
+from services.config import Settings
+from tests.conftest import bearer, make_token
+from tests.platform.test_query_plans import GROWING, seq_scans
+from tests.reports.seed import BATCH, HOSTILE, seed_cohort
+from tests.support.factories import random_uscc
+
+URL = "/api/v1/programs/demo/report"
+DAY = 86400.0
+
+
+@pytest.fixture
+async def seeded(session: AsyncSession) -> None:
+    await seed_cohort(session)
+
+
+@pytest.fixture
+def admin(settings: Settings) -> dict[str, str]:
+    return bearer(make_token(settings, Role.admin, "report-admin"))
+
+
+async def _report(api: httpx.AsyncClient, headers: dict[str, str], **params: str) -> dict[str, Any]:
+    response = await api.get(URL, params={"batch": BATCH, **params}, headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_funnel_rules_times_regions_and_money(
+    api_rollback: httpx.AsyncClient, seeded: None, admin: dict[str, str]
+) -> None:
+    report = await _report(api_rollback, admin)
+    assert (report["program"], report["batch"], report["region"]) == ("demo", BATCH, None)
+    assert report["funnel"] == [
+        {
+            "tier": "specialized_new",
+            "applied": 5,  # A B D E F; the draft G is not counted
+            "screened_in": 4,
+            "passed_municipal": 3,
+            "passed_provincial": 2,
+            "passed_national": None,  # not one of the tier's levels
+            "on_notice": 2,
+            "recognized": 2,
+        },
+        {
+            "tier": "little_giant",
+            "applied": 1,
+            "screened_in": 1,
+            "passed_municipal": 1,
+            "passed_provincial": 1,
+            "passed_national": 1,
+            "on_notice": 1,
+            "recognized": 1,
+        },
+    ]
+    rules = {
+        (r["tier"], r["rule"]): (r["checked"], r["passed"], r["pass_rate"]) for r in report["screening_rules"]
+    }
+    assert rules == {
+        ("specialized_new", "eligibility"): (5, 4, 0.8),
+        ("specialized_new", "rd_intensity"): (5, 4, 0.8),
+        ("specialized_new", "direct_award"): (5, 1, 0.2),
+        ("little_giant", "eligibility"): (1, 1, 1.0),
+        ("little_giant", "rd_intensity"): (1, 1, 1.0),
+        ("little_giant", "direct_award"): (1, 0, 0.0),
+    }
+    times = {row.pop("stage"): row for row in report["review_times"]}
+    assert list(times) == ["municipal", "provincial", "national"]
+    # municipal: 1, 2, 3, 4 days; p50 = 2.5 days, p90 = 3 + 0.7 * (4 - 3) = 3.7 days (percentile_cont)
+    assert times["municipal"] == {
+        "decided": 4,
+        "p50_seconds": 2.5 * DAY,
+        "p90_seconds": 3.7 * DAY,
+        "decided_late": 1,  # E after 4 days, due after 3
+        "open": 1,
+        "open_overdue": 1,  # F, long past its due time
+        "breaches": 2,
+    }
+    # provincial: 10, 20, 30 (exactly at the due time: not late) and 40 days (E, rejected, late)
+    assert times["provincial"] == {
+        "decided": 4,
+        "p50_seconds": 25 * DAY,
+        "p90_seconds": 37 * DAY,
+        "decided_late": 1,
+        "open": 0,
+        "open_overdue": 0,
+        "breaches": 1,
+    }
+    assert times["national"]["p50_seconds"] == times["national"]["p90_seconds"] == 5 * DAY
+    assert report["by_region"] == [
+        {"province": "330000", "city": "330100", "tier": "little_giant", "recognized": 1},
+        {"province": "500000", "city": "500100", "tier": "specialized_new", "recognized": 2},
+    ]
+    assert sorted((r["industry"], r["tier"], r["recognized"]) for r in report["by_industry"]) == sorted(
+        [
+            (HOSTILE, "specialized_new", 1),
+            ("electronics", "little_giant", 1),
+            ("machinery", "specialized_new", 1),
+        ]
+    )
+    assert report["benefits"] == [
+        {"kind": "bridge_loan", "tier": "little_giant", "status": "active", "granted": 1, "amount": "0.00"},
+        {
+            "kind": "credit_line",
+            "tier": "little_giant",
+            "status": "active",
+            "granted": 1,
+            "amount": "3000000.00",
+        },
+        {
+            "kind": "credit_line",
+            "tier": "specialized_new",
+            "status": "active",
+            "granted": 2,
+            "amount": "4000000.00",
+        },
+    ]
+    assert report["money"] == [
+        {
+            "kind": "drawdown",
+            "payouts": 2,
+            "pending": "200000.00",
+            "disbursed": "500000.00",
+            "repaid": "100000.00",
+            "outstanding": "400000.00",
+        },
+        {
+            "kind": "bridge_loan",
+            "payouts": 1,
+            "pending": "0.00",
+            "disbursed": "1000000.00",
+            "repaid": "0.00",
+            "outstanding": "1000000.00",
+        },
+        {
+            "kind": "listing_reward",
+            "payouts": 1,
+            "pending": "0.00",
+            "disbursed": "300000.00",
+            "repaid": "0.00",
+            "outstanding": "0.00",
+        },
+    ]
+
+
+async def test_plan_against_achieved_by_china_year(
+    api_rollback: httpx.AsyncClient, seeded: None, admin: dict[str, str]
+) -> None:
+    """demo.toml plans specialized_new 20 (2026) and 30 (2027), little_giant 5 and 10; B was recognised at
+    2026-12-31 17:00 UTC, which is 2027 in China."""
+    report = await _report(api_rollback, admin)
+    assert report["plan_source"] == "file"
+    plan = [
+        (
+            r["tier"],
+            r["year"],
+            r["planned"],
+            r["achieved"],
+            r["cumulative_planned"],
+            r["cumulative_achieved"],
+            r["progress"],
+        )
+        for r in report["plan"]
+    ]
+    assert plan == [
+        ("specialized_new", 2026, 20, 1, 20, 1, 0.05),
+        ("specialized_new", 2027, 30, 1, 50, 2, 0.04),
+        ("little_giant", 2026, 5, 0, 5, 0, 0.0),
+        ("little_giant", 2027, 10, 1, 15, 1, 0.0667),
+    ]
+    # An admin replaces the plan; the report measures against it; an empty plan returns to the file's.
+    put = await api_rollback.put(
+        "/api/v1/programs/demo/plan",
+        json={"targets": [{"year": 2027, "tier": "little_giant", "target": 2}]},
+        headers=admin,
+    )
+    assert put.status_code == 200, put.text
+    assert put.json()["source"] == "admin"
+    assert put.json()["targets"] == [{"year": 2027, "tier": "little_giant", "target": 2}]
+    report = await _report(api_rollback, admin)
+    assert report["plan_source"] == "admin"
+    assert [(r["tier"], r["year"], r["planned"], r["achieved"], r["progress"]) for r in report["plan"]] == [
+        ("little_giant", 2027, 2, 1, 0.5)
+    ]
+    bad = await api_rollback.put(
+        "/api/v1/programs/demo/plan",
+        json={"targets": [{"year": 2027, "tier": "single_champion", "target": 2}] * 2},
+        headers=admin,
+    )
+    assert bad.status_code == 422
+    assert {e["field"] for e in bad.json()["errors"]} == {"targets[0].tier", "targets[1].tier", "targets[1]"}
+    back = await api_rollback.put("/api/v1/programs/demo/plan", json={"targets": []}, headers=admin)
+    assert back.json()["source"] == "file"
+    assert len(back.json()["targets"]) == 4
+    assert (await api_rollback.get("/api/v1/programs/demo/plan", headers=admin)).json()["source"] == "file"
+
+
+async def test_every_batch_and_the_contract_path(
+    api_rollback: httpx.AsyncClient, seeded: None, admin: dict[str, str]
+) -> None:
+    everything = await api_rollback.get(URL, headers=admin)
+    assert everything.json()["batch"] is None
+    assert everything.json()["funnel"][0]["applied"] == 6  # and I, of batch demo-2027
+    cohort = await api_rollback.get(
+        "/api/v1/reports/cohort", params={"program": "demo", "batch": BATCH}, headers=admin
+    )
+    assert cohort.status_code == 200
+    assert cohort.json()["funnel"] == (await _report(api_rollback, admin))["funnel"]
+    missing = await api_rollback.get(URL, params={"batch": "nope"}, headers=admin)
+    assert missing.status_code == 404
+    unknown = await api_rollback.get("/api/v1/programs/nope/report", headers=admin)
+    assert unknown.status_code == 404
+    bad_format = await api_rollback.get(URL, params={"format": "docx"}, headers=admin)
+    assert bad_format.status_code == 422
+
+
+async def test_roles(api_rollback: httpx.AsyncClient, seeded: None, settings: Settings) -> None:
+    finance = await _report(api_rollback, bearer(make_token(settings, Role.finance, "report-fin")))
+    assert finance["money"][0]["disbursed"] == "500000.00"
+    assert finance["benefits"]
+    assert finance["funnel"] is finance["plan"] is finance["by_region"] is None
+    # A reviewer reads every section over its region's applications: Chongqing's, not Hangzhou's C.
+    reviewer = bearer(make_token(settings, Role.reviewer, "report-rev", level="provincial", region="500000"))
+    scoped = await _report(api_rollback, reviewer)
+    assert scoped["region"] == "500000"
+    assert [row["tier"] for row in scoped["funnel"] if row["applied"]] == ["specialized_new"]
+    assert scoped["by_region"] == [
+        {"province": "500000", "city": "500100", "tier": "specialized_new", "recognized": 2}
+    ]
+    assert scoped["money"][1]["disbursed"] == "0.00"  # C's bridge loan is Hangzhou's
+    enterprise = bearer(make_token(settings, Role.enterprise, "report-ent", uscc=random_uscc("500103")))
+    refused = await api_rollback.get(URL, headers=enterprise)
+    assert refused.status_code == 403
+    assert (await api_rollback.get(URL)).status_code == 401
+    not_admin = await api_rollback.put("/api/v1/programs/demo/plan", json={"targets": []}, headers=reviewer)
+    assert not_admin.status_code == 403
+
+
+async def test_csv_escapes_formulas(
+    api_rollback: httpx.AsyncClient, seeded: None, admin: dict[str, str]
+) -> None:
+    response = await api_rollback.get(URL, params={"batch": BATCH, "format": "csv"}, headers=admin)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert "attachment" in response.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
+    assert rows[0]["section"] == "funnel"
+    sections = {row["section"] for row in rows}
+    assert sections == {
+        "funnel",
+        "screening_rules",
+        "review_times",
+        "by_region",
+        "by_industry",
+        "benefits",
+        "money",
+        "plan",
+    }
+    industries = [row["industry"] for row in rows if row["section"] == "by_industry"]
+    assert "'" + HOSTILE in industries
+    assert not any(value.startswith(("=", "+", "-", "@")) for row in rows for value in row.values() if value)
+    money = [row for row in rows if row["section"] == "money" and row["kind"] == "drawdown"]
+    assert money[0]["outstanding"] == "400000.00"
+
+
+async def test_xlsx_opens_with_a_sheet_per_section(
+    api_rollback: httpx.AsyncClient, seeded: None, admin: dict[str, str]
+) -> None:
+    from openpyxl import load_workbook  # type: ignore[import-untyped]
+
+    response = await api_rollback.get(URL, params={"batch": BATCH, "format": "xlsx"}, headers=admin)
+    assert response.status_code == 200
+    book = load_workbook(io.BytesIO(response.content))
+    assert book.sheetnames == [
+        "report",
+        "funnel",
+        "screening_rules",
+        "review_times",
+        "by_region",
+        "by_industry",
+        "benefits",
+        "money",
+        "plan",
+    ]
+    funnel = list(book["funnel"].iter_rows(values_only=True))
+    assert funnel[0][:3] == ("tier", "applied", "screened_in")
+    assert funnel[1][:3] == ("specialized_new", 5, 4)
+    cells = [cell for row in book["by_industry"].iter_rows() for cell in row if cell.value == HOSTILE]
+    assert cells
+    assert all(cell.data_type == "s" for cell in cells)
+
+
+async def test_pdf_has_pages(api_rollback: httpx.AsyncClient, seeded: None, admin: dict[str, str]) -> None:
+    from pypdf import PdfReader
+
+    response = await api_rollback.get(URL, params={"batch": BATCH, "format": "pdf"}, headers=admin)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/pdf"
+    assert response.content.startswith(b"%PDF")
+    reader = PdfReader(io.BytesIO(response.content))
+    assert len(reader.pages) >= 1
+    text = "".join(page.extract_text() for page in reader.pages)
+    assert "Funnel by tier" in text
+    assert "specialized_new" in text
+
+
+async def test_queries_are_index_backed(
+    api_rollback: httpx.AsyncClient,
+    seeded: None,
+    admin: dict[str, str],
+    connection: AsyncConnection,
+    settings: Settings,
+) -> None:
+    """Every SELECT the report sends, planned again with ``enable_seqscan = off``: no sequential scan of a
+    table that grows with the applications (as tests/platform/test_query_plans.py checks the lists)."""
+    captured: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
+            captured.append((statement, parameters))
+
+    sync = connection.sync_connection
+    assert sync is not None
+    event.listen(sync, "before_cursor_execute", capture)
+    try:
+        reviewer = bearer(make_token(settings, Role.reviewer, "r", level="provincial", region="500000"))
+        await _report(api_rollback, admin)
+        await _report(api_rollback, reviewer)
+        assert (await api_rollback.get(URL, headers=admin)).status_code == 200  # every batch
+    finally:
+        event.remove(sync, "before_cursor_execute", capture)
+    report_queries = [(s, p) for s, p in captured if "applications a" in s]
+    assert len(report_queries) >= 8 * 3
+    await connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    failures = []
+    for statement, parameters in report_queries:
+        result = await connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
+        raw = result.scalar_one()
+        plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
+        tables = sorted(set(seq_scans(plan)) & GROWING)
+        if tables:
+            failures.append(f"Seq Scan on {tables}:\n{statement}\n{json.dumps(plan)[:1500]}")
+    await connection.exec_driver_sql("SET LOCAL enable_seqscan = on")
+    assert not failures, "\n\n".join(failures)
