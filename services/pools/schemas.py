@@ -1,0 +1,69 @@
+"""API schemas of cultivation pools."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ImportStatus = Literal["queued", "running", "finished", "failed"]
+ERRORS_SHOWN = 1000
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class RowRefusal(_Out):
+    """A refused row: its line (the header is line 1), the field at fault and why."""
+
+    line: int
+    field: str
+    reason: str
+
+
+class PoolImportRead(_Out):
+    """An import job: where it stands, and when it has finished, the rows it refused."""
+
+    id: uuid.UUID
+    program: str
+    filename: str
+    format: Literal["csv", "xlsx"]
+    encoding: str | None = Field(description="CSV only: utf-8, utf-8-sig (with BOM) or gb18030 (GBK)")
+    status: ImportStatus
+    rows_total: int
+    rows_done: int
+    accepted: int = Field(description="rows stored or already equal to the stored member")
+    refused: int
+    created: int = Field(description="members new to the pool")
+    updated: int = Field(description="members whose values changed")
+    unchanged: int = Field(description="accepted rows equal to the stored member: nothing written")
+    failure: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+    errors: list[RowRefusal] | None = Field(
+        default=None, description=f"when finished: the first {ERRORS_SHOWN} problems (all in errors.csv)"
+    )
+    errors_total: int | None = Field(default=None, description="when finished: every problem found")
+
+
+class PoolMemberRead(_Out):
+    uscc: str
+    name: str
+    region_code: str
+    industry: str
+    tier_aimed: str
+    notes: str | None
+    version: int
+    created_at: datetime = Field(description="since when it is in the pool")
+    updated_at: datetime
+
+
+class PoolMembership(BaseModel):
+    """An enterprise's place in a program's cultivation pool (on ``GET /enterprises/{uscc}``)."""
+
+    program: str
+    tier_aimed: str
+    since: datetime
