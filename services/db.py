@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
+import asyncpg
 from sqlalchemy import DateTime, MetaData, Numeric, func
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -52,3 +56,53 @@ def asyncpg_dsn(url: str) -> str:
     if "ssl" in query:
         query.setdefault("sslmode", query.pop("ssl"))
     return parsed.set(query=query).render_as_string(hide_password=False)
+
+
+# What a statement on a ``RawPool`` may raise when the database is away or refuses.
+LOOKUP_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    """A hot path's statement leaves no session state behind (autocommit, no setting): the pool's default
+    reset would cost every use one more round trip."""
+
+
+class RawPool:
+    """asyncpg's own pool for a hot path's small statements (the rate limits' hits, the application views'
+    and review queue's version lookups, the payouts inbox's version), beside the engine's: no session, no
+    transaction, one round trip a statement, each prepared once per connection (asyncpg's statement cache).
+    Made on first use with ``min_size=0``, so making it connects nothing and concurrent first users never
+    wait on it half made."""
+
+    def __init__(self, database_url: str, *, size: int) -> None:
+        self._dsn = asyncpg_dsn(database_url)
+        self._size = size
+        self._pool: Any = None
+
+    async def pool(self) -> Any:
+        if self._pool is None:
+            self._pool = asyncpg.create_pool(
+                self._dsn,
+                min_size=0,
+                max_size=self._size,
+                timeout=5,
+                command_timeout=5,
+                reset=_nothing_to_reset,
+            )
+        return await self._pool
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        async with (await self.pool()).acquire() as conn:
+            yield conn
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self.acquire() as conn:
+            return await conn.fetchval(sql, *args)
+
+    async def close(self) -> None:
+        """Closes the connections; one still held past the wait is terminated instead."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.close(), 5)

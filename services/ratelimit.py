@@ -14,8 +14,6 @@ the request commits and serialize a caller's concurrent writes)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -23,12 +21,11 @@ from datetime import datetime, timedelta
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Annotated, Any, ClassVar
 
-import asyncpg
 import structlog
 from fastapi import Depends, Request
 
 from services.auth import CurrentUser
-from services.db import asyncpg_dsn
+from services.db import LOOKUP_FAILURES, RawPool
 from services.deps import get_current_user
 from services.errors import GiantflowError, ServiceUnavailable
 
@@ -60,12 +57,7 @@ TAT = "SELECT tat, coalesce($2::timestamptz, statement_timestamp()) AS now FROM 
 SWEEP = "DELETE FROM rate_limits WHERE tat < statement_timestamp()"
 
 # What the limits' connections may raise when the database is away or refuses.
-FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-
-async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
-    """A hit leaves no session state behind (autocommit, no setting): the pool's default reset would cost
-    every hit a second round trip."""
+FAILURES = LOOKUP_FAILURES
 
 
 class SharedLimits:
@@ -75,30 +67,15 @@ class SharedLimits:
     window; the process keeps nothing per key."""
 
     def __init__(self, database_url: str, *, connections: int = 4, sweep_every: float = 60.0) -> None:
-        self._dsn = asyncpg_dsn(database_url)
-        self._connections = connections
+        self._pool = RawPool(database_url, size=connections)
         self._sweep_every = sweep_every
         self._next_sweep = time.monotonic() + sweep_every
-        self._pool: Any = None
-
-    async def _acquire_pool(self) -> Any:
-        if self._pool is None:  # min_size=0: making it connects nothing, so concurrent hits never wait on it
-            self._pool = asyncpg.create_pool(
-                self._dsn,
-                min_size=0,
-                max_size=self._connections,
-                timeout=5,
-                command_timeout=5,
-                reset=_nothing_to_reset,
-            )
-        return await self._pool
 
     async def hit(self, key: str, *, limit: int, window: float, now: datetime | None = None) -> float | None:
         """Counts one hit of ``key`` against ``limit`` per ``window`` seconds: None when allowed, else the
         seconds until a hit would be. ``now`` (tests) stands in for the database's clock."""
         interval = timedelta(seconds=window / limit)
-        pool = await self._acquire_pool()
-        async with pool.acquire() as conn:
+        async with self._pool.acquire() as conn:
             allowed = await conn.fetchval(HIT, key, now, interval, timedelta(seconds=window))
             row = None if allowed else await conn.fetchrow(TAT, key, now)
             if time.monotonic() >= self._next_sweep:
@@ -113,8 +90,7 @@ class SharedLimits:
 
     async def sweep(self) -> int:
         """Deletes the rows whose allowance is whole again; how many."""
-        pool = await self._acquire_pool()
-        async with pool.acquire() as conn:
+        async with self._pool.acquire() as conn:
             return await self._sweep(conn)
 
     @staticmethod
@@ -127,9 +103,7 @@ class SharedLimits:
         return int(status.rsplit(" ", 1)[-1])
 
     async def close(self) -> None:
-        if self._pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pool.close(), 5)
+        await self._pool.close()
 
 
 class Limiter:

@@ -30,7 +30,6 @@ anything else takes the ordinary handler, which answers exactly as it would have
 
 from __future__ import annotations
 
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -46,8 +45,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.auth import CurrentUser
 from services.batching import SharedLookups
-from services.credit import payouts, service
+from services.credit import payouts, repository, service
 from services.credit.schemas import ListFilters
+from services.db import LOOKUP_FAILURES, RawPool
 from services.deps import StrictQueryRoute, remembered_user
 from services.errors import GiantflowError
 from services.pagination import SegmentCursor, decode_segment_cursor
@@ -96,18 +96,26 @@ Key = tuple[tuple[tuple[str, Any], ...], str | None, SegmentCursor | None, int]
 
 class SharedPages(SharedLookups[Key, SharedPage]):
     """The pages being asked for through one app's sessions, each read once for the requests waiting for
-    it; at most ``width`` reads in flight, each on a session of its own (three measured best on 2 CPUs: one
-    or two leave the database idle between reads, four gain nothing)."""
+    it; at most ``width`` reads in flight (three measured best on 2 CPUs: one or two leave the database idle
+    between reads, four gain nothing). Each read asks the payouts' version first, on a connection of
+    asyncpg's own pool (one round trip, none of a session's work), and opens a session only for the pages
+    whose version moved."""
 
-    failures = (OSError, SQLAlchemyError, TimeoutError, GiantflowError)
+    failures = (OSError, SQLAlchemyError, TimeoutError, GiantflowError, *LOOKUP_FAILURES)
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, width: int = 3, remembered: int = 16
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        database_url: str,
+        *,
+        width: int = 3,
+        remembered: int = 16,
     ) -> None:
         super().__init__(lookups=width)
         self._sessions, self._remembered = sessions, remembered
         # The last page read of each key (``remembered`` keys at most), with the bodies rendered for it.
         self._recent: OrderedDict[Key, SharedPage] = OrderedDict()
+        self._versions = RawPool(database_url, size=width)
 
     async def page(
         self, *, filters: ListFilters, cursor: str | None, after: SegmentCursor | None, limit: int
@@ -120,23 +128,32 @@ class SharedPages(SharedLookups[Key, SharedPage]):
         # The key is the whole question: a batch never looks anything up beside it (two batches in flight
         # may ask for the same page).
         found: dict[Key, SharedPage] = {}
+        # Read before any page: a page is at least as new as the version read before it, so a page read at
+        # the version still current is right now, and is not read again.
+        version = int(await self._versions.fetchval(repository.INBOX_VERSION_SQL))
+        stale = []
+        for key in keys:
+            before = self._recent.get(key)
+            if before is not None and before.version == version:
+                self._recent.move_to_end(key)
+                found[key] = before
+            else:
+                stale.append(key)
+        if not stale:
+            return found
         # Each statement on its own, in autocommit: one round trip each, not BEGIN, the query, ROLLBACK.
         async with self._sessions() as session:
             await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            # Read before any page: a page is at least as new as the version read before it, so a page read
-            # at the version still current is right now, and is not read again.
-            version = await service.inbox_version(session)
-            for key in keys:
-                before = self._recent.get(key)
-                if before is not None and before.version == version:
-                    self._recent.move_to_end(key)
-                    found[key] = before
-                    continue
+            for key in stale:
                 filtered_by, _, after, limit = key
                 filters = ListFilters(**dict(filtered_by))
                 rows = await service.inbox_rows(session, filters=filters, after=after, limit=limit)
                 found[key] = self._same_as_before(key, rows, version)
         return found
+
+    async def close(self) -> None:
+        await self._stop_lookups()
+        await self._versions.close()
 
     def _same_as_before(self, key: Key, rows: service.InboxRows, version: int) -> SharedPage:
         """The page just read, with the bodies already rendered for it when the read before found the very
@@ -168,7 +185,6 @@ class InboxRoute(StrictQueryRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         ordinary = super().get_route_handler()
-        shared: weakref.WeakKeyDictionary[Any, SharedPages] = weakref.WeakKeyDictionary()  # by app's sessions
         # The queries validated so far (the last 256), by their raw text: None for those the shortcut leaves
         # to the ordinary handler. Validating is a pure function of the text.
         known: OrderedDict[bytes, Asked | None] = OrderedDict()
@@ -211,10 +227,7 @@ class InboxRoute(StrictQueryRoute):
             narrowed = None if query is None else service.scoped(user, query.filters)
             if query is None or narrowed is None:
                 return None
-            sessions = request.app.state.resources.sessionmaker
-            pages = shared.get(sessions)
-            if pages is None:
-                pages = shared[sessions] = SharedPages(sessions)
+            pages: SharedPages = request.app.state.resources.payout_pages
             page = await pages.page(
                 filters=narrowed, cursor=query.cursor, after=query.after, limit=query.limit
             )

@@ -374,6 +374,10 @@ _DECISION_ARRAYS = (
 )
 
 
+# The payouts' version as one statement for a raw asyncpg connection (services/credit/inbox.py).
+INBOX_VERSION_SQL = "SELECT version FROM payout_inbox_version WHERE id = 1"
+
+
 async def inbox_version(session: AsyncSession) -> int:
     """``payout_inbox_version``'s one row (its absence is an error, never a version)."""
     version: int = (

@@ -441,7 +441,7 @@ async def test_two_reads_of_the_same_page_in_flight_both_answer(resources: Any) 
     from services.credit.inbox import SharedPages
     from services.credit.schemas import ListFilters
 
-    pages = SharedPages(resources.sessionmaker, width=2)
+    pages = SharedPages(resources.sessionmaker, resources.settings.effective_database_url, width=2)
     filters = ListFilters(uscc=new_uscc(), status="pending_approval")
 
     async def ask() -> Any:
@@ -454,7 +454,7 @@ async def test_two_reads_of_the_same_page_in_flight_both_answer(resources: Any) 
     answers = await asyncio.gather(first, second, third)
     assert all(answer is not None for answer in answers), answers
     assert all(answer.rows.rows == [] for answer in answers)
-    await pages._stop_lookups()
+    await pages.close()
 
 
 async def test_a_shared_page_is_read_again_only_when_the_payouts_version_moved(
@@ -467,7 +467,7 @@ async def test_a_shared_page_is_read_again_only_when_the_payouts_version_moved(
     from services.credit.schemas import ListFilters
 
     firm, made = mixed
-    pages = SharedPages(resources.sessionmaker, width=1)
+    pages = SharedPages(resources.sessionmaker, resources.settings.effective_database_url, width=1)
     filters = ListFilters(uscc=firm.uscc)
     unions: list[str] = []
 
@@ -491,6 +491,6 @@ async def test_a_shared_page_is_read_again_only_when_the_payouts_version_moved(
         assert after.version > first.version
     finally:
         event.remove(sync, "before_cursor_execute", count)
-        await pages._stop_lookups()
+        await pages.close()
     approvers = {row.id: set(row.approvers or ()) for row in after.rows.rows}
     assert approvers[uuid.UUID(made["dual"])] == {"finance-a", "finance-b"}
