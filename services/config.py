@@ -8,7 +8,7 @@ from enum import StrEnum
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -36,6 +36,17 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "giantflow"
     temporal_ui_port: int = 8233
+    # A Temporal cluster beyond the dev server (services/resources.py, connect_temporal): TLS with the
+    # system's CAs (temporal_tls), or with a CA of its own, a server name to verify, and a client pair for
+    # mTLS (cert and key, both or neither); any of these turns TLS on. An API key (Temporal Cloud) is sent as
+    # a bearer token, over TLS too. How long a stopping worker lets its activities in flight finish.
+    temporal_tls: bool = False
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: SecretStr | None = None
+    worker_shutdown_seconds: float = Field(default=50, ge=0)
     jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
     oidc_jwks_url: str | None = None
     oidc_issuer: str | None = None
@@ -90,6 +101,25 @@ class Settings(BaseSettings):
     webhook_first_retry_seconds: float = Field(default=5.0, gt=0, le=3600)
     # Whether `giantflow worker` runs a relay too; false when relays run apart (`giantflow relay`).
     worker_relay: bool = True
+    # Where evidence content lives (services/storage.py): `local`, the folder data_dir/documents (one host,
+    # or replicas sharing it), or `s3`, a bucket of any S3-compatible server (no endpoint: AWS; MinIO: its
+    # URL) under keys s3_prefix + ab/abcdef...; no key id: the AWS default chain (environment, profile, role).
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = "documents/"
+    # Observability (services/metrics.py, services/telemetry.py). With a metrics port, `giantflow api` and
+    # `giantflow worker` each serve Prometheus' /metrics on metrics_host:metrics_port (the worker's includes
+    # the Temporal SDK's own metrics), never on the API's port; without one, the API serves /metrics on its
+    # own port in development and test only, and the worker serves none. Traces go by OTLP/HTTP to
+    # otlp_endpoint (e.g. http://otel-collector:4318); tracing is on when an endpoint is set, unless false.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    otlp_endpoint: str | None = None
+    tracing: bool | None = None
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -112,6 +142,12 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an address, nor Name <address>")
         return str(Address(display_name=name, addr_spec=validate_email(address)))
 
+    @model_validator(mode="after")
+    def _storage_needs_a_bucket(self) -> Settings:
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("GIANTFLOW_S3_BUCKET is required when GIANTFLOW_STORAGE_BACKEND is s3")
+        return self
+
     @property
     def public_url(self) -> str:
         """``public_base_url`` without a trailing slash."""
@@ -133,6 +169,31 @@ class Settings(BaseSettings):
                 raise ValueError("GIANTFLOW_OIDC_ISSUER and GIANTFLOW_OIDC_AUDIENCE are required with OIDC")
         return self
 
+    @model_validator(mode="after")
+    def _temporal_tls_files(self) -> Settings:
+        """The mTLS pair comes whole, and every TLS file can be read at start-up, not at the first call."""
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ValueError("GIANTFLOW_TEMPORAL_TLS_CERT and GIANTFLOW_TEMPORAL_TLS_KEY go together")
+        for name in ("temporal_tls_cert", "temporal_tls_key", "temporal_tls_ca"):
+            path: Path | None = getattr(self, name)
+            if path is None:
+                continue
+            try:
+                with path.open("rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"GIANTFLOW_{name.upper()}: cannot read {path}: {exc.strerror}") from None
+        return self
+
+    @property
+    def temporal_uses_tls(self) -> bool:
+        """Whether the connection to Temporal is TLS: asked for, or implied by a TLS file or server name (an
+        API key alone implies it too, by the SDK's rule)."""
+        return self.temporal_tls or any(
+            value is not None
+            for value in (self.temporal_tls_cert, self.temporal_tls_ca, self.temporal_tls_server_name)
+        )
+
     @property
     def webhooks_may_reach_private(self) -> bool:
         """Whether webhook endpoints may resolve to loopback, private or link-local addresses: as set, else
@@ -142,6 +203,11 @@ class Settings(BaseSettings):
         if self.webhook_allow_private is not None:
             return self.webhook_allow_private
         return self.environment is Environment.development
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """Whether spans are made (and exported, with an OTLP endpoint): as set, else with an endpoint."""
+        return self.tracing if self.tracing is not None else self.otlp_endpoint is not None
 
     @property
     def mail_enabled(self) -> bool:
