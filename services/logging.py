@@ -2,9 +2,11 @@
 
 Every line goes through the same processors and renderer, whoever logs it: the service's structlog loggers
 directly, and every library's standard-library logger (uvicorn, temporalio, sqlalchemy, httpx, asyncio)
-through a ``ProcessorFormatter`` on the root handler. A line logged while a sampled span is current carries
-its ``trace_id`` and ``span_id``; one logged inside a Temporal activity or by the SDK's workflow and activity
-loggers carries ``workflow_id``, ``run_id`` and ``workflow_type`` (and ``activity``, ``attempt``)."""
+through a ``ProcessorFormatter`` on the root handler. A line logged while a span is current carries its
+``trace_id`` and ``span_id`` (and ``trace_sampled: false`` when its trace is not exported: the id still ties
+together one request's lines across the API, the worker and the relay); one logged inside a Temporal
+activity or by the SDK's workflow and activity loggers carries ``workflow_id``, ``run_id`` and
+``workflow_type`` (and ``activity``, ``attempt``)."""
 
 from __future__ import annotations
 
@@ -29,12 +31,14 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _trace_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    """The current span's ids, as the OpenTelemetry log data model spells them (lower-case hex) - of a
-    sampled span only: an unsampled trace is exported nowhere, so its id would point at nothing."""
+    """The current span's ids, as the OpenTelemetry log data model spells them (lower-case hex). A trace the
+    sampler left out is exported nowhere but still correlates the lines: it is marked so."""
     context = trace.get_current_span().get_span_context()
-    if context.trace_flags.sampled:
+    if context.is_valid:
         event.setdefault("trace_id", format(context.trace_id, "032x"))
         event.setdefault("span_id", format(context.span_id, "016x"))
+        if not context.trace_flags.sampled:
+            event.setdefault("trace_sampled", False)
     return event
 
 
