@@ -9,7 +9,7 @@ and temporalio's common types only, so workflow code may import this module free
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -42,7 +42,9 @@ class _Model(BaseModel):
 REVIEW_WORKFLOW = "ReviewWorkflow"
 BENEFITS_WORKFLOW = "BenefitsWorkflow"
 DISBURSEMENT_WORKFLOW = "DisbursementWorkflow"
-ReviewUpdate = Literal["decide", "supplement", "withdraw", "object", "resolve_objection", "revoke"]
+ReviewUpdate = Literal[
+    "decide", "supplement", "withdraw", "object", "resolve_objection", "revoke", "file_re_review"
+]
 
 
 def review_workflow_id(application_id: object) -> str:
@@ -102,6 +104,9 @@ class ReviewDurations(_Model):
     supplement_reminder: float | None = None
     notice_period: float
     expiry_reminder: float | None = None
+    # How long before expiry the re-review opens (the program's ``re_review_window``); None: the input of a
+    # workflow started before re-review windows existed (it opens a re-review of the old figures at expiry).
+    re_review_window: float | None = None
 
 
 class ReviewInput(_Model):
@@ -113,6 +118,12 @@ class ReviewInput(_Model):
     stages: list[Stage]
     durations: ReviewDurations
     escalation_group: str
+    # A re-review's: the recognition it renews. Its approval extends that recognition (whose workflow, the
+    # parent, keeps it) instead of granting a new one.
+    re_review_of: uuid.UUID | None = None
+    # The program version that judges the application (services/catalog), handed on to its benefits; None:
+    # the version in force when the activity runs (a workflow started before versions were recorded).
+    program_version: int | None = None
 
 
 class Actor(_Model):
@@ -194,6 +205,7 @@ class ReviewState(_Model):
     open_objections: list[str] = []
     recognition_id: uuid.UUID | None = None
     certificate_no: str | None = None
+    valid_until: datetime | None = None  # the recognition's, as extended by approved re-reviews
 
 
 # --- activities of the review workflow -------------------------------------------------------------------
@@ -268,6 +280,7 @@ class RecognizeInput(_Model):
     application_id: uuid.UUID
     event_key: str
     at: datetime
+    renews: uuid.UUID | None = None  # a re-review's approval: the recognition it extends
 
 
 class RecognitionOutcome(_Model):
@@ -318,6 +331,47 @@ class ReReviewOutcome(_Model):
     review: ReviewInput | None
 
 
+class ReReviewWindow(_Model):
+    """The re-review window of a recognition opens (activity ``open_re_review_window``)."""
+
+    recognition_id: uuid.UUID
+    application_id: uuid.UUID
+    event_key: str
+    at: datetime
+
+
+class ReReviewRequest(_Model):
+    """Update ``file_re_review`` of the recognition's review workflow: the enterprise's current figures and
+    evidence for the re-review (复核) of its recognition, while the window is open."""
+
+    actor: Actor
+    metrics: dict[str, Any]
+    evidence: list[uuid.UUID] = []
+
+
+class ReReviewFiling(_Model):
+    """Activity ``file_re_review``: write the re-review application (id ``re_review_id``) of the recognition
+    of ``application_id``, with the request's figures and evidence."""
+
+    recognition_id: uuid.UUID
+    application_id: uuid.UUID
+    event_key: str
+    at: datetime
+    re_review_id: uuid.UUID
+    actor: Actor
+    metrics: dict[str, Any]
+    evidence: list[uuid.UUID] = []
+
+
+class ReReviewFiled(_Model):
+    """What ``file_re_review`` answers: the re-review application, under review, and the recognition it
+    renews (valid until its decision, at least)."""
+
+    application_id: uuid.UUID
+    recognition_id: uuid.UUID
+    valid_until: datetime
+
+
 # --- the benefits boundary (implemented by the credit domain) ------------------------------------------
 
 
@@ -329,6 +383,16 @@ class BenefitsInput(_Model):
     tier: str
     program: str
     valid_until: datetime
+    # The program version whose benefits it grants; None: the version in force when the schedule is read
+    # (a workflow started before versions were recorded).
+    program_version: int | None = None
+
+
+class BenefitsExtension(_Model):
+    """Signal ``extend`` to the benefits workflow: the recognition now holds until ``valid_until``, or while
+    its re-review is undecided (None)."""
+
+    valid_until: datetime | None
 
 
 class BenefitsStop(_Model):
@@ -463,3 +527,46 @@ class PaymentFailure(_Model):
     kind: PayoutKind = "drawdown"
     payout_id: uuid.UUID = _payout_id()
     reason: str
+
+
+# --- bank reconciliation ---------------------------------------------------------------------------------
+
+RECONCILIATION_WORKFLOW = "ReconciliationWorkflow"
+# The daily schedule (Temporal Schedules) that starts a ReconciliationWorkflow for the day before, at 06:00 in
+# China Standard Time; its workflows' ids are this id and the scheduled time.
+RECONCILIATION_SCHEDULE_ID = "reconciliation-daily"
+# The bank's business day: statements and the ledger's postings are compared by their day in UTC+8.
+CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
+
+
+def reconciliation_workflow_id(day: date, request: str) -> str:
+    """The id of a reconciliation of ``day`` asked for by one request (its Idempotency-Key's digest)."""
+    return f"reconciliation-{day.isoformat()}-{request}"
+
+
+def statement_day_before(at: datetime) -> date:
+    """The day a run at ``at`` reconciles: the day before, in China Standard Time."""
+    return (at.astimezone(CHINA_STANDARD_TIME) - timedelta(days=1)).date()
+
+
+class ReconciliationInput(_Model):
+    """A ReconciliationWorkflow's input: the day to reconcile, or None - the schedule's runs - for the day
+    before the run was scheduled (China Standard Time)."""
+
+    day: date | None = None
+
+
+class ReconcileDay(_Model):
+    """The reconciliation activity's input: the day, and the workflow that asked (kept on the run)."""
+
+    day: date
+    workflow_id: str
+
+
+class ReconciliationOutcome(_Model):
+    """What a reconciliation of a day found."""
+
+    day: date
+    run_id: uuid.UUID
+    status: Literal["clean", "mismatches"]
+    mismatches: int

@@ -13,7 +13,7 @@ TIERS: tuple[Tier, ...] = get_args(Tier)
 # A review level is also a stage of the review, and a reviewer's `level` claim.
 Level = Literal["municipal", "provincial", "national"]
 LEVELS: tuple[Level, ...] = get_args(Level)
-# ``draft``: saved, edited and checked by its enterprise, not submitted - no review, seen by its owner and admins.
+# ``draft``: saved and edited by its enterprise, not submitted: no review; its owner and admins see it.
 ApplicationStatus = Literal[
     "draft",
     "screening",

@@ -26,6 +26,8 @@ class ReviewActivities(Activities):
             self.recognize,
             self.change_recognition,
             self.open_re_review,
+            self.open_re_review_window,
+            self.file_re_review,
             self.remind_supplement,
             self.remind_expiry,
         ]
@@ -66,6 +68,14 @@ class ReviewActivities(Activities):
     @activity.defn(name="open_re_review")
     async def open_re_review(self, data: contracts.ReReviewInput) -> contracts.ReReviewOutcome:
         return await self._in_transaction(records.open_re_review, data=data, programs=self.resources.programs)
+
+    @activity.defn(name="open_re_review_window")
+    async def open_re_review_window(self, data: contracts.ReReviewWindow) -> None:
+        await self._in_transaction(records.open_re_review_window, data=data)
+
+    @activity.defn(name="file_re_review")
+    async def file_re_review(self, data: contracts.ReReviewFiling) -> contracts.ReReviewOutcome:
+        return await self._in_transaction(records.file_re_review, data=data, programs=self.resources.programs)
 
     @activity.defn(name="remind_supplement")
     async def remind_supplement(self, data: contracts.SupplementReminder) -> None:

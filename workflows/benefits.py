@@ -3,13 +3,15 @@
 It reads the program's schedule for the tier, opens the credit line, registers bridge-loan eligibility and
 arms the listing rewards - each once per recognition, however often an activity is retried (the rows are
 unique per recognition and kind). Then it waits for the signal ``stop`` (revoked or expired) or the end of
-validity, and freezes: the credit line takes no new drawdowns and those awaiting approval are rejected with
-the reason.
+validity - which the signal ``extend`` moves (a re-review filed holds it open until decided, an approved one
+extends it; EXTENSIBLE_VALIDITY) - and freezes: the credit line takes no new drawdowns and those awaiting
+approval are rejected with the reason.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Literal
 
 from temporalio import workflow
@@ -17,9 +19,18 @@ from temporalio import workflow
 from workflows.retries import until_done
 
 with workflow.unsafe.imports_passed_through():
-    from services.contracts import BenefitGrant, BenefitSchedule, BenefitsFreeze, BenefitsInput, BenefitsStop
+    from services.contracts import (
+        BenefitGrant,
+        BenefitSchedule,
+        BenefitsExtension,
+        BenefitsFreeze,
+        BenefitsInput,
+        BenefitsStop,
+    )
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
+# Patch: the validity the benefits wait out follows the recognition's re-reviews (signal ``extend``).
+EXTENSIBLE_VALIDITY = "extensible-validity"
 RETRY = until_done(timedelta(seconds=1), timedelta(seconds=60), but=["NotFound", "Unprocessable", "Conflict"])
 
 
@@ -27,9 +38,13 @@ RETRY = until_done(timedelta(seconds=1), timedelta(seconds=60), but=["NotFound",
 class BenefitsWorkflow:
     def __init__(self) -> None:
         self._stop: BenefitsStop | None = None
+        self._until: datetime | None = None  # None: while a re-review is undecided
+        self._extensions = 0
 
     @workflow.run
     async def run(self, data: BenefitsInput) -> str:
+        if not self._extensions:  # an `extend` may already have come in
+            self._until = data.valid_until
         schedule: BenefitSchedule = await workflow.execute_activity(
             "benefit_schedule",
             data,
@@ -50,7 +65,11 @@ class BenefitsWorkflow:
             await workflow.execute_activity(
                 "grant_benefit", grant, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY
             )
-        remaining = (data.valid_until - workflow.now()).total_seconds()
+        if workflow.patched(EXTENSIBLE_VALIDITY):
+            await self._wait_out_validity()
+            remaining = 0.0
+        else:  # workflows started before EXTENSIBLE_VALIDITY
+            remaining = (data.valid_until - workflow.now()).total_seconds()
         if self._stop is None and remaining > 0:
             try:
                 await workflow.wait_condition(
@@ -79,6 +98,31 @@ class BenefitsWorkflow:
             kind=kind,
             amount=schedule.credit_line_limit if kind == "credit_line" else None,
         )
+
+    async def _wait_out_validity(self) -> None:
+        """Until stopped or the validity ends, as ``extend`` last set it."""
+        while self._stop is None:
+            changed = self._changed(self._extensions)
+            if self._until is None:
+                await workflow.wait_condition(changed)
+                continue
+            remaining = self._until - workflow.now()
+            if remaining <= timedelta(0):
+                return
+            try:
+                await workflow.wait_condition(changed, timeout=remaining)
+            except TimeoutError:
+                if not changed():
+                    return
+
+    def _changed(self, seen: int) -> Callable[[], bool]:
+        """Stopped, or extended since `seen` extensions."""
+        return lambda: self._stop is not None or self._extensions != seen
+
+    @workflow.signal(name="extend")
+    def extend(self, request: BenefitsExtension) -> None:
+        self._until = request.valid_until
+        self._extensions += 1
 
     @workflow.signal(name="stop")
     def stop(self, request: BenefitsStop) -> None:

@@ -4,7 +4,13 @@ screening -> in_review (municipal -> provincial [-> national]) <-> returned -> p
 or ineligible / rejected / withdrawn. Reviewer actions are Updates with validators; every state change is
 written by one activity in one transaction (application row, review-task read model, audit row), so the
 queue is right the moment an Update returns. After recognition the workflow starts the benefits workflow
-and waits for expiry (then opens a re-review) or revocation.
+and keeps the recognition: the program's ``re_review_window`` before expiry a timer opens its re-review
+(复核), in which the enterprise files current figures and evidence (Update ``file_re_review``, which starts
+the re-review's own review as a child); the recognition holds while that is undecided, is extended by the
+validity on approval, and ends at the later of expiry and the decision otherwise; without a filing it lapses
+at expiry.
+Workflows started before re-review windows (RE_REVIEW_WINDOW) open a re-review of the old figures at expiry.
+A re-review's own workflow (``re_review_of``) ends at its decision: its parent keeps the recognition.
 
 Reminders are timers too: the program's ``supplement_reminder`` before a returned application's supplement is
 due, and its ``expiry_reminder`` before a recognition expires, an activity tells the enterprise
@@ -23,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict, Unpack
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ChildWorkflowError
 
 from workflows.retries import until_done
 
@@ -32,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         STAGE,
         TERMINAL,
         Actor,
+        BenefitsExtension,
         BenefitsInput,
         BenefitsStop,
         DecisionRequest,
@@ -44,8 +51,12 @@ with workflow.unsafe.imports_passed_through():
         RecognitionChange,
         RecognitionOutcome,
         RecognizeInput,
+        ReReviewFiled,
+        ReReviewFiling,
         ReReviewInput,
         ReReviewOutcome,
+        ReReviewRequest,
+        ReReviewWindow,
         ReviewInput,
         ReviewState,
         RevokeRequest,
@@ -70,6 +81,8 @@ SCREEN_IN_ONE_STEP = "screen-in-one-local-activity"
 REMINDERS = "reminders-before-deadlines"
 # Patch: the Stage search attribute follows the review (services.contracts.STAGE).
 STAGE_SEARCH_ATTRIBUTE = "stage-search-attribute"
+# Patch: a re-review window before expiry, filed with current figures; the recognition extended on approval.
+RE_REVIEW_WINDOW = "re-review-window-before-expiry"
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 RETRY = until_done(timedelta(seconds=1), timedelta(seconds=30), but=())
 OPEN: frozenset[str] = frozenset({"screening", "in_review", "returned", "public_notice"})
@@ -124,6 +137,10 @@ class ReviewWorkflow:
         self._revoked = False
         self._generation = 0
         self._published_stage: str | None = None
+        # The re-review of the recognition (RE_REVIEW_WINDOW): its window open, the re-review filed (its
+        # application and review, a child workflow).
+        self._window_open = False
+        self._re_review: workflow.ChildWorkflowHandle[Any, ReviewState] | None = None
 
     # --- state ------------------------------------------------------------------------------------------
 
@@ -150,6 +167,7 @@ class ReviewWorkflow:
             open_objections=sorted(k for k, v in self._objections.items() if v == "open"),
             recognition_id=self._recognition.recognition_id if self._recognition else None,
             certificate_no=self._recognition.certificate_no if self._recognition else None,
+            valid_until=self._recognition.valid_until if self._recognition else None,
         )
 
     @workflow.query(name="state")
@@ -182,8 +200,8 @@ class ReviewWorkflow:
                 await self._wait_for_supplement()
             elif self._status == "public_notice":
                 await self._wait_out_notice()
-        if self._status == "recognized":
-            await self._recognized_lifecycle()
+        if self._status == "recognized" and self.data.re_review_of is None:
+            await self._recognized_lifecycle()  # a re-review's recognition is its parent's to keep
         return self.state()
 
     async def _screen_and_enter(self) -> None:
@@ -294,8 +312,9 @@ class ReviewWorkflow:
         )
         async with self._lock:
             if self._status == "public_notice" and "open" not in self._objections.values():
+                renews = {"renews": self.data.re_review_of} if self.data.re_review_of else {}
                 self._recognition = await self._write(
-                    "recognize", RecognizeInput, result_type=RecognitionOutcome
+                    "recognize", RecognizeInput, result_type=RecognitionOutcome, **renews
                 )
                 self._status = "recognized"
                 self._publish_stage()
@@ -313,6 +332,7 @@ class ReviewWorkflow:
                 tier=self.data.tier,
                 program=self.data.program,
                 valid_until=recognition.valid_until,
+                program_version=self.data.program_version,  # the version that judged it grants its benefits
             ),
             id=benefits_id,
             search_attributes=search_attributes(
@@ -320,6 +340,10 @@ class ReviewWorkflow:
             ),
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
         )
+        window = self.data.durations.re_review_window
+        if window is not None and workflow.patched(RE_REVIEW_WINDOW):
+            await self._renewals(benefits_id, timedelta(seconds=window))
+            return
         await self._remind_before(
             recognition.valid_until,
             self.data.durations.expiry_reminder,
@@ -362,6 +386,141 @@ class ReviewWorkflow:
                     ),
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 )
+
+    # --- re-review (复核) -----------------------------------------------------------------------------------
+
+    async def _renewals(self, benefits_id: str, window: timedelta) -> None:
+        """The recognition's validity periods: each opens its re-review `window` before expiry (the window's
+        activity tells the enterprise, ``recognition.expiring``); a re-review filed in it holds the title
+        until decided, and its approval extends the recognition for another period. Ends at revocation, or
+        when the recognition lapses: at expiry without a filing, else at the later of expiry and a decision
+        other than approval."""
+        while True:
+            recognition = self._recognition
+            assert recognition is not None
+            if await self._until(recognition.valid_until - window, lambda: self._revoked):
+                return
+            async with self._lock:
+                if self._revoked:
+                    return
+                await self._write(
+                    "open_re_review_window", ReReviewWindow, recognition_id=recognition.recognition_id
+                )
+                self._window_open = True
+            if not await self._until(recognition.valid_until, self._filed_or_revoked):
+                async with self._lock:  # an Update filing it at this moment has the lock: it wins
+                    if not self._filed_or_revoked():
+                        await self._lapse(recognition, benefits_id, "validity ended; no re-review was filed")
+                        return
+            if self._revoked:
+                return
+            assert self._re_review is not None
+            try:
+                decided: ReviewState | None = await self._re_review
+            except ChildWorkflowError as exc:  # terminated or failed: no decision to extend by
+                workflow.logger.warning("re-review %s ended without a decision: %s", self._re_review.id, exc)
+                decided = None
+            self._window_open, self._re_review = False, None
+            if self._revoked:
+                return
+            if decided is not None and decided.status == "recognized" and decided.valid_until is not None:
+                self._recognition = recognition.model_copy(update={"valid_until": decided.valid_until})
+                await self._extend_benefits(benefits_id, decided.valid_until)
+                continue
+            # Not renewed: the title ends at the later of its expiry and the decision.
+            outcome = decided.status if decided is not None else "ended"
+            if workflow.now() < recognition.valid_until:
+                await self._extend_benefits(benefits_id, recognition.valid_until)
+                if await self._until(recognition.valid_until, lambda: self._revoked):
+                    return
+            async with self._lock:
+                if not self._revoked:
+                    await self._lapse(
+                        recognition, benefits_id, f"validity ended; the re-review was {outcome}"
+                    )
+            return
+
+    def _filed_or_revoked(self) -> bool:
+        return self._revoked or self._re_review is not None
+
+    async def _until(self, moment: datetime, done: Callable[[], bool]) -> bool:
+        """Wait until `moment` (a timer) unless ``done()`` holds first; whether it did."""
+        if done() or moment <= workflow.now():
+            return done()
+        try:
+            await workflow.wait_condition(done, timeout=moment - workflow.now())
+        except TimeoutError:
+            return done()
+        return True
+
+    async def _lapse(self, recognition: RecognitionOutcome, benefits_id: str, reason: str) -> None:
+        """The recognition expires, and its benefits stop (under the lock)."""
+        await self._change_recognition(recognition, "expired", SYSTEM, reason)
+        await self._stop_benefits(benefits_id, BenefitsStop(reason="recognition expired", cause="expired"))
+
+    async def _extend_benefits(self, benefits_id: str, until: datetime | None) -> None:
+        """Tell the benefits workflow how long the recognition now holds (None: while its re-review is
+        undecided); one that has ended needs no telling."""
+        try:
+            await workflow.get_external_workflow_handle(benefits_id).signal(
+                "extend", BenefitsExtension(valid_until=until)
+            )
+        except ApplicationError as exc:
+            workflow.logger.info("benefits %s already closed: %s", benefits_id, exc.message)
+
+    @workflow.update(name="file_re_review")
+    async def file_re_review(self, request: ReReviewRequest) -> ReReviewFiled:
+        """The enterprise's re-review, with its current figures and evidence: the application written (one
+        activity), its review started as a child; the benefits hold while it is undecided."""
+        async with self._lock:
+            self._check_re_review(request)
+            recognition = self._recognition
+            assert recognition is not None
+            filing: ReReviewOutcome = await self._write(
+                "file_re_review",
+                ReReviewFiling,
+                result_type=ReReviewOutcome,
+                recognition_id=recognition.recognition_id,
+                re_review_id=workflow.uuid4(),
+                actor=request.actor,
+                metrics=request.metrics,
+                evidence=request.evidence,
+            )
+            review = filing.review
+            assert review is not None
+            self._re_review = await workflow.start_child_workflow(
+                "ReviewWorkflow",
+                review,
+                id=f"review-{filing.application_id}",
+                result_type=ReviewState,
+                search_attributes=search_attributes(
+                    uscc=review.uscc, program=review.program, tier=review.tier, stage="screening"
+                ),
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
+            await self._extend_benefits(f"benefits-{recognition.recognition_id}", None)
+            return ReReviewFiled(
+                application_id=filing.application_id,
+                recognition_id=recognition.recognition_id,
+                valid_until=recognition.valid_until,
+            )
+
+    @file_re_review.validator
+    def _check_re_review(self, request: ReReviewRequest) -> None:
+        self._check_owner(request.actor, "files the re-review of its recognition")
+        if self._status != "recognized" or self._recognition is None or self._revoked:
+            raise _conflict("there is no active recognition to re-review")
+        if self._re_review is not None:
+            raise _conflict("the re-review of this recognition is already filed and under review")
+        if not self._window_open:
+            window = self.data.durations.re_review_window
+            opens = (
+                f"; it opens {timedelta(seconds=window).days} days before the recognition expires "
+                f"({self._recognition.valid_until.date().isoformat()})"
+                if window is not None
+                else ""
+            )
+            raise _conflict(f"the re-review window of this recognition is not open{opens}")
 
     async def _remind_before(
         self,

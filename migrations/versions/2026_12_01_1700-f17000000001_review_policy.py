@@ -11,6 +11,10 @@ revocation for fraud bars the enterprise from applying to any tier for the progr
 Drafts: an application may be saved with status ``draft`` (``POST /applications`` with ``"submit": false``),
 edited and checked, then submitted; a draft has no review workflow, so the reconciler's index
 (``ix_applications_unstarted``) leaves drafts out.
+
+Re-review windows: ``recognitions.re_review_opened_at`` is when the re-review window of the recognition's
+current validity opened (the program's ``durations.re_review_window`` before ``valid_until``); the review
+workflow sets it, and clears it when an approved re-review extends the recognition.
 """
 
 from collections.abc import Sequence
@@ -53,6 +57,8 @@ def upgrade() -> None:
     op.create_check_constraint(
         op.f("ck_recognitions_revoked_for_known"), "recognitions", "revoked_for IN ('fraud', 'other')"
     )
+    # -- re-review windows --
+    op.add_column("recognitions", sa.Column("re_review_opened_at", sa.DateTime(timezone=True), nullable=True))
     # -- drafts --
     _application_statuses(("draft", *STATUSES))
     op.drop_index("ix_applications_unstarted", table_name="applications", postgresql_where=UNSTARTED)
@@ -73,6 +79,8 @@ def downgrade() -> None:
     )
     op.create_index("ix_applications_unstarted", "applications", ["created_at"], postgresql_where=UNSTARTED)
     _application_statuses(STATUSES)
+    # -- re-review windows --
+    op.drop_column("recognitions", "re_review_opened_at")
     # -- fraud bars --
     op.drop_constraint(op.f("ck_recognitions_revoked_for_known"), "recognitions", type_="check")
     op.drop_column("recognitions", "revoked_for")

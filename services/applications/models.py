@@ -53,6 +53,9 @@ class Application(Base):
     tier: Mapped[str] = mapped_column(String(32))
     batch: Mapped[str] = mapped_column(String(32))
     ruleset: Mapped[str] = mapped_column(String(32))
+    # The version of its program that judged it (services/catalog), recorded at submission: its screening,
+    # review and benefits keep reading that version whatever is created after. None: filed before versions.
+    program_version: Mapped[int | None] = mapped_column(Integer)
     region_code: Mapped[str] = mapped_column(String(6))
     status: Mapped[str] = mapped_column(String(20), index=True)
     stage: Mapped[str | None] = mapped_column(String(20))
@@ -81,6 +84,8 @@ class Application(Base):
             postgresql_where=text("NOT workflow_started AND status <> 'draft'"),
         ),
         Index("ix_applications_created_at_id", "created_at", "id"),  # every list's order
+        # The cohort report (services/reports): a program's applications, a batch's, a tier's.
+        Index("ix_applications_program_batch_tier", "program", "batch", "tier"),
         # GET /public/notices: the few applications on notice, by notice end.
         Index(
             "ix_applications_on_notice",
@@ -280,7 +285,8 @@ class Recognition(Base):
     __tablename__ = "recognitions"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    application_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("applications.id"), unique=True)
+    # The application it was granted on; none for one imported from a ministry's published list.
+    application_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("applications.id"), unique=True)
     uscc: Mapped[str] = mapped_column(ForeignKey("enterprises.uscc"), index=True)
     program: Mapped[str] = mapped_column(String(64))
     tier: Mapped[str] = mapped_column(String(32))
@@ -294,11 +300,26 @@ class Recognition(Base):
     # What a revocation was for: fraud (which bars the enterprise from applying to any tier for the
     # program's durations.fraud_bar) or other; none while not revoked.
     revoked_for: Mapped[str | None] = mapped_column(String(20))
+    # When the re-review (复核) window of its current validity opened (the program's re_review_window
+    # before valid_until): the enterprise may file its re-review since. Cleared when a re-review extends it.
+    re_review_opened_at: Mapped[datetime | None]
+    # Where it comes from: `review` (an application's) or `import` (a ministry's published list entered by an
+    # admin: services/applications/imported.py), then with the list's reference (e.g. 工信部2024年第六批), its
+    # batch and who entered it.
+    source: Mapped[str] = mapped_column(String(8), server_default="review")
+    list_reference: Mapped[str | None] = mapped_column(String(100))
+    batch: Mapped[str | None] = mapped_column(String(32))
+    imported_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
         Index("ix_recognitions_created_at_id", "created_at", "id"),
         CheckConstraint("revoked_for IN ('fraud', 'other')", name="revoked_for_known"),
+        CheckConstraint(
+            "(source = 'review' AND application_id IS NOT NULL) "
+            "OR (source = 'import' AND application_id IS NULL AND list_reference IS NOT NULL)",
+            name="source_known",
+        ),
     )
 
 

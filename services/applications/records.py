@@ -18,8 +18,13 @@ from services.applications import announce
 from services.applications import repository as repo
 from services.applications.metrics import DeclaredMetrics, changed_figures
 from services.applications.models import Application, Objection, Recognition, ReviewTask, Transition
-from services.applications.screening import ScreeningResult, screen
-from services.applications.service import evidence_documents, review_input
+from services.applications.screening import ScreeningResult
+from services.applications.service import (
+    check_figures,
+    evidence_documents,
+    review_input,
+    screen_application,
+)
 from services.contracts import (
     Actor,
     EscalationInput,
@@ -28,15 +33,17 @@ from services.contracts import (
     RecognitionChange,
     RecognitionOutcome,
     RecognizeInput,
+    ReReviewFiling,
     ReReviewInput,
     ReReviewOutcome,
+    ReReviewWindow,
     ScreenAndEnterInput,
     ScreenOutcome,
     SupplementReminder,
     TransitionInput,
 )
 from services.errors import Conflict
-from services.programs import Program
+from services.programs import Program, program_at, program_version
 
 SYSTEM_ACTOR = Actor(sub="system", role="system")
 # What an audit row is written for: a workflow event with its application and event key.
@@ -47,26 +54,16 @@ Audited = (
     | RecognitionChange
     | SupplementReminder
     | ExpiryReminder
+    | ReReviewWindow
 )
 
 
 async def _screen(
     session: AsyncSession, application: Application, *, programs: Mapping[str, Program], at: datetime
 ) -> ScreeningResult:
-    """Screen the application's figures as they stand, and keep the result on it: by the ruleset of its
-    batch (chosen when it was filed), with awards counted in the 3 years before its batch opened, and the
-    tiers the enterprise holds at ``at`` by its valid recognitions (an existing little giant's route to a
-    single championship). Without its program or batch (since removed), awards count in the declared years."""
-    program = programs.get(application.program)
-    batch = next((b for b in program.batches if b.key == application.batch), None) if program else None
-    held = await repo.current_tiers(session, application.uscc, at)
-    result = screen(
-        tier=application.tier,
-        ruleset=application.ruleset,
-        metrics=DeclaredMetrics.model_validate(application.metrics),
-        held_tiers={recognition.tier for recognition in held},
-        batch_year=batch.opens_on.year if batch is not None else None,
-    )
+    """Screen the application's figures as they stand (``service.screen_application``: the ruleset of its
+    batch, awards in the 3 years before the batch opened, the tiers held at ``at``), and keep the result."""
+    result = await screen_application(session, application, programs=programs, at=at)
     application.screening = result.model_dump(mode="json")
     return result
 
@@ -349,13 +346,15 @@ async def record_objection(session: AsyncSession, *, data: ObjectionUpdate) -> N
 async def recognize(
     session: AsyncSession, *, data: RecognizeInput, programs: dict[str, Program]
 ) -> RecognitionOutcome:
+    if data.renews is not None:
+        return await _renew(session, data=data, renews=data.renews, programs=programs)
     application_id = data.application_id
     existing = await repo.recognition_for_application(session, application_id)
     if existing is None:
         application = await repo.get_application(session, application_id, for_update=True)
         if application is None:
             raise LookupError(f"application {application_id} does not exist")
-        program = programs[application.program]
+        program = program_at(programs, application.program, application.program_version)  # what judged it
         year = data.at.astimezone(UTC).year
         sequence = await repo.next_certificate_number(
             session, program=program.key, year=year, tier=application.tier
@@ -395,6 +394,51 @@ async def recognize(
         certificate_no=existing.certificate_no,
         valid_from=existing.valid_from,
         valid_until=existing.valid_until,
+    )
+
+
+async def _renew(
+    session: AsyncSession, *, data: RecognizeInput, renews: uuid.UUID, programs: Mapping[str, Program]
+) -> RecognitionOutcome:
+    """An approved re-review, past its notice: the recognition it renews is extended by the program's validity
+    from its current end (not from today: an early filing loses nothing), its window closed, and the re-review
+    application recognised. A recognition revoked meanwhile stays revoked."""
+    recognition = await repo.get_recognition(session, renews)
+    if recognition is None:
+        raise LookupError(f"recognition {renews} does not exist")
+    if not await repo.transition_exists(session, data.event_key):
+        application = await repo.get_application(session, data.application_id, for_update=True)
+        if application is None:
+            raise LookupError(f"application {data.application_id} does not exist")
+        program = program_at(programs, application.program, application.program_version)  # what judged it
+        if recognition.status == "active":
+            recognition.valid_until = program.durations.validity.add_to(recognition.valid_until)
+            recognition.re_review_opened_at = None
+        session.add(
+            Transition(
+                application_id=application.id,
+                event_key=data.event_key,
+                actor="system",
+                role="system",
+                action="recognized",
+                from_status="public_notice",
+                to_status="recognized",
+                stage=None,
+                reason=f"re-review approved; certificate {recognition.certificate_no} valid until "
+                f"{recognition.valid_until.astimezone(UTC).date().isoformat()}",
+                at=data.at,
+            )
+        )
+        application.status = "recognized"
+        application.stage = None
+        application.updated_at = data.at
+        await session.flush()
+        await announce.recognized(session, application, recognition)
+    return RecognitionOutcome(
+        recognition_id=recognition.id,
+        certificate_no=recognition.certificate_no,
+        valid_from=recognition.valid_from,
+        valid_until=recognition.valid_until,
     )
 
 
@@ -479,6 +523,7 @@ async def open_re_review(
             tier=original.tier,
             batch=batch,
             ruleset=program.ruleset_for_batch(batch),  # the ruleset of the batch it belongs to
+            program_version=program_version(programs, original.program),  # the version in force judges it
             region_code=original.region_code,
             status="screening",
             metrics=original.metrics,
@@ -506,4 +551,100 @@ async def open_re_review(
         )
         await session.flush()
     assert program is not None
+    # A re-review opened at expiry (workflows started before re-review windows) is a new recognition's
+    # review, as it always was: not one that extends the expired recognition.
+    review = review_input(existing, program).model_copy(update={"re_review_of": None})
+    return ReReviewOutcome(application_id=existing.id, review=review)
+
+
+async def open_re_review_window(session: AsyncSession, *, data: ReReviewWindow) -> None:
+    """The re-review window of an active recognition opens (the review workflow's timer, the program's
+    ``re_review_window`` before expiry): marked on the recognition, an audit row on its application, and
+    ``recognition.expiring`` for the enterprise - once per window (keyed by the event key)."""
+    if await repo.transition_exists(session, data.event_key):
+        return
+    recognition = await repo.get_recognition(session, data.recognition_id)
+    if recognition is None:
+        raise LookupError(f"recognition {data.recognition_id} does not exist")
+    if recognition.status != "active":
+        return
+    recognition.re_review_opened_at = data.at
+    until = recognition.valid_until.astimezone(UTC).date().isoformat()
+    reason = (
+        f"the recognition is valid until {until}; its re-review (复核) is open: the enterprise files current "
+        "figures and evidence before then"
+    )
+    await _system_note(session, data, "re_review_opened", status="recognized", reason=reason)
+    await announce.recognition_expiring(session, recognition)
+
+
+async def file_re_review(
+    session: AsyncSession, *, data: ReReviewFiling, programs: Mapping[str, Program]
+) -> ReReviewOutcome:
+    """The enterprise files the re-review of its recognition in the window: a new application
+    (``re_review_of`` the recognition) with its current figures and evidence, in the batch open today (else
+    the last that opened; else the recognised application's), judged by that batch's ruleset; its review is
+    started by the recognition's workflow, as a child. Idempotent: the application's id comes from the
+    workflow."""
+    existing = await repo.get_application(session, data.re_review_id)
+    original = await repo.get_application(session, data.application_id)
+    if original is None:
+        raise LookupError(f"application {data.application_id} does not exist")
+    program = programs.get(original.program)
+    if program is None:
+        raise Conflict(
+            f"Program {original.program} is no longer offered; its recognitions are not re-reviewed."
+        )
+    if existing is None:
+        enterprise = await repo.get_enterprise(session, original.uscc)
+        assert enterprise is not None  # a foreign key
+        metrics = DeclaredMetrics.model_validate(data.metrics)
+        check_figures(enterprise, metrics)
+        documents = await evidence_documents(session, uscc=original.uscc, ids=data.evidence)
+        today = data.at.date()
+        opened = sorted((b for b in program.batches if b.opens_on <= today), key=lambda b: b.opens_on)
+        batch = (program.open_batches(today) or opened[-1:] or [program.batch(original.batch)])[0].key
+        existing = Application(
+            id=data.re_review_id,
+            uscc=original.uscc,
+            program=original.program,
+            tier=original.tier,
+            batch=batch,
+            ruleset=program.ruleset_for_batch(batch),  # the ruleset of the batch it belongs to
+            program_version=program_version(programs, original.program),  # the version in force judges it
+            region_code=enterprise.region_code,
+            status="screening",
+            metrics=metrics.model_dump(mode="json"),
+            submitted_by=data.actor.sub,
+            re_review_of=data.recognition_id,
+            workflow_started=True,  # its parent starts it in the same workflow task
+            created_at=data.at,
+            updated_at=data.at,
+        )
+        session.add(existing)
+        await session.flush()
+        await repo.cite_documents(
+            session,
+            application_id=existing.id,
+            document_ids=[d.id for d in documents],
+            source="application",
+            cited_by=data.actor.sub,
+            at=data.at,
+        )
+        session.add(
+            Transition(
+                application_id=existing.id,
+                event_key=data.event_key,
+                actor=data.actor.sub,
+                role=data.actor.role,
+                action="submitted",
+                from_status=None,
+                to_status="screening",
+                stage=None,
+                reason=f"re-review (复核) of recognition {data.recognition_id}, with current figures",
+                at=data.at,
+            )
+        )
+        await session.flush()
+        await announce.submitted(session, existing)
     return ReReviewOutcome(application_id=existing.id, review=review_input(existing, program))

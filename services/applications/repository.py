@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
 from services.applications.models import (
+    OPEN_STATUSES,
     Application,
     ApplicationDocument,
     CertificateSequence,
@@ -84,19 +85,26 @@ async def open_application_exists(
     return bool((await session.execute(stmt)).scalar_one())
 
 
+def renewing() -> Any:
+    """The recognition (``Recognition.id``) has a re-review under way: filed in its window, undecided."""
+    return exists().where(Application.re_review_of == Recognition.id, Application.status.in_(OPEN_STATUSES))
+
+
+def held_at(at: datetime) -> Any:
+    """The recognition holds at `at`: active, and within its validity - or past it with its re-review
+    undecided (the title holds until the decision)."""
+    return and_(Recognition.status == "active", or_(Recognition.valid_until > at, renewing()))
+
+
+async def re_review_pending(session: AsyncSession, recognition_id: uuid.UUID) -> bool:
+    stmt = select(renewing()).where(Recognition.id == recognition_id)
+    return bool((await session.execute(stmt)).scalar())
+
+
 async def active_recognition(
     session: AsyncSession, *, uscc: str, tier: str, at: datetime
 ) -> Recognition | None:
-    stmt = (
-        select(Recognition)
-        .where(
-            Recognition.uscc == uscc,
-            Recognition.tier == tier,
-            Recognition.status == "active",
-            Recognition.valid_until > at,
-        )
-        .limit(1)
-    )
+    stmt = select(Recognition).where(Recognition.uscc == uscc, Recognition.tier == tier, held_at(at)).limit(1)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -584,10 +592,13 @@ async def recognition_counts(
     provinces), never the recognitions themselves."""
     extra = [Recognition.valid_from <= valid_on, Recognition.valid_until > valid_on] if valid_on else []
     clauses = [getattr(Recognition, name) == value for name, value in filters.items() if value is not None]
-    province = func.substr(Application.region_code, 1, 2).concat("0000")
+    # An imported recognition has no application: its enterprise's region counts instead.
+    region = func.coalesce(Application.region_code, Enterprise.region_code)
+    province = func.substr(region, 1, 2).concat("0000")
     stmt = (
         select(Recognition.tier, province, func.count())
-        .join(Application, Application.id == Recognition.application_id)
+        .outerjoin(Application, Application.id == Recognition.application_id)
+        .join(Enterprise, Enterprise.uscc == Recognition.uscc)
         .where(*clauses, *extra)
         .group_by(Recognition.tier, province)
         .order_by(Recognition.tier, province)
@@ -596,7 +607,12 @@ async def recognition_counts(
 
 
 async def replace_draft_evidence(
-    session: AsyncSession, *, application_id: uuid.UUID, document_ids: Sequence[uuid.UUID], cited_by: str, at: datetime
+    session: AsyncSession,
+    *,
+    application_id: uuid.UUID,
+    document_ids: Sequence[uuid.UUID],
+    cited_by: str,
+    at: datetime,
 ) -> None:
     """A draft's evidence becomes exactly `document_ids` (those it no longer cites are let go)."""
     await session.execute(
@@ -667,11 +683,7 @@ async def last_fraud_revocation(session: AsyncSession, uscc: str) -> Recognition
 
 
 async def current_tiers(session: AsyncSession, uscc: str, at: datetime) -> list[Recognition]:
-    stmt = (
-        select(Recognition)
-        .where(Recognition.uscc == uscc, Recognition.status == "active", Recognition.valid_until > at)
-        .order_by(Recognition.valid_from)
-    )
+    stmt = select(Recognition).where(Recognition.uscc == uscc, held_at(at)).order_by(Recognition.valid_from)
     return list((await session.execute(stmt)).scalars())
 
 

@@ -21,12 +21,15 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
-from services.applications import service
+from services.applications import imported, service
 from services.applications import workflow_client as wf
+from services.applications.models import Recognition
 from services.applications.schemas import (
     DecisionCreate,
     ObjectionCreate,
     ObjectionFiled,
+    ReReviewCreate,
+    ReReviewFiledRead,
     ResolutionCreate,
     ReviewStateRead,
     RevocationCreate,
@@ -38,6 +41,7 @@ from services.contracts import (
     DecisionRequest,
     ObjectionRequest,
     ObjectionResolution,
+    ReReviewRequest,
     ReviewUpdate,
     RevokeRequest,
     SupplementRequest,
@@ -136,10 +140,54 @@ class Actions:
         recognition = await service.revocable_recognition(
             self.session, user=self.user, recognition_id=recognition_id
         )
+        if recognition.application_id is None:  # imported from a list: no review workflow holds it
+            return await imported.revoke(
+                self.session, self.temporal, user=self.user, key=self.key, recognition=recognition, data=data
+            )
         request = RevokeRequest(
             actor=service.actor_of(self.user), reason=data.reason, revoked_for=data.revoked_for
         )
         return await self._act(recognition.application_id, "revoke", request, data)
+
+    async def file_re_review(self, recognition_id: uuid.UUID, data: ReReviewCreate) -> Any:
+        """The re-review of the caller's recognition, with its current figures: the recognition's workflow
+        refuses it (409) unless its window is open and no re-review is filed yet."""
+
+        async def authorize() -> Recognition:
+            return await service.renewable_recognition(
+                self.session,
+                user=self.user,
+                recognition_id=recognition_id,
+                metrics=data.metrics,
+                evidence=data.evidence,
+            )
+
+        async def file() -> ReReviewFiledRead:
+            recognition = await authorize()
+            request = ReReviewRequest(
+                actor=service.actor_of(self.user),
+                metrics=data.metrics.model_dump(mode="json"),
+                evidence=data.evidence,
+            )
+            assert recognition.application_id is not None  # renewable_recognition refuses imported ones
+            filed = await wf.file_re_review(
+                self.temporal,
+                application_id=recognition.application_id,
+                request=request,
+                update_id=f"file_re_review-{self.user.identity}-{self.key}" if self.key else None,
+            )
+            return ReReviewFiledRead.model_validate(filed.model_dump())
+
+        return await once(
+            self.session,
+            self.user,
+            self.key,
+            endpoint=f"POST /recognitions/{recognition_id}/re-review",
+            payload=data,
+            status_code=201,
+            authorize=authorize,
+            act=file,
+        )
 
     async def _act(
         self,

@@ -5,6 +5,7 @@ act on. The hot cached read, ``GET /applications/{id}``, is answered by services
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -25,6 +26,8 @@ from services.applications.schemas import (
     DecisionCreate,
     DocumentFilters,
     DocumentRead,
+    DraftCheck,
+    DraftUpdate,
     EnterpriseCreate,
     EnterpriseRead,
     ListFilters,
@@ -33,6 +36,8 @@ from services.applications.schemas import (
     ProgramRead,
     QueueFilters,
     RecognitionRead,
+    ReReviewCreate,
+    ReReviewFiledRead,
     ResolutionCreate,
     ReviewQueuePage,
     ReviewStateRead,
@@ -247,6 +252,8 @@ async def submit_application(
     temporal: TemporalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
+    """Submit an application: its review (screening first) starts at once. With `"submit": false`, save a
+    `draft` instead, which starts nothing: only its enterprise (and admins) see it, until it is submitted."""
     return await once(
         session,
         user,
@@ -258,13 +265,119 @@ async def submit_application(
         act=lambda: service.create_application(
             session, user=user, data=data, programs=resources.programs, now=datetime.now(UTC)
         ),
-        then=lambda body: wf.start_after_commit(
+        then=_review_starter(session, temporal, resources),
+    )
+
+
+def _review_starter(
+    session: SessionDep, temporal: TemporalDep, resources: ResourcesDep
+) -> Callable[[ApplicationRead], Awaitable[None]]:
+    """The write-then-start protocol's second half for a submitted application (commit, then start its
+    review: ``workflow_client.start_after_commit``); a draft starts nothing."""
+
+    async def start(body: ApplicationRead) -> None:
+        if body.status != "draft":
+            await wf.start_after_commit(
+                session,
+                temporal,
+                application_id=body.id,
+                programs=resources.programs,
+                task_queue=resources.settings.temporal_task_queue,
+            )
+
+    return start
+
+
+# --- drafts: saved, edited, checked and submitted by their enterprise -------------------------------------
+
+DRAFT_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 429)
+
+
+@router.patch(
+    "/applications/{application_id}",
+    response_model=ApplicationRead,
+    tags=["applications"],
+    responses=DRAFT_ERRORS,
+)
+async def update_draft(
+    application_id: uuid.UUID,
+    data: DraftUpdate,
+    user: WriterDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+) -> ApplicationRead:
+    """Change the caller's draft: `tier`, `batch`, `metrics`, `evidence` (each given replaces the draft's).
+    409 once it is submitted."""
+    return await service.update_draft(
+        session,
+        user=user,
+        application_id=application_id,
+        data=data,
+        programs=resources.programs,
+        now=datetime.now(UTC),
+    )
+
+
+@router.delete(
+    "/applications/{application_id}",
+    status_code=204,
+    response_class=Response,
+    tags=["applications"],
+    responses=DRAFT_ERRORS,
+)
+async def delete_draft(application_id: uuid.UUID, user: WriterDep, session: SessionDep) -> Response:
+    """Delete the caller's draft (its documents stay). 409 once it is submitted: withdraw it instead."""
+    await service.delete_draft(session, user=user, application_id=application_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/applications/{application_id}/check",
+    response_model=DraftCheck,
+    tags=["applications"],
+    responses=DRAFT_ERRORS,
+)
+async def check_draft(
+    application_id: uuid.UUID, user: WriterDep, session: SessionDep, resources: ResourcesDep
+) -> DraftCheck:
+    """Preview the caller's draft: screened as a submission now would be (its batch's ruleset, a reason per
+    rule), and every refusal a submission now would meet. Nothing is stored."""
+    return await service.check_draft(
+        session, user=user, application_id=application_id, programs=resources.programs, now=datetime.now(UTC)
+    )
+
+
+@router.post(
+    "/applications/{application_id}/submit",
+    response_model=ApplicationRead,
+    tags=["applications"],
+    responses=problem_responses(401, 403, 404, 409, 413, 422, 429, 503),
+)
+async def submit_draft(
+    application_id: uuid.UUID,
+    user: WriterDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    temporal: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """Submit the caller's draft as it stands, with the checks of a direct submission (fraud bar, batch
+    open, evidence, ...); its review starts at once. 409 once it is submitted."""
+    return await once(
+        session,
+        user,
+        idempotency_key,
+        endpoint=f"POST /applications/{application_id}/submit",
+        payload={},
+        authorize=lambda: service.authorize_submission(user),
+        act=lambda: service.submit_draft(
             session,
-            temporal,
-            application_id=body.id,
+            user=user,
+            application_id=application_id,
             programs=resources.programs,
-            task_queue=resources.settings.temporal_task_queue,
+            now=datetime.now(UTC),
         ),
+        then=_review_starter(session, temporal, resources),
     )
 
 
@@ -466,6 +579,21 @@ async def read_recognition(
     recognition_id: uuid.UUID, user: CurrentUserDep, session: SessionDep
 ) -> RecognitionRead:
     return await service.read_recognition(session, user=user, recognition_id=recognition_id)
+
+
+@router.post(
+    "/recognitions/{recognition_id}/re-review",
+    status_code=201,
+    response_model=ReReviewFiledRead,
+    tags=["recognitions"],
+    responses=ACTION_ERRORS,
+)
+async def file_re_review(recognition_id: uuid.UUID, data: ReReviewCreate, actions: ActionsDep) -> Any:
+    """The re-review (复核) of the caller's recognition, with its current figures and evidence, while its
+    window is open (the program's `durations.re_review_window` before `valid_until`; 409 otherwise, or once
+    filed). The recognition holds while the re-review is undecided; approval extends it by the program's
+    validity, anything else ends it at the later of its expiry and the decision."""
+    return await actions.file_re_review(recognition_id, data)
 
 
 @router.post("/recognitions/{recognition_id}/revocation", tags=["recognitions"], **ACTION)

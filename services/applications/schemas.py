@@ -19,6 +19,7 @@ from pydantic import (
 from services.applications.metrics import DeclaredMetrics
 from services.identifiers import validate_email, validate_region_code, validate_uscc
 from services.pagination import Page
+from services.pools.schemas import PoolMembership
 from services.vocabulary import ApplicationStatus, Decision, Level, Tier
 
 USCC_PATTERN = "^[0-9A-HJ-NP-RTUWXY]{2}[0-9]{6}[0-9A-HJ-NP-RTUWXY]{10}$"
@@ -126,6 +127,7 @@ class EnterpriseRead(_Out):
     contact_email: str | None = None
     created_at: datetime
     current_tiers: list[TierHeld] = []
+    pools: list[PoolMembership] = Field(default=[], description="the cultivation pools it is in")
 
 
 class DocumentRead(_Out):
@@ -157,6 +159,63 @@ class ApplicationCreate(_In):
     batch: Annotated[str | None, Field(max_length=32, description="default: the batch open today")] = None
     metrics: Figures
     evidence: Annotated[list[uuid.UUID], Field(max_length=50, description="ids of uploaded documents")] = []
+    submit: bool = Field(
+        default=True,
+        description="false: save a `draft` - no review starts; edit it with PATCH, preview its screening "
+        "with POST /applications/{id}/check, file it with POST /applications/{id}/submit",
+    )
+
+
+class ReReviewCreate(_In):
+    """The re-review (复核) of a recognition: the enterprise's current figures and evidence."""
+
+    metrics: Figures
+    evidence: Annotated[list[uuid.UUID], Field(max_length=50, description="ids of uploaded documents")] = []
+
+
+class ReReviewFiledRead(_Out):
+    application_id: uuid.UUID = Field(description="the re-review's application, under review")
+    recognition_id: uuid.UUID
+    valid_until: datetime = Field(
+        description="the recognition's end as it stands: it holds past it while the re-review is undecided"
+    )
+
+
+class DraftUpdate(_In):
+    """What an enterprise may change in its draft; each field given replaces the draft's."""
+
+    tier: Tier | None = None
+    batch: Annotated[str | None, Field(max_length=32)] = None
+    metrics: Figures | None = None
+    evidence: Annotated[
+        list[uuid.UUID] | None, Field(max_length=50, description="the draft's evidence, all of it")
+    ] = None
+
+    @model_validator(mode="after")
+    def _something(self) -> DraftUpdate:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of tier, batch, metrics, evidence")
+        return self
+
+
+class DraftProblem(_Out):
+    """Something that would refuse the draft's submission today, by the field it concerns."""
+
+    field: str
+    message: str
+
+
+class DraftCheck(_Out):
+    """A preview: the draft screened as its submission would screen it (the ruleset of its batch, awards in
+    the 3 years before the batch opens, the tiers held today), with a reason per rule, and what would
+    refuse its submission today. Nothing is stored."""
+
+    application_id: uuid.UUID
+    screening: dict[str, Any] = Field(
+        description="as an application's `screening`: ruleset, passed, score, a reason per rule"
+    )
+    problems: list[DraftProblem]
+    submittable: bool = Field(description="no problems: a submission now would be taken")
 
 
 class ListFilters(BaseModel):
@@ -214,6 +273,9 @@ class ApplicationRead(_Out):
     tier: str
     batch: str
     ruleset: str
+    program_version: int | None = Field(
+        default=None, description="the version of the program that judged it (GET /programs/{key}/versions)"
+    )
     region_code: str
     status: StatusName
     stage: StageName | None
@@ -299,7 +361,7 @@ class RevocationCreate(_In):
 class ReviewStateRead(BaseModel):
     """The state an action leaves the application in."""
 
-    application_id: uuid.UUID
+    application_id: uuid.UUID | None = Field(description="none for an imported recognition's revocation")
     status: StatusName
     stage: StageName | None = None
     due_at: datetime | None = None
@@ -366,7 +428,12 @@ class ReviewQueuePage(Page[ReviewTaskRead]):
 
 class RecognitionRead(_Out):
     id: uuid.UUID
-    application_id: uuid.UUID
+    application_id: uuid.UUID | None = Field(description="none for a recognition imported from a list")
+    source: Literal["review", "import"] = Field(
+        default="review", description="granted on an application, or imported from a ministry's list"
+    )
+    list_reference: str | None = Field(default=None, description="an imported one's list, 工信部2024年第六批")
+    batch: str | None = Field(default=None, description="an imported one's batch")
     uscc: str
     program: str
     tier: str
@@ -377,6 +444,11 @@ class RecognitionRead(_Out):
     revoked_reason: str | None
     revoked_at: datetime | None
     revoked_for: str | None = Field(description="fraud or other; none while not revoked")
+    re_review_opened_at: datetime | None = Field(
+        default=None,
+        description="when the re-review window of the current validity opened: from then until it is "
+        "filed, POST /recognitions/{id}/re-review takes the enterprise's current figures",
+    )
 
 
 class ProgramTierRead(BaseModel):
@@ -396,6 +468,9 @@ class BatchRead(BaseModel):
 
 class ProgramRead(BaseModel):
     key: str
+    version: int | None = Field(
+        default=None, description="the version in force (GET /programs/{key}/versions); none before versions"
+    )
     name: str
     authority: str
     region_code: str
@@ -446,3 +521,41 @@ class PublicNoticeRead(BaseModel):
     tier: Tier
     notice_ends_at: datetime
     how_to_object: HowToObject
+
+
+# --- imported recognitions (services/applications/imported.py) ------------------------------------------
+
+
+class RecognitionImportCreate(_In):
+    """One enterprise named in a ministry's published list. The enterprise is registered from the row when it
+    is not yet (then ``name``, ``region_code``, ``industry`` and ``founded_on`` are needed)."""
+
+    program: Annotated[str, Field(min_length=1, max_length=64)]
+    tier: Tier
+    uscc: Uscc
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    region_code: RegionCode | None = None
+    industry: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    founded_on: date | None = None
+    batch: Annotated[str, Field(min_length=1, max_length=32, description="the list's batch, e.g. 2024-6")]
+    list_reference: Annotated[
+        str, Field(min_length=1, max_length=100, description="the published list, e.g. 工信部2024年第六批")
+    ]
+    recognized_on: date
+    valid_until: date | None = Field(
+        default=None, description="its last day; by default the program's validity from recognized_on"
+    )
+
+
+class ImportRowError(BaseModel):
+    line: int = Field(description="the file's line (the header is 1); 1 for a JSON body")
+    field: str
+    reason: str
+
+
+class RecognitionImportRead(BaseModel):
+    created: int = Field(description="recognitions new with this import")
+    unchanged: int = Field(description="rows already held (importing a list again changes nothing)")
+    refused: int
+    recognitions: list[RecognitionRead]
+    errors: list[ImportRowError]

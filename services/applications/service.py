@@ -5,7 +5,7 @@ request owns the transaction). What the review workflow's activities write is in
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -35,6 +35,9 @@ from services.applications.schemas import (
     BatchRead,
     DocumentFilters,
     DocumentRead,
+    DraftCheck,
+    DraftProblem,
+    DraftUpdate,
     EnterpriseCreate,
     EnterpriseRead,
     HistoryEntry,
@@ -54,11 +57,21 @@ from services.applications.schemas import (
     ReviewTaskRead,
     TierHeld,
 )
+from services.applications.screening import ScreeningResult, screen
 from services.auth import CurrentUser, Role, role_check
 from services.contracts import Actor, ReviewDurations, ReviewInput
-from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
+from services.errors import Conflict, FieldError, Forbidden, GiantflowError, NotFound, Unprocessable
 from services.pagination import Page, decode_cursor, split_page
-from services.programs import DEFAULT_CLAIM_TTL, IsoDuration, Program
+from services.pools.service import memberships_of
+from services.programs import (
+    DEFAULT_CLAIM_TTL,
+    Batch,
+    IsoDuration,
+    Program,
+    TierPolicy,
+    program_at,
+    program_version,
+)
 from services.storage import Storage
 from services.vocabulary import LEVELS, TIERS, Tier
 
@@ -81,6 +94,7 @@ REVIEWED_COLUMNS = ("uscc", "program", "tier", "region_code")
 
 
 def review_input(application: Application, program: Program) -> ReviewInput:
+    """``program`` as the version that judges the application says (``program_at``)."""
     tier = program.tiers[application.tier]  # type: ignore[index]
     d = program.durations
     return ReviewInput(
@@ -93,8 +107,11 @@ def review_input(application: Application, program: Program) -> ReviewInput:
             notice_period=d.notice_period.timedelta.total_seconds(),
             supplement_reminder=d.supplement_reminder.timedelta.total_seconds(),
             expiry_reminder=d.expiry_reminder.timedelta.total_seconds(),
+            re_review_window=d.re_review_window.timedelta.total_seconds(),
         ),
         escalation_group=program.escalation_group,
+        re_review_of=application.re_review_of,
+        program_version=application.program_version,
     )
 
 
@@ -110,6 +127,7 @@ def list_programs(programs: dict[str, Program]) -> list[ProgramRead]:
         out.append(
             ProgramRead(
                 **program.model_dump(include={"key", "name", "authority", "region_code"}),
+                version=program_version(programs, program.key),
                 rulesets=[
                     {"version": r.version, "effective_from": r.effective_from.isoformat()}
                     for r in program.rulesets
@@ -173,6 +191,7 @@ async def read_enterprise(session: AsyncSession, *, user: CurrentUser, uscc: str
     body = EnterpriseRead.model_validate(enterprise)
     tiers = await repo.current_tiers(session, enterprise.uscc, datetime.now(UTC))
     body.current_tiers = [TierHeld.model_validate(r) for r in tiers]
+    body.pools = await memberships_of(session, enterprise.uscc)
     return body
 
 
@@ -372,6 +391,123 @@ async def check_not_barred(session: AsyncSession, *, uscc: str, program: Program
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Filing:
+    """What an application is filed under: its enterprise, program, tier and batch, each known to exist."""
+
+    enterprise: Enterprise
+    program: Program
+    tier: Tier
+    policy: TierPolicy
+    batch: Batch
+
+
+async def _filing(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    uscc: str,
+    program_key: str,
+    tier: str,
+    batch_key: str | None,
+    programs: dict[str, Program],
+    now: datetime,
+    drafting: bool,
+) -> _Filing:
+    """The enterprise, program, tier and batch an application (or draft) names: the caller's own registered
+    enterprise (403, 409), a known program and tier (422), and a known batch (422) - by default the batch
+    open today, or for a draft the first that has not closed yet (409 when there is none)."""
+    if user.role is not Role.enterprise or user.uscc != uscc:
+        raise Forbidden("Only the enterprise itself submits its applications.")
+    enterprise = await repo.get_enterprise(session, uscc)
+    if enterprise is None:
+        raise Conflict(f"Enterprise {uscc} is not registered; register it first.")
+    program = programs.get(program_key)
+    if program is None:
+        raise Unprocessable(
+            f"There is no program {program_key!r}.",
+            errors=[FieldError(field="program", message=f"known: {', '.join(sorted(programs))}")],
+        )
+    policy = program.tiers.get(tier)  # type: ignore[call-overload]
+    if policy is None:
+        raise Unprocessable(
+            f"Program {program.key} has no tier {tier!r}.",
+            errors=[FieldError(field="tier", message=f"offered: {', '.join(program.tiers)}")],
+        )
+    if batch_key is None:
+        today = now.date()
+        candidates = program.open_batches(today)
+        if drafting:
+            candidates += sorted((b for b in program.batches if b.opens_on > today), key=lambda b: b.opens_on)
+        if not candidates:
+            raise Conflict(f"Program {program.key} has no batch open for filing today.")
+        batch_key = candidates[0].key
+    try:
+        batch = program.batch(batch_key)
+    except (KeyError, ValueError):
+        raise Unprocessable(
+            f"Program {program.key} has no batch {batch_key!r}.",
+            errors=[FieldError(field="batch", message="unknown batch")],
+        ) from None
+    return _Filing(enterprise=enterprise, program=program, tier=cast(Tier, tier), policy=policy, batch=batch)
+
+
+async def _submission_checks(
+    session: AsyncSession,
+    filing: _Filing,
+    *,
+    metrics: DeclaredMetrics,
+    evidence: Sequence[uuid.UUID],
+    now: datetime,
+) -> list[Callable[[], Awaitable[None]]]:
+    """What a submission must pass, in the order it is refused: no fraud bar (409), the batch open today
+    (409), the tier the tier requires held (409), figures of years the enterprise existed in (422), the
+    enterprise's own documents (422) covering the tier's required kinds (422), and no other open application
+    for the tier in the batch (409). A direct submission and a draft's run them in this order and stop at
+    the first refusal; a draft's check runs them all and lists every refusal (``check_draft``)."""
+    uscc, program, tier, batch = filing.enterprise.uscc, filing.program, filing.tier, filing.batch
+
+    async def not_barred() -> None:
+        await check_not_barred(session, uscc=uscc, program=program, now=now)
+
+    async def batch_open() -> None:
+        if not batch.is_open(now.date()):
+            raise Conflict(
+                f"Batch {batch.key} of {program.key} is not open for filing "
+                f"({batch.opens_on} to {batch.closes_on})."
+            )
+
+    async def ladder() -> None:
+        required = filing.policy.requires_tier
+        if (
+            required is not None
+            and await repo.active_recognition(session, uscc=uscc, tier=required, at=now) is None
+        ):
+            raise Conflict(f"A {tier} application needs an active {required} recognition.")
+
+    async def figures() -> None:
+        check_figures(filing.enterprise, metrics)
+
+    async def documents() -> None:
+        found = await evidence_documents(session, uscc=uscc, ids=evidence)
+        missing_kinds = sorted(set(filing.policy.required_documents) - {d.kind for d in found})
+        if missing_kinds:
+            raise Unprocessable(
+                f"Evidence is incomplete for {tier}: missing {', '.join(missing_kinds)}.",
+                errors=[
+                    FieldError(field="evidence", message=f"missing a {k} document") for k in missing_kinds
+                ],
+            )
+
+    async def no_duplicate() -> None:
+        if await repo.open_application_exists(
+            session, uscc=uscc, program=program.key, tier=tier, batch=batch.key
+        ):
+            raise Conflict(f"{uscc} already has an open {tier} application in batch {batch.key}.")
+
+    return [not_barred, batch_open, ladder, figures, documents, no_duplicate]
+
+
 async def create_application(
     session: AsyncSession,
     *,
@@ -380,68 +516,39 @@ async def create_application(
     programs: dict[str, Program],
     now: datetime,
 ) -> ApplicationRead:
-    if user.role is not Role.enterprise or user.uscc != data.uscc:
-        raise Forbidden("Only the enterprise itself submits its applications.")
-    enterprise = await repo.get_enterprise(session, data.uscc)
-    if enterprise is None:
-        raise Conflict(f"Enterprise {data.uscc} is not registered; register it first.")
-    program = programs.get(data.program)
-    if program is None:
-        raise Unprocessable(
-            f"There is no program {data.program!r}.",
-            errors=[FieldError(field="program", message=f"known: {', '.join(sorted(programs))}")],
-        )
-    tier = program.tiers.get(data.tier)
-    if tier is None:
-        raise Unprocessable(
-            f"Program {program.key} has no tier {data.tier!r}.",
-            errors=[FieldError(field="tier", message=f"offered: {', '.join(program.tiers)}")],
-        )
-    await check_not_barred(session, uscc=data.uscc, program=program, now=now)
-    batch_key = data.batch
-    if batch_key is None:
-        open_batches = program.open_batches(now.date())
-        if not open_batches:
-            raise Conflict(f"Program {program.key} has no batch open for filing today.")
-        batch_key = open_batches[0].key
-    try:
-        batch = program.batch(batch_key)
-    except (KeyError, ValueError):
-        raise Unprocessable(
-            f"Program {program.key} has no batch {batch_key!r}.",
-            errors=[FieldError(field="batch", message="unknown batch")],
-        ) from None
-    if not batch.is_open(now.date()):
-        raise Conflict(
-            f"Batch {batch.key} of {program.key} is not open for filing "
-            f"({batch.opens_on} to {batch.closes_on})."
-        )
-    if (
-        tier.requires_tier is not None
-        and await repo.active_recognition(session, uscc=data.uscc, tier=tier.requires_tier, at=now) is None
-    ):
-        raise Conflict(f"A {data.tier} application needs an active {tier.requires_tier} recognition.")
-    check_figures(enterprise, data.metrics)
+    """Submit an application (its review starts once the request commits: ``workflow_client``), or with
+    ``submit`` false save a draft - which is checked only for what it names (program, tier, batch, figures'
+    years, its enterprise's own documents) and starts nothing."""
+    filing = await _filing(
+        session,
+        user=user,
+        uscc=data.uscc,
+        program_key=data.program,
+        tier=data.tier,
+        batch_key=data.batch,
+        programs=programs,
+        now=now,
+        drafting=not data.submit,
+    )
+    if data.submit:
+        for check in await _submission_checks(
+            session, filing, metrics=data.metrics, evidence=data.evidence, now=now
+        ):
+            await check()
+    else:
+        check_figures(filing.enterprise, data.metrics)
     documents = await evidence_documents(session, uscc=data.uscc, ids=data.evidence)
-    missing_kinds = sorted(set(tier.required_documents) - {d.kind for d in documents})
-    if missing_kinds:
-        raise Unprocessable(
-            f"Evidence is incomplete for {data.tier}: missing {', '.join(missing_kinds)}.",
-            errors=[FieldError(field="evidence", message=f"missing a {k} document") for k in missing_kinds],
-        )
-    if await repo.open_application_exists(
-        session, uscc=data.uscc, program=program.key, tier=data.tier, batch=batch.key
-    ):
-        raise Conflict(f"{data.uscc} already has an open {data.tier} application in batch {batch.key}.")
     application = Application(
         id=uuid.uuid4(),
         uscc=data.uscc,
-        program=program.key,
+        program=filing.program.key,
         tier=data.tier,
-        batch=batch.key,
-        ruleset=program.ruleset_for_batch(batch.key),  # the ruleset in force when the batch opened
-        region_code=enterprise.region_code,
-        status="screening",
+        batch=filing.batch.key,
+        ruleset=filing.program.ruleset_for_batch(filing.batch.key),  # in force when the batch opened
+        # The version that judges it; a draft's is recorded when it is submitted.
+        program_version=program_version(programs, filing.program.key) if data.submit else None,
+        region_code=filing.enterprise.region_code,
+        status="screening" if data.submit else DRAFT,
         metrics=data.metrics.model_dump(mode="json"),
         submitted_by=user.sub,
         created_at=now,
@@ -452,9 +559,7 @@ async def create_application(
             session.add(application)
             await session.flush()
     except IntegrityError:
-        raise Conflict(
-            f"{data.uscc} already has an open {data.tier} application in batch {batch.key}."
-        ) from None
+        raise _duplicate(filing) from None
     await repo.cite_documents(
         session,
         application_id=application.id,
@@ -463,6 +568,21 @@ async def create_application(
         cited_by=user.sub,
         at=now,
     )
+    if data.submit:
+        await _submitted(session, application, user=user, now=now)
+    return await application_read(session, user=user, application=application)
+
+
+def _duplicate(filing: _Filing) -> Conflict:
+    return Conflict(
+        f"{filing.enterprise.uscc} already has an open {filing.tier} application in batch {filing.batch.key}."
+    )
+
+
+async def _submitted(
+    session: AsyncSession, application: Application, *, user: CurrentUser, now: datetime
+) -> None:
+    """The audit row and the event of a submission (direct, or of a draft): its history starts here."""
     session.add(
         Transition(
             application_id=application.id,
@@ -479,22 +599,212 @@ async def create_application(
     )
     await session.flush()
     await announce.submitted(session, application)
+
+
+# --- drafts ----------------------------------------------------------------------------------------------
+
+
+DRAFT = "draft"
+
+
+class NotADraft(Conflict):
+    slug, title = "not-a-draft", "The application is not a draft"
+
+
+async def own_draft(
+    session: AsyncSession, *, user: CurrentUser, application_id: uuid.UUID, for_update: bool = False
+) -> Application:
+    """The caller's own draft: 403 for any role but an enterprise (before any lookup), 404 for an application
+    that is not the caller's, 409 for one of the caller's that is no longer a draft."""
+    user.require(Role.enterprise)
+    application = await repo.get_application(session, application_id, for_update=for_update)
+    if application is None or application.uscc != user.uscc:
+        raise NotFound(f"No application {application_id}.")
+    if application.status != DRAFT:
+        raise NotADraft(
+            f"The application is {application.status}; only a draft is edited, checked or submitted."
+        )
+    return application
+
+
+async def update_draft(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    application_id: uuid.UUID,
+    data: DraftUpdate,
+    programs: dict[str, Program],
+    now: datetime,
+) -> ApplicationRead:
+    """Change the caller's draft: its tier, batch, figures or evidence (each given replaces the draft's),
+    checked as a new draft is."""
+    application = await own_draft(session, user=user, application_id=application_id, for_update=True)
+    filing = await _filing(
+        session,
+        user=user,
+        uscc=application.uscc,
+        program_key=application.program,
+        tier=data.tier or application.tier,
+        batch_key=data.batch or application.batch,
+        programs=programs,
+        now=now,
+        drafting=True,
+    )
+    if data.metrics is not None:
+        check_figures(filing.enterprise, data.metrics)
+        application.metrics = data.metrics.model_dump(mode="json")
+    if data.evidence is not None:
+        documents = await evidence_documents(session, uscc=application.uscc, ids=data.evidence)
+        await repo.replace_draft_evidence(
+            session,
+            application_id=application.id,
+            document_ids=[d.id for d in documents],
+            cited_by=user.sub,
+            at=now,
+        )
+    application.tier = filing.tier
+    application.batch = filing.batch.key
+    application.ruleset = filing.program.ruleset_for_batch(filing.batch.key)
+    application.updated_at = now
+    await session.flush()
     return await application_read(session, user=user, application=application)
 
 
-def can_see(user: CurrentUser, *, uscc: str, region_code: str) -> bool:
-    """Who reads an application: admins, its own enterprise, and reviewers whose region covers it."""
+async def screen_application(
+    session: AsyncSession, application: Application, *, programs: Mapping[str, Program], at: datetime
+) -> ScreeningResult:
+    """The application's figures screened as they stand (nothing stored): by the ruleset of its batch, with
+    awards counted in the 3 years before its batch opened, and the tiers the enterprise holds at `at` by its
+    valid recognitions (an existing little giant's route to a single championship). Without its program or
+    batch (since removed), awards count in the declared years."""
+    program = (
+        program_at(programs, application.program, application.program_version)
+        if application.program in programs
+        else None
+    )
+    batch = next((b for b in program.batches if b.key == application.batch), None) if program else None
+    held = await repo.current_tiers(session, application.uscc, at)
+    return screen(
+        tier=application.tier,
+        ruleset=application.ruleset,
+        metrics=DeclaredMetrics.model_validate(application.metrics),
+        held_tiers={recognition.tier for recognition in held},
+        batch_year=batch.opens_on.year if batch is not None else None,
+    )
+
+
+async def check_draft(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    application_id: uuid.UUID,
+    programs: dict[str, Program],
+    now: datetime,
+) -> DraftCheck:
+    """A preview of the caller's draft (``DraftCheck``): its screening as a submission now would screen it,
+    and every refusal a submission now would meet. Nothing is written."""
+    application = await own_draft(session, user=user, application_id=application_id)
+    filing = await _filing(
+        session,
+        user=user,
+        uscc=application.uscc,
+        program_key=application.program,
+        tier=application.tier,
+        batch_key=application.batch,
+        programs=programs,
+        now=now,
+        drafting=True,
+    )
+    metrics = DeclaredMetrics.model_validate(application.metrics)
+    cited = [d.id for d in await repo.application_documents(session, application.id)]
+    problems: list[DraftProblem] = []
+    for check in await _submission_checks(session, filing, metrics=metrics, evidence=cited, now=now):
+        try:
+            await check()
+        except GiantflowError as refusal:
+            fields = getattr(refusal, "errors", None) or []
+            problems += [DraftProblem(field=e.field, message=e.message) for e in fields] or [
+                DraftProblem(field="application", message=refusal.detail)
+            ]
+    result = await screen_application(session, application, programs=programs, at=now)
+    if not result.passed:
+        problems.append(
+            DraftProblem(
+                field="metrics", message=f"fails {result.ruleset}: see the screening, a reason per rule"
+            )
+        )
+    return DraftCheck(
+        application_id=application.id,
+        screening=result.model_dump(mode="json"),
+        problems=problems,
+        submittable=not problems,
+    )
+
+
+async def submit_draft(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    application_id: uuid.UUID,
+    programs: dict[str, Program],
+    now: datetime,
+) -> ApplicationRead:
+    """File the caller's draft as it stands: the checks of a direct submission (``_submission_checks``:
+    fraud bar, batch open, ...), then the same write - status ``screening``, filed now, the history's first
+    row, the event - whose review the caller starts once the request commits (``workflow_client``)."""
+    application = await own_draft(session, user=user, application_id=application_id, for_update=True)
+    filing = await _filing(
+        session,
+        user=user,
+        uscc=application.uscc,
+        program_key=application.program,
+        tier=application.tier,
+        batch_key=application.batch,
+        programs=programs,
+        now=now,
+        drafting=False,
+    )
+    cited = [d.id for d in await repo.application_documents(session, application.id)]
+    metrics = DeclaredMetrics.model_validate(application.metrics)
+    for check in await _submission_checks(session, filing, metrics=metrics, evidence=cited, now=now):
+        await check()
+    try:
+        async with session.begin_nested():
+            application.status = "screening"
+            application.ruleset = filing.program.ruleset_for_batch(filing.batch.key)
+            application.program_version = program_version(programs, filing.program.key)  # what judges it
+            application.created_at = now  # filed now (lists, the reconciler and screening count from it)
+            application.updated_at = now
+            await session.flush()
+    except IntegrityError:
+        raise _duplicate(filing) from None
+    await _submitted(session, application, user=user, now=now)
+    return await application_read(session, user=user, application=application)
+
+
+async def delete_draft(session: AsyncSession, *, user: CurrentUser, application_id: uuid.UUID) -> None:
+    """Delete the caller's draft (and its citations of documents, not the documents)."""
+    application = await own_draft(session, user=user, application_id=application_id, for_update=True)
+    if not await repo.delete_draft(session, application.id):
+        raise NotADraft("The application is no longer a draft.")
+
+
+def can_see(user: CurrentUser, *, uscc: str, region_code: str, draft: bool = False) -> bool:
+    """Who reads an application: admins, its own enterprise, and reviewers whose region covers it - a draft
+    only its enterprise and admins (nobody reviews it)."""
     if user.role is Role.admin:
         return True
     if user.role is Role.enterprise:
         return user.uscc == uscc
     if user.role is Role.reviewer:
-        return user.covers_region(region_code)
+        return not draft and user.covers_region(region_code)
     return False
 
 
 def can_see_application(user: CurrentUser, application: Application) -> bool:
-    return can_see(user, uscc=application.uscc, region_code=application.region_code)
+    return can_see(
+        user, uscc=application.uscc, region_code=application.region_code, draft=application.status == DRAFT
+    )
 
 
 async def get_application(
@@ -538,10 +848,16 @@ async def authorize_action(session: AsyncSession, *, user: CurrentUser, applicat
     (the workflow's validator answers 403, as the review rules require); every other caller who may not see
     it gets 404."""
     if user.role is Role.reviewer:
-        if await repo.get_application(session, application_id) is None:
+        application = await repo.get_application(session, application_id)
+        if application is None or application.status == DRAFT:
             raise NotFound(f"No application {application_id}.")
     else:
-        await get_application(session, user=user, application_id=application_id)
+        application = await get_application(session, user=user, application_id=application_id)
+    if application.status == DRAFT:
+        raise NotADraft(
+            "The application is a draft and has no review yet: submit it (POST /applications/{id}/submit) "
+            "or delete it.",
+        )
 
 
 async def authorize_objection(session: AsyncSession, *, user: CurrentUser, application_id: uuid.UUID) -> None:
@@ -589,7 +905,9 @@ async def list_applications(
             return Page(items=[], next_cursor=None)  # another enterprise's: none of the caller's
         wanted["uscc"] = user.uscc
     region = (user.region or "") if user.role is Role.reviewer else None
-    rows = await repo.list_applications(session, region=region, filters=wanted, cursor=position, limit=limit)
+    rows = await repo.list_applications(
+        session, region=region, filters=wanted, cursor=position, limit=limit, drafts=region is None
+    )
     page, next_cursor = split_page(rows, limit, lambda a: (a.created_at, a.id))
     return Page(items=[ApplicationSummary.model_validate(a) for a in page], next_cursor=next_cursor)
 
@@ -904,6 +1222,33 @@ async def read_recognition(
     )
 
 
+async def renewable_recognition(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    recognition_id: uuid.UUID,
+    metrics: DeclaredMetrics,
+    evidence: Sequence[uuid.UUID],
+) -> Recognition:
+    """The caller's own active recognition, for its re-review (403 for any role but an enterprise, before
+    any lookup; 404 for another's; 409 unless active), with figures of years the enterprise existed in and its
+    own documents (422). Whether its window is open is the recognition's workflow's to say (409)."""
+    user.require(Role.enterprise)
+    recognition = await get_recognition(session, user=user, recognition_id=recognition_id)
+    if recognition.status != "active":
+        raise Conflict(f"The recognition is {recognition.status}; only an active one is re-reviewed.")
+    if recognition.application_id is None:
+        raise Conflict(
+            "This recognition was imported from a ministry's list: the ministry re-reviews it; its next list "
+            "(or an application) renews it."
+        )
+    enterprise = await repo.get_enterprise(session, recognition.uscc)
+    assert enterprise is not None  # a foreign key
+    check_figures(enterprise, metrics)
+    await evidence_documents(session, uscc=recognition.uscc, ids=evidence)
+    return recognition
+
+
 async def revocable_recognition(
     session: AsyncSession, *, user: CurrentUser, recognition_id: uuid.UUID
 ) -> Recognition:
@@ -1023,12 +1368,12 @@ async def certificate(
     return await anyio.to_thread.run_sync(certificates.issue, data)
 
 
-def public_status(recognition: Recognition, now: datetime) -> PublicStatus:
-    """``valid``, ``expired`` (its validity ended, whether or not its workflow has marked it yet) or
-    ``revoked``."""
+def public_status(recognition: Recognition, now: datetime, *, renewing: bool = False) -> PublicStatus:
+    """``valid``, ``expired`` (its validity ended, whether or not its workflow has marked it yet - unless its
+    re-review is undecided (`renewing`): the title holds until the decision) or ``revoked``."""
     if recognition.status == "revoked":
         return "revoked"
-    if recognition.status == "expired" or recognition.valid_until <= now:
+    if recognition.status == "expired" or (recognition.valid_until <= now and not renewing):
         return "expired"
     return "valid"
 
@@ -1047,7 +1392,13 @@ async def verify_certificate(
         tier=cast(Tier, recognition.tier),
         valid_from=recognition.valid_from,
         valid_until=recognition.valid_until,
-        status=public_status(recognition, now),
+        status=public_status(
+            recognition,
+            now,
+            renewing=recognition.valid_until <= now
+            and recognition.status == "active"
+            and await repo.re_review_pending(session, recognition.id),
+        ),
     )
 
 

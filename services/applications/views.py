@@ -43,7 +43,10 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 Audience = Literal["enterprise", "staff"]  # enterprises see reviewers' names and notes masked
-LOOKUP = "SELECT id, uscc, region_code, version FROM applications WHERE id = ANY($1::uuid[])"
+LOOKUP = (
+    "SELECT id, uscc, region_code, status = 'draft' AS draft, version FROM applications "
+    "WHERE id = ANY($1::uuid[])"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class Access:
     uscc: str
     region_code: str
     version: int
+    draft: bool = False  # a draft is read by its enterprise and admins only
 
 
 # Who may read an application at all; which ones each may see is ``service.can_see``.
@@ -100,7 +104,9 @@ class ApplicationViews(SharedLookups[uuid.UUID, Access]):
     async def _fetch_batch(self, keys: list[uuid.UUID]) -> dict[uuid.UUID, Access]:
         async with (await self.lookup_pool()).acquire() as conn:
             rows = await self._fetch(conn, keys)
-        return {row["id"]: Access(row["uscc"], row["region_code"], row["version"]) for row in rows}
+        return {
+            row["id"]: Access(row["uscc"], row["region_code"], row["version"], row["draft"]) for row in rows
+        }
 
     async def lookup_pool(self) -> Any:
         """asyncpg's pool, made on the first lookup. With ``min_size=0`` opening it connects nothing, so it
@@ -129,7 +135,9 @@ class ApplicationViews(SharedLookups[uuid.UUID, Access]):
     def _answer(self, user: CurrentUser, application_id: uuid.UUID, access: Access | None) -> bytes | None:
         """The cached view ``user`` may read, as current as ``access``, or None: not theirs to see, unknown,
         not cached or stale. None says nothing more; the ordinary path decides."""
-        if access is None or not service.can_see(user, uscc=access.uscc, region_code=access.region_code):
+        if access is None or not service.can_see(
+            user, uscc=access.uscc, region_code=access.region_code, draft=access.draft
+        ):
             return None
         return self.cached(application_id, audience(user), access.version)
 

@@ -17,12 +17,14 @@ from services.applications.models import Application
 from services.applications.service import review_input
 from services.contracts import (
     REVIEW_WORKFLOW,
+    ReReviewFiled,
+    ReReviewRequest,
     ReviewState,
     ReviewUpdate,
     review_workflow_id,
     search_attributes,
 )
-from services.programs import Program
+from services.programs import Program, program_at
 
 log = structlog.get_logger(__name__)
 
@@ -61,9 +63,8 @@ async def start_after_commit(
     await session.commit()
     application = await repo.get_application(session, application_id)
     assert application is not None
-    await start_review(
-        temporal, application=application, program=programs[application.program], task_queue=task_queue
-    )
+    program = program_at(programs, application.program, application.program_version)  # the one judging it
+    await start_review(temporal, application=application, program=program, task_queue=task_queue)
 
 
 async def mark_started(session: AsyncSession, application_id: uuid.UUID) -> None:
@@ -92,6 +93,22 @@ async def send_update(
     )
 
 
+async def file_re_review(
+    temporal: Client, *, application_id: uuid.UUID, request: ReReviewRequest, update_id: str | None
+) -> ReReviewFiled:
+    """The re-review of the recognition granted on ``application_id``, filed with its review workflow."""
+    return await temporal_boundary.execute_update(
+        temporal,
+        review_workflow_id(application_id),
+        "file_re_review",
+        request,
+        update_id=update_id,
+        result_type=ReReviewFiled,
+        refused="The recognition could not take a re-review in its current state.",
+        finished="The recognition's workflow has finished; it takes no re-review.",
+    )
+
+
 async def reconcile(
     temporal: Client,
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -107,9 +124,9 @@ async def reconcile(
     async with sessionmaker.begin() as session:
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
         for application in await repo.applications_without_workflow(session, older_than=cutoff):
-            program = programs.get(application.program)
-            if program is None:
+            if application.program not in programs:
                 continue
+            program = program_at(programs, application.program, application.program_version)
             await start_review(temporal, application=application, program=program, task_queue=task_queue)
             await mark_started(session, application.id)
             started += 1

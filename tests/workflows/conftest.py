@@ -49,11 +49,19 @@ class Harness:
                 session, tier=tier, program=program, batch=batch, region=region, metrics=metrics, uscc=uscc
             )
 
-    async def start(self, application: Application) -> WorkflowHandle[Any, ReviewState]:
+    async def start(
+        self, application: Application, *, before_re_review_windows: bool = False
+    ) -> WorkflowHandle[Any, ReviewState]:
+        """Start the application's review; `before_re_review_windows`: with the input a review started before
+        re-review windows had (none: it opens a re-review of the old figures at expiry)."""
         program = self.resources.programs[application.program]
+        data = review_input(application, program)
+        if before_re_review_windows:
+            durations = data.durations.model_copy(update={"re_review_window": None})
+            data = data.model_copy(update={"durations": durations})
         return await self.env.client.start_workflow(
             "ReviewWorkflow",
-            review_input(application, program),
+            data,
             id=f"review-{application.id}",
             task_queue=self.task_queue,
             result_type=ReviewState,

@@ -131,9 +131,11 @@ async def recognition_of(h: Harness, application_id: uuid.UUID) -> Recognition:
 
 
 async def test_the_expiry_reminder_fires_once_before_the_recognition_expires(harness: Harness) -> None:
+    """A review started before re-review windows: since, the window's opening tells the enterprise
+    (tests/workflows/test_re_review.py)."""
     lead = demo(harness).durations.expiry_reminder.timedelta
     app = await harness.seed()
-    handle = await harness.start(app)
+    handle = await harness.start(app, before_re_review_windows=True)
     await approve_to_notice(harness, handle, ["municipal", "provincial"])
     await harness.env.sleep(timedelta(seconds=25))  # the notice period (20 s)
     await harness.wait_state(handle, lambda s: s.status == "recognized")

@@ -305,8 +305,9 @@ async def test_withdrawal_before_recognition(harness: Harness) -> None:
 
 
 async def test_expiry_opens_a_re_review(harness: Harness) -> None:
+    """A review started before re-review windows (tests/workflows/test_re_review.py for today's)."""
     app = await harness.seed()
-    handle = await harness.start(app)
+    handle = await harness.start(app, before_re_review_windows=True)
     await approve_to_notice(harness, handle, ["municipal", "provincial"])
     result = await handle.result()  # skips the notice period and the 300 s validity
     assert result.status == "recognized"
