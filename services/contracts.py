@@ -43,7 +43,7 @@ REVIEW_WORKFLOW = "ReviewWorkflow"
 BENEFITS_WORKFLOW = "BenefitsWorkflow"
 DISBURSEMENT_WORKFLOW = "DisbursementWorkflow"
 ReviewUpdate = Literal[
-    "decide", "supplement", "withdraw", "object", "resolve_objection", "revoke", "file_re_review"
+    "decide", "supplement", "withdraw", "object", "resolve_objection", "revoke", "file_re_review", "score_panel"
 ]
 
 
@@ -109,6 +109,18 @@ class ReviewDurations(_Model):
     re_review_window: float | None = None
 
 
+PanelRule = Literal["average_score", "majority"]
+
+
+class PanelPolicy(_Model):
+    """A stage decided by a panel of `size` experts drawn from the pool (the program's
+    ``[tiers.<tier>.panels.<level>]``): passes with an average score >= `pass_score`, or a majority of votes."""
+
+    size: int
+    rule: PanelRule
+    pass_score: int | None = None
+
+
 class ReviewInput(_Model):
     application_id: uuid.UUID
     uscc: str
@@ -124,6 +136,9 @@ class ReviewInput(_Model):
     # The program version that judges the application (services/catalog), handed on to its benefits; None:
     # the version in force when the activity runs (a workflow started before versions were recorded).
     program_version: int | None = None
+    # The stages an expert panel decides (services/applications/panels.py); empty: the input of a workflow
+    # started before panels, or a program without them.
+    panels: dict[Stage, PanelPolicy] = {}
 
 
 class Actor(_Model):
@@ -135,6 +150,7 @@ class Actor(_Model):
     # A reviewer's groups: a member of a program's backup group decides the tasks escalated to it. Empty by
     # default, so an actor recorded before groups existed decodes unchanged.
     groups: list[str] = []
+    expert_id: str | None = None  # an expert's (panels); None for everyone else
 
 
 class DecisionRequest(_Model):
@@ -570,3 +586,68 @@ class ReconciliationOutcome(_Model):
     run_id: uuid.UUID
     status: Literal["clean", "mismatches"]
     mismatches: int
+
+
+# --- expert panels (services/applications/panels.py) --------------------------------------------------------
+
+
+class PanelDraw(_Model):
+    """Draw the stage's panel from the pool with `seed` (made in the workflow) and open its assignments."""
+
+    application_id: uuid.UUID
+    event_key: str
+    at: datetime
+    stage: Stage
+    seed: str
+    policy: PanelPolicy
+    due_at: datetime
+
+
+class PanelDrawn(_Model):
+    """The drawn panel: its assignments (id -> expert_id); no panel (`panel_id` None) when too few experts
+    were eligible, with the reason recorded - the stage is then a reviewer's decision as without a panel."""
+
+    panel_id: uuid.UUID | None
+    assignments: dict[str, str] = {}
+    reason: str | None = None
+
+
+class ScoreRequest(_Model):
+    """An expert's score (rule ``average_score``) or vote (``majority``) on its assignment."""
+
+    actor: Actor
+    assignment_id: uuid.UUID
+    score: int | None = Field(default=None, ge=0, le=100)
+    vote: Literal["approve", "reject"] | None = None
+
+
+class PanelScore(_Model):
+    application_id: uuid.UUID
+    event_key: str
+    at: datetime
+    panel_id: uuid.UUID
+    assignment_id: uuid.UUID
+    score: int | None = None
+    vote: Literal["approve", "reject"] | None = None
+
+
+class PanelScored(_Model):
+    assignment_id: uuid.UUID
+    answered: int  # of the panel, so far
+    size: int
+
+
+class PanelClose(_Model):
+    """The panel's answers are in, or its time is up: absentees recorded, the rule applied."""
+
+    application_id: uuid.UUID
+    event_key: str
+    at: datetime
+    panel_id: uuid.UUID
+
+
+class PanelVerdict(_Model):
+    """The rule's decision with its reason; None: fewer answers than the quorum (the stage escalates)."""
+
+    decision: Literal["approve", "reject"] | None
+    reason: str

@@ -43,6 +43,9 @@ File layout (unknown keys are refused)::
     supplement_reminder = "P3D"             # optional (default P3D): remind the enterprise before a
                                             # supplement is due
     expiry_reminder = "P90D"                # optional (default P90D): ... and before a recognition expires
+                                            # (recognitions granted before re-review windows existed)
+    re_review_window = "P90D"               # optional (default P90D): the re-review (复核) opens this long
+                                            # before a recognition expires; shorter than the validity
     fraud_bar = "P3Y"                       # optional (default P3Y): a revocation for fraud bars the
                                             # enterprise from applying to any tier for this long
     drawdown_term = "P12M"                  # optional (default P12M): a drawdown is repaid this long after
@@ -55,12 +58,22 @@ File layout (unknown keys are refused)::
     required_documents = ["business_licence"]
     credit_line_limit = "3000000.00"        # optional
 
+    [tiers.little_giant.panels.national]    # optional: a stage decided by an expert panel drawn at random
+    size = 5                                # from the pool (services/applications/panels.py), 1-25 experts
+    rule = "average_score"                  # passes with an average score >= pass_score (0-100), or
+    pass_score = 70                         # rule = "majority" (more approve votes than reject; no score)
+
     [bridge_pool]                           # optional
     capacity = "3000000000.00"
     per_use_cap = "80000000.00"
     term_working_days = 15
     qualifying_tiers = ["specialized_new"]
     reminder_working_days = 3               # optional (default 3): a loan is reminded of before it is due
+
+    [[plan]]                                # optional: the three-year cultivation plan, new recognitions
+    year = 2025                             # wanted per calendar year (China Standard Time) and tier; a
+    tier = "little_giant"                   # tier of this program, each (year, tier) once, target >= 0;
+    target = 30                             # the report sets planned against achieved (services/reports)
 
     [notifications]                         # optional: staff mailboxes e-mailed about the program's events
     finance = ["finance@example.cn"]        # finance's events (every payout's steps)
@@ -134,15 +147,22 @@ __all__ = [
     "Money",
     "NoRulesetInForce",
     "Notifications",
+    "PanelPolicy",
+    "PlanTarget",
     "Program",
+    "ProgramBook",
     "ProgramFileError",
+    "ProgramVersionNotLoaded",
     "ReviewLevel",
     "RulesetChoice",
     "Standard",
     "TierKey",
     "TierPolicy",
+    "document_problems",
     "load_program_file",
     "load_programs",
+    "program_at",
+    "program_version",
 ]
 
 ReviewLevel = Level
@@ -297,6 +317,7 @@ DEFAULT_CLAIM_TTL = "PT4H"
 DEFAULT_SUPPLEMENT_REMINDER = "P3D"
 DEFAULT_EXPIRY_REMINDER = "P90D"
 DEFAULT_FRAUD_BAR = "P3Y"
+DEFAULT_RE_REVIEW_WINDOW = "P90D"
 DEFAULT_DRAWDOWN_TERM = "P12M"
 DEFAULT_REMINDER_WORKING_DAYS = 3
 
@@ -319,10 +340,38 @@ class Durations(_Frozen):
     # A revocation for fraud bars the enterprise from applying to any tier for this long from the revocation
     # (../shared/DOMAIN.md: 3 years). Files written before fraud bars existed get the default.
     fraud_bar: IsoDuration = IsoDuration.parse(DEFAULT_FRAUD_BAR)
+    # Re-review (复核, ../shared/DOMAIN.md): this long before a recognition expires, its re-review opens: the
+    # enterprise files current figures and evidence, the recognition holds while the re-review is undecided
+    # and is extended by `validity` on approval; without a filing it lapses at expiry. Shorter than the
+    # validity. Files written before re-review windows existed get the default.
+    re_review_window: IsoDuration = IsoDuration.parse(DEFAULT_RE_REVIEW_WINDOW)
     # A credit-line drawdown's term: it falls due this long after the bank paid it out (calendar months and
     # years, services/credit/repayments.py), and is overdue while anything of it is outstanding after that.
     # Files written before repayments existed get the default.
     drawdown_term: IsoDuration = IsoDuration.parse(DEFAULT_DRAWDOWN_TERM)
+
+    @model_validator(mode="after")
+    def _window_inside_validity(self) -> Durations:
+        if self.re_review_window.timedelta >= self.validity.timedelta:
+            raise ValueError(
+                f"re_review_window: {self.re_review_window} is not shorter than the validity "
+                f"({self.validity})"
+            )
+        return self
+
+
+class PanelPolicy(_Frozen):
+    """An expert panel deciding one review level (``[tiers.<tier>.panels.<level>]``)."""
+
+    size: Annotated[int, Field(ge=1, le=25)]
+    rule: Literal["average_score", "majority"]
+    pass_score: Annotated[int, Field(ge=0, le=100)] | None = None
+
+    @model_validator(mode="after")
+    def _score_with_its_rule(self) -> PanelPolicy:
+        if (self.rule == "average_score") != (self.pass_score is not None):
+            raise ValueError("pass_score goes with rule = \"average_score\" (and only with it)")
+        return self
 
 
 class TierPolicy(_Frozen):
@@ -331,6 +380,14 @@ class TierPolicy(_Frozen):
     requires_tier: TierKey | None = None
     required_documents: list[_Id] = Field(default_factory=list)
     credit_line_limit: PositiveMoney | None = None
+    panels: dict[ReviewLevel, PanelPolicy] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _panels_on_own_levels(self) -> TierPolicy:
+        stray = sorted(set(self.panels) - set(self.review_levels))
+        if stray:
+            raise ValueError(f"panels name levels the tier is not reviewed at: {', '.join(stray)}")
+        return self
 
     @field_validator("review_levels")
     @classmethod
@@ -384,6 +441,15 @@ class Notifications(_Frozen):
     groups: dict[_Name, list[Mailbox]] = Field(default_factory=dict)
 
 
+class PlanTarget(_Frozen):
+    """One line of a cultivation plan: how many enterprises a program means to see recognised in a tier in a
+    calendar year (../shared/DOMAIN.md: "50 little giants by 2023" is the sum of a tier's years)."""
+
+    year: Annotated[int, Field(strict=True, ge=2000, le=2100)]
+    tier: TierKey
+    target: Annotated[int, Field(strict=True, ge=0, le=1_000_000)]
+
+
 class Program(_Frozen):
     key: _Id
     name: _Name
@@ -402,6 +468,8 @@ class Program(_Frozen):
     # The listing rewards' yearly budget (services/credit/funds.py): a report beyond what is left is refused.
     listing_reward_budget_per_year: PositiveMoney | None = None
     notifications: Notifications = Field(default_factory=Notifications)
+    # The three-year cultivation plan (``[[plan]]``); an admin may replace it (PUT /programs/{key}/plan).
+    plan: list[PlanTarget] = Field(default_factory=list)
 
     @field_validator("rulesets")
     @classmethod
@@ -435,6 +503,9 @@ class Program(_Frozen):
         budget = self.listing_reward_budget_per_year
         if budget is not None and budget < max(self.listing_rewards.values(), default=budget):
             raise ValueError("listing_reward_budget_per_year: smaller than one reward it is meant to pay")
+        self._offered("plan", sorted({line.tier for line in self.plan}))
+        if len({(line.year, line.tier) for line in self.plan}) != len(self.plan):
+            raise ValueError("plan: a (year, tier) is planned twice")
         for group in self.notifications.groups:
             if group != self.escalation_group:
                 raise ValueError(
@@ -550,3 +621,57 @@ def load_programs(folder: Path) -> dict[str, Program]:
         programs[program.key] = program
         sources[program.key] = path
     return programs
+
+
+# -- managed versions (services/catalog) --------------------------------------------------------------
+
+
+def document_problems(error: ValidationError) -> list[tuple[str, str]]:
+    """A program document's validation errors as (field path, message), worded as a file's are: the API's
+    422 for a program version (services/catalog) and a file's one-line error say the same thing."""
+    return [
+        (_location(tuple(item["loc"])), str(item["msg"]).removeprefix("Value error, "))
+        for item in error.errors(include_url=False)
+    ]
+
+
+class ProgramVersionNotLoaded(RuntimeError):
+    """A version this process has not read yet (another process created it under a second ago): retryable."""
+
+
+class ProgramBook(dict[str, Program]):
+    """The programs in force by key - a plain dict to every reader, so the hot paths read it as before - with
+    each one's version number and every version known, so that an application keeps being read by the version
+    that judged it (``program_at``). Built by services/catalog/registry.py, replaced whole on a change."""
+
+    def __init__(
+        self,
+        current: Mapping[str, Program],
+        *,
+        numbers: Mapping[str, int] | None = None,
+        versions: Mapping[tuple[str, int], Program] | None = None,
+        revision: tuple[int, int] = (0, 0),
+    ) -> None:
+        super().__init__(current)
+        self.numbers: dict[str, int] = dict(numbers or {})
+        self.versions: dict[tuple[str, int], Program] = dict(versions or {})
+        self.revision = revision  # the registry's counter when it was read
+
+    def at(self, key: str, version: int) -> Program:
+        found = self.versions.get((key, version))
+        if found is None:
+            raise ProgramVersionNotLoaded(f"program {key!r} version {version} is not loaded yet")
+        return found
+
+
+def program_version(programs: Mapping[str, Program], key: str) -> int | None:
+    """The version number of ``key`` in force, or None for programs read straight from files."""
+    return programs.numbers.get(key) if isinstance(programs, ProgramBook) else None
+
+
+def program_at(programs: Mapping[str, Program], key: str, version: int | None) -> Program:
+    """The program ``key`` as its version ``version`` says (what judged an application); the one in force
+    for None (rows written before versions were recorded) or programs read straight from files."""
+    if version is None or not isinstance(programs, ProgramBook):
+        return programs[key]
+    return programs.at(key, version)

@@ -3,13 +3,28 @@ another is matched level by level on every request)."""
 
 from fastapi import APIRouter
 
+from services.applications.imports_router import router as recognition_imports_router
 from services.applications.public import router as public_router
 from services.applications.router import router as applications_router
+from services.catalog.router import router as catalog_router
+from services.credit.reconciliation_router import router as reconciliation_router
 from services.credit.router import router as credit_router
 from services.notifications.router import document_webhooks
 from services.notifications.router import router as notifications_router
+from services.pools.router import router as pools_router
+from services.reports.router import router as reports_router
 
 API_PREFIX = "/api/v1"
-DOMAIN_ROUTERS: list[APIRouter] = [applications_router, public_router, credit_router, notifications_router]
+DOMAIN_ROUTERS: list[APIRouter] = [
+    applications_router,
+    public_router,
+    credit_router,
+    reconciliation_router,
+    notifications_router,
+    pools_router,
+    catalog_router,
+    recognition_imports_router,
+    reports_router,
+]
 
 __all__ = ["API_PREFIX", "DOMAIN_ROUTERS", "document_webhooks"]

@@ -34,6 +34,7 @@ from services.contracts import (
 )
 from services.credit import payouts, policy, service
 from services.credit.bank import BankClient, BankRejected, BankUnavailable
+from services.programs import program_at
 from services.resources import Resources
 from workflows.base import Activities
 
@@ -80,7 +81,10 @@ class CreditActivities(Activities):
 
     @activity.defn(name="benefit_schedule")
     async def benefit_schedule(self, data: BenefitsInput) -> BenefitSchedule:
-        return policy.benefit_schedule(self.resources.programs, program_key=data.program, tier=data.tier)
+        programs = self.resources.programs
+        if data.program in programs:  # as the version that judged the recognition says (None: in force)
+            programs = {data.program: program_at(programs, data.program, data.program_version)}
+        return policy.benefit_schedule(programs, program_key=data.program, tier=data.tier)
 
     @activity.defn(name="grant_benefit")
     async def grant_benefit(self, data: BenefitGrant) -> None:

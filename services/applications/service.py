@@ -59,7 +59,7 @@ from services.applications.schemas import (
 )
 from services.applications.screening import ScreeningResult, screen
 from services.auth import CurrentUser, Role, role_check
-from services.contracts import Actor, ReviewDurations, ReviewInput
+from services.contracts import Actor, PanelPolicy, ReviewDurations, ReviewInput
 from services.errors import Conflict, FieldError, Forbidden, GiantflowError, NotFound, Unprocessable
 from services.pagination import Page, decode_cursor, split_page
 from services.pools.service import memberships_of
@@ -86,6 +86,7 @@ def actor_of(user: CurrentUser) -> Actor:
         level=user.level,
         region=user.region,
         groups=list(user.groups),
+        expert_id=user.expert_id,
     )
 
 
@@ -112,6 +113,7 @@ def review_input(application: Application, program: Program) -> ReviewInput:
         escalation_group=program.escalation_group,
         re_review_of=application.re_review_of,
         program_version=application.program_version,
+        panels={level: PanelPolicy(**panel.model_dump()) for level, panel in tier.panels.items()},
     )
 
 

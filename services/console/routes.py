@@ -8,6 +8,7 @@ from fastapi.staticfiles import StaticFiles
 from services.console.admin import router as admin_router
 from services.console.finance import router as finance_router
 from services.console.notifications import router as notifications_router
+from services.console.reports import router as reports_router
 from services.console.reviews import router as reviews_router
 from services.console.signin import router as signin_router
 from services.console.web import HERE, ConsoleRoute, error_page, gettext_for
@@ -25,6 +26,7 @@ async def not_found(request: Request, rest: str) -> object:
 CONSOLE_ROUTERS: list[APIRouter] = [
     signin_router,
     admin_router,
+    reports_router,
     reviews_router,
     finance_router,
     notifications_router,

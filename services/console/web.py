@@ -70,6 +70,7 @@ NAV: Sequence[NavItem] = (
     NavItem("/console/credit", "Credit and funds", frozenset({Role.finance, Role.admin})),
     NavItem("/console/programs", "Programs", frozenset({Role.admin})),
     NavItem("/console/recognitions", "Recognitions", frozenset({Role.admin})),
+    NavItem("/console/reports", "Reports", frozenset({Role.admin})),
     NavItem("/console/notifications", "Notifications", STAFF, counts_unread=True),
 )
 

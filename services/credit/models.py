@@ -428,6 +428,7 @@ class BridgeLoan(PayoutColumns, Base):
         BRIDGE_LOAN_STATUSES,
         CheckConstraint("term_days > 0", name="term_positive"),
         Index("ix_bridge_loans_status_created_at", "status", "created_at"),
+        Index("ix_bridge_loans_recognition_id", "recognition_id"),  # the cohort report's join
         CheckConstraint("repaid >= 0 AND repaid <= amount", name="repaid_within_amount"),
     )
 
@@ -527,6 +528,7 @@ class ListingReward(PayoutColumns, Base):
         LISTING_REWARD_STATUSES,
         UniqueConstraint("uscc", "board"),
         Index("ix_listing_rewards_status_created_at", "status", "created_at"),
+        Index("ix_listing_rewards_recognition_id", "recognition_id"),  # the cohort report's join
     )
 
 

@@ -14,6 +14,8 @@ after the refusals of their row; a row that `consumes` its target gets a fresh o
 from __future__ import annotations
 
 import asyncio
+import json
+import tomllib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -33,6 +35,7 @@ from tests.conftest import bearer, make_token
 from tests.support.factories import random_uscc, strong_metrics
 
 PROGRAMS = Path(__file__).resolve().parents[2] / "programs"
+DEMO_TOML = (PROGRAMS / "demo.toml").read_text(encoding="utf-8")
 API = "/api/v1"
 REGION = "500230"  # every enterprise of the matrix; reviewers below are placed around it
 
@@ -202,6 +205,15 @@ async def in_review(world: World, program: str = "demo") -> Obj:
     return obj
 
 
+async def draft(world: World) -> Obj:
+    """A complete draft (``"submit": false``): no review, its enterprise's and the admins' alone."""
+    obj = await enterprise(world)
+    body = {**application_body(obj), "submit": False}
+    created = await ok(world.api.post(f"{API}/applications", headers=world.owner(obj), json=body), 201)
+    obj.ids["application_id"] = created["id"]
+    return obj
+
+
 async def decide(world: World, obj: Obj, reviewer: str, decision: str) -> dict[str, Any]:
     return await ok(
         world.api.post(
@@ -349,14 +361,53 @@ async def webhook(world: World) -> Obj:
     )
 
 
+async def pool_import(world: World) -> Obj:
+    """The first enterprise imported into the demo program's cultivation pool by an admin (a finished job)."""
+    owner = world.pools["enterprise"][0]
+    content = f"USCC,name,region,industry,tier\r\n{owner.uscc},Matrix,{REGION},machinery,specialized_new\r\n"
+    created = await ok(
+        world.api.post(
+            f"{API}/programs/demo/pool-imports",
+            headers=world.admin,
+            files={"file": ("pool.csv", content.encode(), "text/csv")},
+        ),
+        202,
+    )
+    await until(world, f"{API}/pool-imports/{created['id']}", lambda b: b["status"] == "finished")
+    return Obj(uscc=owner.uscc, ids={**owner.ids, "import_id": created["id"], "key": "demo"})
+
+
 async def nothing(world: World) -> Obj:
     return world.pools["enterprise"][0]
+
+
+async def program(world: World) -> Obj:
+    """The demo program's versions and batches (`none` no batch of it: the matrix changes no program)."""
+    owner = world.pools["enterprise"][0]
+    return Obj(uscc=owner.uscc, ids={**owner.ids, "key": "demo", "version": "1", "batch": "none"})
+
+
+async def reconciliation_run(world: World) -> Obj:
+    """A day's bank reconciliation, recorded as its workflow's activity records one (an empty statement)."""
+    from services.credit import reconciliation
+    from services.credit.bank import BankStatement
+
+    assert world.resources is not None
+    day = date(1995, 6, 1)
+    statement = BankStatement(date=day, count=0, total=0, payments=[])
+    async with world.resources.sessionmaker.begin() as session:
+        await reconciliation.record(
+            session, statement=statement, postings=[], paid_elsewhere=(), workflow_id="matrix"
+        )
+    owner = world.pools["enterprise"][0]
+    return Obj(uscc=owner.uscc, ids={**owner.ids, "date": day.isoformat()})
 
 
 # Each stage is built at once; a later stage may use the first object of a kind built before it.
 BUILDERS: list[dict[str, Callable[[World], Awaitable[Obj]]]] = [
     {
         "enterprise": enterprise,
+        "draft": draft,
         "review": in_review,
         "returned": returned,
         "notice": on_notice,
@@ -368,7 +419,10 @@ BUILDERS: list[dict[str, Callable[[World], Awaitable[Obj]]]] = [
         "bridge_loan": bridge_loan,
         "listing": listing_reward,
         "webhook": webhook,
+        "pool": pool_import,
         "none": nothing,
+        "reconciliation": reconciliation_run,
+        "program": program,
     },
 ]
 
@@ -478,6 +532,45 @@ ROWS: list[Row] = [
         expect(200, other=404, rev_out=404, rev_out_lvl=404, fin=403),
         "review",
     ),
+    # A draft is read by its enterprise and admins only, and edited, checked, submitted or deleted by its
+    # enterprise only (every other role refused before any lookup).
+    Row(
+        "GET",
+        f"{API}/applications/{{application_id}}",
+        expect(404, own=200, admin=200, fin=403),
+        "draft",
+    ),
+    Row(
+        "GET",
+        f"{API}/applications",
+        expect(200, fin=403),
+        "draft",
+        params=_by_uscc,
+        sees=("application_id", frozenset({"own", "admin"})),
+    ),
+    Row(
+        "PATCH",
+        f"{API}/applications/{{application_id}}",
+        expect(403, own=200, other=404),
+        "draft",
+        json=lambda o: {"metrics": strong_metrics()},
+    ),
+    Row("POST", f"{API}/applications/{{application_id}}/check", expect(403, own=200, other=404), "draft"),
+    Row(
+        "POST",
+        f"{API}/applications/{{application_id}}/submit",
+        expect(403, own=200, other=404),
+        "draft",
+        consumes=True,
+        keyed=True,
+    ),
+    Row(
+        "DELETE",
+        f"{API}/applications/{{application_id}}",
+        expect(403, own=204, other=404),
+        "draft",
+        consumes=True,
+    ),
     # The review rules: a reviewer outside the stage's level or region is refused with 403 by the
     # workflow's validator; every other role is refused before any lookup.
     Row(
@@ -563,6 +656,16 @@ ROWS: list[Row] = [
         f"{API}/recognitions/{{recognition_id}}",
         expect(200, other=404, reviewers=403),
         "recognition",
+    ),
+    # The re-review is its enterprise's to file (other roles refused before any lookup); the matrix's
+    # recognitions are minutes from their re-review window, so the owner meets the closed window (409).
+    Row(
+        "POST",
+        f"{API}/recognitions/{{recognition_id}}/re-review",
+        expect(403, own=409, other=404),
+        "recognition",
+        json=lambda o: {"metrics": strong_metrics(), "evidence": []},
+        keyed=True,
     ),
     Row(
         "POST",
@@ -741,6 +844,20 @@ ROWS: list[Row] = [
     ),
 ]
 
+# Bank reconciliation: finance and admins read the runs and ask for one (an Idempotency-Key required; the
+# workflow it starts meets no bank here, and retries in the background).
+ROWS += [
+    Row("GET", f"{API}/reconciliations", expect(403, fin=200, admin=200), "reconciliation"),
+    Row("GET", f"{API}/reconciliations/{{date}}", expect(403, fin=200, admin=200), "reconciliation"),
+    Row(
+        "POST",
+        f"{API}/reconciliations/{{date}}/run",
+        expect(403, fin=202, admin=202),
+        "reconciliation",
+        keyed=True,
+    ),
+]
+
 # Notifications: endpoints are an enterprise's own or an admin's; the feed is everyone's, each its own.
 ROWS += [
     Row(
@@ -794,6 +911,80 @@ ROWS += [
         "webhook",
     ),
 ]
+
+# Cultivation pools: an admin imports (the matrix's upload is a PDF: refused whole, 415); admin, finance and
+# reviewers read a program's pool, reviewers only their region's part.
+ROWS += [
+    Row("POST", f"{API}/programs/{{key}}/pool-imports", expect(403, admin=415), "pool", files=True),
+    Row("GET", f"{API}/pool-imports/{{import_id}}", expect(403, admin=200), "pool"),
+    Row("GET", f"{API}/pool-imports/{{import_id}}/errors.csv", expect(403, admin=200), "pool"),
+    Row(
+        "GET",
+        f"{API}/programs/{{key}}/pool",
+        expect(200, own=403, other=403),
+        "pool",
+        params=lambda o: {"q": o.uscc, "limit": "200"},
+        sees=("uscc", frozenset({"rev", "rev_lvl", "fin", "fin_self", "admin"})),
+    ),
+]
+
+# Reports: a program's cohort report and its plan are read by admin, reviewers (their region's figures) and
+# finance (the money); only an admin replaces the plan.
+REPORT_READERS = expect(200, own=403, other=403)
+NO_TARGETS: dict[str, list[object]] = {"targets": []}  # the file's plan again
+ROWS += [
+    Row("GET", f"{API}/programs/{{key}}/report", REPORT_READERS, "pool"),
+    Row("GET", f"{API}/reports/cohort", REPORT_READERS, params=lambda _: {"program": "demo"}),
+    Row("GET", f"{API}/programs/{{key}}/plan", REPORT_READERS, "pool"),
+    Row("PUT", f"{API}/programs/{{key}}/plan", expect(403, admin=200), "pool", json=lambda _: NO_TARGETS),
+]
+
+
+def _new_program(_: Obj) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(json.dumps(tomllib.loads(DEMO_TOML), default=str))
+    return {**document, "key": f"matrix-{uuid.uuid4().hex[:8]}"}
+
+
+# Programs as managed data (services/catalog): admins alone create versions and manage batches. The matrix
+# changes no program it uses: POST /programs makes a fresh one; the demo's writes are refused after the access
+# check (an empty document, a batch it has, a batch it has not).
+ROWS += [
+    Row("POST", f"{API}/programs", expect(403, admin=201), json=_new_program),
+    Row("GET", f"{API}/programs/{{key}}", expect(403, admin=200), "program"),
+    Row("POST", f"{API}/programs/{{key}}/versions", expect(403, admin=422), "program", json=lambda o: {}),
+    Row("GET", f"{API}/programs/{{key}}/versions", expect(403, admin=200), "program"),
+    Row("GET", f"{API}/programs/{{key}}/versions/{{version}}", expect(403, admin=200), "program"),
+    Row(
+        "POST",
+        f"{API}/programs/{{key}}/batches",
+        expect(403, admin=409),
+        "program",
+        json=lambda o: {"key": "demo-2026", "opens_on": "2026-04-01", "closes_on": "2027-12-31"},
+    ),
+    Row("POST", f"{API}/programs/{{key}}/batches/{{batch}}/open", expect(403, admin=404), "program"),
+    Row("POST", f"{API}/programs/{{key}}/batches/{{batch}}/close", expect(403, admin=404), "program"),
+]
+
+
+def _listed_row(_: Obj) -> dict[str, Any]:
+    """A fresh enterprise named in a ministry's list: the admin's import registers and recognises it."""
+    return {
+        "program": "demo",
+        "tier": "specialized_new",
+        "uscc": random_uscc(REGION),
+        "name": "Listed",
+        "region_code": REGION,
+        "industry": "machinery",
+        "founded_on": "2011-05-01",
+        "batch": "2026-6",
+        "list_reference": f"matrix-{uuid.uuid4().hex[:8]}",
+        "recognized_on": "2026-06-01",
+        "valid_until": "2029-05-31",
+    }
+
+
+# Imported recognitions (services/applications/imported.py): an admin enters a ministry's list.
+ROWS += [Row("POST", f"{API}/recognitions/imports", expect(403, admin=200), json=_listed_row)]
 
 # Cells where the code answers otherwise than the contract, in code this suite does not own: the status
 # it answers today and where to fix it. The test fails when one is fixed, so the entry gets deleted.

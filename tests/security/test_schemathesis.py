@@ -41,6 +41,11 @@ SEMANTIC_RULES = {
     "POST /api/v1/enterprises/{uscc}/listings": "`listed_on` is not in the future",
     "POST /api/v1/bridge-loans": "the fund's per-use cap and term (policy, not schema)",
     "POST /api/v1/webhook-endpoints": "the URL: https, a host, no user info, a public address (outside dev)",
+    "POST /api/v1/programs": "the program document, validated as a program file (services/programs.py)",
+    "POST /api/v1/programs/{key}/versions": "the program document, as a program file; its key the path's",
+    "POST /api/v1/programs/{key}/batches": "the batch's dates, validated with its program as a file's",
+    "POST /api/v1/programs/{key}/batches/{batch}/open": "`closes_on` not past; needed to reopen a batch",
+    "POST /api/v1/recognitions/imports": "the USCC's check character; the program's tiers; a new enterprise",
 }
 
 # Defects in code this suite does not own, tolerated here until fixed there (then delete the entry).

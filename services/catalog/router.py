@@ -1,0 +1,224 @@
+"""HTTP routes of program versions and batches (admin): create a program or a new version of one (the
+document validated exactly as a program file), add, open and close batches (each a new version), read a
+program's versions. Routes parse, call the service and return; a write commits, then this process reads
+the new version at once (the others within a second: services/catalog/registry.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.auth import CurrentUser
+from services.catalog import service
+from services.catalog.schemas import BatchCreate, BatchOpen, ProgramVersionRead
+from services.deps import CurrentUserDep, ResourcesDep, SessionDep, StrictQueryRoute
+from services.errors import problem_responses
+from services.idempotency import IdempotencyKey, once
+from services.ratelimit import WriterDep
+from services.resources import Resources
+
+router = APIRouter(tags=["programs"], route_class=StrictQueryRoute)
+
+KEY_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
+ProgramKey = Annotated[str, Path(pattern=KEY_PATTERN)]
+BatchKey = Annotated[str, Path(pattern=KEY_PATTERN)]
+VersionNumber = Annotated[int, Path(ge=1, le=2_147_483_647)]
+Document = Annotated[
+    dict[str, Any],
+    Body(description="the program document: a program file's content as JSON (services/programs.py)"),
+]
+WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429)
+READ_ERRORS = problem_responses(401, 403, 404, 422)
+
+
+async def _write(
+    session: AsyncSession,
+    resources: Resources,
+    user: CurrentUser,
+    key: str | None,
+    *,
+    endpoint: str,
+    payload: Any,
+    act: Callable[[], Awaitable[ProgramVersionRead]],
+    status_code: int = 201,
+) -> Any:
+    async def commit_and_read(_: ProgramVersionRead) -> None:
+        await session.commit()
+        await resources.program_registry.refresh()
+
+    async def authorize() -> None:
+        service.authorize_admin(user)
+
+    return await once(
+        session,
+        user,
+        key,
+        endpoint=endpoint,
+        payload=payload,
+        status_code=status_code,
+        authorize=authorize,
+        act=act,
+        then=commit_and_read,
+    )
+
+
+@router.post("/programs", status_code=201, response_model=ProgramVersionRead, responses=WRITE_ERRORS)
+async def create_program(
+    document: Document,
+    user: WriterDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """A new program, as its version 1 (admin). 422 names every field the program file loader would; 409
+    when the key is taken."""
+    now = datetime.now(UTC)
+    return await _write(
+        session,
+        resources,
+        user,
+        idempotency_key,
+        endpoint="POST /programs",
+        payload=document,
+        act=lambda: service.create_program(session, user=user, document=document, now=now),
+    )
+
+
+@router.get("/programs/{key}", response_model=ProgramVersionRead, responses=READ_ERRORS)
+async def read_program(key: ProgramKey, user: CurrentUserDep, session: SessionDep) -> ProgramVersionRead:
+    """The program's current version (admin)."""
+    return await service.program_version(session, user=user, key=key, version=None, now=datetime.now(UTC))
+
+
+@router.post(
+    "/programs/{key}/versions", status_code=201, response_model=ProgramVersionRead, responses=WRITE_ERRORS
+)
+async def create_version(
+    key: ProgramKey,
+    document: Document,
+    user: WriterDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """The program's next version, whole (admin). Applications filed from now are judged by it; those filed
+    before keep theirs. 409 when it would change nothing."""
+    now = datetime.now(UTC)
+    return await _write(
+        session,
+        resources,
+        user,
+        idempotency_key,
+        endpoint=f"POST /programs/{key}/versions",
+        payload=document,
+        act=lambda: service.create_version(session, user=user, key=key, document=document, now=now),
+    )
+
+
+@router.get(
+    "/programs/{key}/versions",
+    response_model=list[ProgramVersionRead],
+    responses=READ_ERRORS,
+)
+async def list_versions(
+    key: ProgramKey, user: CurrentUserDep, session: SessionDep
+) -> list[ProgramVersionRead]:
+    """Every version of the program, newest first (admin)."""
+    return await service.history(session, user=user, key=key, now=datetime.now(UTC))
+
+
+@router.get(
+    "/programs/{key}/versions/{version}",
+    response_model=ProgramVersionRead,
+    responses=READ_ERRORS,
+)
+async def read_version(
+    key: ProgramKey, version: VersionNumber, user: CurrentUserDep, session: SessionDep
+) -> ProgramVersionRead:
+    """One version of the program (admin)."""
+    return await service.program_version(session, user=user, key=key, version=version, now=datetime.now(UTC))
+
+
+@router.post(
+    "/programs/{key}/batches", status_code=201, response_model=ProgramVersionRead, responses=WRITE_ERRORS
+)
+async def add_batch(
+    key: ProgramKey,
+    data: BatchCreate,
+    user: WriterDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """A new batch (admin): the program's next version, with it."""
+    now = datetime.now(UTC)
+    return await _write(
+        session,
+        resources,
+        user,
+        idempotency_key,
+        endpoint=f"POST /programs/{key}/batches",
+        payload=data,
+        act=lambda: service.add_batch(session, user=user, key=key, data=data, now=now),
+    )
+
+
+@router.post(
+    "/programs/{key}/batches/{batch}/open",
+    status_code=201,
+    response_model=ProgramVersionRead,
+    responses=WRITE_ERRORS,
+)
+async def open_batch(
+    key: ProgramKey,
+    batch: BatchKey,
+    user: WriterDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    data: Annotated[BatchOpen | None, Body()] = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """Open the batch today (admin): the program's next version. 409 when it is open already."""
+    now = datetime.now(UTC)
+    body = data or BatchOpen()
+    return await _write(
+        session,
+        resources,
+        user,
+        idempotency_key,
+        endpoint=f"POST /programs/{key}/batches/{batch}/open",
+        payload=body,
+        act=lambda: service.open_batch(session, user=user, key=key, batch_key=batch, data=body, now=now),
+    )
+
+
+@router.post(
+    "/programs/{key}/batches/{batch}/close",
+    status_code=201,
+    response_model=ProgramVersionRead,
+    responses=WRITE_ERRORS,
+)
+async def close_batch(
+    key: ProgramKey,
+    batch: BatchKey,
+    user: WriterDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """Close the batch now (admin): its last filing day becomes yesterday; the program's next version. 409
+    when it is not open."""
+    now = datetime.now(UTC)
+    return await _write(
+        session,
+        resources,
+        user,
+        idempotency_key,
+        endpoint=f"POST /programs/{key}/batches/{batch}/close",
+        payload={},
+        act=lambda: service.close_batch(session, user=user, key=key, batch_key=batch, now=now),
+    )
