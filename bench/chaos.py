@@ -17,8 +17,10 @@ chaos thread with its own seeded RNG SIGKILLs a worker every few seconds and an 
 restarts whatever died. The servers crash as well, at seeded points of the load: the Temporal dev server and
 PostgreSQL are each SIGKILLed (the whole process group) and started again a few seconds later on the same
 SQLite file or data folder and port (`kill_and_restart`), one at a time, the part kills held meanwhile; every
-kill's time to recover is measured (the server answering, the APIs' /readyz, the next drawdown paid). Then the
-bank is calmed, everything settles (bounded wait) and the run is accounted from the bank's statement and
+kill's time to recover is measured (the server answering, the APIs' /readyz, the next drawdown paid). Once
+paid out, a seeded share of the drawdowns is repaid through the API under the same kills, in 1 to 3 parts, in
+full or in part, each part with its own Idempotency-Key (also its ``reference``) retried like the rest. Then
+the bank is calmed, everything settles (bounded wait) and the run is accounted from the bank's statement and
 PostgreSQL:
 
 - requested: drawdowns the API accepted (201, first answer or replay);
@@ -27,16 +29,20 @@ PostgreSQL:
 - lost: approved drawdowns not terminal (paid or definitely refused) after the settle wait, drawdowns the bank
   paid that the ledger did not record, approvals the API confirmed that the database does not hold, and
   drawdowns answered 201 that were never committed;
-- ledger balanced: total debits == total credits and every entry balanced with at least two lines.
+- ledger balanced: total debits == total credits and every entry balanced with at least two lines;
+- repayments: the keys sent, the rows recorded, duplicated (rows beyond one per key), lost (answered 201 and
+  not recorded, or recorded and never sent), and per credit line (``account_repayments``): ``repaid`` the
+  sum of its drawdowns' repayments, ``0 <= outstanding <= limit``, the credit receivable equal to the
+  outstanding, and GET /credit-lines/{id} showing ``available = limit - reserved - outstanding``.
 
-The exit code is 1 when anything was duplicated or lost, the ledger is unbalanced, money moved that no
-approved drawdown explains, the figures of the bank and the ledger disagree, or a disbursement workflow failed
-or kept running on a finished drawdown; with --strict also on API contract violations (500s, a 404 for a
-drawdown just answered 201, a retried approval answered 409 though it was recorded), which are otherwise
-printed on the `contract` line. The seed fixes the plan (enterprises, amounts, approvers, rejections),
-the kill schedule and the bank's fault sequence; process timing is not reproducible, so a replay repeats the
-same attack, not the same interleaving. On failure the data folder (logs, PostgreSQL, Temporal database, bank
-file, report.json) is kept and its path printed.
+The exit code is 1 when anything was duplicated or lost, a credit line is off, the ledger is unbalanced, money
+moved that no approved drawdown explains, the figures of the bank and the ledger disagree, or a disbursement
+workflow failed or kept running on a finished drawdown; with --strict also on API contract violations (500s, a
+404 for a drawdown just answered 201, a retried approval answered 409 though it was recorded), which are
+otherwise printed on the `contract` line. The seed fixes the plan (enterprises, amounts, approvers,
+rejections), the kill schedule and the bank's fault sequence; process timing is not reproducible, so a replay
+repeats the same attack, not the same interleaving. On failure the data folder (logs, PostgreSQL, Temporal
+database, bank file, report.json) is kept and its path printed.
 
 Then (``--scenario``: ``all`` by default, ``drawdowns`` or ``outbox`` alone; ``servers``: the drawdowns
 under the server crashes only) the outbox scenario: 1,000 events
@@ -104,7 +110,8 @@ LINE_LIMIT = Decimal("2000000000.00")
 NOT_FOUND_AFTER_CREATE = "HTTP 404 for a drawdown the API had just answered 201 for"
 OFFICER_409 = "approval: 409 though this officer's earlier attempt was recorded"
 OFFICERS = [f"finance-{n}" for n in range(1, 7)]
-TERMINAL = {"disbursed", "failed", "rejected", "expired"}
+TERMINAL = {"disbursed", "repaid", "failed", "rejected", "expired"}
+PAID_OUT = ("disbursed", "repaid")  # a drawdown the bank paid: `repaid` once nothing is outstanding
 
 
 def say(line: str = "") -> None:
@@ -485,43 +492,60 @@ class ChaosLog:
 
 class Chaos(threading.Thread):
     """SIGKILLs a random worker about every ``worker_every`` s and a random API about every ``api_every`` s
-    (0 disables either), on its own seeded RNG, until told to stop."""
+    (0 disables either; ``worker_kills``, ``api_kills``: at most that many, 0 no bound), on its own seeded
+    RNG, until told to stop."""
 
     def __init__(
-        self, stack: Stack, *, seed: int, worker_every: float, api_every: float, log: ChaosLog
+        self,
+        stack: Stack,
+        *,
+        seed: int,
+        worker_every: float,
+        api_every: float,
+        log: ChaosLog,
+        worker_kills: int = 0,
+        api_kills: int = 0,
     ) -> None:
         super().__init__(name="chaos", daemon=True)
         self.stack = stack
         self.rng = random.Random(seed)
         self.worker_every = worker_every
         self.api_every = api_every
+        self.left = {"worker": worker_kills or -1, "api": api_kills or -1}
         self.stop_event = threading.Event()
         self.log = log
 
-    def _next(self, every: float) -> float:
-        return time.monotonic() + self.rng.uniform(0.5, 1.5) * every if every > 0 else float("inf")
+    def _next(self, every: float, kind: str = "") -> float:
+        if every <= 0 or self.left.get(kind) == 0:
+            return float("inf")
+        return time.monotonic() + self.rng.uniform(0.5, 1.5) * every
 
     def run(self) -> None:
-        next_worker, next_api = self._next(self.worker_every), self._next(self.api_every)
+        next_worker, next_api = self._next(self.worker_every, "worker"), self._next(self.api_every, "api")
         while not self.stop_event.is_set():
             if self.stack.hold.is_set():  # a server crash is being measured: what is due waits for its end
                 self.stop_event.wait(0.1)
                 continue
             now = time.monotonic()
             if now >= next_worker:
-                self._kill(self.rng.choice(self.stack.workers))
-                next_worker = self._next(self.worker_every)
+                if self._kill(self.rng.choice(self.stack.workers)):
+                    self.left["worker"] -= 1
+                next_worker = self._next(self.worker_every, "worker")
             if now >= next_api:
                 # Never both APIs at once: the survivor keeps serving while the victim restarts.
                 alive = [api for api in self.stack.apis if api.alive]
-                if len(alive) == len(self.stack.apis) or len(self.stack.apis) == 1:
-                    self._kill(self.rng.choice(self.stack.apis))
-                next_api = self._next(self.api_every)
+                if (len(alive) == len(self.stack.apis) or len(self.stack.apis) == 1) and self._kill(
+                    self.rng.choice(self.stack.apis)
+                ):
+                    self.left["api"] -= 1
+                next_api = self._next(self.api_every, "api")
             self.stop_event.wait(min(1.0, max(0.05, min(next_worker, next_api) - time.monotonic())))
 
-    def _kill(self, proc: Proc) -> None:
-        if proc.kill():
-            self.log.events.append((time.monotonic() - self.log.started, f"SIGKILL {proc.name}"))
+    def _kill(self, proc: Proc) -> bool:
+        if not proc.kill():
+            return False
+        self.log.events.append((time.monotonic() - self.log.started, f"SIGKILL {proc.name}"))
+        return True
 
 
 async def supervise(stack: Stack, stop: asyncio.Event, log: ChaosLog, delay: float) -> None:
@@ -596,12 +620,16 @@ def server_plan(seed: int, count: int, temporal: int, postgres: int) -> list[tup
 
 
 async def paid_count(engine: Any) -> int | None:
-    """Drawdowns paid and recorded, or None while the database does not answer."""
+    """Drawdowns paid and recorded (repaid in full since, too), or None while the database does not answer."""
     from sqlalchemy import text
 
     try:
         async with asyncio.timeout(3), engine.connect() as conn:
-            return int(await conn.scalar(text("SELECT count(*) FROM drawdowns WHERE status = 'disbursed'")))
+            return int(
+                await conn.scalar(
+                    text("SELECT count(*) FROM drawdowns WHERE status IN ('disbursed', 'repaid')")
+                )
+            )
     except Exception:
         return None
 
@@ -773,6 +801,21 @@ class Enterprise:
 
 
 @dataclass
+class Repayment:
+    """One planned repayment of a drawdown (its key is also its `reference`, so the database's rows can be
+    counted per key), and what the client made of it."""
+
+    key: str
+    amount: Decimal
+    by: str | None  # a finance officer records it, or None: the enterprise itself
+    double_submit: bool
+    sent: bool = False
+    ids_seen: set[str] = field(default_factory=set)  # the ids of its 201 answers (first or replayed)
+    replays: int = 0  # 201 answers replayed from the Idempotency-Key's record (Idempotent-Replayed)
+    result: str = "not sent"  # recorded, gave up, unexpected ...
+
+
+@dataclass
 class Job:
     n: int
     enterprise: Enterprise
@@ -781,6 +824,7 @@ class Job:
     officers: list[str]
     reject: bool
     double_submit: bool
+    repayments: list[Repayment] = field(default_factory=list)  # once the drawdown is paid out
 
 
 @dataclass
@@ -792,6 +836,7 @@ class Outcome:
     result: str = "not started"  # approved, rejected, refused, gave up ..., unexpected ...
     detail: str = ""
     approvals_confirmed: list[str] = field(default_factory=list)
+    repaying: str = ""  # why its planned repayments were not sent (the drawdown refused, not paid in time)
 
 
 @dataclass
@@ -836,7 +881,34 @@ def plan(seed: int, count: int, enterprises: list[Enterprise], args: argparse.Na
                 double_submit=rng.random() < args.double_submit_share,
             )
         )
+    plan_repayments(seed, jobs, args)
     return jobs
+
+
+def plan_repayments(seed: int, jobs: list[Job], args: argparse.Namespace) -> None:
+    """A share of the drawdowns is repaid once paid out, in 1 to 3 parts: in full (the parts add up to the
+    amount) or in part (they add up to 20-90 % of it); some by a finance officer rather than the enterprise,
+    some sent twice at once. Its own RNG: a seed's drawdowns stay what they were before repayments."""
+    rng = random.Random(seed + 9)
+    for job in jobs:
+        if rng.random() >= args.repay_share:
+            continue
+        cents = int(job.amount * 100)
+        parts = min(rng.randint(1, 3), cents)
+        total = (
+            cents if rng.random() < args.repay_full_share else max(parts, int(cents * rng.uniform(0.2, 0.9)))
+        )
+        cuts = sorted(rng.sample(range(1, total), parts - 1)) if parts > 1 else []
+        bounds = [0, *cuts, total]
+        job.repayments = [
+            Repayment(
+                key=f"{job.key}-repay-{i}",
+                amount=Decimal(bounds[i + 1] - bounds[i]) / 100,
+                by=rng.choice(OFFICERS) if rng.random() < 0.2 else None,
+                double_submit=rng.random() < args.double_submit_share,
+            )
+            for i in range(parts)
+        ]
 
 
 class Api:
@@ -995,15 +1067,113 @@ async def run_job(api: Api, job: Job, outcome: Outcome, finance_tokens: dict[str
     outcome.result = "approved"
 
 
+class PaidWatch:
+    """Which awaited drawdowns the bank has paid (or refused for good): one query for all of them a second -
+    the runner's own look at the database, like the settle wait's (the repayments themselves go through the
+    API) - that outlasts PostgreSQL crashes. Past ``bound`` nobody waits any more."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.waiting: dict[str, asyncio.Future[str | None]] = {}
+        self.bound = float("inf")
+
+    async def paid(self, drawdown_id: str) -> str | None:
+        """The drawdown's status once it is no longer on its way to the bank; None past the bound."""
+        if time.monotonic() > self.bound:
+            return None
+        future = self.waiting.get(drawdown_id)
+        if future is None:
+            future = self.waiting[drawdown_id] = asyncio.get_running_loop().create_future()
+        return await future
+
+    async def run(self) -> None:
+        from sqlalchemy import text
+
+        while True:
+            if self.waiting:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(5), self.engine.connect() as conn:
+                        rows = await conn.execute(
+                            text(
+                                "SELECT id::text, status FROM drawdowns WHERE id::text = ANY(:ids) "
+                                "AND status NOT IN ('pending_approval', 'approved')"
+                            ),
+                            {"ids": list(self.waiting)},
+                        )
+                    for drawdown_id, status in rows.all():
+                        future = self.waiting.pop(drawdown_id, None)
+                        if future is not None and not future.done():
+                            future.set_result(status)
+            if time.monotonic() > self.bound:
+                for future in self.waiting.values():
+                    if not future.done():
+                        future.set_result(None)
+                self.waiting.clear()
+            await asyncio.sleep(1.0)
+
+
+async def repay_job(api: Api, outcome: Outcome, watch: PaidWatch, finance_tokens: dict[str, str]) -> None:
+    """Once the drawdown is paid out, its planned repayments one after the other, each with its own
+    Idempotency-Key and retried with it like every call of the load (``Api.call``); one sent twice at once
+    races itself (the loser hears 409 "still being processed" and retries into the replay)."""
+    assert outcome.drawdown_id is not None
+    status = await watch.paid(outcome.drawdown_id)
+    if status != "disbursed":
+        outcome.repaying = f"drawdown {status}" if status else "drawdown not paid in time"
+        return
+    path = f"/drawdowns/{outcome.drawdown_id}/repayments"
+    for repayment in outcome.job.repayments:
+        token = finance_tokens[repayment.by] if repayment.by else outcome.job.enterprise.token
+        body = {"amount": f"{repayment.amount:.2f}", "reference": repayment.key}
+        copies = 2 if repayment.double_submit else 1
+        repayment.sent = True
+        answers = await asyncio.gather(
+            *(
+                api.call("POST", path, token, body=body, key=repayment.key, what="repayment", created=True)
+                for _ in range(copies)
+            )
+        )
+        for response, _ in answers:
+            if response is not None and response.status_code == 201:
+                repayment.ids_seen.add(str(response.json()["id"]))
+                repayment.replays += response.headers.get("Idempotent-Replayed") == "true"
+        if len(repayment.ids_seen) > 1:
+            api.stats.unexpected.append(
+                f"{repayment.key}: one Idempotency-Key answered {sorted(repayment.ids_seen)}"
+            )
+        response = answers[0][0]
+        if repayment.ids_seen:
+            repayment.result = "recorded"
+        elif response is None:
+            repayment.result = "gave up"
+            return  # the deadline passed: the next parts would give up too
+        else:
+            repayment.result = f"unexpected {response.status_code}"
+            api.stats.unexpected.append(
+                f"{repayment.key} repayment: {response.status_code} {response.text[:300]}"
+            )
+
+
 async def run_load(
-    api: Api, jobs: list[Job], finance_tokens: dict[str, str], concurrency: int
+    api: Api,
+    jobs: list[Job],
+    finance_tokens: dict[str, str],
+    concurrency: int,
+    *,
+    repay_api: Api,
+    watch: PaidWatch,
+    repay_wait: float,
 ) -> list[Outcome]:
+    """The drawdowns by ``concurrency`` clients; each drawdown approved with repayments planned hands them to
+    a task of its own that waits for the payment and sends them (``repay_job``), the clients moving on. Once
+    every drawdown is done, the repayments get ``repay_wait`` s more (the chaos still on)."""
     outcomes = [Outcome(job) for job in jobs]
     queue: asyncio.Queue[Outcome] = asyncio.Queue()
     for outcome in outcomes:
         queue.put_nowait(outcome)
     done = 0
     started = time.monotonic()
+    repaying: list[asyncio.Task[None]] = []
 
     async def client() -> None:
         nonlocal done
@@ -1016,12 +1186,28 @@ async def run_load(
                 outcome.result = "not started (load deadline)"
                 continue
             await run_job(api, outcome.job, outcome, finance_tokens)
+            if outcome.result == "approved" and outcome.job.repayments:
+                repaying.append(asyncio.create_task(repay_job(repay_api, outcome, watch, finance_tokens)))
             done += 1
             api.stats.done = done
             if done % 100 == 0:
                 say(f"  {done:>6} drawdowns done ({time.monotonic() - started:.0f} s)")
 
-    await asyncio.gather(*(client() for _ in range(concurrency)))
+    watching = asyncio.create_task(watch.run())
+    try:
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        left = sum(not t.done() for t in repaying)
+        say(
+            f"  {done:>6} drawdowns done ({time.monotonic() - started:.0f} s); repayments of {left} of "
+            f"{len(repaying)} drawdowns still waiting for their payment or under way (up to {repay_wait:g} s)"
+        )
+        watch.bound = time.monotonic() + repay_wait
+        repay_api.deadline = min(repay_api.deadline, watch.bound)
+        await asyncio.gather(*repaying)
+    finally:
+        for task in (*repaying, watching):
+            task.cancel()
+        await asyncio.gather(*repaying, watching, return_exceptions=True)
     return outcomes
 
 
@@ -1132,7 +1318,7 @@ async def read_rows(engine: Any) -> dict[str, Any]:
         drawdowns = {
             r.id: r._asdict()
             for r in await rows(
-                "SELECT id::text AS id, status, amount, uscc, credit_line_id::text AS line, "
+                "SELECT id::text AS id, status, amount, repaid, uscc, credit_line_id::text AS line, "
                 "required_approvals, requested_by, reason FROM drawdowns"
             )
         }
@@ -1156,7 +1342,7 @@ async def read_rows(engine: Any) -> dict[str, Any]:
         lines = {
             r.id: r._asdict()
             for r in await rows(
-                "SELECT id::text AS id, uscc, credit_limit, reserved, drawn, status FROM credit_lines"
+                "SELECT id::text AS id, uscc, credit_limit, reserved, drawn, repaid, status FROM credit_lines"
             )
         }
         receivables = {
@@ -1167,6 +1353,15 @@ async def read_rows(engine: Any) -> dict[str, Any]:
                 "WHERE a.code LIKE 'credit_receivable:%' GROUP BY a.code"
             )
         }
+        repayments = [
+            r._asdict()
+            for r in await rows(
+                "SELECT r.id::text AS id, r.drawdown_id::text AS drawdown, r.credit_line_id::text AS line, "
+                "r.uscc, r.amount, r.reference, coalesce(sum(l.debit), 0) AS debits, "
+                "coalesce(sum(l.credit), 0) AS credits FROM drawdown_repayments r "
+                "LEFT JOIN ledger_lines l ON l.entry_id = r.ledger_entry_id GROUP BY r.id"
+            )
+        ]
         idem = {
             r[0]: (r[1], r[2])
             for r in await rows(
@@ -1182,7 +1377,17 @@ async def read_rows(engine: Any) -> dict[str, Any]:
         "receivables": receivables,
         "idempotency": idem,
         "bank_keys": bank_keys,
+        "repayments": repayments,
     }
+
+
+async def read_lines(api: Api, token: str, line_ids: list[str]) -> dict[str, Any]:
+    """Each credit line as the API shows it (GET /credit-lines/{id}); None where it did not answer."""
+    lines: dict[str, Any] = {}
+    for line_id in line_ids:
+        response, _ = await api.call("GET", f"/credit-lines/{line_id}", token, what="line")
+        lines[line_id] = response.json() if response is not None and response.status_code == 200 else None
+    return lines
 
 
 async def workflow_report(
@@ -1842,6 +2047,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--worker-kill-every", type=float, default=5.0, help="mean seconds between worker kills")
     p.add_argument("--api-kill-every", type=float, default=15.0, help="mean seconds between API kills")
+    p.add_argument("--worker-kills", type=int, default=0, help="at most this many worker kills (0: no bound)")
+    p.add_argument("--api-kills", type=int, default=0, help="at most this many API kills (0: no bound)")
     p.add_argument("--restart-delay", type=float, default=0.5, help="seconds before a killed part restarts")
     p.add_argument(
         "--temporal-kills",
@@ -1874,6 +2081,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--reject-share", type=float, default=0.02, help="share finance rejects")
     p.add_argument("--closed-share", type=float, default=0.03, help="share to the closed bank account")
     p.add_argument("--double-submit-share", type=float, default=0.05, help="share sent twice at once")
+    p.add_argument(
+        "--repay-share", type=float, default=0.3, help="share of drawdowns repaid once paid (1-3 parts)"
+    )
+    p.add_argument(
+        "--repay-full-share", type=float, default=0.4, help="share of those repaid in full (else 20-90 %%)"
+    )
+    p.add_argument(
+        "--repay-wait",
+        type=float,
+        default=45.0,
+        help="bound (s) for the repayments once every drawdown is done, the chaos still on",
+    )
     p.add_argument(
         "--ref", default=None, help="run the code of this git ref (git archive) instead of the working tree"
     )
@@ -2045,6 +2264,8 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
                 worker_every=args.worker_kill_every,
                 api_every=args.api_kill_every,
                 log=chaos_log,
+                worker_kills=args.worker_kills,
+                api_kills=args.api_kills,
             )
             crash_plan = server_plan(seed, len(jobs), args.temporal_kills, args.postgres_kills)
             parts = [
@@ -2059,7 +2280,8 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
                 else "",
             ]
             say(
-                f"load: {len(jobs)} drawdowns, {args.concurrency} clients, "
+                f"load: {len(jobs)} drawdowns ({sum(len(j.repayments) for j in jobs)} repayments planned "
+                f"on {sum(1 for j in jobs if j.repayments)} of them once paid), {args.concurrency} clients, "
                 + "; ".join(p for p in parts if p)
                 + "; bank faults on"
             )
@@ -2083,8 +2305,20 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
                 )
             )
             api = Api(stack.api_urls, http, stats, deadline=time.monotonic() + args.load_timeout)
+            repay_api = Api(stack.api_urls, http, stats, deadline=api.deadline + args.repay_wait)
             try:
-                outcomes = await guarded(run_load(api, jobs, finance_tokens, args.concurrency), supervisor)
+                outcomes = await guarded(
+                    run_load(
+                        api,
+                        jobs,
+                        finance_tokens,
+                        args.concurrency,
+                        repay_api=repay_api,
+                        watch=PaidWatch(engine),
+                        repay_wait=args.repay_wait,
+                    ),
+                    supervisor,
+                )
                 load_over.set()
                 await guarded(crashes, supervisor)  # the last crash measured (bounded)
             finally:
@@ -2116,9 +2350,12 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
         async with httpx.AsyncClient(timeout=30) as http:
             statement = (await http.get(f"{stack.bank_url}/statement")).json()
             bank_stats = (await http.get(f"{stack.bank_url}/admin/stats")).json()
-        rows = await read_rows(engine)
+            rows = await read_rows(engine)
+            reader = Api(stack.api_urls, http, LoadStats(), deadline=time.monotonic() + 60)
+            api_lines = await read_lines(reader, finance_tokens[OFFICERS[0]], list(rows["lines"]))
         ledger = await ledger_check(engine)
         report = account(outcomes, rows, statement)
+        repaid = account_repayments(outcomes, rows, api_lines)
         wf = await workflow_report(
             stack.temporal_address, report["lost_ids"] + report["mismatch_ids"], list(rows["drawdowns"])
         )
@@ -2156,6 +2393,10 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
     failed = bool(
         report["duplicated"]
         or report["lost"]
+        or repaid["duplicated"]
+        or repaid["lost"]
+        or repaid["mismatches"]
+        or repaid["lines_off"]
         or not ledger["balanced"]
         or report["unexplained_payments"]
         or report["mismatches"]
@@ -2169,6 +2410,7 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
         "seed": seed,
         "args": {k: str(v) for k, v in vars(args).items()},
         "figures": {k: v for k, v in report.items() if not k.endswith("_ids")},
+        "repayments": repaid,
         "lost_ids": report["lost_ids"],
         "mismatch_ids": report["mismatch_ids"],
         "ledger": {**ledger, "debits": str(ledger["debits"]), "credits": str(ledger["credits"])},
@@ -2197,7 +2439,9 @@ async def run(args: argparse.Namespace, seed: int, stack: Stack, usccs: list[str
     (stack.data_dir / "report.json").write_text(json.dumps(full, indent=2, default=str))
     if args.report:
         args.report.write_text(json.dumps(full, indent=2, default=str))
-    print_report(seed, report, ledger, chaos_log, stats, bank_stats, wf, errors, load_time, waited, contract)
+    print_report(
+        seed, report, repaid, ledger, chaos_log, stats, bank_stats, wf, errors, load_time, waited, contract
+    )
     print_recovery(recovery, args.server_down)
     if recoveries.skipped:
         say(f"server crashes skipped, the load having ended first: {', '.join(recoveries.skipped)}")
@@ -2243,7 +2487,9 @@ def account(outcomes: list[Outcome], rows: dict[str, Any], statement: dict[str, 
         if len(o.ids_seen) > 1:
             duplicated += max(0, sum(1 for i in o.ids_seen if i in by_drawdown) - 1)
 
-    approved_db = {d for d, r in drawdowns.items() if r["status"] in ("approved", "disbursed", "failed")}
+    approved_db = {
+        d for d, r in drawdowns.items() if r["status"] in ("approved", "disbursed", "repaid", "failed")
+    }
     client_approved = {o.drawdown_id for o in outcomes if o.result == "approved" and o.drawdown_id}
     lost_ids: list[str] = []
     reasons: Counter[str] = Counter()
@@ -2274,7 +2520,7 @@ def account(outcomes: list[Outcome], rows: dict[str, Any], statement: dict[str, 
             mismatches["bank payment under a key no disbursement uses"] += 1
     for d, paid in by_drawdown.items():
         row, disb = drawdowns.get(d), disbursements.get(d)
-        if row is None or row["status"] not in ("approved", "disbursed"):
+        if row is None or row["status"] not in ("approved", *PAID_OUT):
             unexplained += 1
             mismatches[f"bank paid a drawdown that is {row['status'] if row else 'unknown'}"] += 1
             mismatch_ids.append(d)
@@ -2296,15 +2542,13 @@ def account(outcomes: list[Outcome], rows: dict[str, Any], statement: dict[str, 
             mismatch_ids.append(d)
     for line in rows["lines"].values():
         mine = [r for r in drawdowns.values() if r["line"] == line["id"]]
-        drawn = sum((Decimal(r["amount"]) for r in mine if r["status"] == "disbursed"), Decimal("0.00"))
+        drawn = sum((Decimal(r["amount"]) for r in mine if r["status"] in PAID_OUT), Decimal("0.00"))
         reserved = sum(
             (Decimal(r["amount"]) for r in mine if r["status"] in ("pending_approval", "approved")),
             Decimal("0.00"),
         )
         if Decimal(line["drawn"]) != drawn or Decimal(line["reserved"]) != reserved:
             mismatches["credit line drawn/reserved differ from its drawdowns"] += 1
-        if rows["receivables"].get(line["uscc"], Decimal("0.00")) != Decimal(line["drawn"]):
-            mismatches["credit receivable differs from the line's drawn"] += 1
 
     statuses = Counter(r["status"] for d, r in drawdowns.items() if d in accepted)
     results = Counter(o.result for o in outcomes)
@@ -2319,6 +2563,7 @@ def account(outcomes: list[Outcome], rows: dict[str, Any], statement: dict[str, 
         "lost": len(lost_ids),
         "lost_reasons": dict(reasons),
         "refused_by_bank": statuses.get("failed", 0),
+        "repaid_in_full": statuses.get("repaid", 0),
         "rejected_by_finance": statuses.get("rejected", 0),
         "left_pending_approval": statuses.get("pending_approval", 0),
         "expired": statuses.get("expired", 0),
@@ -2329,6 +2574,126 @@ def account(outcomes: list[Outcome], rows: dict[str, Any], statement: dict[str, 
         "statuses": dict(statuses),
         "lost_ids": lost_ids,
         "mismatch_ids": list(dict.fromkeys(mismatch_ids)),
+    }
+
+
+def account_repayments(
+    outcomes: list[Outcome], rows: dict[str, Any], api_lines: dict[str, Any]
+) -> dict[str, Any]:
+    """The repayments against the database, and every credit line against its drawdowns, its repayments,
+    the ledger and what the API shows of it:
+
+    - duplicated: rows beyond one per Idempotency-Key (a repayment carries its key as its ``reference``), and
+      a key answered 201 with two repayment ids (a replay answers the first one's id: not a duplicate);
+    - lost: a repayment answered 201 that the database does not hold, and a row no key of the client's
+      explains;
+    - mismatches: a row of another amount or drawdown than its key's, or without its balanced ledger entry;
+    - lines off: a line whose ``repaid`` is not the sum of its drawdowns' nor of its repayment rows (each
+      drawdown's ``repaid`` the sum of its own, ``repaid`` status exactly when nothing is outstanding), whose
+      outstanding (``drawn - repaid``) is not within 0 and the limit, whose credit receivable is not its
+      outstanding, or that GET /credit-lines/{id} shows otherwise than PostgreSQL holds it or with an
+      ``available`` other than the service's ``limit - reserved - outstanding`` (models.CreditLine.available,
+      schemas.CreditLineRead)."""
+    zero = Decimal("0.00")
+    drawdowns, lines, receivables = rows["drawdowns"], rows["lines"], rows["receivables"]
+    planned = {r.key: (o, r) for o in outcomes for r in o.job.repayments}
+    sent = {key: (o, r) for key, (o, r) in planned.items() if r.sent}
+    by_key: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+    by_id: dict[str, dict[str, Any]] = {}
+    per_line: defaultdict[str, Decimal] = defaultdict(Decimal)
+    per_drawdown: defaultdict[str, Decimal] = defaultdict(Decimal)
+    for row in rows["repayments"]:
+        by_key[row["reference"]].append(row)
+        by_id[row["id"]] = row
+        per_line[row["line"]] += Decimal(row["amount"])
+        per_drawdown[row["drawdown"]] += Decimal(row["amount"])
+
+    duplicated = sum(len(found) - 1 for found in by_key.values() if len(found) > 1)
+    duplicated += sum(len(r.ids_seen) - 1 for _, r in sent.values() if len(r.ids_seen) > 1)
+    lost: Counter[str] = Counter()
+    mismatches: Counter[str] = Counter()
+    for key, (_, repayment) in sent.items():
+        for repayment_id in repayment.ids_seen:
+            if repayment_id not in by_id:
+                lost["answered 201, not in the database"] += 1
+            elif by_id[repayment_id]["reference"] != key:
+                mismatches["answered with another key's repayment"] += 1
+    for reference, found in by_key.items():
+        if reference is None or reference not in sent:
+            lost["in the database, never sent by the client"] += len(found)
+            continue
+        outcome, repayment = sent[reference]
+        for row in found:
+            amount = Decimal(row["amount"])
+            if amount != repayment.amount or row["drawdown"] != outcome.drawdown_id:
+                mismatches["of another amount or drawdown than its key's"] += 1
+            if not Decimal(row["debits"]) == Decimal(row["credits"]) == amount:
+                mismatches["ledger entry missing or of another amount"] += 1
+
+    line_reasons: Counter[str] = Counter()
+    lines_off = 0
+    for line_id, line in lines.items():
+        off: set[str] = set()
+        limit, reserved = Decimal(line["credit_limit"]), Decimal(line["reserved"])
+        drawn, repaid = Decimal(line["drawn"]), Decimal(line["repaid"])
+        outstanding = drawn - repaid
+        mine = [r for r in drawdowns.values() if r["line"] == line_id]
+        if repaid != sum((Decimal(r["repaid"]) for r in mine), zero) or repaid != per_line.get(line_id, zero):
+            off.add("repaid is not the sum of its drawdowns' repayments")
+        for r in mine:
+            amount, paid_back = Decimal(r["amount"]), Decimal(r["repaid"])
+            if (
+                paid_back != per_drawdown.get(r["id"], zero)
+                or (r["status"] == "repaid") != (paid_back == amount)
+                or (r["status"] not in PAID_OUT and paid_back != zero)
+            ):
+                off.add("a drawdown's repaid is not the sum of its repayments or disagrees with its status")
+        if not zero <= outstanding <= limit:
+            off.add("outstanding not within 0 and the limit")
+        if receivables.get(line["uscc"], zero) != outstanding:
+            off.add("credit receivable is not the outstanding")
+        shown = api_lines.get(line_id)
+        if shown is None:
+            off.add("GET /credit-lines/{id} did not answer")
+        else:
+            held = {"limit": limit, "reserved": reserved, "drawn": drawn, "repaid": repaid}
+            if (
+                any(Decimal(shown[k]) != v for k, v in held.items())
+                or Decimal(shown["outstanding"]) != outstanding
+            ):
+                off.add("the API shows other figures than PostgreSQL holds")
+            if Decimal(shown["available"]) != limit - reserved - outstanding:
+                off.add("available is not limit - reserved - outstanding")
+        if off:
+            lines_off += 1
+            line_reasons.update(off)
+
+    not_sent: Counter[str] = Counter()
+    for outcome in outcomes:
+        unsent = sum(1 for r in outcome.job.repayments if not r.sent)
+        if unsent:
+            reason = outcome.repaying or (
+                "an earlier part gave up" if any(r.sent for r in outcome.job.repayments) else outcome.result
+            )
+            not_sent[reason] += unsent
+    return {
+        "planned": len(planned),
+        "requested": len(sent),
+        "drawdowns": len({o.drawdown_id for o, _ in sent.values()}),
+        "answered": sum(1 for _, r in sent.values() if r.ids_seen),
+        "replayed": sum(r.replays for _, r in sent.values()),
+        "not_sent": dict(not_sent),
+        "recorded": len(rows["repayments"]),
+        "recorded_amount": f"{sum((Decimal(r['amount']) for r in rows['repayments']), zero):.2f}",
+        "duplicated": duplicated,
+        "lost": sum(lost.values()),
+        "lost_reasons": dict(lost),
+        "mismatches": sum(mismatches.values()),
+        "mismatch_reasons": dict(mismatches),
+        "lines_checked": len(lines),
+        "lines_off": lines_off,
+        "line_reasons": dict(line_reasons),
+        "client_results": dict(Counter(r.result for _, r in planned.values())),
     }
 
 
@@ -2363,6 +2728,7 @@ def print_recovery(figures: dict[str, dict[str, Any]], down: float) -> None:
 def print_report(
     seed: int,
     report: dict[str, Any],
+    repaid: dict[str, Any],
     ledger: dict[str, Any],
     chaos_log: ChaosLog,
     stats: LoadStats,
@@ -2386,10 +2752,25 @@ def print_report(
     )
     say(
         f"paid             {report['paid']:>7}   (total {report['paid_amount']}; refused by the bank "
-        f"{report['refused_by_bank']})"
+        f"{report['refused_by_bank']}; repaid in full since {report['repaid_in_full']})"
     )
     say(f"duplicated       {report['duplicated']:>7}")
     say(f"lost             {report['lost']:>7}   {report['lost_reasons'] or ''}")
+    say(
+        f"repayments       {repaid['requested']:>7}   (keys sent, on {repaid['drawdowns']} drawdowns; "
+        f"planned {repaid['planned']}, answered 201 {repaid['answered']}, replayed answers "
+        f"{repaid['replayed']}; "
+        f"not sent: {repaid['not_sent'] or 0})"
+    )
+    say(f"repay recorded   {repaid['recorded']:>7}   (amount {repaid['recorded_amount']})")
+    say(f"repay duplicated {repaid['duplicated']:>7}")
+    say(f"repay lost       {repaid['lost']:>7}   {repaid['lost_reasons'] or ''}")
+    say(f"repay mismatches {repaid['mismatches']:>7}   {repaid['mismatch_reasons'] or ''}")
+    say(
+        f"lines checked    {repaid['lines_checked']:>7}   (repaid = its drawdowns' repayments, "
+        "0 <= outstanding <= limit, available = limit - reserved - outstanding, receivable = outstanding)"
+    )
+    say(f"lines off        {repaid['lines_off']:>7}   {repaid['line_reasons'] or ''}")
     say(
         f"ledger balanced  {'yes' if ledger['balanced'] else 'NO':>7}   (debits {ledger['debits']}, credits "
         f"{ledger['credits']}, {ledger['entries']} entries, {len(ledger['unbalanced_entries'])} unbalanced)"
@@ -2406,6 +2787,7 @@ def print_report(
     if chaos_log.notes:
         say(f"parts that died by themselves: {chaos_log.notes}")
     say("client results: " + ", ".join(f"{k} {v}" for k, v in sorted(report["client_results"].items())))
+    say("repayment results: " + ", ".join(f"{k} {v}" for k, v in sorted(repaid["client_results"].items())))
     say("client retries: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.calls.items())))
     faults = {k: v for k, v in bank_stats.items() if v}
     say(f"bank: {faults}")
