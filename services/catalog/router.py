@@ -222,3 +222,20 @@ async def close_batch(
         payload={},
         act=lambda: service.close_batch(session, user=user, key=key, batch_key=batch, now=now),
     )
+
+
+@router.post(
+    "/batches/{batch}/close", status_code=201, response_model=ProgramVersionRead, responses=WRITE_ERRORS
+)
+async def close_batch_by_key(
+    batch: BatchKey,
+    user: WriterDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """Close the batch of this key now (admin), whichever program runs it (API.md's path): as
+    ``POST /programs/{key}/batches/{batch}/close``. 404 when no program has the batch, 409 when several do
+    (close it through its program's path)."""
+    key = service.program_of_batch(resources.programs, user=user, batch_key=batch)
+    return await close_batch(key, batch, user, session, resources, idempotency_key)

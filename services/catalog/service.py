@@ -230,6 +230,22 @@ async def close_batch(
     )
 
 
+def program_of_batch(programs: Mapping[str, Program], *, user: CurrentUser, batch_key: str) -> str:
+    """The key of the one program in force that has a batch ``batch_key``."""
+    authorize_admin(user)
+    owners = sorted(
+        key for key, program in programs.items() if any(b.key == batch_key for b in program.batches)
+    )
+    if not owners:
+        raise NotFound(f"No program has a batch {batch_key!r}.")
+    if len(owners) > 1:
+        raise Conflict(
+            f"Batch {batch_key!r} is in the programs {', '.join(owners)}: close it through "
+            f"/programs/{{key}}/batches/{batch_key}/close."
+        )
+    return owners[0]
+
+
 async def program_version(
     session: AsyncSession, *, user: CurrentUser, key: str, version: int | None, now: datetime
 ) -> ProgramVersionRead:

@@ -37,6 +37,12 @@ READ_CHUNK = 1024 * 1024
     response_model=PoolImportRead,
     responses=problem_responses(401, 403, 404, 413, 415, 422, 429),
 )
+@router.post(  # API.md's name for the same import
+    "/programs/{key}/pool",
+    status_code=202,
+    response_model=PoolImportRead,
+    responses=problem_responses(401, 403, 404, 413, 415, 422, 429),
+)
 async def import_pool(
     key: ProgramKey,
     file: Annotated[
@@ -86,6 +92,11 @@ async def import_pool(
 
 @router.get(
     "/pool-imports/{import_id}",
+    response_model=PoolImportRead,
+    responses=problem_responses(401, 403, 404, 422),
+)
+@router.get(  # API.md's name for the same job
+    "/imports/{import_id}",
     response_model=PoolImportRead,
     responses=problem_responses(401, 403, 404, 422),
 )

@@ -8,13 +8,14 @@ from typing import Any
 import httpx
 import pytest
 
-ANY_ID = "7b0c9a4e-5d1f-4c3b-9e2a-6f8d0b1c2a3e"  # no such application: routing answers before any lookup
+ANY_ID = "7b0c9a4e-5d1f-4c3b-9e2a-6f8d0b1c2a3e"  # no such object: routing answers before any lookup
 
 # Every method a path serves, as a client may rely on them: HEAD wherever GET, OPTIONS everywhere.
 PATH_METHODS = {
     "/api/v1/bridge-loans": {"GET", "HEAD", "POST", "OPTIONS"},
     "/api/v1/applications": {"GET", "HEAD", "POST", "OPTIONS"},
-    f"/api/v1/applications/{ANY_ID}": {"GET", "HEAD", "OPTIONS"},
+    f"/api/v1/documents/{ANY_ID}": {"GET", "HEAD", "OPTIONS"},
+    f"/api/v1/applications/{ANY_ID}/submit": {"POST", "OPTIONS"},
     f"/api/v1/applications/{ANY_ID}/supplements": {"POST", "OPTIONS"},
     "/api/v1/credit-lines": {"GET", "HEAD", "OPTIONS"},
     "/healthz": {"GET", "HEAD", "OPTIONS"},

@@ -917,6 +917,9 @@ ROWS += [
 ROWS += [
     Row("POST", f"{API}/programs/{{key}}/pool-imports", expect(403, admin=415), "pool", files=True),
     Row("GET", f"{API}/pool-imports/{{import_id}}", expect(403, admin=200), "pool"),
+    # API.md's names for the same two operations.
+    Row("POST", f"{API}/programs/{{key}}/pool", expect(403, admin=415), "pool", files=True),
+    Row("GET", f"{API}/imports/{{import_id}}", expect(403, admin=200), "pool"),
     Row("GET", f"{API}/pool-imports/{{import_id}}/errors.csv", expect(403, admin=200), "pool"),
     Row(
         "GET",
@@ -963,6 +966,7 @@ ROWS += [
     ),
     Row("POST", f"{API}/programs/{{key}}/batches/{{batch}}/open", expect(403, admin=404), "program"),
     Row("POST", f"{API}/programs/{{key}}/batches/{{batch}}/close", expect(403, admin=404), "program"),
+    Row("POST", f"{API}/batches/{{batch}}/close", expect(403, admin=404), "program"),
 ]
 
 
