@@ -40,9 +40,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.applications import repository as repo
 from services.applications import service
 from services.applications.schemas import QueueFilters
-from services.applications.views import LOOKUP_FAILURES, CachedRoute
+from services.applications.views import CachedRoute
 from services.auth import CurrentUser, Role, TokenVerifier
 from services.batching import SharedLookups
+from services.db import LOOKUP_FAILURES
 
 Key = tuple[CurrentUser, bytes]  # the caller (its whole identity and groups) and the raw query string
 

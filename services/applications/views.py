@@ -19,15 +19,12 @@ shortcut hands its lookup to the ordinary handler (``request.state``).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
-import asyncpg
 import structlog
 from fastapi import Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.applications import service
 from services.auth import CurrentUser, Role
 from services.batching import SharedLookups
-from services.db import asyncpg_dsn
+from services.db import LOOKUP_FAILURES, RawPool
 from services.deps import StrictQueryRoute, remembered_user
 
 log = structlog.get_logger(__name__)
@@ -61,17 +58,8 @@ class Access:
 READERS = frozenset({Role.enterprise, Role.reviewer, Role.admin})
 
 
-# What an asyncpg lookup may raise when the database is away or refuses: its callers go the ordinary way.
-LOOKUP_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-
 def audience(user: CurrentUser) -> Audience:
     return "enterprise" if user.role is Role.enterprise else "staff"
-
-
-async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
-    """A lookup leaves no session state behind (no transaction, no setting): the pool's default reset would
-    only cost every lookup one more round trip."""
 
 
 class ApplicationViews(SharedLookups[uuid.UUID, Access]):
@@ -88,10 +76,9 @@ class ApplicationViews(SharedLookups[uuid.UUID, Access]):
         super().__init__(lookups=lookups)
         # The ordinary path's sessions: `async with self.open_session() as session` on a miss.
         self.open_session = open_session
-        self._dsn = asyncpg_dsn(database_url)
+        self._lookups_pool = RawPool(database_url, size=lookups)  # opened when first needed
         self._size = size
         self._views: OrderedDict[tuple[uuid.UUID, Audience], tuple[int, bytes]] = OrderedDict()
-        self._pool: Any = None  # as many connections as `lookups`, opened when first needed
 
     # --- the version lookup ---------------------------------------------------------------------------------
 
@@ -109,19 +96,9 @@ class ApplicationViews(SharedLookups[uuid.UUID, Access]):
         }
 
     async def lookup_pool(self) -> Any:
-        """asyncpg's pool, made on the first lookup. With ``min_size=0`` opening it connects nothing, so it
-        never waits: the lookups in flight never see it half made. The cache of queue pages checks its
-        versions on it too (services/applications/queue_views.py)."""
-        if self._pool is None:
-            self._pool = asyncpg.create_pool(
-                self._dsn,
-                min_size=0,
-                max_size=self._lookups,
-                timeout=5,
-                command_timeout=5,
-                reset=_nothing_to_reset,
-            )
-        return await self._pool
+        """asyncpg's pool of the lookups (services/db.py ``RawPool``), made on the first lookup. The cache of
+        queue pages checks its versions on it too (services/applications/queue_views.py)."""
+        return await self._lookups_pool.pool()
 
     @staticmethod
     async def _fetch(conn: Any, ids: list[uuid.UUID]) -> list[Any]:
@@ -204,10 +181,7 @@ class ApplicationViews(SharedLookups[uuid.UUID, Access]):
 
     async def close(self) -> None:
         await self._stop_lookups()
-        if self._pool is not None:
-            # Closes the pool's connections; one still held past the wait is terminated instead.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pool.close(), 5)
+        await self._lookups_pool.close()
 
 
 class CachedRoute(StrictQueryRoute):
