@@ -41,7 +41,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import aiosmtplib
@@ -51,13 +51,17 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import ValidationError
 from sqlalchemy import String, bindparam, cast, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.config import Settings
 from services.events import EVENT_MODELS, OutboxEvent
 from services.i18n import catalogue
 from services.notifications.models import MailMessage
-from services.programs import Program, ProgramFileError, load_programs
+from services.programs import Program, ProgramFileError
+
+if TYPE_CHECKING:
+    from services.catalog.registry import ProgramRegistry
 
 log = structlog.get_logger("giantflow.mail")
 
@@ -444,19 +448,24 @@ class Mailer:
         # Each SMTP step may take the timeout; a lease outlives the three a message's send takes at most.
         self.timeout = settings.smtp_timeout_seconds
         self.lease = self.timeout * 3 + 30
-        self._programs: dict[str, Program] | None = None
+        self._registry: ProgramRegistry | None = None
 
     @property
     def programs(self) -> dict[str, Program]:
-        """The program files, read once (a malformed one already stopped the worker's start-up; should one
-        turn bad since, staff mailboxes are left out rather than holding up the relay)."""
-        if self._programs is None:
-            try:
-                self._programs = load_programs(self.settings.programs_dir)
-            except ProgramFileError:
-                log.exception("mail_programs_unreadable")
-                self._programs = {}
-        return self._programs
+        """The programs in force (services/catalog: the database's versions, read again by ``fan_out``
+        when they moved); an empty book when they cannot be read - staff mailboxes are left out rather than
+        holding up the relay."""
+        return {} if self._registry is None else self._registry.book
+
+    async def _refresh_programs(self) -> None:
+        try:
+            if self._registry is None:
+                from services.catalog.registry import ProgramRegistry
+
+                self._registry = ProgramRegistry(self.sessionmaker.kw["bind"], self.settings.programs_dir)
+            await self._registry.refresh()
+        except (ProgramFileError, OSError, SQLAlchemyError):
+            log.exception("mail_programs_unreadable")
 
     def recipients(self, event: OutboxEvent, enterprise: Enterprise | None) -> dict[str, str]:
         """Address -> why it gets the event (``enterprise``, ``finance``, ``reviewers``, ``group``), each
@@ -485,6 +494,7 @@ class Mailer:
         """Make the messages of ``events`` in ``session`` (the relay's fan-out transaction); how many."""
         if not self.enabled or not events:
             return 0
+        await self._refresh_programs()  # one small query when nothing moved
         usccs = sorted({event.uscc for event in events if event.uscc})
         enterprises = {}
         if usccs:

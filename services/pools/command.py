@@ -11,12 +11,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from services.catalog.registry import ProgramRegistry
 from services.config import Settings
 from services.db import create_engine, create_sessionmaker
 from services.errors import GiantflowError
 from services.pools import service
 from services.pools.schemas import PoolImportRead
-from services.programs import ProgramFileError, load_programs
+from services.programs import ProgramFileError
 
 
 class PoolCommandError(Exception):
@@ -35,16 +36,20 @@ async def import_file(settings: Settings, file: Path, *, program_key: str) -> Po
         raise PoolCommandError(f"cannot read {file}: {exc.strerror or exc}") from None
     if len(content) > settings.max_upload_bytes:
         raise PoolCommandError(f"{file} is larger than {settings.max_upload_bytes:,} bytes: split it")
-    try:
-        programs = load_programs(settings.programs_dir)
-    except ProgramFileError as exc:
-        raise PoolCommandError(str(exc)) from None
-    if program_key not in programs:
-        raise PoolCommandError(f"no program {program_key} (programs: {', '.join(sorted(programs))})")
-    owner = f"cli-{uuid.uuid4().hex[:12]}"
     engine = create_engine(settings.effective_database_url, pool_size=1)
     sessionmaker = create_sessionmaker(engine)
     try:
+        # The programs in force, as the API and workers see them (services/catalog: the database's
+        # versions, the files until the service has seeded it).
+        try:
+            registry = ProgramRegistry(engine, settings.programs_dir)
+            await registry.refresh()
+        except ProgramFileError as exc:
+            raise PoolCommandError(str(exc)) from None
+        programs = registry.book
+        if program_key not in programs:
+            raise PoolCommandError(f"no program {program_key} (programs: {', '.join(sorted(programs))})")
+        owner = f"cli-{uuid.uuid4().hex[:12]}"
         async with sessionmaker() as session, session.begin():
             try:
                 job = await service.accept_file(
