@@ -25,6 +25,7 @@ class Role(StrEnum):
     reviewer = "reviewer"
     finance = "finance"
     admin = "admin"
+    expert = "expert"  # a panel expert (services/applications/panels.py): its assignments only
 
 
 GroupName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
@@ -44,6 +45,7 @@ class CurrentUser(BaseModel):
     # Reviewer groups (e.g. a program's backup group, which escalated tasks go to): membership, not tenancy,
     # so not part of `identity`.
     groups: tuple[GroupName, ...] = Field(default=(), max_length=50)
+    expert_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")
 
     @model_validator(mode="after")
     def _claims_for_role(self) -> CurrentUser:
@@ -51,6 +53,8 @@ class CurrentUser(BaseModel):
             raise ValueError("an enterprise token needs a `uscc` claim")
         if self.role is Role.reviewer and (self.level is None or self.region is None):
             raise ValueError("a reviewer token needs `level` and `region` claims")
+        if self.role is Role.expert and self.expert_id is None:
+            raise ValueError("an expert token needs an `expert_id` claim")
         return self
 
     def covers_region(self, region_code: str) -> bool:
@@ -63,7 +67,15 @@ class CurrentUser(BaseModel):
         one opaque key (64 hex digits). Whatever a caller leaves behind for a later request to find (a stored
         idempotent response, an Update id) belongs to this, never to `sub` alone: two identity providers, or
         a careless one, may give an enterprise and a reviewer, or two enterprises, the same `sub`."""
-        claims = (self.role.value, self.sub, self.uscc or "", self.level or "", self.region or "")
+        claims: tuple[str, ...] = (
+            self.role.value,
+            self.sub,
+            self.uscc or "",
+            self.level or "",
+            self.region or "",
+        )
+        if self.expert_id is not None:
+            claims = (*claims, self.expert_id)
         return hashlib.sha256("\x1f".join(claims).encode()).hexdigest()
 
     def require(self, *roles: Role) -> None:

@@ -43,7 +43,14 @@ REVIEW_WORKFLOW = "ReviewWorkflow"
 BENEFITS_WORKFLOW = "BenefitsWorkflow"
 DISBURSEMENT_WORKFLOW = "DisbursementWorkflow"
 ReviewUpdate = Literal[
-    "decide", "supplement", "withdraw", "object", "resolve_objection", "revoke", "file_re_review", "score_panel"
+    "decide",
+    "supplement",
+    "withdraw",
+    "object",
+    "resolve_objection",
+    "revoke",
+    "file_re_review",
+    "score_panel",
 ]
 
 
@@ -114,7 +121,7 @@ PanelRule = Literal["average_score", "majority"]
 
 class PanelPolicy(_Model):
     """A stage decided by a panel of `size` experts drawn from the pool (the program's
-    ``[tiers.<tier>.panels.<level>]``): passes with an average score >= `pass_score`, or a majority of votes."""
+    ``[tiers.<tier>.panels.<level>]``): passes with an average score >= `pass_score`, or by majority vote."""
 
     size: int
     rule: PanelRule

@@ -13,9 +13,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
-from services.auth import CurrentUser, TokenVerifier
+from services.auth import CurrentUser, Role, TokenVerifier
 from services.config import Settings
-from services.errors import FieldError, Unauthorized, Unprocessable
+from services.errors import FieldError, Forbidden, Unauthorized, Unprocessable
 from services.pagination import CursorQuery, LimitQuery
 from services.resources import Resources
 
@@ -72,6 +72,9 @@ async def get_temporal(resources: ResourcesDep) -> Client:
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 
 
+EXPERT_PATHS = ("/api/v1/panel-assignments", "/api/v1/experts")
+
+
 class BearerUser(HTTPBearer):
     """The caller, from the bearer token: one dependency that is also the OpenAPI security scheme (rather than
     an HTTPBearer dependency feeding another one - every request resolves it)."""
@@ -81,7 +84,12 @@ class BearerUser(HTTPBearer):
         if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
             raise Unauthorized("A bearer token is required.")
         verifier: TokenVerifier = request.app.state.verifier
-        return await verifier.verify(credentials.credentials)
+        user = await verifier.verify(credentials.credentials)
+        if user.role is Role.expert and not request.url.path.startswith(EXPERT_PATHS):
+            # An expert judges files blind: its token opens the panel endpoints and nothing else (no
+            # enterprise, application, document or feed that could name the enterprises it scores).
+            raise Forbidden("An expert's token is good for the expert panel endpoints only.")
+        return user
 
 
 get_current_user = BearerUser(

@@ -24,12 +24,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from services.config import Environment, Settings
-from services.telemetry import route_template
+from services.telemetry import ResponseStatus, route_template
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from starlette.types import ASGIApp, Receive, Scope, Send
     from temporalio.runtime import Runtime
 
 REQUESTS = Counter(
@@ -64,23 +64,16 @@ class HttpMetrics:
             await _exposition(send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        status = ResponseStatus(send)
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, status)
         finally:
             method = scope["method"] if scope["method"] in METHODS else "other"
             route = route_template(scope)
-            key = (method, route, status)
+            key = (method, route, status.code)
             children = self._children.get(key)
             if children is None:
-                children = (REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route))
+                children = (REQUESTS.labels(method, route, str(status.code)), LATENCY.labels(method, route))
                 self._children[key] = children
             children[0].inc()
             children[1].observe(time.perf_counter() - started)

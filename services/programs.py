@@ -370,7 +370,7 @@ class PanelPolicy(_Frozen):
     @model_validator(mode="after")
     def _score_with_its_rule(self) -> PanelPolicy:
         if (self.rule == "average_score") != (self.pass_score is not None):
-            raise ValueError("pass_score goes with rule = \"average_score\" (and only with it)")
+            raise ValueError('pass_score goes with rule = "average_score" (and only with it)')
         return self
 
 

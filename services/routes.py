@@ -4,6 +4,7 @@ another is matched level by level on every request)."""
 from fastapi import APIRouter
 
 from services.applications.imports_router import router as recognition_imports_router
+from services.applications.panels_router import router as panels_router
 from services.applications.public import router as public_router
 from services.applications.router import router as applications_router
 from services.catalog.router import router as catalog_router
@@ -24,6 +25,7 @@ DOMAIN_ROUTERS: list[APIRouter] = [
     pools_router,
     catalog_router,
     recognition_imports_router,
+    panels_router,
     reports_router,
 ]
 

@@ -123,14 +123,7 @@ class ServerSpans:
                 parent = extract({"traceparent": value.decode("latin-1")})
                 break
         method: str = scope["method"]
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        status = ResponseStatus(send)
         with self.tracer.start_as_current_span(
             method,
             context=parent,
@@ -140,14 +133,14 @@ class ServerSpans:
             set_status_on_exception=True,
         ) as span:
             try:
-                await self.app(scope, receive, send_status)
+                await self.app(scope, receive, status)
             finally:
                 if span.is_recording():
                     route = route_template(scope)
                     span.update_name(f"{method} {route}")
                     span.set_attribute("http.route", route)
-                    span.set_attribute("http.response.status_code", status)
-                    if status >= 500:
+                    span.set_attribute("http.response.status_code", status.code)
+                    if status.code >= 500:
                         span.set_status(StatusCode.ERROR)
 
 
@@ -155,6 +148,22 @@ def traced(app: ASGIApp) -> ASGIApp:
     """The API with a server span around every request (the process's tracer provider)."""
     assert _provider is not None, "tracing is not set up"
     return ServerSpans(app, tracer=_provider.get_tracer("giantflow.api"))
+
+
+class ResponseStatus:
+    """The ``send`` a middleware hands the app: passes every message on and keeps the status the app
+    answered with (500 until a response starts)."""
+
+    __slots__ = ("code", "send")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.code = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.code = message["status"]
+        await self.send(message)
 
 
 def route_template(scope: Scope) -> str:

@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from devtools.devstack import EmbeddedPostgres, free_port
 from services.auth import Role, issue_development_token
 from services.config import Environment, Settings
 from services.db import create_engine
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from services.resources import Resources
 
 TEST_SECRET = "test-secret-for-giantflow-tests-only-0123456789"
 CONSOLE_SECRET = "test-console-secret-for-giantflow-tests-only-9876543210"
@@ -85,12 +91,23 @@ async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
                 await trans.rollback()
 
 
+def savepoint_sessions(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions on the test's rolled-back connection: each commit of the code under test a savepoint in it."""
+    return async_sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+
+
 @pytest.fixture
 async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
-    async with AsyncSession(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-    ) as s:
+    async with savepoint_sessions(connection)() as s:
         yield s
+
+
+@pytest.fixture
+def rollback_sessions(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions on the test's rolled-back connection, as `api_rollback`'s requests have them."""
+    return savepoint_sessions(connection)
 
 
 def make_token(
@@ -221,20 +238,23 @@ async def api(resources: Any, worker: Any) -> AsyncIterator[httpx.AsyncClient]:
     async def factory(_: Settings) -> Any:
         return resources
 
-    app = create_app(resources.settings, resources_factory=factory)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
+    async with served(create_app(resources.settings, resources_factory=factory)) as client:
+        yield client
 
 
 @pytest.fixture
 async def api_rollback(settings: Settings, connection: AsyncConnection) -> AsyncIterator[httpx.AsyncClient]:
     """The API through ASGITransport inside the test's rolled-back transaction (no Temporal reachable): every
     session of the app - the request's, and the view cache's on a miss - is a savepoint on this connection."""
-    from sqlalchemy.ext.asyncio import async_sessionmaker
-
     from services.app import create_app
+
+    async with served(create_app(settings, resources_factory=rollback_resources(connection))) as client:
+        yield client
+
+
+def rollback_resources(connection: AsyncConnection) -> Callable[[Settings], Awaitable[Resources]]:
+    """A ``resources_factory`` for ``create_app`` inside the test's rolled-back transaction: every session of
+    the app a savepoint on ``connection``, Temporal unreachable (a free port)."""
     from services.resources import Resources, connect_temporal
 
     async def factory(s: Settings) -> Resources:
@@ -242,15 +262,19 @@ async def api_rollback(settings: Settings, connection: AsyncConnection) -> Async
         return Resources(
             settings=s,
             engine=connection.engine,  # type: ignore[arg-type]
-            sessionmaker=async_sessionmaker(
-                bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-            ),
+            sessionmaker=savepoint_sessions(connection),
             temporal=await connect_temporal(unreachable),
             http=httpx.AsyncClient(),
             owns=False,
         )
 
-    app = create_app(settings, resources_factory=factory)
+    return factory
+
+
+@asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on ``app`` through ASGITransport, inside its lifespan (the lifespan's end closes what it
+    built)."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

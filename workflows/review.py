@@ -48,6 +48,13 @@ with workflow.unsafe.imports_passed_through():
         ObjectionResolution,
         ObjectionUpdate,
         OpenTask,
+        PanelClose,
+        PanelDraw,
+        PanelDrawn,
+        PanelPolicy,
+        PanelScore,
+        PanelScored,
+        PanelVerdict,
         RecognitionChange,
         RecognitionOutcome,
         RecognizeInput,
@@ -60,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
         ReviewInput,
         ReviewState,
         RevokeRequest,
+        ScoreRequest,
         ScreenAndEnterInput,
         ScreenInput,
         ScreenOutcome,
@@ -83,6 +91,10 @@ REMINDERS = "reminders-before-deadlines"
 STAGE_SEARCH_ATTRIBUTE = "stage-search-attribute"
 # Patch: a re-review window before expiry, filed with current figures; the recognition extended on approval.
 RE_REVIEW_WINDOW = "re-review-window-before-expiry"
+# Patch: a stage the program gives an expert panel is decided by a panel drawn from the pool
+# (services/applications/panels.py); asked only at such a stage, which no workflow before it had in its input.
+EXPERT_PANELS = "expert-panels"
+PANEL = Actor(sub="expert-panel", role="system")
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 RETRY = until_done(timedelta(seconds=1), timedelta(seconds=30), but=())
 OPEN: frozenset[str] = frozenset({"screening", "in_review", "returned", "public_notice"})
@@ -141,6 +153,11 @@ class ReviewWorkflow:
         # application and review, a child workflow).
         self._window_open = False
         self._re_review: workflow.ChildWorkflowHandle[Any, ReviewState] | None = None
+        # The expert panel sitting on the current stage (EXPERT_PANELS), the seats that have answered, and the
+        # generation (entry into the stage) whose panel was drawn - one draw per entry.
+        self._panel: PanelDrawn | None = None
+        self._answered: set[str] = set()
+        self._panel_drawn_at: int | None = None
 
     # --- state ------------------------------------------------------------------------------------------
 
@@ -255,6 +272,15 @@ class ReviewWorkflow:
                     )
 
     async def _wait_in_review(self) -> None:
+        policy = self.data.panels.get(self.stage) if self.stage is not None else None
+        if (
+            policy is not None
+            and self._panel_drawn_at != self._generation
+            and not self._overdue
+            and workflow.patched(EXPERT_PANELS)
+        ):
+            await self._sit_panel(policy)
+            return
         generation = self._generation
         timeout = None
         if not self._overdue and self._due_at is not None:
@@ -270,6 +296,56 @@ class ReviewWorkflow:
                         "escalate_task", EscalationInput, stage=stage, escalated_to=self.data.escalation_group
                     )
                     self._overdue = True
+
+    async def _sit_panel(self, policy: PanelPolicy) -> None:
+        """The stage decided by an expert panel: drawn (an activity, with a seed made here), then its answers
+        awaited until all are in or the stage's SLA ends; the rule's decision then moves the review on as a
+        reviewer's would. Too few eligible experts: no panel, the stage's reviewers decide (the reason is
+        recorded with the draw). Fewer answers than the quorum at the SLA: the stage escalates."""
+        generation = self._generation
+        self._panel_drawn_at = generation
+        stage, due = self.stage, self._due_at
+        assert stage is not None
+        assert due is not None
+        async with self._lock:
+            if self._generation != generation:
+                return
+            drawn: PanelDrawn = await self._write(
+                "draw_panel",
+                PanelDraw,
+                result_type=PanelDrawn,
+                stage=stage,
+                seed=str(workflow.uuid4()),
+                policy=policy,
+                due_at=due,
+            )
+            if drawn.panel_id is None:
+                return
+            self._panel, self._answered = drawn, set()
+        seats = len(drawn.assignments)
+        try:
+            await workflow.wait_condition(
+                lambda: self._generation != generation or len(self._answered) >= seats,
+                timeout=max(due - workflow.now(), timedelta(0)),
+            )
+        except TimeoutError:
+            pass
+        async with self._lock:
+            self._panel = None
+            if self._generation != generation:
+                return  # withdrawn while the panel sat
+            verdict: PanelVerdict = await self._write(
+                "close_panel", PanelClose, result_type=PanelVerdict, panel_id=drawn.panel_id
+            )
+            if verdict.decision is None:
+                await self._write(
+                    "escalate_task", EscalationInput, stage=stage, escalated_to=self.data.escalation_group
+                )
+                self._overdue = True
+                return
+            await self._apply_decision(
+                PANEL, verdict.decision, {"reason": verdict.reason, "close_task_as": verdict.decision}
+            )
 
     async def _wait_for_supplement(self) -> None:
         generation = self._generation
@@ -661,33 +737,41 @@ class ReviewWorkflow:
                 "internal_note": request.internal_note,
                 "close_task_as": request.decision,
             }
-            if request.decision != "approve":
-                # rejected, or returned to the enterprise until the supplement deadline
-                to: Status = "rejected" if request.decision == "reject" else "returned"
-                due = None
-                if to == "returned":
-                    due = request.supplement_due_at or workflow.now() + timedelta(
-                        seconds=self.data.durations.supplement_deadline
-                    )
-                await self._transition(request.actor, action=to, to=to, supplement_due_at=due, **details)
-                self._supplement_due_at = due or self._supplement_due_at
-            elif self._stage_index + 1 < len(self.data.stages):
-                await self._enter_stage(
-                    request.actor, index=self._stage_index + 1, action="approved", **details
-                )
-            else:
-                ends = workflow.now() + timedelta(seconds=self.data.durations.notice_period)
-                stage = self.data.stages[self._stage_index]
-                await self._transition(
-                    request.actor,
-                    action="approved",
-                    to="public_notice",
-                    stage=stage,
-                    notice_ends_at=ends,
-                    **details,
-                )
-                self._notice_ends_at = ends
+            await self._apply_decision(request.actor, request.decision, details, request.supplement_due_at)
             return self.state()
+
+    async def _apply_decision(
+        self,
+        actor: Actor,
+        decision: str,
+        details: _Details,
+        supplement_due_at: datetime | None = None,
+    ) -> None:
+        """The current stage's decision (a reviewer's or its expert panel's), under the lock."""
+        if decision != "approve":
+            # rejected, or returned to the enterprise until the supplement deadline
+            to: Status = "rejected" if decision == "reject" else "returned"
+            due = None
+            if to == "returned":
+                due = supplement_due_at or workflow.now() + timedelta(
+                    seconds=self.data.durations.supplement_deadline
+                )
+            await self._transition(actor, action=to, to=to, supplement_due_at=due, **details)
+            self._supplement_due_at = due or self._supplement_due_at
+        elif self._stage_index + 1 < len(self.data.stages):
+            await self._enter_stage(actor, index=self._stage_index + 1, action="approved", **details)
+        else:
+            ends = workflow.now() + timedelta(seconds=self.data.durations.notice_period)
+            stage = self.data.stages[self._stage_index]
+            await self._transition(
+                actor,
+                action="approved",
+                to="public_notice",
+                stage=stage,
+                notice_ends_at=ends,
+                **details,
+            )
+            self._notice_ends_at = ends
 
     @decide.validator
     def _check_decision(self, request: DecisionRequest) -> None:
@@ -699,6 +783,8 @@ class ReviewWorkflow:
         stage = self.stage
         if request.stage is not None and request.stage != stage:
             raise _conflict(f"the {request.stage} stage is not current; the application is at {stage}")
+        if self._panel is not None:
+            raise _conflict(f"an expert panel decides the {stage} stage; it has not finished")
         if self._overdue and self.data.escalation_group in actor.groups:
             return  # escalated at the SLA breach: the backup group decides, whatever its level and region
         if actor.level != stage:
@@ -719,6 +805,42 @@ class ReviewWorkflow:
                     "the supplement due date must be in the future and at most the program's supplement "
                     f"deadline from now ({latest.isoformat(timespec='minutes')})"
                 )
+
+    # --- expert panels --------------------------------------------------------------------------------------
+
+    @workflow.update(name="score_panel")
+    async def score_panel(self, request: ScoreRequest) -> PanelScored:
+        """An expert's score or vote on its seat (the API checked the seat is the caller's and the answer fits
+        the rule): recorded by an activity; the last answer lets the panel decide."""
+        async with self._lock:
+            self._check_score(request)
+            panel = self._panel
+            assert panel is not None
+            assert panel.panel_id is not None
+            scored: PanelScored = await self._write(
+                "record_panel_score",
+                PanelScore,
+                result_type=PanelScored,
+                panel_id=panel.panel_id,
+                assignment_id=request.assignment_id,
+                score=request.score,
+                vote=request.vote,
+            )
+            self._answered.add(str(request.assignment_id))
+            return scored
+
+    @score_panel.validator
+    def _check_score(self, request: ScoreRequest) -> None:
+        if request.actor.role != "expert":
+            raise _forbidden("only the panel's experts score")
+        panel = self._panel
+        seat = str(request.assignment_id)
+        if panel is None or seat not in panel.assignments:
+            raise _conflict("no expert panel of this application is sitting on that seat")
+        if panel.assignments[seat] != request.actor.expert_id:
+            raise _forbidden("the seat is another expert's")
+        if seat in self._answered:
+            raise _conflict("this seat has already answered; an expert answers once")
 
     # --- enterprise actions -----------------------------------------------------------------------------
 

@@ -44,10 +44,12 @@ def workflow_classes() -> list[type]:
 def activity_functions(resources: Resources) -> list[Callable[..., Any]]:
     from workflows.activities import ReviewActivities
     from workflows.credit_activities import CreditActivities
+    from workflows.panel_activities import PanelActivities
     from workflows.reconciliation_activities import ReconciliationActivities
 
     return [
         *ReviewActivities(resources).all(),
+        *PanelActivities(resources).all(),
         *CreditActivities(resources).all(),
         *ReconciliationActivities(resources).all(),
     ]

@@ -63,12 +63,14 @@ class Panel(Base):
     decided_at: Mapped[datetime | None]
 
     __table_args__ = (
-        CheckConstraint("status IN ('sitting', 'decided', 'no_quorum', 'too_few_experts')", name="status_known"),
+        CheckConstraint(
+            "status IN ('sitting', 'decided', 'no_quorum', 'too_few_experts')", name="status_known"
+        ),
     )
 
 
 class PanelAssignment(Base):
-    """One expert's seat on a panel: open until it scores or votes (once), absent if the panel's time ran out."""
+    """One expert's seat on a panel: open until it scores or votes (once); absent if its time ran out."""
 
     __tablename__ = "panel_assignments"
 

@@ -202,15 +202,14 @@ async def repay_bridge_loan(
         raise payouts.beyond(data.amount, "the loan's outstanding", outstanding)
     at, repayment_id = payouts.now(), uuid.uuid4()
     left = outstanding - data.amount
-    entry = await ledger.post_entry(
+    entry = await payouts.post_repayment(
         session,
         key=f"bridge-loan-repayment:{loan.id}:{repayment_id}",
         memo=f"bridge loan {loan.id} repaid by {loan.uscc}: {format_money(data.amount)}, "
-        f"{format_money(left)} outstanding" + (f" (ref {data.reference})" if data.reference else ""),
-        lines=[
-            ledger.Line.dr(ledger.BANK_SETTLEMENT, data.amount),
-            ledger.Line.cr(ledger.bridge_receivable(loan.uscc), data.amount),
-        ],
+        f"{format_money(left)} outstanding",
+        receivable=ledger.bridge_receivable(loan.uscc),
+        amount=data.amount,
+        reference=data.reference,
     )
     if not await repository.release_part_from_pool(session, program=loan.program, amount=data.amount):
         raise Conflict(f"The fund {loan.program!r} has less than {format_money(data.amount)} committed.")

@@ -366,6 +366,20 @@ def beyond(amount: Decimal, what: str, available: Decimal) -> Conflict:
     return Conflict(f"The amount {format_money(amount)} is more than {what} {format_money(available)}.")
 
 
+async def post_repayment(
+    session: AsyncSession, *, key: str, memo: str, receivable: str, amount: Decimal, reference: str | None
+) -> ledger.Entry:
+    """Money an enterprise paid back, as finance records it - the mirror of a payout's posting: debit
+    ``bank_settlement``, credit what it owed as (``receivable``). The bank's reference, if any, ends the
+    memo."""
+    return await ledger.post_entry(
+        session,
+        key=key,
+        memo=memo + (f" (ref {reference})" if reference else ""),
+        lines=[ledger.Line.dr(ledger.BANK_SETTLEMENT, amount), ledger.Line.cr(receivable, amount)],
+    )
+
+
 async def add(session: AsyncSession, kind: PayoutKind, row: Payout) -> PayoutRead:
     """Write a payout just requested (its ``requested`` columns set); returns its read model."""
     repository.add(session, row)

@@ -107,15 +107,13 @@ async def repay(
     if repaid is None:
         raise await _refusal(session, row.id, data.amount)
     repayment_id = uuid.uuid4()
-    entry = await ledger.post_entry(
+    entry = await payouts.post_repayment(
         session,
         key=ledger_key(repayment_id),
-        memo=f"drawdown {repaid.id} repaid by {repaid.uscc} ({format_money(data.amount)})"
-        + (f" (ref {data.reference})" if data.reference else ""),
-        lines=[
-            ledger.Line.dr(ledger.BANK_SETTLEMENT, data.amount),
-            ledger.Line.cr(ledger.credit_receivable(repaid.uscc), data.amount),
-        ],
+        memo=f"drawdown {repaid.id} repaid by {repaid.uscc} ({format_money(data.amount)})",
+        receivable=ledger.credit_receivable(repaid.uscc),
+        amount=data.amount,
+        reference=data.reference,
     )
     repayment = DrawdownRepayment(
         id=repayment_id,

@@ -90,10 +90,7 @@ async def cohort_report(
     format: FormatQuery = "json",
 ) -> Any:
     """`GET /programs/{program}/report`, under the name ../shared/API.md gives it."""
-    report = await service.build_report(
-        session, user=user, programs=resources.programs, key=program, batch=batch, now=datetime.now(UTC)
-    )
-    return await _answer(report, format)
+    return await program_report(program, session, user, resources, batch, format)
 
 
 @router.get("/programs/{key}/plan", response_model=PlanRead, responses=problem_responses(401, 403, 404))

@@ -25,7 +25,7 @@ from services.credit.models import BridgeLoan, FundPool, RewardBudget
 from services.events import BridgeLoanOverdue, OutboxEvent
 from tests.conftest import bearer
 from tests.credit.conftest import PROGRAM, BankSim, arm, auth, enterprise_token, new_uscc
-from tests.credit.test_funds_and_listings import finished, fund, loan, until
+from tests.credit.test_funds_and_listings import armed_companies, ask_loan, finished, fund, loan, until
 
 D = Decimal
 BUDGET_PROGRAM = "budget-test"  # five growth-board rewards a year; spent by the budget test alone
@@ -452,21 +452,11 @@ async def test_a_cut_racing_bridge_loan_requests_never_leaves_the_fund_over_comm
     capacity, committed = D(before["capacity"]), D(before["committed"])
     amount = D("10000.00")
     target = committed + 3 * amount
-    companies = [new_uscc() for _ in range(8)]
-    for uscc in companies:
-        await arm(sessions, uscc, "bridge_loan", program=FUND_PROGRAM)
-
-    async def ask(uscc: str) -> httpx.Response:
-        return await api.post(
-            "/api/v1/bridge-loans",
-            json=loan(f"{amount:.2f}"),
-            headers=bearer(enterprise_token(settings, uscc)),
-        )
-
+    companies = await armed_companies(sessions, 8, FUND_PROGRAM)
     results = await asyncio.gather(
-        *(ask(u) for u in companies[:4]),
+        *(ask_loan(api, settings, u, amount) for u in companies[:4]),
         _change(api, settings, {"capacity": f"{target:.2f}", "reason": "cut while lending"}),
-        *(ask(u) for u in companies[4:]),
+        *(ask_loan(api, settings, u, amount) for u in companies[4:]),
     )
     cut, asks = results[4], results[:4] + results[5:]
     assert {r.status_code for r in asks} <= {201, 409}, [r.text for r in asks]

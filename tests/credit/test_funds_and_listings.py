@@ -39,6 +39,21 @@ def loan(amount: str, **extra: Any) -> dict[str, Any]:
     return {"amount": amount, "term_days": 15, "purpose": "repay a maturing bank loan", **extra}
 
 
+async def armed_companies(sessions: async_sessionmaker[AsyncSession], count: int, program: str) -> list[str]:
+    """``count`` new enterprises, each granted a bridge loan in ``program``."""
+    companies = [new_uscc() for _ in range(count)]
+    for uscc in companies:
+        await arm(sessions, uscc, "bridge_loan", program=program)
+    return companies
+
+
+async def ask_loan(api: httpx.AsyncClient, settings: Settings, uscc: str, amount: Decimal) -> httpx.Response:
+    """A bridge loan of ``amount`` requested by the enterprise ``uscc`` itself."""
+    return await api.post(
+        "/api/v1/bridge-loans", json=loan(f"{amount:.2f}"), headers=bearer(enterprise_token(settings, uscc))
+    )
+
+
 async def until(
     api: httpx.AsyncClient, url: str, headers: dict[str, str], check: Callable[[dict[str, Any]], bool]
 ) -> dict[str, Any]:
@@ -92,18 +107,8 @@ async def test_concurrent_requests_and_decisions_never_over_commit_the_fund(
     assert D(before["capacity"]) == D("1000000.00")
     amount = (available / 12).quantize(CENT, rounding=ROUND_DOWN)  # 20 asks, about 12 fit
     fits = int(available // amount)
-    companies = [new_uscc() for _ in range(26)]
-    for uscc in companies:
-        await arm(sessions, uscc, "bridge_loan", program=BRIDGE_PROGRAM)
-
-    async def ask(uscc: str) -> httpx.Response:
-        return await api.post(
-            "/api/v1/bridge-loans",
-            json=loan(f"{amount:.2f}"),
-            headers=bearer(enterprise_token(settings, uscc)),
-        )
-
-    first = await asyncio.gather(*(ask(u) for u in companies[:20]))
+    companies = await armed_companies(sessions, 26, BRIDGE_PROGRAM)
+    first = await asyncio.gather(*(ask_loan(api, settings, u, amount) for u in companies[:20]))
     codes = [r.status_code for r in first]
     assert codes.count(201) == fits, codes
     assert codes.count(409) == 20 - fits
@@ -125,7 +130,7 @@ async def test_concurrent_requests_and_decisions_never_over_commit_the_fund(
     second = await asyncio.gather(
         *(decide(i, "reject") for i in rejected),
         *(decide(i, "approve") for i in approved),
-        *(ask(u) for u in companies[20:]),
+        *(ask_loan(api, settings, u, amount) for u in companies[20:]),
     )
     decisions, asks = second[:6], second[6:]
     assert [r.status_code for r in decisions] == [200] * 6, [r.text for r in decisions]

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.auth import CurrentUser, Role
 from services.config import Settings
@@ -62,14 +62,6 @@ async def paid_drawdown(
     async with sessions.begin() as session:
         await payouts.confirm(session, receipt=PaymentReceipt(payout_id=drawdown.id, bank_reference="B-1"))
     return drawdown.id
-
-
-@pytest.fixture
-def rollback_sessions(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
-    """Sessions on the test's rolled-back connection, as `api_rollback`'s requests have them."""
-    return async_sessionmaker(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
 
 
 class Borrower:

@@ -18,13 +18,14 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devtools.devstack import free_port
 from services.config import Settings
 from services.errors import PROBLEM_JSON
 from services.storage import CHUNK, PART, LocalStorage, S3Storage, Storage, build_storage
 from tests.applications.conftest import Applicant
+from tests.conftest import rollback_resources, served
 from tests.platform.conftest import S3Server
 from tests.support.factories import random_uscc
 
@@ -171,26 +172,10 @@ async def api_on(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     """The API with `configured` on the test's rolled-back transaction (no Temporal: documents need none)."""
     from services.app import create_app
-    from services.resources import Resources, connect_temporal
 
-    async def factory(s: Settings) -> Resources:
-        unreachable = s.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
-        return Resources(
-            settings=s,
-            engine=connection.engine,
-            sessionmaker=async_sessionmaker(
-                bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-            ),
-            temporal=await connect_temporal(unreachable),
-            http=httpx.AsyncClient(),
-            owns=False,
-        )
-
-    app = create_app(configured, resources_factory=factory)
-    async with app.router.lifespan_context(app):  # its end closes the store
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client, app
+    app = create_app(configured, resources_factory=rollback_resources(connection))
+    async with served(app) as client:  # the lifespan's end closes the store
+        yield client, app
 
 
 async def asgi_get(app: Any, url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], list[bytes]]:

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY, generate_latest
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
@@ -35,7 +35,7 @@ from services.logging import configure_logging
 from services.metrics import temporal_runtime
 from services.resources import Resources, connect_temporal
 from tests.applications.conftest import Applicant
-from tests.conftest import bearer, make_token
+from tests.conftest import bearer, make_token, rollback_resources
 from tests.support.factories import random_uscc, seed_application
 from workflows import gauges
 from workflows.worker import build_worker
@@ -45,21 +45,8 @@ from workflows.worker import build_worker
 def bare_api(connection: AsyncConnection) -> Callable[[Settings], FastAPI]:
     """A factory of the API (any settings) on the test's rolled-back transaction, Temporal unreachable."""
 
-    async def factory(s: Settings) -> Resources:
-        unreachable = s.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
-        return Resources(
-            settings=s,
-            engine=connection.engine,
-            sessionmaker=async_sessionmaker(
-                bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-            ),
-            temporal=await connect_temporal(unreachable),
-            http=httpx.AsyncClient(),
-            owns=False,
-        )
-
     def make(s: Settings) -> FastAPI:
-        return create_app(s, resources_factory=factory)
+        return create_app(s, resources_factory=rollback_resources(connection))
 
     return make
 

@@ -22,6 +22,16 @@ from tests.support.factories import random_uscc
 
 URL = "/api/v1/programs/demo/report"
 DAY = 86400.0
+SECTIONS = [  # in the order the exports write them
+    "funnel",
+    "screening_rules",
+    "review_times",
+    "by_region",
+    "by_industry",
+    "benefits",
+    "money",
+    "plan",
+]
 
 
 @pytest.fixture
@@ -260,17 +270,7 @@ async def test_csv_escapes_formulas(
     assert "attachment" in response.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
     assert rows[0]["section"] == "funnel"
-    sections = {row["section"] for row in rows}
-    assert sections == {
-        "funnel",
-        "screening_rules",
-        "review_times",
-        "by_region",
-        "by_industry",
-        "benefits",
-        "money",
-        "plan",
-    }
+    assert {row["section"] for row in rows} == set(SECTIONS)
     industries = [row["industry"] for row in rows if row["section"] == "by_industry"]
     assert "'" + HOSTILE in industries
     assert not any(value.startswith(("=", "+", "-", "@")) for row in rows for value in row.values() if value)
@@ -286,17 +286,7 @@ async def test_xlsx_opens_with_a_sheet_per_section(
     response = await api_rollback.get(URL, params={"batch": BATCH, "format": "xlsx"}, headers=admin)
     assert response.status_code == 200
     book = load_workbook(io.BytesIO(response.content))
-    assert book.sheetnames == [
-        "report",
-        "funnel",
-        "screening_rules",
-        "review_times",
-        "by_region",
-        "by_industry",
-        "benefits",
-        "money",
-        "plan",
-    ]
+    assert book.sheetnames == ["report", *SECTIONS]
     funnel = list(book["funnel"].iter_rows(values_only=True))
     assert funnel[0][:3] == ("tier", "applied", "screened_in")
     assert funnel[1][:3] == ("specialized_new", 5, 4)

@@ -53,6 +53,7 @@ CALLERS: dict[str, str] = {
     "fin": "finance",
     "fin_self": "finance, the requester of the object (maker-checker)",
     "admin": "admin",
+    "expert": "panel expert, the target's seat's (a token good for the panel endpoints only)",
 }
 REVIEWERS = {
     "rev": ("municipal", "500200"),
@@ -66,9 +67,11 @@ def expect(
     default: int, *, public: bool = False, reviewers: int | None = None, **cells: int
 ) -> dict[str, int]:
     """A row's cells: `default` for every authenticated caller unless overridden; 401 without a valid
-    token unless `public`; `reviewers` sets all four reviewers; `fin_self` follows `fin` unless given."""
+    token unless `public`; `reviewers` sets all four reviewers; `fin_self` follows `fin` unless given; an
+    expert, whose token opens the panel endpoints only, 403 unless given (or `public`)."""
     table = dict.fromkeys(CALLERS, default)
     table["anon"] = table["forged"] = default if public else 401
+    table["expert"] = default if public else 403
     if reviewers is not None:
         table.update(dict.fromkeys(REVIEWERS, reviewers))
     table.update(cells)
@@ -114,6 +117,9 @@ class World:
         if caller in REVIEWERS:
             level, region = REVIEWERS[caller]
             return bearer(make_token(s, "reviewer", f"{caller}-{region}", level=level, region=region))
+        if caller == "expert":
+            expert_id = target.ids.get("expert_id", "matrix-expert")
+            return bearer(make_token(s, "expert", f"user-{expert_id}", expert_id=expert_id))
         if caller == "fin_self":
             return bearer(make_token(s, "finance", target.owner_sub))
         if caller == "fin":
@@ -316,6 +322,49 @@ async def listing_reward(world: World) -> Obj:
     return Obj(uscc=owner.uscc, ids={**owner.ids, "reward_id": created["id"]})
 
 
+PANEL_LOCK = asyncio.Lock()
+
+
+async def panel_seat(world: World) -> Obj:
+    """An application whose provincial stage (program `matrix-panel`: a one-expert panel that votes) is at its
+    panel, and the expert drawn onto it: one registered for it, every other expert of the pool declared in
+    conflict with the applicant first, so that the draw can pick nobody else."""
+    async with PANEL_LOCK:
+        obj = await enterprise(world)
+        expert_id = f"matrix-{uuid.uuid4().hex[:10]}"
+        body = {"expert_id": expert_id, "name": "Matrix expert", "region_code": "110105"}
+        await ok(world.api.post(f"{API}/experts", headers=world.admin, json=body), 201)
+        experts = await ok(world.api.get(f"{API}/experts", headers=world.admin, params={"limit": "200"}))
+        assert experts["next_cursor"] is None, "the matrix expects a small pool"
+        for other in experts["items"]:
+            if other["expert_id"] != expert_id:
+                await ok(
+                    world.api.post(
+                        f"{API}/experts/{other['expert_id']}/conflicts",
+                        headers=world.admin,
+                        json={"uscc": obj.uscc},
+                    ),
+                    201,
+                )
+        created = await ok(
+            world.api.post(
+                f"{API}/applications", headers=world.owner(obj), json=application_body(obj, "matrix-panel")
+            ),
+            201,
+        )
+        obj.ids.update(application_id=created["id"], expert_id=expert_id)
+        await until(world, f"{API}/applications/{created['id']}", lambda b: b["status"] == "in_review")
+        await decide(world, obj, "rev", "approve")
+        expert = bearer(make_token(world.settings, "expert", f"user-{expert_id}", expert_id=expert_id))
+        for _ in range(300):
+            seats = await ok(world.api.get(f"{API}/panel-assignments", headers=expert))
+            if seats["items"]:
+                obj.ids["assignment_id"] = seats["items"][0]["id"]
+                return obj
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no panel seat for {expert_id}")
+
+
 WEBHOOK_URL = "https://93.184.215.14/hooks"  # a public address as a literal: nothing to resolve
 
 
@@ -423,6 +472,7 @@ BUILDERS: list[dict[str, Callable[[World], Awaitable[Obj]]]] = [
         "none": nothing,
         "reconciliation": reconciliation_run,
         "program": program,
+        "panel": panel_seat,
     },
 ]
 
@@ -987,6 +1037,58 @@ def _listed_row(_: Obj) -> dict[str, Any]:
     }
 
 
+# Expert panels (services/applications/panels.py): admins keep the pool; an admin or the expert itself
+# declares a conflict; an expert reads and answers its own seats only (blind files).
+ROWS += [
+    Row(
+        "POST",
+        f"{API}/experts",
+        expect(403, admin=201),
+        json=lambda o: {"expert_id": f"m-{uuid.uuid4().hex[:10]}", "name": "x", "region_code": "500000"},
+    ),
+    Row(
+        "GET",
+        f"{API}/experts",
+        expect(403, admin=200),
+        "panel",
+        params=lambda o: {"limit": "200"},
+        sees=("expert_id", frozenset({"admin"})),
+    ),
+    Row(
+        "POST",
+        f"{API}/experts/{{expert_id}}/conflicts",
+        expect(403, admin=201, expert=201),
+        "panel",
+        json=lambda o: {"uscc": random_uscc("110105")},
+    ),
+    Row(
+        "GET",
+        f"{API}/panel-assignments",
+        expect(403, expert=200),
+        "panel",
+        sees=("assignment_id", frozenset({"expert"})),
+    ),
+    Row("GET", f"{API}/panel-assignments/{{assignment_id}}", expect(403, expert=200), "panel"),
+    # The draws, for audit: admins only (the seats name the experts).
+    Row(
+        "GET",
+        f"{API}/panels",
+        expect(403, admin=200),
+        "panel",
+        params=lambda o: {"application_id": o.ids["application_id"]},
+        sees=("application_id", frozenset({"admin"})),
+    ),
+    Row(
+        "POST",
+        f"{API}/panel-assignments/{{assignment_id}}/score",
+        expect(403, expert=200),
+        "panel",
+        consumes=True,
+        json=lambda o: {"vote": "approve"},
+        keyed=True,
+    ),
+]
+
 # Imported recognitions (services/applications/imported.py): an admin enters a ministry's list.
 ROWS += [Row("POST", f"{API}/recognitions/imports", expect(403, admin=200), json=_listed_row)]
 
@@ -1012,6 +1114,11 @@ async def matrix_api(resources: Resources, worker: Any, tmp_path: Path) -> Async
         'notice_period = "PT20S"', 'notice_period = "PT1S"'
     )
     (tmp_path / "matrix-fast.toml").write_text(fast)
+    panel = slow.replace('key = "demo"', 'key = "matrix-panel"').replace(
+        "[tiers.little_giant]",
+        '[tiers.specialized_new.panels.provincial]\nsize = 1\nrule = "majority"\n\n[tiers.little_giant]',
+    )
+    (tmp_path / "matrix-panel.toml").write_text(panel)
     resources.settings = resources.settings.model_copy(update={"programs_dir": tmp_path})
     resources._programs = load_programs(tmp_path)
 

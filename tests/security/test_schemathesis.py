@@ -46,6 +46,8 @@ SEMANTIC_RULES = {
     "POST /api/v1/programs/{key}/batches": "the batch's dates, validated with its program as a file's",
     "POST /api/v1/programs/{key}/batches/{batch}/open": "`closes_on` not past; needed to reopen a batch",
     "POST /api/v1/recognitions/imports": "the USCC's check character; the program's tiers; a new enterprise",
+    "POST /api/v1/experts/{expert_id}/conflicts": "the USCC's check character",
+    "POST /api/v1/panel-assignments/{assignment_id}/score": "a score or a vote, as the panel's rule says",
 }
 
 # Defects in code this suite does not own, tolerated here until fixed there (then delete the entry).
