@@ -324,54 +324,29 @@ async def seed(engine: AsyncEngine, count: int) -> None:
 
 
 async def _alone() -> None:
-    import tempfile
-    from pathlib import Path
-
-    from alembic import command
-
     from bench.run import Figures
-    from bench.stack import PROGRAMS
-    from devtools.devstack import EmbeddedPostgres, free_port
-    from services.app import create_app
-    from services.auth import Role, issue_development_token
-    from services.config import Settings
+    from bench.stack import PROGRAMS, api_in_process
     from services.db import create_engine
-    from services.migrate import alembic_config
-    from services.resources import Resources
 
     scale = float(os.environ.get("BENCH_SCALE", "1"))
     count = max(100, round(FULL * scale))
-    with tempfile.TemporaryDirectory(prefix="giantflow-bench-report-") as folder:
-        server = EmbeddedPostgres(Path(folder) / "pg", port=free_port())
-        server.start()
+
+    async def seeded(database_url: str) -> None:
+        engine = create_engine(database_url)
         try:
-            settings = Settings(
-                database_url=server.url(),
-                data_dir=Path(folder) / "data",
-                programs_dir=PROGRAMS,
-                temporal_address=f"127.0.0.1:{free_port()}",  # not needed: a report never touches Temporal
-                log_level="WARNING",
-            )
-            await asyncio.to_thread(command.upgrade, alembic_config(settings.effective_database_url), "head")
-            engine = create_engine(settings.effective_database_url)
-            try:
-                await seed(engine, count)
-            finally:
-                await engine.dispose()
-            app = create_app(settings, resources_factory=Resources.build)
-            token = issue_development_token(settings, role=Role.admin, sub="bench-admin")
-            figures = Figures()
-            async with app.router.lifespan_context(app):
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(
-                    transport=transport, base_url="http://bench", timeout=120
-                ) as api:
-                    p50, report = await measure(api, token)
-            add_figure(figures, p50, report)
-            for figure in figures.items:
-                print(f"  {figure.name}: goal {figure.goal}, {figure.note}", flush=True)
+            await seed(engine, count)
         finally:
-            server.stop()
+            await engine.dispose()
+
+    figures = Figures()
+    async with api_in_process("giantflow-bench-report-", programs_dir=PROGRAMS, prepare=seeded) as (
+        api,
+        token,
+    ):
+        p50, report = await measure(api, token)
+    add_figure(figures, p50, report)
+    for figure in figures.items:
+        print(f"  {figure.name}: goal {figure.goal}, {figure.note}", flush=True)
 
 
 if __name__ == "__main__":

@@ -84,44 +84,15 @@ async def pool_import(
 
 
 async def _alone() -> None:
-    import tempfile
-    from pathlib import Path
-
-    from alembic import command
-
     from bench.run import Figures
-    from devtools.devstack import EmbeddedPostgres, free_port
-    from services.app import create_app
-    from services.auth import Role, issue_development_token
-    from services.config import Settings
-    from services.migrate import alembic_config
-    from services.resources import Resources
+    from bench.stack import api_in_process
 
-    with tempfile.TemporaryDirectory(prefix="giantflow-bench-pool-") as folder:
-        server = EmbeddedPostgres(Path(folder) / "pg", port=free_port())
-        server.start()
-        try:
-            settings = Settings(
-                database_url=server.url(),
-                data_dir=Path(folder) / "data",
-                temporal_address=f"127.0.0.1:{free_port()}",  # not needed: imports never touch Temporal
-                log_level="WARNING",
-            )
-            await asyncio.to_thread(command.upgrade, alembic_config(settings.effective_database_url), "head")
-            app = create_app(settings, resources_factory=Resources.build)
-            token = issue_development_token(settings, role=Role.admin, sub="bench-admin")
-            figures = Figures()
-            async with app.router.lifespan_context(app):
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(
-                    transport=transport, base_url="http://bench", timeout=120
-                ) as api:
-                    rate, seconds = await import_rate(api, token)
-            add_figure(figures, rate, seconds, ROWS)
-            for figure in figures.items:
-                print(f"  {figure.name}: goal {figure.goal}, {figure.note}", flush=True)
-        finally:
-            server.stop()
+    figures = Figures()
+    async with api_in_process("giantflow-bench-pool-") as (api, token):
+        rate, seconds = await import_rate(api, token)
+    add_figure(figures, rate, seconds, ROWS)
+    for figure in figures.items:
+        print(f"  {figure.name}: goal {figure.goal}, {figure.note}", flush=True)
 
 
 if __name__ == "__main__":

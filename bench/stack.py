@@ -10,11 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
 import psutil
 
 from devtools.devstack import free_port, http_ok
@@ -117,14 +119,68 @@ class Stack:
         return issue_development_token(self.settings, role=role, sub=sub, ttl=timedelta(hours=6), **claims)
 
 
+AnyStack = TypeVar("AnyStack", bound=Stack)
+
+
 @contextlib.contextmanager
-def running(data_dir: Path, programs_dir: Path = PROGRAMS) -> Iterator[Stack]:
-    stack = Stack(data_dir, programs_dir=programs_dir)
+def started(stack: AnyStack) -> Iterator[AnyStack]:
+    """``stack`` started for the block, stopped after it (whatever the block raised)."""
     try:
         stack.start()
         yield stack
     finally:
         stack.stop()
+
+
+def running(data_dir: Path, programs_dir: Path = PROGRAMS) -> contextlib.AbstractContextManager[Stack]:
+    return started(Stack(data_dir, programs_dir=programs_dir))
+
+
+@contextlib.asynccontextmanager
+async def api_in_process(
+    prefix: str,
+    *,
+    programs_dir: Path | None = None,
+    prepare: Callable[[str], Awaitable[None]] | None = None,
+) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """One benchmark alone (``python -m bench.<name>``): an embedded PostgreSQL in a temporary folder named
+    from ``prefix``, migrated to head, ``prepare(database_url)`` run on it (untimed seeding), then the API in
+    this process with no Temporal behind it. Yields a client on the API and an admin token."""
+    import asyncio
+    import tempfile
+
+    from alembic import command
+
+    from devtools.devstack import EmbeddedPostgres
+    from services.app import create_app
+    from services.migrate import alembic_config
+    from services.resources import Resources
+
+    chosen: dict[str, Any] = {} if programs_dir is None else {"programs_dir": programs_dir}
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        server = EmbeddedPostgres(Path(folder) / "pg", port=free_port())
+        server.start()
+        try:
+            settings = Settings(
+                database_url=server.url(),
+                data_dir=Path(folder) / "data",
+                **chosen,
+                temporal_address=f"127.0.0.1:{free_port()}",  # not needed: these benchmarks never touch it
+                log_level="WARNING",
+            )
+            await asyncio.to_thread(command.upgrade, alembic_config(settings.effective_database_url), "head")
+            if prepare is not None:
+                await prepare(settings.effective_database_url)
+            app = create_app(settings, resources_factory=Resources.build)
+            token = issue_development_token(settings, role=Role.admin, sub="bench-admin")
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://bench", timeout=120
+                ) as api:
+                    yield api, token
+        finally:
+            server.stop()
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import SCALE, Figure, Figures, batch_intake, scaled, wrk  # noqa: E402
-from bench.stack import Stack, process  # noqa: E402
+from bench.stack import Stack, process, started  # noqa: E402
 from devtools.devstack import free_port  # noqa: E402
 from services.auth import Role  # noqa: E402
 
@@ -94,16 +94,6 @@ async def _read(measured: Throughput, seconds: float) -> None:
     measured.read_seconds += seconds
 
 
-@contextlib.contextmanager
-def _stack(data_dir: Path, extra: dict[str, str]) -> Iterator[TelemetryStack]:
-    stack = TelemetryStack(data_dir, extra=extra)
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
-
-
 @contextlib.asynccontextmanager
 async def _scraping(urls: list[str]) -> AsyncIterator[None]:
     """Every ``/metrics`` read every 15 s while the block runs, as Prometheus would."""
@@ -148,8 +138,8 @@ async def telemetry_overhead(folder: Path, figures: Figures) -> None:
             ready_url=f"http://127.0.0.1:{sink_port}/",
             log=folder / "otlp-sink.log",
         ),
-        _stack(folder / "off", {}) as plain,
-        _stack(folder / "on", on_env) as observed,
+        started(TelemetryStack(folder / "off", extra={})) as plain,
+        started(TelemetryStack(folder / "on", extra=on_env)) as observed,
     ):
         async with _scraping(scraped):
             off = await _intake(plain, applications)

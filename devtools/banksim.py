@@ -39,7 +39,7 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 ENV_PREFIX = "GIANTFLOW_BANK_"
 USCC = re.compile(r"^[0-9A-HJ-NP-RTUWXY]{18}$")
@@ -90,23 +90,17 @@ def _uscc(value: str) -> str:
     return value
 
 
+Amount = Annotated[str, AfterValidator(_money)]
+Beneficiary = Annotated[str, AfterValidator(_uscc)]
+
+
 class PaymentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    amount: str
+    amount: Amount
     currency: Literal["CNY"]
-    beneficiary: str
+    beneficiary: Beneficiary
     reference: Annotated[str, Field(min_length=1, max_length=200)]
-
-    @field_validator("amount")
-    @classmethod
-    def _money(cls, value: str) -> str:
-        return _money(value)
-
-    @field_validator("beneficiary")
-    @classmethod
-    def _uscc(cls, value: str) -> str:
-        return _uscc(value)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
@@ -130,20 +124,10 @@ class StatementLine(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: Annotated[str, Field(pattern=KEY.pattern)]
-    amount: str
-    beneficiary: str
+    amount: Amount
+    beneficiary: Beneficiary
     paid_at: datetime | None = None  # now when omitted
     reference: str = "injected for reconciliation"
-
-    @field_validator("amount")
-    @classmethod
-    def _money(cls, value: str) -> str:
-        return _money(value)
-
-    @field_validator("beneficiary")
-    @classmethod
-    def _uscc(cls, value: str) -> str:
-        return _uscc(value)
 
 
 class StatementChanges(BaseModel):
