@@ -1,7 +1,8 @@
-"""A small cohort of the demo program with known outcomes, written straight to the database (in the test's
-rolled-back transaction): every figure of the report over it is known in advance.
+"""A small cohort of the report-test program (tests/reports/programs/report-test.toml, which no other test
+writes applications under) with known outcomes, written straight to the database (in the test's rolled-back
+transaction): every figure of the report over it is known in advance, whatever other tests left committed.
 
-batch demo-2026 (demo's plan: specialized_new 20 in 2026 and 30 in 2027, little_giant 5 and 10):
+batch report-test-2026 (the plan is demo's: specialized_new 20 in 2026 and 30 in 2027; little_giant 5, 10):
   A  specialized_new 500103 machinery    screened in, municipal 1 d, provincial 10 d, notice, recognised
                                           2026-06-01
   B  specialized_new 500103 =HYPERLINK   screened in, municipal 2 d, provincial 20 d, notice, recognised
@@ -40,7 +41,8 @@ from services.credit.models import (
 )
 from tests.support.factories import random_uscc, strong_metrics
 
-PROGRAM, BATCH = "demo", "demo-2026"
+PROGRAM, BATCH = "report-test", "report-test-2026"
+OTHER_BATCH = "report-test-2027"  # not in the file: I's
 HOSTILE = '=HYPERLINK("http://evil.example/","click")'
 T0 = datetime(2026, 4, 10, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -202,7 +204,7 @@ async def seed_cohort(session: AsyncSession) -> Cohort:
     f = await s.application("F", status="in_review", stage="municipal")
     await s.application("G", status="draft", passed=None)
     await s.application("H", status="in_review", stage="municipal", program="national", batch="2026")
-    await s.application("I", status="ineligible", passed=False, batch="demo-2027")
+    await s.application("I", status="ineligible", passed=False, batch=OTHER_BATCH)
     for app, days in ((a, 1), (b, 2), (c, 3), (e, 4)):
         await s.task(app, "municipal", days=days, sla=3)
     await s.task(f, "municipal", days=None, sla=3)  # due 2026-04-13: long past

@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.config import Settings
 from tests.console.conftest import StaffFactory, signed_in_on
-from tests.reports.seed import BATCH, HOSTILE, seed_cohort
+from tests.reports.seed import BATCH, HOSTILE, PROGRAM, seed_cohort
 
 EN = {"Accept-Language": "en"}
-PAGE = f"/console/reports?program=demo&batch={BATCH}"
+PAGE = f"/console/reports?program={PROGRAM}&batch={BATCH}"
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ async def test_the_admin_reads_the_report_with_charts_and_downloads(
             download = await admin.get(link.replace("&amp;", "&"))
             assert download.status_code == 200, download.text
             assert "attachment" in download.headers["content-disposition"]
-        pdf = await admin.get(f"/console/reports/export?program=demo&batch={BATCH}&format=pdf")
+        pdf = await admin.get(f"/console/reports/export?program={PROGRAM}&batch={BATCH}&format=pdf")
         assert pdf.content.startswith(b"%PDF")
         chinese = await admin.get(PAGE, headers={"Accept-Language": "zh-CN"})
         assert "申报漏斗（按层级）" in chinese.text

@@ -17,10 +17,11 @@ from services.auth import Role
 from services.config import Settings
 from tests.conftest import bearer, make_token
 from tests.platform.test_query_plans import GROWING, seq_scans
-from tests.reports.seed import BATCH, HOSTILE, seed_cohort
+from tests.reports.seed import BATCH, HOSTILE, PROGRAM, seed_cohort
 from tests.support.factories import random_uscc
 
-URL = "/api/v1/programs/demo/report"
+URL = f"/api/v1/programs/{PROGRAM}/report"
+PLAN = f"/api/v1/programs/{PROGRAM}/plan"
 DAY = 86400.0
 SECTIONS = [  # in the order the exports write them
     "funnel",
@@ -55,7 +56,7 @@ async def test_funnel_rules_times_regions_and_money(
     api_rollback: httpx.AsyncClient, seeded: None, admin: dict[str, str]
 ) -> None:
     report = await _report(api_rollback, admin)
-    assert (report["program"], report["batch"], report["region"]) == ("demo", BATCH, None)
+    assert (report["program"], report["batch"], report["region"]) == (PROGRAM, BATCH, None)
     assert report["funnel"] == [
         {
             "tier": "specialized_new",
@@ -171,8 +172,8 @@ async def test_funnel_rules_times_regions_and_money(
 async def test_plan_against_achieved_by_china_year(
     api_rollback: httpx.AsyncClient, seeded: None, admin: dict[str, str]
 ) -> None:
-    """demo.toml plans specialized_new 20 (2026) and 30 (2027), little_giant 5 and 10; B was recognised at
-    2026-12-31 17:00 UTC, which is 2027 in China."""
+    """report-test.toml plans, as demo.toml does, specialized_new 20 (2026) and 30 (2027), little_giant 5
+    and 10; B was recognised at 2026-12-31 17:00 UTC, which is 2027 in China."""
     report = await _report(api_rollback, admin)
     assert report["plan_source"] == "file"
     plan = [
@@ -195,7 +196,7 @@ async def test_plan_against_achieved_by_china_year(
     ]
     # An admin replaces the plan; the report measures against it; an empty plan returns to the file's.
     put = await api_rollback.put(
-        "/api/v1/programs/demo/plan",
+        PLAN,
         json={"targets": [{"year": 2027, "tier": "little_giant", "target": 2}]},
         headers=admin,
     )
@@ -208,16 +209,16 @@ async def test_plan_against_achieved_by_china_year(
         ("little_giant", 2027, 2, 1, 0.5)
     ]
     bad = await api_rollback.put(
-        "/api/v1/programs/demo/plan",
+        PLAN,
         json={"targets": [{"year": 2027, "tier": "single_champion", "target": 2}] * 2},
         headers=admin,
     )
     assert bad.status_code == 422
     assert {e["field"] for e in bad.json()["errors"]} == {"targets[0].tier", "targets[1].tier", "targets[1]"}
-    back = await api_rollback.put("/api/v1/programs/demo/plan", json={"targets": []}, headers=admin)
+    back = await api_rollback.put(PLAN, json={"targets": []}, headers=admin)
     assert back.json()["source"] == "file"
     assert len(back.json()["targets"]) == 4
-    assert (await api_rollback.get("/api/v1/programs/demo/plan", headers=admin)).json()["source"] == "file"
+    assert (await api_rollback.get(PLAN, headers=admin)).json()["source"] == "file"
 
 
 async def test_every_batch_and_the_contract_path(
@@ -225,9 +226,9 @@ async def test_every_batch_and_the_contract_path(
 ) -> None:
     everything = await api_rollback.get(URL, headers=admin)
     assert everything.json()["batch"] is None
-    assert everything.json()["funnel"][0]["applied"] == 6  # and I, of batch demo-2027
+    assert everything.json()["funnel"][0]["applied"] == 6  # and I, of batch report-test-2027
     cohort = await api_rollback.get(
-        "/api/v1/reports/cohort", params={"program": "demo", "batch": BATCH}, headers=admin
+        "/api/v1/reports/cohort", params={"program": PROGRAM, "batch": BATCH}, headers=admin
     )
     assert cohort.status_code == 200
     assert cohort.json()["funnel"] == (await _report(api_rollback, admin))["funnel"]
@@ -257,7 +258,7 @@ async def test_roles(api_rollback: httpx.AsyncClient, seeded: None, settings: Se
     refused = await api_rollback.get(URL, headers=enterprise)
     assert refused.status_code == 403
     assert (await api_rollback.get(URL)).status_code == 401
-    not_admin = await api_rollback.put("/api/v1/programs/demo/plan", json={"targets": []}, headers=reviewer)
+    not_admin = await api_rollback.put(PLAN, json={"targets": []}, headers=reviewer)
     assert not_admin.status_code == 403
 
 
