@@ -123,6 +123,10 @@ def create_app(
     for router in DOMAIN_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     document_webhooks(app.webhooks)
+    from services.idempotency import document_required_keys
+
+    build_openapi = app.openapi
+    app.openapi = lambda: document_required_keys(build_openapi())  # type: ignore[method-assign]
     app.include_router(health_router)
     from services.console.routes import mount_console
 

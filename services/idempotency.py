@@ -150,5 +150,25 @@ def require_key(key: str | None) -> None:
         )
 
 
+KEY_REQUIRED: dict[str, Any] = {"x-idempotency-key-required": True}
+"""`openapi_extra=` of a route that calls `require_key`: its OpenAPI operation states the header required."""
+
+
+def document_required_keys(schema: dict[str, Any]) -> dict[str, Any]:
+    """The app's OpenAPI document with `Idempotency-Key` required (a string, not null) wherever a route
+    asked for it with `KEY_REQUIRED`. Only the document: the route still checks access first, then the key."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or not operation.pop("x-idempotency-key-required", False):
+                continue
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "header" and parameter.get("name") == "Idempotency-Key":
+                    parameter["required"] = True
+                    key_schema = parameter.get("schema", {})
+                    strings = [s for s in key_schema.pop("anyOf", []) if s.get("type") != "null"]
+                    key_schema.update(strings[0] if len(strings) == 1 else {})
+    return schema
+
+
 def replay_response(replay: Replay) -> JSONResponse:
     return JSONResponse(replay.body, status_code=replay.status_code, headers={"Idempotent-Replayed": "true"})

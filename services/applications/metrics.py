@@ -1,7 +1,8 @@
 """The figures an enterprise declares when it applies, and the ratios the screening rules read.
 
 Money is yuan with at most two decimals, given as a string, an integer or a ``Decimal`` - never a
-float. Ratios are exact ``Decimal`` fractions (``0.03`` is 3%). Where a ratio's denominator is zero:
+float, but for a whole one (``2.0``, an integer to JSON). Ratios are exact ``Decimal`` fractions (``0.03``
+is 3%). Where a ratio's denominator is zero:
 
 - R&D intensity, main-business share and net margin are ``0`` when revenue is ``0``;
 - the debt ratio is ``0`` when assets and liabilities are both ``0`` and ``Infinity`` when there are
@@ -41,10 +42,17 @@ INFINITY = Decimal("Infinity")
 _ZERO = Decimal(0)
 
 
+_EXACT_FLOAT = 2**53  # every whole number up to this magnitude is exactly a float
+
+
 def _no_float(value: Any) -> Any:
+    """A float is refused, except a whole one a float spells exactly (``2.0`` is the integer ``2`` in JSON
+    and in the schema's `integer`)."""
     if isinstance(value, bool):
         raise ValueError("a yes/no value is not an amount")
     if isinstance(value, float):
+        if value.is_integer() and abs(value) <= _EXACT_FLOAT:
+            return int(value)
         raise ValueError('give exact amounts as strings or integers (e.g. "1250000.50"), not floats')
     return value
 

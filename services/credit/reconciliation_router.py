@@ -17,7 +17,7 @@ from services.credit.reconciliation_schemas import (
 )
 from services.deps import CurrentUserDep, ListingDep, ResourcesDep, SessionDep, StrictQueryRoute, TemporalDep
 from services.errors import problem_responses
-from services.idempotency import IdempotencyKey, once
+from services.idempotency import KEY_REQUIRED, IdempotencyKey, once
 from services.pagination import Page
 from services.ratelimit import WriterDep
 
@@ -63,6 +63,7 @@ async def get_reconciliation(
     status_code=202,
     response_model=ReconciliationRunRequested,
     responses=problem_responses(401, 403, 422, 429, 503),
+    openapi_extra=KEY_REQUIRED,
 )
 async def run_reconciliation(
     day: Annotated[date, Path(alias="date")],

@@ -53,7 +53,7 @@ from services.deps import (
     TemporalDep,
 )
 from services.errors import problem_responses
-from services.idempotency import IdempotencyKey, once, require_key
+from services.idempotency import KEY_REQUIRED, IdempotencyKey, once, require_key
 from services.pagination import CursorQuery, LimitQuery, Page
 from services.ratelimit import WriterDep
 from services.vocabulary import BenefitKind, BenefitStatus, DisbursementStatus, PayoutKind, PayoutStatus, Tier
@@ -256,6 +256,7 @@ async def decide_drawdown(drawdown_id: uuid.UUID, body: ApprovalCreate, write: W
     status_code=201,
     response_model=DrawdownRepaymentRead,
     responses=problem_responses(400, 401, 403, 404, 409, 422, 429),
+    openapi_extra=KEY_REQUIRED,
 )
 async def repay_drawdown(drawdown_id: uuid.UUID, body: DrawdownRepaymentCreate, write: WriteDep) -> Any:
     """The enterprise (its own) or finance records a repayment of a drawdown paid out, in parts or whole,
@@ -349,6 +350,7 @@ FundKey = Annotated[str, Path(pattern=KEY_PATTERN, description="the fund's progr
     status_code=201,
     response_model=FundCapacityChangeRead,
     responses=WRITE_ERRORS,
+    openapi_extra=KEY_REQUIRED,
 )
 async def change_fund_capacity(program: FundKey, body: FundCapacityChangeCreate, write: WriteDep) -> Any:
     """An admin sets a fund's `capacity` or moves it by `delta` (negative: a cut), with a `reason` and an
@@ -429,7 +431,12 @@ async def decide_bridge_loan(loan_id: uuid.UUID, body: ApprovalCreate, write: Wr
     return await write.decide("bridge_loan", loan_id, body, f"POST /bridge-loans/{loan_id}/approvals")
 
 
-@router.post("/bridge-loans/{loan_id}/repayment", response_model=BridgeLoanRead, responses=WRITE_ERRORS)
+@router.post(
+    "/bridge-loans/{loan_id}/repayment",
+    response_model=BridgeLoanRead,
+    responses=WRITE_ERRORS,
+    openapi_extra=KEY_REQUIRED,
+)
 async def repay_bridge_loan(loan_id: uuid.UUID, body: RepaymentCreate, write: WriteDep) -> Any:
     """Finance or admin (never the requester) records a repayment of a loan paid out (409 otherwise): `amount`
     is a part or the whole of what is `outstanding` (409 beyond it), with an `Idempotency-Key` (422 without).

@@ -306,6 +306,16 @@ SignedMoney = Annotated[
 class FundCapacityChangeCreate(_Write):
     """Exactly one of ``capacity`` (the new capacity) and ``delta`` (a raise, or a cut when negative)."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={  # the `_one_of` rule, for clients: exactly one of the two is given (not null)
+            "oneOf": [
+                {"required": ["capacity"], "properties": {"capacity": {"type": "string"}}},
+                {"required": ["delta"], "properties": {"delta": {"type": "string"}}},
+            ]
+        },
+    )
+
     capacity: Annotated[Money | None, Field(description="the fund's new capacity")] = None
     delta: Annotated[SignedMoney | None, Field(description="added to the capacity (negative: a cut)")] = None
     reason: Annotated[str, Field(min_length=1, max_length=2000, pattern=NO_NUL)]

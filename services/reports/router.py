@@ -93,7 +93,7 @@ async def cohort_report(
     return await program_report(program, session, user, resources, batch, format)
 
 
-@router.get("/programs/{key}/plan", response_model=PlanRead, responses=problem_responses(401, 403, 404))
+@router.get("/programs/{key}/plan", response_model=PlanRead, responses=problem_responses(401, 403, 404, 422))
 async def read_plan(
     key: ProgramKey, session: SessionDep, user: CurrentUserDep, resources: ResourcesDep
 ) -> Any:

@@ -126,12 +126,18 @@ class PlanLine(_Read):
     target: Annotated[int, Field(ge=0, le=1_000_000)]
 
 
+class PlanLineWrite(PlanLine):
+    """A line of a plan as an admin sends it: nothing beside its three fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
 class PlanUpdate(BaseModel):
     """The whole plan of a program, replacing what was set before; an empty list returns to the file's."""
 
     model_config = ConfigDict(extra="forbid")
 
-    targets: Annotated[list[PlanLine], Field(max_length=500)]
+    targets: Annotated[list[PlanLineWrite], Field(max_length=500)]
 
 
 class PlanRead(_Read):

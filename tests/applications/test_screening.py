@@ -1266,13 +1266,18 @@ def test_json_input_with_strings_and_integers() -> None:
     m = DeclaredMetrics.model_validate_json(payload)
     assert m.new_equity_2y == Decimal(5)
     assert m.new_equity_3y == Decimal("7.5")
+    # A whole float is an integer to JSON (and to the schema's `integer`): taken, exactly.
+    whole_floats = json.dumps(data(new_equity_2y=0.0, last={"revenue": 2.0**53}))
+    whole = DeclaredMetrics.model_validate_json(whole_floats)
+    assert whole.new_equity_2y == 0
+    assert whole.years[-1].revenue == Decimal(2**53)
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"new_equity_2y": 1.5}, "not floats"),
-        ({"last": {"revenue": 100000000.0}}, "not floats"),
+        ({"last": {"revenue": 100000000.5}}, "not floats"),
         ({"last": {"revenue": "100000000.001"}}, "decimal places"),
         ({"last": {"revenue": "-1.00"}}, "greater than or equal to 0"),
         ({"last": {"main_business_revenue": "100000000.01"}}, "exceeds revenue"),

@@ -36,6 +36,7 @@ CALLERS = ("anonymous", "enterprise", "reviewer", "finance", "admin")
 SEMANTIC_RULES = {
     "POST /api/v1/enterprises": "the USCC's check character; `founded_on` is not in the future",
     "POST /api/v1/applications": "the USCC's check character; consecutive years; revenue splits; years ended",
+    "PATCH /api/v1/applications/{application_id}": "the draft's figures: as for an application",
     "POST /api/v1/applications/{application_id}/supplements": "corrected figures: as for an application",
     "POST /api/v1/applications/{application_id}/decisions": "`supplement_due_at` with `return` only, ahead",
     "POST /api/v1/enterprises/{uscc}/listings": "`listed_on` is not in the future",
@@ -45,6 +46,8 @@ SEMANTIC_RULES = {
     "POST /api/v1/programs/{key}/versions": "the program document, as a program file; its key the path's",
     "POST /api/v1/programs/{key}/batches": "the batch's dates, validated with its program as a file's",
     "POST /api/v1/programs/{key}/batches/{batch}/open": "`closes_on` not past; needed to reopen a batch",
+    "POST /api/v1/recognitions/{recognition_id}/re-review": "current figures: as for an application",
+    "POST /api/v1/reconciliations/{date}/run": "the day is not one to come",
     "POST /api/v1/recognitions/imports": "the USCC's check character; the program's tiers; a new enterprise",
     "POST /api/v1/experts/{expert_id}/conflicts": "the USCC's check character",
     "POST /api/v1/panel-assignments/{assignment_id}/score": "a score or a vote, as the panel's rule says",
