@@ -120,6 +120,7 @@ async def telemetry_overhead(folder: Path, figures: Figures) -> None:
     """Both stacks up at once (each idle while the other is measured): the intakes one after the other, the
     reads in turns, so that a machine's drift falls on both alike."""
     applications, seconds = scaled(3_000, 20), max(2.0, 15 * SCALE)
+    folder.mkdir(parents=True, exist_ok=True)  # the sink's log goes there before either stack makes it
     sink_port, metrics_port = free_port(), free_port()
     on_env = {
         "GIANTFLOW_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",

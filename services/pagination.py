@@ -10,7 +10,7 @@ import operator
 import re
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
@@ -126,6 +126,21 @@ def _rfc3339(value: object) -> object:
     if isinstance(value, str) and not re.fullmatch(RFC3339, value):
         raise ValueError("a time is RFC 3339 with an offset, e.g. 2026-11-22T08:00:00+08:00")
     return value
+
+
+ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def _iso_date(value: object) -> object:
+    """Dates in queries are ``YYYY-MM-DD`` (API.md); pydantic alone would also take a number as a Unix
+    timestamp (`?from=0` was 1970-01-01)."""
+    if isinstance(value, str) and not re.fullmatch(ISO_DATE, value):
+        raise ValueError("a date is YYYY-MM-DD, e.g. 2026-11-22")
+    return value
+
+
+# A date in a query: ``Annotated[IsoDate | None, Query(...)]``.
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
 Rfc3339Query = Annotated[

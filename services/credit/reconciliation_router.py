@@ -18,7 +18,7 @@ from services.credit.reconciliation_schemas import (
 from services.deps import CurrentUserDep, ListingDep, ResourcesDep, SessionDep, StrictQueryRoute, TemporalDep
 from services.errors import problem_responses
 from services.idempotency import KEY_REQUIRED, IdempotencyKey, once
-from services.pagination import Page
+from services.pagination import IsoDate, Page
 from services.ratelimit import WriterDep
 
 router = APIRouter(tags=["reconciliation"], route_class=StrictQueryRoute)
@@ -34,8 +34,10 @@ Day = Annotated[date, Path(description="the statement's day, YYYY-MM-DD (China S
 async def list_reconciliations(
     listing: ListingDep,
     status: RunStatus | None = None,
-    date_from: Annotated[date | None, Query(alias="from", description="statement days on or after")] = None,
-    date_to: Annotated[date | None, Query(alias="to", description="statement days on or before")] = None,
+    date_from: Annotated[
+        IsoDate | None, Query(alias="from", description="statement days on or after")
+    ] = None,
+    date_to: Annotated[IsoDate | None, Query(alias="to", description="statement days on or before")] = None,
 ) -> Page[ReconciliationRunRead]:
     """The bank reconciliation runs, the latest statement day first: per day the statement's and the
     ledger's counts and totals, and the mismatches of each kind (finance and admin)."""

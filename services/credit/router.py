@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date
 from functools import partial
 from typing import Annotated, Any
 
@@ -54,7 +53,7 @@ from services.deps import (
 )
 from services.errors import problem_responses
 from services.idempotency import KEY_REQUIRED, IdempotencyKey, once, require_key
-from services.pagination import CursorQuery, LimitQuery, Page
+from services.pagination import CursorQuery, IsoDate, LimitQuery, Page
 from services.ratelimit import WriterDep
 from services.vocabulary import BenefitKind, BenefitStatus, DisbursementStatus, PayoutKind, PayoutStatus, Tier
 
@@ -62,12 +61,14 @@ router = APIRouter(tags=["credit"], route_class=StrictQueryRoute)
 
 UsccQuery = Annotated[str | None, Query(pattern=USCC_PATTERN)]
 ProgramQuery = Annotated[str | None, Query(pattern=KEY_PATTERN)]
-FromQuery = Annotated[date | None, Query(alias="from", description="created on or after (UTC day)")]
-ToQuery = Annotated[date | None, Query(alias="to", description="created on or before (UTC day)")]
+FromQuery = Annotated[IsoDate | None, Query(alias="from", description="created on or after (UTC day)")]
+ToQuery = Annotated[IsoDate | None, Query(alias="to", description="created on or before (UTC day)")]
 RequestedFromQuery = Annotated[
-    date | None, Query(alias="from", description="requested on or after (UTC day)")
+    IsoDate | None, Query(alias="from", description="requested on or after (UTC day)")
 ]
-RequestedToQuery = Annotated[date | None, Query(alias="to", description="requested on or before (UTC day)")]
+RequestedToQuery = Annotated[
+    IsoDate | None, Query(alias="to", description="requested on or before (UTC day)")
+]
 READ_ERRORS = problem_responses(401, 403, 422)
 READ_ONE_ERRORS = problem_responses(401, 403, 404, 422)
 WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429, 503)
