@@ -370,30 +370,51 @@ async def recognize(
             status="active",
         )
         session.add(existing)
-        session.add(
-            Transition(
-                application_id=application_id,
-                event_key=data.event_key,
-                actor="system",
-                role="system",
-                action="recognized",
-                from_status="public_notice",
-                to_status="recognized",
-                stage=None,
-                reason=f"notice period passed; certificate {existing.certificate_no}",
-                at=data.at,
-            )
+        await _recognized(
+            session,
+            application,
+            existing,
+            data,
+            f"notice period passed; certificate {existing.certificate_no}",
         )
-        application.status = "recognized"
-        application.stage = None
-        application.updated_at = data.at
-        await session.flush()
-        await announce.recognized(session, application, existing)
+    return _outcome(existing)
+
+
+async def _recognized(
+    session: AsyncSession,
+    application: Application,
+    recognition: Recognition,
+    data: RecognizeInput,
+    reason: str,
+) -> None:
+    """The application out of its notice and recognised (``recognition``), in its history and announced."""
+    session.add(
+        Transition(
+            application_id=application.id,
+            event_key=data.event_key,
+            actor="system",
+            role="system",
+            action="recognized",
+            from_status="public_notice",
+            to_status="recognized",
+            stage=None,
+            reason=reason,
+            at=data.at,
+        )
+    )
+    application.status = "recognized"
+    application.stage = None
+    application.updated_at = data.at
+    await session.flush()
+    await announce.recognized(session, application, recognition)
+
+
+def _outcome(recognition: Recognition) -> RecognitionOutcome:
     return RecognitionOutcome(
-        recognition_id=existing.id,
-        certificate_no=existing.certificate_no,
-        valid_from=existing.valid_from,
-        valid_until=existing.valid_until,
+        recognition_id=recognition.id,
+        certificate_no=recognition.certificate_no,
+        valid_from=recognition.valid_from,
+        valid_until=recognition.valid_until,
     )
 
 
@@ -414,32 +435,15 @@ async def _renew(
         if recognition.status == "active":
             recognition.valid_until = program.durations.validity.add_to(recognition.valid_until)
             recognition.re_review_opened_at = None
-        session.add(
-            Transition(
-                application_id=application.id,
-                event_key=data.event_key,
-                actor="system",
-                role="system",
-                action="recognized",
-                from_status="public_notice",
-                to_status="recognized",
-                stage=None,
-                reason=f"re-review approved; certificate {recognition.certificate_no} valid until "
-                f"{recognition.valid_until.astimezone(UTC).date().isoformat()}",
-                at=data.at,
-            )
+        until = recognition.valid_until.astimezone(UTC).date().isoformat()
+        await _recognized(
+            session,
+            application,
+            recognition,
+            data,
+            f"re-review approved; certificate {recognition.certificate_no} valid until {until}",
         )
-        application.status = "recognized"
-        application.stage = None
-        application.updated_at = data.at
-        await session.flush()
-        await announce.recognized(session, application, recognition)
-    return RecognitionOutcome(
-        recognition_id=recognition.id,
-        certificate_no=recognition.certificate_no,
-        valid_from=recognition.valid_from,
-        valid_until=recognition.valid_until,
-    )
+    return _outcome(recognition)
 
 
 async def change_recognition(session: AsyncSession, *, data: RecognitionChange) -> None:

@@ -706,19 +706,9 @@ async def check_draft(
     """A preview of the caller's draft (``DraftCheck``): its screening as a submission now would screen it,
     and every refusal a submission now would meet. Nothing is written."""
     application = await own_draft(session, user=user, application_id=application_id)
-    filing = await _filing(
-        session,
-        user=user,
-        uscc=application.uscc,
-        program_key=application.program,
-        tier=application.tier,
-        batch_key=application.batch,
-        programs=programs,
-        now=now,
-        drafting=True,
+    filing, metrics, cited = await _draft_as_filed(
+        session, user=user, application=application, programs=programs, now=now, drafting=True
     )
-    metrics = DeclaredMetrics.model_validate(application.metrics)
-    cited = [d.id for d in await repo.application_documents(session, application.id)]
     problems: list[DraftProblem] = []
     for check in await _submission_checks(session, filing, metrics=metrics, evidence=cited, now=now):
         try:
@@ -743,6 +733,32 @@ async def check_draft(
     )
 
 
+async def _draft_as_filed(
+    session: AsyncSession,
+    *,
+    user: CurrentUser,
+    application: Application,
+    programs: dict[str, Program],
+    now: datetime,
+    drafting: bool,
+) -> tuple[_Filing, DeclaredMetrics, list[uuid.UUID]]:
+    """A draft as its submission would file it: the filing (program, tier, batch as checked now), its
+    figures and the documents it cites."""
+    filing = await _filing(
+        session,
+        user=user,
+        uscc=application.uscc,
+        program_key=application.program,
+        tier=application.tier,
+        batch_key=application.batch,
+        programs=programs,
+        now=now,
+        drafting=drafting,
+    )
+    cited = [d.id for d in await repo.application_documents(session, application.id)]
+    return filing, DeclaredMetrics.model_validate(application.metrics), cited
+
+
 async def submit_draft(
     session: AsyncSession,
     *,
@@ -755,19 +771,9 @@ async def submit_draft(
     fraud bar, batch open, ...), then the same write - status ``screening``, filed now, the history's first
     row, the event - whose review the caller starts once the request commits (``workflow_client``)."""
     application = await own_draft(session, user=user, application_id=application_id, for_update=True)
-    filing = await _filing(
-        session,
-        user=user,
-        uscc=application.uscc,
-        program_key=application.program,
-        tier=application.tier,
-        batch_key=application.batch,
-        programs=programs,
-        now=now,
-        drafting=False,
+    filing, metrics, cited = await _draft_as_filed(
+        session, user=user, application=application, programs=programs, now=now, drafting=False
     )
-    cited = [d.id for d in await repo.application_documents(session, application.id)]
-    metrics = DeclaredMetrics.model_validate(application.metrics)
     for check in await _submission_checks(session, filing, metrics=metrics, evidence=cited, now=now):
         await check()
     try:
