@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -141,13 +142,25 @@ def temporal_setup() -> None:
     try:
         added = asyncio.run(_temporal_setup(settings))
     except (RuntimeError, RPCError, ValueError) as exc:  # unreachable, refused, or of another type
-        _fail(f"temporal-setup at {settings.temporal_address}: {exc}")
+        typer.echo(f"giantflow: temporal-setup at {settings.temporal_address}: {exc}", err=True)
+        _exit_without_teardown(1)
     namespace = settings.temporal_namespace
     typer.echo(
         f"search attributes added in {namespace}: {', '.join(added)}"
         if added
         else f"search attributes already registered in {namespace}"
     )
+    _exit_without_teardown(0)
+
+
+def _exit_without_teardown(code: int) -> NoReturn:
+    """End a short-lived command that used a Temporal client without the interpreter's teardown: the
+    client's Rust core keeps threads that can call into Python while it finalizes, which aborts the process
+    ("PyGILState_Release: thread state ... must be current", temporalio/sdk-python#300) after the work
+    is done. Everything the command wrote is flushed first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _temporal_setup(settings: Settings) -> list[str]:
