@@ -104,6 +104,10 @@ def create_app(
                 shutdown_tracing()
 
     app = FastAPI(
+        # FastAPI's own OpenTelemetry hooks stay off: the service makes its server spans (ServerSpans) and
+        # request metrics (HttpMetrics) itself. Left on, FastAPI asks for the global tracer, meter and
+        # logger providers on every request, and would add spans of its own if one were ever set.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
         title="giantflow",
         version="0.1.0",
         lifespan=lifespan,

@@ -59,11 +59,13 @@ def api() -> None:
     import uvicorn
 
     from services.app import create_app
+    from services.logging import cache_loggers
     from services.runtime import settle_heap
 
     settings = _settings()
     _load_programs_or_fail(settings)
     application = create_app(settings)
+    cache_loggers()
     settle_heap(settings.gc_gen0_threshold)
     uvicorn.run(
         application,
@@ -107,10 +109,11 @@ async def _relay(settings: Settings) -> None:
     import signal
 
     from services.db import create_engine, create_sessionmaker
-    from services.logging import configure_logging
+    from services.logging import cache_loggers, configure_logging
     from services.notifications.relay import relay_forever
 
     configure_logging(settings.log_level, json=settings.log_json)
+    cache_loggers()
     from services.metrics import serve_metrics
     from services.telemetry import RELAY, instrument_engine, setup_tracing, shutdown_tracing
 

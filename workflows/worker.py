@@ -21,7 +21,7 @@ from temporalio.worker import (
 )
 
 from services.config import Settings
-from services.logging import configure_logging
+from services.logging import cache_loggers, configure_logging
 from services.metrics import serve_metrics, temporal_runtime
 from services.notifications.relay import relay_forever
 from services.resources import Resources
@@ -109,6 +109,7 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     configure_logging(settings.log_level, json=settings.log_json)
+    cache_loggers()
     setup_tracing(settings, WORKER)
     resources = await Resources.build(settings)
     instrument_engine(resources.engine)

@@ -19,6 +19,8 @@ import structlog
 from fastapi import FastAPI
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Sampler, SamplingResult
+from opentelemetry.trace import SpanContext, SpanKind, get_current_span
 from prometheus_client import REGISTRY, generate_latest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity, workflow
@@ -243,6 +245,77 @@ async def test_one_trace_from_the_api_through_temporal_to_the_activity_sql(
     sql = [s for s in of_trace() if s.attributes.get("db.system") == "postgresql"]
     assert any(s.parent is not None and s.parent.span_id == run.context.span_id for s in sql), names
     assert any(s.parent is not None and s.parent.span_id == request.context.span_id for s in sql), names
+
+
+class _Recording(Sampler):
+    """The provider's sampler, with every trace id it was asked about noted."""
+
+    def __init__(self, inner: Sampler) -> None:
+        self.inner = inner
+        self.asked: list[int] = []
+
+    def should_sample(self, parent_context: Any, trace_id: int, *args: Any, **kwargs: Any) -> SamplingResult:
+        self.asked.append(trace_id)
+        return self.inner.should_sample(parent_context, trace_id, *args, **kwargs)
+
+    def get_description(self) -> str:
+        return self.inner.get_description()
+
+
+async def test_a_new_trace_is_sampled_once_and_one_left_out_keeps_its_trace_id(
+    bare_api: Callable[[Settings], FastAPI], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API samples a request that starts a trace before any span exists: one kept is the tracer's span
+    on the very trace id that was sampled (not a second draw), one left out still runs under that trace id,
+    flagged not sampled, and exports nothing; a caller's traceparent decides for its request."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    telemetry.shutdown_tracing()
+    traced = settings.model_copy(update={"tracing": True})
+    provider = telemetry.setup_tracing(traced, telemetry.API)
+    assert provider is not None
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    sampler = _Recording(provider.sampler)
+    provider.sampler = sampler  # read by the API's middleware and tracer when the app is made
+    seen: list[SpanContext] = []
+    try:
+        app = bare_api(traced)
+
+        @app.get("/probe")
+        async def probe() -> dict[str, str]:
+            seen.append(get_current_span().get_span_context())
+            return {}
+
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as api:
+                for _ in range(40):
+                    assert (await api.get("/probe")).status_code == 200
+                caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+                for flags in ("01", "00"):
+                    header = {"traceparent": f"00-{caller}-00f067aa0ba902b7-{flags}"}
+                    assert (await api.get("/probe", headers=header)).status_code == 200
+    finally:
+        telemetry.shutdown_tracing()
+    *new, joined, declined = seen
+    kept = [c for c in new if c.trace_flags.sampled]
+    assert 0 < len(kept) < len(new)  # 2 * 0.5**40 that this fails by chance
+    # Each new trace was decided on once, on its own id; the tracer's own check of a kept one asked again
+    # about the same id (a second draw would have asked about an id no request ran under).
+    assert len({c.trace_id for c in new}) == len(new)
+    assert set(sampler.asked) == {c.trace_id for c in new} | {joined.trace_id}
+    bound = round(0.5 * 2**64)
+    assert all(c.trace_flags.sampled == ((c.trace_id & (2**64 - 1)) < bound) for c in new)
+    assert all(c.is_valid and not c.is_remote for c in new)
+    exported = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert sorted(s.context.trace_id for s in exported) == sorted(
+        [c.trace_id for c in kept] + [int(caller, 16)]
+    )
+    assert {s.name for s in exported} == {"GET /probe"}
+    assert joined.trace_id == declined.trace_id == int(caller, 16)
+    assert joined.trace_flags.sampled
+    assert not declined.trace_flags.sampled
 
 
 @pytest.fixture
