@@ -22,7 +22,7 @@ from services.config import Settings, get_settings
 from services.deps import ResourcesDep
 from services.errors import FieldError, install_problem_handlers, internal_error, problem_response
 from services.logging import configure_logging
-from services.metrics import HttpMetrics, serve_metrics, serves_on_api_port
+from services.metrics import RequestMetrics, exposition, serve_metrics, serves_on_api_port
 from services.ratelimit import PublicLimiter, SharedLimits, WriteLimiter
 from services.resources import Resources
 from services.telemetry import API, instrument_engine, setup_tracing, shutdown_tracing, traced
@@ -105,7 +105,7 @@ def create_app(
 
     app = FastAPI(
         # FastAPI's own OpenTelemetry hooks stay off: the service makes its server spans (ServerSpans) and
-        # request metrics (HttpMetrics) itself. Left on, FastAPI asks for the global tracer, meter and
+        # request metrics (RequestMetrics) itself. Left on, FastAPI asks for the global tracer, meter and
         # logger providers on every request, and would add spans of its own if one were ever set.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
         title="giantflow",
@@ -117,10 +117,8 @@ def create_app(
     )
     install_problem_handlers(app)
 
-    app.add_middleware(RequestContext, settings=settings)
-    # Outside the request context, so refusals are counted too; the span outermost, around both.
-    app.add_middleware(HttpMetrics, serve=serves_on_api_port(settings))
-    if tracing is not None:
+    app.add_middleware(RequestContext, settings=settings, serve_metrics=serves_on_api_port(settings))
+    if tracing is not None:  # the server span outermost: the request's log line is logged inside it
         app.add_middleware(traced)
     from services.routes import API_PREFIX, DOMAIN_ROUTERS, document_webhooks
 
@@ -141,17 +139,23 @@ def create_app(
 class RequestContext:
     """Pure ASGI middleware around every request: a request id (bound to the logs and echoed back), the body
     limit (413), the refusal of text no field may store (422), the security headers on every answer - a 500
-    included - and one log line. Pure ASGI rather than ``@app.middleware("http")``: Starlette's
-    BaseHTTPMiddleware runs every request through an extra task and memory streams, which cost the hot read
-    paths a measurable share of their time (docs/performance.md)."""
+    included - one log line, and the request counted and timed (``RequestMetrics``). Pure ASGI rather than
+    ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware runs every request through an extra task and
+    memory streams, which cost the hot read paths a measurable share of their time (docs/performance.md).
+    The metrics are here rather than in a layer of their own for the same reason."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, *, serve_metrics: bool = False) -> None:
         self.app = app
         self.settings = settings
+        self.metrics = RequestMetrics()
+        self.serve_metrics = serve_metrics  # GET /metrics on this port (services/metrics.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if self.serve_metrics and scope["path"] == "/metrics":
+            await exposition(send)
             return
         headers = Headers(scope=scope)
         request_id = headers.get("x-request-id") or os.urandom(16).hex()
@@ -163,64 +167,67 @@ class RequestContext:
         path: str = scope["path"]
         status = 500
         started_response = False
-        extra = [(b"x-request-id", request_id.encode("latin-1")), *_SECURITY_RAW]
-        if path not in DOCS_PATHS:
-            extra.append((b"content-security-policy", API_CSP.encode()))
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal status, started_response
-            if message["type"] == "http.response.start":
-                status, started_response = message["status"], True
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                # The time the service took to start answering (W3C Server Timing): what a browser's
-                # developer tools show beside the network time, and what the console benchmarks read.
-                took = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
-                message["headers"] = [
-                    *message.get("headers", []),
-                    *((name, value) for name, value in extra if name not in present),
-                    (b"server-timing", took),
-                ]
-            await send(message)
-
-        async def send_limited(message: Message) -> None:
-            if not body.over:
-                await send_with_headers(message)
-
-        body = _CountedBody(receive, _body_limit(path, self.settings))
-        receive = body
-        refusal: Response | None = None
-        length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > body.limit):
-            refusal = _too_large(body.limit, path)
-        elif scope["method"] in BODY_METHODS and _json_or_unlabelled(headers.get("content-type")):
-            content, receive = await _buffered(body)
-            if body.over:
-                refusal = _too_large(body.limit, path)
-            else:
-                refusal = _refused_json(headers.get("content-type"), content, path)
         try:
-            if refusal is not None:
-                await refusal(scope, receive, send_with_headers)
-            else:
-                await self.app(scope, receive, send_limited)
-        except Exception:
-            if started_response:
-                raise
-            if not body.over:
-                # Answered here rather than by Starlette's outermost error middleware, so a 500 carries the
-                # request id and the security headers too.
-                await internal_error(Request(scope))(scope, receive, send_with_headers)
-        if body.over and not started_response:
-            # The app met the end of what it was allowed to read (a "disconnect"), and whatever it made of
-            # that was dropped: the answer is that the body is too large.
-            await _too_large(body.limit, path)(scope, receive, send_with_headers)
-        log.info(
-            "request",
-            method=scope["method"],
-            path=path,
-            status=status,
-            ms=round((time.perf_counter() - started) * 1000, 1),
-        )
+            extra = [(b"x-request-id", request_id.encode("latin-1")), *_SECURITY_RAW]
+            if path not in DOCS_PATHS:
+                extra.append((b"content-security-policy", API_CSP.encode()))
+
+            async def send_with_headers(message: Message) -> None:
+                nonlocal status, started_response
+                if message["type"] == "http.response.start":
+                    status, started_response = message["status"], True
+                    present = {name.lower() for name, _ in message.get("headers", [])}
+                    # The time the service took to start answering (W3C Server Timing): what a browser's
+                    # developer tools show beside the network time, and what the console benchmarks read.
+                    took = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        *((name, value) for name, value in extra if name not in present),
+                        (b"server-timing", took),
+                    ]
+                await send(message)
+
+            async def send_limited(message: Message) -> None:
+                if not body.over:
+                    await send_with_headers(message)
+
+            body = _CountedBody(receive, _body_limit(path, self.settings))
+            receive = body
+            refusal: Response | None = None
+            length = headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > body.limit):
+                refusal = _too_large(body.limit, path)
+            elif scope["method"] in BODY_METHODS and _json_or_unlabelled(headers.get("content-type")):
+                content, receive = await _buffered(body)
+                if body.over:
+                    refusal = _too_large(body.limit, path)
+                else:
+                    refusal = _refused_json(headers.get("content-type"), content, path)
+            try:
+                if refusal is not None:
+                    await refusal(scope, receive, send_with_headers)
+                else:
+                    await self.app(scope, receive, send_limited)
+            except Exception:
+                if started_response:
+                    raise
+                if not body.over:
+                    # Answered here rather than by Starlette's outermost error middleware, so a 500 carries
+                    # the request id and the security headers too.
+                    await internal_error(Request(scope))(scope, receive, send_with_headers)
+            if body.over and not started_response:
+                # The app met the end of what it was allowed to read (a "disconnect"), and whatever it made of
+                # that was dropped: the answer is that the body is too large.
+                await _too_large(body.limit, path)(scope, receive, send_with_headers)
+            log.info(
+                "request",
+                method=scope["method"],
+                path=path,
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+        finally:  # counted whatever happened, with the status the client was sent (500 if none)
+            self.metrics.observe(scope, status, time.perf_counter() - started)
 
 
 _SECURITY_RAW = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]

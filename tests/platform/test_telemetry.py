@@ -66,6 +66,7 @@ async def test_api_counts_requests_by_route_template_and_serves_metrics_in_test(
     app = bare_api(settings)
     route = "/api/v1/applications/{application_id}"
     before = _sample("giantflow_http_requests_total", method="GET", route=route, status="404")
+    refused = _sample("giantflow_http_requests_total", method="POST", route="unmatched", status="413")
     missing = str(uuid.uuid4())
     admin = bearer(make_token(settings, "admin", "admin-metrics"))
     async with app.router.lifespan_context(app):
@@ -73,11 +74,16 @@ async def test_api_counts_requests_by_route_template_and_serves_metrics_in_test(
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as api:
             assert (await api.get(f"/api/v1/applications/{missing}", headers=admin)).status_code == 404
             assert (await api.get(f"/no/such/{missing}")).status_code == 404
+            # Refused before any route is matched (the body limit): counted all the same.
+            too_large = await api.post("/no/such", content=b"x", headers={"content-length": "999999999"})
+            assert too_large.status_code == 413
             scraped = await api.get("/metrics")
     assert scraped.status_code == 200
     assert scraped.headers["content-type"].startswith("text/plain")
     text = scraped.text
     assert _sample("giantflow_http_requests_total", method="GET", route=route, status="404") == before + 1
+    counted = _sample("giantflow_http_requests_total", method="POST", route="unmatched", status="413")
+    assert counted == refused + 1
     assert 'giantflow_http_request_duration_seconds_bucket{le="0.005",method="GET",route=' in text
     assert 'route="unmatched"' in text
     assert missing not in text  # never a raw path: the label set stays bounded
