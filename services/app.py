@@ -25,6 +25,7 @@ from services.logging import configure_logging
 from services.metrics import RequestMetrics, exposition, serve_metrics, serves_on_api_port
 from services.ratelimit import PublicLimiter, SharedLimits, WriteLimiter
 from services.resources import Resources
+from services.shortcuts import Shortcuts
 from services.telemetry import API, instrument_engine, setup_tracing, shutdown_tracing, traced
 
 log = structlog.get_logger("giantflow.api")
@@ -117,6 +118,8 @@ def create_app(
     )
     install_problem_handlers(app)
 
+    # The cached reads asked before the framework, inside the request context (services/shortcuts.py).
+    app.add_middleware(Shortcuts, routes_of=app)
     app.add_middleware(RequestContext, settings=settings, serve_metrics=serves_on_api_port(settings))
     if tracing is not None:  # the server span outermost: the request's log line is logged inside it
         app.add_middleware(traced)

@@ -43,6 +43,7 @@ API, WORKER, RELAY = "giantflow-api", "giantflow-worker", "giantflow-relay"
 # Probes and scrapes are no one's request: no span.
 UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 UNMATCHED = "unmatched"  # the route of a path no route matched (a 404)
+ROUTE_TEMPLATE = "giantflow.route"  # the scope key of a route answered before routing (services/shortcuts.py)
 
 _provider: TracerProvider | None = None
 # The trace id a server span's sampling was decided on before the span was made (``ServerSpans``).
@@ -225,6 +226,9 @@ class ResponseStatus:
 def route_template(scope: Scope) -> str:
     """The template of the route that answered (``/api/v1/applications/{application_id}``), a mount's
     (``/console/static/{path}``), or ``unmatched``: never the raw path, which anyone can vary."""
+    answered = scope.get(ROUTE_TEMPLATE)
+    if answered is not None:
+        return str(answered)
     state = scope.get("fastapi")
     context = state.get("effective_route_context") if state else None
     # FastAPI (0.130 on) keeps a route's path without its router's prefix; the context it matched in has

@@ -21,19 +21,20 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
 import structlog
-from fastapi import Request, Response
+from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.applications import service
 from services.auth import CurrentUser, Role
 from services.batching import SharedLookups
 from services.db import LOOKUP_FAILURES, RawPool
-from services.deps import StrictQueryRoute, remembered_user
+from services.deps import remembered_user
+from services.shortcuts import ShortcutRoute
 
 log = structlog.get_logger(__name__)
 K = TypeVar("K", bound=Hashable)
@@ -184,24 +185,16 @@ class ApplicationViews(SharedLookups[uuid.UUID, Access]):
         await self._lookups_pool.close()
 
 
-class CachedRoute(StrictQueryRoute):
-    """A route class whose cache answers before FastAPI solves any dependency: the ``shortcut`` of the cache
-    ``Resources`` holds as ``cache`` gives the bytes it can answer; anything else - a miss included - takes
-    the route's ordinary handler."""
+class CachedRoute(ShortcutRoute):
+    """A route class whose shortcut is the cache ``Resources`` holds as ``cache``: the bytes it can answer
+    before FastAPI solves any dependency; anything else - a miss included - takes the route's ordinary
+    handler (services/shortcuts.py)."""
 
     cache: ClassVar[str]  # the attribute of ``Resources`` holding the cache, e.g. "views"
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        ordinary = super().get_route_handler()
-        cache = self.cache
-
-        async def handler(request: Request) -> Response:
-            body = await getattr(request.app.state.resources, cache).shortcut(request)
-            if body is not None:
-                return Response(body, media_type="application/json")
-            return await ordinary(request)
-
-        return handler
+    async def shortcut(self, request: Request) -> bytes | None:
+        answer: bytes | None = await getattr(request.app.state.resources, self.cache).shortcut(request)
+        return answer
 
 
 class CachedViewRoute(CachedRoute):

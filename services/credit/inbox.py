@@ -31,13 +31,12 @@ anything else takes the ordinary handler, which answers exactly as it would have
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from fastapi import Request, Response, params
+from fastapi import Request, params
 from fastapi._compat import ModelField
 from fastapi.dependencies.utils import get_flat_params, request_params_to_args
 from sqlalchemy.exc import SQLAlchemyError
@@ -48,9 +47,10 @@ from services.batching import SharedLookups
 from services.credit import payouts, repository, service
 from services.credit.schemas import ListFilters
 from services.db import LOOKUP_FAILURES, RawPool
-from services.deps import StrictQueryRoute, remembered_user
+from services.deps import remembered_user
 from services.errors import GiantflowError
 from services.pagination import SegmentCursor, decode_segment_cursor
+from services.shortcuts import ShortcutRoute
 
 log = structlog.get_logger(__name__)
 
@@ -179,64 +179,55 @@ class Asked:
     limit: int
 
 
-class InboxRoute(StrictQueryRoute):
+class InboxRoute(ShortcutRoute):
     """``GET /payouts``'s route class: a request the shortcut can judge is answered from a shared page
     before FastAPI solves any dependency; anything else takes the route's ordinary handler."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        ordinary = super().get_route_handler()
-        # The queries validated so far (the last 256), by their raw text: None for those the shortcut leaves
-        # to the ordinary handler. Validating is a pure function of the text.
-        known: OrderedDict[bytes, Asked | None] = OrderedDict()
-        fields: list[ModelField] = []  # the route's query parameters, worked out on first use
+    # The queries validated so far (the last 256), by their raw text: None for those the shortcut leaves to
+    # the ordinary handler. Validating is a pure function of the text.
+    _known: OrderedDict[bytes, Asked | None]
+    _fields: list[ModelField]  # the route's query parameters, worked out on first use
 
-        def asked(request: Request) -> Asked | None:
-            raw: bytes = request.scope.get("query_string", b"")
-            if raw in known:
-                known.move_to_end(raw)
-                return known[raw]
-            if not fields:
-                fields.extend(
-                    p for p in get_flat_params(self.dependant) if isinstance(p.field_info, params.Query)
-                )
-            names = {field.alias for field in fields}
-            given = request.query_params
-            found: Asked | None = None
-            if all(name in names and len(given.getlist(name)) == 1 for name in given):
-                values, errors = request_params_to_args(fields, given)
-                if not errors:
-                    try:
-                        found = Asked(
-                            filters=ListFilters(**{k: v for k, v in values.items() if k in FILTERS}),
-                            cursor=values["cursor"],
-                            after=decode_segment_cursor(values["cursor"]),
-                            limit=values["limit"],
-                        )
-                    except GiantflowError:  # a cursor this service did not issue
-                        pass
-            known[raw] = found
-            if len(known) > 256:
-                known.popitem(last=False)
-            return found
-
-        async def shortcut(request: Request) -> bytes | None:
-            user = remembered_user(request)
-            if user is None or user.role not in READERS:
-                return None
-            query = asked(request)
-            narrowed = None if query is None else service.scoped(user, query.filters)
-            if query is None or narrowed is None:
-                return None
-            pages: SharedPages = request.app.state.resources.payout_pages
-            page = await pages.page(
-                filters=narrowed, cursor=query.cursor, after=query.after, limit=query.limit
+    def _asked(self, request: Request) -> Asked | None:
+        if not hasattr(self, "_known"):
+            self._known, self._fields = OrderedDict(), []
+        known, fields = self._known, self._fields
+        raw: bytes = request.scope.get("query_string", b"")
+        if raw in known:
+            known.move_to_end(raw)
+            return known[raw]
+        if not fields:
+            fields.extend(
+                p for p in get_flat_params(self.dependant) if isinstance(p.field_info, params.Query)
             )
-            return None if page is None else page.body(user)
+        names = {field.alias for field in fields}
+        given = request.query_params
+        found: Asked | None = None
+        if all(name in names and len(given.getlist(name)) == 1 for name in given):
+            values, errors = request_params_to_args(fields, given)
+            if not errors:
+                try:
+                    found = Asked(
+                        filters=ListFilters(**{k: v for k, v in values.items() if k in FILTERS}),
+                        cursor=values["cursor"],
+                        after=decode_segment_cursor(values["cursor"]),
+                        limit=values["limit"],
+                    )
+                except GiantflowError:  # a cursor this service did not issue
+                    pass
+        known[raw] = found
+        if len(known) > 256:
+            known.popitem(last=False)
+        return found
 
-        async def handler(request: Request) -> Response:
-            body = await shortcut(request)
-            if body is not None:
-                return Response(body, media_type="application/json")
-            return await ordinary(request)
-
-        return handler
+    async def shortcut(self, request: Request) -> bytes | None:
+        user = remembered_user(request)
+        if user is None or user.role not in READERS:
+            return None
+        query = self._asked(request)
+        narrowed = None if query is None else service.scoped(user, query.filters)
+        if query is None or narrowed is None:
+            return None
+        pages: SharedPages = request.app.state.resources.payout_pages
+        page = await pages.page(filters=narrowed, cursor=query.cursor, after=query.after, limit=query.limit)
+        return None if page is None else page.body(user)

@@ -10,11 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.applications import service
-from services.applications.views import ApplicationViews
+from services.applications.views import ApplicationViews, CachedViewRoute
 from services.auth import TokenVerifier
 from services.config import Settings
 from tests.applications.conftest import Applicant, poll, reviewer_headers
@@ -297,3 +298,41 @@ async def test_a_remembered_caller_is_answered_from_the_cache_before_any_depende
         assert (await api.get(url, headers=finance)).status_code == 403
         assert (await api.get(url, headers=elsewhere)).status_code == 404
     assert renders.calls == 2  # the reviewer from elsewhere, refused twice on the ordinary path
+
+
+async def test_the_shortcut_is_asked_once_per_request_before_routing_and_counted_by_its_route(
+    applicant: Applicant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shortcut layer (services/shortcuts.py) asks the route's shortcut before the framework: a hit is
+    answered there and counted under the route's template; a miss goes on to the route, which does not ask
+    again."""
+    app_id = await in_review(applicant)
+    url = f"/api/v1/applications/{app_id}"
+    api = applicant.api
+    first = await api.get(url, headers=applicant.headers)  # rendered and cached
+    asked: list[str] = []
+    original = CachedViewRoute.shortcut
+
+    async def counting(self: CachedViewRoute, request: Any) -> bytes | None:
+        asked.append(request.url.path)
+        return await original(self, request)
+
+    monkeypatch.setattr(CachedViewRoute, "shortcut", counting)
+    labels = {"method": "GET", "route": "/api/v1/applications/{application_id}", "status": "200"}
+    before = REGISTRY.get_sample_value("giantflow_http_requests_total", labels) or 0.0
+    hit = await api.get(url, headers=applicant.headers)
+    assert hit.status_code == 200
+    assert hit.content == first.content
+    assert len(asked) == 1
+    # A spelling the shortcut does not judge: asked once, then answered by the route's ordinary handler.
+    upper = url.upper().replace("/API/V1/APPLICATIONS/", "/api/v1/applications/")
+    miss = await api.get(upper, headers=applicant.headers)
+    assert miss.status_code == 200
+    assert miss.content == first.content
+    assert len(asked) == 2
+    assert REGISTRY.get_sample_value("giantflow_http_requests_total", labels) == before + 2
+    # HEAD runs the route as GET (services/methods.py), where the route's handler asks the shortcut.
+    head = await api.head(url, headers=applicant.headers)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert len(asked) == 3
