@@ -113,14 +113,25 @@ def _same_lines(a: Iterable[Line], b: Iterable[Line]) -> bool:
 
 
 async def _account_ids(session: AsyncSession, codes: Iterable[str]) -> dict[str, int]:
+    """The accounts' ids, each account opened on its first use: one query when they all exist (nearly
+    always); else the missing ones are inserted (a concurrent opening of a code waits on its unique index)
+    and read."""
     wanted = sorted(set(codes))
-    await session.execute(
-        insert(LedgerAccount)
-        .values([{"code": code, "kind": _kind(code)} for code in wanted])
-        .on_conflict_do_nothing(index_elements=["code"])
-    )
+    found = await _ids(session, wanted)
+    missing = [code for code in wanted if code not in found]
+    if missing:
+        await session.execute(
+            insert(LedgerAccount)
+            .values([{"code": code, "kind": _kind(code)} for code in missing])
+            .on_conflict_do_nothing(index_elements=["code"])
+        )
+        found.update(await _ids(session, missing))
+    return found
+
+
+async def _ids(session: AsyncSession, codes: Sequence[str]) -> dict[str, int]:
     rows = await session.execute(
-        select(LedgerAccount.code, LedgerAccount.id).where(LedgerAccount.code.in_(wanted))
+        select(LedgerAccount.code, LedgerAccount.id).where(LedgerAccount.code.in_(codes))
     )
     return dict(rows.all())
 

@@ -874,7 +874,9 @@ async def repay_drawdown(
             status=case((Drawdown.amount - Drawdown.repaid == amount, "repaid"), else_=Drawdown.status),
         )
         .returning(Drawdown)
-        .execution_options(populate_existing=True)
+        # The row it returns refreshes the session's drawdown (populate_existing): matching the WHERE against
+        # the session's objects as well (synchronize_session) would only do it twice.
+        .execution_options(populate_existing=True, synchronize_session=False)
     )
     return row
 
