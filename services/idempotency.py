@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,11 +53,14 @@ class IdempotencySlot:
     key: str
 
     async def store(self, status_code: int, body: Any) -> None:
-        record = await self.session.get(IdempotencyRecord, (self.caller, self.key))
-        assert record is not None
-        record.status_code = status_code
-        record.response = body
-        await self.session.flush()
+        """The response, on the row ``begin`` claimed in this transaction: one UPDATE (no read first)."""
+        stored = await self.session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.caller == self.caller, IdempotencyRecord.key == self.key)
+            .values(status_code=status_code, response=body)
+            .execution_options(synchronize_session=False)
+        )
+        assert stored.rowcount == 1, "the claimed key's row is gone"  # type: ignore[attr-defined]
 
 
 def fingerprint(endpoint: str, payload: Any) -> str:
