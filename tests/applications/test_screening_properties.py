@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import find, given, settings
+from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 
 from services.applications.metrics import DeclaredMetrics
@@ -361,5 +361,8 @@ def test_the_figures_drawn_pass_every_tier_sometimes(tier: str) -> None:
             tier=tier, ruleset="national-2022", metrics=metrics, held_tiers=("little_giant",)
         ).passed
 
-    found = find(declared(), passes, settings=settings(max_examples=1000, database=None, derandomize=True))
+    # The first passing draw is the point, not the smallest one: shrinking it (find's default) took ~10 s a
+    # tier and asserted nothing more.
+    only_generate = settings(max_examples=1000, database=None, derandomize=True, phases=[Phase.generate])
+    found = find(declared(), passes, settings=only_generate)
     assert passes(found)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -75,6 +77,13 @@ def _start(env: dict[str, str]) -> subprocess.Popen[str]:
         )
 
 
+def _token(env: dict[str, str], *args: str) -> str:
+    """A token from `giantflow token` with these arguments, as a newcomer gets one."""
+    return subprocess.run(
+        [str(BIN_DIR / "giantflow"), "token", *args], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def _output(env: dict[str, str]) -> str:
     return (Path(env["GIANTFLOW_DATA_DIR"]).parent / "dev.out").read_text()
 
@@ -86,71 +95,6 @@ def _stop(process: subprocess.Popen[str]) -> list[psutil.Process]:
     process.wait(60)
     _, alive = psutil.wait_procs(tree, timeout=15)
     return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-
-
-def test_dev_stack_starts_serves_stops_cleanly_and_keeps_data(stack_env: dict[str, str]) -> None:
-    api = f"http://127.0.0.1:{stack_env['GIANTFLOW_API_PORT']}"
-    process = _start(stack_env)
-    try:
-        _wait_ready(api, process)
-        status, body = _get(f"{api}/openapi.json")
-        assert status == 200
-        assert "/api/v1/applications" in json.loads(body)["paths"]
-        assert _get(f"http://127.0.0.1:{stack_env['GIANTFLOW_TEMPORAL_UI_PORT']}/")[0] == 200
-        status, login = _get(f"{api}/console/login")
-        assert status == 200
-        assert b'<label for="f-role">Role</label>' in login or "角色".encode() in login
-        token = subprocess.run(
-            [str(BIN_DIR / "giantflow"), "token", "--role", "admin"],
-            env=stack_env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        status, programs = _get(f"{api}/api/v1/programs", token)
-        assert status == 200
-        assert "demo" in {p["key"] for p in json.loads(programs)}
-        # Write something, so the restart below can find it.
-        request = urllib.request.Request(
-            f"{api}/api/v1/enterprises",
-            method="POST",
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            data=json.dumps(
-                {
-                    "uscc": "91350100M000100Y43",
-                    "name": "Kept",
-                    "region_code": "350100",
-                    "industry": "x",
-                    "founded_on": "2001-01-01",
-                }
-            ).encode(),
-        )
-        with urllib.request.urlopen(request, timeout=5) as resp:
-            assert resp.status == 201
-    finally:
-        survivors = _stop(process)
-    assert process.returncode == 0
-    assert survivors == [], f"orphans: {[p.cmdline() for p in survivors]}"
-    output = _output(stack_env)
-    assert "api" in output
-    assert "postgres" in output
-    assert f"console      {api}/console/" in output
-
-    again = _start(stack_env)
-    try:
-        _wait_ready(api, again)
-        token = subprocess.run(
-            [str(BIN_DIR / "giantflow"), "token", "--role", "admin"],
-            env=stack_env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        status, body = _get(f"{api}/api/v1/enterprises/91350100M000100Y43", token)
-        assert status == 200, body
-        assert json.loads(body)["name"] == "Kept"
-    finally:
-        assert _stop(again) == []
 
 
 def test_a_port_in_use_is_one_clear_line(stack_env: dict[str, str]) -> None:
@@ -263,41 +207,49 @@ def _upload(url: str, token: str, kind: str) -> str:
         return str(json.loads(resp.read())["id"])
 
 
+@dataclass
+class DevStack:
+    """A running `giantflow dev` and its environment (a test may stop it and start it again)."""
+
+    env: dict[str, str]
+    process: subprocess.Popen[str]
+
+
 @pytest.fixture(scope="module")
-def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """One `giantflow dev` shared by the tests that drive a whole application over HTTP: the demo program
-    with a 2 s public notice instead of 20 s. Yields the stack's environment."""
+def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """One `giantflow dev`, started on a fresh data folder, shared by the tests that need a running stack
+    (one start instead of one per test: each takes ~15 s here): the demo program with a 2 s public notice
+    instead of 20 s, so that a whole application runs over HTTP; every other shipped program as it is."""
     root = tmp_path_factory.mktemp("demo-stack")
     programs = root / "programs"
-    programs.mkdir()
-    demo = (Path(__file__).resolve().parents[2] / "programs" / "demo.toml").read_text()
+    shutil.copytree(Path(__file__).resolve().parents[2] / "programs", programs)
+    demo = (programs / "demo.toml").read_text()
     (programs / "demo.toml").write_text(demo.replace('notice_period = "PT20S"', 'notice_period = "PT2S"'))
     env = {**_env(root / "var"), "GIANTFLOW_PROGRAMS_DIR": str(programs)}
-    process = _start(env)
+    stack = DevStack(env, _start(env))
     try:
-        _wait_ready(f"http://127.0.0.1:{env['GIANTFLOW_API_PORT']}", process)
+        _wait_ready(f"http://127.0.0.1:{env['GIANTFLOW_API_PORT']}", stack.process)
     except AssertionError as exc:
-        if process.poll() is None:
-            _stop(process)
+        if stack.process.poll() is None:
+            _stop(stack.process)
         raise AssertionError(f"{exc}; its output:\n{_output(env)}") from None
     try:
-        yield env
+        yield stack
     finally:
-        assert _stop(process) == []
+        if stack.process.poll() is None:
+            assert _stop(stack.process) == []
 
 
-def test_end_to_end_over_http_against_the_running_stack(demo_stack: dict[str, str]) -> None:
+def test_end_to_end_over_http_against_the_running_stack(demo_stack: DevStack) -> None:
     """Register, submit, see screening, approve each stage, watch the notice pass, read the recognition -
     over real HTTP against `giantflow dev`'s API, worker, Temporal dev server and PostgreSQL."""
     from tests.support.factories import random_uscc, strong_metrics
 
-    env = demo_stack
+    env = demo_stack.env
     api = f"http://127.0.0.1:{env['GIANTFLOW_API_PORT']}/api/v1"
 
     def token(*args: str) -> str:
-        return subprocess.run(
-            [str(BIN_DIR / "giantflow"), "token", *args], env=env, capture_output=True, text=True, check=True
-        ).stdout.strip()
+        return _token(env, *args)
 
     uscc = random_uscc("500103")
     enterprise = token("--role", "enterprise", "--uscc", uscc)
@@ -398,7 +350,7 @@ def test_end_to_end_over_http_against_the_running_stack(demo_stack: dict[str, st
         assert str(drawdown["id"]) in resp.read().decode()
 
 
-def test_the_readme_walkthrough_script_runs_against_the_stack(demo_stack: dict[str, str]) -> None:
+def test_the_readme_walkthrough_script_runs_against_the_stack(demo_stack: DevStack) -> None:
     """examples/walkthrough.py, as a newcomer runs it against `make run`: every step to a paid drawdown."""
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
@@ -406,11 +358,11 @@ def test_the_readme_walkthrough_script_runs_against_the_stack(demo_stack: dict[s
             str(BIN_DIR / "python"),
             str(root / "examples" / "walkthrough.py"),
             "--api",
-            f"http://127.0.0.1:{demo_stack['GIANTFLOW_API_PORT']}",
+            f"http://127.0.0.1:{demo_stack.env['GIANTFLOW_API_PORT']}",
             "--timeout",
             "30",
         ],
-        env=demo_stack,
+        env=demo_stack.env,
         cwd=root,
         capture_output=True,
         text=True,
@@ -424,3 +376,54 @@ def test_the_readme_walkthrough_script_runs_against_the_stack(demo_stack: dict[s
     ), out
     assert re.search(r"^  credit_receivable:\S+ +debit +500000\.00 +credit +0\.00$", out, re.M), out
     assert out.rstrip().endswith("walkthrough complete"), out
+
+
+def test_dev_stack_starts_serves_stops_cleanly_and_keeps_data(demo_stack: DevStack) -> None:
+    """The module's stack, started on a fresh data folder by its fixture: it serves, stops cleanly on SIGTERM
+    and, started again on the same folder, still has what was written; handed back running."""
+    env = demo_stack.env
+    api = f"http://127.0.0.1:{env['GIANTFLOW_API_PORT']}"
+    try:
+        status, body = _get(f"{api}/openapi.json")
+        assert status == 200
+        assert "/api/v1/applications" in json.loads(body)["paths"]
+        assert _get(f"http://127.0.0.1:{env['GIANTFLOW_TEMPORAL_UI_PORT']}/")[0] == 200
+        status, login = _get(f"{api}/console/login")
+        assert status == 200
+        assert b'<label for="f-role">Role</label>' in login or "角色".encode() in login
+        token = _token(env, "--role", "admin")
+        status, programs = _get(f"{api}/api/v1/programs", token)
+        assert status == 200
+        assert "demo" in {p["key"] for p in json.loads(programs)}
+        # Write something, so the restart below can find it.
+        request = urllib.request.Request(
+            f"{api}/api/v1/enterprises",
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            data=json.dumps(
+                {
+                    "uscc": "91350100M000100Y43",
+                    "name": "Kept",
+                    "region_code": "350100",
+                    "industry": "x",
+                    "founded_on": "2001-01-01",
+                }
+            ).encode(),
+        )
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            assert resp.status == 201
+    finally:
+        survivors = _stop(demo_stack.process)
+    assert demo_stack.process.returncode == 0
+    assert survivors == [], f"orphans: {[p.cmdline() for p in survivors]}"
+    output = _output(env)
+    assert "api" in output
+    assert "postgres" in output
+    assert f"console      {api}/console/" in output
+
+    demo_stack.process = _start(env)  # the fixture stops this one, and asserts it leaves no orphans
+    _wait_ready(api, demo_stack.process)
+    token = _token(env, "--role", "admin")
+    status, body = _get(f"{api}/api/v1/enterprises/91350100M000100Y43", token)
+    assert status == 200, body
+    assert json.loads(body)["name"] == "Kept"
