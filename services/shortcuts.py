@@ -58,8 +58,9 @@ def _shortcut_routes(routes: Sequence[BaseRoute], *, prefix: str) -> Iterator[tu
     for route in routes:
         included = getattr(route, "original_router", None)
         if included is not None:
-            yield from _shortcut_routes(included.routes, prefix=prefix + route.include_context.prefix)
-        elif isinstance(route, ShortcutRoute) and "GET" in route.methods:
+            branch_prefix: str = getattr(route, "include_context").prefix  # noqa: B009 - FastAPI's private branch
+            yield from _shortcut_routes(included.routes, prefix=prefix + branch_prefix)
+        elif isinstance(route, ShortcutRoute) and "GET" in (route.methods or ()):
             yield prefix + route.path, route
 
 
