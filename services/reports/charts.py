@@ -1,8 +1,9 @@
 """The report's charts, drawn on the server: horizontal bar charts with one or two series, as SVG text (the
 console embeds it) or as a reportlab ``Drawing`` (the PDF) - one layout for both.
 
-The charts: the funnel (every tier together, step by step), recognitions by province, and the cultivation
-plan (planned against achieved per tier and year)."""
+The charts: the funnel (every tier together, step by step), recognitions by province (through review, and
+imported from ministry lists when there are any), and the cultivation plan (planned against achieved per tier
+and year)."""
 
 from __future__ import annotations
 
@@ -84,18 +85,15 @@ def charts(report: Report) -> list[Chart]:
             )
         )
     if report.by_region is not None:
-        provinces: dict[str, int] = {}
+        provinces: dict[str, tuple[int, int]] = {}
         for row in report.by_region:
-            provinces[row.province] = provinces.get(row.province, 0) + row.recognized
-        top = sorted(provinces.items(), key=lambda item: (-item[1], item[0]))[:15]
-        result.append(
-            Chart(
-                "by_region",
-                "Recognitions by province",
-                [code for code, _ in top],
-                [Series("recognised", [float(count) for _, count in top])],
-            )
-        )
+            reviewed, imported = provinces.get(row.province, (0, 0))
+            provinces[row.province] = (reviewed + row.recognized, imported + row.imported)
+        top = sorted(provinces.items(), key=lambda item: (-sum(item[1]), item[0]))[:15]
+        series = [Series("reviewed", [float(counts[0]) for _, counts in top])]
+        if any(counts[1] for _, counts in top):  # a second bar only where lists were imported
+            series.append(Series("imported", [float(counts[1]) for _, counts in top]))
+        result.append(Chart("by_region", "Recognitions by province", [code for code, _ in top], series))
     if report.plan is not None:
         result.append(
             Chart(

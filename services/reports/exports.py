@@ -88,7 +88,9 @@ def _columns(key: str) -> list[str]:
 
 
 def meta(report: Report) -> list[tuple[str, str]]:
-    return [
+    """What the figures cover, and - when the caller reads the funnel - the recognitions in one line: through
+    review and imported from ministry lists (which the funnel's steps do not count)."""
+    lines = [
         ("program", report.program),
         ("program_name", report.program_name),
         ("batch", report.batch or "all"),
@@ -96,6 +98,16 @@ def meta(report: Report) -> list[tuple[str, str]]:
         ("generated_at", report.generated_at.isoformat()),
         ("plan_source", report.plan_source),
     ]
+    if report.funnel is not None:
+        reviewed = sum(row.recognized for row in report.funnel)
+        imported = sum(row.imported for row in report.funnel)
+        lines.append(
+            (
+                "recognized",
+                f"{reviewed + imported} ({reviewed} through review, {imported} imported from lists)",
+            )
+        )
+    return lines
 
 
 def _csv_text(value: Cell) -> str:

@@ -7,6 +7,13 @@ application, benefits, credit lines, bridge loans and listing rewards by recogni
 disbursements by payout. Aggregates - counts, sums, ``percentile_cont`` - are computed by PostgreSQL; nothing
 here loops over rows in Python. Drafts were never filed and count nowhere.
 
+Recognitions imported from a ministry's published list (``source = 'import'``) have no application: the
+recognition sections, the benefits and the plan add them from ``recognitions`` itself
+(``Cohort.imported_from``), a second branch of the same statement, counted apart (``imported``); the funnel
+and the rest stay the applications'. They are reached by ``application_id IS NULL`` - what the
+``source_known`` check makes of an import - through the unique index on ``application_id`` (a btree holds
+the NULLs too): only imported rows are read (the planner scans the table only where they are most of it).
+
 This module sits above services.applications and services.credit (pyproject's layers): it reads their
 tables, never their code, and neither domain imports it.
 """
@@ -41,6 +48,19 @@ class Cohort:
         if self.region_prefix:
             parts.append(f"{alias}.region_code LIKE :region_like")
         return " AND ".join(parts)
+
+    def imported_from(self, *, by_batch: bool = True, enterprises: bool = False) -> str:
+        """``FROM ... WHERE ...`` of the program's imported recognitions (as ``r``): named in the cohort's
+        batch (the batch an imported row carries is the ministry's: a report for batch X counts the rows
+        imported with batch X), of enterprises registered in the region (as ``e``, joined also when
+        ``enterprises``)."""
+        parts = ["r.application_id IS NULL", "r.source = 'import'", "r.program = :program"]
+        if by_batch and self.batch is not None:
+            parts.append("r.batch = :batch")
+        if self.region_prefix:
+            parts.append("e.region_code LIKE :region_like")
+        join = " JOIN enterprises e ON e.uscc = r.uscc" if enterprises or self.region_prefix else ""
+        return f"FROM recognitions r{join} WHERE {' AND '.join(parts)}"
 
     def params(self, **more: Any) -> dict[str, Any]:
         values: dict[str, Any] = {"program": self.program, **more}
@@ -126,42 +146,65 @@ async def review_times(session: AsyncSession, cohort: Cohort, *, now: datetime) 
     return await _rows(session, sql, cohort.params(now=now))
 
 
-async def recognitions_by_region(session: AsyncSession, cohort: Cohort) -> list[Row]:
-    """Recognitions per province, city (from the 6-digit code the application was filed in) and tier."""
-    sql = f"""
-        SELECT substr(a.region_code, 1, 2) || '0000' AS province,
-               substr(a.region_code, 1, 4) || '00' AS city,
-               a.tier, count(*) AS recognized
-        FROM applications a
-        JOIN recognitions r ON r.application_id = a.id
-        WHERE {cohort.where()}
-        GROUP BY 1, 2, 3
-        ORDER BY 1, 2, 3
-    """
-    return await _rows(session, sql, cohort.params())
+async def imported_batch(session: AsyncSession, *, program: str, batch: str) -> bool:
+    """Whether some recognition of ``program`` was imported from a list of ``batch`` (a report may be asked
+    for a ministry's batch the program's file does not name)."""
+    cohort = Cohort(program=program, batch=batch)
+    sql = f"SELECT EXISTS (SELECT 1 {cohort.imported_from()}) AS found"
+    return bool((await _rows(session, sql, cohort.params()))[0]["found"])
 
 
-async def recognitions_by_industry(session: AsyncSession, cohort: Cohort) -> list[Row]:
+async def recognitions(session: AsyncSession, cohort: Cohort) -> list[Row]:
+    """Recognitions through review (``recognized``) and imported (``imported``), in one statement over
+    three grouping sets (``grouping``): per province, city and tier (``region``: the 6-digit code the
+    application was filed in; an imported one's, its enterprise's), per industry and tier (``industry``), per
+    tier (``tier``)."""
     sql = f"""
-        SELECT e.industry, a.tier, count(*) AS recognized
-        FROM applications a
-        JOIN recognitions r ON r.application_id = a.id
-        JOIN enterprises e ON e.uscc = a.uscc
-        WHERE {cohort.where()}
-        GROUP BY e.industry, a.tier
-        ORDER BY e.industry, a.tier
+        WITH recognized AS (
+            SELECT a.region_code, e.industry, a.tier, false AS imported
+            FROM applications a
+            JOIN recognitions r ON r.application_id = a.id
+            JOIN enterprises e ON e.uscc = a.uscc
+            WHERE {cohort.where()}
+            UNION ALL
+            SELECT e.region_code, e.industry, r.tier, true
+            {cohort.imported_from(enterprises=True)}
+        ),
+        coded AS (
+            SELECT substr(region_code, 1, 2) || '0000' AS province, substr(region_code, 1, 4) || '00' AS city,
+                   industry, tier, imported
+            FROM recognized
+        )
+        SELECT CASE GROUPING(province, city, industry) WHEN 1 THEN 'region' WHEN 6 THEN 'industry'
+                   ELSE 'tier' END AS grouping,
+               province, city, industry, tier,
+               count(*) FILTER (WHERE NOT imported) AS recognized,
+               count(*) FILTER (WHERE imported) AS imported
+        FROM coded
+        GROUP BY GROUPING SETS ((province, city, tier), (industry, tier), (tier))
+        ORDER BY 1, province, city, industry, tier
     """
     return await _rows(session, sql, cohort.params())
 
 
 async def benefits(session: AsyncSession, cohort: Cohort) -> list[Row]:
-    """What the cohort's recognitions triggered: per kind, tier and status, how many and the amounts."""
+    """What the cohort's recognitions triggered: per kind, tier and status, how many and the amounts - those
+    of recognitions through review (``granted``, ``amount``) and of imported ones apart."""
     sql = f"""
-        SELECT b.kind, b.tier, b.status, count(*) AS granted, coalesce(sum(b.amount), 0) AS amount
-        FROM applications a
-        JOIN recognitions r ON r.application_id = a.id
-        JOIN benefits b ON b.recognition_id = r.id
-        WHERE {cohort.where()}
+        WITH recs AS (
+            SELECT r.id, false AS imported
+            FROM applications a JOIN recognitions r ON r.application_id = a.id
+            WHERE {cohort.where()}
+            UNION ALL
+            SELECT r.id, true {cohort.imported_from()}
+        )
+        SELECT b.kind, b.tier, b.status,
+               count(*) FILTER (WHERE NOT recs.imported) AS granted,
+               coalesce(sum(b.amount) FILTER (WHERE NOT recs.imported), 0) AS amount,
+               count(*) FILTER (WHERE recs.imported) AS imported_granted,
+               coalesce(sum(b.amount) FILTER (WHERE recs.imported), 0) AS imported_amount
+        FROM recs
+        JOIN benefits b ON b.recognition_id = recs.id
         GROUP BY b.kind, b.tier, b.status
         ORDER BY b.kind, b.tier, b.status
     """
@@ -206,13 +249,23 @@ async def money(session: AsyncSession, cohort: Cohort) -> list[Row]:
 
 async def achieved_by_year(session: AsyncSession, cohort: Cohort) -> list[Row]:
     """New recognitions of the program (every batch: a plan counts years) per calendar year in China
-    Standard Time and tier; re-reviews renew a title rather than add one, a revoked title does not count."""
+    Standard Time and tier, through review (``reviewed``) and imported (``imported``: its validity starts on
+    the list's recognized_on in China, so that day's year); re-reviews renew a title rather than add one, a
+    revoked title does not count."""
     sql = f"""
-        SELECT extract(year FROM r.valid_from AT TIME ZONE 'Asia/Shanghai')::int AS year, a.tier,
-               count(*) AS achieved
-        FROM applications a
-        JOIN recognitions r ON r.application_id = a.id
-        WHERE {cohort.where(by_batch=False)} AND a.re_review_of IS NULL AND r.status <> 'revoked'
+        WITH titles AS (
+            SELECT r.valid_from, a.tier, false AS imported
+            FROM applications a
+            JOIN recognitions r ON r.application_id = a.id
+            WHERE {cohort.where(by_batch=False)} AND a.re_review_of IS NULL AND r.status <> 'revoked'
+            UNION ALL
+            SELECT r.valid_from, r.tier, true
+            {cohort.imported_from(by_batch=False)} AND r.status <> 'revoked'
+        )
+        SELECT extract(year FROM valid_from AT TIME ZONE 'Asia/Shanghai')::int AS year, tier,
+               count(*) FILTER (WHERE NOT imported) AS reviewed,
+               count(*) FILTER (WHERE imported) AS imported
+        FROM titles
         GROUP BY 1, 2
         ORDER BY 1, 2
     """

@@ -16,8 +16,13 @@ class _Read(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+IMPORTED = "recognitions imported from a ministry's published list (no application), not in `recognized`"
+TOTAL = "recognized + imported"
+
+
 class FunnelRow(_Read):
-    """A tier's applications, step by step; a review level the tier does not go through is null."""
+    """A tier's applications, step by step; a review level the tier does not go through is null. The steps
+    are the applications' only; the tier's imported recognitions follow them, apart."""
 
     tier: Tier
     applied: int
@@ -26,7 +31,9 @@ class FunnelRow(_Read):
     passed_provincial: int | None
     passed_national: int | None
     on_notice: int
-    recognized: int
+    recognized: int = Field(description="recognitions through review of these applications")
+    imported: int = Field(description=IMPORTED)
+    recognized_total: int = Field(description=TOTAL)
 
 
 class RuleRow(_Read):
@@ -54,24 +61,38 @@ class StageTimes(_Read):
 
 
 class RegionRow(_Read):
+    """Recognitions of a city and tier: through review by the code the application was filed in, imported by
+    the code its enterprise is registered in."""
+
     province: str = Field(description="6-digit code of the province (GB/T 2260), e.g. 500000")
     city: str = Field(description="6-digit code of the city, e.g. 500100")
     tier: Tier
-    recognized: int
+    recognized: int = Field(description="recognitions through review")
+    imported: int = Field(description=IMPORTED)
+    recognized_total: int = Field(description=TOTAL)
 
 
 class IndustryRow(_Read):
     industry: str
     tier: Tier
-    recognized: int
+    recognized: int = Field(description="recognitions through review")
+    imported: int = Field(description=IMPORTED)
+    recognized_total: int = Field(description=TOTAL)
 
 
 class BenefitRow(_Read):
+    """A kind, tier and status of benefits: those of recognitions through review (``granted``, ``amount``),
+    those of imported recognitions, and both together."""
+
     kind: str
     tier: Tier
     status: str
     granted: int
     amount: Money
+    imported_granted: int
+    imported_amount: Money
+    granted_total: int
+    amount_total: Money
 
 
 class MoneyRow(_Read):
@@ -88,7 +109,8 @@ class MoneyRow(_Read):
 
 class PlanRow(_Read):
     """A tier's year of the cultivation plan against the new recognitions of that year (China Standard
-    Time), and both summed over the tier's years so far ("50 little giants by 2023")."""
+    Time), and both summed over the tier's years so far ("50 little giants by 2023"). ``achieved`` counts
+    recognitions through review and imported ones (by their list's recognized_on), each also apart."""
 
     year: int
     tier: Tier
@@ -97,6 +119,8 @@ class PlanRow(_Read):
     cumulative_planned: int
     cumulative_achieved: int
     progress: float | None = Field(description="cumulative_achieved / cumulative_planned, 4 decimals")
+    achieved_reviewed: int = Field(description="of achieved: through review")
+    achieved_imported: int = Field(description="of achieved: imported from ministry lists")
 
 
 class Report(_Read):

@@ -5,6 +5,12 @@ section over the applications filed in its region (its scope, as its queue); fin
 benefits granted, amounts disbursed and outstanding - and the other sections are null; an enterprise reads
 none (403). Only an admin sets a plan.
 
+Recognitions imported from a ministry's published list (no application) count beside those through review,
+apart: in the recognition sections and the funnel's last line (``imported``, ``recognized_total``), in the
+benefits, and in the plan's ``achieved``. A report for a batch counts the applications of that batch and the
+recognitions imported with that batch (a ministry's, e.g. ``2024-6``): its key may be one of the program's
+batches or one only imported rows carry.
+
 A plan is policy data: the ``[[plan]]`` of the program's file, until an admin replaces it through the API
 (``cultivation_plans``); replacing it with no targets returns to the file's.
 """
@@ -88,19 +94,14 @@ async def build_report(
     """The report of program ``key`` (and ``batch``; None: every batch) as ``user`` may read it."""
     scope = scope_for(user)
     program = program_or_404(programs, key)
-    if batch is not None and batch not in {b.key for b in program.batches}:
+    if (
+        batch is not None
+        and batch not in {b.key for b in program.batches}
+        and not await repo.imported_batch(session, program=key, batch=batch)
+    ):
         raise NotFound(f"Program {key} has no batch {batch}.")
     cohort = repo.Cohort(program=key, batch=batch, region_prefix=scope.prefix)
-    benefits = [
-        BenefitRow(
-            kind=row["kind"],
-            tier=row["tier"],
-            status=row["status"],
-            granted=row["granted"],
-            amount=_money(row["amount"]),
-        )
-        for row in await repo.benefits(session, cohort)
-    ]
+    benefits = [_benefit(row) for row in await repo.benefits(session, cohort)]
     money = _money_rows(await repo.money(session, cohort))
     source, targets = await _plan_lines(session, program)
     report = Report(
@@ -121,29 +122,62 @@ async def build_report(
     )
     if not scope.everything:
         return report
+    recognitions = await repo.recognitions(session, cohort)
+    grouped = {
+        name: [row for row in recognitions if row["grouping"] == name]
+        for name in ("region", "industry", "tier")
+    }
     return report.model_copy(
         update={
-            "funnel": _funnel(program, await repo.funnel(session, cohort)),
+            "funnel": _funnel(program, await repo.funnel(session, cohort), grouped["tier"]),
             "screening_rules": [
                 RuleRow(**row, pass_rate=_ratio(row["passed"], row["checked"]) or 0.0)
                 for row in await repo.screening_rules(session, cohort)
             ],
             "review_times": _stage_times(await repo.review_times(session, cohort, now=now)),
-            "by_region": [RegionRow(**row) for row in await repo.recognitions_by_region(session, cohort)],
+            "by_region": [
+                RegionRow(province=row["province"], city=row["city"], tier=row["tier"], **_counts(row))
+                for row in grouped["region"]
+            ],
             "by_industry": [
-                IndustryRow(**row) for row in await repo.recognitions_by_industry(session, cohort)
+                IndustryRow(industry=row["industry"], tier=row["tier"], **_counts(row))
+                for row in grouped["industry"]
             ],
             "plan": _plan_rows(targets, await repo.achieved_by_year(session, cohort)),
         }
     )
 
 
-def _funnel(program: Program, rows: Sequence[repo.Row]) -> list[FunnelRow]:
+def _counts(row: repo.Row) -> dict[str, int]:
+    """A recognition row's counts: through review, imported, both."""
+    recognized, imported = int(row["recognized"]), int(row["imported"])
+    return {"recognized": recognized, "imported": imported, "recognized_total": recognized + imported}
+
+
+def _benefit(row: repo.Row) -> BenefitRow:
+    granted, imported = int(row["granted"]), int(row["imported_granted"])
+    amount, imported_amount = _money(row["amount"]), _money(row["imported_amount"])
+    return BenefitRow(
+        kind=row["kind"],
+        tier=row["tier"],
+        status=row["status"],
+        granted=granted,
+        amount=amount,
+        imported_granted=imported,
+        imported_amount=imported_amount,
+        granted_total=granted + imported,
+        amount_total=amount + imported_amount,
+    )
+
+
+def _funnel(program: Program, rows: Sequence[repo.Row], by_tier: Sequence[repo.Row]) -> list[FunnelRow]:
+    """The applications' steps per tier, then the tier's imported recognitions (outside the funnel)."""
     found = {str(row["tier"]): row for row in rows}
+    imported = {str(row["tier"]): int(row["imported"]) for row in by_tier}
     funnel = []
     for tier in TIERS:  # every tier of the program, lowest first, with or without applications
         policy = program.tiers.get(tier)
-        if policy is None and tier not in found:
+        if policy is None and tier not in found and not imported.get(tier):
             continue
         row = found.get(tier, {})
         levels = policy.review_levels if policy is not None else list(LEVELS)
@@ -161,6 +195,8 @@ def _funnel(program: Program, rows: Sequence[repo.Row]) -> list[FunnelRow]:
                 passed_national=count("passed_national") if "national" in levels else None,
                 on_notice=count("on_notice"),
                 recognized=count("recognized"),
+                imported=imported.get(tier, 0),
+                recognized_total=count("recognized") + imported.get(tier, 0),
             )
         )
     return funnel
@@ -213,7 +249,9 @@ def _plan_rows(targets: Sequence[PlanLine], achieved: Sequence[repo.Row]) -> lis
     """Every planned (year, tier), and every year a planned tier achieved something outside the plan; the
     cumulative figures run over a tier's years in order."""
     planned: dict[tuple[int, str], int] = {(line.year, line.tier): line.target for line in targets}
-    done: dict[tuple[int, str], int] = {(row["year"], row["tier"]): row["achieved"] for row in achieved}
+    done: dict[tuple[int, str], tuple[int, int]] = {
+        (row["year"], row["tier"]): (int(row["reviewed"]), int(row["imported"])) for row in achieved
+    }
     tiers = {tier for _, tier in planned}
     keys = sorted(
         set(planned) | {key for key in done if key[1] in tiers},
@@ -222,7 +260,8 @@ def _plan_rows(targets: Sequence[PlanLine], achieved: Sequence[repo.Row]) -> lis
     rows: list[PlanRow] = []
     sums: dict[str, tuple[int, int]] = {}
     for year, tier in keys:
-        target, got = planned.get((year, tier)), done.get((year, tier), 0)
+        target, (reviewed, imported) = planned.get((year, tier)), done.get((year, tier), (0, 0))
+        got = reviewed + imported
         cumulative = sums.get(tier, (0, 0))
         cumulative = (cumulative[0] + (target or 0), cumulative[1] + got)
         sums[tier] = cumulative
@@ -235,6 +274,8 @@ def _plan_rows(targets: Sequence[PlanLine], achieved: Sequence[repo.Row]) -> lis
                 cumulative_planned=cumulative[0],
                 cumulative_achieved=cumulative[1],
                 progress=_ratio(cumulative[1], cumulative[0]),
+                achieved_reviewed=reviewed,
+                achieved_imported=imported,
             )
         )
     return rows

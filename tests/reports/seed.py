@@ -16,6 +16,12 @@ batch report-test-2026 (the plan is demo's: specialized_new 20 in 2026 and 30 in
   G  a draft; H another program's application; I another batch's - none of them counted.
 Money: A's line (2,000,000.00) drew 500,000.00 (paid, 100,000.00 repaid) and asks 200,000.00 (awaiting
 approval); C borrowed 1,000,000.00 from the bridge fund (paid); B got a 300,000.00 listing reward (paid).
+
+Imported from ministry lists (``seed_imported``, through services/applications/imported.py, each row twice):
+  X  specialized_new 500103 machinery    batch report-test-2026, recognised 2026-07-01, a 2,000,000.00 line
+  Y  little_giant    330106 electronics  batch 2024-6 (only imports carry it), recognised 2027-01-01 (its
+                                          validity starts 2026-12-31 16:00 UTC: 2027 in China)
+  Z  specialized_new 500230 software     batch report-test-2026, recognised 2026-08-01, revoked since
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ from typing import Any
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.applications.imported import import_row
 from services.applications.models import Application, Enterprise, Recognition, ReviewTask, Transition
+from services.applications.schemas import RecognitionImportCreate
+from services.auth import CurrentUser, Role
 from services.credit.models import (
     Benefit,
     BridgeLoan,
@@ -43,6 +52,7 @@ from tests.support.factories import random_uscc, strong_metrics
 
 PROGRAM, BATCH = "report-test", "report-test-2026"
 OTHER_BATCH = "report-test-2027"  # not in the file: I's
+MINISTRY_BATCH = "2024-6"  # not in the file either: only Y, imported, carries it
 HOSTILE = '=HYPERLINK("http://evil.example/","click")'
 T0 = datetime(2026, 4, 10, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -321,3 +331,49 @@ async def seed_cohort(session: AsyncSession) -> Cohort:
     )
     await session.flush()
     return s.cohort
+
+
+async def seed_imported(session: AsyncSession, programs: Any) -> dict[str, Recognition]:
+    """X, Y and Z as an admin imports them - every row twice, as a list imported again is: the second time
+    finds what the first made - and X's credit line (the benefits workflow is not running here)."""
+    admin = CurrentUser(sub="report-test-admin", role=Role.admin)
+    rows = {
+        "X": ("specialized_new", "500103", "machinery", BATCH, date(2026, 7, 1)),
+        "Y": ("little_giant", "330106", "electronics", MINISTRY_BATCH, date(2027, 1, 1)),
+        "Z": ("specialized_new", "500230", "software", BATCH, date(2026, 8, 1)),
+    }
+    imported: dict[str, Recognition] = {}
+    for name, (tier, region, industry, batch, recognized_on) in rows.items():
+        row = RecognitionImportCreate(
+            program=PROGRAM,
+            tier=tier,
+            uscc=random_uscc(region),
+            name=f"Listed {name}",
+            region_code=region,
+            industry=industry,
+            founded_on=date(2012, 3, 1),
+            batch=batch,
+            list_reference=f"工信部{batch}批-{uuid.uuid4().hex[:6]}",
+            recognized_on=recognized_on,
+        )
+        first = await import_row(session, user=admin, row=row, programs=programs)
+        again = await import_row(session, user=admin, row=row, programs=programs)
+        assert (first.created, again.created) == (True, False)
+        assert again.recognition.id == first.recognition.id
+        imported[name] = first.recognition
+    imported["Z"].status = "revoked"
+    x = imported["X"]
+    session.add(
+        Benefit(
+            id=uuid.uuid4(),
+            recognition_id=x.id,
+            uscc=x.uscc,
+            program=PROGRAM,
+            tier=x.tier,
+            kind="credit_line",
+            status="active",
+            amount=Decimal("2000000.00"),
+        )
+    )
+    await session.flush()
+    return imported

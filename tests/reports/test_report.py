@@ -17,7 +17,8 @@ from services.auth import Role
 from services.config import Settings
 from tests.conftest import bearer, make_token
 from tests.platform.test_query_plans import GROWING, seq_scans
-from tests.reports.seed import BATCH, HOSTILE, PROGRAM, seed_cohort
+from tests.reports.conftest import PROGRAMS
+from tests.reports.seed import BATCH, HOSTILE, MINISTRY_BATCH, PROGRAM, seed_cohort, seed_imported
 from tests.support.factories import random_uscc
 
 URL = f"/api/v1/programs/{PROGRAM}/report"
@@ -38,6 +39,11 @@ SECTIONS = [  # in the order the exports write them
 @pytest.fixture
 async def seeded(session: AsyncSession) -> None:
     await seed_cohort(session)
+
+
+@pytest.fixture
+async def with_imports(session: AsyncSession, seeded: None) -> None:
+    await seed_imported(session, PROGRAMS)
 
 
 @pytest.fixture
@@ -67,6 +73,8 @@ async def test_funnel_rules_times_regions_and_money(
             "passed_national": None,  # not one of the tier's levels
             "on_notice": 2,
             "recognized": 2,
+            "imported": 0,
+            "recognized_total": 2,
         },
         {
             "tier": "little_giant",
@@ -77,6 +85,8 @@ async def test_funnel_rules_times_regions_and_money(
             "passed_national": 1,
             "on_notice": 1,
             "recognized": 1,
+            "imported": 0,
+            "recognized_total": 1,
         },
     ]
     rules = {
@@ -114,8 +124,22 @@ async def test_funnel_rules_times_regions_and_money(
     }
     assert times["national"]["p50_seconds"] == times["national"]["p90_seconds"] == 5 * DAY
     assert report["by_region"] == [
-        {"province": "330000", "city": "330100", "tier": "little_giant", "recognized": 1},
-        {"province": "500000", "city": "500100", "tier": "specialized_new", "recognized": 2},
+        {
+            "province": "330000",
+            "city": "330100",
+            "tier": "little_giant",
+            "recognized": 1,
+            "imported": 0,
+            "recognized_total": 1,
+        },
+        {
+            "province": "500000",
+            "city": "500100",
+            "tier": "specialized_new",
+            "recognized": 2,
+            "imported": 0,
+            "recognized_total": 2,
+        },
     ]
     assert sorted((r["industry"], r["tier"], r["recognized"]) for r in report["by_industry"]) == sorted(
         [
@@ -124,22 +148,24 @@ async def test_funnel_rules_times_regions_and_money(
             ("machinery", "specialized_new", 1),
         ]
     )
+
+    def benefit(kind: str, tier: str, granted: int, amount: str) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "tier": tier,
+            "status": "active",
+            "granted": granted,
+            "amount": amount,
+            "imported_granted": 0,
+            "imported_amount": "0.00",
+            "granted_total": granted,
+            "amount_total": amount,
+        }
+
     assert report["benefits"] == [
-        {"kind": "bridge_loan", "tier": "little_giant", "status": "active", "granted": 1, "amount": "0.00"},
-        {
-            "kind": "credit_line",
-            "tier": "little_giant",
-            "status": "active",
-            "granted": 1,
-            "amount": "3000000.00",
-        },
-        {
-            "kind": "credit_line",
-            "tier": "specialized_new",
-            "status": "active",
-            "granted": 2,
-            "amount": "4000000.00",
-        },
+        benefit("bridge_loan", "little_giant", 1, "0.00"),
+        benefit("credit_line", "little_giant", 1, "3000000.00"),
+        benefit("credit_line", "specialized_new", 2, "4000000.00"),
     ]
     assert report["money"] == [
         {
@@ -240,6 +266,115 @@ async def test_every_batch_and_the_contract_path(
     assert bad_format.status_code == 422
 
 
+def _counts(rows: list[dict[str, Any]], *keys: str) -> list[tuple[Any, ...]]:
+    return [
+        (*(row[key] for key in keys), row["recognized"], row["imported"], row["recognized_total"])
+        for row in rows
+    ]
+
+
+async def test_imported_recognitions_count_apart_beside_the_reviewed(
+    api_rollback: httpx.AsyncClient,
+    seeded: None,
+    admin: dict[str, str],
+    session: AsyncSession,
+    settings: Settings,
+) -> None:
+    """X, Y, Z imported (each row twice: counted once) beside A, B, C through review: the funnel's steps
+    stay the applications', the recognitions and benefits show the imported apart, the plan counts both."""
+    before = await _report(api_rollback, admin)
+    await seed_imported(session, PROGRAMS)
+    report = await _report(api_rollback, admin)
+
+    steps = ["applied", "screened_in", "passed_municipal", "passed_provincial", "on_notice", "recognized"]
+    assert [[row[step] for step in steps] for row in report["funnel"]] == [
+        [row[step] for step in steps] for row in before["funnel"]
+    ]
+    # Of batch report-test-2026: X and Z (revoked since, still a recognition the batch named, as a
+    # reviewed one revoked is); Y was named in the ministry's batch 2024-6.
+    assert _counts(report["funnel"], "tier") == [("specialized_new", 2, 2, 4), ("little_giant", 1, 0, 1)]
+    assert _counts(report["by_region"], "province", "city", "tier") == [
+        ("330000", "330100", "little_giant", 1, 0, 1),
+        ("500000", "500100", "specialized_new", 2, 1, 3),  # X, by its enterprise's code
+        ("500000", "500200", "specialized_new", 0, 1, 1),  # Z
+    ]
+    assert _counts(report["by_industry"], "industry", "tier") == [
+        (HOSTILE, "specialized_new", 1, 0, 1),
+        ("electronics", "little_giant", 1, 0, 1),
+        ("machinery", "specialized_new", 1, 1, 2),
+        ("software", "specialized_new", 0, 1, 1),
+    ]
+    credit = [r for r in report["benefits"] if (r["kind"], r["tier"]) == ("credit_line", "specialized_new")]
+    assert credit == [
+        {
+            "kind": "credit_line",
+            "tier": "specialized_new",
+            "status": "active",
+            "granted": 2,
+            "amount": "4000000.00",
+            "imported_granted": 1,
+            "imported_amount": "2000000.00",
+            "granted_total": 3,
+            "amount_total": "6000000.00",
+        }
+    ]
+    assert report["money"] == before["money"]  # the payouts stay the applications' recognitions'
+    # The plan, every batch: X in 2026, Y in 2027 (recognised 2027-01-01 in China), Z revoked - not counted.
+    assert [
+        (r["tier"], r["year"], r["achieved"], r["achieved_reviewed"], r["achieved_imported"], r["progress"])
+        for r in report["plan"]
+    ] == [
+        ("specialized_new", 2026, 2, 1, 1, 0.1),
+        ("specialized_new", 2027, 1, 1, 0, 0.06),
+        ("little_giant", 2026, 0, 0, 0, 0.0),
+        ("little_giant", 2027, 2, 1, 1, 0.1333),
+    ]
+    assert [r["cumulative_achieved"] for r in report["plan"]] == [2, 3, 0, 2]
+
+    # The ministry's batch, which only imported rows carry: no applications, its recognitions.
+    ministry = await _report(api_rollback, admin, batch=MINISTRY_BATCH)
+    assert ministry["batch"] == MINISTRY_BATCH
+    assert all(row["applied"] == row["recognized"] == 0 for row in ministry["funnel"])
+    assert _counts(ministry["funnel"], "tier") == [("specialized_new", 0, 0, 0), ("little_giant", 0, 1, 1)]
+    assert _counts(ministry["by_region"], "city", "tier") == [("330100", "little_giant", 0, 1, 1)]
+    assert ministry["plan"] == report["plan"]  # a plan counts years, every batch
+    # Every batch: the imported rows of every list.
+    everything = (await api_rollback.get(URL, headers=admin)).json()
+    assert _counts(everything["funnel"], "tier") == [("specialized_new", 2, 2, 4), ("little_giant", 1, 1, 2)]
+    # A reviewer in Chongqing: the imported rows of enterprises registered there.
+    reviewer = bearer(make_token(settings, Role.reviewer, "rev", level="provincial", region="500000"))
+    scoped = await _report(api_rollback, reviewer)
+    assert _counts(scoped["funnel"], "tier") == [("specialized_new", 2, 2, 4), ("little_giant", 0, 0, 0)]
+    assert (await api_rollback.get(URL, params={"batch": "2024-7"}, headers=admin)).status_code == 404
+
+
+async def test_exports_show_the_imported(
+    api_rollback: httpx.AsyncClient, with_imports: None, admin: dict[str, str]
+) -> None:
+    from openpyxl import load_workbook  # type: ignore[import-untyped]
+    from pypdf import PdfReader
+
+    response = await api_rollback.get(URL, params={"batch": BATCH, "format": "csv"}, headers=admin)
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
+    funnel = {row["tier"]: row for row in rows if row["section"] == "funnel"}
+    assert (funnel["specialized_new"]["imported"], funnel["specialized_new"]["recognized_total"]) == (
+        "2",
+        "4",
+    )
+    plan = [row for row in rows if row["section"] == "plan" and row["year"] == "2026"]
+    assert plan[0]["achieved_imported"] == "1"
+    book = await api_rollback.get(URL, params={"batch": BATCH, "format": "xlsx"}, headers=admin)
+    sheet = list(load_workbook(io.BytesIO(book.content))["funnel"].iter_rows(values_only=True))
+    assert sheet[0][-2:] == ("imported", "recognized_total")
+    assert sheet[1][-2:] == (2, 4)
+    meta = list(load_workbook(io.BytesIO(book.content))["report"].iter_rows(values_only=True))
+    assert ("recognized", "5 (3 through review, 2 imported from lists)") in meta
+    pdf = await api_rollback.get(URL, params={"batch": BATCH, "format": "pdf"}, headers=admin)
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "recognized_total" in text
+    assert "imported from lists" in text
+
+
 async def test_roles(api_rollback: httpx.AsyncClient, seeded: None, settings: Settings) -> None:
     finance = await _report(api_rollback, bearer(make_token(settings, Role.finance, "report-fin")))
     assert finance["money"][0]["disbursed"] == "500000.00"
@@ -250,8 +385,8 @@ async def test_roles(api_rollback: httpx.AsyncClient, seeded: None, settings: Se
     scoped = await _report(api_rollback, reviewer)
     assert scoped["region"] == "500000"
     assert [row["tier"] for row in scoped["funnel"] if row["applied"]] == ["specialized_new"]
-    assert scoped["by_region"] == [
-        {"province": "500000", "city": "500100", "tier": "specialized_new", "recognized": 2}
+    assert [(r["city"], r["tier"], r["recognized"]) for r in scoped["by_region"]] == [
+        ("500100", "specialized_new", 2)
     ]
     assert scoped["money"][1]["disbursed"] == "0.00"  # C's bridge loan is Hangzhou's
     enterprise = bearer(make_token(settings, Role.enterprise, "report-ent", uscc=random_uscc("500103")))
@@ -282,7 +417,7 @@ async def test_csv_escapes_formulas(
 async def test_xlsx_opens_with_a_sheet_per_section(
     api_rollback: httpx.AsyncClient, seeded: None, admin: dict[str, str]
 ) -> None:
-    from openpyxl import load_workbook  # type: ignore[import-untyped]
+    from openpyxl import load_workbook
 
     response = await api_rollback.get(URL, params={"batch": BATCH, "format": "xlsx"}, headers=admin)
     assert response.status_code == 200
@@ -312,7 +447,7 @@ async def test_pdf_has_pages(api_rollback: httpx.AsyncClient, seeded: None, admi
 
 async def test_queries_are_index_backed(
     api_rollback: httpx.AsyncClient,
-    seeded: None,
+    with_imports: None,
     admin: dict[str, str],
     connection: AsyncConnection,
     settings: Settings,
@@ -333,10 +468,11 @@ async def test_queries_are_index_backed(
         await _report(api_rollback, admin)
         await _report(api_rollback, reviewer)
         assert (await api_rollback.get(URL, headers=admin)).status_code == 200  # every batch
+        await _report(api_rollback, admin, batch=MINISTRY_BATCH)  # a batch only imported rows carry
     finally:
         event.remove(sync, "before_cursor_execute", capture)
-    report_queries = [(s, p) for s, p in captured if "applications a" in s]
-    assert len(report_queries) >= 8 * 3
+    report_queries = [(s, p) for s, p in captured if "applications a" in s or "FROM recognitions r" in s]
+    assert len(report_queries) >= 7 * 4 + 1  # seven statements a report, and the ministry batch's check
     await connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
     failures = []
     for statement, parameters in report_queries:
