@@ -69,6 +69,8 @@ File layout (unknown keys are refused)::
     term_working_days = 15
     qualifying_tiers = ["specialized_new"]
     reminder_working_days = 3               # optional (default 3): a loan is reminded of before it is due
+    open_to_pool_members = true             # optional (default false): the program's cultivation-pool
+                                            # members borrow from the fund too (services/credit/funds.py)
 
     [[plan]]                                # optional: the three-year cultivation plan, new recognitions
     year = 2025                             # wanted per calendar year (China Standard Time) and tier; a
@@ -418,6 +420,11 @@ class BridgePool(_Frozen):
     # timer) at the start of the working day this many working days before the day it is due. Files written
     # before reminders existed get the default.
     reminder_working_days: Annotated[int, Field(gt=0)] = DEFAULT_REMINDER_WORKING_DAYS
+    # The fund lends to the program's cultivation-pool members (``pool_members``, whatever tier they aim
+    # at) as well as to the enterprises whose recognition in a ``qualifying_tiers`` tier carries it (the
+    # Chongqing seed opens its fund to the pool; services/credit/funds.py). Files and versions written
+    # before this existed mean what they meant: closed.
+    open_to_pool_members: Annotated[bool, Field(strict=True)] = False
 
     @field_validator("per_use_cap")
     @classmethod

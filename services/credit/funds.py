@@ -1,6 +1,8 @@
 """Bridge-loan funds and listing rewards: requested by enterprises, approved by finance and paid through the
 bank as payouts (``payouts``), like drawdowns.
 
+An enterprise borrows from a program's fund when an active recognition of it carries the fund, or when it is
+in the program's cultivation pool and the fund is open to the pool (``bridge_pool.open_to_pool_members``).
 A bridge loan reserves its amount in the program's fund at once - one conditional UPDATE, so concurrent
 requests never commit the fund beyond its capacity - and holds it until finance records its repayment, in one
 part or several, each releasing its amount from the fund as it comes in (or until the loan is rejected,
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +32,7 @@ from services.credit.models import (
     ZERO,
     Benefit,
     BridgeLoan,
+    BridgeLoanQualification,
     BridgeLoanRepayment,
     FundCapacityChange,
     ListingReward,
@@ -47,6 +51,8 @@ from services.credit.schemas import (
 from services.credit.service import Listing
 from services.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessable
 from services.pagination import Cursor, Page, decode_cursor, split_page
+from services.pools.schemas import PoolMembership
+from services.pools.service import memberships_of
 
 # --- funds -------------------------------------------------------------------------------------------------
 
@@ -83,22 +89,87 @@ async def list_funds(
 # --- bridge loans ------------------------------------------------------------------------------------------
 
 
-async def _qualifying(session: AsyncSession, *, uscc: str, program: str | None) -> Benefit:
-    """The enterprise's active bridge-loan benefit in ``program`` (or in the only program that qualifies)."""
-    benefits = await repository.active_benefits(session, uscc=uscc, kind="bridge_loan")
-    eligible = sorted({b.program for b in benefits})
+@dataclass(frozen=True)
+class _Qualification:
+    """What lets an enterprise borrow from a program's fund: an active recognition's bridge-loan benefit, or
+    a membership of the program's cultivation pool when the fund is open to it (no recognition then; the
+    tier is the one the member aims at)."""
+
+    program: str
+    uscc: str
+    tier: str
+    recognition_id: uuid.UUID | None
+    qualified_by: BridgeLoanQualification
+
+    @classmethod
+    def of_benefit(cls, benefit: Benefit) -> _Qualification:
+        return cls(benefit.program, benefit.uscc, benefit.tier, benefit.recognition_id, "recognition")
+
+    @classmethod
+    def of_member(cls, uscc: str, member: PoolMembership) -> _Qualification:
+        return cls(member.program, uscc, member.tier_aimed, None, "pool")
+
+    def columns(self) -> dict[str, Any]:
+        """The loan's columns that say who borrows and why they may."""
+        return {
+            "uscc": self.uscc,
+            "tier": self.tier,
+            "recognition_id": self.recognition_id,
+            "qualified_by": self.qualified_by,
+        }
+
+
+def _open_to_pool(programs: policy.Programs, key: str) -> bool | None:
+    """Whether program ``key``'s fund lends to its pool's members; None: the program has no fund."""
+    found = programs.get(key)
+    if found is None or found.bridge_pool is None:
+        return None
+    return found.bridge_pool.open_to_pool_members
+
+
+async def _qualifying(
+    session: AsyncSession, *, uscc: str, program: str | None, programs: policy.Programs
+) -> _Qualification:
+    """What qualifies the enterprise for ``program``'s fund, or when none is named, for the only program that
+    qualifies. A recognition wins: its benefit qualifies before a pool membership of the same program, and
+    when no program is named, the pools count only for an enterprise no recognition qualifies."""
+    benefits: dict[str, Benefit] = {}
+    for benefit in await repository.active_benefits(session, uscc=uscc, kind="bridge_loan"):
+        benefits.setdefault(benefit.program, benefit)
+    memberships = await memberships_of(session, uscc)
+    members = {m.program: m for m in memberships if _open_to_pool(programs, m.program)}
+    # The pools the enterprise is in whose fund lends on recognition only: a refusal names them.
+    closed = sorted(
+        m.program
+        for m in memberships
+        if _open_to_pool(programs, m.program) is False and m.program not in benefits
+    )
     if program is not None:
-        if program not in eligible:
-            raise Conflict(f"No active recognition of yours qualifies for program {program!r}'s bridge fund.")
-    elif not eligible:
-        raise Conflict("No active recognition of yours qualifies for a bridge loan.")
-    elif len(eligible) > 1:
+        if program in benefits:
+            return _Qualification.of_benefit(benefits[program])
+        if program in members:
+            return _Qualification.of_member(uscc, members[program])
+        not_open = " (you are in its cultivation pool, but its fund is not open to the pool)"
+        raise Conflict(
+            "Neither an active recognition nor a cultivation-pool membership of yours qualifies for program "
+            f"{program!r}'s bridge fund{not_open if program in closed else ''}."
+        )
+    eligible = sorted(benefits) or sorted(members)
+    if not eligible:
+        not_open = f" (the funds of {', '.join(closed)}, whose pools you are in, are not open to the pool)"
+        raise Conflict(
+            "Neither an active recognition nor a cultivation-pool membership of yours qualifies for a bridge "
+            f"loan{not_open if closed else ''}."
+        )
+    if len(eligible) > 1:
         raise Unprocessable(
             f"Several programs qualify ({', '.join(eligible)}); name one in `program`.",
             errors=[FieldError(field="program", message="required when several qualify")],
         )
-    key = program or eligible[0]
-    return next(b for b in benefits if b.program == key)
+    [key] = eligible
+    if key in benefits:
+        return _Qualification.of_benefit(benefits[key])
+    return _Qualification.of_member(uscc, members[key])
 
 
 def _qualified_by(benefit: Benefit) -> dict[str, Any]:
@@ -118,14 +189,17 @@ async def request_bridge_loan(
     data: BridgeLoanCreate,
     programs: policy.Programs,
 ) -> PayoutRead:
-    """Reserve the amount in the fund of the program the enterprise's recognition qualifies for (409 beyond
-    the fund's available capacity; 422 beyond the per-use cap or the fund's term) and write the loan; once the
-    request commits, its workflow starts: finance approves it before the program's approval deadline, which
-    otherwise releases it."""
+    """Reserve the amount in the fund of the program the enterprise qualifies for (``_qualifying``: by an
+    active recognition, or by its membership of the program's cultivation pool when the fund is open to the
+    pool; 409 when neither does, 422 when several programs do and none is named) and write the loan: 409
+    beyond the fund's available capacity, 422 beyond the per-use cap or the fund's term. Once the request
+    commits, its workflow starts: finance approves it before the program's approval deadline, which
+    otherwise releases it. How it qualified changes nothing after this - the same caps, approvals, payment,
+    repayment and ledger - but that only a recognition's revocation rejects the pending loans it qualified."""
     await authorize_bridge_loan(user)
     assert user.uscc is not None
-    benefit = await _qualifying(session, uscc=user.uscc, program=data.program)
-    program = policy.program(programs, benefit.program)
+    qualification = await _qualifying(session, uscc=user.uscc, program=data.program, programs=programs)
+    program = policy.program(programs, qualification.program)
     pool = program.bridge_pool
     if pool is None:
         raise Conflict(f"Program {program.key!r} no longer has a bridge fund.")
@@ -147,7 +221,7 @@ async def request_bridge_loan(
     loan = BridgeLoan(
         id=uuid.uuid4(),
         program=program.key,
-        **_qualified_by(benefit),
+        **qualification.columns(),
         term_days=data.term_days,
         purpose=data.purpose,
         **payouts.requested(program, data.amount, by=user.sub, at=payouts.now()),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from sqlalchemy import (
     BigInteger,
@@ -55,6 +55,9 @@ DRAWDOWN_STATUSES = PAYOUT_STATUSES
 BRIDGE_LOAN_STATUSES = PAYOUT_STATUSES
 LISTING_REWARD_STATUSES = tuple(s for s in PAYOUT_STATUSES if s != "repaid")
 AWAITING: PayoutStatus = "pending_approval"  # requested, waiting for finance's decisions
+# What qualified a bridge loan: a recognition's benefit, or a membership of the program's cultivation pool
+# when its fund is open to the pool (``bridge_pool.open_to_pool_members``; such a loan has no recognition).
+BridgeLoanQualification = Literal["recognition", "pool"]
 DISBURSEMENT_STATUSES = get_args(DisbursementStatus)
 
 
@@ -407,7 +410,8 @@ class BridgeLoan(PayoutColumns, Base):
     program: Mapped[str] = mapped_column(ForeignKey("fund_pools.program"), index=True)
     uscc: Mapped[str] = mapped_column(String(18), index=True)
     tier: Mapped[str] = mapped_column(String(32))
-    recognition_id: Mapped[uuid.UUID]  # the recognition whose benefit qualified
+    # The recognition whose benefit qualified; None when a pool membership did (``qualified_by``).
+    recognition_id: Mapped[uuid.UUID | None]
     amount: Mapped[Money]
     term_days: Mapped[int] = mapped_column(Integer)  # working days from approval (policy.is_working_day)
     purpose: Mapped[str] = mapped_column(Text)
@@ -422,6 +426,11 @@ class BridgeLoan(PayoutColumns, Base):
     )
     # Repaid so far, in parts (``BridgeLoanRepayment``); the ``repaid_*`` columns above are the last part's.
     repaid: Mapped[Money] = mapped_column(server_default=text("0"), sort_order=_AFTER_APPROVAL)
+    # ``recognition``: ``recognition_id``'s benefit; ``pool``: the enterprise's membership of the program's
+    # cultivation pool (``pool_members``, one per program and USCC; ``tier`` is the tier it aims at).
+    qualified_by: Mapped[BridgeLoanQualification] = mapped_column(
+        String(16), default="recognition", server_default="recognition", sort_order=_AFTER_APPROVAL
+    )
 
     __table_args__ = _payout_table_args(
         "bridge_loans",
@@ -430,6 +439,11 @@ class BridgeLoan(PayoutColumns, Base):
         Index("ix_bridge_loans_status_created_at", "status", "created_at"),
         Index("ix_bridge_loans_recognition_id", "recognition_id"),  # the cohort report's join
         CheckConstraint("repaid >= 0 AND repaid <= amount", name="repaid_within_amount"),
+        CheckConstraint(
+            "(qualified_by = 'recognition' AND recognition_id IS NOT NULL)"
+            " OR (qualified_by = 'pool' AND recognition_id IS NULL)",
+            name="qualification_known",
+        ),
     )
 
     @property

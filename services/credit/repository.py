@@ -799,7 +799,8 @@ async def reject_pending(
     at: datetime,
 ) -> list[Any]:
     """Reject the recognition's bridge loans (or listing rewards) still awaiting approval, locking their
-    rows; returns them (the caller releases what they held)."""
+    rows; returns them (the caller releases what they held). A bridge loan a pool membership qualified has
+    no recognition: no revocation rejects it."""
     rows = await session.scalars(
         update(model)
         .where(model.recognition_id == recognition_id, model.status == "pending_approval")

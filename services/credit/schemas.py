@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from services.contracts import PayoutKind
+from services.credit.models import BridgeLoanQualification
 from services.pagination import Page
 from services.vocabulary import (
     ApprovalDecision,
@@ -356,7 +357,12 @@ class BridgeLoanCreate(_Write):
     ]
     purpose: Annotated[str, Field(min_length=1, max_length=500, pattern=NO_NUL)]
     program: Annotated[
-        str | None, Field(pattern=KEY_PATTERN, description="needed only when several programs qualify")
+        str | None,
+        Field(
+            pattern=KEY_PATTERN,
+            description="needed only when several programs qualify (an active recognition's programs, or "
+            "when none has one, the programs whose fund is open to a cultivation pool you are in)",
+        ),
     ] = None
 
 
@@ -378,6 +384,15 @@ class BridgeLoanRead(PayoutRead):
     repaid: Money = Field(default=Decimal("0.00"), description="repaid so far (in one or more parts)")
     outstanding: Money = Field(
         default=Decimal("0.00"), description="amount - repaid: what it still holds of the fund once paid out"
+    )
+    qualified_by: BridgeLoanQualification = Field(
+        default="recognition",
+        description="what qualified the enterprise: `recognition` (an active recognition whose benefit "
+        "carries the fund, `recognition_id`) or `pool` (a membership of the program's cultivation pool, "
+        "when its fund is open to the pool; `tier` is the tier the member aims at)",
+    )
+    recognition_id: uuid.UUID | None = Field(
+        default=None, description="the recognition that qualified it; null when a pool membership did"
     )
 
 
