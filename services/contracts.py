@@ -215,6 +215,16 @@ class RevokeRequest(_Model):
     revoked_for: RevokedFor = "other"
 
 
+class RevokedTitle(_Model):
+    """A recognition a revocation for fraud revoked with the one it named (the enterprise's other titles)."""
+
+    recognition_id: uuid.UUID
+    certificate_no: str
+    program: str
+    tier: str
+    application_id: uuid.UUID | None = None  # whose review workflow keeps it; none for an imported one
+
+
 class ReviewState(_Model):
     """What an Update returns and a query answers: the application's state after the change."""
 
@@ -229,6 +239,8 @@ class ReviewState(_Model):
     recognition_id: uuid.UUID | None = None
     certificate_no: str | None = None
     valid_until: datetime | None = None  # the recognition's, as extended by approved re-reviews
+    # The revocation's answer only: a revocation for fraud revokes the enterprise's other titles too.
+    also_revoked: list[RevokedTitle] = []
 
 
 # --- activities of the review workflow -------------------------------------------------------------------
@@ -322,6 +334,29 @@ class RecognitionChange(_Model):
     reason: str
     at: datetime
     revoked_for: RevokedFor | None = None  # a revocation's ground; histories before fraud bars have none
+
+
+def revoked_with_reason(certificate_no: str, reason: str) -> str:
+    """The reason recorded on a title revoked with another's revocation for fraud, naming that certificate."""
+    return f"revoked for fraud with certificate {certificate_no}: {reason}"
+
+
+class RecognitionChanged(_Model):
+    """What ``change_recognition`` did beside the recognition it names: a revocation for fraud revoked the
+    enterprise's other titles too (the same on a retried attempt). Read only by workflows that ask
+    ``FRAUD_REVOKES_EVERY_TITLE``: the activity returned nothing before."""
+
+    also_revoked: list[RevokedTitle] = []
+
+
+class TitleRevoked(_Model):
+    """Signal ``revoked`` to the review workflow keeping a recognition another recognition's revocation for
+    fraud revoked: already recorded (row, history, event) and its benefits told; the workflow only ends its
+    lifecycle."""
+
+    recognition_id: uuid.UUID
+    revoked_with: uuid.UUID  # the recognition whose revocation for fraud revoked it
+    reason: str  # as recorded on it (naming that recognition's certificate)
 
 
 class SupplementReminder(_Model):

@@ -62,8 +62,8 @@ class ReviewActivities(Activities):
         return await self._in_transaction(records.recognize, data=data, programs=self.resources.programs)
 
     @activity.defn(name="change_recognition")
-    async def change_recognition(self, data: contracts.RecognitionChange) -> None:
-        await self._in_transaction(records.change_recognition, data=data)
+    async def change_recognition(self, data: contracts.RecognitionChange) -> contracts.RecognitionChanged:
+        return await self._in_transaction(records.change_recognition, data=data)
 
     @activity.defn(name="open_re_review")
     async def open_re_review(self, data: contracts.ReReviewInput) -> contracts.ReReviewOutcome:

@@ -11,6 +11,9 @@ validity on approval, and ends at the later of expiry and the decision otherwise
 at expiry.
 Workflows started before re-review windows (RE_REVIEW_WINDOW) open a re-review of the old figures at expiry.
 A re-review's own workflow (``re_review_of``) ends at its decision: its parent keeps the recognition.
+A revocation (Update ``revoke``) for fraud revokes every other title of the enterprise in its activity's
+transaction (FRAUD_REVOKES_EVERY_TITLE); the workflow then stops their benefits and signals ``revoked`` to the
+review workflows keeping them, which end their lifecycle as at a revocation of their own.
 
 Reminders are timers too: the program's ``supplement_reminder`` before a returned application's supplement is
 due, and its ``expiry_reminder`` before a recognition expires, an activity tells the enterprise
@@ -56,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         PanelScored,
         PanelVerdict,
         RecognitionChange,
+        RecognitionChanged,
         RecognitionOutcome,
         RecognizeInput,
         ReReviewFiled,
@@ -66,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
         ReReviewWindow,
         ReviewInput,
         ReviewState,
+        RevokedTitle,
         RevokeRequest,
         ScoreRequest,
         ScreenAndEnterInput,
@@ -76,8 +81,10 @@ with workflow.unsafe.imports_passed_through():
         SupplementContent,
         SupplementReminder,
         SupplementRequest,
+        TitleRevoked,
         TransitionInput,
         WithdrawRequest,
+        revoked_with_reason,
         search_attributes,
     )
     from services.vocabulary import covers_region
@@ -94,6 +101,10 @@ RE_REVIEW_WINDOW = "re-review-window-before-expiry"
 # Patch: a stage the program gives an expert panel is decided by a panel drawn from the pool
 # (services/applications/panels.py); asked only at such a stage, which no workflow before it had in its input.
 EXPERT_PANELS = "expert-panels"
+# Patch: a revocation for fraud revokes every title of the enterprise (services/applications/revocation.py);
+# its revoke Update reads what else the activity revoked and tells their workflows. Asked only when revoking
+# for fraud: a history revoked for fraud before it replays without the signals.
+FRAUD_REVOKES_EVERY_TITLE = "fraud-revokes-every-title"
 PANEL = Actor(sub="expert-panel", role="system")
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 RETRY = until_done(timedelta(seconds=1), timedelta(seconds=30), but=())
@@ -147,6 +158,9 @@ class ReviewWorkflow:
         self._objections: dict[str, str] = {}
         self._recognition: RecognitionOutcome | None = None
         self._revoked = False
+        # Recognitions another title's revocation for fraud revoked (signal ``revoked``): this workflow's own,
+        # once it has one, ends its lifecycle like a revocation of its own.
+        self._revoked_with: dict[uuid.UUID, TitleRevoked] = {}
         self._generation = 0
         self._published_stage: str | None = None
         # The re-review of the recognition (RE_REVIEW_WINDOW): its window open, the re-review filed (its
@@ -219,6 +233,11 @@ class ReviewWorkflow:
                 await self._wait_out_notice()
         if self._status == "recognized" and self.data.re_review_of is None:
             await self._recognized_lifecycle()  # a re-review's recognition is its parent's to keep
+            notice = self._revoked_with_another()
+            if notice is not None:  # its revoker told the benefits too, but may have raced their start
+                await self._stop_benefits(
+                    f"benefits-{notice.recognition_id}", BenefitsStop(reason=notice.reason, cause="revoked")
+                )
         return self.state()
 
     async def _screen_and_enter(self) -> None:
@@ -399,6 +418,9 @@ class ReviewWorkflow:
     async def _recognized_lifecycle(self) -> None:
         recognition = self._recognition
         assert recognition is not None
+        if self._revoked_with_another() is not None:  # revoked with another title before its benefits started
+            self._revoked = True
+            return
         benefits_id = f"benefits-{recognition.recognition_id}"
         await workflow.start_child_workflow(
             "BenefitsWorkflow",
@@ -638,11 +660,14 @@ class ReviewWorkflow:
         actor: Actor,
         reason: str,
         revoked_for: Literal["fraud", "other"] | None = None,
-    ) -> None:
+        *,
+        result_type: type[Any] | None = None,
+    ) -> Any:
         # The activity's input only (no new command): histories before fraud bars replay unchanged.
-        await self._write(
+        return await self._write(
             "change_recognition",
             RecognitionChange,
+            result_type=result_type,
             recognition_id=recognition.recognition_id,
             status=status,
             actor=actor,
@@ -957,18 +982,62 @@ class ReviewWorkflow:
 
     @workflow.update(name="revoke")
     async def revoke(self, request: RevokeRequest) -> ReviewState:
+        """Revoke the recognition and stop its benefits; for fraud the activity revokes every other title of
+        the enterprise in the same transaction, and each one's benefits and review workflow are told here."""
         async with self._lock:
             self._check_revoke(request)
             recognition = self._recognition
             assert recognition is not None
-            await self._change_recognition(
-                recognition, "revoked", request.actor, request.reason, request.revoked_for
+            every_title = request.revoked_for == "fraud" and workflow.patched(FRAUD_REVOKES_EVERY_TITLE)
+            changed = await self._change_recognition(
+                recognition,
+                "revoked",
+                request.actor,
+                request.reason,
+                request.revoked_for,
+                result_type=RecognitionChanged if every_title else None,  # before the patch: None
             )
             await self._stop_benefits(
                 f"benefits-{recognition.recognition_id}", BenefitsStop(reason=request.reason, cause="revoked")
             )
+            also_revoked: list[RevokedTitle] = changed.also_revoked if every_title else []
+            for title in also_revoked:
+                await self._revoked_too(recognition, title, request.reason)
             self._revoked = True
-            return self.state()
+            return self.state().model_copy(update={"also_revoked": also_revoked})
+
+    async def _revoked_too(self, recognition: RecognitionOutcome, title: RevokedTitle, reason: str) -> None:
+        """Another title of the enterprise, revoked for fraud with `recognition` (already recorded): its
+        benefits stop, and the review workflow keeping it (if any) ends its lifecycle."""
+        reason = revoked_with_reason(recognition.certificate_no, reason)
+        await self._stop_benefits(
+            f"benefits-{title.recognition_id}", BenefitsStop(reason=reason, cause="revoked")
+        )
+        if title.application_id is None:
+            return
+        notice = TitleRevoked(
+            recognition_id=title.recognition_id, revoked_with=recognition.recognition_id, reason=reason
+        )
+        try:
+            await workflow.get_external_workflow_handle(f"review-{title.application_id}").signal(
+                "revoked", notice
+            )
+        except ApplicationError as exc:
+            workflow.logger.info("review %s already closed: %s", title.application_id, exc.message)
+
+    @workflow.signal(name="revoked")
+    def revoked_with(self, notice: TitleRevoked) -> None:
+        """Another recognition's revocation for fraud revoked this workflow's (recorded, its benefits told):
+        the lifecycle ends as at a revocation of its own. Kept by id, so one that arrives before the
+        recognition's own outcome still counts."""
+        self._revoked_with[notice.recognition_id] = notice
+        if self._revoked_with_another() is not None:
+            self._revoked = True
+
+    def _revoked_with_another(self) -> TitleRevoked | None:
+        if self._recognition is None:
+            return None
+        return self._revoked_with.get(self._recognition.recognition_id)
 
     @revoke.validator
     def _check_revoke(self, request: RevokeRequest) -> None:

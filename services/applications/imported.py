@@ -28,8 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from services import temporal as temporal_boundary
-from services.applications import announce
 from services.applications import repository as repo
+from services.applications import revocation, service
 from services.applications.models import Enterprise, Recognition
 from services.applications.schemas import (
     ImportRowError,
@@ -44,7 +44,10 @@ from services.contracts import (
     BENEFITS_WORKFLOW,
     BenefitsInput,
     BenefitsStop,
+    TitleRevoked,
     benefits_workflow_id,
+    review_workflow_id,
+    revoked_with_reason,
     search_attributes,
 )
 from services.errors import Conflict, FieldError, Forbidden, Unprocessable
@@ -330,34 +333,51 @@ async def revoke(
     data: RevocationCreate,
 ) -> Any:
     """Revoke an imported recognition (no review workflow holds it): recorded with the event in the request's
-    transaction, then its benefits workflow is told to stop (best effort, like the review workflow's signal:
-    pending payouts are rejected as they would be)."""
+    transaction (``revocation.revoke``: for fraud, with every other title of the enterprise), then each
+    revoked one's benefits workflow is told to stop and each application's review workflow that its title is
+    gone (best effort, like the review workflow's signal: pending payouts are rejected as they would be)."""
 
     async def act() -> ReviewStateRead:
-        now = datetime.now(UTC)
-        if recognition.status == "active":
-            recognition.status = "revoked"
-            recognition.revoked_reason = data.reason
-            recognition.revoked_by = user.sub
-            recognition.revoked_at = now
-            recognition.revoked_for = data.revoked_for
-            await session.flush()
-            await announce.revoked(session, recognition, data.reason)
-        return ReviewStateRead(
-            application_id=None,
-            status="recognized",
-            recognition_id=recognition.id,
-            certificate_no=recognition.certificate_no,
+        also_revoked = await revocation.revoke(
+            session,
+            recognition,
+            actor=service.actor_of(user),
+            reason=data.reason,
+            revoked_for=data.revoked_for,
+            at=datetime.now(UTC),
+        )
+        return ReviewStateRead.model_validate(
+            {
+                "application_id": None,
+                "status": "recognized",
+                "recognition_id": recognition.id,
+                "certificate_no": recognition.certificate_no,
+                "also_revoked": [title.model_dump() for title in also_revoked],
+            }
         )
 
-    async def stop_benefits(_: ReviewStateRead) -> None:
+    async def stop_benefits(state: ReviewStateRead) -> None:
         await session.commit()
-        await temporal_boundary.signal(
-            temporal,
-            benefits_workflow_id(recognition.id),
-            "stop",
-            BenefitsStop(reason=data.reason, cause="revoked"),
+        stop = BenefitsStop(reason=data.reason, cause="revoked")
+        await temporal_boundary.signal(temporal, benefits_workflow_id(recognition.id), "stop", stop)
+        with_it = BenefitsStop(
+            reason=revoked_with_reason(recognition.certificate_no, data.reason), cause="revoked"
         )
+        for title in state.also_revoked:
+            await temporal_boundary.signal(
+                temporal, benefits_workflow_id(title.recognition_id), "stop", with_it
+            )
+            if title.application_id is not None:
+                await temporal_boundary.signal(
+                    temporal,
+                    review_workflow_id(title.application_id),
+                    "revoked",
+                    TitleRevoked(
+                        recognition_id=title.recognition_id,
+                        revoked_with=recognition.id,
+                        reason=revoked_with_reason(recognition.certificate_no, data.reason),
+                    ),
+                )
 
     return await once(
         session,

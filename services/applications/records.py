@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.applications import announce
+from services.applications import announce, revocation
 from services.applications import repository as repo
 from services.applications.metrics import DeclaredMetrics, changed_figures
 from services.applications.models import Application, Objection, Recognition, ReviewTask, Transition
@@ -31,6 +31,7 @@ from services.contracts import (
     ExpiryReminder,
     ObjectionUpdate,
     RecognitionChange,
+    RecognitionChanged,
     RecognitionOutcome,
     RecognizeInput,
     ReReviewFiling,
@@ -432,34 +433,39 @@ async def _renew(
         if application is None:
             raise LookupError(f"application {data.application_id} does not exist")
         program = program_at(programs, application.program, application.program_version)  # what judged it
+        # A recognition revoked meanwhile stays revoked (and one lapsed, lapsed): nothing to extend.
+        reason = f"re-review approved, but certificate {recognition.certificate_no} is {recognition.status}"
         if recognition.status == "active":
             recognition.valid_until = program.durations.validity.add_to(recognition.valid_until)
             recognition.re_review_opened_at = None
-        until = recognition.valid_until.astimezone(UTC).date().isoformat()
-        await _recognized(
-            session,
-            application,
-            recognition,
-            data,
-            f"re-review approved; certificate {recognition.certificate_no} valid until {until}",
-        )
+            until = recognition.valid_until.astimezone(UTC).date().isoformat()
+            reason = f"re-review approved; certificate {recognition.certificate_no} valid until {until}"
+        await _recognized(session, application, recognition, data, reason)
     return _outcome(recognition)
 
 
-async def change_recognition(session: AsyncSession, *, data: RecognitionChange) -> None:
-    if await repo.transition_exists(session, data.event_key):
-        return
+async def change_recognition(session: AsyncSession, *, data: RecognitionChange) -> RecognitionChanged:
+    """The recognition expires or is revoked (``revocation.revoke``: for fraud, with every other title of its
+    enterprise, in this one transaction); what else was revoked with it, the same on a retried attempt."""
     recognition = await repo.get_recognition(session, data.recognition_id)
     if recognition is None:
         raise LookupError(f"recognition {data.recognition_id} does not exist")
-    if recognition.status == "active":
+    if await repo.transition_exists(session, data.event_key):
+        if data.status == "revoked" and recognition.revoked_at == data.at:
+            return RecognitionChanged(also_revoked=await revocation.revoked_with(session, recognition))
+        return RecognitionChanged()
+    also_revoked = []
+    if data.status == "revoked":
+        also_revoked = await revocation.revoke(
+            session,
+            recognition,
+            actor=data.actor,
+            reason=data.reason,
+            revoked_for=data.revoked_for or "other",
+            at=data.at,
+        )
+    elif recognition.status == "active":
         recognition.status = data.status
-        if data.status == "revoked":
-            recognition.revoked_reason = data.reason
-            recognition.revoked_by = data.actor.sub
-            recognition.revoked_at = data.at
-            recognition.revoked_for = data.revoked_for or "other"
-            await announce.revoked(session, recognition, data.reason or "")
     await _note(
         session,
         data,
@@ -468,6 +474,7 @@ async def change_recognition(session: AsyncSession, *, data: RecognitionChange) 
         status="recognized",
         reason=data.reason,
     )
+    return RecognitionChanged(also_revoked=also_revoked)
 
 
 async def remind_supplement(session: AsyncSession, *, data: SupplementReminder) -> None:

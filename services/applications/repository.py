@@ -682,6 +682,36 @@ async def last_fraud_revocation(session: AsyncSession, uscc: str) -> Recognition
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def titles_for_update(session: AsyncSession, uscc: str) -> list[Recognition]:
+    """Every recognition of the enterprise (any program, tier or source), locked in id order and read afresh:
+    what a revocation for fraud revokes, so two at once for one enterprise wait for each other, never
+    deadlock, and neither revokes a title the other already did."""
+    stmt = (
+        select(Recognition)
+        .where(Recognition.uscc == uscc)
+        .order_by(Recognition.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def revoked_together(session: AsyncSession, revoked: Recognition) -> list[Recognition]:
+    """The enterprise's other recognitions revoked for fraud at the same moment as `revoked`: the titles its
+    revocation for fraud revoked with it."""
+    stmt = (
+        select(Recognition)
+        .where(
+            Recognition.uscc == revoked.uscc,
+            Recognition.id != revoked.id,
+            Recognition.revoked_for == "fraud",
+            Recognition.revoked_at == revoked.revoked_at,
+        )
+        .order_by(Recognition.id)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
 async def current_tiers(session: AsyncSession, uscc: str, at: datetime) -> list[Recognition]:
     stmt = select(Recognition).where(Recognition.uscc == uscc, held_at(at)).order_by(Recognition.valid_from)
     return list((await session.execute(stmt)).scalars())

@@ -358,6 +358,16 @@ class RevocationCreate(_In):
     )
 
 
+class RevokedTitleRead(BaseModel):
+    """A recognition of the same enterprise a revocation for fraud revoked too."""
+
+    recognition_id: uuid.UUID
+    certificate_no: str
+    program: str
+    tier: str
+    application_id: uuid.UUID | None = Field(description="none for an imported recognition")
+
+
 class ReviewStateRead(BaseModel):
     """The state an action leaves the application in."""
 
@@ -371,6 +381,11 @@ class ReviewStateRead(BaseModel):
     open_objections: list[uuid.UUID] = []
     recognition_id: uuid.UUID | None = None
     certificate_no: str | None = None
+    also_revoked: list[RevokedTitleRead] = Field(
+        default=[],
+        description="a revocation for fraud: the enterprise's other recognitions (any program, tier or "
+        "source) it revoked too; empty otherwise",
+    )
 
 
 class ObjectionFiled(BaseModel):

@@ -189,7 +189,9 @@ async def test_a_revocation_records_what_it_was_for(session: AsyncSession) -> No
     seeded = await seed_application(session)
     fraud = await recognition(session, seeded.uscc, tier="specialized_new")
     other = await recognition(session, seeded.uscc, tier="little_giant")
-    for row, revoked_for in ((fraud, "fraud"), (other, None)):
+    # The other first: a revocation for fraud revokes every title still active (tests/workflows/
+    # test_fraud_revocation.py), so the other would be revoked for fraud with it.
+    for row, revoked_for in ((other, None), (fraud, "fraud")):
         await records.change_recognition(
             session,
             data=RecognitionChange(

@@ -1,0 +1,279 @@
+"""Fraud revokes every title (../shared/DOMAIN.md): a revocation for fraud through one recognition's review
+workflow revokes the enterprise's other recognitions too - another program's, held by its own review workflow,
+and an imported one - in the activity's one transaction, and stops each one's benefits; another ground revokes
+only the one."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from temporalio.client import WorkflowHandle
+
+from services.applications import imported as imported_titles
+from services.applications import revocation
+from services.applications.models import Recognition, Transition
+from services.applications.schemas import RevocationCreate
+from services.auth import CurrentUser, Role
+from services.contracts import Actor, BenefitsInput, ReviewState, RevokeRequest
+from services.events import OutboxEvent
+from services.programs import program_version
+from tests.support.factories import random_uscc
+from tests.workflows import test_re_review as re_review
+from tests.workflows.conftest import Harness
+from tests.workflows.test_review_paths import ADMIN, approve_to_notice, in_review, record, transitions
+
+pytestmark = pytest.mark.usefixtures("harness")
+
+
+async def recognized(
+    h: Harness, uscc: str, *, program: str, notice: timedelta
+) -> tuple[WorkflowHandle[Any, ReviewState], ReviewState]:
+    """An application of `uscc` to `program` approved at every stage and past its notice: recognised."""
+    application = await h.seed(program=program, uscc=uscc)
+    handle = await h.start(application)
+    await approve_to_notice(h, handle, ["municipal", "provincial"])
+    await h.env.sleep(notice.total_seconds() + 5)
+    state = await h.wait_state(handle, lambda s: s.status == "recognized" and s.recognition_id is not None)
+    return handle, state
+
+
+async def imported(h: Harness, uscc: str) -> Recognition:
+    """A little giant imported from the ministry's list, with its benefits workflow running."""
+    now = datetime.now(UTC)
+    async with h.sessionmaker.begin() as session:
+        row = Recognition(
+            uscc=uscc,
+            program="demo",
+            tier="little_giant",
+            certificate_no=f"MIIT-{uuid.uuid4().hex[:10]}",
+            valid_from=now - timedelta(days=3),
+            valid_until=now + timedelta(days=3 * 365),
+            status="active",
+            source="import",
+            list_reference="工信部2026年第一批",
+            batch="2026-1",
+            imported_by="admin-1",
+        )
+        session.add(row)
+    await h.env.client.start_workflow(
+        "BenefitsWorkflow",
+        BenefitsInput(
+            recognition_id=row.id,
+            uscc=uscc,
+            tier="little_giant",
+            program="demo",
+            valid_until=row.valid_until,
+            program_version=program_version(h.resources.programs, "demo"),
+        ),
+        id=f"benefits-{row.id}",
+        task_queue=h.task_queue,
+    )
+    return row
+
+
+async def rows(h: Harness, *ids: uuid.UUID) -> list[Recognition]:
+    async with h.sessionmaker() as session:
+        found = await session.execute(select(Recognition).where(Recognition.id.in_(ids)))
+        by_id = {r.id: r for r in found.scalars()}
+    return [by_id[i] for i in ids]
+
+
+async def revoked_events(h: Harness, *ids: uuid.UUID) -> dict[uuid.UUID, int]:
+    async with h.sessionmaker() as session:
+        events = await session.execute(
+            select(OutboxEvent.aggregate_id).where(
+                OutboxEvent.type == "recognition.revoked", OutboxEvent.aggregate_id.in_(ids)
+            )
+        )
+        found = list(events.scalars())
+    return {i: found.count(i) for i in ids}
+
+
+async def test_a_revocation_for_fraud_revokes_every_title_and_stops_their_benefits(harness: Harness) -> None:
+    uscc = random_uscc("500103")
+    # Another program's title, kept by its own review workflow (a 5-day notice), then the demo one revoked.
+    other_handle, other = await recognized(harness, uscc, program="chongqing-2020", notice=timedelta(days=5))
+    handle, own = await recognized(harness, uscc, program="demo", notice=timedelta(seconds=20))
+    listed = await imported(harness, uscc)
+    assert own.recognition_id is not None
+    assert other.recognition_id is not None
+
+    state = await handle.execute_update(
+        "revoke",
+        RevokeRequest(actor=ADMIN, reason="forged R&D statements", revoked_for="fraud"),
+        result_type=ReviewState,
+    )
+
+    assert {t.recognition_id for t in state.also_revoked} == {other.recognition_id, listed.id}
+    by_id = {t.recognition_id: t for t in state.also_revoked}
+    assert by_id[other.recognition_id].program == "chongqing-2020"
+    assert by_id[other.recognition_id].application_id == other.application_id
+    assert (by_id[listed.id].tier, by_id[listed.id].application_id) == ("little_giant", None)
+    first, second, third = await rows(harness, own.recognition_id, other.recognition_id, listed.id)
+    for row in (first, second, third):
+        assert (row.status, row.revoked_for, row.revoked_by) == ("revoked", "fraud", ADMIN.sub)
+        assert row.revoked_at == first.revoked_at  # one revocation, one moment
+    assert first.revoked_reason == "forged R&D statements"
+    for row in (second, third):
+        assert row.revoked_reason == (
+            f"revoked for fraud with certificate {first.certificate_no}: forged R&D statements"
+        )
+    ids = (own.recognition_id, other.recognition_id, listed.id)
+    assert await revoked_events(harness, *ids) == dict.fromkeys(ids, 1)
+    async with harness.sessionmaker() as session:
+        history = await session.execute(
+            select(Transition.action, Transition.reason).where(
+                Transition.application_id == other.application_id, Transition.action == "recognition_revoked"
+            )
+        )
+        assert list(history) == [("recognition_revoked", second.revoked_reason)]
+
+    for recognition_id in ids:  # every title's benefits frozen
+        benefits = harness.env.client.get_workflow_handle(f"benefits-{recognition_id}")
+        assert await benefits.result() == "revoked"
+    # Both review workflows end their lifecycle (the other one told by signal), nothing extended or lapsed.
+    assert (await handle.result()).status == "recognized"
+    assert (await other_handle.result()).status == "recognized"
+    await record(handle, "revoked-for-fraud")
+    await record(other_handle, "revoked-with-another-title")
+    second_after = (await rows(harness, other.recognition_id))[0]
+    assert (second_after.status, second_after.valid_until) == ("revoked", second.valid_until)
+    async with harness.sessionmaker() as session:
+        actions = await session.execute(
+            select(Transition.action)
+            .where(Transition.application_id == other.application_id)
+            .order_by(Transition.id)
+        )
+        after = list(actions.scalars())
+    assert after[-1] == "recognition_revoked"  # its workflow ended at the signal: no window, no lapse
+    assert not {"re_review_opened", "recognition_expired"} & set(after)
+
+    # Again (the API refuses a revoked recognition with 409): the write itself finds nothing more to revoke.
+    async with harness.sessionmaker.begin() as session:
+        again = await session.get(Recognition, own.recognition_id)
+        assert again is not None
+        assert (
+            await revocation.revoke(
+                session,
+                again,
+                actor=Actor(sub="admin-2", role="admin"),
+                reason="again",
+                revoked_for="fraud",
+                at=datetime.now(UTC),
+            )
+            == []
+        )
+        assert [t.recognition_id for t in await revocation.revoked_with(session, again)] == sorted(
+            [other.recognition_id, listed.id]
+        )
+    assert await revoked_events(harness, *ids) == dict.fromkeys(ids, 1)
+    assert [r.revoked_by for r in await rows(harness, *ids)] == [ADMIN.sub] * 3
+
+
+async def test_a_revocation_for_another_reason_leaves_the_other_titles(harness: Harness) -> None:
+    uscc = random_uscc("500103")
+    handle, own = await recognized(harness, uscc, program="demo", notice=timedelta(seconds=20))
+    listed = await imported(harness, uscc)
+    assert own.recognition_id is not None
+
+    state = await handle.execute_update(
+        "revoke",
+        RevokeRequest(actor=ADMIN, reason="moved abroad", revoked_for="other"),
+        result_type=ReviewState,
+    )
+
+    assert state.also_revoked == []
+    first, kept = await rows(harness, own.recognition_id, listed.id)
+    assert (first.status, first.revoked_for) == ("revoked", "other")
+    assert (kept.status, kept.revoked_at) == ("active", None)
+    assert await revoked_events(harness, own.recognition_id, listed.id) == {
+        own.recognition_id: 1,
+        listed.id: 0,
+    }
+    assert (
+        await harness.env.client.get_workflow_handle(f"benefits-{own.recognition_id}").result() == "revoked"
+    )
+    described = await harness.env.client.get_workflow_handle(f"benefits-{listed.id}").describe()
+    assert described.status is not None
+    assert described.status.name == "RUNNING"
+    await harness.env.client.get_workflow_handle(f"benefits-{listed.id}").terminate("test done")
+
+
+async def test_an_imported_title_revoked_for_fraud_ends_the_review_workflows_title_too(
+    harness: Harness,
+) -> None:
+    uscc = random_uscc("500103")
+    handle, own = await recognized(harness, uscc, program="chongqing-2020", notice=timedelta(days=5))
+    listed = await imported(harness, uscc)
+    assert own.recognition_id is not None
+
+    async with harness.sessionmaker() as session:  # the request's session: revoke() commits it
+        row = await session.get(Recognition, listed.id)
+        assert row is not None
+        answer = await imported_titles.revoke(
+            session,
+            harness.env.client,
+            user=CurrentUser(sub="admin-1", role=Role.admin),
+            key=None,
+            recognition=row,
+            data=RevocationCreate(reason="forged list entry", revoked_for="fraud"),
+        )
+
+    assert [t.recognition_id for t in answer.also_revoked] == [own.recognition_id]
+    assert [t.application_id for t in answer.also_revoked] == [own.application_id]
+    first, second = await rows(harness, listed.id, own.recognition_id)
+    assert (first.status, second.status, second.revoked_for) == ("revoked", "revoked", "fraud")
+    for recognition_id in (listed.id, own.recognition_id):
+        benefits = harness.env.client.get_workflow_handle(f"benefits-{recognition_id}")
+        assert await benefits.result() == "revoked"
+    assert (await handle.result()).status == "recognized"  # told by signal: its lifecycle ended
+    async with harness.sessionmaker() as session:
+        actions = await session.execute(
+            select(Transition.action)
+            .where(Transition.application_id == own.application_id)
+            .order_by(Transition.id)
+        )
+        after = list(actions.scalars())
+    assert after[-1] == "recognition_revoked"
+    assert not {"re_review_opened", "recognition_expired"} & set(after)
+
+
+async def test_a_title_held_by_its_undecided_re_review_is_revoked_and_never_extended(
+    harness: Harness,
+) -> None:
+    app, handle, held = await re_review.recognized(harness)
+    await re_review.sleep_until(harness, held.valid_until - re_review.WINDOW + timedelta(seconds=5))
+    await re_review.window_opened(harness, held)
+    filed = await re_review.file(harness, handle, app)
+    child = harness.env.client.get_workflow_handle(f"review-{filed.application_id}", result_type=ReviewState)
+    await in_review(harness, child, "municipal")
+    await re_review.sleep_until(harness, held.valid_until + timedelta(seconds=20))  # held past its expiry
+    listed = await imported(harness, app.uscc)
+
+    async with harness.sessionmaker() as session:
+        row = await session.get(Recognition, listed.id)
+        assert row is not None
+        answer = await imported_titles.revoke(
+            session,
+            harness.env.client,
+            user=CurrentUser(sub="admin-1", role=Role.admin),
+            key=None,
+            recognition=row,
+            data=RevocationCreate(reason="forged list entry", revoked_for="fraud"),
+        )
+
+    assert [t.recognition_id for t in answer.also_revoked] == [held.id]
+    assert await harness.env.client.get_workflow_handle(f"benefits-{held.id}").result() == "revoked"
+    # The re-review goes on to its decision, which extends nothing: the title stays revoked.
+    await approve_to_notice(harness, child, ["municipal", "provincial"])
+    await harness.env.sleep(timedelta(seconds=25))
+    assert (await child.result()).status == "recognized"
+    await handle.result()
+    after = await re_review.recognition_of(harness, app.id)
+    assert (after.status, after.revoked_for, after.valid_until) == ("revoked", "fraud", held.valid_until)
+    [approved] = [t for t in await transitions(harness, filed.application_id) if t.to_status == "recognized"]
+    assert approved.reason == f"re-review approved, but certificate {held.certificate_no} is revoked"
