@@ -1,7 +1,8 @@
 """The reports page of the console: a program's cohort report (a batch or all of them) - the funnel, review
 times and breaches, screening pass rates, recognitions by region and industry, benefits and money, the
 cultivation plan against what was achieved - with its charts drawn on the server (SVG) and the same report
-to download as CSV, XLSX or PDF.
+to download as CSV, XLSX or PDF. Recognitions imported from a ministry's list show apart from those through
+review and in the totals; the batch selector offers the batches only imported recognitions carry, apart.
 
 The page and the downloads call ``services.reports.service.build_report`` with the signed-in caller, as
 ``GET /programs/{key}/report`` does, so who sees what is the API's rule: an admin everything, a reviewer its
@@ -53,15 +54,16 @@ async def reports_page(
     report = await service.build_report(
         db, user=session.user, programs=programs, key=key, batch=batch or None, now=datetime.now(UTC)
     )
+    named, ministry = await service.batches(db, user=session.user, programs=programs, key=key)
     query = {"program": key, **({"batch": batch} if batch else {})}
-    chosen = programs[key]
     return render(
         request,
         "admin/reports.html",
         {
             "report": report,
             "programs": sorted(programs.values(), key=lambda p: p.key),
-            "batches": [b.key for b in chosen.batches],
+            "batches": named,
+            "ministry_batches": ministry,
             "chosen_batch": batch,
             # Inline SVG: to_svg escapes every text it writes (labels, industries, titles).
             "charts": [Markup(to_svg(chart)) for chart in charts(report)],

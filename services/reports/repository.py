@@ -154,6 +154,14 @@ async def imported_batch(session: AsyncSession, *, program: str, batch: str) -> 
     return bool((await _rows(session, sql, cohort.params()))[0]["found"])
 
 
+async def imported_batches(session: AsyncSession, *, program: str) -> list[str]:
+    """The batches the program's imported recognitions carry (a ministry's list's, e.g. ``2024-6``), sorted:
+    only imported rows are read (``Cohort.imported_from``)."""
+    cohort = Cohort(program=program)
+    sql = f"SELECT DISTINCT r.batch {cohort.imported_from()} ORDER BY r.batch"
+    return [str(row["batch"]) for row in await _rows(session, sql, cohort.params())]
+
+
 async def recognitions(session: AsyncSession, cohort: Cohort) -> list[Row]:
     """Recognitions through review (``recognized``) and imported (``imported``), in one statement over
     three grouping sets (``grouping``): per province, city and tier (``region``: the 6-digit code the

@@ -45,7 +45,15 @@ from services.reports.schemas import (
 )
 from services.vocabulary import LEVELS, TIERS, region_prefix
 
-__all__ = ["Scope", "build_report", "plan", "program_or_404", "replace_plan", "scope_for"]
+__all__ = [
+    "Scope",
+    "batches",
+    "build_report",
+    "plan",
+    "program_or_404",
+    "replace_plan",
+    "scope_for",
+]
 
 LOANS = ("drawdown", "bridge_loan")
 MONEY_KINDS = ("drawdown", "bridge_loan", "listing_reward")
@@ -146,6 +154,18 @@ async def build_report(
             "plan": _plan_rows(targets, await repo.achieved_by_year(session, cohort)),
         }
     )
+
+
+async def batches(
+    session: AsyncSession, *, user: CurrentUser, programs: Mapping[str, Program], key: str
+) -> tuple[list[str], list[str]]:
+    """The batches a report of program ``key`` may be asked for: the program's file's (in its order), then
+    those only its imported recognitions carry (a ministry's list's, sorted)."""
+    scope_for(user)
+    program = program_or_404(programs, key)
+    named = [b.key for b in program.batches]
+    imported = await repo.imported_batches(session, program=key)
+    return named, [batch for batch in imported if batch not in named]
 
 
 def _counts(row: repo.Row) -> dict[str, int]:
