@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 from opentelemetry.context import attach, detach
 from opentelemetry.propagate import extract
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    StaticSampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -33,7 +39,6 @@ from services.config import Settings
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.sampling import Sampler
     from opentelemetry.trace import Tracer
     from sqlalchemy.ext.asyncio import AsyncEngine
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -125,6 +130,19 @@ def client_interceptors() -> list[Interceptor]:
     return [TracingInterceptor(_provider.get_tracer("temporalio"))]
 
 
+def new_trace_bound(sampler: Sampler) -> int | None:
+    """How ``sampler`` decides a new trace (no parent), as the bound its trace id's low 64 bits are kept
+    under - the SDK's own rule for a trace-id ratio (``TraceIdRatioBased``, alone or as a parent-based
+    sampler's root), 0 for always off, above every id for always on - or None for a sampler that has to be
+    asked. Every sampler ``OTEL_TRACES_SAMPLER`` can name has a bound."""
+    root = sampler._root if isinstance(sampler, ParentBased) else sampler
+    if isinstance(root, TraceIdRatioBased):
+        return root.bound
+    if isinstance(root, StaticSampler):
+        return 0 if root._decision is Decision.DROP else TraceIdRatioBased.TRACE_ID_LIMIT + 1
+    return None
+
+
 class ServerSpans:
     """Pure ASGI middleware: a server span around every request (but probes and scrapes), named after the
     route template the router matched (``GET /api/v1/applications/{application_id}``), joining the caller's
@@ -149,6 +167,7 @@ class ServerSpans:
         self.sampler = sampler
         self.ids = ids
         self.unsampled_flags = TraceFlags(TraceFlags.RANDOM_TRACE_ID if ids.is_trace_id_random() else 0)
+        self.bound = new_trace_bound(sampler)  # the sampler's decision without a call (about 10 us a request)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNTRACED_PATHS:
@@ -163,14 +182,18 @@ class ServerSpans:
         decided = None
         if parent is None:  # a new trace: sampled here, before any span exists, on its trace id
             trace_id = self.ids.generate_trace_id()
-            sampling = self.sampler.should_sample(None, trace_id, method, SpanKind.SERVER)
-            if sampling.decision is not Decision.RECORD_AND_SAMPLE:
+            if self.bound is not None:
+                sampled, trace_state = trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < self.bound, None
+            else:
+                sampling = self.sampler.should_sample(None, trace_id, method, SpanKind.SERVER)
+                sampled, trace_state = sampling.decision is Decision.RECORD_AND_SAMPLE, sampling.trace_state
+            if not sampled:
                 context = SpanContext(
                     trace_id,
                     self.ids.generate_span_id(),
                     is_remote=False,
                     trace_flags=self.unsampled_flags,
-                    trace_state=sampling.trace_state,
+                    trace_state=trace_state,
                 )
                 token = attach(set_span_in_context(NonRecordingSpan(context)))
                 try:

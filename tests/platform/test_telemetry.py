@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import logging
+import random
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -322,6 +323,48 @@ async def test_a_new_trace_is_sampled_once_and_one_left_out_keeps_its_trace_id(
     assert joined.trace_id == declined.trace_id == int(caller, 16)
     assert joined.trace_flags.sampled
     assert not declined.trace_flags.sampled
+
+
+@pytest.mark.parametrize(
+    ("name", "arg"),
+    [
+        ("always_on", None),
+        ("always_off", None),
+        ("traceidratio", "0.1"),
+        ("parentbased_always_on", None),
+        ("parentbased_always_off", None),
+        ("parentbased_traceidratio", "0.1"),
+        ("parentbased_traceidratio", "0.5"),
+    ],
+)
+def test_a_new_trace_is_decided_without_asking_the_sampler_as_it_would_decide(
+    name: str, arg: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ServerSpans`` decides a new trace by the bound ``new_trace_bound`` reads off the sampler the SDK makes
+    from ``OTEL_TRACES_SAMPLER``: for every such sampler, and for ids on either side of the bound, the same
+    decision as the sampler's own; a sampler of another kind has no bound and is asked."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", name)
+    if arg is None:
+        monkeypatch.delenv("OTEL_TRACES_SAMPLER_ARG", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
+
+    sampler = TracerProvider().sampler
+    bound = telemetry.new_trace_bound(sampler)
+    assert bound is not None
+    low = TraceIdRatioBased.TRACE_ID_LIMIT
+    rng = random.Random(2026)
+    ids = [rng.getrandbits(128) or 1 for _ in range(2000)]
+    ids += [(7 << 64) | edge for edge in (max(bound - 1, 0), min(bound, low), 1, low)]
+    decided = [(trace_id & low) < bound for trace_id in ids]
+    asked = [
+        sampler.should_sample(None, trace_id, "GET", SpanKind.SERVER).decision is Decision.RECORD_AND_SAMPLE
+        for trace_id in ids
+    ]
+    assert decided == asked
+    assert telemetry.new_trace_bound(_Recording(sampler)) is None
 
 
 @pytest.fixture
