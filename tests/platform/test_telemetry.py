@@ -340,9 +340,9 @@ async def test_a_new_trace_is_sampled_once_and_one_left_out_keeps_its_trace_id(
 def test_a_new_trace_is_decided_without_asking_the_sampler_as_it_would_decide(
     name: str, arg: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``ServerSpans`` decides a new trace by the bound ``new_trace_bound`` reads off the sampler the SDK makes
-    from ``OTEL_TRACES_SAMPLER``: for every such sampler, and for ids on either side of the bound, the same
-    decision as the sampler's own; a sampler of another kind has no bound and is asked."""
+    """``ServerSpans`` decides a new trace by the bound ``new_trace_bound`` reads off the sampler the SDK
+    makes from ``OTEL_TRACES_SAMPLER``: for every such sampler, and for ids on either side of the bound, the
+    same decision as the sampler's own; a sampler of another kind has no bound and is asked."""
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", name)
     if arg is None:
         monkeypatch.delenv("OTEL_TRACES_SAMPLER_ARG", raising=False)
