@@ -203,6 +203,22 @@ async def test_a_revocation_for_another_reason_leaves_the_other_titles(harness: 
     await harness.env.client.get_workflow_handle(f"benefits-{listed.id}").terminate("test done")
 
 
+async def revoke_imported_for_fraud(harness: Harness, recognition_id: uuid.UUID) -> Any:
+    """An admin revokes the imported title for fraud, as the API's route does (the request's session:
+    ``revoke()`` commits it); the answer."""
+    async with harness.sessionmaker() as session:
+        row = await session.get(Recognition, recognition_id)
+        assert row is not None
+        return await imported_titles.revoke(
+            session,
+            harness.env.client,
+            user=CurrentUser(sub="admin-1", role=Role.admin),
+            key=None,
+            recognition=row,
+            data=RevocationCreate(reason="forged list entry", revoked_for="fraud"),
+        )
+
+
 async def test_an_imported_title_revoked_for_fraud_ends_the_review_workflows_title_too(
     harness: Harness,
 ) -> None:
@@ -211,17 +227,7 @@ async def test_an_imported_title_revoked_for_fraud_ends_the_review_workflows_tit
     listed = await imported(harness, uscc)
     assert own.recognition_id is not None
 
-    async with harness.sessionmaker() as session:  # the request's session: revoke() commits it
-        row = await session.get(Recognition, listed.id)
-        assert row is not None
-        answer = await imported_titles.revoke(
-            session,
-            harness.env.client,
-            user=CurrentUser(sub="admin-1", role=Role.admin),
-            key=None,
-            recognition=row,
-            data=RevocationCreate(reason="forged list entry", revoked_for="fraud"),
-        )
+    answer = await revoke_imported_for_fraud(harness, listed.id)
 
     assert [t.recognition_id for t in answer.also_revoked] == [own.recognition_id]
     assert [t.application_id for t in answer.also_revoked] == [own.application_id]
@@ -254,17 +260,7 @@ async def test_a_title_held_by_its_undecided_re_review_is_revoked_and_never_exte
     await re_review.sleep_until(harness, held.valid_until + timedelta(seconds=20))  # held past its expiry
     listed = await imported(harness, app.uscc)
 
-    async with harness.sessionmaker() as session:
-        row = await session.get(Recognition, listed.id)
-        assert row is not None
-        answer = await imported_titles.revoke(
-            session,
-            harness.env.client,
-            user=CurrentUser(sub="admin-1", role=Role.admin),
-            key=None,
-            recognition=row,
-            data=RevocationCreate(reason="forged list entry", revoked_for="fraud"),
-        )
+    answer = await revoke_imported_for_fraud(harness, listed.id)
 
     assert [t.recognition_id for t in answer.also_revoked] == [held.id]
     assert await harness.env.client.get_workflow_handle(f"benefits-{held.id}").result() == "revoked"
