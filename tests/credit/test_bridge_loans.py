@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.auth import CurrentUser, Role
 from services.config import Settings
-from services.contracts import BenefitsInput, BenefitsStop, PayoutKind, PayoutState
+from services.contracts import PayoutKind, PayoutState
 from services.credit import funds, ledger, payouts, policy, repository, service
 from services.credit.models import BridgeLoan
 from services.credit.schemas import ApprovalCreate, BridgeLoanCreate, ListingCreate, RepaymentCreate
@@ -25,8 +25,7 @@ from services.errors import Conflict
 from services.resources import Resources
 from tests.conftest import bearer
 from tests.credit.conftest import PROGRAM, BankSim, arm, auth, enterprise_token, new_uscc, record
-from tests.credit.test_funds_and_listings import finished, fund, loan, until
-from workflows.benefits import BenefitsWorkflow
+from tests.credit.test_funds_and_listings import finished, frozen_by_revocation, fund, loan, until
 
 D = Decimal
 
@@ -280,20 +279,7 @@ async def test_revoking_the_recognition_rejects_its_pending_bridge_loans_and_lis
     )
     assert reward.status_code == 201
 
-    benefits = await resources.temporal.start_workflow(
-        BenefitsWorkflow.run,
-        BenefitsInput(
-            recognition_id=str(recognition_id),
-            uscc=uscc,
-            tier="specialized_new",
-            program=PROGRAM,
-            valid_until=datetime.now(UTC) + timedelta(days=365),
-        ),
-        id=f"benefits-{recognition_id}",
-        task_queue=resources.settings.temporal_task_queue,
-    )
-    await benefits.signal(BenefitsWorkflow.stop, BenefitsStop(reason="fraud found", cause="revoked"))
-    assert await benefits.result() == "revoked"
+    await frozen_by_revocation(resources, recognition_id=recognition_id, uscc=uscc)
 
     state = await finished(resources, f"disbursement-bridge-loan-{pending['id']}", "bridge-loan-frozen")
     assert (state.status, state.reason) == ("rejected", "benefit frozen: fraud found")

@@ -16,11 +16,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.config import Settings
-from services.contracts import PayoutState
+from services.contracts import BenefitsInput, BenefitsStop, PayoutState
 from services.credit import ledger
 from services.credit.models import BridgeLoan, FundPool
 from tests.conftest import bearer
 from tests.credit.conftest import PROGRAM, BankSim, arm, auth, enterprise_token, new_uscc, record
+from workflows.benefits import BenefitsWorkflow
 
 D = Decimal
 CENT = D("0.01")
@@ -73,6 +74,25 @@ async def finished(resources: Any, workflow_id: str, history: str | None = None)
     if history:
         await record(handle, history)
     return result
+
+
+async def frozen_by_revocation(resources: Any, *, recognition_id: uuid.UUID, uscc: str) -> None:
+    """The recognition's benefits workflow (the test program's, a specialized-new title for a year) started
+    and told its recognition was revoked for fraud: it freezes what the title qualified, and ends revoked."""
+    benefits = await resources.temporal.start_workflow(
+        BenefitsWorkflow.run,
+        BenefitsInput(
+            recognition_id=str(recognition_id),
+            uscc=uscc,
+            tier="specialized_new",
+            program=PROGRAM,
+            valid_until=datetime.now(UTC) + timedelta(days=365),
+        ),
+        id=f"benefits-{recognition_id}",
+        task_queue=resources.settings.temporal_task_queue,
+    )
+    await benefits.signal(BenefitsWorkflow.stop, BenefitsStop(reason="fraud found", cause="revoked"))
+    assert await benefits.result() == "revoked"
 
 
 async def assert_fund_matches_its_loans(
