@@ -6,8 +6,10 @@ revocation for fraud revokes, in the same transaction, every other recognition t
 program, tier or source, one held past its validity while its re-review is undecided too - at the same moment
 and for fraud, each with its reason naming the certificate whose revocation caused it, its own
 ``recognition.revoked`` event and, for an application's, a row in that application's history. All of them or
-none: the caller's one transaction commits them. The callers then tell each one's benefits workflow to stop
-and each application's review workflow that its title is gone (signal ``revoked``).
+none: the caller's one transaction commits them. The same transaction bars the enterprise from its
+cultivation pools' benefits (``services.pools.service.bar_enterprise``: for each program's fraud bar, as
+applying is barred). The callers then tell each one's benefits workflow to stop and each application's review
+workflow that its title is gone (signal ``revoked``).
 
 The titles revoked together share the revocation's moment (``revoked_at``), so a retried activity or a
 repeated request finds the same ones again (``revoked_with``) without a column of its own.
@@ -23,6 +25,7 @@ from services.applications import announce
 from services.applications import repository as repo
 from services.applications.models import Recognition, Transition
 from services.contracts import Actor, RevokedFor, RevokedTitle, revoked_with_reason
+from services.pools.service import bar_enterprise
 
 
 async def revoke(
@@ -35,8 +38,8 @@ async def revoke(
     at: datetime,
 ) -> list[RevokedTitle]:
     """Revoke `recognition` if it is still active (its event with it), and for fraud every other title of its
-    enterprise too; the other titles revoked with it (none for another ground, or when it was no longer
-    active: a concurrent revocation for fraud got there first)."""
+    enterprise too, and bar its pools' benefits from `at`; the other titles revoked with it (none for another
+    ground, or when it was no longer active: a concurrent revocation for fraud got there first)."""
     if revoked_for == "fraud":
         await repo.titles_for_update(session, recognition.uscc)  # reads `recognition` afresh, locked
     if recognition.status != "active":
@@ -46,7 +49,15 @@ async def revoke(
     await announce.revoked(session, recognition, reason)
     if revoked_for != "fraud":
         return []
-    return await _revoke_other_titles(session, recognition, actor=actor)
+    also_revoked = await _revoke_other_titles(session, recognition, actor=actor)
+    await bar_enterprise(
+        session,
+        uscc=recognition.uscc,
+        since=at,
+        reason=f"certificate {recognition.certificate_no} revoked for fraud: {reason}",
+        recognition_id=recognition.id,
+    )
+    return also_revoked
 
 
 async def revoked_with(session: AsyncSession, recognition: Recognition) -> list[RevokedTitle]:

@@ -132,9 +132,12 @@ async def register_enterprise(
     responses=problem_responses(401, 404, 422),
 )
 async def read_enterprise(
-    uscc: Annotated[str, Path(pattern=USCC_PATTERN)], user: CurrentUserDep, session: SessionDep
+    uscc: Annotated[str, Path(pattern=USCC_PATTERN)],
+    user: CurrentUserDep,
+    session: SessionDep,
+    resources: ResourcesDep,
 ) -> EnterpriseRead:
-    return await service.read_enterprise(session, user=user, uscc=uscc)
+    return await service.read_enterprise(session, user=user, uscc=uscc, programs=resources.programs)
 
 
 # --- documents -------------------------------------------------------------------------------------------

@@ -187,13 +187,16 @@ async def get_enterprise(session: AsyncSession, *, user: CurrentUser, uscc: str)
     return enterprise
 
 
-async def read_enterprise(session: AsyncSession, *, user: CurrentUser, uscc: str) -> EnterpriseRead:
-    """The enterprise with the tiers it holds now (its active, unexpired recognitions)."""
+async def read_enterprise(
+    session: AsyncSession, *, user: CurrentUser, uscc: str, programs: Mapping[str, Program]
+) -> EnterpriseRead:
+    """The enterprise with the tiers it holds now (its active, unexpired recognitions) and the pools it is in
+    (each barred until when, after a revocation for fraud)."""
     enterprise = await get_enterprise(session, user=user, uscc=uscc)
     body = EnterpriseRead.model_validate(enterprise)
     tiers = await repo.current_tiers(session, enterprise.uscc, datetime.now(UTC))
     body.current_tiers = [TierHeld.model_validate(r) for r in tiers]
-    body.pools = await memberships_of(session, enterprise.uscc)
+    body.pools = await memberships_of(session, enterprise.uscc, programs=programs)
     return body
 
 

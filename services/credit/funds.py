@@ -20,6 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -127,17 +128,42 @@ def _open_to_pool(programs: policy.Programs, key: str) -> bool | None:
     return found.bridge_pool.open_to_pool_members
 
 
+class PoolBarred(Conflict):
+    slug, title = "pool-barred", "Barred from the cultivation pool's benefits after a revocation for fraud"
+
+
+def _barred(memberships: Sequence[PoolMembership]) -> PoolBarred:
+    """The refusal of an enterprise whose only memberships that would qualify are barred: until when, and
+    why (one bar per enterprise: the same reason for each)."""
+    until = ", ".join(
+        f"{m.program} until {m.barred_until.astimezone(UTC).isoformat(timespec='seconds')}"
+        for m in memberships
+        if m.barred_until is not None
+    )
+    return PoolBarred(
+        f"Your cultivation-pool membership is barred after a revocation for fraud "
+        f"({memberships[0].barred_reason}): {until}; no active recognition of yours qualifies for a bridge "
+        "loan."
+    )
+
+
 async def _qualifying(
-    session: AsyncSession, *, uscc: str, program: str | None, programs: policy.Programs
+    session: AsyncSession, *, uscc: str, program: str | None, programs: policy.Programs, at: datetime
 ) -> _Qualification:
     """What qualifies the enterprise for ``program``'s fund, or when none is named, for the only program that
     qualifies. A recognition wins: its benefit qualifies before a pool membership of the same program, and
-    when no program is named, the pools count only for an enterprise no recognition qualifies."""
+    when no program is named, the pools count only for an enterprise no recognition qualifies. A membership
+    barred at ``at`` (after a revocation for fraud, ``pools.service.bar_enterprise``) qualifies for nothing:
+    409 ``pool-barred``, saying until when, when it is what would have qualified. The memberships are read
+    FOR SHARE, so a bar being written either waits for this request or is read by it."""
     benefits: dict[str, Benefit] = {}
     for benefit in await repository.active_benefits(session, uscc=uscc, kind="bridge_loan"):
         benefits.setdefault(benefit.program, benefit)
-    memberships = await memberships_of(session, uscc)
-    members = {m.program: m for m in memberships if _open_to_pool(programs, m.program)}
+    memberships = await memberships_of(session, uscc, programs=programs, lock=True)
+    barred = [m for m in memberships if _open_to_pool(programs, m.program) and m.barred_at(at)]
+    members = {
+        m.program: m for m in memberships if _open_to_pool(programs, m.program) and not m.barred_at(at)
+    }
     # The pools the enterprise is in whose fund lends on recognition only: a refusal names them.
     closed = sorted(
         m.program
@@ -149,12 +175,16 @@ async def _qualifying(
             return _Qualification.of_benefit(benefits[program])
         if program in members:
             return _Qualification.of_member(uscc, members[program])
+        if any(m.program == program for m in barred):
+            raise _barred([m for m in barred if m.program == program])
         not_open = " (you are in its cultivation pool, but its fund is not open to the pool)"
         raise Conflict(
             "Neither an active recognition nor a cultivation-pool membership of yours qualifies for program "
             f"{program!r}'s bridge fund{not_open if program in closed else ''}."
         )
     eligible = sorted(benefits) or sorted(members)
+    if not eligible and barred:
+        raise _barred(barred)
     if not eligible:
         not_open = f" (the funds of {', '.join(closed)}, whose pools you are in, are not open to the pool)"
         raise Conflict(
@@ -191,14 +221,18 @@ async def request_bridge_loan(
 ) -> PayoutRead:
     """Reserve the amount in the fund of the program the enterprise qualifies for (``_qualifying``: by an
     active recognition, or by its membership of the program's cultivation pool when the fund is open to the
-    pool; 409 when neither does, 422 when several programs do and none is named) and write the loan: 409
-    beyond the fund's available capacity, 422 beyond the per-use cap or the fund's term. Once the request
-    commits, its workflow starts: finance approves it before the program's approval deadline, which
-    otherwise releases it. How it qualified changes nothing after this - the same caps, approvals, payment,
-    repayment and ledger - but that only a recognition's revocation rejects the pending loans it qualified."""
+    pool; 409 when neither does - ``pool-barred`` when a membership barred after a revocation for fraud
+    would have - 422 when several programs do and none is named) and write the loan: 409 beyond the fund's
+    available capacity, 422 beyond the per-use cap or the fund's term. Once the request commits, its
+    workflow starts: finance approves it before the program's approval deadline, which otherwise releases it.
+    How it qualified changes nothing after this - the same caps, approvals, payment, repayment and ledger -
+    but which revocation rejects it while pending: a recognition's the loans it qualified, a revocation for
+    fraud (barring the pools) the pool's."""
     await authorize_bridge_loan(user)
     assert user.uscc is not None
-    qualification = await _qualifying(session, uscc=user.uscc, program=data.program, programs=programs)
+    qualification = await _qualifying(
+        session, uscc=user.uscc, program=data.program, programs=programs, at=payouts.now()
+    )
     program = policy.program(programs, qualification.program)
     pool = program.bridge_pool
     if pool is None:

@@ -800,12 +800,31 @@ async def reject_pending(
 ) -> list[Any]:
     """Reject the recognition's bridge loans (or listing rewards) still awaiting approval, locking their
     rows; returns them (the caller releases what they held). A bridge loan a pool membership qualified has
-    no recognition: no revocation rejects it."""
+    no recognition: only a revocation for fraud rejects it (``reject_pending_pool_loans``)."""
     rows = await session.scalars(
         update(model)
         .where(model.recognition_id == recognition_id, model.status == "pending_approval")
         .values(status="rejected", reason=reason, decided_at=at)
         .returning(model)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows)
+
+
+async def reject_pending_pool_loans(
+    session: AsyncSession, *, uscc: str, reason: str, at: datetime
+) -> list[BridgeLoan]:
+    """Reject the enterprise's bridge loans a pool membership qualified that still await approval, locking
+    their rows; returns them (the caller releases what they held)."""
+    rows = await session.scalars(
+        update(BridgeLoan)
+        .where(
+            BridgeLoan.uscc == uscc,
+            BridgeLoan.qualified_by == "pool",
+            BridgeLoan.status == "pending_approval",
+        )
+        .values(status="rejected", reason=reason, decided_at=at)
+        .returning(BridgeLoan)
         .execution_options(populate_existing=True)
     )
     return list(rows)

@@ -57,6 +57,7 @@ from services.pagination import (
     encode_segment_cursor,
     split_page,
 )
+from services.pools.service import barred_by
 from services.vocabulary import PAYOUT_KINDS
 
 READERS = (Role.enterprise, Role.finance, Role.admin)
@@ -141,7 +142,9 @@ async def freeze_benefits(
 ) -> list[tuple[PayoutKind, uuid.UUID]]:
     """Stop a recognition's benefits: its credit line takes no new drawdowns, and the payouts it qualified
     that still await approval - drawdowns, bridge loans, listing rewards - are rejected with the reason
-    (what they held released). Returns the rejected payouts, whose workflows should look again."""
+    (what they held released). When its revocation for fraud barred the enterprise's cultivation pools
+    (``pools.service.bar_enterprise``), the bridge loans a pool membership qualified that still await
+    approval are rejected too. Returns the rejected payouts, whose workflows should look again."""
     recognition_id = data.recognition_id
     await repository.freeze_benefits(session, recognition_id=recognition_id, reason=data.reason, at=data.at)
     rejected: list[tuple[PayoutKind, uuid.UUID]] = []
@@ -165,6 +168,14 @@ async def freeze_benefits(
             await payouts.KINDS[kind].release(session, row)
             await announce.rejected(session, kind, row)
             rejected.append((kind, row.id))
+    barred = await barred_by(session, recognition_id)  # revoked for fraud: its enterprise's pools are barred
+    if barred is not None:
+        for loan in await repository.reject_pending_pool_loans(
+            session, uscc=barred, reason=f"cultivation pool barred: {data.reason}", at=data.at
+        ):
+            await payouts.KINDS["bridge_loan"].release(session, loan)
+            await announce.rejected(session, "bridge_loan", loan)
+            rejected.append(("bridge_loan", loan.id))
     return rejected
 
 

@@ -1,5 +1,5 @@
 """ORM models of cultivation pools: the members (one row per program and USCC), the import jobs that write
-them and the rows each job refused."""
+them, the rows each job refused and the enterprises barred from the pools' benefits."""
 
 from __future__ import annotations
 
@@ -51,6 +51,21 @@ class PoolMember(Base):
         CheckConstraint("region_code ~ '^[0-9]{6}$'", name="region_code_digits"),
         Index("ix_pool_members_program_created_at_id", "program", "created_at", "id"),
     )
+
+
+class PoolBar(Base):
+    """An enterprise barred from the benefits of every cultivation pool it is in, or comes to be in: a
+    recognition of it was revoked for fraud at ``since`` (``recognition_id``, the one the revocation named).
+    Each program's bar lasts that program's ``durations.fraud_bar`` from ``since``, as the bar on applying
+    does. A row of its own, never an import's: a pool file imported again leaves it as it is. A later
+    revocation for fraud moves it to its own moment."""
+
+    __tablename__ = "pool_bars"
+
+    uscc: Mapped[str] = mapped_column(String(18), primary_key=True)
+    since: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(String(1000))
+    recognition_id: Mapped[uuid.UUID] = mapped_column(index=True)
 
 
 class PoolImport(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, text, update
@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.pagination import Cursor, paginate
-from services.pools.models import PoolImport, PoolImportError, PoolMember
+from services.pools.models import PoolBar, PoolImport, PoolImportError, PoolMember
 from services.pools.rules import Member, Refusal
 from services.vocabulary import region_prefix
 
@@ -202,8 +202,37 @@ async def list_members(
     return (await session.scalars(stmt)).all()
 
 
-async def memberships(session: AsyncSession, uscc: str) -> Sequence[PoolMember]:
+async def memberships(session: AsyncSession, uscc: str, *, lock: bool = False) -> Sequence[PoolMember]:
+    """The enterprise's memberships; ``lock``: FOR SHARE, so that a bar being written waits for the caller's
+    transaction, or the caller for the bar (``bar``)."""
     stmt = (
         select(PoolMember).where(PoolMember.uscc == uscc).order_by(PoolMember.created_at, PoolMember.program)
     )
+    if lock:
+        stmt = stmt.with_for_update(read=True)
     return (await session.scalars(stmt)).all()
+
+
+async def bar(
+    session: AsyncSession, *, uscc: str, since: datetime, reason: str, recognition_id: uuid.UUID
+) -> None:
+    """Bar the enterprise from its pools' benefits from ``since`` (a later bar moves an earlier one, never
+    back). Its memberships are locked first: a bridge loan being qualified by one (``memberships(lock=True)``)
+    commits before the bar, or reads it."""
+    await session.execute(select(PoolMember.id).where(PoolMember.uscc == uscc).with_for_update())
+    stmt = insert(PoolBar).values(uscc=uscc, since=since, reason=reason, recognition_id=recognition_id)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[PoolBar.uscc],
+        set_={"since": since, "reason": reason, "recognition_id": recognition_id},
+        where=PoolBar.since < since,
+    )
+    await session.execute(stmt)
+
+
+async def bar_of(session: AsyncSession, uscc: str) -> PoolBar | None:
+    return await session.get(PoolBar, uscc, populate_existing=True)
+
+
+async def barred_by(session: AsyncSession, recognition_id: uuid.UUID) -> PoolBar | None:
+    """The bar the revocation of ``recognition_id`` wrote, if it is still the enterprise's."""
+    return await session.scalar(select(PoolBar).where(PoolBar.recognition_id == recognition_id))

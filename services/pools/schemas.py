@@ -67,3 +67,12 @@ class PoolMembership(BaseModel):
     program: str
     tier_aimed: str
     since: datetime
+    barred_until: datetime | None = Field(
+        default=None,
+        description="after a revocation for fraud: until when the membership gives nothing (no bridge loan "
+        "from the program's fund), the program's durations.fraud_bar from the revocation",
+    )
+    barred_reason: str | None = Field(default=None, description="the revocation that barred it")
+
+    def barred_at(self, now: datetime) -> bool:
+        return self.barred_until is not None and now < self.barred_until

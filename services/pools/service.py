@@ -38,7 +38,7 @@ from services.pools.files import FileRefused, read_pool_file
 from services.pools.models import PoolImport
 from services.pools.rules import Member, Refusal, RowChecker, csv_safe
 from services.pools.schemas import ERRORS_SHOWN, PoolImportRead, PoolMemberRead, PoolMembership, RowRefusal
-from services.programs import Program
+from services.programs import DEFAULT_FRAUD_BAR, IsoDuration, Program
 
 log = structlog.get_logger(__name__)
 
@@ -352,7 +352,42 @@ async def list_pool(
     return Page(items=[PoolMemberRead.model_validate(m) for m in page], next_cursor=next_cursor)
 
 
-async def memberships_of(session: AsyncSession, uscc: str) -> list[PoolMembership]:
-    """The pools an enterprise is in (the enterprise view shows them; pools never import the domains)."""
-    rows = await repo.memberships(session, uscc)
-    return [PoolMembership(program=m.program, tier_aimed=m.tier_aimed, since=m.created_at) for m in rows]
+async def memberships_of(
+    session: AsyncSession, uscc: str, *, programs: Mapping[str, Program], lock: bool = False
+) -> list[PoolMembership]:
+    """The pools an enterprise is in (the enterprise view shows them; pools never import the domains), each
+    with its bar, if the enterprise was barred (``bar_enterprise``): that program's ``durations.fraud_bar``
+    from the revocation, as the bar on applying counts it. ``lock``: a bridge loan is being qualified by them
+    (FOR SHARE: a bar being written waits for it, or it reads the bar)."""
+    rows = await repo.memberships(session, uscc, lock=lock)
+    barred = await repo.bar_of(session, uscc) if rows else None
+    return [
+        PoolMembership(
+            program=m.program,
+            tier_aimed=m.tier_aimed,
+            since=m.created_at,
+            barred_until=_fraud_bar(programs, m.program).add_to(barred.since) if barred else None,
+            barred_reason=barred.reason if barred else None,
+        )
+        for m in rows
+    ]
+
+
+def _fraud_bar(programs: Mapping[str, Program], key: str) -> IsoDuration:
+    program = programs.get(key)
+    return program.durations.fraud_bar if program is not None else IsoDuration.parse(DEFAULT_FRAUD_BAR)
+
+
+async def bar_enterprise(
+    session: AsyncSession, *, uscc: str, since: datetime, reason: str, recognition_id: uuid.UUID
+) -> None:
+    """A recognition of the enterprise was revoked for fraud (``recognition_id``, at ``since``): bar it from
+    the benefits of every pool it is in or comes to be in, for each program's ``durations.fraud_bar``, in
+    the revocation's transaction. No import clears a bar (its own row, not a membership's columns)."""
+    await repo.bar(session, uscc=uscc, since=since, reason=reason[:1000], recognition_id=recognition_id)
+
+
+async def barred_by(session: AsyncSession, recognition_id: uuid.UUID) -> str | None:
+    """The enterprise the revocation of ``recognition_id`` barred, if it did (and no later one since)."""
+    found = await repo.barred_by(session, recognition_id)
+    return found.uscc if found is not None else None
