@@ -46,14 +46,16 @@ def enterprise(settings: Settings, uscc: str) -> dict[str, str]:
     return bearer(make_token(settings, "enterprise", f"ent-{uscc}", uscc=uscc))
 
 
-async def titled_member(api: httpx.AsyncClient, admin: dict[str, str], uscc: str) -> dict[str, Any]:
-    """A recognition of `uscc` imported from a list, and `uscc` in the Chongqing pool (from a pool file)."""
+async def titled_member(api: httpx.AsyncClient, admin: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """A new enterprise (its USCC) with a recognition imported from a list (the import's answer), and in the
+    Chongqing pool (from a pool file)."""
+    uscc = random_uscc("500103")
     reference = f"工信部2026年第{uuid.uuid4().hex[:6]}批"
     listed = await api.post(f"{API}/recognitions/imports", headers=admin, json=row(uscc, reference))
     assert listed.status_code == 200, listed.text
     await imported(api, admin, csv_bytes([member(1, uscc=uscc)]), program=POOL)
     title: dict[str, Any] = listed.json()["recognitions"][0]
-    return title
+    return uscc, title
 
 
 async def borrow(api: httpx.AsyncClient, settings: Settings, uscc: str, **extra: Any) -> httpx.Response:
@@ -115,8 +117,7 @@ async def test_a_fraud_revocation_bars_the_pool_loans_until_the_bar_ends_and_a_r
     settings: Settings,
     resources: Resources,
 ) -> None:
-    uscc = random_uscc("500103")
-    title = await titled_member(api, admin, uscc)
+    uscc, title = await titled_member(api, admin)
     start = await committed(api, finance)
     pending = await borrow(api, settings, uscc, program=POOL)
     assert pending.status_code == 201, pending.text
@@ -175,8 +176,7 @@ async def test_a_revocation_for_another_reason_leaves_the_pool_open(
     settings: Settings,
     resources: Resources,
 ) -> None:
-    uscc = random_uscc("500103")
-    title = await titled_member(api, admin, uscc)
+    uscc, title = await titled_member(api, admin)
     pending = await borrow(api, settings, uscc, program=POOL)
     assert pending.status_code == 201, pending.text
 

@@ -7,7 +7,6 @@ dev server and the bank simulator."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.config import Settings
-from services.contracts import BenefitsInput, BenefitsStop
 from services.credit import ledger
 from services.credit.models import BridgeLoan
 from services.pools.models import PoolMember
 from services.programs import ProgramFileError, load_program_file
 from tests.conftest import bearer
 from tests.credit.conftest import PROGRAM, BankSim, arm, auth, enterprise_token, new_uscc
-from tests.credit.test_funds_and_listings import finished, fund, loan, until
-from workflows.benefits import BenefitsWorkflow
+from tests.credit.test_funds_and_listings import finished, frozen_by_revocation, fund, loan, until
 
 D = Decimal
 OPEN = "pool-test"  # its fund is open to its pool; spent by these tests alone
@@ -176,20 +173,7 @@ async def test_a_recognition_wins_and_its_revocation_leaves_the_pool_loans_alone
     assert mixed.json()["tier"] == "specialized_new"
 
     # The revocation of the recognition rejects the loan it qualified, never the pool's.
-    benefits = await resources.temporal.start_workflow(
-        BenefitsWorkflow.run,
-        BenefitsInput(
-            recognition_id=str(recognition_id),
-            uscc=uscc,
-            tier="specialized_new",
-            program=PROGRAM,
-            valid_until=datetime.now(UTC) + timedelta(days=365),
-        ),
-        id=f"benefits-{recognition_id}",
-        task_queue=resources.settings.temporal_task_queue,
-    )
-    await benefits.signal(BenefitsWorkflow.stop, BenefitsStop(reason="fraud found", cause="revoked"))
-    assert await benefits.result() == "revoked"
+    await frozen_by_revocation(resources, recognition_id=recognition_id, uscc=uscc)
     frozen = await finished(resources, f"disbursement-bridge-loan-{by_recognition.json()['id']}")
     assert (frozen.status, frozen.reason) == ("rejected", "benefit frozen: fraud found")
     headers = bearer(enterprise_token(settings, uscc))
