@@ -61,7 +61,9 @@ async def start_after_commit(
     first activity marks the application started; an API that dies in between leaves a committed,
     unstarted application for ``reconcile``."""
     await session.commit()
-    application = await repo.get_application(session, application_id)
+    # The row as committed: the session's own copy (expire_on_commit is off), without a new transaction and
+    # a query; one this session has not loaded is read.
+    application = await session.get(Application, application_id)
     assert application is not None
     program = program_at(programs, application.program, application.program_version)  # the one judging it
     await start_review(temporal, application=application, program=program, task_queue=task_queue)
