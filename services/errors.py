@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -257,6 +258,14 @@ def install_problem_handlers(app: FastAPI) -> None:
             )
         return await unexpected(request, exc)
 
+    async def database_driver_error(request: Request, exc: Exception) -> JSONResponse:
+        # asyncpg's own error, not wrapped by SQLAlchemy: one raised while a new connection was being made
+        # (SQLAlchemy wraps only what a statement raises) - "the database system is starting up" (57P03)
+        # right after PostgreSQL restarts is a 503 like any other outage, never a 500.
+        if unavailable_state(getattr(exc, "sqlstate", None) or ""):
+            return await database_unavailable(request, exc)
+        return await unexpected(request, exc)
+
     async def workflow_engine_unavailable(request: Request, exc: Exception) -> JSONResponse:
         if not temporal_unreachable(exc):
             return internal_error(request)
@@ -279,6 +288,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     for error in (OperationalError, InterfaceError, ConnectionError, TimeoutError):
         app.add_exception_handler(error, database_unavailable)
     app.add_exception_handler(DBAPIError, database_refused_value)
+    app.add_exception_handler(asyncpg.PostgresError, database_driver_error)
     app.add_exception_handler(RPCError, workflow_engine_unavailable)
     app.add_exception_handler(RuntimeError, workflow_engine_unavailable)
     app.add_exception_handler(Exception, unexpected)
@@ -296,8 +306,13 @@ def database_gone(exc: BaseException) -> bool:
     DBAPIError), or PostgreSQL says so itself (SQLSTATE class 08, or 57P: shutting down, starting up)."""
     if not isinstance(exc, DBAPIError):
         return False
-    state = _sqlstate(exc)
-    return exc.connection_invalidated or state.startswith(("08", "57P"))
+    return exc.connection_invalidated or unavailable_state(_sqlstate(exc))
+
+
+def unavailable_state(sqlstate: str) -> bool:
+    """A SQLSTATE that says the server is away for now, not that the request is wrong: class 08 (connection
+    exception) or 57P (shutting down, starting up, cannot connect now)."""
+    return sqlstate.startswith(("08", "57P"))
 
 
 def _sqlstate(exc: DBAPIError) -> str:

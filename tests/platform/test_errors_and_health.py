@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import httpx
+from fastapi import FastAPI
 
 from services.config import Settings
+from services.errors import install_problem_handlers
 
 
 async def test_unknown_path_is_a_404_problem(api_rollback: httpx.AsyncClient) -> None:
@@ -70,3 +73,30 @@ async def test_writes_over_the_limit_get_a_429_problem(
         for _ in range(3)
     ]
     assert statuses == [422, 422, 429]
+
+
+async def test_a_driver_error_while_connecting_is_a_503_when_the_database_is_away() -> None:
+    """asyncpg's own errors reach the handlers unwrapped when they are raised while a connection is being
+    made (SQLAlchemy wraps only a statement's): PostgreSQL "starting up" after a restart (57P03, seen in
+    `make chaos`) is a 503 problem with Retry-After, never a 500; any other such error stays a 500."""
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/starting")
+    async def starting() -> None:
+        raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+
+    @app.get("/refused")
+    async def refused() -> None:
+        raise asyncpg.exceptions.InsufficientPrivilegeError("permission denied for table applications")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        away = await client.get("/starting")
+        assert away.status_code == 503, away.text
+        assert away.headers["content-type"] == "application/problem+json"
+        assert away.headers["Retry-After"] == "5"
+        assert away.json()["type"].endswith("/service-unavailable")
+        broken = await client.get("/refused")
+        assert broken.status_code == 500
+        assert broken.json()["type"].endswith("/internal")
