@@ -142,13 +142,8 @@ async def test_a_revocation_for_fraud_revokes_every_title_and_stops_their_benefi
     await record(other_handle, "revoked-with-another-title")
     second_after = (await rows(harness, other.recognition_id))[0]
     assert (second_after.status, second_after.valid_until) == ("revoked", second.valid_until)
-    async with harness.sessionmaker() as session:
-        actions = await session.execute(
-            select(Transition.action)
-            .where(Transition.application_id == other.application_id)
-            .order_by(Transition.id)
-        )
-        after = list(actions.scalars())
+    assert other.application_id is not None
+    after = [t.action for t in await transitions(harness, other.application_id)]
     assert after[-1] == "recognition_revoked"  # its workflow ended at the signal: no window, no lapse
     assert not {"re_review_opened", "recognition_expired"} & set(after)
 
@@ -237,13 +232,8 @@ async def test_an_imported_title_revoked_for_fraud_ends_the_review_workflows_tit
         benefits = harness.env.client.get_workflow_handle(f"benefits-{recognition_id}")
         assert await benefits.result() == "revoked"
     assert (await handle.result()).status == "recognized"  # told by signal: its lifecycle ended
-    async with harness.sessionmaker() as session:
-        actions = await session.execute(
-            select(Transition.action)
-            .where(Transition.application_id == own.application_id)
-            .order_by(Transition.id)
-        )
-        after = list(actions.scalars())
+    assert own.application_id is not None
+    after = [t.action for t in await transitions(harness, own.application_id)]
     assert after[-1] == "recognition_revoked"
     assert not {"re_review_opened", "recognition_expired"} & set(after)
 
