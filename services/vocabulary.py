@@ -4,7 +4,7 @@ draw on these (standard library only, so workflow code may import it)."""
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 # --- the cultivation ladder and its review ----------------------------------------------------------------
 
@@ -62,3 +62,18 @@ def region_prefix(region: str) -> str:
 def covers_region(region: str | None, code: str) -> bool:
     """Whether a region claim covers a division code (``region_prefix``); no claim covers nothing."""
     return region is not None and code.startswith(region_prefix(region))
+
+
+# --- what rows of both domains share -----------------------------------------------------------------------
+
+
+class Owned(Protocol):
+    """Something of an enterprise under a program and tier: an application, a benefit, a credit line, a
+    payout, a disbursement."""
+
+    @property
+    def uscc(self) -> str: ...
+    @property
+    def program(self) -> str: ...
+    @property
+    def tier(self) -> str: ...

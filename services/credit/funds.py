@@ -326,14 +326,8 @@ async def repay_bridge_loan(
         BridgeLoanRepayment(
             id=repayment_id,
             bridge_loan_id=loan.id,
-            program=loan.program,
-            uscc=loan.uscc,
-            amount=data.amount,
             outstanding_after=left,
-            reference=data.reference,
-            recorded_by=user.sub,
-            ledger_entry_id=entry.id,
-            created_at=at,
+            **payouts.repayment_columns(loan, data, user=user, entry=entry, at=at),
         ),
     )
     loan.repaid = loan.repaid + data.amount

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     BigInteger,
@@ -38,6 +38,7 @@ from services.vocabulary import (
     PAYOUT_STATUSES,
     BenefitStatus,
     DisbursementStatus,
+    Owned,
     PayoutKind,
     PayoutStatus,
 )
@@ -68,17 +69,6 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 def column_values(row: Base) -> dict[str, object]:
     """A row's column values by attribute name (to build a read model with a few fields added)."""
     return {column.key: getattr(row, column.key) for column in row.__table__.columns}
-
-
-class Owned(Protocol):
-    """A row of an enterprise under a program and tier: a benefit, a credit line, a payout, a disbursement."""
-
-    @property
-    def uscc(self) -> str: ...
-    @property
-    def program(self) -> str: ...
-    @property
-    def tier(self) -> str: ...
 
 
 def whose(row: Owned) -> dict[str, str]:
@@ -354,7 +344,19 @@ class Disbursement(Base):
         return found
 
 
-class DrawdownRepayment(Base):
+class RepaymentColumns:
+    """The columns every repayment table ends with (``sort_order``), after the repayment's own: the incoming
+    transfer's reference, who recorded it, the ledger entry that books it (one per repayment) and when."""
+
+    reference: Mapped[str | None] = mapped_column(String(100), sort_order=_LAST)
+    recorded_by: Mapped[str] = mapped_column(String(200), sort_order=_LAST)
+    ledger_entry_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("ledger_entries.id"), unique=True, sort_order=_LAST
+    )
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), sort_order=_LAST)
+
+
+class DrawdownRepayment(RepaymentColumns, Base):
     """Money the enterprise paid back on a drawdown paid out: recorded by the enterprise or finance, posted to
     the ledger in the same transaction (debit ``bank_settlement``, credit the enterprise's credit
     receivable), and restored to the line's available amount."""
@@ -368,10 +370,6 @@ class DrawdownRepayment(Base):
     program: Mapped[str] = mapped_column(String(64))
     amount: Mapped[Money]
     paid_on: Mapped[date] = mapped_column(Date)
-    reference: Mapped[str | None] = mapped_column(String(100))
-    recorded_by: Mapped[str] = mapped_column(String(200))
-    ledger_entry_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
@@ -452,7 +450,7 @@ class BridgeLoan(PayoutColumns, Base):
         return self.amount - self.repaid
 
 
-class BridgeLoanRepayment(Base):
+class BridgeLoanRepayment(RepaymentColumns, Base):
     """A part (or the whole) of a bridge loan paid back into the fund, recorded by finance: posted to the
     ledger in the same transaction (debit ``bank_settlement``, credit the enterprise's bridge receivable) and
     released from the fund's committed amount (services/credit/funds.py)."""
@@ -465,10 +463,6 @@ class BridgeLoanRepayment(Base):
     uscc: Mapped[str] = mapped_column(String(18))
     amount: Mapped[Money]
     outstanding_after: Mapped[Money]
-    reference: Mapped[str | None] = mapped_column(String(100))
-    recorded_by: Mapped[str] = mapped_column(String(200))
-    ledger_entry_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),

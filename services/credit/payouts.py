@@ -67,10 +67,12 @@ from services.credit.schemas import (
     BridgeLoanRead,
     DisbursementRead,
     DrawdownRead,
+    DrawdownRepaymentCreate,
     LedgerEntryRead,
     LedgerLineRead,
     ListingRewardRead,
     PayoutRead,
+    RepaymentCreate,
     format_money,
 )
 from services.errors import Conflict, Forbidden, NotFound
@@ -378,6 +380,28 @@ async def post_repayment(
         memo=memo + (f" (ref {reference})" if reference else ""),
         lines=[ledger.Line.dr(ledger.BANK_SETTLEMENT, amount), ledger.Line.cr(receivable, amount)],
     )
+
+
+def repayment_columns(
+    payout: Drawdown | BridgeLoan,
+    data: DrawdownRepaymentCreate | RepaymentCreate,
+    *,
+    user: CurrentUser,
+    entry: ledger.Entry,
+    at: datetime,
+) -> dict[str, Any]:
+    """What a repayment row of either kind records alike: the payout's enterprise and program, the amount
+    paid back, and its ``RepaymentColumns`` (services/credit/models.py) - what ``user`` recorded at ``at``,
+    booked by ``entry`` (``post_repayment``)."""
+    return {
+        "uscc": payout.uscc,
+        "program": payout.program,
+        "amount": data.amount,
+        "reference": data.reference,
+        "recorded_by": user.sub,
+        "ledger_entry_id": entry.id,
+        "created_at": at,
+    }
 
 
 async def add(session: AsyncSession, kind: PayoutKind, row: Payout) -> PayoutRead:
@@ -694,8 +718,7 @@ async def payment_order(session: AsyncSession, *, ref: PayoutRef) -> PaymentOrde
     if disbursement is None:
         raise NotFound(f"The {rules.noun} {ref.payout_id} has no disbursement.")
     return PaymentOrder(
-        kind=ref.kind,
-        payout_id=ref.payout_id,
+        **ref.model_dump(),  # the payout it pays
         key=disbursement.bank_key,
         amount=disbursement.amount,
         beneficiary=disbursement.uscc,

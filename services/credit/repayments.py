@@ -127,14 +127,8 @@ async def repay(
         id=repayment_id,
         drawdown_id=repaid.id,
         credit_line_id=repaid.credit_line_id,
-        uscc=repaid.uscc,
-        program=repaid.program,
-        amount=data.amount,
         paid_on=paid_on,
-        reference=data.reference,
-        recorded_by=user.sub,
-        ledger_entry_id=entry.id,
-        created_at=at,
+        **payouts.repayment_columns(repaid, data, user=user, entry=entry, at=at),
     )
     repository.add(session, repayment)
     await session.flush()

@@ -63,6 +63,7 @@ from services.pagination import Cursor, SegmentCursor, paginate
 
 _S = TypeVar("_S", bound="Select[*tuple[Any, ...]]")
 _M = TypeVar("_M", bound=Base)
+_P = TypeVar("_P", Drawdown, BridgeLoan, ListingReward)  # the payout models that await approval
 
 
 async def _fresh(session: AsyncSession, model: type[_M], *where: Any, lock: bool) -> _M | None:
@@ -73,6 +74,28 @@ async def _fresh(session: AsyncSession, model: type[_M], *where: Any, lock: bool
         stmt = stmt.with_for_update()
     row: _M | None = await session.scalar(stmt)
     return row
+
+
+async def _updated(session: AsyncSession, model: type[_M], *where: Any, **values: Any) -> list[_M]:
+    """Set ``values`` on the rows of ``model`` matching ``where`` in one UPDATE (which locks them); returns
+    them, refreshing those the session holds (``populate_existing``)."""
+    rows = await session.scalars(
+        update(model)
+        .where(*where)
+        .values(**values)
+        .returning(model)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows)
+
+
+async def _reject_awaiting(
+    session: AsyncSession, model: type[_P], *where: Any, reason: str, at: datetime
+) -> list[_P]:
+    """Reject the rows of ``model`` matching ``where`` that still await approval, locking them; returns
+    them."""
+    awaiting = model.status == "pending_approval"
+    return await _updated(session, model, *where, awaiting, status="rejected", reason=reason, decided_at=at)
 
 
 # The filters that are no column of the listed rows: the lists that take them apply them (``_ranges``).
@@ -195,14 +218,9 @@ async def reject_pending_drawdowns(
     session: AsyncSession, *, credit_line_id: uuid.UUID, reason: str, at: datetime
 ) -> list[Drawdown]:
     """Reject every drawdown of the line still awaiting approval; the caller holds the line's lock."""
-    rows = await session.scalars(
-        update(Drawdown)
-        .where(Drawdown.credit_line_id == credit_line_id, Drawdown.status == "pending_approval")
-        .values(status="rejected", reason=reason, decided_at=at)
-        .returning(Drawdown)
-        .execution_options(populate_existing=True)
+    return await _reject_awaiting(
+        session, Drawdown, Drawdown.credit_line_id == credit_line_id, reason=reason, at=at
     )
-    return list(rows)
 
 
 # --- credit lines ------------------------------------------------------------------------------------------
@@ -801,14 +819,9 @@ async def reject_pending(
     """Reject the recognition's bridge loans (or listing rewards) still awaiting approval, locking their
     rows; returns them (the caller releases what they held). A bridge loan a pool membership qualified has
     no recognition: only a revocation for fraud rejects it (``reject_pending_pool_loans``)."""
-    rows = await session.scalars(
-        update(model)
-        .where(model.recognition_id == recognition_id, model.status == "pending_approval")
-        .values(status="rejected", reason=reason, decided_at=at)
-        .returning(model)
-        .execution_options(populate_existing=True)
+    return await _reject_awaiting(
+        session, model, model.recognition_id == recognition_id, reason=reason, at=at
     )
-    return list(rows)
 
 
 async def reject_pending_pool_loans(
@@ -816,18 +829,8 @@ async def reject_pending_pool_loans(
 ) -> list[BridgeLoan]:
     """Reject the enterprise's bridge loans a pool membership qualified that still await approval, locking
     their rows; returns them (the caller releases what they held)."""
-    rows = await session.scalars(
-        update(BridgeLoan)
-        .where(
-            BridgeLoan.uscc == uscc,
-            BridgeLoan.qualified_by == "pool",
-            BridgeLoan.status == "pending_approval",
-        )
-        .values(status="rejected", reason=reason, decided_at=at)
-        .returning(BridgeLoan)
-        .execution_options(populate_existing=True)
-    )
-    return list(rows)
+    by_pool = (BridgeLoan.uscc == uscc, BridgeLoan.qualified_by == "pool")
+    return await _reject_awaiting(session, BridgeLoan, *by_pool, reason=reason, at=at)
 
 
 # --- the worker's gauges (workflows/gauges.py) -------------------------------------------------------------
@@ -958,14 +961,7 @@ async def flag_overdue(session: AsyncSession, *, at: datetime, limit: int = 500)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    rows = await session.scalars(
-        update(Drawdown)
-        .where(Drawdown.id.in_(due.scalar_subquery()))
-        .values(overdue_since=at)
-        .returning(Drawdown)
-        .execution_options(populate_existing=True)
-    )
-    return list(rows)
+    return await _updated(session, Drawdown, Drawdown.id.in_(due.scalar_subquery()), overdue_since=at)
 
 
 async def drawdowns_repaid(

@@ -456,6 +456,10 @@ def can_approve(user: CurrentUser, found: InboxRows, at: datetime) -> list[bool]
     ]
 
 
+# The fields of an inbox item that are the inbox row's column of the same name, as it stands.
+_INBOX_AS_IS = ("kind", "id", "uscc", "program", "tier", "amount", "requested_by", "approval_deadline")
+
+
 def inbox_page(found: InboxRows, can_approve: Sequence[bool]) -> Page[PayoutInboxItem]:
     """The page's read models, with the reader's ``can_approve`` for each payout."""
     items = []
@@ -470,16 +474,9 @@ def inbox_page(found: InboxRows, can_approve: Sequence[bool]) -> Page[PayoutInbo
         approved = sum(1 for decision in decisions if decision.decision == "approve")
         items.append(
             PayoutInboxItem(
-                kind=row.kind,
-                id=row.id,
-                uscc=row.uscc,
-                program=row.program,
-                tier=row.tier,
-                amount=row.amount,
+                **{name: getattr(row, name) for name in _INBOX_AS_IS},
                 status=AWAITING_APPROVAL if awaiting else row.status,
-                requested_by=row.requested_by,
                 requested_at=row.created_at,
-                approval_deadline=row.approval_deadline,
                 approvals=decisions,
                 approvals_needed=row.required_approvals,
                 approvals_missing=max(0, row.required_approvals - approved) if awaiting else 0,
