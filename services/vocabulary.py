@@ -77,3 +77,9 @@ class Owned(Protocol):
     def program(self) -> str: ...
     @property
     def tier(self) -> str: ...
+
+
+def whose(row: Owned) -> dict[str, str]:
+    """The enterprise, program and tier of ``row``: what a row made from it copies (a drawdown from its credit
+    line, a disbursement from its payout, a re-review from the recognised application)."""
+    return {"uscc": row.uscc, "program": row.program, "tier": row.tier}

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.applications import announce, revocation
@@ -22,6 +21,7 @@ from services.applications.screening import ScreeningResult
 from services.applications.service import (
     check_figures,
     evidence_documents,
+    opening,
     review_input,
     screen_application,
 )
@@ -45,6 +45,7 @@ from services.contracts import (
 )
 from services.errors import Conflict
 from services.programs import Program, program_at, program_version
+from services.vocabulary import whose
 
 SYSTEM_ACTOR = Actor(sub="system", role="system")
 # What an audit row is written for: a workflow event with its application and event key.
@@ -77,11 +78,17 @@ async def record_screening(
     at: datetime | None = None,
 ) -> ScreenOutcome:
     """Screen the application (``_screen``) with the tiers held at ``at`` (default: when it was filed)."""
+    application = await _locked(session, application_id)
+    result = await _screen(session, application, programs=programs, at=at or application.created_at)
+    return ScreenOutcome(passed=result.passed, ruleset=result.ruleset)
+
+
+async def _locked(session: AsyncSession, application_id: uuid.UUID) -> Application:
+    """The application, locked for this transaction's change (``LookupError``, not retried, if it is gone)."""
     application = await repo.get_application(session, application_id, for_update=True)
     if application is None:
         raise LookupError(f"application {application_id} does not exist")
-    result = await _screen(session, application, programs=programs, at=at or application.created_at)
-    return ScreenOutcome(passed=result.passed, ruleset=result.ruleset)
+    return application
 
 
 async def screen_and_enter(
@@ -95,12 +102,13 @@ async def screen_and_enter(
         screening = application.screening if application is not None else None
         assert screening is not None, "a screened transition without a screening result"
         return ScreenOutcome(passed=screening["passed"], ruleset=screening["ruleset"])
-    outcome = await record_screening(session, application_id=application_id, programs=programs, at=data.at)
-    await session.execute(
-        update(Application).where(Application.id == application_id).values(workflow_started=True)
-    )
-    await apply_transition(
+    application = await _locked(session, application_id)
+    result = await _screen(session, application, programs=programs, at=data.at)
+    outcome = ScreenOutcome(passed=result.passed, ruleset=result.ruleset)
+    application.workflow_started = True  # written with the transition's own update of the row
+    await _apply(
         session,
+        application,
         data=TransitionInput(
             application_id=data.application_id,
             event_key=data.event_key,
@@ -177,10 +185,14 @@ async def apply_transition(
 ) -> None:
     if await repo.transition_exists(session, data.event_key):
         return
-    application_id = data.application_id
-    application = await repo.get_application(session, application_id, for_update=True)
-    if application is None:
-        raise LookupError(f"application {application_id} does not exist")
+    await _apply(session, await _locked(session, data.application_id), data=data, programs=programs)
+
+
+async def _apply(
+    session: AsyncSession, application: Application, *, data: TransitionInput, programs: Mapping[str, Program]
+) -> None:
+    """``apply_transition`` to the application, locked by this transaction, whose event is not yet applied."""
+    application_id = application.id
     changes: list[dict[str, Any]] = []
     rescreened = None
     if data.supplement is not None:
@@ -238,13 +250,9 @@ async def _supplement(
     assert data.supplement is not None
     content = data.supplement
     documents = await evidence_documents(session, uscc=application.uscc, ids=content.evidence)
+    ids = [d.id for d in documents]
     cited = await repo.cite_documents(
-        session,
-        application_id=application.id,
-        document_ids=[d.id for d in documents],
-        source="supplement",
-        cited_by=data.actor.sub,
-        at=data.at,
+        session, application.id, ids, source="supplement", cited_by=data.actor.sub, at=data.at
     )
     changes: list[dict[str, Any]] = []
     rescreened = None
@@ -352,9 +360,7 @@ async def recognize(
     application_id = data.application_id
     existing = await repo.recognition_for_application(session, application_id)
     if existing is None:
-        application = await repo.get_application(session, application_id, for_update=True)
-        if application is None:
-            raise LookupError(f"application {application_id} does not exist")
+        application = await _locked(session, application_id)
         program = program_at(programs, application.program, application.program_version)  # what judged it
         year = data.at.astimezone(UTC).year
         sequence = await repo.next_certificate_number(
@@ -429,9 +435,7 @@ async def _renew(
     if recognition is None:
         raise LookupError(f"recognition {renews} does not exist")
     if not await repo.transition_exists(session, data.event_key):
-        application = await repo.get_application(session, data.application_id, for_update=True)
-        if application is None:
-            raise LookupError(f"application {data.application_id} does not exist")
+        application = await _locked(session, data.application_id)
         program = program_at(programs, application.program, application.program_version)  # what judged it
         # A recognition revoked meanwhile stays revoked (and one lapsed, lapsed): nothing to extend.
         reason = f"re-review approved, but certificate {recognition.certificate_no} is {recognition.status}"
@@ -483,9 +487,7 @@ async def remind_supplement(session: AsyncSession, *, data: SupplementReminder) 
     waiting for its supplement is not reminded."""
     if await repo.transition_exists(session, data.event_key):
         return
-    application = await repo.get_application(session, data.application_id, for_update=True)
-    if application is None:
-        raise LookupError(f"application {data.application_id} does not exist")
+    application = await _locked(session, data.application_id)
     if application.status != "returned":
         return
     due = data.supplement_due_at.astimezone(UTC).isoformat(timespec="minutes")
@@ -496,16 +498,23 @@ async def remind_supplement(session: AsyncSession, *, data: SupplementReminder) 
     await announce.supplement_due_soon(session, application, data.supplement_due_at)
 
 
+async def _still_active(session: AsyncSession, data: ExpiryReminder | ReReviewWindow) -> Recognition | None:
+    """The recognition a timer before its expiry is about, while it is active and the event not yet applied
+    (None: nothing to do); ``LookupError`` if it is gone."""
+    if await repo.transition_exists(session, data.event_key):
+        return None
+    recognition = await repo.get_recognition(session, data.recognition_id)
+    if recognition is None:
+        raise LookupError(f"recognition {data.recognition_id} does not exist")
+    return recognition if recognition.status == "active" else None
+
+
 async def remind_expiry(session: AsyncSession, *, data: ExpiryReminder) -> None:
     """The review workflow's reminder before a recognition expires: the event for the enterprise and an audit
     row on the recognized application (keyed by the event key). A recognition no longer active is not
     reminded."""
-    if await repo.transition_exists(session, data.event_key):
-        return
-    recognition = await repo.get_recognition(session, data.recognition_id)
+    recognition = await _still_active(session, data)
     if recognition is None:
-        raise LookupError(f"recognition {data.recognition_id} does not exist")
-    if recognition.status != "active":
         return
     until = recognition.valid_until.astimezone(UTC).date().isoformat()
     reason = f"the recognition is valid until {until}; the enterprise was reminded"
@@ -527,37 +536,27 @@ async def open_re_review(
             return ReReviewOutcome(application_id="", review=None)
         open_batches = program.open_batches(data.at.date())
         batch = open_batches[0].key if open_batches else original.batch
-        existing = Application(
-            id=uuid.uuid4(),
-            uscc=original.uscc,
-            program=original.program,
-            tier=original.tier,
+        existing = _re_review(
+            original,
+            uuid.uuid4(),
             batch=batch,
-            ruleset=program.ruleset_for_batch(batch),  # the ruleset of the batch it belongs to
-            program_version=program_version(programs, original.program),  # the version in force judges it
+            programs=programs,
             region_code=original.region_code,
-            status="screening",
             metrics=original.metrics,
-            submitted_by="system",
-            re_review_of=recognition_id,
-            workflow_started=True,
-            created_at=data.at,
-            updated_at=data.at,
+            by=SYSTEM_ACTOR,
+            recognition_id=recognition_id,
+            at=data.at,
         )
         session.add(existing)
         await session.flush()
         session.add(
-            Transition(
-                application_id=existing.id,
+            opening(
+                existing,
                 event_key=f"re-review-{recognition_id}",
-                actor="system",
-                role="system",
-                action="opened_for_re_review",
-                from_status=None,
-                to_status="screening",
-                stage=None,
-                reason=f"recognition {recognition_id} expired; re-review (复核)",
+                actor=(SYSTEM_ACTOR.sub, SYSTEM_ACTOR.role),
                 at=data.at,
+                action="opened_for_re_review",
+                reason=f"recognition {recognition_id} expired; re-review (复核)",
             )
         )
         await session.flush()
@@ -572,12 +571,8 @@ async def open_re_review_window(session: AsyncSession, *, data: ReReviewWindow) 
     """The re-review window of an active recognition opens (the review workflow's timer, the program's
     ``re_review_window`` before expiry): marked on the recognition, an audit row on its application, and
     ``recognition.expiring`` for the enterprise - once per window (keyed by the event key)."""
-    if await repo.transition_exists(session, data.event_key):
-        return
-    recognition = await repo.get_recognition(session, data.recognition_id)
+    recognition = await _still_active(session, data)
     if recognition is None:
-        raise LookupError(f"recognition {data.recognition_id} does not exist")
-    if recognition.status != "active":
         return
     recognition.re_review_opened_at = data.at
     until = recognition.valid_until.astimezone(UTC).date().isoformat()
@@ -587,6 +582,38 @@ async def open_re_review_window(session: AsyncSession, *, data: ReReviewWindow) 
     )
     await _system_note(session, data, "re_review_opened", status="recognized", reason=reason)
     await announce.recognition_expiring(session, recognition)
+
+
+def _re_review(
+    original: Application,
+    application_id: uuid.UUID,
+    *,
+    batch: str,
+    programs: Mapping[str, Program],
+    region_code: str,
+    metrics: dict[str, Any],
+    by: Actor,
+    recognition_id: uuid.UUID,
+    at: datetime,
+) -> Application:
+    """The re-review of ``original``'s recognition as a new application in ``batch``, judged by that batch's
+    ruleset and the program's version in force; its workflow is started by the recognition's own."""
+    program = programs[original.program]
+    return Application(
+        id=application_id,
+        **whose(original),
+        batch=batch,
+        ruleset=program.ruleset_for_batch(batch),
+        program_version=program_version(programs, original.program),
+        region_code=region_code,
+        status="screening",
+        metrics=metrics,
+        submitted_by=by.sub,
+        re_review_of=recognition_id,
+        workflow_started=True,
+        created_at=at,
+        updated_at=at,
+    )
 
 
 async def file_re_review(
@@ -615,45 +642,28 @@ async def file_re_review(
         today = data.at.date()
         opened = sorted((b for b in program.batches if b.opens_on <= today), key=lambda b: b.opens_on)
         batch = (program.open_batches(today) or opened[-1:] or [program.batch(original.batch)])[0].key
-        existing = Application(
-            id=data.re_review_id,
-            uscc=original.uscc,
-            program=original.program,
-            tier=original.tier,
+        existing = _re_review(
+            original,
+            data.re_review_id,
             batch=batch,
-            ruleset=program.ruleset_for_batch(batch),  # the ruleset of the batch it belongs to
-            program_version=program_version(programs, original.program),  # the version in force judges it
+            programs=programs,
             region_code=enterprise.region_code,
-            status="screening",
             metrics=metrics.model_dump(mode="json"),
-            submitted_by=data.actor.sub,
-            re_review_of=data.recognition_id,
-            workflow_started=True,  # its parent starts it in the same workflow task
-            created_at=data.at,
-            updated_at=data.at,
+            by=data.actor,
+            recognition_id=data.recognition_id,
+            at=data.at,
         )
         session.add(existing)
         await session.flush()
-        await repo.cite_documents(
-            session,
-            application_id=existing.id,
-            document_ids=[d.id for d in documents],
-            source="application",
-            cited_by=data.actor.sub,
-            at=data.at,
-        )
+        ids = [d.id for d in documents]
+        await repo.cite_documents(session, existing.id, ids, cited_by=data.actor.sub, at=data.at)
         session.add(
-            Transition(
-                application_id=existing.id,
+            opening(
+                existing,
                 event_key=data.event_key,
-                actor=data.actor.sub,
-                role=data.actor.role,
-                action="submitted",
-                from_status=None,
-                to_status="screening",
-                stage=None,
-                reason=f"re-review (复核) of recognition {data.recognition_id}, with current figures",
+                actor=(data.actor.sub, data.actor.role),
                 at=data.at,
+                reason=f"re-review (复核) of recognition {data.recognition_id}, with current figures",
             )
         )
         await session.flush()

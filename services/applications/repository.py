@@ -128,14 +128,15 @@ async def application_documents(session: AsyncSession, application_id: uuid.UUID
 
 async def cite_documents(
     session: AsyncSession,
-    *,
     application_id: uuid.UUID,
     document_ids: Sequence[uuid.UUID],
-    source: str,
+    *,
     cited_by: str,
     at: datetime,
+    source: str = "application",
 ) -> set[uuid.UUID]:
-    """Link the documents to the application as its evidence; returns those it did not cite already."""
+    """Link the documents to the application as its evidence (``source``: with the application, or with a
+    supplement); returns those it did not cite already."""
     if not document_ids:
         return set()
     stmt = (
@@ -621,14 +622,7 @@ async def replace_draft_evidence(
             ApplicationDocument.document_id.not_in(document_ids) if document_ids else true(),
         )
     )
-    await cite_documents(
-        session,
-        application_id=application_id,
-        document_ids=document_ids,
-        source="application",
-        cited_by=cited_by,
-        at=at,
-    )
+    await cite_documents(session, application_id, document_ids, cited_by=cited_by, at=at)
 
 
 async def delete_draft(session: AsyncSession, application_id: uuid.UUID) -> bool:

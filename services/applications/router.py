@@ -283,7 +283,7 @@ def _review_starter(
             await wf.start_after_commit(
                 session,
                 temporal,
-                application_id=body.id,
+                application=body,
                 programs=resources.programs,
                 task_queue=resources.settings.temporal_task_queue,
             )

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import anyio
 from sqlalchemy.exc import IntegrityError
@@ -73,7 +73,7 @@ from services.programs import (
     program_version,
 )
 from services.storage import Storage
-from services.vocabulary import LEVELS, TIERS, Tier
+from services.vocabulary import LEVELS, TIERS, Owned, Tier
 
 ALLOWED_DOCUMENT_TYPES = {"application/pdf", "image/png", "image/jpeg"}
 
@@ -94,7 +94,20 @@ def actor_of(user: CurrentUser) -> Actor:
 REVIEWED_COLUMNS = ("uscc", "program", "tier", "region_code")
 
 
-def review_input(application: Application, program: Program) -> ReviewInput:
+class Reviewed(Owned, Protocol):
+    """What a review starts from: the application as stored, or as the request that wrote it answered."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def region_code(self) -> str: ...
+    @property
+    def re_review_of(self) -> uuid.UUID | None: ...
+    @property
+    def program_version(self) -> int | None: ...
+
+
+def review_input(application: Reviewed, program: Program) -> ReviewInput:
     """``program`` as the version that judges the application says (``program_at``)."""
     tier = program.tiers[application.tier]  # type: ignore[index]
     d = program.durations
@@ -398,23 +411,37 @@ async def check_not_barred(session: AsyncSession, *, uscc: str, program: Program
 
 @dataclass(frozen=True, slots=True)
 class _Filing:
-    """What an application is filed under: its enterprise, program, tier and batch, each known to exist."""
+    """What an application is filed under: its enterprise, program, tier and batch, each known to exist;
+    ``evidence``, its documents once the submission checks have found them."""
 
     enterprise: Enterprise
     program: Program
     tier: Tier
     policy: TierPolicy
     batch: Batch
+    evidence: list[Document] = field(default_factory=list)
+
+
+class Filed(Owned, Protocol):
+    """What names an application's filing: a request to create one, a draft as saved, or as changed."""
+
+    @property
+    def batch(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    uscc: str
+    program: str
+    tier: str
+    batch: str | None
 
 
 async def _filing(
     session: AsyncSession,
     *,
     user: CurrentUser,
-    uscc: str,
-    program_key: str,
-    tier: str,
-    batch_key: str | None,
+    filed: Filed,
     programs: dict[str, Program],
     now: datetime,
     drafting: bool,
@@ -422,6 +449,7 @@ async def _filing(
     """The enterprise, program, tier and batch an application (or draft) names: the caller's own registered
     enterprise (403, 409), a known program and tier (422), and a known batch (422) - by default the batch
     open today, or for a draft the first that has not closed yet (409 when there is none)."""
+    uscc, program_key, tier, batch_key = filed.uscc, filed.program, filed.tier, filed.batch
     if user.role is not Role.enterprise or user.uscc != uscc:
         raise Forbidden("Only the enterprise itself submits its applications.")
     enterprise = await repo.get_enterprise(session, uscc)
@@ -464,6 +492,7 @@ async def _submission_checks(
     metrics: DeclaredMetrics,
     evidence: Sequence[uuid.UUID],
     now: datetime,
+    preview: bool = False,
 ) -> list[Callable[[], Awaitable[None]]]:
     """What a submission must pass, in the order it is refused: no fraud bar (409), the batch open today
     (409), the tier the tier requires held (409), figures of years the enterprise existed in (422), the
@@ -495,6 +524,7 @@ async def _submission_checks(
 
     async def documents() -> None:
         found = await evidence_documents(session, uscc=uscc, ids=evidence)
+        filing.evidence[:] = found
         missing_kinds = sorted(set(filing.policy.required_documents) - {d.kind for d in found})
         if missing_kinds:
             raise Unprocessable(
@@ -508,9 +538,12 @@ async def _submission_checks(
         if await repo.open_application_exists(
             session, uscc=uscc, program=program.key, tier=tier, batch=batch.key
         ):
-            raise Conflict(f"{uscc} already has an open {tier} application in batch {batch.key}.")
+            raise _duplicate(filing)
 
-    return [not_barred, batch_open, ladder, figures, documents, no_duplicate]
+    # A submission that writes learns the last answer from the unique index of open applications as its row
+    # is written (the same 409, after every other check); only a preview asks.
+    checks: list[Callable[[], Awaitable[None]]] = [not_barred, batch_open, ladder, figures, documents]
+    return [*checks, no_duplicate] if preview else checks
 
 
 async def create_application(
@@ -525,24 +558,17 @@ async def create_application(
     ``submit`` false save a draft - which is checked only for what it names (program, tier, batch, figures'
     years, its enterprise's own documents) and starts nothing."""
     filing = await _filing(
-        session,
-        user=user,
-        uscc=data.uscc,
-        program_key=data.program,
-        tier=data.tier,
-        batch_key=data.batch,
-        programs=programs,
-        now=now,
-        drafting=not data.submit,
+        session, user=user, filed=data, programs=programs, now=now, drafting=not data.submit
     )
     if data.submit:
         for check in await _submission_checks(
             session, filing, metrics=data.metrics, evidence=data.evidence, now=now
         ):
             await check()
+        documents = filing.evidence
     else:
         check_figures(filing.enterprise, data.metrics)
-    documents = await evidence_documents(session, uscc=data.uscc, ids=data.evidence)
+        documents = await evidence_documents(session, uscc=data.uscc, ids=data.evidence)
     application = Application(
         id=uuid.uuid4(),
         uscc=data.uscc,
@@ -565,17 +591,23 @@ async def create_application(
             await session.flush()
     except IntegrityError:
         raise _duplicate(filing) from None
-    await repo.cite_documents(
-        session,
-        application_id=application.id,
-        document_ids=[d.id for d in documents],
-        source="application",
-        cited_by=user.sub,
-        at=now,
-    )
-    if data.submit:
-        await _submitted(session, application, user=user, now=now)
-    return await application_read(session, user=user, application=application)
+    await repo.cite_documents(session, application.id, [d.id for d in documents], cited_by=user.sub, at=now)
+    history = [await _submitted(session, application, user=user, now=now)] if data.submit else []
+    return _created_read(application, documents=documents, history=history, user=user)
+
+
+def _created_read(
+    application: Application, *, documents: list[Document], history: list[Transition], user: CurrentUser
+) -> ApplicationRead:
+    """``application_read`` of an application this request has just written, from what it wrote rather than
+    read back: no review task yet (its workflow opens the first), no objections, the documents it cites (all
+    cited now, so in the order they were uploaded) and its history so far."""
+    body = ApplicationRead.model_validate(application)
+    body.documents = [
+        DocumentRead.model_validate(d) for d in sorted(documents, key=lambda d: (d.uploaded_at, d.id))
+    ]
+    body.history = [_history_entry(t, user) for t in history]
+    return body
 
 
 def _duplicate(filing: _Filing) -> Conflict:
@@ -586,24 +618,41 @@ def _duplicate(filing: _Filing) -> Conflict:
 
 async def _submitted(
     session: AsyncSession, application: Application, *, user: CurrentUser, now: datetime
-) -> None:
+) -> Transition:
     """The audit row and the event of a submission (direct, or of a draft): its history starts here."""
-    session.add(
-        Transition(
-            application_id=application.id,
-            event_key=f"submitted-{application.id}",
-            actor=user.sub,
-            role=user.role.value,
-            action="submitted",
-            from_status=None,
-            to_status="screening",
-            stage=None,
-            reason=None,
-            at=now,
-        )
+    row = opening(
+        application, event_key=f"submitted-{application.id}", actor=(user.sub, user.role.value), at=now
     )
+    session.add(row)
     await session.flush()
     await announce.submitted(session, application)
+    return row
+
+
+def opening(
+    application: Application,
+    *,
+    event_key: str,
+    actor: tuple[str, str],
+    at: datetime,
+    action: str = "submitted",
+    reason: str | None = None,
+) -> Transition:
+    """The first audit row of an application that enters screening (filed, or opened for re-review), by
+    ``actor`` (subject, role)."""
+    sub, role = actor
+    return Transition(
+        application_id=application.id,
+        event_key=event_key,
+        actor=sub,
+        role=role,
+        action=action,
+        from_status=None,
+        to_status="screening",
+        stage=None,
+        reason=reason,
+        at=at,
+    )
 
 
 # --- drafts ----------------------------------------------------------------------------------------------
@@ -644,17 +693,10 @@ async def update_draft(
     """Change the caller's draft: its tier, batch, figures or evidence (each given replaces the draft's),
     checked as a new draft is."""
     application = await own_draft(session, user=user, application_id=application_id, for_update=True)
-    filing = await _filing(
-        session,
-        user=user,
-        uscc=application.uscc,
-        program_key=application.program,
-        tier=data.tier or application.tier,
-        batch_key=data.batch or application.batch,
-        programs=programs,
-        now=now,
-        drafting=True,
+    changed = _Named(
+        application.uscc, application.program, data.tier or application.tier, data.batch or application.batch
     )
+    filing = await _filing(session, user=user, filed=changed, programs=programs, now=now, drafting=True)
     if data.metrics is not None:
         check_figures(filing.enterprise, data.metrics)
         application.metrics = data.metrics.model_dump(mode="json")
@@ -713,7 +755,9 @@ async def check_draft(
         session, user=user, application=application, programs=programs, now=now, drafting=True
     )
     problems: list[DraftProblem] = []
-    for check in await _submission_checks(session, filing, metrics=metrics, evidence=cited, now=now):
+    for check in await _submission_checks(
+        session, filing, metrics=metrics, evidence=cited, now=now, preview=True
+    ):
         try:
             await check()
         except GiantflowError as refusal:
@@ -748,15 +792,7 @@ async def _draft_as_filed(
     """A draft as its submission would file it: the filing (program, tier, batch as checked now), its
     figures and the documents it cites."""
     filing = await _filing(
-        session,
-        user=user,
-        uscc=application.uscc,
-        program_key=application.program,
-        tier=application.tier,
-        batch_key=application.batch,
-        programs=programs,
-        now=now,
-        drafting=drafting,
+        session, user=user, filed=application, programs=programs, now=now, drafting=drafting
     )
     cited = [d.id for d in await repo.application_documents(session, application.id)]
     return filing, DeclaredMetrics.model_validate(application.metrics), cited

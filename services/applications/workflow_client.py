@@ -14,7 +14,7 @@ from temporalio.client import Client
 from services import temporal as temporal_boundary
 from services.applications import repository as repo
 from services.applications.models import Application
-from services.applications.service import review_input
+from services.applications.service import Reviewed, review_input
 from services.contracts import (
     REVIEW_WORKFLOW,
     ReReviewFiled,
@@ -29,9 +29,7 @@ from services.programs import Program, program_at
 log = structlog.get_logger(__name__)
 
 
-async def start_review(
-    temporal: Client, *, application: Application, program: Program, task_queue: str
-) -> None:
+async def start_review(temporal: Client, *, application: Reviewed, program: Program, task_queue: str) -> None:
     """Start the application's review workflow; starting it again is harmless (same id)."""
     data = review_input(application, program)
     await temporal_boundary.start_workflow(
@@ -52,19 +50,15 @@ async def start_after_commit(
     session: AsyncSession,
     temporal: Client,
     *,
-    application_id: uuid.UUID,
+    application: Reviewed,
     programs: dict[str, Program],
     task_queue: str,
 ) -> None:
     """The write-then-start protocol's second half (services/temporal.py) for an application the request
-    has written: commit it (with the request's idempotent answer), then start its review. The workflow's
-    first activity marks the application started; an API that dies in between leaves a committed,
-    unstarted application for ``reconcile``."""
+    has written (``application``: as the request answers it, so nothing is read again): commit it (with the
+    request's idempotent answer), then start its review. The workflow's first activity marks the application
+    started; an API that dies in between leaves a committed, unstarted application for ``reconcile``."""
     await session.commit()
-    # The row as committed: the session's own copy (expire_on_commit is off), without a new transaction and
-    # a query; one this session has not loaded is read.
-    application = await session.get(Application, application_id)
-    assert application is not None
     program = program_at(programs, application.program, application.program_version)  # the one judging it
     await start_review(temporal, application=application, program=program, task_queue=task_queue)
 

@@ -38,7 +38,6 @@ from services.vocabulary import (
     PAYOUT_STATUSES,
     BenefitStatus,
     DisbursementStatus,
-    Owned,
     PayoutKind,
     PayoutStatus,
 )
@@ -69,12 +68,6 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 def column_values(row: Base) -> dict[str, object]:
     """A row's column values by attribute name (to build a read model with a few fields added)."""
     return {column.key: getattr(row, column.key) for column in row.__table__.columns}
-
-
-def whose(row: Owned) -> dict[str, str]:
-    """The enterprise, program and tier of ``row``: what a row made from it copies (a drawdown from its credit
-    line, a disbursement from its payout)."""
-    return {"uscc": row.uscc, "program": row.program, "tier": row.tier}
 
 
 def payout_column(kind: PayoutKind) -> str:

@@ -59,7 +59,6 @@ from services.credit.models import (
     PayoutApproval,
     column_values,
     payout_column,
-    whose,
 )
 from services.credit.schemas import (
     ApprovalCreate,
@@ -77,6 +76,7 @@ from services.credit.schemas import (
 )
 from services.errors import Conflict, Forbidden, NotFound
 from services.events import BridgeLoanDueSoon
+from services.vocabulary import whose
 
 log = structlog.get_logger("giantflow.credit")
 

@@ -31,7 +31,6 @@ from services.credit.models import (
     Drawdown,
     ListingReward,
     column_values,
-    whose,
 )
 from services.credit.schemas import (
     AWAITING_APPROVAL,
@@ -58,7 +57,7 @@ from services.pagination import (
     split_page,
 )
 from services.pools.service import barred_by
-from services.vocabulary import PAYOUT_KINDS
+from services.vocabulary import PAYOUT_KINDS, whose
 
 READERS = (Role.enterprise, Role.finance, Role.admin)
 SHANGHAI = ZoneInfo("Asia/Shanghai")  # the weeks of the disbursement figures

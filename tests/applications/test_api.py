@@ -146,11 +146,19 @@ async def test_review_over_http_to_recognition(
 ) -> None:
     api = applicant.api
     await applicant.register()
-    created = await applicant.submit()
+    evidence = await applicant.evidence("business_licence", "financial_statements_3y")
+    created = await applicant.submit(evidence=evidence[::-1])  # cited in another order than uploaded
     assert created.status_code == 201, created.text
     app_id = created.json()["id"]
     url = f"/api/v1/applications/{app_id}"
     body = await poll(api, url, applicant.headers, lambda b: b["status"] == "in_review")
+    # The POST answers from what it wrote, without reading it back: the same documents, in the same order,
+    # and the same first history row as a read of the application gives.
+    filed = created.json()
+    assert (filed["task"], filed["objections"], filed["status"]) == (None, [], "screening")
+    assert [d["id"] for d in filed["documents"]] == evidence
+    assert filed["documents"] == body["documents"]
+    assert filed["history"] == body["history"][:1] and filed["history"][0]["action"] == "submitted"
     assert body["stage"] == "municipal"
     assert body["screening"]["passed"] is True
     assert all({"rule", "value", "threshold", "passed"} <= set(r) for r in body["screening"]["rules"])
