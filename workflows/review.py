@@ -37,6 +37,7 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError
 from workflows.retries import until_done
 
 with workflow.unsafe.imports_passed_through():
+    from services.attributes import fields_of
     from services.contracts import (
         STAGE,
         TERMINAL,
@@ -847,9 +848,7 @@ class ReviewWorkflow:
                 PanelScore,
                 result_type=PanelScored,
                 panel_id=panel.panel_id,
-                assignment_id=request.assignment_id,
-                score=request.score,
-                vote=request.vote,
+                **fields_of(request, ("assignment_id", "score", "vote")),
             )
             self._answered.add(str(request.assignment_id))
             return scored

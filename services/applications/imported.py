@@ -39,6 +39,7 @@ from services.applications.schemas import (
     ReviewStateRead,
     RevocationCreate,
 )
+from services.attributes import fields_of
 from services.auth import CurrentUser, Role
 from services.contracts import (
     BENEFITS_WORKFLOW,
@@ -180,10 +181,12 @@ async def import_row(
     return Imported(recognition, created=True)
 
 
+# What registering an enterprise from a list's row takes from the row besides its USCC.
+_REGISTRATION = ("name", "region_code", "industry", "founded_on")
+
+
 async def _register(session: AsyncSession, *, user: CurrentUser, row: RecognitionImportCreate) -> None:
-    missing = [
-        name for name in ("name", "region_code", "industry", "founded_on") if getattr(row, name) is None
-    ]
+    missing = [name for name in _REGISTRATION if getattr(row, name) is None]
     if missing:
         raise Unprocessable(
             f"{row.uscc} is not registered; registering it from the list needs {', '.join(missing)}.",
@@ -193,16 +196,7 @@ async def _register(session: AsyncSession, *, user: CurrentUser, row: Recognitio
             ],
         )
     async with session.begin_nested():
-        session.add(
-            Enterprise(
-                uscc=row.uscc,
-                name=row.name,
-                region_code=row.region_code,
-                industry=row.industry,
-                founded_on=row.founded_on,
-                registered_by=user.sub,
-            )
-        )
+        session.add(Enterprise(uscc=row.uscc, **fields_of(row, _REGISTRATION), registered_by=user.sub))
         await session.flush()
 
 
@@ -307,10 +301,7 @@ async def start_benefits(
             BENEFITS_WORKFLOW,
             BenefitsInput(
                 recognition_id=recognition.id,
-                uscc=recognition.uscc,
-                tier=recognition.tier,
-                program=recognition.program,
-                valid_until=recognition.valid_until,
+                **fields_of(recognition, ("uscc", "tier", "program", "valid_until")),
                 program_version=program_version(programs, recognition.program),
             ),
             id=benefits_workflow_id(recognition.id),

@@ -8,23 +8,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
+from services.applications import panel_schemas as schemas
 from services.applications import panels
-from services.applications.panel_schemas import (
-    AssignmentSummary,
-    BlindFile,
-    ConflictCreate,
-    ConflictRead,
-    ExpertCreate,
-    ExpertRead,
-    PanelRead,
-    ScoreCreate,
-    ScoreRead,
-)
 from services.applications.schemas import RegionCode
+from services.applications.writes import WriteDep
 from services.auth import Role
 from services.deps import CurrentUserDep, ListingDep, SessionDep, TemporalDep
 from services.errors import problem_responses
-from services.idempotency import IdempotencyKey, once
+from services.idempotency import IdempotencyKey
 from services.pagination import Page
 from services.ratelimit import WriterDep
 
@@ -36,28 +27,23 @@ ExpertPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z
 @router.post(
     "/experts",
     status_code=201,
-    response_model=ExpertRead,
+    response_model=schemas.ExpertRead,
     responses=problem_responses(401, 403, 409, 422, 429),
 )
-async def register_expert(
-    data: ExpertCreate, user: WriterDep, session: SessionDep, idempotency_key: IdempotencyKey = None
-) -> Any:
+async def register_expert(data: schemas.ExpertCreate, write: WriteDep) -> Any:
     async def admin() -> None:
-        user.require(Role.admin)
+        write.user.require(Role.admin)
 
-    return await once(
-        session,
-        user,
-        idempotency_key,
+    return await write.once(
         endpoint="POST /experts",
         payload=data,
         status_code=201,
         authorize=admin,
-        act=lambda: panels.register_expert(session, user=user, data=data),
+        act=lambda: panels.register_expert(write.session, user=write.user, data=data),
     )
 
 
-@router.get("/experts", response_model=Page[ExpertRead], responses=problem_responses(401, 403, 422))
+@router.get("/experts", response_model=Page[schemas.ExpertRead], responses=problem_responses(401, 403, 422))
 async def list_experts(listing: ListingDep, region_code: Annotated[RegionCode | None, Query()] = None) -> Any:
     return await panels.list_experts(
         listing.session, user=listing.user, region_code=region_code, **listing.page
@@ -67,29 +53,22 @@ async def list_experts(listing: ListingDep, region_code: Annotated[RegionCode | 
 @router.post(
     "/experts/{expert_id}/conflicts",
     status_code=201,
-    response_model=ConflictRead,
+    response_model=schemas.ConflictRead,
     responses=problem_responses(401, 403, 404, 409, 422, 429),
 )
-async def declare_conflict(
-    expert_id: ExpertPath,
-    data: ConflictCreate,
-    user: WriterDep,
-    session: SessionDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
-    return await once(
-        session,
-        user,
-        idempotency_key,
+async def declare_conflict(expert_id: ExpertPath, data: schemas.ConflictCreate, write: WriteDep) -> Any:
+    return await write.once(
         endpoint=f"POST /experts/{expert_id}/conflicts",
         payload=data,
         status_code=201,
-        act=lambda: panels.declare_conflict(session, user=user, expert_id=expert_id, data=data),
+        act=lambda: panels.declare_conflict(write.session, user=write.user, expert_id=expert_id, data=data),
     )
 
 
 @router.get(
-    "/panel-assignments", response_model=Page[AssignmentSummary], responses=problem_responses(401, 403, 422)
+    "/panel-assignments",
+    response_model=Page[schemas.AssignmentSummary],
+    responses=problem_responses(401, 403, 422),
 )
 async def list_assignments(listing: ListingDep) -> Any:
     return await panels.list_assignments(listing.session, user=listing.user, **listing.page)
@@ -97,7 +76,7 @@ async def list_assignments(listing: ListingDep) -> Any:
 
 @router.get(
     "/panel-assignments/{assignment_id}",
-    response_model=BlindFile,
+    response_model=schemas.BlindFile,
     responses=problem_responses(401, 403, 404, 422),
 )
 async def read_assignment(assignment_id: uuid.UUID, user: CurrentUserDep, session: SessionDep) -> Any:
@@ -106,12 +85,12 @@ async def read_assignment(assignment_id: uuid.UUID, user: CurrentUserDep, sessio
 
 @router.post(
     "/panel-assignments/{assignment_id}/score",
-    response_model=ScoreRead,
+    response_model=schemas.ScoreRead,
     responses=problem_responses(401, 403, 404, 409, 422, 429, 503),
 )
 async def score(
     assignment_id: uuid.UUID,
-    data: ScoreCreate,
+    data: schemas.ScoreCreate,
     user: WriterDep,
     session: SessionDep,
     temporal: TemporalDep,
@@ -122,7 +101,7 @@ async def score(
     )
 
 
-@router.get("/panels", response_model=Page[PanelRead], responses=problem_responses(401, 403, 422))
+@router.get("/panels", response_model=Page[schemas.PanelRead], responses=problem_responses(401, 403, 422))
 async def list_panels(application_id: uuid.UUID, user: CurrentUserDep, session: SessionDep) -> Any:
     """The draws of an application's panels, for audit: seed, pool snapshot, chosen, seats, decision."""
     return await panels.list_panels(session, user=user, application_id=application_id)

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.applications import announce
 from services.applications import repository as repo
 from services.applications.models import Recognition, Transition
+from services.attributes import fields_of
 from services.contracts import Actor, RevokedFor, RevokedTitle, revoked_with_reason
 from services.pools.service import bar_enterprise
 
@@ -70,10 +71,7 @@ async def revoked_with(session: AsyncSession, recognition: Recognition) -> list[
 def title(recognition: Recognition) -> RevokedTitle:
     return RevokedTitle(
         recognition_id=recognition.id,
-        certificate_no=recognition.certificate_no,
-        program=recognition.program,
-        tier=recognition.tier,
-        application_id=recognition.application_id,
+        **fields_of(recognition, ("certificate_no", "program", "tier", "application_id")),
     )
 
 

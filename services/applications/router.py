@@ -49,6 +49,7 @@ from services.applications.schemas import (
     WithdrawCreate,
 )
 from services.applications.views import CachedViewRoute
+from services.applications.writes import WriteDep
 from services.deps import (
     CurrentUserDep,
     ListingDep,
@@ -59,7 +60,7 @@ from services.deps import (
 )
 from services.errors import problem_responses
 from services.files import file_responses
-from services.idempotency import IdempotencyKey, once
+from services.idempotency import IdempotencyKey
 from services.pagination import Page, Rfc3339Query
 from services.ratelimit import WriterDep
 from services.vocabulary import Tier
@@ -110,18 +111,13 @@ async def list_programs(resources: ResourcesDep) -> list[ProgramRead]:
     tags=["enterprises"],
     responses=problem_responses(401, 403, 409, 413, 422, 429),
 )
-async def register_enterprise(
-    data: EnterpriseCreate, user: WriterDep, session: SessionDep, idempotency_key: IdempotencyKey = None
-) -> Any:
-    return await once(
-        session,
-        user,
-        idempotency_key,
+async def register_enterprise(data: EnterpriseCreate, write: WriteDep) -> Any:
+    return await write.once(
         endpoint="POST /enterprises",
         payload=data,
         status_code=201,
-        authorize=lambda: service.authorize_registration(user),
-        act=lambda: service.register_enterprise(session, user=user, data=data),
+        authorize=lambda: service.authorize_registration(write.user),
+        act=lambda: service.register_enterprise(write.session, user=write.user, data=data),
     )
 
 
@@ -151,12 +147,10 @@ async def read_enterprise(
     responses=problem_responses(401, 403, 409, 413, 422, 429, 503),
 )
 async def upload_document(
-    user: WriterDep,
-    session: SessionDep,
+    write: WriteDep,
     resources: ResourcesDep,
     kind: Annotated[str, Form(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")],
     file: Annotated[UploadFile, File(description="PDF, PNG or JPEG evidence")],
-    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     settings = resources.settings
     upload = await service.receive_upload(
@@ -167,15 +161,12 @@ async def upload_document(
         limit=settings.max_upload_bytes,
     )
     with upload:  # the staged copy goes either way (into the store if the document was written)
-        return await once(
-            session,
-            user,
-            idempotency_key,
+        return await write.once(
             endpoint="POST /documents",
             payload=service.upload_fingerprint(upload, kind=kind),
             status_code=201,
-            authorize=lambda: service.authorize_upload(session, user=user),
-            act=lambda: service.store_document(session, user=user, kind=kind, upload=upload),
+            authorize=lambda: service.authorize_upload(write.session, user=write.user),
+            act=lambda: service.store_document(write.session, user=write.user, kind=kind, upload=upload),
         )
 
 
@@ -248,27 +239,19 @@ async def document_content(
     responses=problem_responses(401, 403, 409, 413, 422, 429, 503),
 )
 async def submit_application(
-    data: ApplicationCreate,
-    user: WriterDep,
-    session: SessionDep,
-    resources: ResourcesDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
+    data: ApplicationCreate, write: WriteDep, resources: ResourcesDep, temporal: TemporalDep
 ) -> Any:
     """Submit an application: its review (screening first) starts at once. With `"submit": false`, save a
     `draft` instead, which starts nothing: only its enterprise (and admins) see it, until it is submitted."""
-    return await once(
-        session,
-        user,
-        idempotency_key,
+    return await write.once(
         endpoint="POST /applications",
         payload=data,
         status_code=201,
-        authorize=lambda: service.authorize_submission(user),
+        authorize=lambda: service.authorize_submission(write.user),
         act=lambda: service.create_application(
-            session, user=user, data=data, programs=resources.programs, now=datetime.now(UTC)
+            write.session, user=write.user, data=data, programs=resources.programs, now=datetime.now(UTC)
         ),
-        then=_review_starter(session, temporal, resources),
+        then=_review_starter(write.session, temporal, resources),
     )
 
 
@@ -357,30 +340,22 @@ async def check_draft(
     responses=problem_responses(401, 403, 404, 409, 413, 422, 429, 503),
 )
 async def submit_draft(
-    application_id: uuid.UUID,
-    user: WriterDep,
-    session: SessionDep,
-    resources: ResourcesDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
+    application_id: uuid.UUID, write: WriteDep, resources: ResourcesDep, temporal: TemporalDep
 ) -> Any:
     """Submit the caller's draft as it stands, with the checks of a direct submission (fraud bar, batch
     open, evidence, ...); its review starts at once. 409 once it is submitted."""
-    return await once(
-        session,
-        user,
-        idempotency_key,
+    return await write.once(
         endpoint=f"POST /applications/{application_id}/submit",
         payload={},
-        authorize=lambda: service.authorize_submission(user),
+        authorize=lambda: service.authorize_submission(write.user),
         act=lambda: service.submit_draft(
-            session,
-            user=user,
+            write.session,
+            user=write.user,
             application_id=application_id,
             programs=resources.programs,
             now=datetime.now(UTC),
         ),
-        then=_review_starter(session, temporal, resources),
+        then=_review_starter(write.session, temporal, resources),
     )
 
 
@@ -501,24 +476,19 @@ CLAIM_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 429)
 @router.post(
     "/review-tasks/{task_id}/claim", response_model=ReviewTaskRead, tags=["reviews"], responses=CLAIM_ERRORS
 )
-async def claim_task(
-    task_id: uuid.UUID,
-    user: WriterDep,
-    session: SessionDep,
-    resources: ResourcesDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
+async def claim_task(task_id: uuid.UUID, write: WriteDep, resources: ResourcesDep) -> Any:
     """Hold the task for the program's `claim_ttl`: one holder at a time (409 if another reviewer holds it;
     claiming one's own again renews it)."""
-    return await once(
-        session,
-        user,
-        idempotency_key,
+    return await write.once(
         endpoint=f"POST /review-tasks/{task_id}/claim",
         payload={},
-        authorize=lambda: service.authorize_claim(user),
+        authorize=lambda: service.authorize_claim(write.user),
         act=lambda: service.claim_task(
-            session, user=user, task_id=task_id, programs=resources.programs, now=datetime.now(UTC)
+            write.session,
+            user=write.user,
+            task_id=task_id,
+            programs=resources.programs,
+            now=datetime.now(UTC),
         ),
     )
 
@@ -526,18 +496,15 @@ async def claim_task(
 @router.post(
     "/review-tasks/{task_id}/release", response_model=ReviewTaskRead, tags=["reviews"], responses=CLAIM_ERRORS
 )
-async def release_task(
-    task_id: uuid.UUID, user: WriterDep, session: SessionDep, idempotency_key: IdempotencyKey = None
-) -> Any:
+async def release_task(task_id: uuid.UUID, write: WriteDep) -> Any:
     """Give the task back: only its holder may (an admin may release any claim); 409 otherwise."""
-    return await once(
-        session,
-        user,
-        idempotency_key,
+    return await write.once(
         endpoint=f"POST /review-tasks/{task_id}/release",
         payload={},
-        authorize=lambda: service.authorize_release(user),
-        act=lambda: service.release_task(session, user=user, task_id=task_id, now=datetime.now(UTC)),
+        authorize=lambda: service.authorize_release(write.user),
+        act=lambda: service.release_task(
+            write.session, user=write.user, task_id=task_id, now=datetime.now(UTC)
+        ),
     )
 
 

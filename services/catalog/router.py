@@ -9,17 +9,14 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi import APIRouter, Body, Depends, Path
 
-from services.auth import CurrentUser
 from services.catalog import service
 from services.catalog.schemas import BatchCreate, BatchOpen, ProgramVersionRead
 from services.deps import CurrentUserDep, ResourcesDep, SessionDep, StrictQueryRoute
 from services.errors import problem_responses
 from services.idempotency import IdempotencyKey, once
 from services.ratelimit import WriterDep
-from services.resources import Resources
 
 router = APIRouter(tags=["programs"], route_class=StrictQueryRoute)
 
@@ -35,56 +32,60 @@ WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429)
 READ_ERRORS = problem_responses(401, 403, 404, 422)
 
 
-async def _write(
-    session: AsyncSession,
-    resources: Resources,
-    user: CurrentUser,
-    key: str | None,
-    *,
-    endpoint: str,
-    payload: Any,
-    act: Callable[[], Awaitable[ProgramVersionRead]],
-    status_code: int = 201,
-) -> Any:
-    async def commit_and_read(_: ProgramVersionRead) -> None:
-        await session.commit()
-        await resources.program_registry.refresh()
+class ProgramWrite:
+    """What every write route here takes besides its path and body - the request's session, the writer (rate
+    limited), the resources and the Idempotency-Key - and ``__call__``, which answers the write once per key
+    (admin only): ``act`` is given the request's time; the write commits, then this process reads the new
+    version at once."""
 
-    async def authorize() -> None:
-        service.authorize_admin(user)
+    def __init__(
+        self,
+        user: WriterDep,
+        session: SessionDep,
+        resources: ResourcesDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> None:
+        self.user, self.session, self.resources, self.key = user, session, resources, idempotency_key
 
-    return await once(
-        session,
-        user,
-        key,
-        endpoint=endpoint,
-        payload=payload,
-        status_code=status_code,
-        authorize=authorize,
-        act=act,
-        then=commit_and_read,
-    )
+    async def __call__(
+        self,
+        endpoint: str,
+        payload: Any,
+        act: Callable[[datetime], Awaitable[ProgramVersionRead]],
+    ) -> Any:
+        now = datetime.now(UTC)
+
+        async def commit_and_read(_: ProgramVersionRead) -> None:
+            await self.session.commit()
+            await self.resources.program_registry.refresh()
+
+        async def authorize() -> None:
+            service.authorize_admin(self.user)
+
+        return await once(
+            self.session,
+            self.user,
+            self.key,
+            endpoint=endpoint,
+            payload=payload,
+            status_code=201,
+            authorize=authorize,
+            act=lambda: act(now),
+            then=commit_and_read,
+        )
+
+
+WriteDep = Annotated[ProgramWrite, Depends()]
 
 
 @router.post("/programs", status_code=201, response_model=ProgramVersionRead, responses=WRITE_ERRORS)
-async def create_program(
-    document: Document,
-    user: WriterDep,
-    session: SessionDep,
-    resources: ResourcesDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
+async def create_program(document: Document, write: WriteDep) -> Any:
     """A new program, as its version 1 (admin). 422 names every field the program file loader would; 409
     when the key is taken."""
-    now = datetime.now(UTC)
-    return await _write(
-        session,
-        resources,
-        user,
-        idempotency_key,
-        endpoint="POST /programs",
-        payload=document,
-        act=lambda: service.create_program(session, user=user, document=document, now=now),
+    return await write(
+        "POST /programs",
+        document,
+        lambda now: service.create_program(write.session, user=write.user, document=document, now=now),
     )
 
 
@@ -97,25 +98,15 @@ async def read_program(key: ProgramKey, user: CurrentUserDep, session: SessionDe
 @router.post(
     "/programs/{key}/versions", status_code=201, response_model=ProgramVersionRead, responses=WRITE_ERRORS
 )
-async def create_version(
-    key: ProgramKey,
-    document: Document,
-    user: WriterDep,
-    session: SessionDep,
-    resources: ResourcesDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
+async def create_version(key: ProgramKey, document: Document, write: WriteDep) -> Any:
     """The program's next version, whole (admin). Applications filed from now are judged by it; those filed
     before keep theirs. 409 when it would change nothing."""
-    now = datetime.now(UTC)
-    return await _write(
-        session,
-        resources,
-        user,
-        idempotency_key,
-        endpoint=f"POST /programs/{key}/versions",
-        payload=document,
-        act=lambda: service.create_version(session, user=user, key=key, document=document, now=now),
+    return await write(
+        f"POST /programs/{key}/versions",
+        document,
+        lambda now: service.create_version(
+            write.session, user=write.user, key=key, document=document, now=now
+        ),
     )
 
 
@@ -146,24 +137,12 @@ async def read_version(
 @router.post(
     "/programs/{key}/batches", status_code=201, response_model=ProgramVersionRead, responses=WRITE_ERRORS
 )
-async def add_batch(
-    key: ProgramKey,
-    data: BatchCreate,
-    user: WriterDep,
-    session: SessionDep,
-    resources: ResourcesDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
+async def add_batch(key: ProgramKey, data: BatchCreate, write: WriteDep) -> Any:
     """A new batch (admin): the program's next version, with it."""
-    now = datetime.now(UTC)
-    return await _write(
-        session,
-        resources,
-        user,
-        idempotency_key,
-        endpoint=f"POST /programs/{key}/batches",
-        payload=data,
-        act=lambda: service.add_batch(session, user=user, key=key, data=data, now=now),
+    return await write(
+        f"POST /programs/{key}/batches",
+        data,
+        lambda now: service.add_batch(write.session, user=write.user, key=key, data=data, now=now),
     )
 
 
@@ -176,23 +155,17 @@ async def add_batch(
 async def open_batch(
     key: ProgramKey,
     batch: BatchKey,
-    user: WriterDep,
-    session: SessionDep,
-    resources: ResourcesDep,
+    write: WriteDep,
     data: Annotated[BatchOpen | None, Body()] = None,
-    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Open the batch today (admin): the program's next version. 409 when it is open already."""
-    now = datetime.now(UTC)
     body = data or BatchOpen()
-    return await _write(
-        session,
-        resources,
-        user,
-        idempotency_key,
-        endpoint=f"POST /programs/{key}/batches/{batch}/open",
-        payload=body,
-        act=lambda: service.open_batch(session, user=user, key=key, batch_key=batch, data=body, now=now),
+    return await write(
+        f"POST /programs/{key}/batches/{batch}/open",
+        body,
+        lambda now: service.open_batch(
+            write.session, user=write.user, key=key, batch_key=batch, data=body, now=now
+        ),
     )
 
 
@@ -202,40 +175,22 @@ async def open_batch(
     response_model=ProgramVersionRead,
     responses=WRITE_ERRORS,
 )
-async def close_batch(
-    key: ProgramKey,
-    batch: BatchKey,
-    user: WriterDep,
-    session: SessionDep,
-    resources: ResourcesDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
+async def close_batch(key: ProgramKey, batch: BatchKey, write: WriteDep) -> Any:
     """Close the batch now (admin): its last filing day becomes yesterday; the program's next version. 409
     when it is not open."""
-    now = datetime.now(UTC)
-    return await _write(
-        session,
-        resources,
-        user,
-        idempotency_key,
-        endpoint=f"POST /programs/{key}/batches/{batch}/close",
-        payload={},
-        act=lambda: service.close_batch(session, user=user, key=key, batch_key=batch, now=now),
+    return await write(
+        f"POST /programs/{key}/batches/{batch}/close",
+        {},
+        lambda now: service.close_batch(write.session, user=write.user, key=key, batch_key=batch, now=now),
     )
 
 
 @router.post(
     "/batches/{batch}/close", status_code=201, response_model=ProgramVersionRead, responses=WRITE_ERRORS
 )
-async def close_batch_by_key(
-    batch: BatchKey,
-    user: WriterDep,
-    session: SessionDep,
-    resources: ResourcesDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Any:
+async def close_batch_by_key(batch: BatchKey, write: WriteDep) -> Any:
     """Close the batch of this key now (admin), whichever program runs it (API.md's path): as
     ``POST /programs/{key}/batches/{batch}/close``. 404 when no program has the batch, 409 when several do
     (close it through its program's path)."""
-    key = service.program_of_batch(resources.programs, user=user, batch_key=batch)
-    return await close_batch(key, batch, user, session, resources, idempotency_key)
+    key = service.program_of_batch(write.resources.programs, user=write.user, batch_key=batch)
+    return await close_batch(key, batch, write)

@@ -12,6 +12,7 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.attributes import fields_of
 from services.auth import CurrentUser, Role
 from services.catalog import repository as repo
 from services.catalog.models import ProgramVersion
@@ -63,15 +64,9 @@ def _normal(document: Mapping[str, Any]) -> dict[str, Any]:
 def read(row: ProgramVersion, *, current: bool, today: date) -> ProgramVersionRead:
     program = Program.model_validate(row.document)
     return ProgramVersionRead(
-        program=row.program,
-        version=row.version,
+        **fields_of(row, ("program", "version", "source", "note", "created_by", "created_at", "document")),
         current=current,
-        source=row.source,
-        note=row.note,
-        created_by=row.created_by,
-        created_at=row.created_at,
         open_batches=[batch.key for batch in program.open_batches(today)],
-        document=row.document,
     )
 
 

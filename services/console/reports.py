@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from markupsafe import Markup
 
@@ -26,6 +26,7 @@ from services.reports import service
 from services.reports.charts import charts, to_svg
 from services.reports.exports import to_csv, to_xlsx
 from services.reports.pdf import to_pdf
+from services.reports.schemas import Report
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
@@ -39,22 +40,38 @@ FORMATS = {
 DAY = 86400.0
 
 
+class ReportReader:
+    """What the page and the downloads take to read a report - the console session, the request's database
+    session and the programs - and ``report``, a program's cohort report as the signed-in caller may read it
+    (``GET /programs/{key}/report``)."""
+
+    def __init__(self, session: SessionUserDep, db: SessionDep, resources: ResourcesDep) -> None:
+        self.session, self.db, self.programs = session, db, resources.programs
+
+    async def report(self, key: str, batch: str) -> Report:
+        """The report of program ``key`` and ``batch`` (empty: every batch)."""
+        return await service.build_report(
+            self.db,
+            user=self.session.user,
+            programs=self.programs,
+            key=key,
+            batch=batch or None,
+            now=datetime.now(UTC),
+        )
+
+
+ReaderDep = Annotated[ReportReader, Depends()]
+
+
 @router.get(REPORTS)
 async def reports_page(
-    request: Request,
-    session: SessionUserDep,
-    db: SessionDep,
-    resources: ResourcesDep,
-    program: KeyQuery = "",
-    batch: KeyQuery = "",
+    request: Request, reader: ReaderDep, program: KeyQuery = "", batch: KeyQuery = ""
 ) -> Response:
     """The report of the chosen program (the first by key when none is) and batch (every batch when none)."""
-    programs = resources.programs
+    session, programs = reader.session, reader.programs
     key = program or min(programs)
-    report = await service.build_report(
-        db, user=session.user, programs=programs, key=key, batch=batch or None, now=datetime.now(UTC)
-    )
-    named, ministry = await service.batches(db, user=session.user, programs=programs, key=key)
+    report = await reader.report(key, batch)
+    named, ministry = await service.batches(reader.db, user=session.user, programs=programs, key=key)
     query = {"program": key, **({"batch": batch} if batch else {})}
     return render(
         request,
@@ -79,22 +96,10 @@ async def reports_page(
 
 @router.get(f"{REPORTS}/export")
 async def export(
-    session: SessionUserDep,
-    db: SessionDep,
-    resources: ResourcesDep,
-    format: Literal["csv", "xlsx", "pdf"],
-    program: KeyQuery,
-    batch: KeyQuery = "",
+    reader: ReaderDep, format: Literal["csv", "xlsx", "pdf"], program: KeyQuery, batch: KeyQuery = ""
 ) -> Response:
     """The page's report as a file, rendered as the API renders it."""
-    report = await service.build_report(
-        db,
-        user=session.user,
-        programs=resources.programs,
-        key=program,
-        batch=batch or None,
-        now=datetime.now(UTC),
-    )
+    report = await reader.report(program, batch)
     media_type, render_file = FORMATS[format]
     content = await asyncio.to_thread(render_file, report)
     name = f"{report.program}-{report.batch or 'all'}-report.{format}"

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
+from services.attributes import fields_of
 from services.auth import CurrentUser, Role
 from services.errors import FieldError, NotFound, Unprocessable
 from services.events import OutboxEvent
@@ -139,6 +140,12 @@ async def rotate_secret(
 # --- deliveries -------------------------------------------------------------------------------------------
 
 
+_DELIVERY_FIELDS = (
+    "id endpoint_id event_id status attempts last_status_code created_at delivered_at dead_at".split()
+)
+"""What a delivery's read says as its row does."""
+
+
 async def _delivery_reads(
     session: AsyncSession, rows: Sequence[tuple[WebhookDelivery, str]]
 ) -> list[DeliveryRead]:
@@ -159,17 +166,9 @@ async def _delivery_reads(
             attempts[attempt.delivery_id].append(AttemptRead.model_validate(attempt, from_attributes=True))
     return [
         DeliveryRead(
-            id=delivery.id,
-            endpoint_id=delivery.endpoint_id,
-            event_id=delivery.event_id,
+            **fields_of(delivery, _DELIVERY_FIELDS),
             event_type=event_type,
-            status=delivery.status,
-            attempts=delivery.attempts,
             next_attempt_at=delivery.next_attempt_at if delivery.status == "pending" else None,
-            last_status_code=delivery.last_status_code,
-            created_at=delivery.created_at,
-            delivered_at=delivery.delivered_at,
-            dead_at=delivery.dead_at,
             attempt_log=attempts[delivery.id],
         )
         for delivery, event_type in rows

@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -24,6 +25,19 @@ from sqlalchemy.orm import Mapped, deferred, mapped_column
 from services.db import Base
 
 IMPORT_STATUSES = ("queued", "running", "finished", "failed")
+
+
+class MemberValues(BaseModel):
+    """What a pool file's row gives a member (the ``PoolMember`` columns an import writes, by program): as
+    the row checks pass it (``services.pools.rules.Member``) and as the API answers it
+    (``services.pools.schemas.PoolMemberRead``)."""
+
+    uscc: str
+    name: str
+    region_code: str
+    industry: str
+    tier_aimed: str
+    notes: str | None
 
 
 class PoolMember(Base):

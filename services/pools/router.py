@@ -9,14 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, File, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
-from services.deps import (
-    CurrentUserDep,
-    ListingDep,
-    ResourcesDep,
-    SessionDep,
-    StreamingReadSessionDep,
-    StrictQueryRoute,
-)
+from services import deps
 from services.errors import FieldError, PayloadTooLarge, problem_responses
 from services.idempotency import IdempotencyKey, once
 from services.pagination import Page
@@ -24,7 +17,7 @@ from services.pools import service
 from services.pools.schemas import PoolImportRead, PoolMemberRead
 from services.ratelimit import WriterDep
 
-router = APIRouter(tags=["pools"], route_class=StrictQueryRoute)
+router = APIRouter(tags=["pools"], route_class=deps.StrictQueryRoute)
 
 KEY_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
 ProgramKey = Annotated[str, Path(pattern=KEY_PATTERN)]
@@ -49,8 +42,8 @@ async def import_pool(
         UploadFile, File(description="CSV (UTF-8 or GBK) or XLSX: USCC, name, region, industry, tier, notes")
     ],
     user: WriterDep,
-    session: SessionDep,
-    resources: ResourcesDep,
+    session: deps.SessionDep,
+    resources: deps.ResourcesDep,
     background: BackgroundTasks,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
@@ -100,7 +93,9 @@ async def import_pool(
     response_model=PoolImportRead,
     responses=problem_responses(401, 403, 404, 422),
 )
-async def read_pool_import(import_id: uuid.UUID, user: CurrentUserDep, session: SessionDep) -> PoolImportRead:
+async def read_pool_import(
+    import_id: uuid.UUID, user: deps.CurrentUserDep, session: deps.SessionDep
+) -> PoolImportRead:
     """An import job (admin): `rows_done` of `rows_total`, `accepted`, `refused`; once `finished`, the refused
     rows (line, field, reason)."""
     return await service.read_import(session, user=user, import_id=import_id)
@@ -115,7 +110,7 @@ async def read_pool_import(import_id: uuid.UUID, user: CurrentUserDep, session: 
     },
 )
 async def pool_import_errors(
-    import_id: uuid.UUID, user: CurrentUserDep, session: StreamingReadSessionDep
+    import_id: uuid.UUID, user: deps.CurrentUserDep, session: deps.StreamingReadSessionDep
 ) -> StreamingResponse:
     """Every refused row of a finished import as CSV (admin); cells starting with = + - @ are quoted with '
     so that a spreadsheet never runs them."""
@@ -134,8 +129,8 @@ async def pool_import_errors(
 )
 async def list_pool(
     key: ProgramKey,
-    listing: ListingDep,
-    resources: ResourcesDep,
+    listing: deps.ListingDep,
+    resources: deps.ResourcesDep,
     region: Annotated[
         str | None, Query(pattern=r"^\d{6}$", description="a region: 0000 a province, 00 a city")
     ] = None,

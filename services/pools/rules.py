@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import ConfigDict
+
 from services.identifiers import InvalidRegionCode, InvalidUSCC, validate_region_code, validate_uscc
+from services.pools.models import MemberValues
 from services.programs import Program
 from services.vocabulary import covers_region
 
@@ -48,17 +51,12 @@ class Refusal:
     value: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(MemberValues):
     """A row that passed every check, as it is stored."""
 
+    model_config = ConfigDict(frozen=True)
+
     line: int
-    uscc: str
-    name: str
-    region_code: str
-    industry: str
-    tier_aimed: str
-    notes: str | None
 
 
 class RowChecker:
@@ -124,4 +122,13 @@ class RowChecker:
                 tier = key
         if refusals:
             return refusals
-        return Member(line, uscc, name, region, industry, tier, notes or None)
+        # Checked here, field by field: built without validating again (a pool file has up to 50,000 rows).
+        return Member.model_construct(
+            line=line,
+            uscc=uscc,
+            name=name,
+            region_code=region,
+            industry=industry,
+            tier_aimed=tier,
+            notes=notes or None,
+        )

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.pools.models import MemberValues
+
 ImportStatus = Literal["queued", "running", "finished", "failed"]
 ERRORS_SHOWN = 1000
 
@@ -49,13 +51,7 @@ class PoolImportRead(_Out):
     errors_total: int | None = Field(default=None, description="when finished: every problem found")
 
 
-class PoolMemberRead(_Out):
-    uscc: str
-    name: str
-    region_code: str
-    industry: str
-    tier_aimed: str
-    notes: str | None
+class PoolMemberRead(MemberValues, _Out):
     version: int
     created_at: datetime = Field(description="since when it is in the pool")
     updated_at: datetime

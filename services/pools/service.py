@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.attributes import fields_of
 from services.auth import CurrentUser, Role
 from services.errors import (
     Conflict,
@@ -126,26 +127,20 @@ async def accept_file(
     return _read(job)
 
 
+_JOB_FIELDS = (
+    "id program filename encoding status rows_total rows_done accepted refused created updated failure "
+    "created_at finished_at"
+).split()
+"""What an import's read says as its row does (the row's ``file_format`` is its ``format``)."""
+
+
 def _read(
     job: PoolImport, refusals: Sequence[RowRefusal] | None = None, total: int | None = None
 ) -> PoolImportRead:
     return PoolImportRead(
-        id=job.id,
-        program=job.program,
-        filename=job.filename,
+        **fields_of(job, _JOB_FIELDS),
         format=job.file_format,
-        encoding=job.encoding,
-        status=job.status,
-        rows_total=job.rows_total,
-        rows_done=job.rows_done,
-        accepted=job.accepted,
-        refused=job.refused,
-        created=job.created,
-        updated=job.updated,
         unchanged=job.accepted - job.created - job.updated,
-        failure=job.failure,
-        created_at=job.created_at,
-        finished_at=job.finished_at,
         errors=list(refusals) if refusals is not None else None,
         errors_total=total,
     )

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
 from services.deps import CurrentUserDep, ResourcesDep, SessionDep, StrictQueryRoute
@@ -60,37 +60,52 @@ async def _answer(report: Report, format: Format) -> Any:
     )
 
 
+class ReportQuery:
+    """What both report routes take besides the program - the request's session, the reader, the resources,
+    the ``batch`` and the ``format`` - and ``answer``, the program's report in that format."""
+
+    def __init__(
+        self,
+        session: SessionDep,
+        user: CurrentUserDep,
+        resources: ResourcesDep,
+        batch: BatchQuery = None,
+        format: FormatQuery = "json",
+    ) -> None:
+        self.session, self.user, self.resources = session, user, resources
+        self.batch, self.format = batch, format
+
+    async def answer(self, key: str) -> Any:
+        report = await service.build_report(
+            self.session,
+            user=self.user,
+            programs=self.resources.programs,
+            key=key,
+            batch=self.batch,
+            now=datetime.now(UTC),
+        )
+        return await _answer(report, self.format)
+
+
+ReportDep = Annotated[ReportQuery, Depends()]
+
+
 @router.get("/programs/{key}/report", response_model=Report, responses=REPORT_RESPONSES)
-async def program_report(
-    key: ProgramKey,
-    session: SessionDep,
-    user: CurrentUserDep,
-    resources: ResourcesDep,
-    batch: BatchQuery = None,
-    format: FormatQuery = "json",
-) -> Any:
+async def program_report(key: ProgramKey, query: ReportDep) -> Any:
     """The program's cohort report (of one `batch`, or every batch): the funnel per tier, screening pass rate
     per rule, review time per stage (p50, p90) and SLA breaches, recognitions by region and industry,
     benefits granted, money disbursed and outstanding, and the cultivation plan against what was achieved.
     Admin: everything; reviewer: everything, over the applications of its region; finance: the money
     (`benefits`, `money`; other sections null)."""
-    report = await service.build_report(
-        session, user=user, programs=resources.programs, key=key, batch=batch, now=datetime.now(UTC)
-    )
-    return await _answer(report, format)
+    return await query.answer(key)
 
 
 @router.get("/reports/cohort", response_model=Report, responses=REPORT_RESPONSES)
 async def cohort_report(
-    program: Annotated[str, Query(pattern=KEY_PATTERN, description="the program's key")],
-    session: SessionDep,
-    user: CurrentUserDep,
-    resources: ResourcesDep,
-    batch: BatchQuery = None,
-    format: FormatQuery = "json",
+    program: Annotated[str, Query(pattern=KEY_PATTERN, description="the program's key")], query: ReportDep
 ) -> Any:
     """`GET /programs/{program}/report`, under the name ../shared/API.md gives it."""
-    return await program_report(program, session, user, resources, batch, format)
+    return await query.answer(program)
 
 
 @router.get("/programs/{key}/plan", response_model=PlanRead, responses=problem_responses(401, 403, 404, 422))

@@ -16,8 +16,11 @@ class _Read(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+# The recognition counts every row of recognitions carries: through review, imported, both.
 IMPORTED = "recognitions imported from a ministry's published list (no application), not in `recognized`"
-TOTAL = "recognized + imported"
+Recognized = Annotated[int, Field(description="recognitions through review")]
+Imported = Annotated[int, Field(description=IMPORTED)]
+RecognizedTotal = Annotated[int, Field(description="recognized + imported")]
 
 
 class FunnelRow(_Read):
@@ -32,8 +35,8 @@ class FunnelRow(_Read):
     passed_national: int | None
     on_notice: int
     recognized: int = Field(description="recognitions through review of these applications")
-    imported: int = Field(description=IMPORTED)
-    recognized_total: int = Field(description=TOTAL)
+    imported: Imported
+    recognized_total: RecognizedTotal
 
 
 class RuleRow(_Read):
@@ -67,17 +70,17 @@ class RegionRow(_Read):
     province: str = Field(description="6-digit code of the province (GB/T 2260), e.g. 500000")
     city: str = Field(description="6-digit code of the city, e.g. 500100")
     tier: Tier
-    recognized: int = Field(description="recognitions through review")
-    imported: int = Field(description=IMPORTED)
-    recognized_total: int = Field(description=TOTAL)
+    recognized: Recognized
+    imported: Imported
+    recognized_total: RecognizedTotal
 
 
 class IndustryRow(_Read):
     industry: str
     tier: Tier
-    recognized: int = Field(description="recognitions through review")
-    imported: int = Field(description=IMPORTED)
-    recognized_total: int = Field(description=TOTAL)
+    recognized: Recognized
+    imported: Imported
+    recognized_total: RecognizedTotal
 
 
 class BenefitRow(_Read):

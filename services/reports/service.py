@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -57,6 +58,8 @@ __all__ = [
 
 LOANS = ("drawdown", "bridge_loan")
 MONEY_KINDS = ("drawdown", "bridge_loan", "listing_reward")
+SECTIONS = ("funnel", "screening_rules", "review_times", "by_region", "by_industry", "plan")
+"""A report's sections beside the money: null in finance's report."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,48 +115,55 @@ async def build_report(
     benefits = [_benefit(row) for row in await repo.benefits(session, cohort)]
     money = _money_rows(await repo.money(session, cohort))
     source, targets = await _plan_lines(session, program)
-    report = Report(
+    sections = (
+        await _sections(session, program, cohort, targets, now=now)
+        if scope.everything
+        else dict.fromkeys(SECTIONS)  # money only: the other sections are null
+    )
+    return Report(
         program=key,
         program_name=program.name,
         batch=batch,
         region=scope.region,
         generated_at=now,
         plan_source=source,
-        funnel=None,
-        screening_rules=None,
-        review_times=None,
-        by_region=None,
-        by_industry=None,
         benefits=benefits,
         money=money,
-        plan=None,
+        **sections,
     )
-    if not scope.everything:
-        return report
+
+
+async def _sections(
+    session: AsyncSession,
+    program: Program,
+    cohort: repo.Cohort,
+    targets: Sequence[PlanLine],
+    *,
+    now: datetime,
+) -> dict[str, Any]:
+    """The sections of a report beside the money (``SECTIONS``), read by who reads everything."""
     recognitions = await repo.recognitions(session, cohort)
     grouped = {
         name: [row for row in recognitions if row["grouping"] == name]
         for name in ("region", "industry", "tier")
     }
-    return report.model_copy(
-        update={
-            "funnel": _funnel(program, await repo.funnel(session, cohort), grouped["tier"]),
-            "screening_rules": [
-                RuleRow(**row, pass_rate=_ratio(row["passed"], row["checked"]) or 0.0)
-                for row in await repo.screening_rules(session, cohort)
-            ],
-            "review_times": _stage_times(await repo.review_times(session, cohort, now=now)),
-            "by_region": [
-                RegionRow(province=row["province"], city=row["city"], tier=row["tier"], **_counts(row))
-                for row in grouped["region"]
-            ],
-            "by_industry": [
-                IndustryRow(industry=row["industry"], tier=row["tier"], **_counts(row))
-                for row in grouped["industry"]
-            ],
-            "plan": _plan_rows(targets, await repo.achieved_by_year(session, cohort)),
-        }
-    )
+    return {
+        "funnel": _funnel(program, await repo.funnel(session, cohort), grouped["tier"]),
+        "screening_rules": [
+            RuleRow(**row, pass_rate=_ratio(row["passed"], row["checked"]) or 0.0)
+            for row in await repo.screening_rules(session, cohort)
+        ],
+        "review_times": _stage_times(await repo.review_times(session, cohort, now=now)),
+        "by_region": [
+            RegionRow(province=row["province"], city=row["city"], tier=row["tier"], **_counts(row))
+            for row in grouped["region"]
+        ],
+        "by_industry": [
+            IndustryRow(industry=row["industry"], tier=row["tier"], **_counts(row))
+            for row in grouped["industry"]
+        ],
+        "plan": _plan_rows(targets, await repo.achieved_by_year(session, cohort)),
+    }
 
 
 async def batches(
