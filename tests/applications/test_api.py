@@ -158,7 +158,8 @@ async def test_review_over_http_to_recognition(
     assert (filed["task"], filed["objections"], filed["status"]) == (None, [], "screening")
     assert [d["id"] for d in filed["documents"]] == evidence
     assert filed["documents"] == body["documents"]
-    assert filed["history"] == body["history"][:1] and filed["history"][0]["action"] == "submitted"
+    assert filed["history"] == body["history"][:1]
+    assert filed["history"][0]["action"] == "submitted"
     assert body["stage"] == "municipal"
     assert body["screening"]["passed"] is True
     assert all({"rule", "value", "threshold", "passed"} <= set(r) for r in body["screening"]["rules"])
