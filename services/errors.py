@@ -145,6 +145,12 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+READ_ERRORS = problem_responses(401, 403, 422)
+"""`responses=` of a list (a filter the caller may not use is a 403, a malformed one a 422)."""
+READ_ONE_ERRORS = problem_responses(401, 403, 404, 422)
+"""`responses=` of a read of one resource by its id or key."""
+
+
 def internal_error(request: Request) -> JSONResponse:
     """The 500 problem for an exception nothing else handled, logged with its traceback (never the request's
     headers or body). Call it inside the `except` block."""

@@ -14,7 +14,7 @@ from services.applications.schemas import RegionCode
 from services.applications.writes import WriteDep
 from services.auth import Role
 from services.deps import CurrentUserDep, ListingDep, SessionDep, TemporalDep
-from services.errors import problem_responses
+from services.errors import READ_ERRORS, READ_ONE_ERRORS, problem_responses
 from services.idempotency import IdempotencyKey
 from services.pagination import Page
 from services.ratelimit import WriterDep
@@ -43,7 +43,7 @@ async def register_expert(data: schemas.ExpertCreate, write: WriteDep) -> Any:
     )
 
 
-@router.get("/experts", response_model=Page[schemas.ExpertRead], responses=problem_responses(401, 403, 422))
+@router.get("/experts", response_model=Page[schemas.ExpertRead], responses=READ_ERRORS)
 async def list_experts(listing: ListingDep, region_code: Annotated[RegionCode | None, Query()] = None) -> Any:
     return await panels.list_experts(
         listing.session, user=listing.user, region_code=region_code, **listing.page
@@ -65,20 +65,12 @@ async def declare_conflict(expert_id: ExpertPath, data: schemas.ConflictCreate, 
     )
 
 
-@router.get(
-    "/panel-assignments",
-    response_model=Page[schemas.AssignmentSummary],
-    responses=problem_responses(401, 403, 422),
-)
+@router.get("/panel-assignments", response_model=Page[schemas.AssignmentSummary], responses=READ_ERRORS)
 async def list_assignments(listing: ListingDep) -> Any:
     return await panels.list_assignments(listing.session, user=listing.user, **listing.page)
 
 
-@router.get(
-    "/panel-assignments/{assignment_id}",
-    response_model=schemas.BlindFile,
-    responses=problem_responses(401, 403, 404, 422),
-)
+@router.get("/panel-assignments/{assignment_id}", response_model=schemas.BlindFile, responses=READ_ONE_ERRORS)
 async def read_assignment(assignment_id: uuid.UUID, user: CurrentUserDep, session: SessionDep) -> Any:
     return await panels.blind_file(session, user=user, assignment_id=assignment_id)
 
@@ -101,7 +93,7 @@ async def score(
     )
 
 
-@router.get("/panels", response_model=Page[schemas.PanelRead], responses=problem_responses(401, 403, 422))
+@router.get("/panels", response_model=Page[schemas.PanelRead], responses=READ_ERRORS)
 async def list_panels(application_id: uuid.UUID, user: CurrentUserDep, session: SessionDep) -> Any:
     """The draws of an application's panels, for audit: seed, pool snapshot, chosen, seats, decision."""
     return await panels.list_panels(session, user=user, application_id=application_id)

@@ -17,7 +17,7 @@ from services.applications import service
 from services.applications.schemas import NO_NUL, USCC_PATTERN, PublicNoticeRead, PublicRecognitionRead
 from services.config import Settings
 from services.deps import CurrentUserDep, ResourcesDep, SessionDep, StrictQueryRoute
-from services.errors import PROBLEM_JSON, problem_responses
+from services.errors import PROBLEM_JSON, READ_ONE_ERRORS, problem_responses
 from services.files import content_disposition, etag_of
 from services.pagination import CursorQuery, LimitQuery, Page
 from services.ratelimit import limit_public
@@ -87,7 +87,7 @@ _PUBLIC_OK_HEADERS = {"Cache-Control": {"description": PUBLIC_CACHE, "schema": {
             "description": "The recognition is revoked: its certificate is no longer issued",
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         },
-        **problem_responses(401, 403, 404, 422),
+        **READ_ONE_ERRORS,
     },
 )
 async def recognition_certificate(

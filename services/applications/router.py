@@ -58,14 +58,28 @@ from services.deps import (
     StrictQueryRoute,
     TemporalDep,
 )
-from services.errors import problem_responses
+from services.errors import READ_ERRORS, READ_ONE_ERRORS, problem_responses
 from services.files import file_responses
 from services.idempotency import IdempotencyKey
 from services.pagination import Page, Rfc3339Query
 from services.ratelimit import WriterDep
 from services.vocabulary import Tier
 
-router = APIRouter(route_class=StrictQueryRoute)
+CREATE_ERRORS = problem_responses(401, 403, 409, 413, 422, 429, 503)
+"""A creation that stores a file or starts a workflow (503: the store or Temporal unreachable)."""
+
+
+def _resource(tag: str) -> APIRouter:
+    """The routes of one resource, under its OpenAPI tag."""
+    return APIRouter(tags=[tag], route_class=StrictQueryRoute)
+
+
+applications_api = _resource("applications")
+programs_api = _resource("programs")
+enterprises_api = _resource("enterprises")
+documents_api = _resource("documents")
+reviews_api = _resource("reviews")
+recognitions_api = _resource("recognitions")
 
 
 # --- the hottest read first: routes are matched in order ------------------------------------------------
@@ -80,13 +94,12 @@ async def read_application(
     return Response(body, media_type="application/json")
 
 
-router.add_api_route(
+applications_api.add_api_route(
     "/applications/{application_id}",
     read_application,
     methods=["GET"],
     response_model=ApplicationRead,
-    tags=["applications"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=READ_ONE_ERRORS,
     route_class_override=CachedViewRoute,
 )
 
@@ -94,9 +107,7 @@ router.add_api_route(
 # --- programs --------------------------------------------------------------------------------------------
 
 
-@router.get(
-    "/programs", response_model=list[ProgramRead], tags=["programs"], responses=problem_responses(422)
-)
+@programs_api.get("/programs", response_model=list[ProgramRead], responses=problem_responses(422))
 async def list_programs(resources: ResourcesDep) -> list[ProgramRead]:
     return service.list_programs(resources.programs)
 
@@ -104,11 +115,10 @@ async def list_programs(resources: ResourcesDep) -> list[ProgramRead]:
 # --- enterprises -----------------------------------------------------------------------------------------
 
 
-@router.post(
+@enterprises_api.post(
     "/enterprises",
     status_code=201,
     response_model=EnterpriseRead,
-    tags=["enterprises"],
     responses=problem_responses(401, 403, 409, 413, 422, 429),
 )
 async def register_enterprise(data: EnterpriseCreate, write: WriteDep) -> Any:
@@ -121,10 +131,9 @@ async def register_enterprise(data: EnterpriseCreate, write: WriteDep) -> Any:
     )
 
 
-@router.get(
+@enterprises_api.get(
     "/enterprises/{uscc}",
     response_model=EnterpriseRead,
-    tags=["enterprises"],
     responses=problem_responses(401, 404, 422),
 )
 async def read_enterprise(
@@ -139,13 +148,7 @@ async def read_enterprise(
 # --- documents -------------------------------------------------------------------------------------------
 
 
-@router.post(
-    "/documents",
-    status_code=201,
-    response_model=DocumentRead,
-    tags=["documents"],
-    responses=problem_responses(401, 403, 409, 413, 422, 429, 503),
-)
+@documents_api.post("/documents", status_code=201, response_model=DocumentRead, responses=CREATE_ERRORS)
 async def upload_document(
     write: WriteDep,
     resources: ResourcesDep,
@@ -170,12 +173,7 @@ async def upload_document(
         )
 
 
-@router.get(
-    "/documents",
-    response_model=Page[DocumentRead],
-    tags=["documents"],
-    responses=problem_responses(401, 403, 422),
-)
+@documents_api.get("/documents", response_model=Page[DocumentRead], responses=READ_ERRORS)
 async def list_documents(
     listing: ListingDep,
     application_id: uuid.UUID | None = None,
@@ -192,20 +190,14 @@ async def list_documents(
     )
 
 
-@router.get(
-    "/documents/{document_id}",
-    response_model=DocumentRead,
-    tags=["documents"],
-    responses=problem_responses(401, 403, 404, 422),
-)
+@documents_api.get("/documents/{document_id}", response_model=DocumentRead, responses=READ_ONE_ERRORS)
 async def read_document(document_id: uuid.UUID, user: CurrentUserDep, session: SessionDep) -> DocumentRead:
     return await service.read_document(session, user=user, document_id=document_id)
 
 
-@router.get(
+@documents_api.get(
     "/documents/{document_id}/content",
     response_class=Response,
-    tags=["documents"],
     responses={
         **file_responses(sorted(service.ALLOWED_DOCUMENT_TYPES)),
         **problem_responses(401, 403, 404, 422, 503),
@@ -231,12 +223,11 @@ async def document_content(
 # --- applications ----------------------------------------------------------------------------------------
 
 
-@router.post(
+@applications_api.post(
     "/applications",
     status_code=201,
     response_model=ApplicationRead,
-    tags=["applications"],
-    responses=problem_responses(401, 403, 409, 413, 422, 429, 503),
+    responses=CREATE_ERRORS,
 )
 async def submit_application(
     data: ApplicationCreate, write: WriteDep, resources: ResourcesDep, temporal: TemporalDep
@@ -279,10 +270,9 @@ def _review_starter(
 DRAFT_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 429)
 
 
-@router.patch(
+@applications_api.patch(
     "/applications/{application_id}",
     response_model=ApplicationRead,
-    tags=["applications"],
     responses=DRAFT_ERRORS,
 )
 async def update_draft(
@@ -304,11 +294,10 @@ async def update_draft(
     )
 
 
-@router.delete(
+@applications_api.delete(
     "/applications/{application_id}",
     status_code=204,
     response_class=Response,
-    tags=["applications"],
     responses=DRAFT_ERRORS,
 )
 async def delete_draft(application_id: uuid.UUID, user: WriterDep, session: SessionDep) -> Response:
@@ -317,10 +306,9 @@ async def delete_draft(application_id: uuid.UUID, user: WriterDep, session: Sess
     return Response(status_code=204)
 
 
-@router.post(
+@applications_api.post(
     "/applications/{application_id}/check",
     response_model=DraftCheck,
-    tags=["applications"],
     responses=DRAFT_ERRORS,
 )
 async def check_draft(
@@ -333,10 +321,9 @@ async def check_draft(
     )
 
 
-@router.post(
+@applications_api.post(
     "/applications/{application_id}/submit",
     response_model=ApplicationRead,
-    tags=["applications"],
     responses=problem_responses(401, 403, 404, 409, 413, 422, 429, 503),
 )
 async def submit_draft(
@@ -359,12 +346,7 @@ async def submit_draft(
     )
 
 
-@router.get(
-    "/applications",
-    response_model=Page[ApplicationSummary],
-    tags=["applications"],
-    responses=problem_responses(401, 403, 422),
-)
+@applications_api.get("/applications", response_model=Page[ApplicationSummary], responses=READ_ERRORS)
 async def list_applications(
     listing: ListingDep,
     status: StatusName | None = None,
@@ -394,33 +376,32 @@ async def _actions(
 ActionsDep = Annotated[reviews.Actions, Depends(_actions)]
 
 
-@router.post("/applications/{application_id}/decisions", tags=["reviews"], **ACTION)
+@reviews_api.post("/applications/{application_id}/decisions", **ACTION)
 async def decide(application_id: uuid.UUID, data: DecisionCreate, actions: ActionsDep) -> Any:
     return await actions.decide(application_id, data)
 
 
-@router.post("/applications/{application_id}/supplements", tags=["applications"], **ACTION)
+@applications_api.post("/applications/{application_id}/supplements", **ACTION)
 async def supplement(application_id: uuid.UUID, data: SupplementCreate, actions: ActionsDep) -> Any:
     return await actions.supplement(application_id, data)
 
 
-@router.post("/applications/{application_id}/withdraw", tags=["applications"], **ACTION)
+@applications_api.post("/applications/{application_id}/withdraw", **ACTION)
 async def withdraw(application_id: uuid.UUID, actions: ActionsDep, data: WithdrawCreate | None = None) -> Any:
     return await actions.withdraw(application_id, data or WithdrawCreate())
 
 
-@router.post(
+@reviews_api.post(
     "/applications/{application_id}/objections",
     status_code=201,
     response_model=ObjectionFiled,
-    tags=["reviews"],
     responses=ACTION_ERRORS,
 )
 async def file_objection(application_id: uuid.UUID, data: ObjectionCreate, actions: ActionsDep) -> Any:
     return await actions.object_to(application_id, data)
 
 
-@router.post("/objections/{objection_id}/resolution", tags=["reviews"], **ACTION)
+@reviews_api.post("/objections/{objection_id}/resolution", **ACTION)
 async def resolve_objection(objection_id: uuid.UUID, data: ResolutionCreate, actions: ActionsDep) -> Any:
     return await actions.resolve_objection(objection_id, data)
 
@@ -459,13 +440,12 @@ async def review_tasks(
     return Response(body, media_type="application/json")
 
 
-router.add_api_route(
+reviews_api.add_api_route(
     "/review-tasks",
     review_tasks,
     methods=["GET"],
     response_model=ReviewQueuePage,
-    tags=["reviews"],
-    responses=problem_responses(401, 403, 422),
+    responses=READ_ERRORS,
     route_class_override=CachedQueueRoute,
 )
 
@@ -473,9 +453,7 @@ router.add_api_route(
 CLAIM_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 429)
 
 
-@router.post(
-    "/review-tasks/{task_id}/claim", response_model=ReviewTaskRead, tags=["reviews"], responses=CLAIM_ERRORS
-)
+@reviews_api.post("/review-tasks/{task_id}/claim", response_model=ReviewTaskRead, responses=CLAIM_ERRORS)
 async def claim_task(task_id: uuid.UUID, write: WriteDep, resources: ResourcesDep) -> Any:
     """Hold the task for the program's `claim_ttl`: one holder at a time (409 if another reviewer holds it;
     claiming one's own again renews it)."""
@@ -493,9 +471,7 @@ async def claim_task(task_id: uuid.UUID, write: WriteDep, resources: ResourcesDe
     )
 
 
-@router.post(
-    "/review-tasks/{task_id}/release", response_model=ReviewTaskRead, tags=["reviews"], responses=CLAIM_ERRORS
-)
+@reviews_api.post("/review-tasks/{task_id}/release", response_model=ReviewTaskRead, responses=CLAIM_ERRORS)
 async def release_task(task_id: uuid.UUID, write: WriteDep) -> Any:
     """Give the task back: only its holder may (an admin may release any claim); 409 otherwise."""
     return await write.once(
@@ -511,12 +487,7 @@ async def release_task(task_id: uuid.UUID, write: WriteDep) -> Any:
 # --- recognitions ----------------------------------------------------------------------------------------
 
 
-@router.get(
-    "/recognitions",
-    response_model=Page[RecognitionRead],
-    tags=["recognitions"],
-    responses=problem_responses(401, 403, 422),
-)
+@recognitions_api.get("/recognitions", response_model=Page[RecognitionRead], responses=READ_ERRORS)
 async def list_recognitions(
     listing: ListingDep,
     uscc: Annotated[str | None, Query(pattern=USCC_PATTERN)] = None,
@@ -539,11 +510,10 @@ async def list_recognitions(
     )
 
 
-@router.get(
+@recognitions_api.get(
     "/recognitions/{recognition_id}",
     response_model=RecognitionRead,
-    tags=["recognitions"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=READ_ONE_ERRORS,
 )
 async def read_recognition(
     recognition_id: uuid.UUID, user: CurrentUserDep, session: SessionDep
@@ -551,11 +521,10 @@ async def read_recognition(
     return await service.read_recognition(session, user=user, recognition_id=recognition_id)
 
 
-@router.post(
+@recognitions_api.post(
     "/recognitions/{recognition_id}/re-review",
     status_code=201,
     response_model=ReReviewFiledRead,
-    tags=["recognitions"],
     responses=ACTION_ERRORS,
 )
 async def file_re_review(recognition_id: uuid.UUID, data: ReReviewCreate, actions: ActionsDep) -> Any:
@@ -566,6 +535,19 @@ async def file_re_review(recognition_id: uuid.UUID, data: ReReviewCreate, action
     return await actions.file_re_review(recognition_id, data)
 
 
-@router.post("/recognitions/{recognition_id}/revocation", tags=["recognitions"], **ACTION)
+@recognitions_api.post("/recognitions/{recognition_id}/revocation", **ACTION)
 async def revoke(recognition_id: uuid.UUID, data: RevocationCreate, actions: ActionsDep) -> Any:
     return await actions.revoke(recognition_id, data)
+
+
+router = APIRouter()
+"""Every route of the domain, the hottest read (``GET /applications/{id}``) first: routes match in order."""
+for resource in (
+    applications_api,
+    programs_api,
+    enterprises_api,
+    documents_api,
+    reviews_api,
+    recognitions_api,
+):
+    router.include_router(resource)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Body, Depends, Path
 from services.catalog import service
 from services.catalog.schemas import BatchCreate, BatchOpen, ProgramVersionRead
 from services.deps import CurrentUserDep, ResourcesDep, SessionDep, StrictQueryRoute
-from services.errors import problem_responses
+from services.errors import READ_ONE_ERRORS, problem_responses
 from services.idempotency import IdempotencyKey, once
 from services.ratelimit import WriterDep
 
@@ -29,7 +29,6 @@ Document = Annotated[
     Body(description="the program document: a program file's content as JSON (services/programs.py)"),
 ]
 WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429)
-READ_ERRORS = problem_responses(401, 403, 404, 422)
 
 
 class ProgramWrite:
@@ -89,7 +88,7 @@ async def create_program(document: Document, write: WriteDep) -> Any:
     )
 
 
-@router.get("/programs/{key}", response_model=ProgramVersionRead, responses=READ_ERRORS)
+@router.get("/programs/{key}", response_model=ProgramVersionRead, responses=READ_ONE_ERRORS)
 async def read_program(key: ProgramKey, user: CurrentUserDep, session: SessionDep) -> ProgramVersionRead:
     """The program's current version (admin)."""
     return await service.program_version(session, user=user, key=key, version=None, now=datetime.now(UTC))
@@ -110,11 +109,7 @@ async def create_version(key: ProgramKey, document: Document, write: WriteDep) -
     )
 
 
-@router.get(
-    "/programs/{key}/versions",
-    response_model=list[ProgramVersionRead],
-    responses=READ_ERRORS,
-)
+@router.get("/programs/{key}/versions", response_model=list[ProgramVersionRead], responses=READ_ONE_ERRORS)
 async def list_versions(
     key: ProgramKey, user: CurrentUserDep, session: SessionDep
 ) -> list[ProgramVersionRead]:
@@ -125,7 +120,7 @@ async def list_versions(
 @router.get(
     "/programs/{key}/versions/{version}",
     response_model=ProgramVersionRead,
-    responses=READ_ERRORS,
+    responses=READ_ONE_ERRORS,
 )
 async def read_version(
     key: ProgramKey, version: VersionNumber, user: CurrentUserDep, session: SessionDep

@@ -16,7 +16,7 @@ from services.credit.reconciliation_schemas import (
     RunStatus,
 )
 from services.deps import CurrentUserDep, ListingDep, ResourcesDep, SessionDep, StrictQueryRoute, TemporalDep
-from services.errors import problem_responses
+from services.errors import READ_ERRORS, READ_ONE_ERRORS, problem_responses
 from services.idempotency import KEY_REQUIRED, IdempotencyKey, once
 from services.pagination import IsoDate, Page
 from services.ratelimit import WriterDep
@@ -26,11 +26,7 @@ router = APIRouter(tags=["reconciliation"], route_class=StrictQueryRoute)
 Day = Annotated[date, Path(description="the statement's day, YYYY-MM-DD (China Standard Time)")]
 
 
-@router.get(
-    "/reconciliations",
-    response_model=Page[ReconciliationRunRead],
-    responses=problem_responses(401, 403, 422),
-)
+@router.get("/reconciliations", response_model=Page[ReconciliationRunRead], responses=READ_ERRORS)
 async def list_reconciliations(
     listing: ListingDep,
     status: RunStatus | None = None,
@@ -46,11 +42,7 @@ async def list_reconciliations(
     )
 
 
-@router.get(
-    "/reconciliations/{date}",
-    response_model=ReconciliationReport,
-    responses=problem_responses(401, 403, 404, 422),
-)
+@router.get("/reconciliations/{date}", response_model=ReconciliationReport, responses=READ_ONE_ERRORS)
 async def get_reconciliation(
     day: Annotated[date, Path(alias="date")], session: SessionDep, user: CurrentUserDep
 ) -> Any:

@@ -51,7 +51,7 @@ from services.deps import (
     StrictQueryRoute,
     TemporalDep,
 )
-from services.errors import problem_responses
+from services.errors import READ_ERRORS, READ_ONE_ERRORS, problem_responses
 from services.idempotency import KEY_REQUIRED, IdempotencyKey, once, require_key
 from services.pagination import CursorQuery, IsoDate, LimitQuery, Page
 from services.ratelimit import WriterDep
@@ -69,8 +69,6 @@ RequestedFromQuery = Annotated[
 RequestedToQuery = Annotated[
     IsoDate | None, Query(alias="to", description="requested on or before (UTC day)")
 ]
-READ_ERRORS = problem_responses(401, 403, 422)
-READ_ONE_ERRORS = problem_responses(401, 403, 404, 422)
 WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429, 503)
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 
 from services.deps import ListingDep, ResourcesDep, SessionDep, StrictQueryRoute
-from services.errors import problem_responses
+from services.errors import READ_ERRORS, READ_ONE_ERRORS, problem_responses
 from services.events import EVENT_MODELS
 from services.idempotency import IdempotencyKey, once
 from services.notifications import schemas, service
@@ -19,8 +19,6 @@ from services.ratelimit import WriterDep
 
 router = APIRouter(tags=["notifications"], route_class=StrictQueryRoute)
 
-READ_ERRORS = problem_responses(401, 403, 422)
-READ_ONE_ERRORS = problem_responses(401, 403, 404, 422)
 WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429)
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, BackgroundTasks, File, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
 from services import deps
-from services.errors import FieldError, PayloadTooLarge, problem_responses
+from services.errors import READ_ONE_ERRORS, FieldError, PayloadTooLarge, problem_responses
 from services.idempotency import IdempotencyKey, once
 from services.pagination import Page
 from services.pools import service
@@ -83,15 +83,11 @@ async def import_pool(
     )
 
 
-@router.get(
-    "/pool-imports/{import_id}",
-    response_model=PoolImportRead,
-    responses=problem_responses(401, 403, 404, 422),
-)
+@router.get("/pool-imports/{import_id}", response_model=PoolImportRead, responses=READ_ONE_ERRORS)
 @router.get(  # API.md's name for the same job
     "/imports/{import_id}",
     response_model=PoolImportRead,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=READ_ONE_ERRORS,
 )
 async def read_pool_import(
     import_id: uuid.UUID, user: deps.CurrentUserDep, session: deps.SessionDep
@@ -122,11 +118,7 @@ async def pool_import_errors(
     )
 
 
-@router.get(
-    "/programs/{key}/pool",
-    response_model=Page[PoolMemberRead],
-    responses=problem_responses(401, 403, 404, 422),
-)
+@router.get("/programs/{key}/pool", response_model=Page[PoolMemberRead], responses=READ_ONE_ERRORS)
 async def list_pool(
     key: ProgramKey,
     listing: deps.ListingDep,

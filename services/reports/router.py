@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
 from services.deps import CurrentUserDep, ResourcesDep, SessionDep, StrictQueryRoute
-from services.errors import problem_responses
+from services.errors import READ_ONE_ERRORS, problem_responses
 from services.ratelimit import WriterDep
 from services.reports import service
 from services.reports.exports import to_csv, to_xlsx
@@ -36,7 +36,7 @@ MEDIA: dict[str, tuple[str, Callable[[Report], bytes]]] = {
     "pdf": ("application/pdf", to_pdf),
 }
 REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **problem_responses(401, 403, 404, 422),
+    **READ_ONE_ERRORS,
     200: {
         "content": {
             "text/csv": {"schema": {"type": "string"}},
@@ -108,7 +108,7 @@ async def cohort_report(
     return await query.answer(program)
 
 
-@router.get("/programs/{key}/plan", response_model=PlanRead, responses=problem_responses(401, 403, 404, 422))
+@router.get("/programs/{key}/plan", response_model=PlanRead, responses=READ_ONE_ERRORS)
 async def read_plan(
     key: ProgramKey, session: SessionDep, user: CurrentUserDep, resources: ResourcesDep
 ) -> Any:
