@@ -61,13 +61,6 @@ T = TypeVar("T")
 
 PAGE_SIZE = 50
 INBOX = "/console/payouts"
-# Where the API decides on each kind (the idempotency record names the same endpoint).
-DECISION_ENDPOINTS: dict[str, str] = {
-    "drawdown": "POST /drawdowns/{id}/approvals",
-    "bridge_loan": "POST /bridge-loans/{id}/approvals",
-    "listing_reward": "POST /listing-rewards/{id}/approvals",
-}
-
 # English msgids of the values the pages show.
 KIND_LABELS = {"drawdown": "Drawdown", "bridge_loan": "Bridge loan", "listing_reward": "Listing reward"}
 STATUS_LABELS = {
@@ -384,7 +377,7 @@ async def decide(
         return await refused(422, gettext("The request is not valid."), validation_errors(exc.errors()))
     write = Write(db, user, resources, temporal, fields.key)
     try:
-        await write.decide(kind, payout_id, body, DECISION_ENDPOINTS[kind].format(id=payout_id))
+        await write.decide(kind, payout_id, body)
     except GiantflowError as exc:
         if exc.status not in (403, 409, 422) or user.role is not Role.finance:
             raise  # not found, another role, rate limited, Temporal away: the error page

@@ -70,6 +70,13 @@ RequestedToQuery = Annotated[
     IsoDate | None, Query(alias="to", description="requested on or before (UTC day)")
 ]
 WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429, 503)
+COLLECTIONS: dict[PayoutKind, str] = {
+    "drawdown": "drawdowns",
+    "bridge_loan": "bridge-loans",
+    "listing_reward": "listing-rewards",
+}
+"""Each kind's path: a decision is ``POST /{collection}/{id}/approvals``, its idempotency record's endpoint
+whether the API or the console (services/console/finance.py) takes it."""
 
 
 class Write:
@@ -110,13 +117,11 @@ class Write:
             endpoint=endpoint, payload=body, status_code=201, authorize=authorize, act=act, then=start
         )
 
-    async def decide(
-        self, kind: PayoutKind, payout_id: uuid.UUID, body: ApprovalCreate, endpoint: str
-    ) -> Any:
+    async def decide(self, kind: PayoutKind, payout_id: uuid.UUID, body: ApprovalCreate) -> Any:
         """A finance officer's decision; the response is the payout's new state."""
         session, user = self.session, self.user
         return await self.once(
-            endpoint=endpoint,
+            endpoint=f"POST /{COLLECTIONS[kind]}/{payout_id}/approvals",
             payload=body,
             authorize=lambda: payouts.authorize_decision(session, user=user, kind=kind, payout_id=payout_id),
             act=lambda: payouts.decide(
@@ -247,7 +252,7 @@ async def get_drawdown(drawdown_id: uuid.UUID, session: SessionDep, user: Curren
 async def decide_drawdown(drawdown_id: uuid.UUID, body: ApprovalCreate, write: WriteDep) -> Any:
     """Finance only, never the requester; above the program's threshold two distinct approvers are needed.
     The response is the drawdown's new state."""
-    return await write.decide("drawdown", drawdown_id, body, f"POST /drawdowns/{drawdown_id}/approvals")
+    return await write.decide("drawdown", drawdown_id, body)
 
 
 @router.post(
@@ -427,7 +432,7 @@ async def get_bridge_loan(loan_id: uuid.UUID, session: SessionDep, user: Current
 async def decide_bridge_loan(loan_id: uuid.UUID, body: ApprovalCreate, write: WriteDep) -> Any:
     """Finance only, never the requester; above the program's threshold two distinct approvers are needed.
     A rejection releases the reservation. The response is the loan's new state."""
-    return await write.decide("bridge_loan", loan_id, body, f"POST /bridge-loans/{loan_id}/approvals")
+    return await write.decide("bridge_loan", loan_id, body)
 
 
 @router.post(
@@ -502,6 +507,4 @@ async def get_listing_reward(reward_id: uuid.UUID, session: SessionDep, user: Cu
 )
 async def decide_listing_reward(reward_id: uuid.UUID, body: ApprovalCreate, write: WriteDep) -> Any:
     """Finance only, never the reporter; the response is the reward's new state."""
-    return await write.decide(
-        "listing_reward", reward_id, body, f"POST /listing-rewards/{reward_id}/approvals"
-    )
+    return await write.decide("listing_reward", reward_id, body)
