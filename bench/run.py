@@ -92,6 +92,30 @@ def _fmt(value: float) -> str:
     return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
 
 
+# --- the machine itself ------------------------------------------------------------------------------------
+
+
+def python_loop_ms() -> float:
+    """A fixed pure-Python loop (no I/O, no allocation beyond ints), best of ten: the speed of one core of
+    this machine as the stack's Python processes see it. Runs on different days compare through it - a
+    figure that moves with it moved with the machine, not with the code."""
+    best = float("inf")
+    for _ in range(10):
+        started, total = time.perf_counter(), 0
+        for i in range(2_000_000):
+            total += i & 7
+        best = min(best, time.perf_counter() - started)
+    return 1000 * best
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(all, stolen) CPU time of the machine so far, in clock ticks (/proc/stat): the hypervisor's share
+    taken from this virtual machine while it wanted to run."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return sum(fields), fields[7]
+
+
 # --- raw_workflows_per_s ---------------------------------------------------------------------------------
 
 
@@ -460,6 +484,9 @@ def main() -> int:
     figures = Figures()
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="giantflow-bench-"))
+    note = "2,000,000 additions, best of 10, before the stack starts (machine drift; no goal)"
+    figures.add("machine_python_loop_ms", python_loop_ms(), "ms", note=note)
+    ticks = cpu_ticks()
     try:
         with running(folder / "var") as stack:
             print(f"bench: stack up (data in {stack.data_dir}), BENCH_SCALE={SCALE:g}", flush=True)
@@ -472,6 +499,8 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     elapsed = time.perf_counter() - started
+    total, stolen = (now - then for now, then in zip(cpu_ticks(), ticks, strict=True))
+    figures.add("machine_steal_pct", 100 * stolen / total, "%", note="taken by the hypervisor, whole run")
     write_report(args.output, figures, elapsed)
     print(f"bench: {len(figures.items)} figures in {elapsed:.0f} s, written to {args.output}", flush=True)
     return 0
