@@ -1,6 +1,7 @@
 """HTTP routes of the applications domain: parse, call a service, return. Creations run once per
 Idempotency-Key (``once``); the review actions do so in ``reviews``, which keys them by the application they
-act on. The hot cached read, ``GET /applications/{id}``, is answered by services/applications/views.py."""
+act on. The hot cached read, ``GET /applications/{id}``, is answered by services/applications/views.py.
+The routes are grouped by resource, one router each under its OpenAPI tag, and gathered in ``router``."""
 
 from __future__ import annotations
 
