@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from services.applications.imports_router import router as recognition_imports_router
 from services.applications.panels_router import router as panels_router
 from services.applications.public import router as public_router
-from services.applications.router import router as applications_router
+from services.applications.router import ROUTERS as APPLICATIONS_ROUTERS
 from services.catalog.router import router as catalog_router
 from services.credit.reconciliation_router import router as reconciliation_router
 from services.credit.router import router as credit_router
@@ -17,7 +17,7 @@ from services.reports.router import router as reports_router
 
 API_PREFIX = "/api/v1"
 DOMAIN_ROUTERS: list[APIRouter] = [
-    applications_router,
+    *APPLICATIONS_ROUTERS,
     public_router,
     credit_router,
     reconciliation_router,

@@ -1,7 +1,7 @@
 """HTTP routes of the applications domain: parse, call a service, return. Creations run once per
 Idempotency-Key (``once``); the review actions do so in ``reviews``, which keys them by the application they
 act on. The hot cached read, ``GET /applications/{id}``, is answered by services/applications/views.py.
-The routes are grouped by resource, one router each under its OpenAPI tag, and gathered in ``router``."""
+The routes are grouped by resource, one router each under its OpenAPI tag (``ROUTERS``)."""
 
 from __future__ import annotations
 
@@ -541,14 +541,12 @@ async def revoke(recognition_id: uuid.UUID, data: RevocationCreate, actions: Act
     return await actions.revoke(recognition_id, data)
 
 
-router = APIRouter()
-"""Every route of the domain, the hottest read (``GET /applications/{id}``) first: routes match in order."""
-for resource in (
-    applications_api,
+ROUTERS: list[APIRouter] = [
+    applications_api,  # the hottest read first: routes are matched in order
     programs_api,
     enterprises_api,
     documents_api,
     reviews_api,
     recognitions_api,
-):
-    router.include_router(resource)
+]
+"""Every route of the domain, by resource: each router mounted on the app itself (services/routes.py)."""
