@@ -25,6 +25,7 @@ ApplicationStatus = Literal[
     "rejected",
     "withdrawn",
 ]
+DRAFT: ApplicationStatus = "draft"
 TERMINAL: frozenset[ApplicationStatus] = frozenset({"recognized", "ineligible", "rejected", "withdrawn"})
 Decision = Literal["approve", "reject", "return"]
 

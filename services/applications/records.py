@@ -21,6 +21,7 @@ from services.applications.screening import ScreeningResult
 from services.applications.service import (
     check_figures,
     evidence_documents,
+    filed,
     opening,
     review_input,
     screen_application,
@@ -44,7 +45,7 @@ from services.contracts import (
     TransitionInput,
 )
 from services.errors import Conflict
-from services.programs import Program, program_at, program_version
+from services.programs import Program, program_at
 from services.vocabulary import whose
 
 SYSTEM_ACTOR = Actor(sub="system", role="system")
@@ -598,21 +599,19 @@ def _re_review(
 ) -> Application:
     """The re-review of ``original``'s recognition as a new application in ``batch``, judged by that batch's
     ruleset and the program's version in force; its workflow is started by the recognition's own."""
-    program = programs[original.program]
-    return Application(
-        id=application_id,
-        **whose(original),
-        batch=batch,
-        ruleset=program.ruleset_for_batch(batch),
-        program_version=program_version(programs, original.program),
-        region_code=region_code,
-        status="screening",
-        metrics=metrics,
-        submitted_by=by.sub,
-        re_review_of=recognition_id,
-        workflow_started=True,
-        created_at=at,
-        updated_at=at,
+    return filed(
+        Application(
+            id=application_id,
+            **whose(original),
+            batch=batch,
+            region_code=region_code,
+            metrics=metrics,
+            submitted_by=by.sub,
+            re_review_of=recognition_id,
+            workflow_started=True,
+        ),
+        programs,
+        at=at,
     )
 
 

@@ -40,9 +40,7 @@ from services.applications.models import (
     Transition,
 )
 from services.pagination import Cursor, paginate
-from services.vocabulary import region_prefix
-
-DRAFT = "draft"
+from services.vocabulary import DRAFT, region_prefix
 
 
 async def insert_enterprise(session: AsyncSession, values: dict[str, Any]) -> bool:

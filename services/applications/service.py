@@ -73,7 +73,7 @@ from services.programs import (
     program_version,
 )
 from services.storage import Storage
-from services.vocabulary import LEVELS, TIERS, Owned, Tier
+from services.vocabulary import DRAFT, LEVELS, TIERS, Owned, Tier
 
 ALLOWED_DOCUMENT_TYPES = {"application/pdf", "image/png", "image/jpeg"}
 
@@ -576,15 +576,15 @@ async def create_application(
         tier=data.tier,
         batch=filing.batch.key,
         ruleset=filing.program.ruleset_for_batch(filing.batch.key),  # in force when the batch opened
-        # The version that judges it; a draft's is recorded when it is submitted.
-        program_version=program_version(programs, filing.program.key) if data.submit else None,
         region_code=filing.enterprise.region_code,
-        status="screening" if data.submit else DRAFT,
+        status=DRAFT,
         metrics=data.metrics.model_dump(mode="json"),
         submitted_by=user.sub,
         created_at=now,
         updated_at=now,
     )
+    if data.submit:
+        filed(application, programs, at=now)
     try:
         async with session.begin_nested():
             session.add(application)
@@ -655,10 +655,19 @@ def opening(
     )
 
 
+def filed(application: Application, programs: Mapping[str, Program], *, at: datetime) -> Application:
+    """``application`` filed at ``at`` - submitted at once, a draft submitted, a re-review opened: status
+    ``screening``, judged by its batch's ruleset and the program's version in force, and counted from ``at``
+    (lists, the reconciler and screening count from ``created_at``). A draft records no version until then."""
+    program = programs[application.program]
+    application.status = "screening"
+    application.ruleset = program.ruleset_for_batch(application.batch)
+    application.program_version = program_version(programs, program.key)
+    application.created_at = application.updated_at = at
+    return application
+
+
 # --- drafts ----------------------------------------------------------------------------------------------
-
-
-DRAFT = "draft"
 
 
 class NotADraft(Conflict):
@@ -817,11 +826,7 @@ async def submit_draft(
         await check()
     try:
         async with session.begin_nested():
-            application.status = "screening"
-            application.ruleset = filing.program.ruleset_for_batch(filing.batch.key)
-            application.program_version = program_version(programs, filing.program.key)  # what judges it
-            application.created_at = now  # filed now (lists, the reconciler and screening count from it)
-            application.updated_at = now
+            filed(application, programs, at=now)
             await session.flush()
     except IntegrityError:
         raise _duplicate(filing) from None
