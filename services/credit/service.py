@@ -248,20 +248,26 @@ async def list_disbursements(
     cursor: str | None = None,
     limit: int = 50,
 ) -> DisbursementPage:
+    """A page of the disbursements the reader may see, newest first, with the count and amount per status
+    of every one that matches (not only the page's)."""
+    page = await _disbursements.page(session, user=user, filters=filters, cursor=cursor, limit=limit)
     narrowed = scoped(user, filters)
-    if narrowed is None:
-        return DisbursementPage(items=[], totals={})
-    rows = await repository.list_disbursements(
-        session, filters=narrowed, cursor=decode_cursor(cursor), limit=limit
-    )
-    totals = await repository.disbursement_totals(session, filters=narrowed)
-    page, next_cursor = split_page(rows, limit, lambda row: (row.created_at, row.id))
-    repaid = await repository.drawdowns_repaid(session, [row.drawdown_id for row in page if row.drawdown_id])
+    totals = [] if narrowed is None else await repository.disbursement_totals(session, filters=narrowed)
     return DisbursementPage(
-        items=[_disbursement_read(row, repaid.get(row.payout_id)) for row in page],
-        next_cursor=next_cursor,
+        items=page.items,
+        next_cursor=page.next_cursor,
         totals={status: StatusTotal(count=count, amount=amount) for status, count, amount in totals},
     )
+
+
+async def _disbursement_reads(session: AsyncSession, rows: Sequence[Disbursement]) -> list[DisbursementRead]:
+    repaid = await repository.drawdowns_repaid(session, [row.drawdown_id for row in rows if row.drawdown_id])
+    return [_disbursement_read(row, repaid.get(row.payout_id)) for row in rows]
+
+
+_disbursements = Listing(
+    repository.list_disbursements, lambda row: (row.created_at, row.id), _disbursement_reads
+)
 
 
 def _disbursement_read(row: Disbursement, repaid: Decimal | None) -> DisbursementRead:
