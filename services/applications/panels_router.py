@@ -11,13 +11,13 @@ from fastapi import APIRouter, Path, Query
 from services.applications import panel_schemas as schemas
 from services.applications import panels
 from services.applications.schemas import RegionCode
-from services.applications.writes import WriteDep
 from services.auth import Role
 from services.deps import CurrentUserDep, ListingDep, SessionDep, TemporalDep
 from services.errors import READ_ERRORS, READ_ONE_ERRORS, problem_responses
 from services.idempotency import IdempotencyKey
 from services.pagination import Page
 from services.ratelimit import WriterDep
+from services.writes import WriteDep
 
 router = APIRouter(tags=["expert panels"])
 

@@ -50,7 +50,6 @@ from services.applications.schemas import (
     WithdrawCreate,
 )
 from services.applications.views import CachedViewRoute
-from services.applications.writes import WriteDep
 from services.deps import (
     CurrentUserDep,
     ListingDep,
@@ -65,6 +64,7 @@ from services.idempotency import IdempotencyKey
 from services.pagination import Page, Rfc3339Query
 from services.ratelimit import WriterDep
 from services.vocabulary import Tier
+from services.writes import WriteDep
 
 CREATE_ERRORS = problem_responses(401, 403, 409, 413, 422, 429, 503)
 """A creation that stores a file or starts a workflow (503: the store or Temporal unreachable)."""

@@ -13,10 +13,9 @@ from fastapi import APIRouter, Body, Depends, Path
 
 from services.catalog import service
 from services.catalog.schemas import BatchCreate, BatchOpen, ProgramVersionRead
-from services.deps import CurrentUserDep, ResourcesDep, SessionDep, StrictQueryRoute
+from services.deps import CurrentUserDep, SessionDep, StrictQueryRoute
 from services.errors import READ_ONE_ERRORS, problem_responses
-from services.idempotency import IdempotencyKey, once
-from services.ratelimit import WriterDep
+from services.writes import Write
 
 router = APIRouter(tags=["programs"], route_class=StrictQueryRoute)
 
@@ -31,20 +30,11 @@ Document = Annotated[
 WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429)
 
 
-class ProgramWrite:
+class ProgramWrite(Write):
     """What every write route here takes besides its path and body - the request's session, the writer (rate
     limited), the resources and the Idempotency-Key - and ``__call__``, which answers the write once per key
     (admin only): ``act`` is given the request's time; the write commits, then this process reads the new
     version at once."""
-
-    def __init__(
-        self,
-        user: WriterDep,
-        session: SessionDep,
-        resources: ResourcesDep,
-        idempotency_key: IdempotencyKey = None,
-    ) -> None:
-        self.user, self.session, self.resources, self.key = user, session, resources, idempotency_key
 
     async def __call__(
         self,
@@ -61,10 +51,7 @@ class ProgramWrite:
         async def authorize() -> None:
             service.authorize_admin(self.user)
 
-        return await once(
-            self.session,
-            self.user,
-            self.key,
+        return await self.once(
             endpoint=endpoint,
             payload=payload,
             status_code=201,

@@ -375,7 +375,7 @@ async def decide(
         body = ApprovalCreate.model_validate({"decision": fields.decision, "reason": reason or None})
     except ValidationError as exc:
         return await refused(422, gettext("The request is not valid."), validation_errors(exc.errors()))
-    write = Write(db, user, resources, temporal, fields.key)
+    write = Write(user, db, resources, temporal, fields.key)
     try:
         await write.decide(kind, payout_id, body)
     except GiantflowError as exc:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from services import writes
 from services.credit import funds, payouts, repayments, service
 from services.credit.inbox import InboxRoute
 from services.credit.schemas import (
@@ -52,7 +52,7 @@ from services.deps import (
     TemporalDep,
 )
 from services.errors import READ_ERRORS, READ_ONE_ERRORS, problem_responses
-from services.idempotency import KEY_REQUIRED, IdempotencyKey, once, require_key
+from services.idempotency import KEY_REQUIRED, IdempotencyKey, require_key
 from services.pagination import CursorQuery, IsoDate, LimitQuery, Page
 from services.ratelimit import WriterDep
 from services.vocabulary import BenefitKind, BenefitStatus, DisbursementStatus, PayoutKind, PayoutStatus, Tier
@@ -79,22 +79,20 @@ COLLECTIONS: dict[PayoutKind, str] = {
 whether the API or the console (services/console/finance.py) takes it."""
 
 
-class Write:
-    """What every write route here takes besides its path and body - the request's session, the writer (rate
-    limited), the resources, Temporal and the Idempotency-Key - and ``once``, which answers it once per key
-    (``services.idempotency.once`` for this request)."""
+class Write(writes.Write):
+    """``services.writes.Write`` with Temporal: a payout's write starts its workflow once the request commits
+    (``request_payout``, ``decide``)."""
 
     def __init__(
         self,
-        session: SessionDep,
         user: WriterDep,
+        session: SessionDep,
         resources: ResourcesDep,
         temporal: TemporalDep,
         idempotency_key: IdempotencyKey = None,
     ) -> None:
-        self.session, self.user, self.resources, self.temporal = session, user, resources, temporal
-        self.key = idempotency_key
-        self.once = partial(once, session, user, idempotency_key)
+        super().__init__(user, session, resources, idempotency_key)
+        self.temporal = temporal
 
     async def request_payout(
         self,

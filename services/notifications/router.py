@@ -4,39 +4,20 @@ parse, call the service and return; the request's session commits once after the
 from __future__ import annotations
 
 import uuid
-from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 
-from services.deps import ListingDep, ResourcesDep, SessionDep, StrictQueryRoute
+from services.deps import ListingDep, StrictQueryRoute
 from services.errors import READ_ERRORS, READ_ONE_ERRORS, problem_responses
 from services.events import EVENT_MODELS
-from services.idempotency import IdempotencyKey, once
 from services.notifications import schemas, service
 from services.pagination import Page
-from services.ratelimit import WriterDep
+from services.writes import WriteDep
 
 router = APIRouter(tags=["notifications"], route_class=StrictQueryRoute)
 
 WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422, 429)
-
-
-class Write:
-    """A write route's session, writer (rate limited) and ``once`` for its Idempotency-Key."""
-
-    def __init__(
-        self,
-        session: SessionDep,
-        user: WriterDep,
-        resources: ResourcesDep,
-        idempotency_key: IdempotencyKey = None,
-    ) -> None:
-        self.session, self.user, self.settings = session, user, resources.settings
-        self.once = partial(once, session, user, idempotency_key)
-
-
-WriteDep = Annotated[Write, Depends()]
 
 
 @router.post(
@@ -57,7 +38,7 @@ async def register_endpoint(body: schemas.WebhookEndpointCreate, write: WriteDep
             write.session,
             user=write.user,
             data=body,
-            allow_private=write.settings.webhooks_may_reach_private,
+            allow_private=write.resources.settings.webhooks_may_reach_private,
         ),
     )
 
