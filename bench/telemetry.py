@@ -35,6 +35,7 @@ from bench.run import SCALE, Figure, Figures, batch_intake, scaled, wrk  # noqa:
 from bench.stack import Stack, process, started  # noqa: E402
 from devtools.devstack import free_port  # noqa: E402
 from services.auth import Role  # noqa: E402
+from services.tasks import alongside  # noqa: E402
 
 GOAL = 10.0  # percent of throughput
 SCRAPE_EVERY = 15.0  # seconds, Prometheus' default
@@ -110,13 +111,8 @@ async def _scraping(urls: list[str]) -> AsyncIterator[None]:
                         raise SystemExit(f"GET {url}: {response.status_code}")
                 await asyncio.sleep(SCRAPE_EVERY)
 
-    task = asyncio.create_task(scrape())
-    try:
+    async with alongside(scrape()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def telemetry_overhead(folder: Path, figures: Figures) -> None:

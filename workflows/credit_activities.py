@@ -36,6 +36,7 @@ from services.credit import payouts, policy, service
 from services.credit.bank import BankClient, BankRejected, BankUnavailable
 from services.programs import program_at
 from services.resources import Resources
+from services.tasks import alongside
 from workflows.base import Activities
 
 
@@ -48,13 +49,8 @@ async def _heartbeating(every: float = 1.0) -> AsyncIterator[None]:
             activity.heartbeat()
             await asyncio.sleep(every)
 
-    task = asyncio.create_task(beat())
-    try:
+    async with alongside(beat()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class CreditActivities(Activities):

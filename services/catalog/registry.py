@@ -15,13 +15,13 @@ its file as version 1."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 import structlog
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from services import tasks
 from services.catalog import repository as repo
 from services.catalog import service
 from services.programs import Program, ProgramBook, load_programs
@@ -55,10 +55,7 @@ class ProgramRegistry:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.stop(task)
 
     async def refresh(self) -> bool:
         """Read the versions again if the counter moved; True when the book changed."""

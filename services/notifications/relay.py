@@ -40,6 +40,7 @@ import structlog
 from sqlalchemy import DateTime, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services import tasks
 from services.config import Settings
 from services.events import OutboxEvent
 from services.notifications.mail import Mailer
@@ -346,9 +347,7 @@ class Relay:
                     # Commits come in bursts: one wake-up for the burst makes one batch of it.
                     await asyncio.sleep(GATHER)
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await tasks.stop(listener)
 
 
 def secrets_in_force(endpoint: WebhookEndpoint, now: datetime) -> tuple[str, ...]:
