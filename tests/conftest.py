@@ -199,19 +199,10 @@ async def time_skipping() -> AsyncIterator[Any]:
 @pytest.fixture
 async def resources(settings: Settings, engine: AsyncEngine, dev_server: Any) -> AsyncIterator[Any]:
     """Resources on the session's database engine and the dev server; committed data, isolated by ids."""
-    from services.db import create_sessionmaker
-    from services.resources import Resources
+    from tests.support.resources import borrowing
 
     http = httpx.AsyncClient(timeout=5.0)
-    res = Resources(
-        settings=settings,
-        engine=engine,
-        sessionmaker=create_sessionmaker(engine),
-        temporal=dev_server.client,
-        http=http,
-        owns=False,
-    )
-    yield res
+    yield borrowing(settings, engine, dev_server.client, http)
     await http.aclose()
 
 

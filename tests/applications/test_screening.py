@@ -592,33 +592,6 @@ def test_specialized_new_share_bands(main_millions: str, expected: int) -> None:
     assert points("specialized_new", rule, last={"main_business_revenue": yuan(main_millions)}) == expected
 
 
-@pytest.mark.parametrize(
-    ("average_pct", "expected"),
-    [
-        ("10", 10),
-        ("9.99", 8),
-        ("8", 8),
-        ("7.99", 6),
-        ("6", 6),
-        ("5.99", 4),
-        ("4", 4),
-        ("3.99", 2),
-        ("0", 2),
-        ("-0.01", 0),
-    ],
-)
-def test_specialized_new_growth_bands(average_pct: str, expected: int) -> None:
-    # Growth 0% then g: the 2-year average is g / 2, so the last year is 50m * (1 + 2 * average).
-    last_main = Decimal(50) * (1 + 2 * Decimal(average_pct) / 100)
-    result = run(
-        "specialized_new",
-        first={"main_business_revenue": yuan(50)},
-        prior={"main_business_revenue": yuan(50)},
-        last={"main_business_revenue": yuan(str(last_main))},
-    )
-    assert result.rule("specialized_new.score.main_business_growth").points == expected
-
-
 @pytest.mark.parametrize(("years", "expected"), [(2, 1), (3, 1), (4, 2), (9, 4), (10, 5), (11, 5), (40, 5)])
 def test_specialized_new_niche_points(years: int, expected: int) -> None:
     assert points("specialized_new", "specialized_new.score.niche_years", niche_years=years) == expected
@@ -1381,13 +1354,15 @@ def test_innovative_growth_over_a_halving_is_defined_and_scores_zero() -> None:
         ("-0.01", 0),
     ],
 )
-def test_srdi_growth_band_edges(average_pct: str, expected: int) -> None:
-    # 100m -> 100m (0%) -> 100m * (1 + 2 * average): the average of 0% and 2 * average is the average.
-    last = Decimal(100) * (1 + 2 * Decimal(average_pct) / 100)
-    result = run(
-        "specialized_new",
-        first={"main_business_revenue": yuan(100), "revenue": yuan(100)},
-        prior={"main_business_revenue": yuan(100), "revenue": yuan(100)},
-        last={"main_business_revenue": yuan(last), "revenue": yuan(last)},
-    )
+@pytest.mark.parametrize(("base", "revenue_too"), [(50, False), (100, True)])
+def test_specialized_new_growth_bands(average_pct: str, expected: int, base: int, revenue_too: bool) -> None:
+    # Growth 0% then g: the 2-year average is g / 2, so the last year is base * (1 + 2 * average); with
+    # `revenue_too` the total revenue moves alike (the rule reads the main business only).
+    last = Decimal(base) * (1 + 2 * Decimal(average_pct) / 100)
+
+    def year(amount: Decimal | int) -> dict[str, str]:
+        figures = {"main_business_revenue": yuan(str(amount))}
+        return {**figures, "revenue": yuan(str(amount))} if revenue_too else figures
+
+    result = run("specialized_new", first=year(base), prior=year(base), last=year(last))
     assert result.rule("specialized_new.score.main_business_growth").points == expected

@@ -31,10 +31,10 @@ from services.auth import Role
 from services.config import Environment, Settings
 from services.console import session as sessions
 from services.console import signin, web
-from services.db import create_sessionmaker
 from services.resources import Resources, connect_temporal
 from tests.conftest import CONSOLE_SECRET, TEST_SECRET
 from tests.support.idp import IdentityProvider, s256, serve
+from tests.support.resources import borrowing
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONSOLE = PROJECT_ROOT / "services" / "console"
@@ -54,14 +54,7 @@ async def running(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Fast
 
     async def factory(s: Settings) -> Resources:
         unreachable = s.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
-        return Resources(
-            settings=s,
-            engine=engine,
-            sessionmaker=create_sessionmaker(engine),
-            temporal=await connect_temporal(unreachable),
-            http=http,
-            owns=False,
-        )
+        return borrowing(s, engine, await connect_temporal(unreachable), http)
 
     app = create_app(settings, resources_factory=factory)
     try:

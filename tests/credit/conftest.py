@@ -18,7 +18,6 @@ import pytest
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowHandle
-from temporalio.worker import Worker
 
 from devtools.banksim import create_bank_app
 from devtools.devstack import free_port
@@ -30,10 +29,12 @@ from services.credit.schemas import DrawdownCreate, ListFilters
 from services.db import create_sessionmaker
 from services.resources import Resources
 from tests.conftest import bearer, make_token
+from tests.support.resources import borrowing
 from tests.support.servers import loopback_server
 from workflows.benefits import BenefitsWorkflow
 from workflows.credit_activities import CreditActivities
 from workflows.disbursement import DisbursementWorkflow
+from workflows.worker import build_worker
 
 PROGRAMS = Path(__file__).parent / "programs"
 HISTORIES = Path(__file__).parent.parent / "workflows" / "histories"
@@ -138,23 +139,14 @@ async def open_line(
     recognition_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """A committed credit line, opened the way the benefits workflow's activity opens one."""
-    recognition_id = recognition_id or uuid.uuid4()
-    async with sessions.begin() as session:
-        await service.grant_benefit(
-            session,
-            grant=BenefitGrant(
-                recognition_id=str(recognition_id),
-                uscc=uscc,
-                tier=tier,
-                program=PROGRAM,
-                kind="credit_line",
-                amount=limit,
-            ),
-        )
+    recognition_id = await arm(
+        sessions, uscc, "credit_line", tier=tier, limit=limit, recognition_id=recognition_id
+    )
+    async with sessions() as session:
         lines = await repository.list_credit_lines(
             session, filters=ListFilters(uscc=uscc), cursor=None, limit=100
         )
-        return next(line.id for line in lines if line.recognition_id == recognition_id)
+    return next(line.id for line in lines if line.recognition_id == recognition_id)
 
 
 async def request_drawdown(
@@ -183,9 +175,12 @@ async def arm(
     *kinds: Literal["credit_line", "bridge_loan", "listing_reward"],
     program: str = PROGRAM,
     tier: str = "specialized_new",
+    limit: Decimal = Decimal("2000000.00"),
+    recognition_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    """Benefits as the benefits workflow grants them on recognition; returns the recognition's id."""
-    recognition_id = uuid.uuid4()
+    """Benefits as the benefits workflow grants them on recognition (a credit line of ``limit``); returns the
+    recognition's id."""
+    recognition_id = recognition_id or uuid.uuid4()
     async with sessions.begin() as session:
         for kind in kinds:
             await service.grant_benefit(
@@ -196,7 +191,7 @@ async def arm(
                     tier=tier,
                     program=program,
                     kind=kind,
-                    amount=Decimal("2000000.00") if kind == "credit_line" else None,
+                    amount=limit if kind == "credit_line" else None,
                 ),
             )
     return recognition_id
@@ -207,19 +202,11 @@ async def skipping(time_skipping: Any, settings: Settings, engine: AsyncEngine) 
     """A worker for the credit workflows on the time-skipping server, on the real database."""
     queue = f"credit-skip-{uuid.uuid4().hex[:8]}"
     async with httpx.AsyncClient() as http:
-        res = Resources(
-            settings=settings.model_copy(update={"temporal_task_queue": queue}),
-            engine=engine,
-            sessionmaker=create_sessionmaker(engine),
-            temporal=time_skipping.client,
-            http=http,
-            owns=False,
-        )
-        async with Worker(
-            time_skipping.client,
-            task_queue=queue,
-            workflows=[BenefitsWorkflow, DisbursementWorkflow],
-            activities=CreditActivities(res).all(),
+        res = borrowing(settings, engine, time_skipping.client, http, task_queue=queue)
+        credit = [BenefitsWorkflow, DisbursementWorkflow]
+        activities = CreditActivities(res).all()
+        async with build_worker(
+            time_skipping.client, res, task_queue=queue, workflows=credit, activities=activities
         ):
             yield res
 

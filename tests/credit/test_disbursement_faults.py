@@ -15,7 +15,6 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.worker import Worker
 
 from services.auth import CurrentUser, Role
 from services.config import Settings
@@ -24,12 +23,13 @@ from services.credit import ledger, payouts, repository
 from services.credit.bank import BankClient
 from services.credit.models import LedgerEntry
 from services.credit.schemas import ApprovalCreate
-from services.db import create_sessionmaker
 from services.resources import Resources
 from tests.credit.conftest import BankSim, new_uscc, open_line, record, request_drawdown
+from tests.support.resources import borrowing
 from workflows.benefits import BenefitsWorkflow
 from workflows.credit_activities import CreditActivities
 from workflows.disbursement import DisbursementWorkflow
+from workflows.worker import build_worker
 
 D = Decimal
 AMOUNT = D("1234.56")
@@ -43,23 +43,16 @@ async def faulty(
     """A worker on its own queue whose bank client gives up after 0.5 s."""
     queue = f"faults-{uuid.uuid4().hex[:8]}"
     async with httpx.AsyncClient() as http:
-        res = Resources(
-            settings=settings.model_copy(update={"temporal_task_queue": queue}),
-            engine=engine,
-            sessionmaker=create_sessionmaker(engine),
-            temporal=dev_server.client,
-            http=http,
-            owns=False,
-        )
+        res = borrowing(settings, engine, dev_server.client, http, task_queue=queue)
         activities = CreditActivities(
             res, bank=BankClient(http, calm_bank.url, timeout=0.5, connect_timeout=0.5)
         )
-        async with Worker(
+        async with build_worker(
             dev_server.client,
+            res,
             task_queue=queue,
             workflows=[BenefitsWorkflow, DisbursementWorkflow],
             activities=activities.all(),
-            max_concurrent_activities=50,
         ):
             yield res
 

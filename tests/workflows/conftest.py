@@ -18,9 +18,9 @@ from services.applications.models import Application
 from services.applications.service import review_input
 from services.config import Settings
 from services.contracts import ReviewState
-from services.db import create_sessionmaker
 from services.resources import Resources
 from tests.support.factories import seed_application
+from tests.support.resources import borrowing
 from workflows.worker import build_worker
 
 
@@ -99,14 +99,7 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     queue = f"ts-{uuid.uuid4().hex[:10]}"
     http = httpx.AsyncClient()
-    resources = Resources(
-        settings=settings.model_copy(update={"temporal_task_queue": queue}),
-        engine=engine,
-        sessionmaker=create_sessionmaker(engine),
-        temporal=time_skipping.client,
-        http=http,
-        owns=False,
-    )
+    resources = borrowing(settings, engine, time_skipping.client, http, task_queue=queue)
     async with build_worker(time_skipping.client, resources, task_queue=queue):
         yield Harness(env=time_skipping, resources=resources, task_queue=queue)
     await http.aclose()

@@ -26,9 +26,8 @@ from services.applications.models import Application, Recognition
 from services.applications.service import review_input
 from services.config import Settings
 from services.contracts import ReReviewFiled, ReReviewRequest, ReviewState
-from services.db import create_sessionmaker
-from services.resources import Resources
 from tests.support.factories import strong_metrics
+from tests.support.resources import borrowing
 from tests.workflows.conftest import Harness
 from tests.workflows.test_reminders import events, until_events
 from tests.workflows.test_review_paths import (
@@ -232,14 +231,7 @@ async def test_a_review_started_before_re_review_windows_completes_after_the_cha
     history replays."""
     queue = f"ts-{uuid.uuid4().hex[:10]}"
     http = httpx.AsyncClient()
-    resources = Resources(
-        settings=settings.model_copy(update={"temporal_task_queue": queue}),
-        engine=engine,
-        sessionmaker=create_sessionmaker(engine),
-        temporal=time_skipping.client,
-        http=http,
-        owns=False,
-    )
+    resources = borrowing(settings, engine, time_skipping.client, http, task_queue=queue)
     h = Harness(env=time_skipping, resources=resources, task_queue=queue)
     app = await h.seed()
     data = review_input(app, resources.programs["demo"])
