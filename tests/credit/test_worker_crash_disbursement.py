@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,30 +21,13 @@ from temporalio.client import WorkflowHandle
 from services.contracts import PayoutState
 from services.credit import repository
 from services.resources import Resources
-from tests.conftest import BIN_DIR, TEST_SECRET
 from tests.credit.conftest import PROGRAMS, BankSim
 from tests.credit.test_disbursement_faults import approved_batch, assert_paid_exactly_once
+from tests.support.workers import kill_worker, start_worker, stop_worker, worker_env
 
 pytestmark = pytest.mark.slow
 
 LATENCY_MS = 3000
-
-
-def _worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [str(BIN_DIR / "giantflow"), "worker"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(10)
 
 
 async def _until(predicate: Any, timeout: float, what: str) -> None:
@@ -72,27 +53,20 @@ async def test_a_drawdown_is_paid_exactly_once_when_the_worker_dies_mid_payment(
 ) -> None:
     queue = f"pay-crash-{uuid.uuid4().hex[:8]}"
     resources.settings = resources.settings.model_copy(update={"temporal_task_queue": queue})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIANTFLOW_")}
-    env.update(
-        {
-            "GIANTFLOW_ENVIRONMENT": "test",
-            "GIANTFLOW_JWT_SECRET": TEST_SECRET,
-            "GIANTFLOW_DATABASE_URL": resources.settings.effective_database_url,
-            "GIANTFLOW_TEMPORAL_ADDRESS": dev_server.client.service_client.config.target_host,
-            "GIANTFLOW_TEMPORAL_TASK_QUEUE": queue,
-            "GIANTFLOW_PROGRAMS_DIR": str(PROGRAMS),
-            "GIANTFLOW_BANK_URL": calm_bank.url,
-            "GIANTFLOW_DATA_DIR": str(tmp_path),
-            "GIANTFLOW_LOG_LEVEL": "WARNING",
-            "GIANTFLOW_WORKER_RELAY": "false",  # the relay has tests of its own; this one would race theirs
-        }
+    env = worker_env(
+        database_url=resources.settings.effective_database_url,
+        temporal_address=dev_server.client.service_client.config.target_host,
+        task_queue=queue,
+        data_dir=tmp_path,
+        GIANTFLOW_PROGRAMS_DIR=str(PROGRAMS),
+        GIANTFLOW_BANK_URL=calm_bank.url,
     )
     log = tmp_path / "worker.log"
     before = await calm_bank.stats()
     await calm_bank.faults(latency_ms=LATENCY_MS)
     handle: WorkflowHandle[Any, PayoutState] | None = None
     try:
-        first = _worker(env, log)
+        first = start_worker(env, log)
         try:
             batch = await approved_batch(resources, 1)
             (drawdown_id,) = batch.drawdown_ids
@@ -105,7 +79,7 @@ async def test_a_drawdown_is_paid_exactly_once_when_the_worker_dies_mid_payment(
 
             await _until(at_the_bank, 20, "the payment request reached the bank")
         finally:
-            _kill(first)
+            kill_worker(first)
         assert first.returncode == -signal.SIGKILL
 
         # The kill landed mid-payment: the bank holds the request, nothing is paid, the attempt is in flight.
@@ -125,17 +99,12 @@ async def test_a_drawdown_is_paid_exactly_once_when_the_worker_dies_mid_payment(
             assert drawdown.status == "approved"
         await calm_bank.faults(latency_ms=0)
 
-        second = _worker(env, log)
+        second = start_worker(env, log)
         try:
             async with asyncio.timeout(60):
                 state = await handle.result()
         finally:
-            if second.poll() is None:
-                second.send_signal(signal.SIGTERM)
-            try:
-                second.wait(30)
-            except subprocess.TimeoutExpired:
-                _kill(second)
+            stop_worker(second)
         assert second.returncode == 0
     finally:
         await calm_bank.calm()

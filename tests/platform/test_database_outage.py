@@ -32,6 +32,16 @@ async def own_postgres(tmp_path: Path) -> AsyncIterator[EmbeddedPostgres]:
     await asyncio.to_thread(server.stop)
 
 
+# A write refused while the database is down, and taken once it is back.
+ENTERPRISE = {
+    "uscc": "91350100M000100Y43",
+    "name": "x",
+    "region_code": "350100",
+    "industry": "x",
+    "founded_on": "2001-01-01",
+}
+
+
 async def test_api_survives_a_database_restart(
     own_postgres: EmbeddedPostgres, settings: Settings, dev_server: Any
 ) -> None:
@@ -66,13 +76,7 @@ async def test_api_survives_a_database_restart(
             write = await api.post(
                 "/api/v1/enterprises",
                 headers=admin,
-                json={
-                    "uscc": "91350100M000100Y43",
-                    "name": "x",
-                    "region_code": "350100",
-                    "industry": "x",
-                    "founded_on": "2001-01-01",
-                },
+                json=ENTERPRISE,
             )
             assert write.status_code == 503
 
@@ -86,12 +90,6 @@ async def test_api_survives_a_database_restart(
             again = await api.post(
                 "/api/v1/enterprises",
                 headers=admin,
-                json={
-                    "uscc": "91350100M000100Y43",
-                    "name": "x",
-                    "region_code": "350100",
-                    "industry": "x",
-                    "founded_on": "2001-01-01",
-                },
+                json=ENTERPRISE,
             )
             assert again.status_code == 201  # the refused write changed nothing

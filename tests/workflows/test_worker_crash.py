@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,21 +14,10 @@ from services.applications.models import Transition
 from services.applications.service import review_input
 from services.contracts import Actor, DecisionRequest, ReviewState
 from services.resources import Resources
-from tests.conftest import BIN_DIR, TEST_SECRET
 from tests.support.factories import seed_application
+from tests.support.workers import kill_worker, start_worker, stop_worker, worker_env
 
 pytestmark = pytest.mark.slow
-
-
-def _worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [str(BIN_DIR / "giantflow"), "worker"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
 
 
 async def _state(handle: Any, predicate: Any, timeout: float = 20) -> ReviewState:
@@ -47,22 +33,15 @@ async def _state(handle: Any, predicate: Any, timeout: float = 20) -> ReviewStat
 async def test_review_survives_a_killed_worker(resources: Resources, dev_server: Any, tmp_path: Path) -> None:
 
     queue = f"crash-{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIANTFLOW_")}
-    env.update(
-        {
-            "GIANTFLOW_ENVIRONMENT": "test",
-            "GIANTFLOW_JWT_SECRET": TEST_SECRET,
-            "GIANTFLOW_DATABASE_URL": resources.settings.effective_database_url,
-            "GIANTFLOW_TEMPORAL_ADDRESS": dev_server.client.service_client.config.target_host,
-            "GIANTFLOW_TEMPORAL_TASK_QUEUE": queue,
-            "GIANTFLOW_DATA_DIR": str(tmp_path),
-            "GIANTFLOW_LOG_LEVEL": "WARNING",
-            "GIANTFLOW_WORKER_RELAY": "false",  # the relay has tests of its own; this one would race theirs
-        }
+    env = worker_env(
+        database_url=resources.settings.effective_database_url,
+        temporal_address=dev_server.client.service_client.config.target_host,
+        task_queue=queue,
+        data_dir=tmp_path,
     )
     async with resources.sessionmaker.begin() as session:
         application = await seed_application(session)
-    first = _worker(env, tmp_path / "worker.log")
+    first = start_worker(env, tmp_path / "worker.log")
     try:
         handle = await dev_server.client.start_workflow(
             "ReviewWorkflow",
@@ -72,8 +51,7 @@ async def test_review_survives_a_killed_worker(resources: Resources, dev_server:
         )
         await _state(handle, lambda s: s.status == "in_review")
     finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+        kill_worker(first)
     # The decision is sent while no worker runs; it completes once a new worker picks the workflow up.
     decision = asyncio.create_task(
         handle.execute_update(
@@ -88,13 +66,12 @@ async def test_review_survives_a_killed_worker(resources: Resources, dev_server:
     )
     await asyncio.sleep(1)
     assert not decision.done()
-    second = _worker(env, tmp_path / "worker.log")
+    second = start_worker(env, tmp_path / "worker.log")
     try:
         state = await asyncio.wait_for(decision, 30)
         assert (state.status, state.stage) == ("in_review", "provincial")
     finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(30)
+        stop_worker(second)
     assert second.returncode == 0
     async with resources.sessionmaker() as session:
         actions = list(
