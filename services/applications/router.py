@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.responses import Response
@@ -64,7 +64,7 @@ from services.idempotency import IdempotencyKey
 from services.pagination import Page, Rfc3339Query
 from services.ratelimit import WriterDep
 from services.vocabulary import Tier
-from services.writes import WriteDep
+from services.writes import Write, WriteDep
 
 CREATE_ERRORS = problem_responses(401, 403, 409, 413, 422, 429, 503)
 """A creation that stores a file or starts a workflow (503: the store or Temporal unreachable)."""
@@ -455,33 +455,22 @@ CLAIM_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 429)
 
 
 @reviews_api.post("/review-tasks/{task_id}/claim", response_model=ReviewTaskRead, responses=CLAIM_ERRORS)
-async def claim_task(task_id: uuid.UUID, write: WriteDep, resources: ResourcesDep) -> Any:
+async def claim_task(task_id: uuid.UUID, write: WriteDep) -> Any:
     """Hold the task for the program's `claim_ttl`: one holder at a time (409 if another reviewer holds it;
     claiming one's own again renews it)."""
-    return await write.once(
-        endpoint=f"POST /review-tasks/{task_id}/claim",
-        payload={},
-        authorize=lambda: service.authorize_claim(write.user),
-        act=lambda: service.claim_task(
-            write.session,
-            user=write.user,
-            task_id=task_id,
-            programs=resources.programs,
-            now=datetime.now(UTC),
-        ),
-    )
+    return await _hold(write, task_id, "claim")
 
 
 @reviews_api.post("/review-tasks/{task_id}/release", response_model=ReviewTaskRead, responses=CLAIM_ERRORS)
 async def release_task(task_id: uuid.UUID, write: WriteDep) -> Any:
     """Give the task back: only its holder may (an admin may release any claim); 409 otherwise."""
-    return await write.once(
-        endpoint=f"POST /review-tasks/{task_id}/release",
-        payload={},
-        authorize=lambda: service.authorize_release(write.user),
-        act=lambda: service.release_task(
-            write.session, user=write.user, task_id=task_id, now=datetime.now(UTC)
-        ),
+    return await _hold(write, task_id, "release")
+
+
+async def _hold(write: Write, task_id: uuid.UUID, verb: Literal["claim", "release"]) -> Any:
+    programs, now = write.resources.programs, datetime.now(UTC)
+    return await service.hold(
+        write.session, write.user, write.key, task_id=task_id, verb=verb, programs=programs, now=now
     )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import anyio
 from sqlalchemy.exc import IntegrityError
@@ -61,6 +61,7 @@ from services.applications.screening import ScreeningResult, screen
 from services.auth import CurrentUser, Role, role_check
 from services.contracts import Actor, PanelPolicy, ReviewDurations, ReviewInput
 from services.errors import Conflict, FieldError, Forbidden, GiantflowError, NotFound, Unprocessable
+from services.idempotency import once
 from services.pagination import Page, decode_cursor, split_page
 from services.pools.service import memberships_of
 from services.programs import (
@@ -1218,6 +1219,34 @@ async def release_task(
     over = None if user.role is Role.admin else user.sub
     released = await repo.set_claim(session, task.id, holder=None, until=None, now=now, over=over)
     return await _claim_set(session, task, released, now)
+
+
+async def hold(
+    session: AsyncSession,
+    user: CurrentUser,
+    key: str | None,
+    *,
+    task_id: uuid.UUID,
+    verb: Literal["claim", "release"],
+    programs: dict[str, Program],
+    now: datetime,
+) -> Any:
+    """Claim or release a task once per caller and Idempotency-Key (``services.idempotency.once``), the role
+    check first: under the API's name, ``POST /review-tasks/{id}/{verb}``, whichever door - the API or the
+    console's form - the request came through, so that a key used at one is replayed at the other."""
+    return await once(
+        session,
+        user,
+        key,
+        endpoint=f"POST /review-tasks/{task_id}/{verb}",
+        payload={},
+        authorize=lambda: (authorize_claim if verb == "claim" else authorize_release)(user),
+        act=lambda: (
+            claim_task(session, user=user, task_id=task_id, programs=programs, now=now)
+            if verb == "claim"
+            else release_task(session, user=user, task_id=task_id, now=now)
+        ),
+    )
 
 
 async def _claim_set(

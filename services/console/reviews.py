@@ -4,7 +4,7 @@ public notice with their objections.
 
 Every page and form calls the service function the API route of the same data calls, with the signed-in
 caller (``session.user``), so who may see and do what is exactly the API's: the queue is
-``service.review_queue`` (``GET /review-tasks``), claims go through ``services.idempotency.once`` as
+``service.review_queue`` (``GET /review-tasks``), claims and releases are ``service.hold``, as
 ``POST /review-tasks/{id}/claim`` and ``/release`` do, decisions and resolutions through ``reviews.Actions``
 as ``POST /applications/{id}/decisions`` and ``POST /objections/{id}/resolution`` do, with the same write
 rate limit. Each form carries an idempotency key made when the page was rendered, so a form sent twice acts
@@ -51,7 +51,6 @@ from services.console.web import (
 from services.deps import ResourcesDep, SessionDep, TemporalDep
 from services.errors import Conflict, FieldError, NotFound, Unprocessable, validation_errors
 from services.files import RangeNotSatisfiable
-from services.idempotency import once
 from services.resources import Resources
 from services.vocabulary import LEVELS, TIERS
 
@@ -251,20 +250,9 @@ async def hold(
     user, db = form.user, form.db
     back = safe_next(fields.next_, QUEUE)
     now = datetime.now(UTC)
-    authorize = service.authorize_claim if verb == "claim" else service.authorize_release
     try:
-        await once(
-            db,
-            user,
-            fields.key,
-            endpoint=f"POST /review-tasks/{task_id}/{verb}",
-            payload={},
-            authorize=lambda: authorize(user),
-            act=lambda: (
-                service.claim_task(db, user=user, task_id=task_id, programs=resources.programs, now=now)
-                if verb == "claim"
-                else service.release_task(db, user=user, task_id=task_id, now=now)
-            ),
+        await service.hold(
+            db, user, fields.key, task_id=task_id, verb=verb, programs=resources.programs, now=now
         )
     except Conflict as exc:
         return await _claim_refused(request, db, user, task_id, exc, back)
