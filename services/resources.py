@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
 from services.config import Settings
-from services.db import create_engine, create_sessionmaker
+from services.db import RawPool, create_engine, create_sessionmaker
 from services.storage import Storage, build_storage
 
 if TYPE_CHECKING:
@@ -83,6 +82,7 @@ class Resources:
     _queue_pages: QueuePages | None = field(default=None, repr=False)
     _payout_pages: SharedPages | None = field(default=None, repr=False)
     _storage: Storage | None = field(default=None, repr=False)
+    _probe: RawPool | None = field(default=None, repr=False)
 
     @property
     def programs(self) -> dict[str, Program]:
@@ -169,15 +169,22 @@ class Resources:
         storage, self._storage = self._storage, None
         if storage is not None:
             await storage.close()
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            await probe.close()
         if self.owns:
             await self.http.aclose()
             await self.engine.dispose()
 
     async def database_ready(self) -> str | None:
+        """None when the database answers ``SELECT 1`` on the probe's own connection, else why not. Not on a
+        connection of the engine's pool: a pool whose every connection is checked out by requests is load, not
+        an unreachable database, and must not take the instance out of its load balancer."""
+        if self._probe is None:
+            self._probe = RawPool(self.settings.effective_database_url, size=1)
         try:
             async with asyncio.timeout(3):
-                async with self.engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
+                await self._probe.fetchval("SELECT 1")
         except Exception as exc:
             return f"database: {type(exc).__name__}"
         return None

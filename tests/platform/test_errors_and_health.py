@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.config import Settings
 from services.errors import install_problem_handlers
@@ -50,6 +55,37 @@ async def test_readyz_is_200_with_database_and_temporal(api: httpx.AsyncClient) 
     resp = await api.get("/readyz")
     assert resp.status_code == 200, resp.text
     assert resp.json()["checks"] == {"database": "ok", "temporal": "ok"}
+
+
+async def test_readyz_is_200_while_requests_hold_every_connection_of_the_pool(
+    settings: Settings, dev_server: Any
+) -> None:
+    """A pool busy with requests is load, not an unreachable database: /readyz answers on a connection of its
+    own, so a load balancer does not take a busy instance out (and the others with it, one by one)."""
+    from services.app import create_app
+    from services.resources import Resources
+    from tests.conftest import served
+    from tests.support.resources import borrowing
+
+    engine = create_async_engine(settings.effective_database_url, pool_size=1, max_overflow=0)
+    async with httpx.AsyncClient() as http:
+        resources = borrowing(settings, engine, dev_server.client, http)
+
+        async def factory(_: Settings) -> Resources:
+            return resources
+
+        try:
+            async with served(create_app(settings, resources_factory=factory)) as api:
+                async with engine.connect() as held:  # the pool's only connection, in use
+                    await held.execute(text("SELECT 1"))
+                    with pytest.raises(TimeoutError):  # a request's session would wait for it
+                        async with asyncio.timeout(0.5), engine.connect():
+                            pass
+                    ready = await api.get("/readyz")
+                    assert ready.status_code == 200, ready.text
+                    assert ready.json()["checks"] == {"database": "ok", "temporal": "ok"}
+        finally:
+            await engine.dispose()
 
 
 async def test_openapi_is_served(api_rollback: httpx.AsyncClient) -> None:
