@@ -194,6 +194,7 @@ def render(
     *,
     status: int = 200,
     session: ConsoleSession | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
     """A page: the template with what every page shows (navigation for the role, language switch, the
     CSRF token forms carry) around ``context``."""
@@ -220,15 +221,18 @@ def render(
             }
         )
     )
-    return HTMLResponse(page, status_code=status, headers=CONSOLE_HEADERS)
+    return HTMLResponse(page, status_code=status, headers={**CONSOLE_HEADERS, **(headers or {})})
 
 
 def error_page(
-    request: Request, status: int, message: str, errors: Sequence[FieldError] = ()
+    request: Request,
+    status: int,
+    message: str,
+    errors: Sequence[FieldError] = (),
+    headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
-    return render(
-        request, "error.html", {"status": status, "message": message, "errors": errors}, status=status
-    )
+    context = {"status": status, "message": message, "errors": errors}
+    return render(request, "error.html", context, status=status, headers=headers)
 
 
 def field_errors(errors: Sequence[FieldError]) -> dict[str, str]:
@@ -349,7 +353,9 @@ class ConsoleRoute(APIRoute):
                     request, 422, gettext("The request is not valid."), validation_errors(exc.errors())
                 )
             except GiantflowError as exc:
-                return error_page(request, exc.status, describe(request, exc), exc.errors or ())
+                # A 429 or 503 says when to come back, as the API's problem does (Retry-After).
+                retry = {k: v for k, v in (exc.headers or {}).items() if k == "Retry-After"}
+                return error_page(request, exc.status, describe(request, exc), exc.errors or (), retry)
 
         return guarded
 
@@ -362,4 +368,7 @@ def describe(request: Request, exc: GiantflowError) -> str:
         return gettext("Not found: there is nothing here that you may see.")
     if exc.status == 403:
         return gettext("Your role may not do this.") + " " + exc.detail
+    if exc.status == 429:
+        message = gettext("Too many changes at once: nothing was changed. Try again in %(seconds)s s.")
+        return message % {"seconds": (exc.headers or {}).get("Retry-After", "60")}
     return exc.detail

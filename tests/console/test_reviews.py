@@ -339,3 +339,24 @@ async def test_a_return_sets_when_the_supplement_is_due(
     body = (await api.get(f"/api/v1/applications/{app_id}", headers=applicant.headers)).json()
     assert body["status"] == "returned"
     assert datetime.fromisoformat(body["supplement_due_at"]) == soon.replace(tzinfo=shanghai)
+
+
+async def test_a_form_over_the_write_limit_is_a_429_page_that_says_when_to_come_back(
+    api_rollback: httpx.AsyncClient, staff_rollback: StaffFactory
+) -> None:
+    """The console's forms count against the API's write limit; over it, the page says so in the reader's
+    language and carries Retry-After, as the API's problem does."""
+    api_rollback._transport.app.state.write_limiter.limit = 1  # type: ignore[attr-defined]
+    claim = f"/console/review-tasks/{uuid.uuid4()}/claim"
+    async with staff_rollback("reviewer", f"rev-limit-{uuid.uuid4().hex[:8]}", **CITY) as reviewer:
+        first = await reviewer.post(claim, {"next": "/console/reviews"}, headers={"Accept-Language": "en"})
+        assert first.status_code == 404, first.text  # counted, though there is no such task
+        over = await reviewer.post(claim, {"next": "/console/reviews"}, headers={"Accept-Language": "en"})
+        zh = await reviewer.post(claim, {"next": "/console/reviews"}, headers={"Accept-Language": "zh-CN"})
+    assert over.status_code == 429, over.text
+    retry = int(over.headers["Retry-After"])
+    assert 1 <= retry <= 60
+    said = f"Too many changes at once: nothing was changed. Try again in {retry} s."
+    assert said in html.unescape(over.text)
+    assert zh.status_code == 429
+    assert f"请在 {zh.headers['Retry-After']} 秒后重试" in zh.text
