@@ -318,6 +318,19 @@ class RecognizeInput(_Model):
     renews: uuid.UUID | None = None  # a re-review's approval: the recognition it extends
 
 
+class FraudBarCheck(_Model):
+    """Before recognition: is the enterprise barred after a revocation for fraud (of any of its titles, found
+    while this application was under review)?"""
+
+    application_id: uuid.UUID
+    event_key: str
+    at: datetime
+
+
+class FraudBar(_Model):
+    reason: str | None = None  # None: not barred; else why, and until when
+
+
 class RecognitionOutcome(_Model):
     recognition_id: uuid.UUID
     certificate_no: str

@@ -38,6 +38,7 @@ EventType = Literal[
     "application.on_notice",
     "application.supplemented",
     "application.withdrawn",
+    "application.rejected",
     "objection.filed",
     "application.recognized",
     "recognition.expiring",
@@ -157,6 +158,13 @@ class ApplicationSupplemented(ApplicationEvent):
 
 class ApplicationWithdrawn(ApplicationEvent):
     """Withdrawn by the enterprise, or when its supplement deadline passed without a supplement."""
+
+    reason: str
+
+
+class ApplicationRejected(ApplicationEvent):
+    """Rejected after its reviews: an objection upheld during its public notice, or, when the notice ended,
+    the enterprise barred after a revocation for fraud (a stage's rejection is ``application.decided``)."""
 
     reason: str
 
@@ -313,6 +321,7 @@ EVENT_MODELS: dict[str, type[Event]] = {
     "application.on_notice": ApplicationOnNotice,
     "application.supplemented": ApplicationSupplemented,
     "application.withdrawn": ApplicationWithdrawn,
+    "application.rejected": ApplicationRejected,
     "objection.filed": ObjectionFiled,
     "application.recognized": ApplicationRecognized,
     "recognition.expiring": RecognitionEvent,

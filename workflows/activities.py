@@ -23,6 +23,7 @@ class ReviewActivities(Activities):
             self.apply_transition,
             self.escalate_task,
             self.record_objection,
+            self.fraud_bar,
             self.recognize,
             self.change_recognition,
             self.open_re_review,
@@ -56,6 +57,10 @@ class ReviewActivities(Activities):
     @activity.defn(name="record_objection")
     async def record_objection(self, data: contracts.ObjectionUpdate) -> None:
         await self._in_transaction(records.record_objection, data=data)
+
+    @activity.defn(name="fraud_bar")
+    async def fraud_bar(self, data: contracts.FraudBarCheck) -> contracts.FraudBar:
+        return await self._in_transaction(records.fraud_bar, data=data, programs=self.resources.programs)
 
     @activity.defn(name="recognize")
     async def recognize(self, data: contracts.RecognizeInput) -> contracts.RecognitionOutcome:

@@ -48,6 +48,8 @@ with workflow.unsafe.imports_passed_through():
         DecisionRequest,
         EscalationInput,
         ExpiryReminder,
+        FraudBar,
+        FraudBarCheck,
         ObjectionRequest,
         ObjectionResolution,
         ObjectionUpdate,
@@ -106,6 +108,9 @@ EXPERT_PANELS = "expert-panels"
 # its revoke Update reads what else the activity revoked and tells their workflows. Asked only when revoking
 # for fraud: a history revoked for fraud before it replays without the signals.
 FRAUD_REVOKES_EVERY_TITLE = "fraud-revokes-every-title"
+# Patch: at the notice's end an enterprise barred after a revocation for fraud (found while this application
+# was in review) is rejected instead of recognised; histories before it replay without the check.
+FRAUD_BAR_AT_RECOGNITION = "fraud-bar-at-recognition"
 PANEL = Actor(sub="expert-panel", role="system")
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 RETRY = until_done(timedelta(seconds=1), timedelta(seconds=30), but=())
@@ -408,6 +413,8 @@ class ReviewWorkflow:
         )
         async with self._lock:
             if self._status == "public_notice" and "open" not in self._objections.values():
+                if workflow.patched(FRAUD_BAR_AT_RECOGNITION) and await self._rejected_if_barred():
+                    return
                 renews = {"renews": self.data.re_review_of} if self.data.re_review_of else {}
                 self._recognition = await self._write(
                     "recognize", RecognizeInput, result_type=RecognitionOutcome, **renews
@@ -415,6 +422,15 @@ class ReviewWorkflow:
                 self._status = "recognized"
                 self._publish_stage()
                 self._generation += 1
+
+    async def _rejected_if_barred(self) -> bool:
+        """At the notice's end: an enterprise barred after a revocation for fraud, found while this
+        application was in review, is rejected rather than recognised (the bar that refuses a filing)."""
+        bar: FraudBar = await self._write("fraud_bar", FraudBarCheck, result_type=FraudBar)
+        if bar.reason is None:
+            return False
+        await self._transition(SYSTEM, action="barred_for_fraud", to="rejected", reason=bar.reason)
+        return True
 
     async def _recognized_lifecycle(self) -> None:
         recognition = self._recognition

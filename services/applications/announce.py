@@ -20,6 +20,7 @@ from services.events import (
     ApplicationDecided,
     ApplicationOnNotice,
     ApplicationRecognized,
+    ApplicationRejected,
     ApplicationReturned,
     ApplicationScreened,
     ApplicationSubmitted,
@@ -120,6 +121,12 @@ async def transition(session: AsyncSession, application: Application, data: Tran
         await emit(
             session,
             ApplicationWithdrawn(**about, reason=data.reason or data.action),
+            _enterprise(application),
+        )
+    elif data.to_status == "rejected" and data.close_task_as != "reject":  # a stage's: decided, above
+        await emit(
+            session,
+            ApplicationRejected(**about, reason=data.reason or data.action),
             _enterprise(application),
         )
     elif data.action == "supplemented":

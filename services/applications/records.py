@@ -19,7 +19,9 @@ from services.applications.metrics import DeclaredMetrics, changed_figures
 from services.applications.models import Application, Objection, Recognition, ReviewTask, Transition
 from services.applications.screening import ScreeningResult
 from services.applications.service import (
+    FraudBarred,
     check_figures,
+    check_not_barred,
     evidence_documents,
     filed,
     opening,
@@ -30,6 +32,8 @@ from services.contracts import (
     Actor,
     EscalationInput,
     ExpiryReminder,
+    FraudBar,
+    FraudBarCheck,
     ObjectionUpdate,
     RecognitionChange,
     RecognitionChanged,
@@ -351,6 +355,23 @@ async def record_objection(session: AsyncSession, *, data: ObjectionUpdate) -> N
         objection.resolved_at = data.at
         action = f"objection_{data.resolution}"
     await _note(session, data, actor=data.actor, action=action, status="public_notice", reason=data.reason)
+
+
+async def fraud_bar(
+    session: AsyncSession, *, data: FraudBarCheck, programs: Mapping[str, Program]
+) -> FraudBar:
+    """Whether the application's enterprise is barred at ``data.at`` after a revocation for fraud: the bar
+    that refuses a filing (``service.check_not_barred``) also refuses the recognition of an application filed
+    before the fraud was found - fraud bars the enterprise, whatever it had in review."""
+    application = await repo.get_application(session, data.application_id)
+    if application is None:
+        raise LookupError(f"application {data.application_id} does not exist")
+    program = program_at(programs, application.program, application.program_version)
+    try:
+        await check_not_barred(session, uscc=application.uscc, program=program, now=data.at)
+    except FraudBarred as barred:
+        return FraudBar(reason=barred.detail)
+    return FraudBar()
 
 
 async def recognize(

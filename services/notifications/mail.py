@@ -155,6 +155,10 @@ TEXTS: dict[str, tuple[str, str]] = {
         N_("Application withdrawn"),
         N_("The application of %(enterprise)s for %(tier)s in %(program)s was withdrawn. Reason: %(reason)s"),
     ),
+    "application.rejected": (
+        N_("Application rejected"),
+        N_("The application of %(enterprise)s for %(tier)s in %(program)s was rejected. Reason: %(reason)s"),
+    ),
     "objection.filed": (
         N_("Objection filed"),
         N_(

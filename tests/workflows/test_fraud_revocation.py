@@ -15,7 +15,7 @@ from temporalio.client import WorkflowHandle
 
 from services.applications import imported as imported_titles
 from services.applications import revocation
-from services.applications.models import Recognition, Transition
+from services.applications.models import Application, Recognition, Transition
 from services.applications.schemas import RevocationCreate
 from services.auth import CurrentUser, Role
 from services.contracts import Actor, BenefitsInput, ReviewState, RevokeRequest
@@ -254,12 +254,100 @@ async def test_a_title_held_by_its_undecided_re_review_is_revoked_and_never_exte
 
     assert [t.recognition_id for t in answer.also_revoked] == [held.id]
     assert await harness.env.client.get_workflow_handle(f"benefits-{held.id}").result() == "revoked"
-    # The re-review goes on to its decision, which extends nothing: the title stays revoked.
+    # The re-review goes on through its stages; when its notice ends the enterprise is barred for the fraud,
+    # so it is rejected and extends nothing: the title stays revoked.
     await approve_to_notice(harness, child, ["municipal", "provincial"])
     await harness.env.sleep(timedelta(seconds=25))
-    assert (await child.result()).status == "recognized"
+    assert (await child.result()).status == "rejected"
     await handle.result()
     after = await re_review.recognition_of(harness, app.id)
     assert (after.status, after.revoked_for, after.valid_until) == ("revoked", "fraud", held.valid_until)
-    [approved] = [t for t in await transitions(harness, filed.application_id) if t.to_status == "recognized"]
-    assert approved.reason == f"re-review approved, but certificate {held.certificate_no} is revoked"
+    history = await transitions(harness, filed.application_id)
+    assert "recognized" not in {t.to_status for t in history}
+    assert history[-1].action == "barred_for_fraud"
+    assert f"of {app.uscc} was revoked for fraud" in (history[-1].reason or "")  # either title, same moment
+
+
+async def test_an_application_on_notice_when_fraud_is_found_is_rejected(harness: Harness) -> None:
+    """Fraud bars the enterprise (../shared/DOMAIN.md): an application it filed before the fraud was found -
+    here, on public notice when another of its titles is revoked for fraud - is rejected when the notice
+    ends, with the bar's reason, told to the enterprise; no certificate, no benefits."""
+    uscc = random_uscc("500103")
+    application = await harness.seed(uscc=uscc)
+    handle = await harness.start(application)
+    await approve_to_notice(harness, handle, ["municipal", "provincial"])
+    now = datetime.now(UTC)
+    async with harness.sessionmaker.begin() as session:
+        other = Recognition(
+            uscc=uscc,
+            program="demo",
+            tier="innovative",
+            certificate_no=f"MIIT-{uuid.uuid4().hex[:10]}",
+            valid_from=now - timedelta(days=300),
+            valid_until=now + timedelta(days=800),
+            status="revoked",
+            revoked_reason="forged R&D statements",
+            revoked_by=ADMIN.sub,
+            revoked_at=now,
+            revoked_for="fraud",
+            source="import",
+            list_reference="工信部2026年第一批",
+            imported_by="admin-1",
+        )
+        session.add(other)
+    await harness.env.sleep(25)  # past the notice period (20 s)
+    state = await handle.result()
+    assert (state.status, state.recognition_id, state.certificate_no) == ("rejected", None, None)
+    barred = (await transitions(harness, application.id))[-1]
+    assert (barred.action, barred.from_status, barred.to_status, barred.actor) == (
+        "barred_for_fraud",
+        "public_notice",
+        "rejected",
+        "system",
+    )
+    assert f"Recognition {other.certificate_no} of {uscc} was revoked for fraud" in (barred.reason or "")
+    async with harness.sessionmaker() as session:
+        assert (await session.get(Application, application.id)).status == "rejected"  # type: ignore[union-attr]
+        granted = select(Recognition).where(Recognition.application_id == application.id)
+        assert list(await session.scalars(granted)) == []
+        told = list(
+            await session.scalars(
+                select(OutboxEvent).where(
+                    OutboxEvent.type == "application.rejected", OutboxEvent.aggregate_id == application.id
+                )
+            )
+        )
+    assert [e.data["reason"] for e in told] == [barred.reason]
+    await record(handle, "barred-for-fraud-at-recognition")
+
+
+async def test_an_enterprise_barred_long_ago_is_recognised_once_the_bar_has_run_out(harness: Harness) -> None:
+    """The bar lasts the program's ``fraud_bar`` (3 years) from the revocation, then no longer refuses."""
+    uscc = random_uscc("500103")
+    long_ago = datetime.now(UTC) - timedelta(days=3 * 366 + 1)
+    application = await harness.seed(uscc=uscc)
+    async with harness.sessionmaker.begin() as session:
+        session.add(
+            Recognition(
+                uscc=uscc,
+                program="demo",
+                tier="innovative",
+                certificate_no=f"MIIT-{uuid.uuid4().hex[:10]}",
+                valid_from=long_ago - timedelta(days=30),
+                valid_until=long_ago + timedelta(days=300),
+                status="revoked",
+                revoked_reason="forged R&D statements",
+                revoked_by=ADMIN.sub,
+                revoked_at=long_ago,
+                revoked_for="fraud",
+                source="import",
+                list_reference="工信部2022年第一批",
+                imported_by="admin-1",
+            )
+        )
+    handle = await harness.start(application)
+    await approve_to_notice(harness, handle, ["municipal", "provincial"])
+    await harness.env.sleep(25)
+    state = await harness.wait_state(handle, lambda s: s.status == "recognized" and s.certificate_no)
+    assert state.recognition_id is not None
+    await handle.terminate("test done")

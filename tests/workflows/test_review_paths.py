@@ -25,6 +25,7 @@ from services.contracts import (
     SupplementRequest,
     WithdrawRequest,
 )
+from services.events import OutboxEvent
 from tests.support.factories import weak_metrics
 from tests.workflows.conftest import Harness
 
@@ -283,6 +284,13 @@ async def test_objection_during_notice(harness: Harness, upheld: bool) -> None:
     if upheld:
         assert state.status == "rejected"
         assert (await handle.result()).status == "rejected"
+        async with harness.sessionmaker() as session:  # the enterprise is told, with the reviewer's reason
+            told = await session.scalars(
+                select(OutboxEvent).where(
+                    OutboxEvent.type == "application.rejected", OutboxEvent.aggregate_id == app.id
+                )
+            )
+            assert [e.data["reason"] for e in told] == ["checked against the customs data"]
     else:
         state = await harness.wait_state(handle, lambda s: s.status == "recognized")
         assert state.certificate_no
