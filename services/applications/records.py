@@ -435,7 +435,8 @@ async def _recognized(
     application.stage = None
     application.updated_at = data.at
     await session.flush()
-    await announce.recognized(session, application, recognition)
+    if recognition.status == "active":  # a re-review's of a title revoked or lapsed meanwhile grants nothing
+        await announce.recognized(session, application, recognition)
 
 
 def _outcome(recognition: Recognition) -> RecognitionOutcome:

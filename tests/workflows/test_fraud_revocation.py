@@ -351,3 +351,32 @@ async def test_an_enterprise_barred_long_ago_is_recognised_once_the_bar_has_run_
     state = await harness.wait_state(handle, lambda s: s.status == "recognized" and s.certificate_no)
     assert state.recognition_id is not None
     await handle.terminate("test done")
+
+
+async def test_a_re_review_of_a_title_revoked_on_another_ground_is_approved_but_grants_nothing(
+    harness: Harness,
+) -> None:
+    """Revoked on another ground while its re-review is under way: the re-review is approved (no bar), its
+    history says the title is revoked, the title stays as it was, and the enterprise is not told it is
+    recognised."""
+    app, handle, held = await re_review.recognized(harness)
+    await re_review.sleep_until(harness, held.valid_until - re_review.WINDOW + timedelta(seconds=5))
+    await re_review.window_opened(harness, held)
+    filed = await re_review.file(harness, handle, app)
+    child = harness.env.client.get_workflow_handle(f"review-{filed.application_id}", result_type=ReviewState)
+    await in_review(harness, child, "municipal")
+    moved = RevokeRequest(actor=ADMIN, reason="moved abroad", revoked_for="other")
+    await handle.execute_update("revoke", moved, result_type=ReviewState)
+
+    await approve_to_notice(harness, child, ["municipal", "provincial"])
+    await harness.env.sleep(timedelta(seconds=25))
+    assert (await child.result()).status == "recognized"
+    after = await re_review.recognition_of(harness, app.id)
+    assert (after.status, after.revoked_for, after.valid_until) == ("revoked", "other", held.valid_until)
+    [approved] = [t for t in await transitions(harness, filed.application_id) if t.to_status == "recognized"]
+    assert approved.reason == f"re-review approved, but certificate {held.certificate_no} is revoked"
+    async with harness.sessionmaker() as session:
+        told = await session.scalars(
+            select(OutboxEvent.type).where(OutboxEvent.aggregate_id == filed.application_id)
+        )
+        assert "application.recognized" not in list(told)
