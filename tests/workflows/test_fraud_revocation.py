@@ -43,21 +43,8 @@ async def recognized(
 
 async def imported(h: Harness, uscc: str) -> Recognition:
     """A little giant imported from the ministry's list, with its benefits workflow running."""
-    now = datetime.now(UTC)
     async with h.sessionmaker.begin() as session:
-        row = Recognition(
-            uscc=uscc,
-            program="demo",
-            tier="little_giant",
-            certificate_no=f"MIIT-{uuid.uuid4().hex[:10]}",
-            valid_from=now - timedelta(days=3),
-            valid_until=now + timedelta(days=3 * 365),
-            status="active",
-            source="import",
-            list_reference="工信部2026年第一批",
-            batch="2026-1",
-            imported_by="admin-1",
-        )
+        row = imported_title(uscc, since=datetime.now(UTC) - timedelta(days=3))
         session.add(row)
     await h.env.client.start_workflow(
         "BenefitsWorkflow",
@@ -238,15 +225,24 @@ async def test_an_imported_title_revoked_for_fraud_ends_the_review_workflows_tit
     assert not {"re_review_opened", "recognition_expired"} & set(after)
 
 
+async def re_review_under_way(
+    h: Harness,
+) -> tuple[Any, WorkflowHandle[Any, ReviewState], Recognition, Any, WorkflowHandle[Any, ReviewState]]:
+    """A recognition whose re-review was filed in its window and is at the municipal stage: the recognised
+    application, its workflow, the title, the filing, and the re-review's workflow."""
+    app, handle, held = await re_review.recognized(h)
+    await re_review.sleep_until(h, held.valid_until - re_review.WINDOW + timedelta(seconds=5))
+    await re_review.window_opened(h, held)
+    filed = await re_review.file(h, handle, app)
+    child = h.env.client.get_workflow_handle(f"review-{filed.application_id}", result_type=ReviewState)
+    await in_review(h, child, "municipal")
+    return app, handle, held, filed, child
+
+
 async def test_a_title_held_by_its_undecided_re_review_is_revoked_and_never_extended(
     harness: Harness,
 ) -> None:
-    app, handle, held = await re_review.recognized(harness)
-    await re_review.sleep_until(harness, held.valid_until - re_review.WINDOW + timedelta(seconds=5))
-    await re_review.window_opened(harness, held)
-    filed = await re_review.file(harness, handle, app)
-    child = harness.env.client.get_workflow_handle(f"review-{filed.application_id}", result_type=ReviewState)
-    await in_review(harness, child, "municipal")
+    app, handle, held, filed, child = await re_review_under_way(harness)
     await re_review.sleep_until(harness, held.valid_until + timedelta(seconds=20))  # held past its expiry
     listed = await imported(harness, app.uscc)
 
@@ -268,6 +264,34 @@ async def test_a_title_held_by_its_undecided_re_review_is_revoked_and_never_exte
     assert f"of {app.uscc} was revoked for fraud" in (history[-1].reason or "")  # either title, same moment
 
 
+def imported_title(uscc: str, *, since: datetime, **changes: Any) -> Recognition:
+    """A little giant of ``uscc`` imported from the ministry's list, valid for three years from ``since``;
+    ``changes``: what else is true of it (revoked, ...)."""
+    listed: dict[str, Any] = {
+        "uscc": uscc,
+        "program": "demo",
+        "tier": "little_giant",
+        "certificate_no": f"MIIT-{uuid.uuid4().hex[:10]}",
+        "valid_from": since,
+        "valid_until": since + timedelta(days=3 * 365),
+        "status": "active",
+        "source": "import",
+        "list_reference": "工信部2026年第一批",
+        "batch": "2026-1",
+        "imported_by": "admin-1",
+    }
+    return Recognition(**{**listed, **changes})
+
+
+async def revoked_for_fraud(h: Harness, uscc: str, *, at: datetime) -> Recognition:
+    """An imported title of ``uscc`` (registered) as a revocation for fraud at ``at`` left it."""
+    revoked = {"revoked_at": at, "revoked_for": "fraud", "revoked_reason": "forged", "revoked_by": ADMIN.sub}
+    async with h.sessionmaker.begin() as session:
+        row = imported_title(uscc, since=at - timedelta(days=300), status="revoked", **revoked)
+        session.add(row)
+    return row
+
+
 async def test_an_application_on_notice_when_fraud_is_found_is_rejected(harness: Harness) -> None:
     """Fraud bars the enterprise (../shared/DOMAIN.md): an application it filed before the fraud was found -
     here, on public notice when another of its titles is revoked for fraud - is rejected when the notice
@@ -276,25 +300,7 @@ async def test_an_application_on_notice_when_fraud_is_found_is_rejected(harness:
     application = await harness.seed(uscc=uscc)
     handle = await harness.start(application)
     await approve_to_notice(harness, handle, ["municipal", "provincial"])
-    now = datetime.now(UTC)
-    async with harness.sessionmaker.begin() as session:
-        other = Recognition(
-            uscc=uscc,
-            program="demo",
-            tier="innovative",
-            certificate_no=f"MIIT-{uuid.uuid4().hex[:10]}",
-            valid_from=now - timedelta(days=300),
-            valid_until=now + timedelta(days=800),
-            status="revoked",
-            revoked_reason="forged R&D statements",
-            revoked_by=ADMIN.sub,
-            revoked_at=now,
-            revoked_for="fraud",
-            source="import",
-            list_reference="工信部2026年第一批",
-            imported_by="admin-1",
-        )
-        session.add(other)
+    other = await revoked_for_fraud(harness, uscc, at=datetime.now(UTC))  # found now, on another title
     await harness.env.sleep(25)  # past the notice period (20 s)
     state = await handle.result()
     assert (state.status, state.recognition_id, state.certificate_no) == ("rejected", None, None)
@@ -326,25 +332,7 @@ async def test_an_enterprise_barred_long_ago_is_recognised_once_the_bar_has_run_
     uscc = random_uscc("500103")
     long_ago = datetime.now(UTC) - timedelta(days=3 * 366 + 1)
     application = await harness.seed(uscc=uscc)
-    async with harness.sessionmaker.begin() as session:
-        session.add(
-            Recognition(
-                uscc=uscc,
-                program="demo",
-                tier="innovative",
-                certificate_no=f"MIIT-{uuid.uuid4().hex[:10]}",
-                valid_from=long_ago - timedelta(days=30),
-                valid_until=long_ago + timedelta(days=300),
-                status="revoked",
-                revoked_reason="forged R&D statements",
-                revoked_by=ADMIN.sub,
-                revoked_at=long_ago,
-                revoked_for="fraud",
-                source="import",
-                list_reference="工信部2022年第一批",
-                imported_by="admin-1",
-            )
-        )
+    await revoked_for_fraud(harness, uscc, at=long_ago)
     handle = await harness.start(application)
     await approve_to_notice(harness, handle, ["municipal", "provincial"])
     await harness.env.sleep(25)
@@ -359,12 +347,7 @@ async def test_a_re_review_of_a_title_revoked_on_another_ground_is_approved_but_
     """Revoked on another ground while its re-review is under way: the re-review is approved (no bar), its
     history says the title is revoked, the title stays as it was, and the enterprise is not told it is
     recognised."""
-    app, handle, held = await re_review.recognized(harness)
-    await re_review.sleep_until(harness, held.valid_until - re_review.WINDOW + timedelta(seconds=5))
-    await re_review.window_opened(harness, held)
-    filed = await re_review.file(harness, handle, app)
-    child = harness.env.client.get_workflow_handle(f"review-{filed.application_id}", result_type=ReviewState)
-    await in_review(harness, child, "municipal")
+    app, handle, held, filed, child = await re_review_under_way(harness)
     moved = RevokeRequest(actor=ADMIN, reason="moved abroad", revoked_for="other")
     await handle.execute_update("revoke", moved, result_type=ReviewState)
 
