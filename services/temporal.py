@@ -177,7 +177,8 @@ async def _still_running(handle: WorkflowHandle[Any, Any]) -> bool:
 
 
 async def signal(client: Client, workflow_id: str, name: str, arg: Any = None) -> bool:
-    """Send a signal, best effort: False (logged) when it could not be sent."""
+    """Send a signal, best effort: True when the workflow took it, or when no running workflow has that
+    id (it has ended: nothing is left to tell); False (logged) when Temporal did not take it - try later."""
     handle = client.get_workflow_handle(workflow_id)
     try:
         if arg is None:
@@ -185,6 +186,8 @@ async def signal(client: Client, workflow_id: str, name: str, arg: Any = None) -
         else:
             await handle.signal(name, arg)
     except (RPCError, RuntimeError) as exc:
+        if isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND:
+            return True
         log.warning("signal_failed", workflow_id=workflow_id, name=name, error=str(exc))
         return False
     return True

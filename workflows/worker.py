@@ -161,8 +161,10 @@ async def ensure_schedules(client: Client, settings: Settings) -> None:
 
 async def reconcile_forever(resources: Resources, stop: asyncio.Event, *, every: float = 15.0) -> None:
     """The write-then-start protocol's safety net (services/temporal.py): start the workflows of committed
-    applications and payouts that have none (an API died between its commit and the start). And the overdue
-    sweep of drawdowns (services/credit/repayments.py)."""
+    applications and payouts that have none (an API died between its commit and the start), and tell the
+    benefits of revoked titles that were never told to stop. And the overdue sweep of drawdowns
+    (services/credit/repayments.py)."""
+    from services.applications.imported import tell_untold
     from services.applications.workflow_client import reconcile as reconcile_applications
     from services.credit.payouts import reconcile as reconcile_payouts
     from services.credit.repayments import sweep_overdue
@@ -176,6 +178,8 @@ async def reconcile_forever(resources: Resources, stop: asyncio.Event, *, every:
                 resources.temporal, resources.sessionmaker, programs=resources.programs, task_queue=queue
             )
             await reconcile_payouts(resources.temporal, resources.sessionmaker, task_queue=queue)
+            # Revoked titles whose benefits an API never told to stop (it died after its commit).
+            await tell_untold(resources.temporal, resources.sessionmaker)
             # Drawdowns past due with an amount outstanding: flagged and announced once (repayments.py).
             await sweep_overdue(resources.sessionmaker)
             # Pool imports whose runner died (its lease ran out): go on from the last chunk (services/pools).

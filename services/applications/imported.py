@@ -17,14 +17,15 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from services import temporal as temporal_boundary
@@ -109,6 +110,9 @@ def recognition_id(row: RecognitionImportCreate) -> uuid.UUID:
 
 def _day_start(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=CST)
+
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +330,8 @@ async def revoke(
     """Revoke an imported recognition (no review workflow holds it): recorded with the event in the request's
     transaction (``revocation.revoke``: for fraud, with every other title of the enterprise), then each
     revoked one's benefits workflow is told to stop and each application's review workflow that its title is
-    gone (best effort, like the review workflow's signal: pending payouts are rejected as they would be)."""
+    gone (pending payouts are rejected as they would be), and the titles so told are marked: one Temporal
+    did not take (or an API that died after the commit) is told by the worker's ``tell_untold``."""
 
     async def act() -> ReviewStateRead:
         also_revoked = await revocation.revoke(
@@ -336,6 +341,7 @@ async def revoke(
             reason=data.reason,
             revoked_for=data.revoked_for,
             at=datetime.now(UTC),
+            told=False,  # marked once Temporal takes the stops (tell), else by the worker (tell_untold)
         )
         return ReviewStateRead.model_validate(
             {
@@ -347,28 +353,16 @@ async def revoke(
             }
         )
 
-    async def stop_benefits(state: ReviewStateRead) -> None:
+    async def tell(state: ReviewStateRead) -> None:
         await session.commit()
-        stop = BenefitsStop(reason=data.reason, cause="revoked")
-        await temporal_boundary.signal(temporal, benefits_workflow_id(recognition.id), "stop", stop)
-        with_it = BenefitsStop(
-            reason=revoked_with_reason(recognition.certificate_no, data.reason), cause="revoked"
+        with_it = [(title.recognition_id, title.application_id) for title in state.also_revoked]
+        certificate_no = recognition.certificate_no
+        told = await tell_revoked(
+            temporal, recognition.id, data.reason, certificate_no=certificate_no, with_it=with_it
         )
-        for title in state.also_revoked:
-            await temporal_boundary.signal(
-                temporal, benefits_workflow_id(title.recognition_id), "stop", with_it
-            )
-            if title.application_id is not None:
-                await temporal_boundary.signal(
-                    temporal,
-                    review_workflow_id(title.application_id),
-                    "revoked",
-                    TitleRevoked(
-                        recognition_id=title.recognition_id,
-                        revoked_with=recognition.id,
-                        reason=revoked_with_reason(recognition.certificate_no, data.reason),
-                    ),
-                )
+        if told:
+            await repo.mark_stop_sent(session, told, at=datetime.now(UTC))
+            await session.commit()
 
     return await once(
         session,
@@ -377,5 +371,55 @@ async def revoke(
         endpoint=f"POST /recognitions/{recognition.id}/revocation",
         payload=data,
         act=act,
-        then=stop_benefits,
+        then=tell,
     )
+
+
+async def tell_revoked(
+    temporal: Client,
+    recognition_id: uuid.UUID,
+    reason: str,
+    *,
+    certificate_no: str,
+    with_it: Sequence[tuple[uuid.UUID, uuid.UUID | None]] = (),
+) -> list[uuid.UUID]:
+    """Tell a revoked title's benefits workflow to stop, and for each title revoked with it (``with_it``: its
+    id and its application's, if any) its benefits to stop and its application's review that the title is
+    gone; the titles whose benefits took it (or have ended), to mark told."""
+    told = []
+    if await _stop_benefits(temporal, recognition_id, reason):
+        told.append(recognition_id)
+    because = revoked_with_reason(certificate_no, reason)
+    for title_id, application_id in with_it:
+        if await _stop_benefits(temporal, title_id, because):
+            told.append(title_id)
+        if application_id is not None:  # best effort: a review that missed it finds the title revoked
+            gone = TitleRevoked(recognition_id=title_id, revoked_with=recognition_id, reason=because)
+            await temporal_boundary.signal(temporal, review_workflow_id(application_id), "revoked", gone)
+    return told
+
+
+async def tell_untold(
+    temporal: Client, sessionmaker: async_sessionmaker[AsyncSession], *, older_than_seconds: float = 30.0
+) -> int:
+    """The worker's safety net for a request's telling (``revoke``): the benefits of a title revoked more
+    than ``older_than_seconds`` ago and not marked told are told to stop now (with its revocation's reason),
+    and the title is marked - an API that died after its commit, or a Temporal that did not answer, leaves
+    no credit line open on a revoked title. How many were told."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+    async with sessionmaker() as session:
+        told = [
+            title.id
+            for title in await repo.revoked_untold(session, before=cutoff)
+            if await _stop_benefits(temporal, title.id, title.revoked_reason or "revoked")
+        ]
+        if told:
+            await repo.mark_stop_sent(session, told, at=datetime.now(UTC))
+            await session.commit()
+            log.info("revocations_told", titles=len(told))
+    return len(told)
+
+
+async def _stop_benefits(temporal: Client, recognition_id: uuid.UUID, reason: str) -> bool:
+    stop = BenefitsStop(reason=reason, cause="revoked")
+    return await temporal_boundary.signal(temporal, benefits_workflow_id(recognition_id), "stop", stop)

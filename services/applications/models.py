@@ -300,6 +300,11 @@ class Recognition(Base):
     # What a revocation was for: fraud (which bars the enterprise from applying to any tier for the
     # program's durations.fraud_bar) or other; none while not revoked.
     revoked_for: Mapped[str | None] = mapped_column(String(20))
+    # When Temporal took the revocation's signals: its benefits told to stop (and, for an application's title
+    # revoked with another, its review told the title is gone). Set at once when a review workflow revokes (it
+    # tells them durably); after the request when an admin revokes an imported title; else the reconciler's
+    # (services/applications/revocation.py: tell_untold). None while not revoked, or not told yet.
+    stop_sent_at: Mapped[datetime | None]
     # When the re-review (复核) window of its current validity opened (the program's re_review_window
     # before valid_until): the enterprise may file its re-review since. Cleared when a re-review extends it.
     re_review_opened_at: Mapped[datetime | None]
@@ -314,6 +319,11 @@ class Recognition(Base):
 
     __table_args__ = (
         Index("ix_recognitions_created_at_id", "created_at", "id"),
+        Index(
+            "ix_recognitions_revoked_untold",
+            "revoked_at",
+            postgresql_where=text("status = 'revoked' AND stop_sent_at IS NULL"),
+        ),
         CheckConstraint("revoked_for IN ('fraud', 'other')", name="revoked_for_known"),
         CheckConstraint(
             "(source = 'review' AND application_id IS NOT NULL) "

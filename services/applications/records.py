@@ -490,6 +490,7 @@ async def change_recognition(session: AsyncSession, *, data: RecognitionChange) 
             reason=data.reason,
             revoked_for=data.revoked_for or "other",
             at=data.at,
+            told=True,  # the review workflow tells each title's workflows (durably, after this activity)
         )
     elif recognition.status == "active":
         recognition.status = data.status

@@ -688,6 +688,30 @@ async def titles_for_update(session: AsyncSession, uscc: str) -> list[Recognitio
     return list((await session.execute(stmt)).scalars())
 
 
+async def revoked_untold(session: AsyncSession, *, before: datetime, limit: int = 100) -> list[Recognition]:
+    """Titles revoked before ``before`` whose workflows were not told (``stop_sent_at``), oldest first."""
+    stmt = (
+        select(Recognition)
+        .where(
+            Recognition.status == "revoked",
+            Recognition.stop_sent_at.is_(None),
+            Recognition.revoked_at < before,
+        )
+        .order_by(Recognition.revoked_at, Recognition.id)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def mark_stop_sent(session: AsyncSession, ids: Sequence[uuid.UUID], *, at: datetime) -> None:
+    """The titles' workflows were told of their revocation (only the first telling is kept)."""
+    await session.execute(
+        update(Recognition)
+        .where(Recognition.id.in_(ids), Recognition.stop_sent_at.is_(None))
+        .values(stop_sent_at=at)
+    )
+
+
 async def revoked_together(session: AsyncSession, revoked: Recognition) -> list[Recognition]:
     """The enterprise's other recognitions revoked for fraud at the same moment as `revoked`: the titles its
     revocation for fraud revoked with it."""

@@ -37,20 +37,25 @@ async def revoke(
     reason: str,
     revoked_for: RevokedFor,
     at: datetime,
+    told: bool,
 ) -> list[RevokedTitle]:
     """Revoke `recognition` if it is still active (its event with it), and for fraud every other title of its
     enterprise too, and bar its pools' benefits from `at`; the other titles revoked with it (none for another
-    ground, or when it was no longer active: a concurrent revocation for fraud got there first)."""
+    ground, or when it was no longer active: a concurrent revocation for fraud got there first).
+
+    ``told``: the caller tells the revoked titles' workflows durably (a review workflow), so they are marked
+    told now (``stop_sent_at``); else (a request) ``mark_told`` marks each once its signals are taken, and
+    what is never marked is told by ``tell_untold``."""
     if revoked_for == "fraud":
         await repo.titles_for_update(session, recognition.uscc)  # reads `recognition` afresh, locked
     if recognition.status != "active":
         return []
-    _revoked(recognition, actor=actor, reason=reason, revoked_for=revoked_for, at=at)
+    _revoked(recognition, actor=actor, reason=reason, revoked_for=revoked_for, at=at, told=told)
     await session.flush()
     await announce.revoked(session, recognition, reason)
     if revoked_for != "fraud":
         return []
-    also_revoked = await _revoke_other_titles(session, recognition, actor=actor)
+    also_revoked = await _revoke_other_titles(session, recognition, actor=actor, told=told)
     await bar_enterprise(
         session,
         uscc=recognition.uscc,
@@ -76,17 +81,18 @@ def title(recognition: Recognition) -> RevokedTitle:
 
 
 def _revoked(
-    recognition: Recognition, *, actor: Actor, reason: str, revoked_for: RevokedFor, at: datetime
+    recognition: Recognition, *, actor: Actor, reason: str, revoked_for: RevokedFor, at: datetime, told: bool
 ) -> None:
     recognition.status = "revoked"
     recognition.revoked_reason = reason
     recognition.revoked_by = actor.sub
     recognition.revoked_at = at
     recognition.revoked_for = revoked_for
+    recognition.stop_sent_at = at if told else None
 
 
 async def _revoke_other_titles(
-    session: AsyncSession, revoked: Recognition, *, actor: Actor
+    session: AsyncSession, revoked: Recognition, *, actor: Actor, told: bool
 ) -> list[RevokedTitle]:
     assert revoked.revoked_at is not None
     reason = revoked_with_reason(revoked.certificate_no, revoked.revoked_reason or "")
@@ -94,7 +100,7 @@ async def _revoke_other_titles(
     for other in await repo.titles_for_update(session, revoked.uscc):  # locked already: no wait
         if other.id == revoked.id or other.status != "active":
             continue
-        _revoked(other, actor=actor, reason=reason, revoked_for="fraud", at=revoked.revoked_at)
+        _revoked(other, actor=actor, reason=reason, revoked_for="fraud", at=revoked.revoked_at, told=told)
         if other.application_id is not None:  # its application's history says so, as its own revocation would
             session.add(
                 Transition(

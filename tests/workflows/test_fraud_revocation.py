@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
+from devtools.devstack import free_port
 from services.applications import imported as imported_titles
 from services.applications import revocation
 from services.applications.models import Application, Recognition, Transition
@@ -21,6 +22,7 @@ from services.auth import CurrentUser, Role
 from services.contracts import Actor, BenefitsInput, ReviewState, RevokeRequest
 from services.events import OutboxEvent
 from services.programs import program_version
+from services.resources import connect_temporal
 from tests.support.factories import random_uscc
 from tests.workflows import test_re_review as re_review
 from tests.workflows.conftest import Harness
@@ -104,6 +106,7 @@ async def test_a_revocation_for_fraud_revokes_every_title_and_stops_their_benefi
     for row in (first, second, third):
         assert (row.status, row.revoked_for, row.revoked_by) == ("revoked", "fraud", ADMIN.sub)
         assert row.revoked_at == first.revoked_at  # one revocation, one moment
+        assert row.stop_sent_at == row.revoked_at  # the review workflow tells them, durably
     assert first.revoked_reason == "forged R&D statements"
     for row in (second, third):
         assert row.revoked_reason == (
@@ -146,6 +149,7 @@ async def test_a_revocation_for_fraud_revokes_every_title_and_stops_their_benefi
                 reason="again",
                 revoked_for="fraud",
                 at=datetime.now(UTC),
+                told=True,
             )
             == []
         )
@@ -215,6 +219,7 @@ async def test_an_imported_title_revoked_for_fraud_ends_the_review_workflows_tit
     assert [t.application_id for t in answer.also_revoked] == [own.application_id]
     first, second = await rows(harness, listed.id, own.recognition_id)
     assert (first.status, second.status, second.revoked_for) == ("revoked", "revoked", "fraud")
+    assert None not in (first.stop_sent_at, second.stop_sent_at)  # told after the commit
     for recognition_id in (listed.id, own.recognition_id):
         benefits = harness.env.client.get_workflow_handle(f"benefits-{recognition_id}")
         assert await benefits.result() == "revoked"
@@ -363,3 +368,39 @@ async def test_a_re_review_of_a_title_revoked_on_another_ground_is_approved_but_
             select(OutboxEvent.type).where(OutboxEvent.aggregate_id == filed.application_id)
         )
         assert "application.recognized" not in list(told)
+
+
+async def test_a_revocation_temporal_did_not_take_is_told_by_the_reconciler(harness: Harness) -> None:
+    """An imported title revoked while Temporal does not answer (or by an API that dies after its commit):
+    the revocation stands, its benefits are not told, and the title is left untold; the worker's reconciler
+    tells them to stop (its credit line does not stay open) and marks it, once."""
+    uscc = random_uscc("500103")
+    await harness.seed(uscc=uscc)  # the enterprise, registered
+    listed = await imported(harness, uscc)
+    benefits = harness.env.client.get_workflow_handle(f"benefits-{listed.id}")
+    away = harness.resources.settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    async with harness.sessionmaker() as session:
+        row = await session.get(Recognition, listed.id)
+        assert row is not None
+        await imported_titles.revoke(
+            session,
+            await connect_temporal(away),
+            user=CurrentUser(sub="admin-1", role=Role.admin),
+            key=None,
+            recognition=row,
+            data=RevocationCreate(reason="listed in error", revoked_for="other"),
+        )
+    [untold] = await rows(harness, listed.id)
+    assert (untold.status, untold.stop_sent_at) == ("revoked", None)
+    assert (await benefits.describe()).status == WorkflowExecutionStatus.RUNNING
+
+    def reconcile() -> Any:
+        return imported_titles.tell_untold(harness.env.client, harness.sessionmaker, older_than_seconds=0)
+
+    assert await reconcile() >= 1
+    assert await benefits.result() == "revoked"
+    [told] = await rows(harness, listed.id)
+    assert told.stop_sent_at is not None
+    await reconcile()
+    [again] = await rows(harness, listed.id)
+    assert again.stop_sent_at == told.stop_sent_at  # told once
